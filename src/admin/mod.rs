@@ -1,0 +1,125 @@
+//! The admin listener: health, readiness, metrics and what this node believes.
+//!
+//! Served on its own address (localhost by default) on the control-plane runtime, never on the
+//! proxy listeners. Endpoints are read-only; state-changing ones added later accept loopback
+//! clients only.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::proxy::Shared;
+
+/// Serves admin requests until `stop` turns true.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = crate::proxy::stopped(&mut stop) => return,
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, Infallible>(route(&shared, &req)) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+                tracing::debug!(client = %peer, error = %e, "admin connection error");
+            }
+        });
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r
+}
+
+fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
+    respond(status, "application/json", v.to_string())
+}
+
+/// Routes one admin request.
+pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method_not_allowed"}));
+    }
+    match path {
+        "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        "/readyz" => {
+            let snap = shared.snapshot.load();
+            if snap.generation > 0 {
+                json_response(StatusCode::OK, &json!({"ready": true, "generation": snap.generation}))
+            } else {
+                json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"ready": false, "reason": "no placement snapshot loaded yet"}))
+            }
+        }
+        "/metrics" => {
+            let m = &shared.metrics;
+            m.snapshot_age_seconds.set(shared.snapshot.age().as_secs_f64());
+            match m.encode() {
+                Ok(text) => respond(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text),
+                Err(_) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "metrics_encoding_failed"})),
+            }
+        }
+        "/admin/cells" => {
+            let snap = shared.snapshot.load();
+            let cells: Vec<_> = snap
+                .cells()
+                .into_iter()
+                .map(|c| {
+                    json!({
+                        "cell": &*c.id,
+                        "state": c.state.as_str(),
+                        "targets": c.targets.iter().map(|t| &*t.url).collect::<Vec<_>>(),
+                        "preserve_host": c.preserve_host,
+                    })
+                })
+                .collect();
+            json_response(StatusCode::OK, &json!({"generation": snap.generation, "cells": cells}))
+        }
+        p if p.starts_with("/admin/tenants/") => tenant(shared, &p["/admin/tenants/".len()..]),
+        _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
+    }
+}
+
+fn tenant(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
+    let snap = shared.snapshot.load();
+    let Some(p) = snap.tenant(id) else {
+        return json_response(StatusCode::NOT_FOUND, &json!({"error": "unknown_tenant", "generation": snap.generation}));
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "tenant": id,
+            "cell": &*p.cell_id,
+            "cell_defined": p.cell.is_some(),
+            "cell_state": p.cell.as_ref().map(|c| c.state.as_str()),
+            "status": p.status.as_str(),
+            "tier": &*p.tier,
+            "version": p.version,
+            "generation": snap.generation,
+            "loaded_at": humantime::format_rfc3339_millis(snap.loaded_at).to_string(),
+        }),
+    )
+}

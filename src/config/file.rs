@@ -1,0 +1,154 @@
+//! The raw, serde-shaped view of a cellgate config file (`FileConfig`).
+//!
+//! Every table rejects unknown keys, so a typo is an error rather than a silently ignored
+//! setting. Values stay as the operator wrote them (strings for durations, addresses and URLs);
+//! `super::Config::from_file` turns them into real types and names the key on any failure.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: FileServer,
+    #[serde(default)]
+    pub listeners: Vec<FileListener>,
+    #[serde(default)]
+    pub admin: FileAdmin,
+    #[serde(default)]
+    pub tenant: FileTenant,
+    #[serde(default)]
+    pub auth: FileAuth,
+    pub registry: Option<FileRegistry>,
+    #[serde(default)]
+    pub cells: Vec<FileCell>,
+    #[serde(default)]
+    pub upstream: FileUpstream,
+    #[serde(default)]
+    pub headers: FileHeaders,
+    #[serde(default)]
+    pub access_log: FileAccessLog,
+    #[serde(default)]
+    pub log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    pub workers: Option<usize>,
+    pub shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    pub address: String,
+    pub tls: Option<FileTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTenant {
+    pub sources: Option<Vec<String>>,
+    #[serde(default)]
+    pub base_domains: Vec<String>,
+    pub header: Option<FileTenantHeader>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTenantHeader {
+    pub name: String,
+    #[serde(default)]
+    pub trusted_sources: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    pub required: Option<bool>,
+    pub tenant_claim: Option<String>,
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    pub leeway: Option<String>,
+    pub max_token_bytes: Option<usize>,
+    #[serde(default)]
+    pub keys: Vec<FileKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKey {
+    pub kid: Option<String>,
+    pub algorithm: String,
+    pub public_key_file: Option<String>,
+    pub public_key_pem: Option<String>,
+    pub secret_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRegistry {
+    pub source: String,
+    pub path: Option<String>,
+    pub poll_interval: Option<String>,
+}
+
+/// A cell as written in the config file or in a registry file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCell {
+    pub id: String,
+    pub state: Option<String>,
+    #[serde(default)]
+    pub targets: Vec<String>,
+    pub preserve_host: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub total_timeout: Option<String>,
+    pub pool_idle_timeout: Option<String>,
+    pub pool_max_idle_per_target: Option<usize>,
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHeaders {
+    #[serde(default)]
+    pub strip: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    pub enabled: Option<bool>,
+    pub sample: Option<f64>,
+    pub buffer: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    pub level: Option<String>,
+    pub format: Option<String>,
+}

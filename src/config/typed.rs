@@ -1,0 +1,388 @@
+//! The validated runtime config and the conversion from [`FileConfig`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+
+use super::file::{FileConfig, FileRegistry};
+use super::{FieldError, parse_addr, parse_duration};
+use crate::auth::VerificationKey;
+use crate::placement::Cell;
+use crate::tenant::TenantSource;
+
+/// ALBs close idle connections after 60 s; a pooled connection must be dropped before that.
+pub const MAX_POOL_IDLE: Duration = Duration::from_secs(59);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this config was read from.
+    pub source_path: PathBuf,
+    pub server: ServerConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub admin: AdminConfig,
+    pub tenant: TenantConfig,
+    pub auth: AuthConfig,
+    pub registry: RegistryConfig,
+    /// Cells defined in the config file; a registry cell with the same id wins.
+    pub cells: Vec<Cell>,
+    pub upstream: UpstreamConfig,
+    /// Client-supplied headers removed before forwarding, on top of the built-in internal ones.
+    pub strip_headers: Vec<HeaderName>,
+    pub access_log: AccessLogConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Data-plane threads, one current-thread runtime each.
+    pub workers: usize,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    /// Sources in precedence order.
+    pub sources: Vec<TenantSource>,
+    /// Lower-case, without a leading dot, longest first (so the most specific one matches).
+    pub base_domains: Vec<String>,
+    pub header: Option<TenantHeaderConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantHeaderConfig {
+    pub name: HeaderName,
+    pub trusted_sources: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Reject requests without a bearer token (401).
+    pub required: bool,
+    pub tenant_claim: String,
+    pub issuers: Vec<String>,
+    pub audiences: Vec<String>,
+    pub leeway: Duration,
+    pub max_token_bytes: usize,
+    pub keys: Vec<VerificationKey>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RegistryConfig {
+    /// A TOML file re-read when it changes.
+    File { path: PathBuf, poll_interval: Duration },
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub connect_timeout: Duration,
+    /// Longest wait for the response head, and for each later chunk of the response body.
+    pub read_timeout: Duration,
+    /// Longest time for the whole exchange, response body included (upgraded connections exempt).
+    pub total_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_target: usize,
+    /// Extra PEM roots for upstream TLS (besides the public web roots).
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLogConfig {
+    pub enabled: bool,
+    /// Fraction of routed requests logged; errors and rejections are always logged.
+    pub sample: f64,
+    /// Lines buffered between the request path and the writer; beyond it lines are dropped.
+    pub buffer: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+fn dur(key: &str, value: Option<&String>, default: Duration) -> Result<Duration, FieldError> {
+    value.map_or(Ok(default), |v| parse_duration(key, v))
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+}
+
+pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config, FieldError> {
+    let workers = match raw.server.workers {
+        None | Some(0) => std::thread::available_parallelism().map_or(1, usize::from),
+        Some(n) if n > 256 => return Err(FieldError::new("server.workers", n, "at most 256")),
+        Some(n) => n,
+    };
+    let server = ServerConfig {
+        workers,
+        shutdown_grace: dur("server.shutdown_grace", raw.server.shutdown_grace.as_ref(), Duration::from_secs(30))?,
+    };
+
+    if raw.listeners.is_empty() {
+        return Err(FieldError::new("listeners", "[]", "at least one [[listeners]] entry is required"));
+    }
+    let mut listeners = Vec::with_capacity(raw.listeners.len());
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let address = parse_addr(&format!("listeners[{i}].address"), &l.address)?;
+        let tls = l.tls.as_ref().map(|t| TlsFiles { cert: resolve(base, &t.cert), key: resolve(base, &t.key) });
+        if let Some(t) = &tls {
+            for (what, p) in [("cert", &t.cert), ("key", &t.key)] {
+                if !p.is_file() {
+                    return Err(FieldError::new(format!("listeners[{i}].tls.{what}"), p.display(), "file not found"));
+                }
+            }
+        }
+        listeners.push(ListenerConfig { address, tls });
+    }
+    let admin = AdminConfig {
+        address: parse_addr("admin.address", raw.admin.address.as_deref().unwrap_or("127.0.0.1:9090"))?,
+    };
+
+    let tenant = build_tenant(&raw)?;
+    let auth = build_auth(&raw, base)?;
+    if tenant.sources.contains(&TenantSource::Jwt) && auth.keys.is_empty() {
+        return Err(FieldError::new("tenant.sources", "jwt", "the jwt source needs at least one [[auth.keys]] entry"));
+    }
+    if auth.required && auth.keys.is_empty() {
+        return Err(FieldError::new("auth.required", true, "a required token needs at least one [[auth.keys]] entry"));
+    }
+
+    let registry = build_registry(raw.registry.as_ref(), base)?;
+    let mut cells = Vec::with_capacity(raw.cells.len());
+    for (i, c) in raw.cells.iter().enumerate() {
+        let cell = Cell::from_file(c, &format!("cells[{i}]"))?;
+        if cells.iter().any(|known: &Cell| known.id == cell.id) {
+            return Err(FieldError::new(format!("cells[{i}].id"), &cell.id, "duplicate cell id"));
+        }
+        cells.push(cell);
+    }
+
+    let upstream = build_upstream(&raw, base)?;
+    let mut strip_headers = Vec::with_capacity(raw.headers.strip.len());
+    for (i, h) in raw.headers.strip.iter().enumerate() {
+        let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+            .map_err(|_| FieldError::new(format!("headers.strip[{i}]"), h, "not a valid header name"))?;
+        strip_headers.push(name);
+    }
+
+    let sample = raw.access_log.sample.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample) {
+        return Err(FieldError::new("access_log.sample", sample, "must be between 0.0 and 1.0"));
+    }
+    let buffer = raw.access_log.buffer.unwrap_or(16_384);
+    if buffer == 0 {
+        return Err(FieldError::new("access_log.buffer", 0, "must be at least 1"));
+    }
+    let access_log = AccessLogConfig { enabled: raw.access_log.enabled.unwrap_or(true), sample, buffer };
+
+    let level = raw.log.level.clone().unwrap_or_else(|| "info".to_owned());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        return Err(FieldError::new("log.level", &level, "not a log level or filter (e.g. \"info\", \"cellgate=debug\")"));
+    }
+    let format = match raw.log.format.as_deref().unwrap_or("json") {
+        "json" => LogFormat::Json,
+        "text" => LogFormat::Text,
+        other => return Err(FieldError::new("log.format", other, "expected \"json\" or \"text\"")),
+    };
+
+    Ok(Config {
+        source_path: path.to_path_buf(),
+        server,
+        listeners,
+        admin,
+        tenant,
+        auth,
+        registry,
+        cells,
+        upstream,
+        strip_headers,
+        access_log,
+        log: LogConfig { level, format },
+    })
+}
+
+fn build_tenant(raw: &FileConfig) -> Result<TenantConfig, FieldError> {
+    let names = raw.tenant.sources.clone().unwrap_or_else(|| vec!["jwt".to_owned(), "subdomain".to_owned()]);
+    if names.is_empty() {
+        return Err(FieldError::new("tenant.sources", "[]", "name at least one of \"jwt\", \"subdomain\", \"header\""));
+    }
+    let mut sources = Vec::with_capacity(names.len());
+    for (i, n) in names.iter().enumerate() {
+        let key = format!("tenant.sources[{i}]");
+        let s = match n.as_str() {
+            "jwt" => TenantSource::Jwt,
+            "subdomain" => TenantSource::Subdomain,
+            "header" => TenantSource::Header,
+            other => return Err(FieldError::new(key, other, "expected \"jwt\", \"subdomain\" or \"header\"")),
+        };
+        if sources.contains(&s) {
+            return Err(FieldError::new(key, n, "listed twice"));
+        }
+        sources.push(s);
+    }
+    let mut base_domains = Vec::with_capacity(raw.tenant.base_domains.len());
+    for (i, d) in raw.tenant.base_domains.iter().enumerate() {
+        let norm = d.trim_start_matches('.').to_ascii_lowercase();
+        let valid = !norm.is_empty()
+            && norm.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if !valid {
+            return Err(FieldError::new(format!("tenant.base_domains[{i}]"), d, "not a domain name"));
+        }
+        base_domains.push(norm);
+    }
+    base_domains.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    if sources.contains(&TenantSource::Subdomain) && base_domains.is_empty() {
+        return Err(FieldError::new("tenant.base_domains", "[]", "the subdomain source needs at least one base domain"));
+    }
+    let header = match &raw.tenant.header {
+        None => None,
+        Some(h) => {
+            let name = HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes())
+                .map_err(|_| FieldError::new("tenant.header.name", &h.name, "not a valid header name"))?;
+            let mut trusted = Vec::with_capacity(h.trusted_sources.len());
+            for (i, c) in h.trusted_sources.iter().enumerate() {
+                let net = c
+                    .parse::<IpNet>()
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| FieldError::new(format!("tenant.header.trusted_sources[{i}]"), c, "not a CIDR or IP address"))?;
+                trusted.push(net);
+            }
+            Some(TenantHeaderConfig { name, trusted_sources: trusted })
+        }
+    };
+    if sources.contains(&TenantSource::Header) {
+        match &header {
+            None => return Err(FieldError::new("tenant.sources", "header", "the header source needs a [tenant.header] table")),
+            Some(h) if h.trusted_sources.is_empty() => {
+                return Err(FieldError::new(
+                    "tenant.header.trusted_sources",
+                    "[]",
+                    "a tenant header is only accepted from trusted sources; list at least one CIDR",
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(TenantConfig { sources, base_domains, header })
+}
+
+fn build_auth(raw: &FileConfig, base: &Path) -> Result<AuthConfig, FieldError> {
+    let a = &raw.auth;
+    let tenant_claim = a.tenant_claim.clone().unwrap_or_else(|| "tenant".to_owned());
+    if tenant_claim.is_empty() {
+        return Err(FieldError::new("auth.tenant_claim", "", "must not be empty"));
+    }
+    let leeway = dur("auth.leeway", a.leeway.as_ref(), Duration::from_secs(30))?;
+    if leeway > Duration::from_secs(300) {
+        return Err(FieldError::new("auth.leeway", humantime::format_duration(leeway), "at most 5m"));
+    }
+    let max_token_bytes = a.max_token_bytes.unwrap_or(8192);
+    if !(256..=65_536).contains(&max_token_bytes) {
+        return Err(FieldError::new("auth.max_token_bytes", max_token_bytes, "must be between 256 and 65536"));
+    }
+    let mut keys = Vec::with_capacity(a.keys.len());
+    for (i, k) in a.keys.iter().enumerate() {
+        keys.push(crate::auth::load_key(k, base, &format!("auth.keys[{i}]"))?);
+    }
+    Ok(AuthConfig {
+        required: a.required.unwrap_or(false),
+        tenant_claim,
+        issuers: a.issuers.clone(),
+        audiences: a.audiences.clone(),
+        leeway,
+        max_token_bytes,
+        keys,
+    })
+}
+
+fn build_registry(reg: Option<&FileRegistry>, base: &Path) -> Result<RegistryConfig, FieldError> {
+    let Some(reg) = reg else {
+        return Err(FieldError::new("registry", "(missing)", "a [registry] table is required, e.g. source = \"file\""));
+    };
+    match reg.source.as_str() {
+        "file" => {
+            let p = reg.path.as_deref().unwrap_or("registry.toml");
+            let poll_interval = dur("registry.poll_interval", reg.poll_interval.as_ref(), Duration::from_millis(500))?;
+            if poll_interval < Duration::from_millis(10) || poll_interval > Duration::from_secs(3600) {
+                return Err(FieldError::new("registry.poll_interval", humantime::format_duration(poll_interval), "must be between 10ms and 1h"));
+            }
+            Ok(RegistryConfig::File { path: resolve(base, p), poll_interval })
+        }
+        other => Err(FieldError::new("registry.source", other, "expected \"file\" (DynamoDB arrives in a later release)")),
+    }
+}
+
+fn build_upstream(raw: &FileConfig, base: &Path) -> Result<UpstreamConfig, FieldError> {
+    let u = &raw.upstream;
+    let connect_timeout = dur("upstream.connect_timeout", u.connect_timeout.as_ref(), Duration::from_secs(2))?;
+    let read_timeout = dur("upstream.read_timeout", u.read_timeout.as_ref(), Duration::from_secs(30))?;
+    let total_timeout = dur("upstream.total_timeout", u.total_timeout.as_ref(), Duration::from_secs(120))?;
+    let pool_idle_timeout = dur("upstream.pool_idle_timeout", u.pool_idle_timeout.as_ref(), Duration::from_secs(50))?;
+    for (key, d) in [
+        ("upstream.connect_timeout", connect_timeout),
+        ("upstream.read_timeout", read_timeout),
+        ("upstream.total_timeout", total_timeout),
+        ("upstream.pool_idle_timeout", pool_idle_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(FieldError::new(key, "0s", "must be above zero"));
+        }
+    }
+    if pool_idle_timeout > MAX_POOL_IDLE {
+        return Err(FieldError::new(
+            "upstream.pool_idle_timeout",
+            humantime::format_duration(pool_idle_timeout),
+            "must be below 60s: an ALB closes idle connections at 60s and a reused one would fail",
+        ));
+    }
+    if total_timeout < read_timeout {
+        return Err(FieldError::new(
+            "upstream.total_timeout",
+            humantime::format_duration(total_timeout),
+            "must not be shorter than upstream.read_timeout",
+        ));
+    }
+    let ca_file = u.ca_file.as_deref().map(|p| resolve(base, p));
+    if let Some(p) = &ca_file
+        && !p.is_file()
+    {
+        return Err(FieldError::new("upstream.ca_file", p.display(), "file not found"));
+    }
+    Ok(UpstreamConfig {
+        connect_timeout,
+        read_timeout,
+        total_timeout,
+        pool_idle_timeout,
+        pool_max_idle_per_target: u.pool_max_idle_per_target.unwrap_or(256),
+        ca_file,
+    })
+}

@@ -1,0 +1,134 @@
+//! The one place where module errors become HTTP answers.
+//!
+//! Each refusal gets a status, a stable machine-readable `error` code, an outcome for metrics
+//! and logs, and a source (downstream = the client's fault, upstream = a cell's, internal =
+//! ours), as Pingora classifies errors. Bodies are small JSON objects that carry the request id
+//! and never echo tokens or other client input.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::auth::AuthError;
+use crate::metrics::{Outcome, UpstreamErrorKind};
+use crate::routing::RouteError;
+use crate::tenant::{IdentifyError, TenantError};
+use crate::upstream::UpstreamError;
+
+/// Whose fault a failure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
+/// Any reason the proxy answers a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    Identify(#[from] IdentifyError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+}
+
+/// How a [`ProxyError`] is answered.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorResponse {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub outcome: Outcome,
+    pub source: ErrorSource,
+    /// `WWW-Authenticate` value, for 401.
+    pub www_authenticate: Option<&'static str>,
+    pub retry_after: Option<Duration>,
+    /// For upstream errors, the metric kind.
+    pub upstream_kind: Option<UpstreamErrorKind>,
+}
+
+impl ErrorResponse {
+    const fn new(status: StatusCode, code: &'static str, outcome: Outcome, source: ErrorSource) -> Self {
+        Self { status, code, outcome, source, www_authenticate: None, retry_after: None, upstream_kind: None }
+    }
+}
+
+impl ProxyError {
+    #[must_use]
+    pub fn response(&self) -> ErrorResponse {
+        use ErrorSource::{Downstream, Internal, Upstream};
+        use Outcome as O;
+        use StatusCode as S;
+        match self {
+            Self::BadRequest(_) => ErrorResponse::new(S::BAD_REQUEST, "bad_request", O::bad_request, Downstream),
+            Self::Identify(IdentifyError::Tenant(e)) => match e {
+                TenantError::Invalid(_) => ErrorResponse::new(S::BAD_REQUEST, "invalid_tenant", O::bad_request, Downstream),
+                TenantError::Missing => ErrorResponse::new(S::BAD_REQUEST, "tenant_required", O::bad_request, Downstream),
+                TenantError::Mismatch { .. } => ErrorResponse::new(S::FORBIDDEN, "tenant_mismatch", O::tenant_mismatch, Downstream),
+            },
+            Self::Identify(IdentifyError::Auth(e)) => match e {
+                AuthError::Missing => ErrorResponse {
+                    www_authenticate: Some("Bearer realm=\"cellgate\", error=\"invalid_request\", error_description=\"bearer token required\""),
+                    ..ErrorResponse::new(S::UNAUTHORIZED, "token_required", O::unauthorized, Downstream)
+                },
+                AuthError::Invalid(_) => ErrorResponse {
+                    www_authenticate: Some("Bearer realm=\"cellgate\", error=\"invalid_token\""),
+                    ..ErrorResponse::new(S::UNAUTHORIZED, "invalid_token", O::unauthorized, Downstream)
+                },
+                AuthError::TooLarge(_) => ErrorResponse::new(
+                    S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "authorization_too_large",
+                    O::unauthorized,
+                    Downstream,
+                ),
+            },
+            Self::Route(e) => match e {
+                RouteError::NotReady => ErrorResponse {
+                    retry_after: Some(Duration::from_secs(1)),
+                    ..ErrorResponse::new(S::SERVICE_UNAVAILABLE, "not_ready", O::not_ready, Internal)
+                },
+                RouteError::UnknownTenant => ErrorResponse::new(S::NOT_FOUND, "unknown_tenant", O::unknown_tenant, Downstream),
+                RouteError::Suspended => ErrorResponse::new(S::FORBIDDEN, "tenant_suspended", O::tenant_suspended, Downstream),
+                RouteError::Migrating => ErrorResponse {
+                    retry_after: Some(Duration::from_secs(5)),
+                    ..ErrorResponse::new(S::SERVICE_UNAVAILABLE, "tenant_migrating", O::cell_unavailable, Internal)
+                },
+                RouteError::CellMissing(_) | RouteError::CellDown(_) => {
+                    ErrorResponse::new(S::SERVICE_UNAVAILABLE, "cell_unavailable", O::cell_unavailable, Upstream)
+                }
+            },
+            Self::Upstream(e) => {
+                let (status, code, kind) = match e {
+                    UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } => {
+                        (S::SERVICE_UNAVAILABLE, "cell_unreachable", UpstreamErrorKind::connect)
+                    }
+                    UpstreamError::ResponseTimeout { .. } => (S::GATEWAY_TIMEOUT, "cell_timeout", UpstreamErrorKind::timeout),
+                    UpstreamError::Protocol { .. } => (S::BAD_GATEWAY, "bad_gateway", UpstreamErrorKind::protocol),
+                };
+                ErrorResponse { upstream_kind: Some(kind), ..ErrorResponse::new(status, code, O::upstream_error, Upstream) }
+            }
+        }
+    }
+}
+
+/// The JSON body of an error answer: `{"error": code, "request_id": id}` plus `"cell"` when a
+/// cell is involved. Codes, ids and cell ids are from restricted charsets, so no escaping needed.
+#[must_use]
+pub fn error_body(code: &str, request_id: &str, cell: Option<&str>) -> String {
+    let mut s = String::with_capacity(64 + request_id.len());
+    s.push_str("{\"error\":\"");
+    s.push_str(code);
+    s.push_str("\",\"request_id\":\"");
+    s.push_str(request_id);
+    s.push('"');
+    if let Some(c) = cell {
+        s.push_str(",\"cell\":\"");
+        s.push_str(c);
+        s.push('"');
+    }
+    s.push('}');
+    s
+}

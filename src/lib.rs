@@ -1,0 +1,20 @@
+//! cellgate: an edge proxy for cell-based SaaS.
+//!
+//! It identifies the tenant of each request (a verified JWT claim, the subdomain, or a header
+//! from a trusted hop), looks up the tenant's cell in a hot-swapped placement snapshot, and
+//! forwards to that cell's targets. The modules follow the request's stages; see
+//! [`proxy`] for the stage chart.
+
+pub mod accesslog;
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod metrics;
+pub mod placement;
+pub mod proxy;
+pub mod routing;
+pub mod telemetry;
+pub mod tenant;
+pub mod upstream;

@@ -1,0 +1,184 @@
+//! The `cellgate` command: serve | validate | demo | token. Operator subcommands join here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use cellgate::config::{Config, Overrides, RegistryConfig};
+use cellgate::{demo, proxy::Server, telemetry};
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "cellgate", version, about = "Edge proxy for cell-based SaaS: routes each tenant to its cell")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        #[arg(long, short, env = "CELLGATE_CONFIG")]
+        config: PathBuf,
+        /// Replaces the first listener's address (else CELLGATE_LISTEN, else the file).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Replaces the admin address (else CELLGATE_ADMIN_LISTEN, else the file).
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Check a config file (and its registry file); exit non-zero with the reason.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the proxy with three local demo cells and a file registry; no AWS needed.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: String,
+    },
+    /// Mint a JWT for trying the JWT path (demo key unless --key is given).
+    Token {
+        #[arg(long)]
+        tenant: String,
+        /// Lifetime, e.g. 1h, 15m.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[arg(long)]
+        sub: Option<String>,
+        /// PEM private key file (default: the public demo key).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Algorithm for --key: RS256, ES256, EdDSA, HS256 (HS256 reads the secret from --key).
+        #[arg(long, default_value = "EdDSA")]
+        alg: String,
+        #[arg(long)]
+        kid: Option<String>,
+        #[arg(long, default_value = demo::DEMO_ISSUER)]
+        issuer: String,
+        #[arg(long, default_value = demo::DEMO_AUDIENCE)]
+        audience: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, listen, admin } => serve(&config, Overrides { listen, admin, ..Overrides::default() }),
+        Command::Validate { config } => validate(&config),
+        Command::Demo { listen, admin } => run_demo(listen, admin),
+        Command::Token { tenant, ttl, sub, key, alg, kid, issuer, audience } => {
+            token(tenant, &ttl, sub, key, &alg, kid, issuer, audience)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cellgate: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // The control plane (registry refresh, admin) is light; the data plane has its own threads.
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().context("starting the runtime")
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+fn serve(path: &std::path::Path, overrides: Overrides) -> anyhow::Result<()> {
+    let config = Config::load(path, &overrides.with_env())?;
+    telemetry::init(&config.log);
+    runtime()?.block_on(async {
+        let server = Server::bind(config)?;
+        server.run(shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn validate(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path, &Overrides::default().with_env())?;
+    let RegistryConfig::File { path: registry, .. } = &config.registry;
+    let text = std::fs::read_to_string(registry).with_context(|| format!("{}: registry.path", path.display()))?;
+    let data = cellgate::placement::file::parse_registry(&text, &registry.display().to_string())?;
+    println!(
+        "{}: ok ({} listener(s), {} config cell(s); registry {}: {} tenant(s), {} cell(s))",
+        path.display(),
+        config.listeners.len(),
+        config.cells.len(),
+        registry.display(),
+        data.tenants.len(),
+        data.cells.len()
+    );
+    Ok(())
+}
+
+fn run_demo(listen: String, admin: String) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let cells = demo::spawn_cells(3, 2).await.context("starting demo cells")?;
+        let dir = std::env::temp_dir().join(format!("cellgate-demo-{}", std::process::id()));
+        let config_path = demo::write_demo_files(&dir, &cells).context("writing demo files")?;
+        let overrides = Overrides { listen: Some(listen), admin: Some(admin), ..Overrides::default() };
+        let config = Config::load(&config_path, &overrides)?;
+        telemetry::init(&config.log);
+        let RegistryConfig::File { path: registry, .. } = &config.registry;
+        let registry = registry.clone();
+        let server = Server::bind(config)?;
+        let token = demo::mint(&demo::TokenSpec::demo("acme"))?;
+        println!("{}", demo::instructions(server.local_addrs()[0], server.admin_addr(), &registry, &token));
+        server.run(shutdown_signal()).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    })
+}
+
+#[expect(clippy::too_many_arguments, reason = "mirrors the subcommand's flags")]
+fn token(
+    tenant: String,
+    ttl: &str,
+    sub: Option<String>,
+    key: Option<PathBuf>,
+    alg: &str,
+    kid: Option<String>,
+    issuer: String,
+    audience: String,
+) -> anyhow::Result<()> {
+    let ttl: Duration = humantime::parse_duration(ttl).with_context(|| format!("--ttl {ttl:?}"))?;
+    let mut spec = demo::TokenSpec::demo(&tenant);
+    spec.ttl = ttl;
+    spec.issuer = issuer;
+    spec.audience = audience;
+    if let Some(s) = sub {
+        spec.subject = s;
+    }
+    if let Some(path) = key {
+        spec.key_pem = std::fs::read(&path).with_context(|| format!("--key {}", path.display()))?;
+        spec.algorithm = alg.parse().map_err(|_| anyhow::anyhow!("--alg {alg:?}: unknown algorithm"))?;
+        spec.kid = kid;
+    } else if let Some(k) = kid {
+        spec.kid = Some(k);
+    }
+    println!("{}", demo::mint(&spec)?);
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! Every metric name cellgate exports, in one place (each is documented in the README table).
+//!
+//! Names follow `cellgate_<subsystem>_<thing>_{total|seconds|bytes}`; labels stay bounded
+//! (cell, status class, outcome, kind) and never carry a raw tenant id.
+
+/// Requests answered, by `cell` (`none` before a cell was chosen), `status_class` and `outcome`.
+pub const HTTP_REQUESTS_TOTAL: &str = "cellgate_http_requests_total";
+/// Time from request head received to response head sent, by `cell`.
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "cellgate_http_request_duration_seconds";
+/// Time from forwarding to the cell's response head, by `cell`.
+pub const UPSTREAM_RESPONSE_SECONDS: &str = "cellgate_upstream_response_seconds";
+/// Failed upstream exchanges, by `cell` and `kind` (connect, timeout, protocol).
+pub const UPSTREAM_ERRORS_TOTAL: &str = "cellgate_upstream_errors_total";
+/// New upstream connections opened, by `cell`; compare with requests to see pool reuse.
+pub const UPSTREAM_CONNECTS_TOTAL: &str = "cellgate_upstream_connects_total";
+/// Generation of the placement snapshot in use (increments on every swap).
+pub const PLACEMENT_SNAPSHOT_GENERATION: &str = "cellgate_placement_snapshot_generation";
+/// Seconds since the placement snapshot was last confirmed current by the source.
+pub const PLACEMENT_SNAPSHOT_AGE_SECONDS: &str = "cellgate_placement_snapshot_age_seconds";
+/// Tenants in the snapshot in use.
+pub const PLACEMENT_TENANTS: &str = "cellgate_placement_tenants";
+/// Cells in the snapshot in use.
+pub const PLACEMENT_CELLS: &str = "cellgate_placement_cells";
+/// Snapshots loaded and swapped in.
+pub const PLACEMENT_RELOADS_TOTAL: &str = "cellgate_placement_reloads_total";
+/// Registry reads or parses that failed (the last good snapshot stayed in place).
+pub const PLACEMENT_REFRESH_FAILURES_TOTAL: &str = "cellgate_placement_refresh_failures_total";
+/// Tenant records that name a cell no source defines (their requests get 503).
+pub const PLACEMENT_DANGLING_TENANTS: &str = "cellgate_placement_dangling_tenants";
+/// Access-log lines dropped because the writer fell behind.
+pub const ACCESS_LOG_DROPPED_TOTAL: &str = "cellgate_access_log_dropped_total";
+/// Client connections accepted, by `listener` index.
+pub const HTTP_CONNECTIONS_TOTAL: &str = "cellgate_http_connections_total";
+/// Client connections open now.
+pub const HTTP_CONNECTIONS_OPEN: &str = "cellgate_http_connections_open";
+
+/// Every exported name, for docs and for checks that dashboards only use real metrics.
+pub const ALL: &[&str] = &[
+    HTTP_REQUESTS_TOTAL,
+    HTTP_REQUEST_DURATION_SECONDS,
+    UPSTREAM_RESPONSE_SECONDS,
+    UPSTREAM_ERRORS_TOTAL,
+    UPSTREAM_CONNECTS_TOTAL,
+    PLACEMENT_SNAPSHOT_GENERATION,
+    PLACEMENT_SNAPSHOT_AGE_SECONDS,
+    PLACEMENT_TENANTS,
+    PLACEMENT_CELLS,
+    PLACEMENT_RELOADS_TOTAL,
+    PLACEMENT_REFRESH_FAILURES_TOTAL,
+    PLACEMENT_DANGLING_TENANTS,
+    ACCESS_LOG_DROPPED_TOTAL,
+    HTTP_CONNECTIONS_TOTAL,
+    HTTP_CONNECTIONS_OPEN,
+];

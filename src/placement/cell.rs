@@ -1,0 +1,114 @@
+//! Cells: a failure domain and deployment unit with its own targets.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use http::HeaderValue;
+
+use crate::config::FieldError;
+use crate::config::file::FileCell;
+use crate::metrics::{CellMetrics, Metrics};
+use crate::upstream::{Scheme, Target};
+
+/// Operator-set state of a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellState {
+    /// Serving.
+    Active,
+    /// Existing tenants are still served; no new placements should land here.
+    Draining,
+    /// Answer 503 at once, without trying the targets.
+    Down,
+}
+
+impl CellState {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::Draining => "DRAINING",
+            Self::Down => "DOWN",
+        }
+    }
+}
+
+/// A cell and its targets, as one registry generation sees it.
+#[derive(Debug)]
+pub struct Cell {
+    pub id: Arc<str>,
+    pub state: CellState,
+    pub targets: Vec<Target>,
+    /// Forward the client's `Host` (true) or the target's own name (false).
+    pub preserve_host: bool,
+    /// The trusted `x-cell-id` value, built once.
+    pub id_header: HeaderValue,
+    next: AtomicUsize,
+    metrics: OnceLock<Arc<CellMetrics>>,
+}
+
+impl Clone for Cell {
+    fn clone(&self) -> Self {
+        Self {
+            id: Arc::clone(&self.id),
+            state: self.state,
+            targets: self.targets.clone(),
+            preserve_host: self.preserve_host,
+            id_header: self.id_header.clone(),
+            next: AtomicUsize::new(0),
+            metrics: OnceLock::new(),
+        }
+    }
+}
+
+/// A valid cell id: 1..=63 bytes of `[A-Za-z0-9._-]`.
+pub fn valid_cell_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 63 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl Cell {
+    /// Builds a cell from its file form; `key` is its path for error messages (`cells[2]`).
+    pub fn from_file(c: &FileCell, key: &str) -> Result<Self, FieldError> {
+        if !valid_cell_id(&c.id) {
+            return Err(FieldError::new(format!("{key}.id"), &c.id, "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -"));
+        }
+        let state = match c.state.as_deref().unwrap_or("ACTIVE") {
+            "ACTIVE" => CellState::Active,
+            "DRAINING" => CellState::Draining,
+            "DOWN" => CellState::Down,
+            other => return Err(FieldError::new(format!("{key}.state"), other, "expected ACTIVE, DRAINING or DOWN")),
+        };
+        if c.targets.is_empty() && state != CellState::Down {
+            return Err(FieldError::new(format!("{key}.targets"), "[]", "a cell that is not DOWN needs at least one target"));
+        }
+        let mut targets = Vec::with_capacity(c.targets.len());
+        for (i, t) in c.targets.iter().enumerate() {
+            targets.push(Target::parse(t).map_err(|e| FieldError::new(format!("{key}.targets[{i}]"), t, e.to_string()))?);
+        }
+        // Plain-HTTP targets are usually the app itself and want the client's Host; an https
+        // target is usually an ALB that must see its own name (its certificate and rules).
+        let preserve_host = c.preserve_host.unwrap_or_else(|| targets.iter().all(|t| t.scheme == Scheme::Http));
+        let id_header = HeaderValue::from_str(&c.id)
+            .map_err(|_| FieldError::new(format!("{key}.id"), &c.id, "not a valid header value"))?;
+        Ok(Self {
+            id: Arc::from(c.id.as_str()),
+            state,
+            targets,
+            preserve_host,
+            id_header,
+            next: AtomicUsize::new(0),
+            metrics: OnceLock::new(),
+        })
+    }
+
+    /// Index of the target for the next request (round robin), and how many there are.
+    #[must_use]
+    pub fn next_target(&self) -> usize {
+        let n = self.targets.len().max(1);
+        self.next.fetch_add(1, Ordering::Relaxed) % n
+    }
+
+    /// This cell's metric handles, resolved on first use.
+    pub fn metrics(&self, m: &Metrics) -> &Arc<CellMetrics> {
+        self.metrics.get_or_init(|| m.cell(&self.id))
+    }
+}

@@ -1,0 +1,97 @@
+//! Placement: which tenant lives in which cell, in what state.
+//!
+//! A [`PlacementSource`] (the file source now; DynamoDB behind the same trait later) yields
+//! [`RegistryData`]; [`PlacementSnapshot::build`] turns it into one immutable snapshot per
+//! registry generation, and [`SnapshotHandle`] holds the current one behind a single `ArcSwap`.
+//! The *place* stage loads the snapshot once per request, so every later stage sees one
+//! generation; the refresh service ([`refresh`]) swaps in the next one atomically.
+
+mod cell;
+pub mod file;
+pub mod refresh;
+mod snapshot;
+
+use std::future::Future;
+
+pub use cell::{Cell, CellState, valid_cell_id};
+pub use snapshot::{PlacementSnapshot, SnapshotHandle, TenantPlacement};
+
+/// A tenant's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantStatus {
+    Active,
+    /// 403 for every request.
+    Suspended,
+    /// Being moved between cells: reads pass, writes get 503 with `Retry-After`.
+    Migrating,
+    /// 404, exactly like an unknown tenant.
+    Offboarded,
+}
+
+impl TenantStatus {
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ACTIVE" => Self::Active,
+            "SUSPENDED" => Self::Suspended,
+            "MIGRATING" => Self::Migrating,
+            "OFFBOARDED" => Self::Offboarded,
+            _ => return None,
+        })
+    }
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::Suspended => "SUSPENDED",
+            Self::Migrating => "MIGRATING",
+            Self::Offboarded => "OFFBOARDED",
+        }
+    }
+}
+
+/// One tenant record as a source returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRecord {
+    pub id: String,
+    pub cell: String,
+    pub status: TenantStatus,
+    pub tier: String,
+    /// Monotonic record version (optimistic concurrency in the registry).
+    pub version: u64,
+}
+
+/// Everything a source knows, at one point in time.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryData {
+    pub tenants: Vec<TenantRecord>,
+    /// Cells defined by the source; they win over config cells with the same id.
+    pub cells: Vec<Cell>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{file}: cannot read: {error}")]
+    Read { file: String, error: std::io::Error },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: {key} = {value:?}: {reason}")]
+    Invalid { file: String, key: String, value: String, reason: String },
+}
+
+/// Where placements come from.
+///
+/// `changed` must be cheap (a file's metadata, a single epoch item): it is polled often, so that
+/// a flip reaches every node quickly without re-reading everything. `load` reads everything.
+pub trait PlacementSource: Send + Sync + 'static {
+    /// Human-readable origin, for logs and the admin API.
+    fn describe(&self) -> String;
+    /// Reads the full registry.
+    fn load(&self) -> impl Future<Output = Result<RegistryData, RegistryError>> + Send;
+    /// Whether anything may have changed since the last successful `load`.
+    fn changed(&self) -> impl Future<Output = Result<bool, RegistryError>> + Send;
+}
+
+#[cfg(test)]
+mod tests;

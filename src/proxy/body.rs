@@ -1,0 +1,63 @@
+//! The response body type the engine serves: a cell's streamed body, or a small body the proxy
+//! wrote itself (error JSON). An enum rather than a boxed trait object, so no allocation.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::upstream::{BodyError, UpstreamBody};
+
+pin_project! {
+    #[project = ProxyBodyProj]
+    pub enum ProxyBody {
+        Upstream { #[pin] body: UpstreamBody },
+        Full { data: Option<Bytes> },
+    }
+}
+
+impl ProxyBody {
+    #[must_use]
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data: Bytes = data.into();
+        Self::Full { data: (!data.is_empty()).then_some(data) }
+    }
+
+    #[must_use]
+    pub const fn empty() -> Self {
+        Self::Full { data: None }
+    }
+
+    #[must_use]
+    pub const fn upstream(body: UpstreamBody) -> Self {
+        Self::Upstream { body }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.project() {
+            ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
+            ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream { body } => body.is_end_stream(),
+            Self::Full { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Upstream { body } => body.size_hint(),
+            Self::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The *rewrite* stage: what the cell sees and what the client gets back.
+//!
+//! Requests lose their hop-by-hop headers (RFC 9110 §7.6.1, plus any header the `Connection`
+//! header names) and every client-supplied copy of a header the proxy vouches for
+//! (`x-tenant-id`, `x-cell-id`, `x-forwarded-*`, `forwarded`, ...), and then get the trusted
+//! values. A WebSocket upgrade keeps `Upgrade` and `Connection: upgrade` so it can pass through.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The trusted tenant id, set by the proxy.
+pub const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
+/// The cell the request was routed to, set by the proxy.
+pub const X_CELL_ID: HeaderName = HeaderName::from_static("x-cell-id");
+/// Request correlation id: a valid incoming one is kept, else one is generated.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers meaningful for one hop only.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// Headers a client must never be able to set for the cell (the proxy sets the trusted ones).
+pub const INTERNAL: [HeaderName; 8] = [
+    X_TENANT_ID,
+    X_CELL_ID,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Whether the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
+#[must_use]
+pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")));
+    if wants { headers.get(header::UPGRADE).cloned() } else { None }
+}
+
+/// Removes hop-by-hop headers, including those listed in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection are removed first (they are only known while it is present).
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites request headers for the cell. `upgrade` restores the upgrade handshake headers.
+#[expect(clippy::too_many_arguments, reason = "one call site; each value is a distinct input of the stage")]
+pub fn rewrite_request(
+    headers: &mut HeaderMap,
+    strip: &[HeaderName],
+    tenant: &HeaderValue,
+    cell: &HeaderValue,
+    request_id: &HeaderValue,
+    peer: IpAddr,
+    tls: bool,
+    host: Option<HeaderValue>,
+    upgrade: Option<HeaderValue>,
+) {
+    strip_hop_by_hop(headers);
+    for name in INTERNAL.iter().chain(strip) {
+        headers.remove(name);
+    }
+    headers.insert(X_TENANT_ID, tenant.clone());
+    headers.insert(X_CELL_ID, cell.clone());
+    headers.insert(X_REQUEST_ID, request_id.clone());
+    headers.insert(X_FORWARDED_FOR, ip_header(peer));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if tls { "https" } else { "http" }));
+    // Host stays the client's; the forward stage puts the target's name there for cells that
+    // do not preserve it.
+    if let Some(h) = host {
+        headers.insert(X_FORWARDED_HOST, h.clone());
+        headers.insert(header::HOST, h);
+    }
+    if let Some(proto) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, proto);
+    }
+}
+
+/// Cleans a cell's response for the client.
+pub fn rewrite_response(headers: &mut HeaderMap, request_id: &HeaderValue, upgraded: bool) {
+    let upgrade = if upgraded { headers.get(header::UPGRADE).cloned() } else { None };
+    strip_hop_by_hop(headers);
+    if let Some(proto) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, proto);
+    }
+    headers.insert(X_REQUEST_ID, request_id.clone());
+}
+
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    let mut buf = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // An IP address always fits in 48 bytes.
+    let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{ip}"));
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Whether an incoming request id may be kept: 1..=128 bytes of `[A-Za-z0-9._:-]`.
+#[must_use]
+pub fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+}
+
+/// The request's id: a valid incoming `x-request-id`, else 128 random bits in hex.
+#[must_use]
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(X_REQUEST_ID)
+        && valid_request_id(v)
+    {
+        return v.clone();
+    }
+    let mut n = fastrand::u128(..);
+    let mut buf = [0u8; 32];
+    for slot in buf.iter_mut().rev() {
+        *slot = b"0123456789abcdef"[usize::try_from(n & 0xf).unwrap_or(0)];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-app", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-app"));
+    }
+
+    #[test]
+    fn rewrite_replaces_internal_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(X_CELL_ID, HeaderValue::from_static("cell-evil"));
+        h.insert(X_TENANT_ID, HeaderValue::from_static("globex"));
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-custom-internal", HeaderValue::from_static("x"));
+        let strip = [HeaderName::from_static("x-custom-internal")];
+        rewrite_request(
+            &mut h,
+            &strip,
+            &HeaderValue::from_static("acme"),
+            &HeaderValue::from_static("cell-1"),
+            &HeaderValue::from_static("rid"),
+            "10.1.2.3".parse().unwrap(),
+            false,
+            Some(HeaderValue::from_static("acme.localhost")),
+            None,
+        );
+        assert_eq!(h[X_CELL_ID], "cell-1");
+        assert_eq!(h[X_TENANT_ID], "acme");
+        assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3");
+        assert_eq!(h[X_FORWARDED_HOST], "acme.localhost");
+        assert_eq!(h[header::HOST], "acme.localhost");
+        assert!(!h.contains_key("x-custom-internal"));
+        assert_eq!(h.get_all(X_CELL_ID).iter().count(), 1);
+    }
+
+    #[test]
+    fn upgrade_headers_survive_when_requested() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let up = upgrade_requested(&h);
+        assert_eq!(up.as_ref().map(|v| v.to_str().unwrap()), Some("websocket"));
+        let v = HeaderValue::from_static("x");
+        rewrite_request(&mut h, &[], &v, &v, &v, "::1".parse().unwrap(), true, None, up);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_when_valid() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("bad id\"with quotes"));
+        let generated = request_id(&h);
+        assert_eq!(generated.len(), 32);
+        assert!(valid_request_id(&generated));
+    }
+}

@@ -1,0 +1,305 @@
+//! The engine adapter: hyper server and per-worker upstream pool, wired through the stages.
+//!
+//! ```text
+//!  client ──► identify ──► place+route ──► rewrite ──► forward ──► respond ──► log
+//!             tenant::     routing::       proxy::     upstream::  proxy::     metrics +
+//!             identify     route (one      headers     Pool::send  headers     accesslog
+//!             (JWT, host,  snapshot load)  (strip,     (pooled,    (hop-by-
+//!             header)                      set trusted) failover    hop, id)
+//!                                                       on connect)
+//!  any stage may refuse ──► error::ProxyError::response ──► JSON body + status ──► log
+//! ```
+//!
+//! Each stage is a plain function over request parts; this module only calls them in order and
+//! turns their refusals into answers. Engine specifics (threads, sockets, TLS, shutdown) live in
+//! [`server`].
+
+mod body;
+pub mod headers;
+mod server;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+pub use body::ProxyBody;
+pub use server::{ServeError, Server, stopped};
+
+use crate::accesslog::{AccessLog, PendingLog, Record};
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::error::{ProxyError, error_body};
+use crate::metrics::{CellMetrics, Metrics, Outcome};
+use crate::placement::{Cell, SnapshotHandle};
+use crate::routing::route;
+use crate::tenant::{TenantId, identify};
+use crate::upstream::pool::SendFailure;
+use crate::upstream::{Pool, Reuse, Timeouts, UpstreamBody, UpstreamError};
+
+/// State shared by every worker.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub snapshot: Arc<SnapshotHandle>,
+    pub verifier: Verifier,
+    pub metrics: Arc<Metrics>,
+    pub access_log: Arc<AccessLog>,
+    /// Client headers removed on top of the built-in internal ones.
+    pub strip: Vec<HeaderName>,
+    pub timeouts: Timeouts,
+    none_cell: Arc<CellMetrics>,
+}
+
+impl Shared {
+    #[must_use]
+    pub fn new(config: Arc<Config>, snapshot: Arc<SnapshotHandle>, metrics: Arc<Metrics>, access_log: Arc<AccessLog>) -> Self {
+        let mut strip = config.strip_headers.clone();
+        if let Some(h) = &config.tenant.header {
+            strip.push(h.name.clone());
+        }
+        Self {
+            verifier: Verifier::new(&config.auth),
+            timeouts: Timeouts::from(&config.upstream),
+            none_cell: metrics.cell("none"),
+            config,
+            snapshot,
+            metrics,
+            access_log,
+            strip,
+        }
+    }
+}
+
+/// One worker thread's view: shared state plus its own connection pool.
+#[derive(Debug)]
+pub struct Worker {
+    pub shared: Arc<Shared>,
+    pub pool: Rc<Pool>,
+}
+
+/// What the request looked like when it arrived, for refusals and logs.
+struct Arrival {
+    start: Instant,
+    request_id: HeaderValue,
+    method: http::Method,
+    uri: Uri,
+}
+
+/// Serves one request through all stages.
+pub async fn handle(w: Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, tls: bool) -> Result<Response<ProxyBody>, Infallible> {
+    let s = &*w.shared;
+    let (mut parts, body) = req.into_parts();
+    let arrival = Arrival {
+        start: Instant::now(),
+        request_id: headers::request_id(&parts.headers),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+    };
+
+    // identify
+    let identity = match identify(&parts, peer.ip(), &s.config.tenant, &s.verifier) {
+        Ok(i) => i,
+        Err(e) => return Ok(refuse(s, &arrival, e.into(), None, None)),
+    };
+    let tenant = identity.tenant;
+
+    // place + route: one snapshot generation for the whole decision.
+    let decision = route(&tenant, &parts.method, &s.snapshot.load());
+    let decision = match decision {
+        Ok(d) => d,
+        Err(e) => return Ok(refuse(s, &arrival, e.into(), Some(tenant), None)),
+    };
+    let cell = &decision.cell;
+
+    // rewrite
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let upgrade = if parts.version == Version::HTTP_11 { headers::upgrade_requested(&parts.headers) } else { None };
+    let on_upgrade = if upgrade.is_some() { parts.extensions.remove::<OnUpgrade>() } else { None };
+    headers::rewrite_request(
+        &mut parts.headers,
+        &s.strip,
+        &decision.tenant_header,
+        &cell.id_header,
+        &arrival.request_id,
+        peer.ip(),
+        tls,
+        host,
+        upgrade.clone(),
+    );
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(pq);
+    }
+    parts.version = Version::HTTP_11;
+
+    // forward
+    let cm = cell.metrics(&s.metrics);
+    let deadline = arrival.start + s.timeouts.total;
+    let sent_at = Instant::now();
+    let (exchange, target_idx) = match forward(&w, cell, cm, decision.target, Request::from_parts(parts, body), deadline, upgrade.is_some()).await {
+        Ok(ok) => ok,
+        Err((error, idx)) => {
+            tracing::warn!(
+                tenant.id = %tenant, cell.id = %cell.id, target = %cell.targets[idx].url,
+                request.id = ?arrival.request_id, error = %error, "upstream request failed"
+            );
+            return Ok(refuse(s, &arrival, error.into(), Some(tenant), Some(cell)));
+        }
+    };
+    let upstream_time = sent_at.elapsed();
+    cm.upstream_response.observe(upstream_time);
+    if exchange.connected {
+        cm.upstream_connects.inc();
+    }
+
+    // respond
+    let (mut rparts, rbody) = exchange.response.into_parts();
+    let status = rparts.status.as_u16();
+    let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
+    headers::rewrite_response(&mut rparts.headers, &arrival.request_id, switching);
+    s.metrics.record_request(cm, status, Outcome::routed, arrival.start.elapsed());
+    let target = &cell.targets[target_idx];
+    let log = s.access_log.wants(Outcome::routed, status).then(|| PendingLog {
+        log: Arc::clone(&s.access_log),
+        record: record(&arrival, Some(tenant), Some(&cell.id), Some(&target.url), status, Some(upstream_time), Outcome::routed),
+        start: arrival.start,
+    });
+    let body = if switching {
+        drop(rbody);
+        if let (Some(client_upgrade), Some(upstream_upgrade)) = (on_upgrade, rparts.extensions.remove::<OnUpgrade>()) {
+            tokio::task::spawn_local(tunnel(client_upgrade, upstream_upgrade));
+        }
+        if let Some(l) = log {
+            l.finish(0, true);
+        }
+        ProxyBody::empty()
+    } else {
+        let reuse = exchange.sender.map(|sender| Reuse { pool: Rc::clone(&w.pool), key: Arc::clone(&target.url), sender });
+        ProxyBody::upstream(UpstreamBody::new(rbody, s.timeouts.read, deadline, reuse, log))
+    };
+    Ok(Response::from_parts(rparts, body))
+}
+
+/// Sends the request to the decided target; on a connect failure (request not sent) it moves
+/// to the next target of the same cell, at most three targets in all. Never to another cell.
+async fn forward(
+    w: &Worker,
+    cell: &Cell,
+    cm: &CellMetrics,
+    first: usize,
+    mut req: Request<Incoming>,
+    deadline: Instant,
+    upgrade: bool,
+) -> Result<(crate::upstream::pool::Exchange, usize), (UpstreamError, usize)> {
+    let n = cell.targets.len();
+    let attempts = n.min(3);
+    let mut idx = first % n.max(1);
+    let mut attempt = 1;
+    loop {
+        let target = &cell.targets[idx];
+        if !cell.preserve_host {
+            req.headers_mut().insert(header::HOST, target.authority.clone());
+        }
+        match w.pool.send(target, req, &w.shared.timeouts, deadline, upgrade).await {
+            Ok(exchange) => return Ok((exchange, idx)),
+            Err(SendFailure { error, request: Some(r) }) if attempt < attempts => {
+                w.shared.metrics.record_upstream_error(cm, crate::metrics::UpstreamErrorKind::connect);
+                tracing::debug!(cell.id = %cell.id, target = %target.url, error = %error, "connect failed; trying the next target");
+                req = r;
+                idx = (idx + 1) % n;
+                attempt += 1;
+            }
+            Err(failure) => return Err((failure.error, idx)),
+        }
+    }
+}
+
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+fn record(
+    a: &Arrival,
+    tenant: Option<TenantId>,
+    cell: Option<&Arc<str>>,
+    target: Option<&Arc<str>>,
+    status: u16,
+    upstream: Option<std::time::Duration>,
+    outcome: Outcome,
+) -> Record {
+    Record {
+        time: std::time::SystemTime::now().checked_sub(a.start.elapsed()).unwrap_or_else(std::time::SystemTime::now),
+        request_id: a.request_id.clone(),
+        tenant,
+        cell: cell.cloned(),
+        target: target.cloned(),
+        method: a.method.clone(),
+        uri: a.uri.clone(),
+        status,
+        bytes: 0,
+        upstream,
+        total: a.start.elapsed(),
+        outcome,
+        incomplete: false,
+    }
+}
+
+/// Answers a request the proxy refuses or could not forward: status, JSON body, metrics, log.
+fn refuse(s: &Shared, a: &Arrival, err: ProxyError, tenant: Option<TenantId>, cell: Option<&Cell>) -> Response<ProxyBody> {
+    let r = err.response();
+    let cell_id = cell.map(|c| &c.id).or_else(|| match &err {
+        ProxyError::Route(e) => e.cell(),
+        _ => None,
+    });
+    let body = error_body(r.code, a.request_id.to_str().unwrap_or(""), cell_id.map(|c| &**c));
+    let len = body.len() as u64;
+    let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
+    *resp.status_mut() = r.status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(headers::X_REQUEST_ID, a.request_id.clone());
+    if let Some(v) = r.www_authenticate {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+    }
+    if let Some(d) = r.retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs()));
+    }
+    let cm = match cell {
+        Some(c) => c.metrics(&s.metrics),
+        None => &s.none_cell,
+    };
+    if let Some(kind) = r.upstream_kind {
+        s.metrics.record_upstream_error(cm, kind);
+    }
+    let status = r.status.as_u16();
+    s.metrics.record_request(cm, status, r.outcome, a.start.elapsed());
+    if s.access_log.wants(r.outcome, status) {
+        let mut rec = record(a, tenant, cell_id, None, status, None, r.outcome);
+        rec.bytes = len;
+        s.access_log.log(rec);
+    }
+    resp
+}

@@ -1,0 +1,101 @@
+//! The *identify* stage: which tenant does this request belong to, and who says so.
+//!
+//! Each configured source is asked in `tenant.sources` order; the first that names a tenant
+//! wins, and any other source naming a *different* tenant makes the request a 403 (a token for
+//! `acme` on `globex.app.example.com` is an attack or a bug, never a routing hint).
+
+use std::net::IpAddr;
+
+use http::request::Parts;
+
+use super::{TenantError, TenantId, TenantSource, tenant_from_host};
+use crate::auth::{AuthError, VerifiedToken, Verifier, bearer_token};
+use crate::config::TenantConfig;
+
+/// The outcome of the identify stage.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub tenant: TenantId,
+    pub source: TenantSource,
+    /// The verified token, when one was presented.
+    pub token: Option<VerifiedToken>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentifyError {
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+/// The host the client addressed: the URI authority (HTTP/2 `:authority`, absolute-form) or
+/// else the `Host` header.
+#[must_use]
+pub fn request_host(parts: &Parts) -> Option<&[u8]> {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| parts.headers.get(http::header::HOST).map(http::HeaderValue::as_bytes))
+}
+
+/// Runs the identify stage over request parts.
+pub fn identify(
+    parts: &Parts,
+    peer: IpAddr,
+    cfg: &TenantConfig,
+    verifier: &Verifier,
+) -> Result<Identity, IdentifyError> {
+    let wants_jwt = cfg.sources.contains(&TenantSource::Jwt) || verifier.required();
+    let token = if wants_jwt {
+        match bearer_token(&parts.headers, verifier.max_token_bytes())? {
+            Some(raw) => Some(verifier.verify(raw)?),
+            None if verifier.required() => return Err(AuthError::Missing.into()),
+            None => None,
+        }
+    } else {
+        None
+    };
+
+    let mut chosen: Option<(TenantId, TenantSource)> = None;
+    for &source in &cfg.sources {
+        let found = match source {
+            TenantSource::Jwt => token.as_ref().and_then(|t| t.tenant),
+            TenantSource::Subdomain => match request_host(parts) {
+                Some(host) => tenant_from_host(host, &cfg.base_domains)?,
+                None => None,
+            },
+            TenantSource::Header => header_tenant(parts, peer, cfg)?,
+        };
+        let Some(found) = found else { continue };
+        match chosen {
+            None => chosen = Some((found, source)),
+            Some((first, first_source)) if first != found => {
+                return Err(TenantError::Mismatch { a: first_source.as_str(), b: source.as_str() }.into());
+            }
+            Some(_) => {}
+        }
+    }
+    match chosen {
+        Some((tenant, source)) => Ok(Identity { tenant, source, token }),
+        // A client that could have identified itself with a token but sent none is told so.
+        None if token.is_none() && cfg.sources.contains(&TenantSource::Jwt) => Err(AuthError::Missing.into()),
+        None => Err(TenantError::Missing.into()),
+    }
+}
+
+fn header_tenant(parts: &Parts, peer: IpAddr, cfg: &TenantConfig) -> Result<Option<TenantId>, TenantError> {
+    let Some(rule) = &cfg.header else { return Ok(None) };
+    // From an untrusted peer the header is ignored here and stripped before forwarding.
+    if !rule.trusted_sources.iter().any(|net| net.contains(&peer)) {
+        return Ok(None);
+    }
+    match parts.headers.get(&rule.name) {
+        None => Ok(None),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| TenantError::Invalid("header is not ASCII"))?;
+            TenantId::parse(s).map(Some)
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The response body streamed from a cell to the client.
+//!
+//! It enforces the read timeout between chunks and the total deadline of the exchange, and it
+//! hands its connection back to the worker's pool when (and only when) the body was read to
+//! the end; a body dropped half-way (client went away) takes its connection down with it, as
+//! its state is unknown.
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use super::Pool;
+use crate::accesslog::PendingLog;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("upstream body: {0}")]
+    Upstream(#[from] hyper::Error),
+    #[error("upstream body timed out")]
+    Timeout,
+}
+
+/// Where a finished body's connection goes back to.
+pub struct Reuse {
+    pub pool: Rc<Pool>,
+    pub key: Arc<str>,
+    pub sender: SendRequest<Incoming>,
+}
+
+pin_project! {
+    pub struct UpstreamBody {
+        #[pin]
+        inner: Incoming,
+        #[pin]
+        timer: Sleep,
+        read_timeout: Duration,
+        deadline: Instant,
+        // The timer is re-armed lazily, only when the body actually has to wait.
+        rearm: bool,
+        done: bool,
+        bytes: u64,
+        reuse: Option<Reuse>,
+        log: Option<PendingLog>,
+    }
+
+    impl PinnedDrop for UpstreamBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let complete = *this.done || this.inner.is_end_stream();
+            if complete && let Some(r) = this.reuse.take() {
+                r.pool.checkin(&r.key, r.sender);
+            }
+            if let Some(log) = this.log.take() {
+                log.finish(*this.bytes, complete);
+            }
+        }
+    }
+}
+
+impl UpstreamBody {
+    #[must_use]
+    pub fn new(
+        inner: Incoming,
+        read_timeout: Duration,
+        deadline: Instant,
+        reuse: Option<Reuse>,
+        log: Option<PendingLog>,
+    ) -> Self {
+        Self {
+            inner,
+            timer: tokio::time::sleep_until(deadline),
+            read_timeout,
+            deadline,
+            rearm: true,
+            done: false,
+            bytes: 0,
+            reuse,
+            log,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(None) => {
+                *this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                *this.rearm = true;
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.reuse.take();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Pending => {
+                if *this.rearm {
+                    *this.rearm = false;
+                    let next = (Instant::now() + *this.read_timeout).min(*this.deadline);
+                    this.timer.as_mut().reset(next);
+                }
+                match this.timer.poll(cx) {
+                    Poll::Ready(()) => {
+                        this.reuse.take();
+                        Poll::Ready(Some(Err(BodyError::Timeout)))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
