@@ -50,7 +50,11 @@ impl AccessLog {
     /// A log that writes nothing.
     #[must_use]
     pub fn disabled() -> Self {
-        Self { tx: None, sample: 0.0, dropped: Counter::default() }
+        Self {
+            tx: None,
+            sample: 0.0,
+            dropped: Counter::default(),
+        }
     }
 
     /// Starts the writer thread (when enabled) and returns the sending side.
@@ -59,14 +63,24 @@ impl AccessLog {
             return Ok(Self::disabled());
         }
         let (tx, rx) = mpsc::channel(cfg.buffer);
-        std::thread::Builder::new().name("cellgate-access-log".to_owned()).spawn(move || write_loop(rx))?;
-        Ok(Self { tx: Some(tx), sample: cfg.sample, dropped })
+        std::thread::Builder::new()
+            .name("cellgate-access-log".to_owned())
+            .spawn(move || write_loop(rx))?;
+        Ok(Self {
+            tx: Some(tx),
+            sample: cfg.sample,
+            dropped,
+        })
     }
 
     /// Whether a request with this outcome and status should be logged (sampling).
     #[must_use]
     pub fn wants(&self, outcome: Outcome, status: u16) -> bool {
-        self.tx.is_some() && (outcome != Outcome::routed || status >= 500 || self.sample >= 1.0 || fastrand::f64() < self.sample)
+        self.tx.is_some()
+            && (outcome != Outcome::routed
+                || status >= 500
+                || self.sample >= 1.0
+                || fastrand::f64() < self.sample)
     }
 
     /// Queues a line; drops and counts it if the writer is behind.
@@ -138,7 +152,12 @@ pub fn format_line(r: &Record, out: &mut String) {
         }
         None => out.push_str("null"),
     }
-    let _ = write!(out, ",\"total_ms\":{:.3},\"outcome\":\"{}\"", r.total.as_secs_f64() * 1e3, r.outcome.as_str());
+    let _ = write!(
+        out,
+        ",\"total_ms\":{:.3},\"outcome\":\"{}\"",
+        r.total.as_secs_f64() * 1e3,
+        r.outcome.as_str()
+    );
     if r.incomplete {
         out.push_str(",\"incomplete\":true");
     }
@@ -181,7 +200,9 @@ mod tests {
             cell: Some(Arc::from("cell-1")),
             target: None,
             method: Method::GET,
-            uri: "/a\"b?token=secret".parse().unwrap_or_else(|_| Uri::from_static("/a?token=secret")),
+            uri: "/a\"b?token=secret"
+                .parse()
+                .unwrap_or_else(|_| Uri::from_static("/a?token=secret")),
             status: 200,
             bytes: 12,
             upstream: Some(Duration::from_micros(1500)),

@@ -32,8 +32,11 @@ pub const DEMO_ISSUER: &str = "cellgate-demo";
 pub const DEMO_AUDIENCE: &str = "cellgate-demo";
 
 /// Demo tenants and their cells.
-pub const DEMO_TENANTS: [(&str, &str, &str); 3] =
-    [("acme", "cell-1", "standard"), ("globex", "cell-2", "enterprise"), ("initech", "cell-3", "free")];
+pub const DEMO_TENANTS: [(&str, &str, &str); 3] = [
+    ("acme", "cell-1", "standard"),
+    ("globex", "cell-2", "enterprise"),
+    ("initech", "cell-3", "free"),
+];
 
 /// A running echo cell target.
 #[derive(Debug, Clone)]
@@ -53,24 +56,44 @@ pub async fn spawn_echo_target(cell: &str, name: &str) -> std::io::Result<EchoTa
     let (cell_id, target) = (cell.to_owned(), name.to_owned());
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let (cell_id, target) = (cell_id.clone(), target.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req| echo(cell_id.clone(), target.clone(), req));
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                let _ = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
-    Ok(EchoTarget { cell: cell.to_owned(), name: name.to_owned(), addr })
+    Ok(EchoTarget {
+        cell: cell.to_owned(),
+        name: name.to_owned(),
+        addr,
+    })
 }
 
 fn query_param(req: &Request<Incoming>, key: &str) -> Option<u64> {
-    req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
 
-async fn echo(cell: String, target: String, mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+async fn echo(
+    cell: String,
+    target: String,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let h = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     if h("upgrade").is_some() {
         let on = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -81,22 +104,35 @@ async fn echo(cell: String, target: String, mut req: Request<Incoming>) -> Resul
         });
         let mut resp = Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("upgrade"),
+        );
         if let Some(proto) = req.headers().get(header::UPGRADE).cloned() {
             resp.headers_mut().insert(header::UPGRADE, proto);
         }
-        resp.headers_mut().insert("x-target", header::HeaderValue::from_str(&target).unwrap_or(header::HeaderValue::from_static("?")));
+        resp.headers_mut().insert(
+            "x-target",
+            header::HeaderValue::from_str(&target).unwrap_or(header::HeaderValue::from_static("?")),
+        );
         return Ok(resp);
     }
     if let Some(ms) = query_param(&req, "sleep_ms") {
         tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
     }
-    let status = query_param(&req, "status").and_then(|s| u16::try_from(s).ok()).and_then(|s| StatusCode::from_u16(s).ok());
+    let status = query_param(&req, "status")
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok());
     let pad = usize::try_from(query_param(&req, "bytes").unwrap_or(0).min(16 << 20)).unwrap_or(0);
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or("<binary>"))))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                json!(v.to_str().unwrap_or("<binary>")),
+            )
+        })
         .collect();
     let mut body = json!({
         "cell": cell,
@@ -109,7 +145,12 @@ async fn echo(cell: String, target: String, mut req: Request<Incoming>) -> Resul
         "headers": headers,
     });
     let method = req.method().clone();
-    let received = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let received = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
     body["request_bytes"] = json!(received);
     if pad > 0 {
         body["padding"] = json!("x".repeat(pad));
@@ -118,7 +159,10 @@ async fn echo(cell: String, target: String, mut req: Request<Incoming>) -> Resul
     text.push('\n');
     let mut resp = Response::new(Full::new(Bytes::from(text)));
     *resp.status_mut() = status.unwrap_or(StatusCode::OK);
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     let _ = method;
     Ok(resp)
 }
@@ -140,11 +184,22 @@ pub async fn spawn_cells(cells: usize, per_cell: usize) -> std::io::Result<Vec<V
 /// Registry TOML for the demo tenants over the given cells.
 #[must_use]
 pub fn registry_toml(cells: &[Vec<EchoTarget>]) -> String {
-    let mut s = String::from("# Written by `cellgate demo`. Edit and save: the proxy follows within a second.\n");
+    let mut s = String::from(
+        "# Written by `cellgate demo`. Edit and save: the proxy follows within a second.\n",
+    );
     for targets in cells {
-        let Some(first) = targets.first() else { continue };
-        let list: Vec<String> = targets.iter().map(|t| format!("\"http://{}\"", t.addr)).collect();
-        s.push_str(&format!("\n[[cells]]\nid = \"{}\"\ntargets = [{}]\n", first.cell, list.join(", ")));
+        let Some(first) = targets.first() else {
+            continue;
+        };
+        let list: Vec<String> = targets
+            .iter()
+            .map(|t| format!("\"http://{}\"", t.addr))
+            .collect();
+        s.push_str(&format!(
+            "\n[[cells]]\nid = \"{}\"\ntargets = [{}]\n",
+            first.cell,
+            list.join(", ")
+        ));
     }
     for (i, (tenant, cell, tier)) in DEMO_TENANTS.iter().enumerate() {
         s.push_str(&format!("\n[[tenants]]\nid = \"{tenant}\"\ncell = \"{cell}\"\ntier = \"{tier}\"\nversion = {}\n", i + 1));
@@ -209,11 +264,16 @@ pub fn mint(spec: &TokenSpec) -> Result<String, TokenError> {
     let key = match spec.algorithm {
         Algorithm::EdDSA => EncodingKey::from_ed_pem(&spec.key_pem),
         Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&spec.key_pem),
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Ok(EncodingKey::from_secret(&spec.key_pem)),
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            Ok(EncodingKey::from_secret(&spec.key_pem))
+        }
         _ => EncodingKey::from_rsa_pem(&spec.key_pem),
     }
     .map_err(|e| TokenError::Key(e.to_string()))?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let claims = json!({
         "iss": spec.issuer,
         "aud": spec.audience,

@@ -51,8 +51,21 @@ pub struct ErrorResponse {
 }
 
 impl ErrorResponse {
-    const fn new(status: StatusCode, code: &'static str, outcome: Outcome, source: ErrorSource) -> Self {
-        Self { status, code, outcome, source, www_authenticate: None, retry_after: None, upstream_kind: None }
+    const fn new(
+        status: StatusCode,
+        code: &'static str,
+        outcome: Outcome,
+        source: ErrorSource,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            outcome,
+            source,
+            www_authenticate: None,
+            retry_after: None,
+            upstream_kind: None,
+        }
     }
 }
 
@@ -63,20 +76,46 @@ impl ProxyError {
         use Outcome as O;
         use StatusCode as S;
         match self {
-            Self::BadRequest(_) => ErrorResponse::new(S::BAD_REQUEST, "bad_request", O::bad_request, Downstream),
+            Self::BadRequest(_) => {
+                ErrorResponse::new(S::BAD_REQUEST, "bad_request", O::bad_request, Downstream)
+            }
             Self::Identify(IdentifyError::Tenant(e)) => match e {
-                TenantError::Invalid(_) => ErrorResponse::new(S::BAD_REQUEST, "invalid_tenant", O::bad_request, Downstream),
-                TenantError::Missing => ErrorResponse::new(S::BAD_REQUEST, "tenant_required", O::bad_request, Downstream),
-                TenantError::Mismatch { .. } => ErrorResponse::new(S::FORBIDDEN, "tenant_mismatch", O::tenant_mismatch, Downstream),
+                TenantError::Invalid(_) => {
+                    ErrorResponse::new(S::BAD_REQUEST, "invalid_tenant", O::bad_request, Downstream)
+                }
+                TenantError::Missing => ErrorResponse::new(
+                    S::BAD_REQUEST,
+                    "tenant_required",
+                    O::bad_request,
+                    Downstream,
+                ),
+                TenantError::Mismatch { .. } => ErrorResponse::new(
+                    S::FORBIDDEN,
+                    "tenant_mismatch",
+                    O::tenant_mismatch,
+                    Downstream,
+                ),
             },
             Self::Identify(IdentifyError::Auth(e)) => match e {
                 AuthError::Missing => ErrorResponse {
-                    www_authenticate: Some("Bearer realm=\"cellgate\", error=\"invalid_request\", error_description=\"bearer token required\""),
-                    ..ErrorResponse::new(S::UNAUTHORIZED, "token_required", O::unauthorized, Downstream)
+                    www_authenticate: Some(
+                        "Bearer realm=\"cellgate\", error=\"invalid_request\", error_description=\"bearer token required\"",
+                    ),
+                    ..ErrorResponse::new(
+                        S::UNAUTHORIZED,
+                        "token_required",
+                        O::unauthorized,
+                        Downstream,
+                    )
                 },
                 AuthError::Invalid(_) => ErrorResponse {
                     www_authenticate: Some("Bearer realm=\"cellgate\", error=\"invalid_token\""),
-                    ..ErrorResponse::new(S::UNAUTHORIZED, "invalid_token", O::unauthorized, Downstream)
+                    ..ErrorResponse::new(
+                        S::UNAUTHORIZED,
+                        "invalid_token",
+                        O::unauthorized,
+                        Downstream,
+                    )
                 },
                 AuthError::TooLarge(_) => ErrorResponse::new(
                     S::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -88,27 +127,61 @@ impl ProxyError {
             Self::Route(e) => match e {
                 RouteError::NotReady => ErrorResponse {
                     retry_after: Some(Duration::from_secs(1)),
-                    ..ErrorResponse::new(S::SERVICE_UNAVAILABLE, "not_ready", O::not_ready, Internal)
+                    ..ErrorResponse::new(
+                        S::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        O::not_ready,
+                        Internal,
+                    )
                 },
-                RouteError::UnknownTenant => ErrorResponse::new(S::NOT_FOUND, "unknown_tenant", O::unknown_tenant, Downstream),
-                RouteError::Suspended => ErrorResponse::new(S::FORBIDDEN, "tenant_suspended", O::tenant_suspended, Downstream),
+                RouteError::UnknownTenant => ErrorResponse::new(
+                    S::NOT_FOUND,
+                    "unknown_tenant",
+                    O::unknown_tenant,
+                    Downstream,
+                ),
+                RouteError::Suspended => ErrorResponse::new(
+                    S::FORBIDDEN,
+                    "tenant_suspended",
+                    O::tenant_suspended,
+                    Downstream,
+                ),
                 RouteError::Migrating => ErrorResponse {
                     retry_after: Some(Duration::from_secs(5)),
-                    ..ErrorResponse::new(S::SERVICE_UNAVAILABLE, "tenant_migrating", O::cell_unavailable, Internal)
+                    ..ErrorResponse::new(
+                        S::SERVICE_UNAVAILABLE,
+                        "tenant_migrating",
+                        O::cell_unavailable,
+                        Internal,
+                    )
                 },
-                RouteError::CellMissing(_) | RouteError::CellDown(_) => {
-                    ErrorResponse::new(S::SERVICE_UNAVAILABLE, "cell_unavailable", O::cell_unavailable, Upstream)
-                }
+                RouteError::CellMissing(_) | RouteError::CellDown(_) => ErrorResponse::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "cell_unavailable",
+                    O::cell_unavailable,
+                    Upstream,
+                ),
             },
             Self::Upstream(e) => {
                 let (status, code, kind) = match e {
-                    UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } => {
-                        (S::SERVICE_UNAVAILABLE, "cell_unreachable", UpstreamErrorKind::connect)
+                    UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } => (
+                        S::SERVICE_UNAVAILABLE,
+                        "cell_unreachable",
+                        UpstreamErrorKind::connect,
+                    ),
+                    UpstreamError::ResponseTimeout { .. } => (
+                        S::GATEWAY_TIMEOUT,
+                        "cell_timeout",
+                        UpstreamErrorKind::timeout,
+                    ),
+                    UpstreamError::Protocol { .. } => {
+                        (S::BAD_GATEWAY, "bad_gateway", UpstreamErrorKind::protocol)
                     }
-                    UpstreamError::ResponseTimeout { .. } => (S::GATEWAY_TIMEOUT, "cell_timeout", UpstreamErrorKind::timeout),
-                    UpstreamError::Protocol { .. } => (S::BAD_GATEWAY, "bad_gateway", UpstreamErrorKind::protocol),
                 };
-                ErrorResponse { upstream_kind: Some(kind), ..ErrorResponse::new(status, code, O::upstream_error, Upstream) }
+                ErrorResponse {
+                    upstream_kind: Some(kind),
+                    ..ErrorResponse::new(status, code, O::upstream_error, Upstream)
+                }
             }
         }
     }

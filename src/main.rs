@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "cellgate", version, about = "Edge proxy for cell-based SaaS: routes each tenant to its cell")]
+#[command(
+    name = "cellgate",
+    version,
+    about = "Edge proxy for cell-based SaaS: routes each tenant to its cell"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -71,12 +75,30 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config, listen, admin } => serve(&config, Overrides { listen, admin, ..Overrides::default() }),
+        Command::Serve {
+            config,
+            listen,
+            admin,
+        } => serve(
+            &config,
+            Overrides {
+                listen,
+                admin,
+                ..Overrides::default()
+            },
+        ),
         Command::Validate { config } => validate(&config),
         Command::Demo { listen, admin } => run_demo(listen, admin),
-        Command::Token { tenant, ttl, sub, key, alg, kid, issuer, audience } => {
-            token(tenant, &ttl, sub, key, &alg, kid, issuer, audience)
-        }
+        Command::Token {
+            tenant,
+            ttl,
+            sub,
+            key,
+            alg,
+            kid,
+            issuer,
+            audience,
+        } => token(tenant, &ttl, sub, key, &alg, kid, issuer, audience),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,7 +111,11 @@ fn main() -> ExitCode {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // The control plane (registry refresh, admin) is light; the data plane has its own threads.
-    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().context("starting the runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the runtime")
 }
 
 async fn shutdown_signal() {
@@ -120,7 +146,8 @@ fn serve(path: &std::path::Path, overrides: Overrides) -> anyhow::Result<()> {
 fn validate(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path, &Overrides::default().with_env())?;
     let RegistryConfig::File { path: registry, .. } = &config.registry;
-    let text = std::fs::read_to_string(registry).with_context(|| format!("{}: registry.path", path.display()))?;
+    let text = std::fs::read_to_string(registry)
+        .with_context(|| format!("{}: registry.path", path.display()))?;
     let data = cellgate::placement::file::parse_registry(&text, &registry.display().to_string())?;
     println!(
         "{}: ok ({} listener(s), {} config cell(s); registry {}: {} tenant(s), {} cell(s))",
@@ -136,17 +163,31 @@ fn validate(path: &std::path::Path) -> anyhow::Result<()> {
 
 fn run_demo(listen: String, admin: String) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let cells = demo::spawn_cells(3, 2).await.context("starting demo cells")?;
+        let cells = demo::spawn_cells(3, 2)
+            .await
+            .context("starting demo cells")?;
         let dir = std::env::temp_dir().join(format!("cellgate-demo-{}", std::process::id()));
         let config_path = demo::write_demo_files(&dir, &cells).context("writing demo files")?;
-        let overrides = Overrides { listen: Some(listen), admin: Some(admin), ..Overrides::default() };
+        let overrides = Overrides {
+            listen: Some(listen),
+            admin: Some(admin),
+            ..Overrides::default()
+        };
         let config = Config::load(&config_path, &overrides)?;
         telemetry::init(&config.log);
         let RegistryConfig::File { path: registry, .. } = &config.registry;
         let registry = registry.clone();
         let server = Server::bind(config)?;
         let token = demo::mint(&demo::TokenSpec::demo("acme"))?;
-        println!("{}", demo::instructions(server.local_addrs()[0], server.admin_addr(), &registry, &token));
+        println!(
+            "{}",
+            demo::instructions(
+                server.local_addrs()[0],
+                server.admin_addr(),
+                &registry,
+                &token
+            )
+        );
         server.run(shutdown_signal()).await?;
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
@@ -174,7 +215,9 @@ fn token(
     }
     if let Some(path) = key {
         spec.key_pem = std::fs::read(&path).with_context(|| format!("--key {}", path.display()))?;
-        spec.algorithm = alg.parse().map_err(|_| anyhow::anyhow!("--alg {alg:?}: unknown algorithm"))?;
+        spec.algorithm = alg
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--alg {alg:?}: unknown algorithm"))?;
         spec.kid = kid;
     } else if let Some(k) = kid {
         spec.kid = Some(k);

@@ -9,7 +9,9 @@ pub fn init(cfg: &LogConfig) {
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
         .or_else(|| tracing_subscriber::EnvFilter::try_new(&cfg.level).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second init (tests, demo after validate) is harmless: keep the first subscriber.
     let _ = match cfg.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

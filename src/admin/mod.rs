@@ -47,10 +47,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     }
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     r
 }
 
@@ -62,24 +69,41 @@ fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Full<Byt
 pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method_not_allowed"}));
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "method_not_allowed"}),
+        );
     }
     match path {
         "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
         "/readyz" => {
             let snap = shared.snapshot.load();
             if snap.generation > 0 {
-                json_response(StatusCode::OK, &json!({"ready": true, "generation": snap.generation}))
+                json_response(
+                    StatusCode::OK,
+                    &json!({"ready": true, "generation": snap.generation}),
+                )
             } else {
-                json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"ready": false, "reason": "no placement snapshot loaded yet"}))
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"ready": false, "reason": "no placement snapshot loaded yet"}),
+                )
             }
         }
         "/metrics" => {
             let m = &shared.metrics;
-            m.snapshot_age_seconds.set(shared.snapshot.age().as_secs_f64());
+            m.snapshot_age_seconds
+                .set(shared.snapshot.age().as_secs_f64());
             match m.encode() {
-                Ok(text) => respond(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text),
-                Err(_) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "metrics_encoding_failed"})),
+                Ok(text) => respond(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                ),
+                Err(_) => json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({"error": "metrics_encoding_failed"}),
+                ),
             }
         }
         "/admin/cells" => {
@@ -96,7 +120,10 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                     })
                 })
                 .collect();
-            json_response(StatusCode::OK, &json!({"generation": snap.generation, "cells": cells}))
+            json_response(
+                StatusCode::OK,
+                &json!({"generation": snap.generation, "cells": cells}),
+            )
         }
         p if p.starts_with("/admin/tenants/") => tenant(shared, &p["/admin/tenants/".len()..]),
         _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
@@ -106,7 +133,10 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
 fn tenant(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
     let snap = shared.snapshot.load();
     let Some(p) = snap.tenant(id) else {
-        return json_response(StatusCode::NOT_FOUND, &json!({"error": "unknown_tenant", "generation": snap.generation}));
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "unknown_tenant", "generation": snap.generation}),
+        );
     };
     json_response(
         StatusCode::OK,

@@ -27,7 +27,10 @@ pub struct VerificationKey {
 impl std::fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material (an HMAC key is a secret).
-        f.debug_struct("VerificationKey").field("kid", &self.kid).field("algorithm", &self.algorithm).finish()
+        f.debug_struct("VerificationKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish()
     }
 }
 
@@ -71,29 +74,54 @@ pub fn load_key(k: &FileKey, base: &Path, key: &str) -> Result<VerificationKey, 
     };
     let decoding = if algorithm == Algorithm::HS256 {
         if k.public_key_file.is_some() || k.public_key_pem.is_some() {
-            return Err(FieldError::new(format!("{key}.algorithm"), "HS256", "an HMAC key takes secret_env, not a public key"));
+            return Err(FieldError::new(
+                format!("{key}.algorithm"),
+                "HS256",
+                "an HMAC key takes secret_env, not a public key",
+            ));
         }
         let Some(var) = &k.secret_env else {
-            return Err(FieldError::new(format!("{key}.secret_env"), "(missing)", "HS256 needs secret_env naming an environment variable"));
+            return Err(FieldError::new(
+                format!("{key}.secret_env"),
+                "(missing)",
+                "HS256 needs secret_env naming an environment variable",
+            ));
         };
         // The value is a secret: errors name the variable, never its content.
         let secret = std::env::var(var).unwrap_or_default();
         if secret.len() < 32 {
-            return Err(FieldError::new(format!("{key}.secret_env"), var, "variable unset or shorter than 32 bytes"));
+            return Err(FieldError::new(
+                format!("{key}.secret_env"),
+                var,
+                "variable unset or shorter than 32 bytes",
+            ));
         }
         DecodingKey::from_secret(secret.as_bytes())
     } else {
         if k.secret_env.is_some() {
-            return Err(FieldError::new(format!("{key}.secret_env"), k.algorithm.as_str(), "only HS256 keys take a secret"));
+            return Err(FieldError::new(
+                format!("{key}.secret_env"),
+                k.algorithm.as_str(),
+                "only HS256 keys take a secret",
+            ));
         }
         let (pem, field, shown) = match (&k.public_key_file, &k.public_key_pem) {
             (Some(file), None) => {
                 let path = base.join(file);
-                let pem = std::fs::read(&path)
-                    .map_err(|e| FieldError::new(format!("{key}.public_key_file"), path.display(), format!("cannot read: {e}")))?;
+                let pem = std::fs::read(&path).map_err(|e| {
+                    FieldError::new(
+                        format!("{key}.public_key_file"),
+                        path.display(),
+                        format!("cannot read: {e}"),
+                    )
+                })?;
                 (pem, "public_key_file", path.display().to_string())
             }
-            (None, Some(pem)) => (pem.clone().into_bytes(), "public_key_pem", "(inline PEM)".to_owned()),
+            (None, Some(pem)) => (
+                pem.clone().into_bytes(),
+                "public_key_pem",
+                "(inline PEM)".to_owned(),
+            ),
             _ => {
                 return Err(FieldError::new(
                     format!("{key}.public_key_file"),
@@ -108,10 +136,18 @@ pub fn load_key(k: &FileKey, base: &Path, key: &str) -> Result<VerificationKey, 
             _ => DecodingKey::from_rsa_pem(&pem),
         };
         parsed.map_err(|e| {
-            FieldError::new(format!("{key}.{field}"), shown, format!("not a {} public key in PEM form: {e}", k.algorithm))
+            FieldError::new(
+                format!("{key}.{field}"),
+                shown,
+                format!("not a {} public key in PEM form: {e}", k.algorithm),
+            )
         })?
     };
-    Ok(VerificationKey { kid: k.kid.clone(), algorithm, key: decoding })
+    Ok(VerificationKey {
+        kid: k.kid.clone(),
+        algorithm,
+        key: decoding,
+    })
 }
 
 /// Verifies bearer tokens against the configured keys.
@@ -149,7 +185,12 @@ impl Verifier {
                 (k.clone(), v)
             })
             .collect();
-        Self { keys, tenant_claim: cfg.tenant_claim.clone(), required: cfg.required, max_token_bytes: cfg.max_token_bytes }
+        Self {
+            keys,
+            tenant_claim: cfg.tenant_claim.clone(),
+            required: cfg.required,
+            max_token_bytes: cfg.max_token_bytes,
+        }
     }
 
     #[must_use]
@@ -164,20 +205,26 @@ impl Verifier {
 
     /// Verifies a compact JWS and extracts the tenant claim and subject.
     pub fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed token header"))?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| AuthError::Invalid("malformed token header"))?;
         // The key is chosen by `kid` when the token names one, else by algorithm; either way the
         // token's `alg` must be the key's own.
-        let candidates = self.keys.iter().filter(|(k, _)| match (&header.kid, &k.kid) {
-            (Some(want), Some(have)) => want == have,
-            (Some(_), None) | (None, _) => k.algorithm == header.alg,
-        });
+        let candidates = self
+            .keys
+            .iter()
+            .filter(|(k, _)| match (&header.kid, &k.kid) {
+                (Some(want), Some(have)) => want == have,
+                (Some(_), None) | (None, _) => k.algorithm == header.alg,
+            });
         let mut last = AuthError::Invalid("no configured key matches the token's kid or alg");
         for (key, validation) in candidates {
             if key.algorithm != header.alg {
                 last = AuthError::Invalid("token alg does not match the key's algorithm");
                 continue;
             }
-            match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, validation) {
+            match jsonwebtoken::decode::<serde_json::Map<String, Value>>(
+                token, &key.key, validation,
+            ) {
                 Ok(data) => return self.claims(&data.claims),
                 Err(e) => last = AuthError::Invalid(reason(e.kind())),
             }
@@ -188,7 +235,10 @@ impl Verifier {
     fn claims(&self, claims: &serde_json::Map<String, Value>) -> Result<VerifiedToken, AuthError> {
         let tenant = match claims.get(&self.tenant_claim) {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(TenantId::parse(s).map_err(|_| AuthError::Invalid("tenant claim is not a valid tenant id"))?),
+            Some(Value::String(s)) => Some(
+                TenantId::parse(s)
+                    .map_err(|_| AuthError::Invalid("tenant claim is not a valid tenant id"))?,
+            ),
             Some(_) => return Err(AuthError::Invalid("tenant claim is not a string")),
         };
         let subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
@@ -215,16 +265,22 @@ fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
 /// decodes it. Another scheme (`Basic ...`) is not ours to judge: it counts as no token and
 /// travels on to the cell.
 pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<Option<&str>, AuthError> {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else { return Ok(None) };
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
     let bytes = value.as_bytes();
     if bytes.len() > max_bytes {
         return Err(AuthError::TooLarge(max_bytes));
     }
-    let Some(scheme_end) = bytes.iter().position(|&b| b == b' ') else { return Ok(None) };
+    let Some(scheme_end) = bytes.iter().position(|&b| b == b' ') else {
+        return Ok(None);
+    };
     if !bytes[..scheme_end].eq_ignore_ascii_case(b"bearer") {
         return Ok(None);
     }
-    let token = std::str::from_utf8(&bytes[scheme_end + 1..]).map_err(|_| AuthError::Invalid("token is not ASCII"))?.trim();
+    let token = std::str::from_utf8(&bytes[scheme_end + 1..])
+        .map_err(|_| AuthError::Invalid("token is not ASCII"))?
+        .trim();
     if token.is_empty() {
         return Err(AuthError::Missing);
     }

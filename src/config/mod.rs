@@ -24,15 +24,26 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    pub fn new(key: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
-        Self { key: key.into(), value: value.to_string(), reason: reason.into() }
+    pub fn new(
+        key: impl Into<String>,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: cannot read: {error}", file.display())]
-    Read { file: PathBuf, error: std::io::Error },
+    Read {
+        file: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{}: {message}", file.display())]
     Parse { file: PathBuf, message: String },
     #[error("{}: {} = {:?}: {}", file.display(), field.key, field.value, field.reason)]
@@ -63,7 +74,9 @@ impl Overrides {
         self.listen = self.listen.or_else(|| env("CELLGATE_LISTEN"));
         self.admin = self.admin.or_else(|| env("CELLGATE_ADMIN_LISTEN"));
         self.registry_path = self.registry_path.or_else(|| env("CELLGATE_REGISTRY_PATH"));
-        self.registry_source = self.registry_source.or_else(|| env("CELLGATE_REGISTRY_SOURCE"));
+        self.registry_source = self
+            .registry_source
+            .or_else(|| env("CELLGATE_REGISTRY_SOURCE"));
         self.log_level = self.log_level.or_else(|| env("CELLGATE_LOG_LEVEL"));
         self
     }
@@ -72,8 +85,10 @@ impl Overrides {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| ConfigError::Read { file: path.to_path_buf(), error })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            file: path.to_path_buf(),
+            error,
+        })?;
         Self::from_toml(&text, path, overrides)
     }
 
@@ -86,8 +101,10 @@ impl Config {
         })?;
         apply_overrides(&mut raw, overrides);
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        typed::build(raw, path, &base)
-            .map_err(|field| ConfigError::Invalid { file: path.to_path_buf(), field })
+        typed::build(raw, path, &base).map_err(|field| ConfigError::Invalid {
+            file: path.to_path_buf(),
+            field,
+        })
     }
 }
 
@@ -95,7 +112,10 @@ fn apply_overrides(raw: &mut file::FileConfig, o: &Overrides) {
     if let Some(listen) = &o.listen {
         match raw.listeners.first_mut() {
             Some(first) => first.address.clone_from(listen),
-            None => raw.listeners.push(file::FileListener { address: listen.clone(), tls: None }),
+            None => raw.listeners.push(file::FileListener {
+                address: listen.clone(),
+                tls: None,
+            }),
         }
     }
     if let Some(admin) = &o.admin {
@@ -121,15 +141,24 @@ fn apply_overrides(raw: &mut file::FileConfig, o: &Overrides) {
 
 /// Parses a duration such as `250ms`, `2s` or `1m 30s`.
 pub fn parse_duration(key: &str, value: &str) -> Result<Duration, FieldError> {
-    humantime::parse_duration(value)
-        .map_err(|e| FieldError::new(key, value, format!("not a duration ({e}); use e.g. \"2s\" or \"250ms\"")))
+    humantime::parse_duration(value).map_err(|e| {
+        FieldError::new(
+            key,
+            value,
+            format!("not a duration ({e}); use e.g. \"2s\" or \"250ms\""),
+        )
+    })
 }
 
 /// Parses `ip:port`.
 pub fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, FieldError> {
-    value
-        .parse()
-        .map_err(|_| FieldError::new(key, value, "not a socket address; use ip:port, e.g. \"127.0.0.1:8080\""))
+    value.parse().map_err(|_| {
+        FieldError::new(
+            key,
+            value,
+            "not a socket address; use ip:port, e.g. \"127.0.0.1:8080\"",
+        )
+    })
 }
 
 #[cfg(test)]

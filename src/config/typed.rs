@@ -90,7 +90,10 @@ pub struct AuthConfig {
 #[derive(Debug, Clone)]
 pub enum RegistryConfig {
     /// A TOML file re-read when it changes.
-    File { path: PathBuf, poll_interval: Duration },
+    File {
+        path: PathBuf,
+        poll_interval: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -133,7 +136,11 @@ fn dur(key: &str, value: Option<&String>, default: Duration) -> Result<Duration,
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config, FieldError> {
@@ -144,36 +151,62 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
     };
     let server = ServerConfig {
         workers,
-        shutdown_grace: dur("server.shutdown_grace", raw.server.shutdown_grace.as_ref(), Duration::from_secs(30))?,
+        shutdown_grace: dur(
+            "server.shutdown_grace",
+            raw.server.shutdown_grace.as_ref(),
+            Duration::from_secs(30),
+        )?,
     };
 
     if raw.listeners.is_empty() {
-        return Err(FieldError::new("listeners", "[]", "at least one [[listeners]] entry is required"));
+        return Err(FieldError::new(
+            "listeners",
+            "[]",
+            "at least one [[listeners]] entry is required",
+        ));
     }
     let mut listeners = Vec::with_capacity(raw.listeners.len());
     for (i, l) in raw.listeners.iter().enumerate() {
         let address = parse_addr(&format!("listeners[{i}].address"), &l.address)?;
-        let tls = l.tls.as_ref().map(|t| TlsFiles { cert: resolve(base, &t.cert), key: resolve(base, &t.key) });
+        let tls = l.tls.as_ref().map(|t| TlsFiles {
+            cert: resolve(base, &t.cert),
+            key: resolve(base, &t.key),
+        });
         if let Some(t) = &tls {
             for (what, p) in [("cert", &t.cert), ("key", &t.key)] {
                 if !p.is_file() {
-                    return Err(FieldError::new(format!("listeners[{i}].tls.{what}"), p.display(), "file not found"));
+                    return Err(FieldError::new(
+                        format!("listeners[{i}].tls.{what}"),
+                        p.display(),
+                        "file not found",
+                    ));
                 }
             }
         }
         listeners.push(ListenerConfig { address, tls });
     }
     let admin = AdminConfig {
-        address: parse_addr("admin.address", raw.admin.address.as_deref().unwrap_or("127.0.0.1:9090"))?,
+        address: parse_addr(
+            "admin.address",
+            raw.admin.address.as_deref().unwrap_or("127.0.0.1:9090"),
+        )?,
     };
 
     let tenant = build_tenant(&raw)?;
     let auth = build_auth(&raw, base)?;
     if tenant.sources.contains(&TenantSource::Jwt) && auth.keys.is_empty() {
-        return Err(FieldError::new("tenant.sources", "jwt", "the jwt source needs at least one [[auth.keys]] entry"));
+        return Err(FieldError::new(
+            "tenant.sources",
+            "jwt",
+            "the jwt source needs at least one [[auth.keys]] entry",
+        ));
     }
     if auth.required && auth.keys.is_empty() {
-        return Err(FieldError::new("auth.required", true, "a required token needs at least one [[auth.keys]] entry"));
+        return Err(FieldError::new(
+            "auth.required",
+            true,
+            "a required token needs at least one [[auth.keys]] entry",
+        ));
     }
 
     let registry = build_registry(raw.registry.as_ref(), base)?;
@@ -181,7 +214,11 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
     for (i, c) in raw.cells.iter().enumerate() {
         let cell = Cell::from_file(c, &format!("cells[{i}]"))?;
         if cells.iter().any(|known: &Cell| known.id == cell.id) {
-            return Err(FieldError::new(format!("cells[{i}].id"), &cell.id, "duplicate cell id"));
+            return Err(FieldError::new(
+                format!("cells[{i}].id"),
+                &cell.id,
+                "duplicate cell id",
+            ));
         }
         cells.push(cell);
     }
@@ -189,29 +226,52 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
     let upstream = build_upstream(&raw, base)?;
     let mut strip_headers = Vec::with_capacity(raw.headers.strip.len());
     for (i, h) in raw.headers.strip.iter().enumerate() {
-        let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
-            .map_err(|_| FieldError::new(format!("headers.strip[{i}]"), h, "not a valid header name"))?;
+        let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+            FieldError::new(format!("headers.strip[{i}]"), h, "not a valid header name")
+        })?;
         strip_headers.push(name);
     }
 
     let sample = raw.access_log.sample.unwrap_or(1.0);
     if !(0.0..=1.0).contains(&sample) {
-        return Err(FieldError::new("access_log.sample", sample, "must be between 0.0 and 1.0"));
+        return Err(FieldError::new(
+            "access_log.sample",
+            sample,
+            "must be between 0.0 and 1.0",
+        ));
     }
     let buffer = raw.access_log.buffer.unwrap_or(16_384);
     if buffer == 0 {
-        return Err(FieldError::new("access_log.buffer", 0, "must be at least 1"));
+        return Err(FieldError::new(
+            "access_log.buffer",
+            0,
+            "must be at least 1",
+        ));
     }
-    let access_log = AccessLogConfig { enabled: raw.access_log.enabled.unwrap_or(true), sample, buffer };
+    let access_log = AccessLogConfig {
+        enabled: raw.access_log.enabled.unwrap_or(true),
+        sample,
+        buffer,
+    };
 
     let level = raw.log.level.clone().unwrap_or_else(|| "info".to_owned());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-        return Err(FieldError::new("log.level", &level, "not a log level or filter (e.g. \"info\", \"cellgate=debug\")"));
+        return Err(FieldError::new(
+            "log.level",
+            &level,
+            "not a log level or filter (e.g. \"info\", \"cellgate=debug\")",
+        ));
     }
     let format = match raw.log.format.as_deref().unwrap_or("json") {
         "json" => LogFormat::Json,
         "text" => LogFormat::Text,
-        other => return Err(FieldError::new("log.format", other, "expected \"json\" or \"text\"")),
+        other => {
+            return Err(FieldError::new(
+                "log.format",
+                other,
+                "expected \"json\" or \"text\"",
+            ));
+        }
     };
 
     Ok(Config {
@@ -231,9 +291,17 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
 }
 
 fn build_tenant(raw: &FileConfig) -> Result<TenantConfig, FieldError> {
-    let names = raw.tenant.sources.clone().unwrap_or_else(|| vec!["jwt".to_owned(), "subdomain".to_owned()]);
+    let names = raw
+        .tenant
+        .sources
+        .clone()
+        .unwrap_or_else(|| vec!["jwt".to_owned(), "subdomain".to_owned()]);
     if names.is_empty() {
-        return Err(FieldError::new("tenant.sources", "[]", "name at least one of \"jwt\", \"subdomain\", \"header\""));
+        return Err(FieldError::new(
+            "tenant.sources",
+            "[]",
+            "name at least one of \"jwt\", \"subdomain\", \"header\"",
+        ));
     }
     let mut sources = Vec::with_capacity(names.len());
     for (i, n) in names.iter().enumerate() {
@@ -242,7 +310,13 @@ fn build_tenant(raw: &FileConfig) -> Result<TenantConfig, FieldError> {
             "jwt" => TenantSource::Jwt,
             "subdomain" => TenantSource::Subdomain,
             "header" => TenantSource::Header,
-            other => return Err(FieldError::new(key, other, "expected \"jwt\", \"subdomain\" or \"header\"")),
+            other => {
+                return Err(FieldError::new(
+                    key,
+                    other,
+                    "expected \"jwt\", \"subdomain\" or \"header\"",
+                ));
+            }
         };
         if sources.contains(&s) {
             return Err(FieldError::new(key, n, "listed twice"));
@@ -253,35 +327,62 @@ fn build_tenant(raw: &FileConfig) -> Result<TenantConfig, FieldError> {
     for (i, d) in raw.tenant.base_domains.iter().enumerate() {
         let norm = d.trim_start_matches('.').to_ascii_lowercase();
         let valid = !norm.is_empty()
-            && norm.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            && norm.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
         if !valid {
-            return Err(FieldError::new(format!("tenant.base_domains[{i}]"), d, "not a domain name"));
+            return Err(FieldError::new(
+                format!("tenant.base_domains[{i}]"),
+                d,
+                "not a domain name",
+            ));
         }
         base_domains.push(norm);
     }
     base_domains.sort_by_key(|d| std::cmp::Reverse(d.len()));
     if sources.contains(&TenantSource::Subdomain) && base_domains.is_empty() {
-        return Err(FieldError::new("tenant.base_domains", "[]", "the subdomain source needs at least one base domain"));
+        return Err(FieldError::new(
+            "tenant.base_domains",
+            "[]",
+            "the subdomain source needs at least one base domain",
+        ));
     }
     let header = match &raw.tenant.header {
         None => None,
         Some(h) => {
-            let name = HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes())
-                .map_err(|_| FieldError::new("tenant.header.name", &h.name, "not a valid header name"))?;
+            let name =
+                HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                    FieldError::new("tenant.header.name", &h.name, "not a valid header name")
+                })?;
             let mut trusted = Vec::with_capacity(h.trusted_sources.len());
             for (i, c) in h.trusted_sources.iter().enumerate() {
                 let net = c
                     .parse::<IpNet>()
                     .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| FieldError::new(format!("tenant.header.trusted_sources[{i}]"), c, "not a CIDR or IP address"))?;
+                    .map_err(|_| {
+                        FieldError::new(
+                            format!("tenant.header.trusted_sources[{i}]"),
+                            c,
+                            "not a CIDR or IP address",
+                        )
+                    })?;
                 trusted.push(net);
             }
-            Some(TenantHeaderConfig { name, trusted_sources: trusted })
+            Some(TenantHeaderConfig {
+                name,
+                trusted_sources: trusted,
+            })
         }
     };
     if sources.contains(&TenantSource::Header) {
         match &header {
-            None => return Err(FieldError::new("tenant.sources", "header", "the header source needs a [tenant.header] table")),
+            None => {
+                return Err(FieldError::new(
+                    "tenant.sources",
+                    "header",
+                    "the header source needs a [tenant.header] table",
+                ));
+            }
             Some(h) if h.trusted_sources.is_empty() => {
                 return Err(FieldError::new(
                     "tenant.header.trusted_sources",
@@ -292,22 +393,41 @@ fn build_tenant(raw: &FileConfig) -> Result<TenantConfig, FieldError> {
             Some(_) => {}
         }
     }
-    Ok(TenantConfig { sources, base_domains, header })
+    Ok(TenantConfig {
+        sources,
+        base_domains,
+        header,
+    })
 }
 
 fn build_auth(raw: &FileConfig, base: &Path) -> Result<AuthConfig, FieldError> {
     let a = &raw.auth;
-    let tenant_claim = a.tenant_claim.clone().unwrap_or_else(|| "tenant".to_owned());
+    let tenant_claim = a
+        .tenant_claim
+        .clone()
+        .unwrap_or_else(|| "tenant".to_owned());
     if tenant_claim.is_empty() {
-        return Err(FieldError::new("auth.tenant_claim", "", "must not be empty"));
+        return Err(FieldError::new(
+            "auth.tenant_claim",
+            "",
+            "must not be empty",
+        ));
     }
     let leeway = dur("auth.leeway", a.leeway.as_ref(), Duration::from_secs(30))?;
     if leeway > Duration::from_secs(300) {
-        return Err(FieldError::new("auth.leeway", humantime::format_duration(leeway), "at most 5m"));
+        return Err(FieldError::new(
+            "auth.leeway",
+            humantime::format_duration(leeway),
+            "at most 5m",
+        ));
     }
     let max_token_bytes = a.max_token_bytes.unwrap_or(8192);
     if !(256..=65_536).contains(&max_token_bytes) {
-        return Err(FieldError::new("auth.max_token_bytes", max_token_bytes, "must be between 256 and 65536"));
+        return Err(FieldError::new(
+            "auth.max_token_bytes",
+            max_token_bytes,
+            "must be between 256 and 65536",
+        ));
     }
     let mut keys = Vec::with_capacity(a.keys.len());
     for (i, k) in a.keys.iter().enumerate() {
@@ -326,27 +446,64 @@ fn build_auth(raw: &FileConfig, base: &Path) -> Result<AuthConfig, FieldError> {
 
 fn build_registry(reg: Option<&FileRegistry>, base: &Path) -> Result<RegistryConfig, FieldError> {
     let Some(reg) = reg else {
-        return Err(FieldError::new("registry", "(missing)", "a [registry] table is required, e.g. source = \"file\""));
+        return Err(FieldError::new(
+            "registry",
+            "(missing)",
+            "a [registry] table is required, e.g. source = \"file\"",
+        ));
     };
     match reg.source.as_str() {
         "file" => {
             let p = reg.path.as_deref().unwrap_or("registry.toml");
-            let poll_interval = dur("registry.poll_interval", reg.poll_interval.as_ref(), Duration::from_millis(500))?;
-            if poll_interval < Duration::from_millis(10) || poll_interval > Duration::from_secs(3600) {
-                return Err(FieldError::new("registry.poll_interval", humantime::format_duration(poll_interval), "must be between 10ms and 1h"));
+            let poll_interval = dur(
+                "registry.poll_interval",
+                reg.poll_interval.as_ref(),
+                Duration::from_millis(500),
+            )?;
+            if poll_interval < Duration::from_millis(10)
+                || poll_interval > Duration::from_secs(3600)
+            {
+                return Err(FieldError::new(
+                    "registry.poll_interval",
+                    humantime::format_duration(poll_interval),
+                    "must be between 10ms and 1h",
+                ));
             }
-            Ok(RegistryConfig::File { path: resolve(base, p), poll_interval })
+            Ok(RegistryConfig::File {
+                path: resolve(base, p),
+                poll_interval,
+            })
         }
-        other => Err(FieldError::new("registry.source", other, "expected \"file\" (DynamoDB arrives in a later release)")),
+        other => Err(FieldError::new(
+            "registry.source",
+            other,
+            "expected \"file\" (DynamoDB arrives in a later release)",
+        )),
     }
 }
 
 fn build_upstream(raw: &FileConfig, base: &Path) -> Result<UpstreamConfig, FieldError> {
     let u = &raw.upstream;
-    let connect_timeout = dur("upstream.connect_timeout", u.connect_timeout.as_ref(), Duration::from_secs(2))?;
-    let read_timeout = dur("upstream.read_timeout", u.read_timeout.as_ref(), Duration::from_secs(30))?;
-    let total_timeout = dur("upstream.total_timeout", u.total_timeout.as_ref(), Duration::from_secs(120))?;
-    let pool_idle_timeout = dur("upstream.pool_idle_timeout", u.pool_idle_timeout.as_ref(), Duration::from_secs(50))?;
+    let connect_timeout = dur(
+        "upstream.connect_timeout",
+        u.connect_timeout.as_ref(),
+        Duration::from_secs(2),
+    )?;
+    let read_timeout = dur(
+        "upstream.read_timeout",
+        u.read_timeout.as_ref(),
+        Duration::from_secs(30),
+    )?;
+    let total_timeout = dur(
+        "upstream.total_timeout",
+        u.total_timeout.as_ref(),
+        Duration::from_secs(120),
+    )?;
+    let pool_idle_timeout = dur(
+        "upstream.pool_idle_timeout",
+        u.pool_idle_timeout.as_ref(),
+        Duration::from_secs(50),
+    )?;
     for (key, d) in [
         ("upstream.connect_timeout", connect_timeout),
         ("upstream.read_timeout", read_timeout),
@@ -375,7 +532,11 @@ fn build_upstream(raw: &FileConfig, base: &Path) -> Result<UpstreamConfig, Field
     if let Some(p) = &ca_file
         && !p.is_file()
     {
-        return Err(FieldError::new("upstream.ca_file", p.display(), "file not found"));
+        return Err(FieldError::new(
+            "upstream.ca_file",
+            p.display(),
+            "file not found",
+        ));
     }
     Ok(UpstreamConfig {
         connect_timeout,

@@ -12,11 +12,24 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
 /// Upper bounds in seconds: 100 µs to 10 s, roughly x2.5 apart.
-pub const LATENCY_BUCKETS: [f64; 14] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0];
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
 const BUCKET_NANOS: [u64; 14] = [
-    100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000, 50_000_000, 100_000_000,
-    250_000_000, 1_000_000_000, 2_500_000_000, 10_000_000_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    10_000_000_000,
 ];
 
 #[derive(Debug, Default)]
@@ -33,7 +46,10 @@ pub struct LatencyHistogram(Arc<Inner>);
 impl LatencyHistogram {
     pub fn observe(&self, d: Duration) {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let idx = BUCKET_NANOS.iter().position(|&b| nanos <= b).unwrap_or(BUCKET_NANOS.len());
+        let idx = BUCKET_NANOS
+            .iter()
+            .position(|&b| nanos <= b)
+            .unwrap_or(BUCKET_NANOS.len());
         self.0.counts[idx].fetch_add(1, Ordering::Relaxed);
         self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
@@ -41,7 +57,11 @@ impl LatencyHistogram {
     /// Total observations.
     #[must_use]
     pub fn count(&self) -> u64 {
-        self.0.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.0
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -59,7 +79,10 @@ impl EncodeMetric for LatencyHistogram {
             total += n;
             *slot = (LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), n);
         }
-        #[expect(clippy::cast_precision_loss, reason = "a sum in seconds needs no nanosecond precision")]
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a sum in seconds needs no nanosecond precision"
+        )]
         let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, total, &buckets, None)
     }

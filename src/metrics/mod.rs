@@ -179,32 +179,97 @@ impl Metrics {
             registry: Registry::default(),
         };
         use names as n;
-        registry.register(counter_name(n::HTTP_REQUESTS_TOTAL), "Requests answered, by cell, status class and outcome", m.requests.clone());
-        registry.register(n::HTTP_REQUEST_DURATION_SECONDS, "Time from request head to response head, by cell", m.duration.clone());
-        registry.register(n::UPSTREAM_RESPONSE_SECONDS, "Time from forwarding to the cell's response head, by cell", m.upstream_response.clone());
-        registry.register(counter_name(n::UPSTREAM_ERRORS_TOTAL), "Failed upstream exchanges, by cell and kind", m.upstream_errors.clone());
-        registry.register(counter_name(n::UPSTREAM_CONNECTS_TOTAL), "New upstream connections opened, by cell", m.upstream_connects.clone());
-        registry.register(counter_name(n::HTTP_CONNECTIONS_TOTAL), "Client connections accepted, by listener", m.connections.clone());
-        registry.register(n::HTTP_CONNECTIONS_OPEN, "Client connections open now", m.connections_open.clone());
-        registry.register(n::PLACEMENT_SNAPSHOT_GENERATION, "Generation of the placement snapshot in use", m.snapshot_generation.clone());
-        registry.register(n::PLACEMENT_SNAPSHOT_AGE_SECONDS, "Seconds since the snapshot was last confirmed current", m.snapshot_age_seconds.clone());
-        registry.register(n::PLACEMENT_TENANTS, "Tenants in the snapshot in use", m.placement_tenants.clone());
-        registry.register(n::PLACEMENT_CELLS, "Cells in the snapshot in use", m.placement_cells.clone());
-        registry.register(n::PLACEMENT_DANGLING_TENANTS, "Tenant records naming a cell no source defines", m.placement_dangling.clone());
-        registry.register(counter_name(n::PLACEMENT_RELOADS_TOTAL), "Placement snapshots loaded and swapped in", m.placement_reloads.clone());
-        registry.register(counter_name(n::PLACEMENT_REFRESH_FAILURES_TOTAL), "Registry reads or parses that failed", m.placement_refresh_failures.clone());
-        registry.register(counter_name(n::ACCESS_LOG_DROPPED_TOTAL), "Access-log lines dropped because the writer fell behind", m.access_log_dropped.clone());
+        registry.register(
+            counter_name(n::HTTP_REQUESTS_TOTAL),
+            "Requests answered, by cell, status class and outcome",
+            m.requests.clone(),
+        );
+        registry.register(
+            n::HTTP_REQUEST_DURATION_SECONDS,
+            "Time from request head to response head, by cell",
+            m.duration.clone(),
+        );
+        registry.register(
+            n::UPSTREAM_RESPONSE_SECONDS,
+            "Time from forwarding to the cell's response head, by cell",
+            m.upstream_response.clone(),
+        );
+        registry.register(
+            counter_name(n::UPSTREAM_ERRORS_TOTAL),
+            "Failed upstream exchanges, by cell and kind",
+            m.upstream_errors.clone(),
+        );
+        registry.register(
+            counter_name(n::UPSTREAM_CONNECTS_TOTAL),
+            "New upstream connections opened, by cell",
+            m.upstream_connects.clone(),
+        );
+        registry.register(
+            counter_name(n::HTTP_CONNECTIONS_TOTAL),
+            "Client connections accepted, by listener",
+            m.connections.clone(),
+        );
+        registry.register(
+            n::HTTP_CONNECTIONS_OPEN,
+            "Client connections open now",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            n::PLACEMENT_SNAPSHOT_GENERATION,
+            "Generation of the placement snapshot in use",
+            m.snapshot_generation.clone(),
+        );
+        registry.register(
+            n::PLACEMENT_SNAPSHOT_AGE_SECONDS,
+            "Seconds since the snapshot was last confirmed current",
+            m.snapshot_age_seconds.clone(),
+        );
+        registry.register(
+            n::PLACEMENT_TENANTS,
+            "Tenants in the snapshot in use",
+            m.placement_tenants.clone(),
+        );
+        registry.register(
+            n::PLACEMENT_CELLS,
+            "Cells in the snapshot in use",
+            m.placement_cells.clone(),
+        );
+        registry.register(
+            n::PLACEMENT_DANGLING_TENANTS,
+            "Tenant records naming a cell no source defines",
+            m.placement_dangling.clone(),
+        );
+        registry.register(
+            counter_name(n::PLACEMENT_RELOADS_TOTAL),
+            "Placement snapshots loaded and swapped in",
+            m.placement_reloads.clone(),
+        );
+        registry.register(
+            counter_name(n::PLACEMENT_REFRESH_FAILURES_TOTAL),
+            "Registry reads or parses that failed",
+            m.placement_refresh_failures.clone(),
+        );
+        registry.register(
+            counter_name(n::ACCESS_LOG_DROPPED_TOTAL),
+            "Access-log lines dropped because the writer fell behind",
+            m.access_log_dropped.clone(),
+        );
         Self { registry, ..m }
     }
 
     /// Handles for `cell` (created on first use, then shared).
     pub fn cell(&self, cell: &str) -> Arc<CellMetrics> {
-        let mut cells = self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cells = self
+            .cells
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(m) = cells.get(cell) {
             return Arc::clone(m);
         }
         let label = Label(Arc::from(cell));
-        let labels = CellLabels { cell: label.clone() };
+        let labels = CellLabels {
+            cell: label.clone(),
+        };
         let m = Arc::new(CellMetrics {
             requests: Default::default(),
             duration: self.duration.get_or_create_owned(&labels),
@@ -218,7 +283,13 @@ impl Metrics {
     }
 
     /// Records one answered request.
-    pub fn record_request(&self, cell: &CellMetrics, status: u16, outcome: Outcome, elapsed: Duration) {
+    pub fn record_request(
+        &self,
+        cell: &CellMetrics,
+        status: u16,
+        outcome: Outcome,
+        elapsed: Duration,
+    ) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         cell.requests[outcome.index()][class]
             .get_or_init(|| {
@@ -234,14 +305,22 @@ impl Metrics {
 
     pub fn record_upstream_error(&self, cell: &CellMetrics, kind: UpstreamErrorKind) {
         cell.upstream_errors[kind as usize]
-            .get_or_init(|| self.upstream_errors.get_or_create_owned(&UpstreamErrorLabels { cell: cell.label.clone(), kind }))
+            .get_or_init(|| {
+                self.upstream_errors
+                    .get_or_create_owned(&UpstreamErrorLabels {
+                        cell: cell.label.clone(),
+                        kind,
+                    })
+            })
             .inc();
     }
 
     /// The per-listener connection counter.
     #[must_use]
     pub fn listener_connections(&self, listener: usize) -> Counter {
-        self.connections.get_or_create_owned(&ListenerLabels { listener: listener.to_string() })
+        self.connections.get_or_create_owned(&ListenerLabels {
+            listener: listener.to_string(),
+        })
     }
 
     /// Renders the OpenMetrics text exposition.

@@ -62,31 +62,55 @@ impl Clone for Cell {
 
 /// A valid cell id: 1..=63 bytes of `[A-Za-z0-9._-]`.
 pub fn valid_cell_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 63 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 impl Cell {
     /// Builds a cell from its file form; `key` is its path for error messages (`cells[2]`).
     pub fn from_file(c: &FileCell, key: &str) -> Result<Self, FieldError> {
         if !valid_cell_id(&c.id) {
-            return Err(FieldError::new(format!("{key}.id"), &c.id, "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -"));
+            return Err(FieldError::new(
+                format!("{key}.id"),
+                &c.id,
+                "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -",
+            ));
         }
         let state = match c.state.as_deref().unwrap_or("ACTIVE") {
             "ACTIVE" => CellState::Active,
             "DRAINING" => CellState::Draining,
             "DOWN" => CellState::Down,
-            other => return Err(FieldError::new(format!("{key}.state"), other, "expected ACTIVE, DRAINING or DOWN")),
+            other => {
+                return Err(FieldError::new(
+                    format!("{key}.state"),
+                    other,
+                    "expected ACTIVE, DRAINING or DOWN",
+                ));
+            }
         };
         if c.targets.is_empty() && state != CellState::Down {
-            return Err(FieldError::new(format!("{key}.targets"), "[]", "a cell that is not DOWN needs at least one target"));
+            return Err(FieldError::new(
+                format!("{key}.targets"),
+                "[]",
+                "a cell that is not DOWN needs at least one target",
+            ));
         }
         let mut targets = Vec::with_capacity(c.targets.len());
         for (i, t) in c.targets.iter().enumerate() {
-            targets.push(Target::parse(t).map_err(|e| FieldError::new(format!("{key}.targets[{i}]"), t, e.to_string()))?);
+            targets.push(
+                Target::parse(t).map_err(|e| {
+                    FieldError::new(format!("{key}.targets[{i}]"), t, e.to_string())
+                })?,
+            );
         }
         // Plain-HTTP targets are usually the app itself and want the client's Host; an https
         // target is usually an ALB that must see its own name (its certificate and rules).
-        let preserve_host = c.preserve_host.unwrap_or_else(|| targets.iter().all(|t| t.scheme == Scheme::Http));
+        let preserve_host = c
+            .preserve_host
+            .unwrap_or_else(|| targets.iter().all(|t| t.scheme == Scheme::Http));
         let id_header = HeaderValue::from_str(&c.id)
             .map_err(|_| FieldError::new(format!("{key}.id"), &c.id, "not a valid header value"))?;
         Ok(Self {

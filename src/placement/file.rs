@@ -12,7 +12,9 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
-use super::{Cell, PlacementSource, RegistryData, RegistryError, TenantRecord, TenantStatus, valid_cell_id};
+use super::{
+    Cell, PlacementSource, RegistryData, RegistryError, TenantRecord, TenantStatus, valid_cell_id,
+};
 use crate::config::file::FileCell;
 use crate::tenant::TenantId;
 
@@ -47,7 +49,10 @@ pub struct FileSource {
 impl FileSource {
     #[must_use]
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), last: Mutex::new(None) }
+        Self {
+            path: path.into(),
+            last: Mutex::new(None),
+        }
     }
 
     #[must_use]
@@ -60,12 +65,20 @@ impl FileSource {
     }
 
     async fn signature(&self) -> Result<Signature, RegistryError> {
-        let m = tokio::fs::metadata(&self.path).await.map_err(|error| RegistryError::Read { file: self.shown(), error })?;
+        let m = tokio::fs::metadata(&self.path)
+            .await
+            .map_err(|error| RegistryError::Read {
+                file: self.shown(),
+                error,
+            })?;
         Ok((m.mtime(), m.mtime_nsec(), m.len(), m.ino()))
     }
 
     fn remember(&self, sig: Signature) {
-        *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sig);
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sig);
     }
 }
 
@@ -79,20 +92,31 @@ impl PlacementSource for FileSource {
         // Remember what was tried even if it fails, so a broken file is reported once per
         // change rather than on every poll.
         self.remember(sig);
-        let text = tokio::fs::read_to_string(&self.path).await.map_err(|error| RegistryError::Read { file: self.shown(), error })?;
+        let text = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|error| RegistryError::Read {
+                file: self.shown(),
+                error,
+            })?;
         parse_registry(&text, &self.shown())
     }
 
     async fn changed(&self) -> Result<bool, RegistryError> {
         let sig = self.signature().await?;
-        Ok(*self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) != Some(sig))
+        Ok(*self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            != Some(sig))
     }
 }
 
 /// Parses and validates registry TOML; `file` names it in errors.
 pub fn parse_registry(text: &str, file: &str) -> Result<RegistryData, RegistryError> {
-    let raw: RegistryFile = toml::from_str(text)
-        .map_err(|e| RegistryError::Parse { file: file.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+    let raw: RegistryFile = toml::from_str(text).map_err(|e| RegistryError::Parse {
+        file: file.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
     let invalid = |key: String, value: &str, reason: &str| RegistryError::Invalid {
         file: file.to_owned(),
         key,
@@ -102,10 +126,19 @@ pub fn parse_registry(text: &str, file: &str) -> Result<RegistryData, RegistryEr
     let mut cells = Vec::with_capacity(raw.cells.len());
     let mut cell_ids = HashSet::with_capacity(raw.cells.len());
     for (i, c) in raw.cells.iter().enumerate() {
-        let cell = Cell::from_file(c, &format!("cells[{i}]"))
-            .map_err(|f| RegistryError::Invalid { file: file.to_owned(), key: f.key, value: f.value, reason: f.reason })?;
+        let cell =
+            Cell::from_file(c, &format!("cells[{i}]")).map_err(|f| RegistryError::Invalid {
+                file: file.to_owned(),
+                key: f.key,
+                value: f.value,
+                reason: f.reason,
+            })?;
         if !cell_ids.insert(cell.id.clone()) {
-            return Err(invalid(format!("cells[{i}].id"), &c.id, "duplicate cell id"));
+            return Err(invalid(
+                format!("cells[{i}].id"),
+                &c.id,
+                "duplicate cell id",
+            ));
         }
         cells.push(cell);
     }
@@ -116,20 +149,47 @@ pub fn parse_registry(text: &str, file: &str) -> Result<RegistryData, RegistryEr
             return Err(invalid(format!("tenants[{i}].id"), &t.id, &e.to_string()));
         }
         if !seen.insert(t.id.clone()) {
-            return Err(invalid(format!("tenants[{i}].id"), &t.id, "duplicate tenant id"));
+            return Err(invalid(
+                format!("tenants[{i}].id"),
+                &t.id,
+                "duplicate tenant id",
+            ));
         }
         if !valid_cell_id(&t.cell) {
-            return Err(invalid(format!("tenants[{i}].cell"), &t.cell, "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -"));
+            return Err(invalid(
+                format!("tenants[{i}].cell"),
+                &t.cell,
+                "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -",
+            ));
         }
         let status_text = t.status.as_deref().unwrap_or("ACTIVE");
         let Some(status) = TenantStatus::parse(status_text) else {
-            return Err(invalid(format!("tenants[{i}].status"), status_text, "expected ACTIVE, SUSPENDED, MIGRATING or OFFBOARDED"));
+            return Err(invalid(
+                format!("tenants[{i}].status"),
+                status_text,
+                "expected ACTIVE, SUSPENDED, MIGRATING or OFFBOARDED",
+            ));
         };
         let tier = t.tier.unwrap_or_else(|| "standard".to_owned());
-        if tier.is_empty() || tier.len() > 32 || !tier.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(invalid(format!("tenants[{i}].tier"), &tier, "tiers are 1-32 characters of A-Z a-z 0-9 _ -"));
+        if tier.is_empty()
+            || tier.len() > 32
+            || !tier
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                format!("tenants[{i}].tier"),
+                &tier,
+                "tiers are 1-32 characters of A-Z a-z 0-9 _ -",
+            ));
         }
-        tenants.push(TenantRecord { id: t.id, cell: t.cell, status, tier, version: t.version.unwrap_or(0) });
+        tenants.push(TenantRecord {
+            id: t.id,
+            cell: t.cell,
+            status,
+            tier,
+            version: t.version.unwrap_or(0),
+        });
     }
     Ok(RegistryData { tenants, cells })
 }

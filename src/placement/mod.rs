@@ -77,7 +77,12 @@ pub enum RegistryError {
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
     #[error("{file}: {key} = {value:?}: {reason}")]
-    Invalid { file: String, key: String, value: String, reason: String },
+    Invalid {
+        file: String,
+        key: String,
+        value: String,
+        reason: String,
+    },
 }
 
 /// Where placements come from.

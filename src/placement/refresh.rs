@@ -34,10 +34,18 @@ pub async fn reload<S: PlacementSource>(
     for (tenant, cell) in &snap.dangling {
         tracing::warn!(tenant.id = %tenant, cell.id = %cell, "tenant record names an unknown cell; its requests get 503");
     }
-    metrics.placement_tenants.set(i64::try_from(snap.tenant_count()).unwrap_or(i64::MAX));
-    metrics.placement_cells.set(i64::try_from(snap.cell_count()).unwrap_or(i64::MAX));
-    metrics.placement_dangling.set(i64::try_from(snap.dangling.len()).unwrap_or(i64::MAX));
-    metrics.snapshot_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+    metrics
+        .placement_tenants
+        .set(i64::try_from(snap.tenant_count()).unwrap_or(i64::MAX));
+    metrics
+        .placement_cells
+        .set(i64::try_from(snap.cell_count()).unwrap_or(i64::MAX));
+    metrics
+        .placement_dangling
+        .set(i64::try_from(snap.dangling.len()).unwrap_or(i64::MAX));
+    metrics
+        .snapshot_generation
+        .set(i64::try_from(generation).unwrap_or(i64::MAX));
     metrics.placement_reloads.inc();
     tracing::info!(
         registry.generation = generation,
@@ -86,7 +94,9 @@ pub async fn run<S: PlacementSource>(
         }
         let due = last_full.elapsed() >= settings.full_refresh;
         let result = match source.changed().await {
-            Ok(changed) if changed || due => reload(&*source, &handle, &config_cells, &metrics).await.map(|()| true),
+            Ok(changed) if changed || due => reload(&*source, &handle, &config_cells, &metrics)
+                .await
+                .map(|()| true),
             Ok(_) => Ok(false),
             Err(e) => Err(e),
         };

@@ -39,13 +39,20 @@ impl PlacementSnapshot {
     /// The empty generation-0 snapshot used before the first load (not ready).
     #[must_use]
     pub fn empty() -> Self {
-        Self { generation: 0, loaded_at: SystemTime::UNIX_EPOCH, tenants: HashMap::new(), cells: HashMap::new(), dangling: Vec::new() }
+        Self {
+            generation: 0,
+            loaded_at: SystemTime::UNIX_EPOCH,
+            tenants: HashMap::new(),
+            cells: HashMap::new(),
+            dangling: Vec::new(),
+        }
     }
 
     /// Builds a snapshot; cells from `data` win over `config_cells` with the same id.
     #[must_use]
     pub fn build(data: &RegistryData, config_cells: &[Cell], generation: u64) -> Self {
-        let mut cells: HashMap<Box<str>, Arc<Cell>> = HashMap::with_capacity(config_cells.len() + data.cells.len());
+        let mut cells: HashMap<Box<str>, Arc<Cell>> =
+            HashMap::with_capacity(config_cells.len() + data.cells.len());
         for c in config_cells.iter().chain(&data.cells) {
             cells.insert(Box::from(&*c.id), Arc::new(c.clone()));
         }
@@ -57,7 +64,9 @@ impl PlacementSnapshot {
                 dangling.push((t.id.clone(), t.cell.clone()));
             }
             // Ids were validated by the source, so both are valid header values.
-            let Ok(tenant_header) = HeaderValue::from_str(&t.id) else { continue };
+            let Ok(tenant_header) = HeaderValue::from_str(&t.id) else {
+                continue;
+            };
             tenants.insert(
                 t.id.clone().into_boxed_str(),
                 TenantPlacement {
@@ -70,7 +79,13 @@ impl PlacementSnapshot {
                 },
             );
         }
-        Self { generation, loaded_at: SystemTime::now(), tenants, cells, dangling }
+        Self {
+            generation,
+            loaded_at: SystemTime::now(),
+            tenants,
+            cells,
+            dangling,
+        }
     }
 
     #[must_use]
@@ -118,7 +133,10 @@ impl Default for SnapshotHandle {
 impl SnapshotHandle {
     #[must_use]
     pub fn new() -> Self {
-        Self { current: ArcSwap::from_pointee(PlacementSnapshot::empty()), confirmed: std::sync::Mutex::new(Instant::now()) }
+        Self {
+            current: ArcSwap::from_pointee(PlacementSnapshot::empty()),
+            confirmed: std::sync::Mutex::new(Instant::now()),
+        }
     }
 
     /// The current snapshot (cheap; hold it for one request, not across long waits).
@@ -135,13 +153,19 @@ impl SnapshotHandle {
 
     /// Records that the source was checked and the snapshot is still current.
     pub fn confirm(&self) {
-        *self.confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        *self
+            .confirmed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
     }
 
     /// Time since the source last confirmed the snapshot (what "stale" means).
     #[must_use]
     pub fn age(&self) -> std::time::Duration {
-        self.confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed()
+        self.confirmed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed()
     }
 
     #[must_use]

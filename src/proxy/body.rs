@@ -22,7 +22,9 @@ impl ProxyBody {
     #[must_use]
     pub fn full(data: impl Into<Bytes>) -> Self {
         let data: Bytes = data.into();
-        Self::Full { data: (!data.is_empty()).then_some(data) }
+        Self::Full {
+            data: (!data.is_empty()).then_some(data),
+        }
     }
 
     #[must_use]
@@ -40,7 +42,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
             ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
@@ -57,7 +62,9 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Upstream { body } => body.size_hint(),
-            Self::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Self::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }

@@ -46,11 +46,16 @@ pub const INTERNAL: [HeaderName; 8] = [
 /// Whether the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
 #[must_use]
 pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
-    let wants = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")));
-    if wants { headers.get(header::UPGRADE).cloned() } else { None }
+    let wants = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    });
+    if wants {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
 }
 
 /// Removes hop-by-hop headers, including those listed in `Connection`.
@@ -73,7 +78,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Rewrites request headers for the cell. `upgrade` restores the upgrade handshake headers.
-#[expect(clippy::too_many_arguments, reason = "one call site; each value is a distinct input of the stage")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; each value is a distinct input of the stage"
+)]
 pub fn rewrite_request(
     headers: &mut HeaderMap,
     strip: &[HeaderName],
@@ -93,7 +101,10 @@ pub fn rewrite_request(
     headers.insert(X_CELL_ID, cell.clone());
     headers.insert(X_REQUEST_ID, request_id.clone());
     headers.insert(X_FORWARDED_FOR, ip_header(peer));
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if tls { "https" } else { "http" }));
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
     // Host stays the client's; the forward stage puts the target's name there for cells that
     // do not preserve it.
     if let Some(h) = host {
@@ -108,7 +119,11 @@ pub fn rewrite_request(
 
 /// Cleans a cell's response for the client.
 pub fn rewrite_response(headers: &mut HeaderMap, request_id: &HeaderValue, upgraded: bool) {
-    let upgrade = if upgraded { headers.get(header::UPGRADE).cloned() } else { None };
+    let upgrade = if upgraded {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
     strip_hop_by_hop(headers);
     if let Some(proto) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -130,7 +145,10 @@ fn ip_header(ip: IpAddr) -> HeaderValue {
 #[must_use]
 pub fn valid_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
-    !b.is_empty() && b.len() <= 128 && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+    !b.is_empty()
+        && b.len() <= 128
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
 }
 
 /// The request's id: a valid incoming `x-request-id`, else 128 random bits in hex.
@@ -157,10 +175,16 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_listed_headers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert("x-app", HeaderValue::from_static("kept"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
@@ -203,7 +227,17 @@ mod tests {
         let up = upgrade_requested(&h);
         assert_eq!(up.as_ref().map(|v| v.to_str().unwrap()), Some("websocket"));
         let v = HeaderValue::from_static("x");
-        rewrite_request(&mut h, &[], &v, &v, &v, "::1".parse().unwrap(), true, None, up);
+        rewrite_request(
+            &mut h,
+            &[],
+            &v,
+            &v,
+            &v,
+            "::1".parse().unwrap(),
+            true,
+            None,
+            up,
+        );
         assert_eq!(h[header::UPGRADE], "websocket");
         assert_eq!(h[header::CONNECTION], "upgrade");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
@@ -214,7 +248,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
         assert_eq!(request_id(&h), "abc-123");
-        h.insert(X_REQUEST_ID, HeaderValue::from_static("bad id\"with quotes"));
+        h.insert(
+            X_REQUEST_ID,
+            HeaderValue::from_static("bad id\"with quotes"),
+        );
         let generated = request_id(&h);
         assert_eq!(generated.len(), 32);
         assert!(valid_request_id(&generated));

@@ -62,7 +62,12 @@ pub struct Shared {
 
 impl Shared {
     #[must_use]
-    pub fn new(config: Arc<Config>, snapshot: Arc<SnapshotHandle>, metrics: Arc<Metrics>, access_log: Arc<AccessLog>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        snapshot: Arc<SnapshotHandle>,
+        metrics: Arc<Metrics>,
+        access_log: Arc<AccessLog>,
+    ) -> Self {
         let mut strip = config.strip_headers.clone();
         if let Some(h) = &config.tenant.header {
             strip.push(h.name.clone());
@@ -96,7 +101,12 @@ struct Arrival {
 }
 
 /// Serves one request through all stages.
-pub async fn handle(w: Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, tls: bool) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn handle(
+    w: Rc<Worker>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Result<Response<ProxyBody>, Infallible> {
     let s = &*w.shared;
     let (mut parts, body) = req.into_parts();
     let arrival = Arrival {
@@ -123,10 +133,21 @@ pub async fn handle(w: Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, tls
 
     // rewrite
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let upgrade = if parts.version == Version::HTTP_11 { headers::upgrade_requested(&parts.headers) } else { None };
-    let on_upgrade = if upgrade.is_some() { parts.extensions.remove::<OnUpgrade>() } else { None };
+    let upgrade = if parts.version == Version::HTTP_11 {
+        headers::upgrade_requested(&parts.headers)
+    } else {
+        None
+    };
+    let on_upgrade = if upgrade.is_some() {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
     headers::rewrite_request(
         &mut parts.headers,
         &s.strip,
@@ -139,7 +160,11 @@ pub async fn handle(w: Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, tls
         upgrade.clone(),
     );
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(pq);
     }
     parts.version = Version::HTTP_11;
@@ -148,7 +173,17 @@ pub async fn handle(w: Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, tls
     let cm = cell.metrics(&s.metrics);
     let deadline = arrival.start + s.timeouts.total;
     let sent_at = Instant::now();
-    let (exchange, target_idx) = match forward(&w, cell, cm, decision.target, Request::from_parts(parts, body), deadline, upgrade.is_some()).await {
+    let (exchange, target_idx) = match forward(
+        &w,
+        cell,
+        cm,
+        decision.target,
+        Request::from_parts(parts, body),
+        deadline,
+        upgrade.is_some(),
+    )
+    .await
+    {
         Ok(ok) => ok,
         Err((error, idx)) => {
             tracing::warn!(
@@ -169,16 +204,30 @@ pub async fn handle(w: Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, tls
     let status = rparts.status.as_u16();
     let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
     headers::rewrite_response(&mut rparts.headers, &arrival.request_id, switching);
-    s.metrics.record_request(cm, status, Outcome::routed, arrival.start.elapsed());
+    s.metrics
+        .record_request(cm, status, Outcome::routed, arrival.start.elapsed());
     let target = &cell.targets[target_idx];
-    let log = s.access_log.wants(Outcome::routed, status).then(|| PendingLog {
-        log: Arc::clone(&s.access_log),
-        record: record(&arrival, Some(tenant), Some(&cell.id), Some(&target.url), status, Some(upstream_time), Outcome::routed),
-        start: arrival.start,
-    });
+    let log = s
+        .access_log
+        .wants(Outcome::routed, status)
+        .then(|| PendingLog {
+            log: Arc::clone(&s.access_log),
+            record: record(
+                &arrival,
+                Some(tenant),
+                Some(&cell.id),
+                Some(&target.url),
+                status,
+                Some(upstream_time),
+                Outcome::routed,
+            ),
+            start: arrival.start,
+        });
     let body = if switching {
         drop(rbody);
-        if let (Some(client_upgrade), Some(upstream_upgrade)) = (on_upgrade, rparts.extensions.remove::<OnUpgrade>()) {
+        if let (Some(client_upgrade), Some(upstream_upgrade)) =
+            (on_upgrade, rparts.extensions.remove::<OnUpgrade>())
+        {
             tokio::task::spawn_local(tunnel(client_upgrade, upstream_upgrade));
         }
         if let Some(l) = log {
@@ -186,8 +235,18 @@ pub async fn handle(w: Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, tls
         }
         ProxyBody::empty()
     } else {
-        let reuse = exchange.sender.map(|sender| Reuse { pool: Rc::clone(&w.pool), key: Arc::clone(&target.url), sender });
-        ProxyBody::upstream(UpstreamBody::new(rbody, s.timeouts.read, deadline, reuse, log))
+        let reuse = exchange.sender.map(|sender| Reuse {
+            pool: Rc::clone(&w.pool),
+            key: Arc::clone(&target.url),
+            sender,
+        });
+        ProxyBody::upstream(UpstreamBody::new(
+            rbody,
+            s.timeouts.read,
+            deadline,
+            reuse,
+            log,
+        ))
     };
     Ok(Response::from_parts(rparts, body))
 }
@@ -210,12 +269,22 @@ async fn forward(
     loop {
         let target = &cell.targets[idx];
         if !cell.preserve_host {
-            req.headers_mut().insert(header::HOST, target.authority.clone());
+            req.headers_mut()
+                .insert(header::HOST, target.authority.clone());
         }
-        match w.pool.send(target, req, &w.shared.timeouts, deadline, upgrade).await {
+        match w
+            .pool
+            .send(target, req, &w.shared.timeouts, deadline, upgrade)
+            .await
+        {
             Ok(exchange) => return Ok((exchange, idx)),
-            Err(SendFailure { error, request: Some(r) }) if attempt < attempts => {
-                w.shared.metrics.record_upstream_error(cm, crate::metrics::UpstreamErrorKind::connect);
+            Err(SendFailure {
+                error,
+                request: Some(r),
+            }) if attempt < attempts => {
+                w.shared
+                    .metrics
+                    .record_upstream_error(cm, crate::metrics::UpstreamErrorKind::connect);
                 tracing::debug!(cell.id = %cell.id, target = %target.url, error = %error, "connect failed; trying the next target");
                 req = r;
                 idx = (idx + 1) % n;
@@ -251,7 +320,9 @@ fn record(
     outcome: Outcome,
 ) -> Record {
     Record {
-        time: std::time::SystemTime::now().checked_sub(a.start.elapsed()).unwrap_or_else(std::time::SystemTime::now),
+        time: std::time::SystemTime::now()
+            .checked_sub(a.start.elapsed())
+            .unwrap_or_else(std::time::SystemTime::now),
         request_id: a.request_id.clone(),
         tenant,
         cell: cell.cloned(),
@@ -268,18 +339,31 @@ fn record(
 }
 
 /// Answers a request the proxy refuses or could not forward: status, JSON body, metrics, log.
-fn refuse(s: &Shared, a: &Arrival, err: ProxyError, tenant: Option<TenantId>, cell: Option<&Cell>) -> Response<ProxyBody> {
+fn refuse(
+    s: &Shared,
+    a: &Arrival,
+    err: ProxyError,
+    tenant: Option<TenantId>,
+    cell: Option<&Cell>,
+) -> Response<ProxyBody> {
     let r = err.response();
     let cell_id = cell.map(|c| &c.id).or_else(|| match &err {
         ProxyError::Route(e) => e.cell(),
         _ => None,
     });
-    let body = error_body(r.code, a.request_id.to_str().unwrap_or(""), cell_id.map(|c| &**c));
+    let body = error_body(
+        r.code,
+        a.request_id.to_str().unwrap_or(""),
+        cell_id.map(|c| &**c),
+    );
     let len = body.len() as u64;
     let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
     *resp.status_mut() = r.status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(headers::X_REQUEST_ID, a.request_id.clone());
     if let Some(v) = r.www_authenticate {
         h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
@@ -295,7 +379,8 @@ fn refuse(s: &Shared, a: &Arrival, err: ProxyError, tenant: Option<TenantId>, ce
         s.metrics.record_upstream_error(cm, kind);
     }
     let status = r.status.as_u16();
-    s.metrics.record_request(cm, status, r.outcome, a.start.elapsed());
+    s.metrics
+        .record_request(cm, status, r.outcome, a.start.elapsed());
     if s.access_log.wants(r.outcome, status) {
         let mut rec = record(a, tenant, cell_id, None, status, None, r.outcome);
         rec.bytes = len;

@@ -45,7 +45,10 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("listen on {addr}: {error}")]
-    Bind { addr: SocketAddr, error: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
     #[error("TLS for listener {addr}: {reason}")]
     ListenerTls { addr: SocketAddr, reason: String },
     #[error(transparent)]
@@ -103,13 +106,24 @@ impl Server {
     pub fn bind(config: Config) -> Result<Self, ServeError> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
-        let access_log = Arc::new(AccessLog::start(&config.access_log, metrics.access_log_dropped.clone())?);
+        let access_log = Arc::new(AccessLog::start(
+            &config.access_log,
+            metrics.access_log_dropped.clone(),
+        )?);
         let snapshot = Arc::new(SnapshotHandle::new());
-        let shared = Arc::new(Shared::new(Arc::clone(&config), snapshot, metrics, access_log));
+        let shared = Arc::new(Shared::new(
+            Arc::clone(&config),
+            snapshot,
+            metrics,
+            access_log,
+        ));
         let workers = config.server.workers;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for (index, l) in config.listeners.iter().enumerate() {
-            let first = bind_socket(l.address).map_err(|error| ServeError::Bind { addr: l.address, error })?;
+            let first = bind_socket(l.address).map_err(|error| ServeError::Bind {
+                addr: l.address,
+                error,
+            })?;
             let addr = first.local_addr()?;
             let mut sockets = vec![first];
             for _ in 1..workers {
@@ -117,16 +131,34 @@ impl Server {
             }
             let tls = match &l.tls {
                 None => None,
-                Some(t) => Some(listener_tls(&t.cert, &t.key).map_err(|reason| ServeError::ListenerTls { addr, reason })?),
+                Some(t) => Some(
+                    listener_tls(&t.cert, &t.key)
+                        .map_err(|reason| ServeError::ListenerTls { addr, reason })?,
+                ),
             };
-            listeners.push(BoundListener { index, sockets, tls, addr });
+            listeners.push(BoundListener {
+                index,
+                sockets,
+                tls,
+                addr,
+            });
         }
-        let admin = std::net::TcpListener::bind(config.admin.address)
-            .map_err(|error| ServeError::Bind { addr: config.admin.address, error })?;
+        let admin = std::net::TcpListener::bind(config.admin.address).map_err(|error| {
+            ServeError::Bind {
+                addr: config.admin.address,
+                error,
+            }
+        })?;
         admin.set_nonblocking(true)?;
         let admin_addr = admin.local_addr()?;
         let upstream_tls = tls::client_config(config.upstream.ca_file.as_deref())?;
-        Ok(Self { shared, listeners, admin, admin_addr, upstream_tls })
+        Ok(Self {
+            shared,
+            listeners,
+            admin,
+            admin_addr,
+            upstream_tls,
+        })
     }
 
     /// Addresses of the proxy listeners, in config order.
@@ -153,18 +185,28 @@ impl Server {
         let config = Arc::clone(&shared.config);
         let mut control = JoinSet::new();
 
-        let RegistryConfig::File { path, poll_interval } = &config.registry;
+        let RegistryConfig::File {
+            path,
+            poll_interval,
+        } = &config.registry;
         let source = Arc::new(FileSource::new(path.clone()));
         control.spawn(refresh::run(
             source,
             Arc::clone(&shared.snapshot),
             Arc::from(config.cells.clone()),
             Arc::clone(&shared.metrics),
-            RefreshSettings { poll_interval: *poll_interval, full_refresh: FULL_REFRESH },
+            RefreshSettings {
+                poll_interval: *poll_interval,
+                full_refresh: FULL_REFRESH,
+            },
             stop_rx.clone(),
         ));
         let admin = TcpListener::from_std(self.admin)?;
-        control.spawn(crate::admin::serve(admin, Arc::clone(&shared), stop_rx.clone()));
+        control.spawn(crate::admin::serve(
+            admin,
+            Arc::clone(&shared),
+            stop_rx.clone(),
+        ));
 
         let workers = config.server.workers;
         let mut threads = Vec::with_capacity(workers);
@@ -180,12 +222,14 @@ impl Server {
             let stop = stop_rx.clone();
             let grace = config.server.shutdown_grace;
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-            std::thread::Builder::new().name(format!("cellgate-worker-{id}")).spawn(move || {
-                if let Err(e) = worker_main(shared, tls, mine, stop, grace) {
-                    tracing::error!(worker = id, error = %e, "worker failed");
-                }
-                drop(done_tx);
-            })?;
+            std::thread::Builder::new()
+                .name(format!("cellgate-worker-{id}"))
+                .spawn(move || {
+                    if let Err(e) = worker_main(shared, tls, mine, stop, grace) {
+                        tracing::error!(worker = id, error = %e, "worker failed");
+                    }
+                    drop(done_tx);
+                })?;
             threads.push(done_rx);
         }
         drop(self.listeners);
@@ -233,7 +277,9 @@ fn worker_main(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let pool = Pool::new(&shared.config.upstream, upstream_tls);
@@ -309,13 +355,30 @@ async fn accept_loop(
         let builder = Rc::clone(&builder);
         let graceful = Rc::clone(&graceful);
         match &tls {
-            None => serve_conn(TokioIo::new(stream), peer, false, worker, &builder, &graceful),
+            None => serve_conn(
+                TokioIo::new(stream),
+                peer,
+                false,
+                worker,
+                &builder,
+                &graceful,
+            ),
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 tokio::task::spawn_local(async move {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_conn(TokioIo::new(tls_stream), peer, true, worker, &builder, &graceful),
-                        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls_stream)) => serve_conn(
+                            TokioIo::new(tls_stream),
+                            peer,
+                            true,
+                            worker,
+                            &builder,
+                            &graceful,
+                        ),
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
                     }
                 });
@@ -324,8 +387,14 @@ async fn accept_loop(
     }
 }
 
-fn serve_conn<I>(io: I, peer: SocketAddr, tls: bool, worker: Rc<Worker>, builder: &auto::Builder<LocalExec>, graceful: &GracefulShutdown)
-where
+fn serve_conn<I>(
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    worker: Rc<Worker>,
+    builder: &auto::Builder<LocalExec>,
+    graceful: &GracefulShutdown,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let metrics = Arc::clone(&worker.shared.metrics);

@@ -50,11 +50,17 @@ impl RouteError {
 }
 
 /// Decides where `tenant`'s request goes under `snap`.
-pub fn route(tenant: &TenantId, method: &Method, snap: &PlacementSnapshot) -> Result<RouteDecision, RouteError> {
+pub fn route(
+    tenant: &TenantId,
+    method: &Method,
+    snap: &PlacementSnapshot,
+) -> Result<RouteDecision, RouteError> {
     if snap.generation == 0 {
         return Err(RouteError::NotReady);
     }
-    let placement = snap.tenant(tenant.as_str()).ok_or(RouteError::UnknownTenant)?;
+    let placement = snap
+        .tenant(tenant.as_str())
+        .ok_or(RouteError::UnknownTenant)?;
     match placement.status {
         TenantStatus::Active => {}
         TenantStatus::Offboarded => return Err(RouteError::UnknownTenant),
@@ -62,7 +68,10 @@ pub fn route(tenant: &TenantId, method: &Method, snap: &PlacementSnapshot) -> Re
         TenantStatus::Migrating if !method.is_safe() => return Err(RouteError::Migrating),
         TenantStatus::Migrating => {}
     }
-    let cell = placement.cell.as_ref().ok_or_else(|| RouteError::CellMissing(Arc::clone(&placement.cell_id)))?;
+    let cell = placement
+        .cell
+        .as_ref()
+        .ok_or_else(|| RouteError::CellMissing(Arc::clone(&placement.cell_id)))?;
     if cell.state == CellState::Down || cell.targets.is_empty() {
         return Err(RouteError::CellDown(Arc::clone(&placement.cell_id)));
     }

@@ -37,7 +37,12 @@ pub fn request_host(parts: &Parts) -> Option<&[u8]> {
         .uri
         .authority()
         .map(|a| a.as_str().as_bytes())
-        .or_else(|| parts.headers.get(http::header::HOST).map(http::HeaderValue::as_bytes))
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .map(http::HeaderValue::as_bytes)
+        })
 }
 
 /// Runs the identify stage over request parts.
@@ -72,21 +77,37 @@ pub fn identify(
         match chosen {
             None => chosen = Some((found, source)),
             Some((first, first_source)) if first != found => {
-                return Err(TenantError::Mismatch { a: first_source.as_str(), b: source.as_str() }.into());
+                return Err(TenantError::Mismatch {
+                    a: first_source.as_str(),
+                    b: source.as_str(),
+                }
+                .into());
             }
             Some(_) => {}
         }
     }
     match chosen {
-        Some((tenant, source)) => Ok(Identity { tenant, source, token }),
+        Some((tenant, source)) => Ok(Identity {
+            tenant,
+            source,
+            token,
+        }),
         // A client that could have identified itself with a token but sent none is told so.
-        None if token.is_none() && cfg.sources.contains(&TenantSource::Jwt) => Err(AuthError::Missing.into()),
+        None if token.is_none() && cfg.sources.contains(&TenantSource::Jwt) => {
+            Err(AuthError::Missing.into())
+        }
         None => Err(TenantError::Missing.into()),
     }
 }
 
-fn header_tenant(parts: &Parts, peer: IpAddr, cfg: &TenantConfig) -> Result<Option<TenantId>, TenantError> {
-    let Some(rule) = &cfg.header else { return Ok(None) };
+fn header_tenant(
+    parts: &Parts,
+    peer: IpAddr,
+    cfg: &TenantConfig,
+) -> Result<Option<TenantId>, TenantError> {
+    let Some(rule) = &cfg.header else {
+        return Ok(None);
+    };
     // From an untrusted peer the header is ignored here and stripped before forwarding.
     if !rule.trusted_sources.iter().any(|net| net.contains(&peer)) {
         return Ok(None);
@@ -94,7 +115,9 @@ fn header_tenant(parts: &Parts, peer: IpAddr, cfg: &TenantConfig) -> Result<Opti
     match parts.headers.get(&rule.name) {
         None => Ok(None),
         Some(v) => {
-            let s = v.to_str().map_err(|_| TenantError::Invalid("header is not ASCII"))?;
+            let s = v
+                .to_str()
+                .map_err(|_| TenantError::Invalid("header is not ASCII"))?;
             TenantId::parse(s).map(Some)
         }
     }

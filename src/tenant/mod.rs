@@ -74,14 +74,19 @@ impl TenantId {
         for (slot, &b) in buf.iter_mut().zip(src) {
             let b = if fold { b.to_ascii_lowercase() } else { b };
             if !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
-                return Err(TenantError::Invalid("only a-z, 0-9, '-' and '_' are allowed"));
+                return Err(TenantError::Invalid(
+                    "only a-z, 0-9, '-' and '_' are allowed",
+                ));
             }
             *slot = b;
         }
         if !buf[0].is_ascii_alphanumeric() {
             return Err(TenantError::Invalid("must start with a letter or digit"));
         }
-        #[expect(clippy::cast_possible_truncation, reason = "length checked against MAX_TENANT_LEN above")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "length checked against MAX_TENANT_LEN above"
+        )]
         let len = src.len() as u8;
         Ok(Self { len, buf })
     }
@@ -124,7 +129,10 @@ pub fn host_without_port(host: &[u8]) -> &[u8] {
 /// (lower-case, without leading dot). `Ok(None)` when the host is not under any base domain or
 /// is a base domain itself; an error when the label is not a valid id or more than one label
 /// sits above the base domain.
-pub fn tenant_from_host(host: &[u8], base_domains: &[String]) -> Result<Option<TenantId>, TenantError> {
+pub fn tenant_from_host(
+    host: &[u8],
+    base_domains: &[String],
+) -> Result<Option<TenantId>, TenantError> {
     let host = host_without_port(host);
     let host = host.strip_suffix(b".").unwrap_or(host);
     for base in base_domains {
@@ -138,7 +146,9 @@ pub fn tenant_from_host(host: &[u8], base_domains: &[String]) -> Result<Option<T
         }
         let label = &host[..split - 1];
         if label.contains(&b'.') {
-            return Err(TenantError::Invalid("more than one label above the base domain"));
+            return Err(TenantError::Invalid(
+                "more than one label above the base domain",
+            ));
         }
         return TenantId::from_host_label(label).map(Some);
     }

@@ -49,7 +49,9 @@ pub struct TargetError(&'static str);
 impl Target {
     /// Parses `http://host:port` or `https://host[:port]` (no path, query or credentials).
     pub fn parse(s: &str) -> Result<Self, TargetError> {
-        let uri: http::Uri = s.parse().map_err(|_| TargetError("not a URL, expected e.g. http://10.0.0.5:8080"))?;
+        let uri: http::Uri = s
+            .parse()
+            .map_err(|_| TargetError("not a URL, expected e.g. http://10.0.0.5:8080"))?;
         let scheme = match uri.scheme_str() {
             Some("http") => Scheme::Http,
             Some("https") => Scheme::Https,
@@ -60,7 +62,9 @@ impl Target {
             return Err(TargetError("credentials are not allowed in a target URL"));
         }
         if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
-            return Err(TargetError("a target is host and port only, without a path or query"));
+            return Err(TargetError(
+                "a target is host and port only, without a path or query",
+            ));
         }
         let host = auth.host().trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
@@ -69,16 +73,37 @@ impl Target {
         let default_port = if scheme == Scheme::Https { 443 } else { 80 };
         let port = auth.port_u16().unwrap_or(default_port);
         let ip = host.parse::<IpAddr>().ok();
-        let authority = HeaderValue::from_str(auth.as_str()).map_err(|_| TargetError("invalid host"))?;
-        let url_host = if ip.is_some_and(|i| i.is_ipv6()) { format!("[{host}]") } else { host.to_owned() };
-        let url = format!("{}://{url_host}:{port}", if scheme == Scheme::Https { "https" } else { "http" });
+        let authority =
+            HeaderValue::from_str(auth.as_str()).map_err(|_| TargetError("invalid host"))?;
+        let url_host = if ip.is_some_and(|i| i.is_ipv6()) {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let url = format!(
+            "{}://{url_host}:{port}",
+            if scheme == Scheme::Https {
+                "https"
+            } else {
+                "http"
+            }
+        );
         let server_name = match scheme {
             Scheme::Http => None,
-            Scheme::Https => {
-                Some(ServerName::try_from(host.to_owned()).map_err(|_| TargetError("host is not a valid TLS server name"))?)
-            }
+            Scheme::Https => Some(
+                ServerName::try_from(host.to_owned())
+                    .map_err(|_| TargetError("host is not a valid TLS server name"))?,
+            ),
         };
-        Ok(Self { scheme, host: Arc::from(host), port, authority, url: Arc::from(url), ip, server_name })
+        Ok(Self {
+            scheme,
+            host: Arc::from(host),
+            port,
+            authority,
+            url: Arc::from(url),
+            ip,
+            server_name,
+        })
     }
 }
 
@@ -92,7 +117,10 @@ pub enum UpstreamError {
     #[error("{target} sent no response head in time")]
     ResponseTimeout { target: Arc<str> },
     #[error("exchange with {target} failed: {source}")]
-    Protocol { target: Arc<str>, source: hyper::Error },
+    Protocol {
+        target: Arc<str>,
+        source: hyper::Error,
+    },
 }
 
 #[cfg(test)]
@@ -102,10 +130,16 @@ mod tests {
     #[test]
     fn parses_targets() {
         let t = Target::parse("http://127.0.0.1:8081").unwrap();
-        assert_eq!((t.scheme, &*t.host, t.port, &*t.url), (Scheme::Http, "127.0.0.1", 8081, "http://127.0.0.1:8081"));
+        assert_eq!(
+            (t.scheme, &*t.host, t.port, &*t.url),
+            (Scheme::Http, "127.0.0.1", 8081, "http://127.0.0.1:8081")
+        );
         assert!(t.ip.is_some() && t.server_name.is_none());
         let t = Target::parse("https://my-alb-123.eu-west-1.elb.amazonaws.com").unwrap();
-        assert_eq!((t.port, t.authority.to_str().unwrap()), (443, "my-alb-123.eu-west-1.elb.amazonaws.com"));
+        assert_eq!(
+            (t.port, t.authority.to_str().unwrap()),
+            (443, "my-alb-123.eu-west-1.elb.amazonaws.com")
+        );
         assert!(t.server_name.is_some() && t.ip.is_none());
         let t = Target::parse("http://[::1]:9000").unwrap();
         assert_eq!((&*t.host, &*t.url), ("::1", "http://[::1]:9000"));
@@ -113,7 +147,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_targets() {
-        for bad in ["ftp://x:1", "127.0.0.1:80", "http://h:1/path", "http://u:p@h:1", "http://h:1?q=1", "nonsense"] {
+        for bad in [
+            "ftp://x:1",
+            "127.0.0.1:80",
+            "http://h:1/path",
+            "http://u:p@h:1",
+            "http://h:1?q=1",
+            "nonsense",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -34,7 +34,11 @@ pub struct Timeouts {
 
 impl From<&UpstreamConfig> for Timeouts {
     fn from(c: &UpstreamConfig) -> Self {
-        Self { connect: c.connect_timeout, read: c.read_timeout, total: c.total_timeout }
+        Self {
+            connect: c.connect_timeout,
+            read: c.read_timeout,
+            total: c.total_timeout,
+        }
     }
 }
 
@@ -53,7 +57,9 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("targets", &self.idle.borrow().len()).finish_non_exhaustive()
+        f.debug_struct("Pool")
+            .field("targets", &self.idle.borrow().len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,10 +114,19 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         if let Some(list) = idle.get_mut(&**key) {
             if list.len() < self.max_idle_per_target {
-                list.push(Idle { sender, since: Instant::now() });
+                list.push(Idle {
+                    sender,
+                    since: Instant::now(),
+                });
             }
         } else if self.max_idle_per_target > 0 {
-            idle.insert(Arc::clone(key), vec![Idle { sender, since: Instant::now() }]);
+            idle.insert(
+                Arc::clone(key),
+                vec![Idle {
+                    sender,
+                    since: Instant::now(),
+                }],
+            );
         }
     }
 
@@ -148,13 +163,22 @@ impl Pool {
                 }
                 match timeout_at(head_deadline, sender.try_send_request(req)).await {
                     Err(_) => return Err(timeout_failure(target)),
-                    Ok(Ok(response)) => return Ok(Exchange { response, sender: Some(sender), connected: false }),
+                    Ok(Ok(response)) => {
+                        return Ok(Exchange {
+                            response,
+                            sender: Some(sender),
+                            connected: false,
+                        });
+                    }
                     Ok(Err(mut e)) => match e.take_message() {
                         // Never written: the connection died while idle; try the next one.
                         Some(r) => req = r,
                         None => {
                             return Err(SendFailure {
-                                error: UpstreamError::Protocol { target: Arc::clone(&target.url), source: e.into_error() },
+                                error: UpstreamError::Protocol {
+                                    target: Arc::clone(&target.url),
+                                    source: e.into_error(),
+                                },
                                 request: None,
                             });
                         }
@@ -164,41 +188,76 @@ impl Pool {
         }
         let mut sender = match self.connect(target, t.connect, upgrade).await {
             Ok(s) => s,
-            Err(error) => return Err(SendFailure { error, request: Some(req) }),
+            Err(error) => {
+                return Err(SendFailure {
+                    error,
+                    request: Some(req),
+                });
+            }
         };
         match timeout_at(head_deadline, sender.send_request(req)).await {
             Err(_) => Err(timeout_failure(target)),
-            Ok(Ok(response)) => {
-                Ok(Exchange { response, sender: if upgrade { None } else { Some(sender) }, connected: true })
-            }
+            Ok(Ok(response)) => Ok(Exchange {
+                response,
+                sender: if upgrade { None } else { Some(sender) },
+                connected: true,
+            }),
             Ok(Err(source)) => Err(SendFailure {
-                error: UpstreamError::Protocol { target: Arc::clone(&target.url), source },
+                error: UpstreamError::Protocol {
+                    target: Arc::clone(&target.url),
+                    source,
+                },
                 request: None,
             }),
         }
     }
 
-    async fn connect(&self, target: &Target, limit: Duration, upgrade: bool) -> Result<SendRequest<Incoming>, UpstreamError> {
+    async fn connect(
+        &self,
+        target: &Target,
+        limit: Duration,
+        upgrade: bool,
+    ) -> Result<SendRequest<Incoming>, UpstreamError> {
         let tcp = match timeout(limit, connect_tcp(target)).await {
-            Err(_) => return Err(UpstreamError::ConnectTimeout { target: Arc::clone(&target.url) }),
-            Ok(Err(reason)) => return Err(UpstreamError::Connect { target: Arc::clone(&target.url), reason }),
+            Err(_) => {
+                return Err(UpstreamError::ConnectTimeout {
+                    target: Arc::clone(&target.url),
+                });
+            }
+            Ok(Err(reason)) => {
+                return Err(UpstreamError::Connect {
+                    target: Arc::clone(&target.url),
+                    reason,
+                });
+            }
             Ok(Ok(tcp)) => tcp,
         };
-        let connect_err = |reason: String| UpstreamError::Connect { target: Arc::clone(&target.url), reason };
+        let connect_err = |reason: String| UpstreamError::Connect {
+            target: Arc::clone(&target.url),
+            reason,
+        };
         let mut builder = http1::Builder::new();
         builder.writev(false);
         match &target.server_name {
             None => {
-                let (sender, conn) = builder.handshake(TokioIo::new(tcp)).await.map_err(|e| connect_err(e.to_string()))?;
+                let (sender, conn) = builder
+                    .handshake(TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| connect_err(e.to_string()))?;
                 spawn_conn(conn, upgrade);
                 Ok(sender)
             }
             Some(name) => {
                 let tls = timeout(limit, self.tls.connect(name.clone(), tcp))
                     .await
-                    .map_err(|_| UpstreamError::ConnectTimeout { target: Arc::clone(&target.url) })?
+                    .map_err(|_| UpstreamError::ConnectTimeout {
+                        target: Arc::clone(&target.url),
+                    })?
                     .map_err(|e| connect_err(format!("TLS: {e}")))?;
-                let (sender, conn) = builder.handshake(TokioIo::new(tls)).await.map_err(|e| connect_err(e.to_string()))?;
+                let (sender, conn) = builder
+                    .handshake(TokioIo::new(tls))
+                    .await
+                    .map_err(|e| connect_err(e.to_string()))?;
                 spawn_conn(conn, upgrade);
                 Ok(sender)
             }
@@ -219,12 +278,19 @@ where
 }
 
 fn timeout_failure(target: &Target) -> SendFailure {
-    SendFailure { error: UpstreamError::ResponseTimeout { target: Arc::clone(&target.url) }, request: None }
+    SendFailure {
+        error: UpstreamError::ResponseTimeout {
+            target: Arc::clone(&target.url),
+        },
+        request: None,
+    }
 }
 
 async fn connect_tcp(target: &Target) -> Result<TcpStream, String> {
     let stream = if let Some(ip) = target.ip {
-        TcpStream::connect(SocketAddr::new(ip, target.port)).await.map_err(|e| e.to_string())?
+        TcpStream::connect(SocketAddr::new(ip, target.port))
+            .await
+            .map_err(|e| e.to_string())?
     } else {
         let addrs = tokio::net::lookup_host((&*target.host, target.port))
             .await

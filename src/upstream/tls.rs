@@ -23,11 +23,20 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
     if let Some(path) = ca_file {
         let shown = path.display().to_string();
         let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| TlsError::Pem { path: shown.clone(), reason: e.to_string() })?
+            .map_err(|e| TlsError::Pem {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::Pem { path: shown.clone(), reason: e.to_string() })?;
+            .map_err(|e| TlsError::Pem {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
         if certs.is_empty() {
-            return Err(TlsError::Pem { path: shown, reason: "no certificates found".to_owned() });
+            return Err(TlsError::Pem {
+                path: shown,
+                reason: "no certificates found".to_owned(),
+            });
         }
         for cert in certs {
             roots.add(cert)?;
