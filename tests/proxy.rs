@@ -14,7 +14,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_subdomain_to_the_tenants_cell() {
     let h = Harness::start().await;
-    for (host, cell) in [("acme.app.test", "cell-1"), ("globex.app.test", "cell-2"), ("INITECH.App.Test:8443", "cell-3")] {
+    for (host, cell) in [
+        ("acme.app.test", "cell-1"),
+        ("globex.app.test", "cell-2"),
+        ("INITECH.App.Test:8443", "cell-3"),
+    ] {
         let r = h.get(host, "/orders?id=7").await;
         assert_eq!(r.status, StatusCode::OK, "{host}: {}", r.body);
         let v = r.json();
@@ -26,7 +30,12 @@ async fn routes_by_subdomain_to_the_tenants_cell() {
     // Round robin reaches both targets of a cell.
     let mut seen = std::collections::HashSet::new();
     for _ in 0..6 {
-        seen.insert(h.get("acme.app.test", "/").await.json()["target"].as_str().unwrap().to_owned());
+        seen.insert(
+            h.get("acme.app.test", "/").await.json()["target"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
     h.shutdown().await;
@@ -35,13 +44,19 @@ async fn routes_by_subdomain_to_the_tenants_cell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_verified_jwt_with_rsa_ec_and_ed25519_keys() {
     let h = Harness::start().await;
-    for (alg, tenant, cell) in [("RS256", "acme", "cell-1"), ("ES256", "globex", "cell-2"), ("EdDSA", "initech", "cell-3")] {
+    for (alg, tenant, cell) in [
+        ("RS256", "acme", "cell-1"),
+        ("ES256", "globex", "cell-2"),
+        ("EdDSA", "initech", "cell-3"),
+    ] {
         let r = h.get_with_token(None, &token(alg, tenant)).await;
         assert_eq!(r.status, StatusCode::OK, "{alg}: {}", r.body);
         assert_eq!(r.json()["cell"], cell, "{alg}");
         assert_eq!(r.json()["tenant"], tenant);
         // Token and subdomain agreeing is fine.
-        let r = h.get_with_token(Some(&format!("{tenant}.app.test")), &token(alg, tenant)).await;
+        let r = h
+            .get_with_token(Some(&format!("{tenant}.app.test")), &token(alg, tenant))
+            .await;
         assert_eq!(r.status, StatusCode::OK);
     }
     h.shutdown().await;
@@ -50,7 +65,9 @@ async fn routes_by_verified_jwt_with_rsa_ec_and_ed25519_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_for_another_tenant_than_the_subdomain_is_403() {
     let h = Harness::start().await;
-    let r = h.get_with_token(Some("globex.app.test"), &token("RS256", "acme")).await;
+    let r = h
+        .get_with_token(Some("globex.app.test"), &token("RS256", "acme"))
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.json()["error"], "tenant_mismatch");
     h.shutdown().await;
@@ -67,7 +84,10 @@ async fn invalid_tokens_are_401_with_www_authenticate() {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{bad}");
         assert_eq!(r.json()["error"], "invalid_token");
         let www = r.headers["www-authenticate"].to_str().unwrap();
-        assert!(www.starts_with("Bearer") && www.contains("error=\"invalid_token\""), "{www}");
+        assert!(
+            www.starts_with("Bearer") && www.contains("error=\"invalid_token\""),
+            "{www}"
+        );
         assert!(!r.body.contains(bad), "the token must not be echoed");
     }
     h.shutdown().await;
@@ -80,19 +100,35 @@ async fn missing_token_is_401_when_a_token_is_required() {
     // auth.required lives in [auth]; build that config by hand.
     let cells = cellgate::demo::spawn_cells(3, 1).await.unwrap();
     let cfg = common::base_config("").replace("[auth]\n", "[auth]\nrequired = true\n");
-    let h = Harness::start_raw(&cfg, &registry(&cell_list(&cells), common::DEFAULT_TENANTS), cells).await;
+    let h = Harness::start_raw(
+        &cfg,
+        &registry(&cell_list(&cells), common::DEFAULT_TENANTS),
+        cells,
+    )
+    .await;
     let r = h.get("acme.app.test", "/").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json()["error"], "token_required");
-    assert!(r.headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
-    let r = h.get_with_token(Some("acme.app.test"), &token("ES256", "acme")).await;
+    assert!(
+        r.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let r = h
+        .get_with_token(Some("acme.app.test"), &token("ES256", "acme"))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_and_offboarded_tenants_get_the_same_404() {
-    let tenants = [("acme", "cell-1", "ACTIVE"), ("gone", "cell-2", "OFFBOARDED"), ("frozen", "cell-2", "SUSPENDED")];
+    let tenants = [
+        ("acme", "cell-1", "ACTIVE"),
+        ("gone", "cell-2", "OFFBOARDED"),
+        ("frozen", "cell-2", "SUSPENDED"),
+    ];
     let h = Harness::start_with("", &tenants).await;
     let unknown = h.get("nobody.app.test", "/").await;
     let offboarded = h.get("gone.app.test", "/").await;
@@ -109,10 +145,22 @@ async fn unknown_and_offboarded_tenants_get_the_same_404() {
     assert_eq!(suspended.status, StatusCode::FORBIDDEN);
     assert_eq!(suspended.json()["error"], "tenant_suspended");
     // Malformed tenant label and no tenant at all: 400 (with the JWT source on, no token: 401).
-    assert_eq!(h.get("a.b.app.test", "/").await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(h.get("-bad.app.test", "/").await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(h.get("-bad.app.test", "/").await.json()["error"], "invalid_tenant");
-    assert_eq!(h.get("app.test", "/").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.get("a.b.app.test", "/").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        h.get("-bad.app.test", "/").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        h.get("-bad.app.test", "/").await.json()["error"],
+        "invalid_tenant"
+    );
+    assert_eq!(
+        h.get("app.test", "/").await.status,
+        StatusCode::UNAUTHORIZED
+    );
     h.shutdown().await;
 }
 
@@ -163,7 +211,12 @@ async fn hot_reload_moves_a_tenant_without_restart_or_failed_request() {
             let mut cells = Vec::new();
             for _ in 0..300 {
                 let r = h.get("acme.app.test", "/").await;
-                assert_eq!(r.status, StatusCode::OK, "request failed during reload: {}", r.body);
+                assert_eq!(
+                    r.status,
+                    StatusCode::OK,
+                    "request failed during reload: {}",
+                    r.body
+                );
                 cells.push(r.json()["cell"].as_str().unwrap().to_owned());
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -171,12 +224,22 @@ async fn hot_reload_moves_a_tenant_without_restart_or_failed_request() {
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let moved = [("acme", "cell-3", "ACTIVE"), ("globex", "cell-2", "ACTIVE"), ("initech", "cell-3", "ACTIVE")];
+    let moved = [
+        ("acme", "cell-3", "ACTIVE"),
+        ("globex", "cell-2", "ACTIVE"),
+        ("initech", "cell-3", "ACTIVE"),
+    ];
     h.write_registry(&registry(&cell_list(&h.cells), &moved));
     let cells = load.await.unwrap();
-    let first_new = cells.iter().position(|c| c == "cell-3").expect("acme never moved to cell-3");
+    let first_new = cells
+        .iter()
+        .position(|c| c == "cell-3")
+        .expect("acme never moved to cell-3");
     assert!(cells[..first_new].iter().all(|c| c == "cell-1"));
-    assert!(cells[first_new..].iter().all(|c| c == "cell-3"), "went back to the old cell after the flip");
+    assert!(
+        cells[first_new..].iter().all(|c| c == "cell-3"),
+        "went back to the old cell after the flip"
+    );
     let admin = h.admin_get("/admin/tenants/acme").await.unwrap().json();
     assert_eq!(admin["cell"], "cell-3");
     assert!(admin["generation"].as_u64().unwrap() >= 2);
@@ -185,7 +248,10 @@ async fn hot_reload_moves_a_tenant_without_restart_or_failed_request() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(h.get("acme.app.test", "/").await.json()["cell"], "cell-3");
     let metrics = h.admin_get("/metrics").await.unwrap().body;
-    assert!(metrics.contains("cellgate_placement_refresh_failures_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("cellgate_placement_refresh_failures_total 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,8 +266,17 @@ async fn refused_connections_give_503_naming_the_cell_and_spare_other_cells() {
         l.local_addr().unwrap()
     };
     let mut list = cell_list(&cells);
-    list.push(("cell-dead".to_owned(), vec![format!("http://{dead}"), format!("http://{dead2}")]));
-    let text = registry(&list, &[("acme", "cell-1", "ACTIVE"), ("doomed", "cell-dead", "ACTIVE")]);
+    list.push((
+        "cell-dead".to_owned(),
+        vec![format!("http://{dead}"), format!("http://{dead2}")],
+    ));
+    let text = registry(
+        &list,
+        &[
+            ("acme", "cell-1", "ACTIVE"),
+            ("doomed", "cell-dead", "ACTIVE"),
+        ],
+    );
     let h = Harness::start_raw(&common::base_config(""), &text, cells).await;
     let r = h.get("doomed.app.test", "/").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -209,17 +284,28 @@ async fn refused_connections_give_503_naming_the_cell_and_spare_other_cells() {
     assert_eq!(r.json()["cell"], "cell-dead");
     assert_eq!(h.get("acme.app.test", "/").await.status, StatusCode::OK);
     let metrics = h.admin_get("/metrics").await.unwrap().body;
-    assert!(metrics.contains(r#"cellgate_upstream_errors_total{cell="cell-dead",kind="connect"} 2"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"cellgate_upstream_errors_total{cell="cell-dead",kind="connect"} 2"#),
+        "{metrics}"
+    );
     h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_target_fails_over_to_a_live_one_in_the_same_cell() {
     let cells = cellgate::demo::spawn_cells(1, 1).await.unwrap();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut list = cell_list(&cells);
     list[0].1.insert(0, format!("http://{dead}"));
-    let h = Harness::start_raw(&common::base_config(""), &registry(&list, &[("acme", "cell-1", "ACTIVE")]), cells).await;
+    let h = Harness::start_raw(
+        &common::base_config(""),
+        &registry(&list, &[("acme", "cell-1", "ACTIVE")]),
+        cells,
+    )
+    .await;
     for _ in 0..6 {
         let r = h.get("acme.app.test", "/").await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -231,7 +317,10 @@ async fn a_dead_target_fails_over_to_a_live_one_in_the_same_cell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_report_health_readiness_metrics_and_placement() {
     let h = Harness::start().await;
-    assert_eq!(h.admin_get("/healthz").await.unwrap().status, StatusCode::OK);
+    assert_eq!(
+        h.admin_get("/healthz").await.unwrap().status,
+        StatusCode::OK
+    );
     let ready = h.admin_get("/readyz").await.unwrap();
     assert_eq!(ready.status, StatusCode::OK);
     assert_eq!(ready.json()["ready"], true);
@@ -240,18 +329,38 @@ async fn admin_endpoints_report_health_readiness_metrics_and_placement() {
     let m = h.admin_get("/metrics").await.unwrap().body;
     // Every metric is exported (labelled families appear once they have a series; no request
     // here failed upstream).
-    for name in cellgate::metrics::names::ALL.iter().filter(|n| **n != cellgate::metrics::names::UPSTREAM_ERRORS_TOTAL) {
+    for name in cellgate::metrics::names::ALL
+        .iter()
+        .filter(|n| **n != cellgate::metrics::names::UPSTREAM_ERRORS_TOTAL)
+    {
         assert!(m.contains(name), "metric {name} missing from /metrics");
     }
-    assert!(m.contains(r#"cellgate_http_requests_total{cell="cell-1",status_class="2xx",outcome="routed"} 1"#), "{m}");
-    assert!(m.contains(r#"cellgate_http_requests_total{cell="none",status_class="4xx",outcome="unknown_tenant"} 1"#));
+    assert!(
+        m.contains(
+            r#"cellgate_http_requests_total{cell="cell-1",status_class="2xx",outcome="routed"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(m.contains(
+        r#"cellgate_http_requests_total{cell="none",status_class="4xx",outcome="unknown_tenant"} 1"#
+    ));
     assert!(m.contains("cellgate_placement_tenants 3"));
     let t = h.admin_get("/admin/tenants/globex").await.unwrap();
     assert_eq!(t.status, StatusCode::OK);
     let v = t.json();
-    assert_eq!((v["cell"].as_str(), v["status"].as_str(), v["version"].as_u64()), (Some("cell-2"), Some("ACTIVE"), Some(2)));
+    assert_eq!(
+        (
+            v["cell"].as_str(),
+            v["status"].as_str(),
+            v["version"].as_u64()
+        ),
+        (Some("cell-2"), Some("ACTIVE"), Some(2))
+    );
     assert!(v["loaded_at"].as_str().unwrap().starts_with("20"));
-    assert_eq!(h.admin_get("/admin/tenants/nobody").await.unwrap().status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.admin_get("/admin/tenants/nobody").await.unwrap().status,
+        StatusCode::NOT_FOUND
+    );
     let cells = h.admin_get("/admin/cells").await.unwrap().json();
     assert_eq!(cells["cells"].as_array().unwrap().len(), 3);
     h.shutdown().await;
@@ -282,7 +391,10 @@ async fn keeps_upstream_connections_alive_and_streams_request_bodies() {
         .and_then(|n| n.parse().ok())
         .unwrap();
     // 22 sequential requests over 2 targets and at most 2 workers: pooled, not one per request.
-    assert!(connects <= 4, "upstream connections were not reused: {connects}");
+    assert!(
+        connects <= 4,
+        "upstream connections were not reused: {connects}"
+    );
     h.shutdown().await;
 }
 
@@ -291,13 +403,17 @@ async fn serves_http2_clients() {
     let h = Harness::start().await;
     // Prior-knowledge HTTP/2 over cleartext, naming the tenant in :authority.
     let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     for (authority, cell) in [("globex.app.test", "cell-2"), ("acme.app.test", "cell-1")] {
-        let req = Request::get(format!("http://{authority}/h2")).body(Full::<Bytes>::default()).unwrap();
+        let req = Request::get(format!("http://{authority}/h2"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
         let resp = sender.send_request(req).await.unwrap();
         assert_eq!(resp.version(), http::Version::HTTP_2);
         assert_eq!(resp.status(), StatusCode::OK);
@@ -333,7 +449,10 @@ async fn websocket_upgrade_passes_through() {
     assert!(head.contains("x-target: cell-1-target"), "{head}");
     s.write_all(b"ping through the tunnel").await.unwrap();
     let mut echoed = [0u8; 23];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echoed)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&echoed, b"ping through the tunnel");
     h.shutdown().await;
 }
@@ -341,8 +460,12 @@ async fn websocket_upgrade_passes_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let mut h = Harness::start().await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let req = Request::get(format!("http://{}/slow?sleep_ms=700", h.addr)).header("host", "acme.app.test").body(Full::default()).unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let req = Request::get(format!("http://{}/slow?sleep_ms=700", h.addr))
+        .header("host", "acme.app.test")
+        .body(Full::default())
+        .unwrap();
     let in_flight = tokio::spawn(async move {
         let resp = client.request(req).await.unwrap();
         let status = resp.status();
@@ -354,7 +477,10 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&body).contains("cell-1"));
-    tokio::time::timeout(Duration::from_secs(10), stopped).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .unwrap()
+        .unwrap();
     // After the drain, nothing listens any more.
     assert!(tokio::net::TcpStream::connect(h.addr).await.is_err());
 }

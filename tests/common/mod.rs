@@ -17,7 +17,9 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/keys")
+        .join(name)
 }
 
 pub const ISSUER: &str = "https://idp.test";
@@ -88,7 +90,10 @@ pub fn registry(cells: &[(String, Vec<String>)], tenants: &[(&str, &str, &str)])
     let mut s = String::new();
     for (id, targets) in cells {
         let t: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-        s.push_str(&format!("[[cells]]\nid = \"{id}\"\ntargets = [{}]\n\n", t.join(", ")));
+        s.push_str(&format!(
+            "[[cells]]\nid = \"{id}\"\ntargets = [{}]\n\n",
+            t.join(", ")
+        ));
     }
     for (i, (tenant, cell, status)) in tenants.iter().enumerate() {
         s.push_str(&format!("[[tenants]]\nid = \"{tenant}\"\ncell = \"{cell}\"\nstatus = \"{status}\"\nversion = {}\n\n", i + 1));
@@ -119,11 +124,22 @@ impl Reply {
 }
 
 /// The demo's three tenants in three cells.
-pub const DEFAULT_TENANTS: &[(&str, &str, &str)] =
-    &[("acme", "cell-1", "ACTIVE"), ("globex", "cell-2", "ACTIVE"), ("initech", "cell-3", "ACTIVE")];
+pub const DEFAULT_TENANTS: &[(&str, &str, &str)] = &[
+    ("acme", "cell-1", "ACTIVE"),
+    ("globex", "cell-2", "ACTIVE"),
+    ("initech", "cell-3", "ACTIVE"),
+];
 
 pub fn cell_list(cells: &[Vec<EchoTarget>]) -> Vec<(String, Vec<String>)> {
-    cells.iter().map(|ts| (ts[0].cell.clone(), ts.iter().map(|t| format!("http://{}", t.addr)).collect())).collect()
+    cells
+        .iter()
+        .map(|ts| {
+            (
+                ts[0].cell.clone(),
+                ts.iter().map(|t| format!("http://{}", t.addr)).collect(),
+            )
+        })
+        .collect()
 }
 
 impl Harness {
@@ -157,7 +173,15 @@ impl Harness {
                 .unwrap();
         });
         let client = Client::builder(TokioExecutor::new()).build_http();
-        let h = Self { addr, admin, dir, cells, stop: Some(tx), task: Some(task), client };
+        let h = Self {
+            addr,
+            admin,
+            dir,
+            cells,
+            stop: Some(tx),
+            task: Some(task),
+            client,
+        };
         h.wait_ready().await;
         h
     }
@@ -186,7 +210,11 @@ impl Harness {
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
     }
 
     pub fn request(&self, host: &str, path: &str) -> http::request::Builder {
@@ -194,11 +222,13 @@ impl Harness {
     }
 
     pub async fn get(&self, host: &str, path: &str) -> Reply {
-        self.send(self.request(host, path).body(Full::default()).unwrap()).await
+        self.send(self.request(host, path).body(Full::default()).unwrap())
+            .await
     }
 
     pub async fn get_with_token(&self, host: Option<&str>, token: &str) -> Reply {
-        let mut b = Request::get(format!("http://{}/", self.addr)).header("authorization", format!("Bearer {token}"));
+        let mut b = Request::get(format!("http://{}/", self.addr))
+            .header("authorization", format!("Bearer {token}"));
         if let Some(h) = host {
             b = b.header("host", h);
         }
@@ -206,12 +236,18 @@ impl Harness {
     }
 
     pub async fn admin_get(&self, path: &str) -> Result<Reply, hyper_util::client::legacy::Error> {
-        let req = Request::get(format!("http://{}{path}", self.admin)).body(Full::default()).unwrap();
+        let req = Request::get(format!("http://{}{path}", self.admin))
+            .body(Full::default())
+            .unwrap();
         let resp = self.client.request(req).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Ok(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+        Ok(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
     }
 
     /// Signals shutdown and waits for the server to drain and stop.
@@ -220,7 +256,10 @@ impl Harness {
             let _ = tx.send(());
         }
         if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), t).await.expect("server did not stop").unwrap();
+            tokio::time::timeout(Duration::from_secs(15), t)
+                .await
+                .expect("server did not stop")
+                .unwrap();
         }
     }
 
