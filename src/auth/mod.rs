@@ -167,7 +167,8 @@ impl Verifier {
             .iter()
             .map(|k| {
                 let mut v = Validation::new(k.algorithm);
-                v.leeway = cfg.leeway.as_secs();
+                // Whole seconds, rounded up so a sub-second leeway is not silently zero.
+                v.leeway = cfg.leeway.as_secs() + u64::from(cfg.leeway.subsec_nanos() > 0);
                 v.validate_nbf = true;
                 v.set_required_spec_claims(&["exp"]);
                 if cfg.issuers.is_empty() {
@@ -273,7 +274,12 @@ pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<Option<&str
         return Err(AuthError::TooLarge(max_bytes));
     }
     let Some(scheme_end) = bytes.iter().position(|&b| b == b' ') else {
-        return Ok(None);
+        // `Bearer` alone is a bearer token with nothing in it, not another scheme.
+        return if bytes.eq_ignore_ascii_case(b"bearer") {
+            Err(AuthError::Missing)
+        } else {
+            Ok(None)
+        };
     };
     if !bytes[..scheme_end].eq_ignore_ascii_case(b"bearer") {
         return Ok(None);

@@ -1,1 +1,325 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use super::*;
+
+use crate::tenant::TenantSource;
+
+const CONFIG_PATH: &str = "/etc/cellgate/cellgate.toml";
+const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
+
+/// The smallest config that validates: one listener, one tenant source, a registry.
+const MINIMAL: &str = r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+
+[tenant]
+sources = ["subdomain"]
+base_domains = ["example.com"]
+
+[registry]
+source = "file"
+"#;
+
+fn parse_with(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+    Config::from_toml(text, Path::new(CONFIG_PATH), overrides)
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_with(text, &Overrides::default())
+}
+
+/// The field named by an `Invalid` error; any other outcome fails the test.
+fn invalid(text: &str) -> FieldError {
+    match parse(text) {
+        Err(ConfigError::Invalid { file, field }) => {
+            assert_eq!(file, Path::new(CONFIG_PATH));
+            field
+        }
+        Err(other) => panic!("expected ConfigError::Invalid, got {other}"),
+        Ok(_) => panic!("expected ConfigError::Invalid, config was accepted"),
+    }
+}
+
+fn kv(f: &FieldError) -> (&str, &str) {
+    (f.key.as_str(), f.value.as_str())
+}
+
+/// `MINIMAL` with extra TOML appended (later tables may not repeat MINIMAL's).
+fn minimal_plus(extra: &str) -> String {
+    format!("{MINIMAL}\n{extra}")
+}
+
+#[test]
+fn minimal_config_parses_with_defaults() {
+    let cfg = parse(MINIMAL).unwrap();
+    assert_eq!(cfg.source_path, Path::new(CONFIG_PATH));
+    assert_eq!(cfg.listeners.len(), 1);
+    assert_eq!(cfg.listeners[0].address, "127.0.0.1:8080".parse().unwrap());
+    assert!(cfg.listeners[0].tls.is_none());
+    assert_eq!(cfg.admin.address, "127.0.0.1:9090".parse().unwrap());
+    assert_eq!(cfg.tenant.sources, vec![TenantSource::Subdomain]);
+    assert_eq!(cfg.tenant.base_domains, vec!["example.com".to_owned()]);
+    assert!(!cfg.auth.required);
+    assert_eq!(cfg.auth.tenant_claim, "tenant");
+    assert_eq!(cfg.auth.max_token_bytes, 8192);
+    assert_eq!(cfg.upstream.connect_timeout, Duration::from_secs(2));
+    assert_eq!(cfg.upstream.pool_idle_timeout, Duration::from_secs(50));
+    assert!(cfg.upstream.pool_idle_timeout <= MAX_POOL_IDLE);
+    assert!(cfg.server.workers >= 1);
+    assert_eq!(cfg.log.format, LogFormat::Json);
+    // The registry path defaults to registry.toml next to the config file.
+    let RegistryConfig::File {
+        path,
+        poll_interval,
+    } = &cfg.registry;
+    assert_eq!(path, Path::new("/etc/cellgate/registry.toml"));
+    assert_eq!(*poll_interval, Duration::from_millis(500));
+}
+
+#[test]
+fn unknown_key_is_a_parse_error_naming_the_key() {
+    let text = minimal_plus("[server]\nwrokers = 2\n");
+    match parse(&text) {
+        Err(ConfigError::Parse { file, message }) => {
+            assert_eq!(file, Path::new(CONFIG_PATH));
+            assert!(message.contains("wrokers"), "message: {message}");
+        }
+        other => panic!("expected a Parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_duration_names_key_and_value() {
+    let f = invalid(&minimal_plus("[upstream]\nconnect_timeout = \"soon\"\n"));
+    assert_eq!(f.key, "upstream.connect_timeout");
+    assert_eq!(f.value, "soon");
+}
+
+#[test]
+fn pool_idle_timeout_must_stay_below_the_alb_idle_timeout() {
+    let f = invalid(&minimal_plus("[upstream]\npool_idle_timeout = \"70s\"\n"));
+    assert_eq!(f.key, "upstream.pool_idle_timeout");
+    assert_eq!(f.value, "1m 10s");
+    // The limit itself is accepted.
+    let cfg = parse(&minimal_plus("[upstream]\npool_idle_timeout = \"59s\"\n")).unwrap();
+    assert_eq!(cfg.upstream.pool_idle_timeout, MAX_POOL_IDLE);
+}
+
+#[test]
+fn zero_and_inverted_upstream_timeouts_are_rejected() {
+    let f = invalid(&minimal_plus("[upstream]\nread_timeout = \"0s\"\n"));
+    assert_eq!(f.key, "upstream.read_timeout");
+    let f = invalid(&minimal_plus(
+        "[upstream]\nread_timeout = \"60s\"\ntotal_timeout = \"10s\"\n",
+    ));
+    assert_eq!(f.key, "upstream.total_timeout");
+}
+
+#[test]
+fn bad_listen_address_names_the_listener() {
+    let f = invalid(&MINIMAL.replace("127.0.0.1:8080", "localhost:80"));
+    assert_eq!(f.key, "listeners[0].address");
+    assert_eq!(f.value, "localhost:80");
+}
+
+#[test]
+fn no_listeners_is_rejected() {
+    let text = MINIMAL.replace("[[listeners]]\naddress = \"127.0.0.1:8080\"\n", "");
+    assert_eq!(invalid(&text).key, "listeners");
+}
+
+#[test]
+fn listen_override_replaces_only_the_first_listener() {
+    let text = format!("[[listeners]]\naddress = \"127.0.0.1:8081\"\n{MINIMAL}");
+    let o = Overrides {
+        listen: Some("0.0.0.0:9999".to_owned()),
+        admin: Some("127.0.0.1:9191".to_owned()),
+        registry_path: Some("/srv/reg.toml".to_owned()),
+        log_level: Some("debug".to_owned()),
+        ..Overrides::default()
+    };
+    let cfg = parse_with(&text, &o).unwrap();
+    assert_eq!(cfg.listeners.len(), 2);
+    assert_eq!(cfg.listeners[0].address, "0.0.0.0:9999".parse().unwrap());
+    assert_eq!(cfg.listeners[1].address, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(cfg.admin.address, "127.0.0.1:9191".parse().unwrap());
+    assert_eq!(cfg.log.level, "debug");
+    let RegistryConfig::File { path, .. } = &cfg.registry;
+    assert_eq!(path, Path::new("/srv/reg.toml"));
+}
+
+#[test]
+fn bad_listen_override_is_reported_against_the_first_listener() {
+    let o = Overrides {
+        listen: Some("nope".to_owned()),
+        ..Overrides::default()
+    };
+    let Err(ConfigError::Invalid { field, .. }) = parse_with(MINIMAL, &o) else {
+        panic!("a bad --listen was accepted");
+    };
+    assert_eq!(kv(&field), ("listeners[0].address", "nope"));
+}
+
+#[test]
+fn subdomain_source_needs_base_domains() {
+    let f = invalid(&MINIMAL.replace("base_domains = [\"example.com\"]\n", ""));
+    assert_eq!(f.key, "tenant.base_domains");
+}
+
+#[test]
+fn base_domains_are_normalised_and_sorted_longest_first() {
+    let cfg = parse(&MINIMAL.replace(
+        "base_domains = [\"example.com\"]",
+        "base_domains = [\"Example.COM\", \".eu.example.com\"]",
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.tenant.base_domains,
+        vec!["eu.example.com", "example.com"]
+    );
+    let f = invalid(&MINIMAL.replace("\"example.com\"", "\"exa mple.com\""));
+    assert_eq!(f.key, "tenant.base_domains[0]");
+}
+
+#[test]
+fn header_source_needs_trusted_sources() {
+    let base = MINIMAL.replace("sources = [\"subdomain\"]", "sources = [\"header\"]");
+    let f = invalid(&format!("{base}\n[tenant.header]\nname = \"X-Tenant\"\n"));
+    assert_eq!(f.key, "tenant.header.trusted_sources");
+    // Without the [tenant.header] table at all.
+    assert_eq!(invalid(&base).key, "tenant.sources");
+    // A bare address counts as a /32; header names are lower-cased.
+    let nets = "trusted_sources = [\"10.0.0.0/8\", \"192.0.2.7\"]";
+    let cfg = parse(&format!(
+        "{base}\n[tenant.header]\nname = \"X-Tenant\"\n{nets}\n"
+    ))
+    .unwrap();
+    let h = cfg.tenant.header.unwrap();
+    assert_eq!(h.name.as_str(), "x-tenant");
+    assert_eq!(h.trusted_sources.len(), 2);
+    assert!(h.trusted_sources[1].contains(&"192.0.2.7".parse::<std::net::IpAddr>().unwrap()));
+    let f = invalid(&format!(
+        "{base}\n[tenant.header]\nname = \"x-tenant\"\ntrusted_sources = [\"not-a-net\"]\n"
+    ));
+    assert_eq!(f.key, "tenant.header.trusted_sources[0]");
+}
+
+#[test]
+fn unknown_or_repeated_tenant_source_is_rejected() {
+    let f = invalid(&MINIMAL.replace("[\"subdomain\"]", "[\"subdomain\", \"cookie\"]"));
+    assert_eq!(kv(&f), ("tenant.sources[1]", "cookie"));
+    let f = invalid(&MINIMAL.replace("[\"subdomain\"]", "[\"subdomain\", \"subdomain\"]"));
+    assert_eq!(f.key, "tenant.sources[1]");
+}
+
+#[test]
+fn jwt_source_without_keys_is_rejected() {
+    // `jwt` is also in the default source list.
+    let explicit = MINIMAL.replace("[\"subdomain\"]", "[\"jwt\", \"subdomain\"]");
+    let defaulted = MINIMAL.replace("sources = [\"subdomain\"]\n", "");
+    for text in [explicit, defaulted] {
+        let f = invalid(&text);
+        assert_eq!(kv(&f), ("tenant.sources", "jwt"));
+    }
+    let f = invalid(&minimal_plus("[auth]\nrequired = true\n"));
+    assert_eq!(f.key, "auth.required");
+}
+
+#[test]
+fn jwt_keys_load_from_absolute_and_relative_paths() {
+    let text = format!(
+        "{}\n[auth]\nissuers = [\"iss\"]\n\
+         [[auth.keys]]\nkid = \"rsa\"\nalgorithm = \"RS256\"\n\
+         public_key_file = \"{KEYS}/rsa.pub.pem\"\n\
+         [[auth.keys]]\nalgorithm = \"ES256\"\npublic_key_file = \"ec.pub.pem\"\n",
+        MINIMAL.replace("[\"subdomain\"]", "[\"jwt\", \"subdomain\"]")
+    );
+    // Relative key paths are anchored to the config file's directory.
+    let path = Path::new(KEYS).join("cellgate.toml");
+    let cfg = Config::from_toml(&text, &path, &Overrides::default()).unwrap();
+    assert_eq!(cfg.auth.keys.len(), 2);
+    assert_eq!(cfg.auth.keys[0].kid.as_deref(), Some("rsa"));
+    assert_eq!(cfg.auth.keys[1].algorithm, jsonwebtoken::Algorithm::ES256);
+    // The same relative path from elsewhere does not resolve.
+    let f = invalid(&text);
+    assert_eq!(f.key, "auth.keys[1].public_key_file");
+}
+
+#[test]
+fn hs256_secret_env_errors_name_the_variable_not_the_secret() {
+    // Positive HS256 verification is not tested: it needs a secret in an environment variable,
+    // and setting one from a test needs `unsafe` (forbidden in this crate).
+    let missing = invalid(&minimal_plus("[[auth.keys]]\nalgorithm = \"HS256\"\n"));
+    assert_eq!(missing.key, "auth.keys[0].secret_env");
+    assert_eq!(missing.value, "(missing)");
+    let var = "CELLGATE_UNIT_TEST_SECRET_THAT_IS_NEVER_SET_5c1e";
+    let unset = invalid(&minimal_plus(&format!(
+        "[[auth.keys]]\nalgorithm = \"HS256\"\nsecret_env = \"{var}\"\n"
+    )));
+    assert_eq!(kv(&unset), ("auth.keys[0].secret_env", var));
+    let with_pem = invalid(&minimal_plus(&format!(
+        "[[auth.keys]]\nalgorithm = \"HS256\"\npublic_key_file = \"{KEYS}/rsa.pub.pem\"\n"
+    )));
+    assert_eq!(with_pem.key, "auth.keys[0].algorithm");
+}
+
+#[test]
+fn invalid_display_contains_file_key_and_value() {
+    let err = parse(&minimal_plus("[upstream]\nconnect_timeout = \"soon\"\n")).unwrap_err();
+    let shown = err.to_string();
+    for part in [CONFIG_PATH, "upstream.connect_timeout", "\"soon\""] {
+        assert!(shown.contains(part), "{shown:?} lacks {part:?}");
+    }
+}
+
+#[test]
+fn registry_and_cell_errors_name_their_keys() {
+    let f = invalid(&MINIMAL.replace("source = \"file\"", "source = \"dynamodb\""));
+    assert_eq!(kv(&f), ("registry.source", "dynamodb"));
+    let f = invalid(&MINIMAL.replace(
+        "source = \"file\"",
+        "source = \"file\"\npoll_interval = \"1ms\"",
+    ));
+    assert_eq!(f.key, "registry.poll_interval");
+    let no_registry = MINIMAL.replace("[registry]\nsource = \"file\"\n", "");
+    assert_eq!(invalid(&no_registry).key, "registry");
+    let cells = "[[cells]]\nid = \"c1\"\ntargets = [\"http://10.0.0.1:80\"]\n\
+                 [[cells]]\nid = \"c1\"\nstate = \"DOWN\"\n";
+    assert_eq!(invalid(&minimal_plus(cells)).key, "cells[1].id");
+    let f = invalid(&minimal_plus("[[cells]]\nid = \"c1\"\nstate = \"OFF\"\n"));
+    assert_eq!(f.key, "cells[0].state");
+}
+
+#[test]
+fn misc_ranges_are_checked() {
+    #[rustfmt::skip]
+    let cases = [
+        ("[server]\nworkers = 1000", "server.workers"),
+        ("[server]\nshutdown_grace = \"5\"", "server.shutdown_grace"),
+        ("[access_log]\nsample = 1.5", "access_log.sample"),
+        ("[access_log]\nbuffer = 0", "access_log.buffer"),
+        ("[auth]\nleeway = \"10m\"", "auth.leeway"),
+        ("[auth]\nmax_token_bytes = 10", "auth.max_token_bytes"),
+        ("[auth]\ntenant_claim = \"\"", "auth.tenant_claim"),
+        ("[log]\nformat = \"xml\"", "log.format"),
+        ("[headers]\nstrip = [\"bad header\"]", "headers.strip[0]"),
+        ("[admin]\naddress = \"9090\"", "admin.address"),
+        ("[upstream]\nca_file = \"/nonexistent/ca.pem\"", "upstream.ca_file"),
+    ];
+    for (extra, key) in cases {
+        assert_eq!(invalid(&minimal_plus(extra)).key, key, "{extra}");
+    }
+}
+
+#[test]
+fn parse_helpers_report_key_and_value() {
+    assert_eq!(parse_duration("k", "1m 30s").unwrap().as_secs(), 90);
+    assert_eq!(parse_duration("k", "250ms").unwrap().as_millis(), 250);
+    let e = parse_duration("server.shutdown_grace", "5").unwrap_err();
+    assert_eq!(kv(&e), ("server.shutdown_grace", "5"));
+    assert_eq!(parse_addr("a", "[::1]:80").unwrap().port(), 80);
+    assert_eq!(
+        kv(&parse_addr("a", "1.2.3.4").unwrap_err()),
+        ("a", "1.2.3.4")
+    );
+}

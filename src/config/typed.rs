@@ -518,7 +518,7 @@ fn build_upstream(raw: &FileConfig, base: &Path) -> Result<UpstreamConfig, Field
         return Err(FieldError::new(
             "upstream.pool_idle_timeout",
             humantime::format_duration(pool_idle_timeout),
-            "must be below 60s: an ALB closes idle connections at 60s and a reused one would fail",
+            "must be at most 59s: an ALB closes idle connections at 60s and a reused one would fail",
         ));
     }
     if total_timeout < read_timeout {

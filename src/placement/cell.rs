@@ -54,7 +54,9 @@ impl Clone for Cell {
             targets: self.targets.clone(),
             preserve_host: self.preserve_host,
             id_header: self.id_header.clone(),
-            next: AtomicUsize::new(0),
+            // Each generation starts the rotation at a random target, so a fleet reloading
+            // together does not send its next requests all to the first target.
+            next: AtomicUsize::new(fastrand::usize(..)),
             metrics: OnceLock::new(),
         }
     }

@@ -94,7 +94,8 @@ pub trait PlacementSource: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// Reads the full registry.
     fn load(&self) -> impl Future<Output = Result<RegistryData, RegistryError>> + Send;
-    /// Whether anything may have changed since the last successful `load`.
+    /// Whether anything may have changed since the last `load` attempt (a failed attempt is
+    /// remembered too, so a broken source is reported once per change, not on every poll).
     fn changed(&self) -> impl Future<Output = Result<bool, RegistryError>> + Send;
 }
 

@@ -1,1 +1,190 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use super::*;
+
+use crate::config::file::FileCell;
+use crate::placement::{RegistryData, TenantRecord};
+
+fn cell(id: &str, state: &str, targets: &[&str]) -> Cell {
+    let fc = FileCell {
+        id: id.to_owned(),
+        state: Some(state.to_owned()),
+        targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+        preserve_host: None,
+    };
+    Cell::from_file(&fc, "cells[0]").unwrap()
+}
+
+fn record(id: &str, cell: &str, status: TenantStatus, version: u64) -> TenantRecord {
+    TenantRecord {
+        id: id.to_owned(),
+        cell: cell.to_owned(),
+        status,
+        tier: "standard".to_owned(),
+        version,
+    }
+}
+
+/// Generation 1: cell-1 (two targets), cell-2 (draining), cell-down (DOWN) and one tenant per
+/// interesting status; `lost` names a cell nobody defines.
+fn snapshot() -> PlacementSnapshot {
+    let data = RegistryData {
+        tenants: vec![
+            record("acme", "cell-1", TenantStatus::Active, 7),
+            record("globex", "cell-2", TenantStatus::Active, 1),
+            record("sus", "cell-1", TenantStatus::Suspended, 1),
+            record("gone", "cell-1", TenantStatus::Offboarded, 1),
+            record("moving", "cell-1", TenantStatus::Migrating, 1),
+            record("downy", "cell-down", TenantStatus::Active, 1),
+            record("lost", "cell-nowhere", TenantStatus::Active, 1),
+            record("lost-sus", "cell-nowhere", TenantStatus::Suspended, 1),
+        ],
+        cells: vec![
+            cell(
+                "cell-1",
+                "ACTIVE",
+                &["http://10.0.0.1:8080", "http://10.0.0.2:8080"],
+            ),
+            cell("cell-2", "DRAINING", &["http://10.0.1.1:8080"]),
+            cell("cell-down", "DOWN", &["http://10.0.2.1:8080"]),
+        ],
+    };
+    PlacementSnapshot::build(&data, &[], 1)
+}
+
+fn t(id: &str) -> TenantId {
+    TenantId::parse(id).unwrap()
+}
+
+#[test]
+fn active_tenant_routes_to_its_cell() {
+    let snap = snapshot();
+    let d = route(&t("acme"), &Method::GET, &snap).unwrap();
+    assert_eq!(&*d.cell.id, "cell-1");
+    assert!(d.target < d.cell.targets.len());
+    assert_eq!(d.tenant_header, "acme");
+    assert_eq!(d.version, 7);
+    assert!(route(&t("acme"), &Method::POST, &snap).is_ok());
+}
+
+#[test]
+fn draining_cell_still_serves_its_tenants() {
+    let d = route(&t("globex"), &Method::DELETE, &snapshot()).unwrap();
+    assert_eq!(&*d.cell.id, "cell-2");
+    assert_eq!(d.cell.state, CellState::Draining);
+}
+
+#[test]
+fn suspended_tenant_is_refused() {
+    let snap = snapshot();
+    for m in [Method::GET, Method::POST] {
+        assert_eq!(
+            route(&t("sus"), &m, &snap).unwrap_err(),
+            RouteError::Suspended
+        );
+    }
+    // Status is judged before the cell: a suspended tenant on a missing cell is suspended.
+    assert_eq!(
+        route(&t("lost-sus"), &Method::GET, &snap).unwrap_err(),
+        RouteError::Suspended
+    );
+}
+
+#[test]
+fn offboarded_tenant_looks_unknown() {
+    let snap = snapshot();
+    assert_eq!(
+        route(&t("gone"), &Method::GET, &snap).unwrap_err(),
+        RouteError::UnknownTenant
+    );
+    assert_eq!(
+        route(&t("nobody"), &Method::GET, &snap).unwrap_err(),
+        RouteError::UnknownTenant
+    );
+    assert_eq!(RouteError::UnknownTenant.cell(), None);
+}
+
+#[test]
+fn migrating_tenant_reads_pass_and_writes_pause() {
+    let snap = snapshot();
+    for m in [Method::GET, Method::HEAD, Method::OPTIONS] {
+        let d = route(&t("moving"), &m, &snap).unwrap();
+        assert_eq!(&*d.cell.id, "cell-1", "{m}");
+    }
+    for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        assert_eq!(
+            route(&t("moving"), &m, &snap).unwrap_err(),
+            RouteError::Migrating,
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn down_cell_is_refused_with_its_id() {
+    let err = route(&t("downy"), &Method::GET, &snapshot()).unwrap_err();
+    assert_eq!(err, RouteError::CellDown(Arc::from("cell-down")));
+    assert_eq!(err.cell().map(|c| &**c), Some("cell-down"));
+    assert_eq!(err.to_string(), "cell cell-down is down");
+}
+
+#[test]
+fn missing_cell_is_refused_with_its_id() {
+    let err = route(&t("lost"), &Method::GET, &snapshot()).unwrap_err();
+    assert_eq!(err, RouteError::CellMissing(Arc::from("cell-nowhere")));
+    assert_eq!(err.cell().map(|c| &**c), Some("cell-nowhere"));
+}
+
+#[test]
+fn generation_zero_is_not_ready() {
+    assert_eq!(
+        route(&t("acme"), &Method::GET, &PlacementSnapshot::empty()).unwrap_err(),
+        RouteError::NotReady
+    );
+    // Even with data in it, a generation-0 snapshot is never used.
+    let data = RegistryData {
+        tenants: vec![record("acme", "cell-1", TenantStatus::Active, 1)],
+        cells: vec![cell("cell-1", "ACTIVE", &["http://10.0.0.1:8080"])],
+    };
+    let snap = PlacementSnapshot::build(&data, &[], 0);
+    assert_eq!(
+        route(&t("acme"), &Method::GET, &snap).unwrap_err(),
+        RouteError::NotReady
+    );
+}
+
+#[test]
+fn round_robin_alternates_targets() {
+    let snap = snapshot();
+    let picks: Vec<usize> = (0..6)
+        .map(|_| route(&t("acme"), &Method::GET, &snap).unwrap().target)
+        .collect();
+    for w in picks.windows(2) {
+        assert_ne!(w[0], w[1], "{picks:?}");
+    }
+    // Tenants sharing a cell share its rotation.
+    let a = route(&t("acme"), &Method::GET, &snap).unwrap().target;
+    let b = route(&t("moving"), &Method::GET, &snap).unwrap().target;
+    assert_ne!(a, b);
+}
+
+#[test]
+fn chosen_cell_never_changes_for_a_tenant() {
+    let snap = snapshot();
+    let first = route(&t("acme"), &Method::GET, &snap).unwrap();
+    for _ in 0..1000 {
+        let d = route(&t("acme"), &Method::GET, &snap).unwrap();
+        assert!(Arc::ptr_eq(&d.cell, &first.cell));
+        assert_eq!(d.tenant_header, first.tenant_header);
+    }
+    // The same holds across rebuilt generations of the same data.
+    for _ in 0..10 {
+        assert_eq!(
+            &*route(&t("globex"), &Method::GET, &snapshot())
+                .unwrap()
+                .cell
+                .id,
+            "cell-2"
+        );
+    }
+}

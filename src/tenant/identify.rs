@@ -109,6 +109,8 @@ fn header_tenant(
         return Ok(None);
     };
     // From an untrusted peer the header is ignored here and stripped before forwarding.
+    // An IPv4 client on a dual-stack listener arrives as ::ffff:a.b.c.d; compare it as IPv4.
+    let peer = peer.to_canonical();
     if !rule.trusted_sources.iter().any(|net| net.contains(&peer)) {
         return Ok(None);
     }

@@ -135,6 +135,13 @@ pub fn tenant_from_host(
 ) -> Result<Option<TenantId>, TenantError> {
     let host = host_without_port(host);
     let host = host.strip_suffix(b".").unwrap_or(host);
+    // A host that is itself a base domain names no tenant, even if it sits under a shorter one.
+    if base_domains
+        .iter()
+        .any(|b| host.eq_ignore_ascii_case(b.as_bytes()))
+    {
+        return Ok(None);
+    }
     for base in base_domains {
         let base = base.as_bytes();
         if host.len() <= base.len() + 1 {

@@ -1,1 +1,337 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use super::*;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::HeaderName;
+
+use crate::auth::{AuthError, Verifier, load_key};
+use crate::config::file::FileKey;
+use crate::config::{AuthConfig, TenantConfig, TenantHeaderConfig};
+use crate::demo::{TokenSpec, mint};
+
+const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
+const ISSUER: &str = "https://issuer.test";
+const AUDIENCE: &str = "cellgate";
+
+fn domains(list: &[&str]) -> Vec<String> {
+    list.iter().map(|d| (*d).to_owned()).collect()
+}
+
+fn tid(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+// ---- TenantId -------------------------------------------------------------------------------
+
+#[test]
+fn valid_ids_parse() {
+    for id in ["acme", "a", "0", "acme-corp_2", &"x".repeat(MAX_TENANT_LEN)] {
+        let t = TenantId::parse(id).unwrap();
+        assert_eq!((t.as_str(), t.to_string().as_str()), (id, id));
+    }
+    assert_eq!(format!("{:?}", tid("acme")), "TenantId(acme)");
+}
+
+#[test]
+fn invalid_ids_are_rejected() {
+    let too_long = "x".repeat(MAX_TENANT_LEN + 1);
+    // The first entry is the empty id.
+    let bad = "|Acme|ACME|-acme|_acme|acme.corp|acme/..|a b|ac\u{e9}|a\0".split('|');
+    for id in bad.chain([too_long.as_str()]) {
+        let got = TenantId::parse(id);
+        assert!(matches!(got, Err(TenantError::Invalid(_))), "{id:?}");
+    }
+}
+
+#[test]
+fn host_labels_fold_case_but_keep_the_other_rules() {
+    let folded = TenantId::from_host_label(b"AcMe").unwrap();
+    assert_eq!(folded, tid("acme"));
+    let set: std::collections::HashSet<TenantId> = [tid("acme"), folded].into();
+    assert_eq!(set.len(), 1, "equal ids hash equal");
+    for label in [&b""[..], b"-acme", b"a.b", b"a/b"] {
+        assert!(TenantId::from_host_label(label).is_err(), "{label:?}");
+    }
+}
+
+// ---- hosts ----------------------------------------------------------------------------------
+
+#[test]
+fn ports_are_stripped_from_hosts() {
+    let strip = |h: &'static str| std::str::from_utf8(host_without_port(h.as_bytes())).unwrap();
+    assert_eq!(strip("acme.example.com:8443"), "acme.example.com");
+    assert_eq!(strip("acme.example.com"), "acme.example.com");
+    assert_eq!(strip("[::1]:8080"), "[::1]");
+    assert_eq!(strip("[::1]"), "[::1]");
+}
+
+#[test]
+fn tenant_from_host_cases() {
+    let d = domains(&["example.com"]);
+    let got = |h: &str| tenant_from_host(h.as_bytes(), &d);
+    let acme = Some(tid("acme"));
+    let hosts = "acme.example.com acme.example.com:8443 acme.example.com. acme.example.com.:443";
+    for host in hosts.split(' ').chain(["ACME.Example.COM"]) {
+        assert_eq!(got(host).unwrap(), acme, "{host}");
+    }
+    // The base domain itself, a foreign domain, a look-alike suffix, an IP: no tenant.
+    let hosts = "example.com example.com:80 acme.example.org acme.badexample.com .example.com";
+    for host in hosts.split(' ').chain(["[::1]:80"]) {
+        assert_eq!(got(host).unwrap(), None, "{host}");
+    }
+    // Two labels above the base domain, or a label that is not an id: an error.
+    for host in ["a.b.example.com", "-x.example.com", "a_b!.example.com"] {
+        assert!(matches!(got(host), Err(TenantError::Invalid(_))), "{host}");
+    }
+}
+
+#[test]
+fn most_specific_base_domain_wins_when_sorted_longest_first() {
+    let d = domains(&["eu.example.com", "example.com"]);
+    let got = |h: &str| tenant_from_host(h.as_bytes(), &d).unwrap();
+    assert_eq!(got("acme.eu.example.com"), Some(tid("acme")));
+    assert_eq!(got("globex.example.com"), Some(tid("globex")));
+    // Sorted the other way, the shorter domain would claim two labels and fail.
+    let wrong_order = domains(&["example.com", "eu.example.com"]);
+    assert!(tenant_from_host(b"acme.eu.example.com", &wrong_order).is_err());
+}
+
+// ---- identify -------------------------------------------------------------------------------
+
+fn config(sources: &[TenantSource]) -> TenantConfig {
+    TenantConfig {
+        sources: sources.to_vec(),
+        base_domains: domains(&["eu.example.com", "example.com"]),
+        header: Some(TenantHeaderConfig {
+            name: HeaderName::from_static("x-tenant"),
+            trusted_sources: vec!["10.0.0.0/8".parse().unwrap()],
+        }),
+    }
+}
+
+fn verifier(required: bool) -> Verifier {
+    let key = FileKey {
+        kid: Some("ed-1".to_owned()),
+        algorithm: "EdDSA".to_owned(),
+        public_key_file: Some(format!("{KEYS}/ed25519.pub.pem")),
+        public_key_pem: None,
+        secret_env: None,
+    };
+    Verifier::new(&AuthConfig {
+        required,
+        tenant_claim: "tenant".to_owned(),
+        issuers: vec![ISSUER.to_owned()],
+        audiences: vec![AUDIENCE.to_owned()],
+        leeway: Duration::from_secs(30),
+        max_token_bytes: 8192,
+        keys: vec![load_key(&key, Path::new("/"), "auth.keys[0]").unwrap()],
+    })
+}
+
+/// An EdDSA token for `tenant`, signed with the fixture key (subject `user-1`).
+fn token(tenant: &str) -> String {
+    let mut spec = TokenSpec::demo(tenant);
+    (spec.issuer, spec.audience) = (ISSUER.to_owned(), AUDIENCE.to_owned());
+    (spec.kid, spec.subject) = (Some("ed-1".to_owned()), "user-1".to_owned());
+    spec.key_pem = std::fs::read(format!("{KEYS}/ed25519.pem")).unwrap();
+    mint(&spec).unwrap()
+}
+
+const OUTSIDE: &str = "192.0.2.1";
+const TRUSTED: &str = "10.1.2.3";
+
+/// One identify call: a request for `host` from `peer`, under the given sources.
+struct Case {
+    sources: Vec<TenantSource>,
+    host: &'static str,
+    headers: Vec<(&'static str, String)>,
+    peer: &'static str,
+    required: bool,
+}
+
+fn case(sources: &[TenantSource], host: &'static str) -> Case {
+    let (headers, peer, required) = (Vec::new(), OUTSIDE, false);
+    let sources = sources.to_vec();
+    Case {
+        sources,
+        host,
+        headers,
+        peer,
+        required,
+    }
+}
+
+impl Case {
+    fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
+        self
+    }
+    fn bearer(self, tenant: &str) -> Self {
+        self.header("authorization", &format!("Bearer {}", token(tenant)))
+    }
+    fn from(self, peer: &'static str) -> Self {
+        Self { peer, ..self }
+    }
+    fn run(&self) -> Result<Identity, IdentifyError> {
+        let mut b = http::Request::builder()
+            .uri("/orders")
+            .header("host", self.host);
+        for (k, v) in &self.headers {
+            b = b.header(*k, v.as_str());
+        }
+        let parts = b.body(()).unwrap().into_parts().0;
+        let peer: IpAddr = self.peer.parse().unwrap();
+        identify(
+            &parts,
+            peer,
+            &config(&self.sources),
+            &verifier(self.required),
+        )
+    }
+    fn found(&self) -> (TenantId, TenantSource) {
+        let id = self.run().unwrap();
+        (id.tenant, id.source)
+    }
+    fn tenant_err(&self) -> TenantError {
+        match self.run() {
+            Err(IdentifyError::Tenant(e)) => e,
+            other => panic!("expected a tenant error, got {other:?}"),
+        }
+    }
+    fn auth_err(&self) -> AuthError {
+        match self.run() {
+            Err(IdentifyError::Auth(e)) => e,
+            other => panic!("expected an auth error, got {other:?}"),
+        }
+    }
+}
+
+use TenantSource::{Header, Jwt, Subdomain};
+
+#[test]
+fn identify_by_subdomain_only() {
+    let id = case(&[Subdomain], "acme.example.com:8443").run().unwrap();
+    assert_eq!((id.tenant, id.source), (tid("acme"), Subdomain));
+    assert!(id.token.is_none());
+}
+
+#[test]
+fn subdomain_from_uri_authority_wins_over_host_header() {
+    let req = http::Request::builder()
+        .uri("http://acme.example.com/x")
+        .header("host", "globex.example.com");
+    let p = req.body(()).unwrap().into_parts().0;
+    assert_eq!(request_host(&p), Some(&b"acme.example.com"[..]));
+    let (cfg, v) = (config(&[Subdomain]), verifier(false));
+    let id = identify(&p, OUTSIDE.parse().unwrap(), &cfg, &v).unwrap();
+    assert_eq!(id.tenant, tid("acme"));
+}
+
+#[test]
+fn identify_by_jwt_only() {
+    let id = case(&[Jwt], "api.other.net").bearer("acme").run().unwrap();
+    assert_eq!((id.tenant, id.source), (tid("acme"), Jwt));
+    assert_eq!(id.token.unwrap().subject.as_deref(), Some("user-1"));
+}
+
+#[test]
+fn jwt_and_subdomain_agree_or_mismatch() {
+    let id = case(&[Jwt, Subdomain], "acme.example.com")
+        .bearer("acme")
+        .run();
+    let id = id.unwrap();
+    assert_eq!((id.tenant, id.source), (tid("acme"), Jwt));
+    assert!(id.token.is_some());
+    let c = case(&[Jwt, Subdomain], "globex.example.com").bearer("acme");
+    let (a, b) = ("jwt", "subdomain");
+    assert_eq!(c.tenant_err(), TenantError::Mismatch { a, b });
+    // The order of the sources decides which one is named first.
+    let c = case(&[Subdomain, Jwt], "globex.example.com").bearer("acme");
+    let (a, b) = ("subdomain", "jwt");
+    assert_eq!(c.tenant_err(), TenantError::Mismatch { a, b });
+}
+
+#[test]
+fn header_is_used_from_a_trusted_peer_only() {
+    let src = [Header, Subdomain];
+    let c = case(&src, "api.other.net").header("x-tenant", "acme");
+    assert_eq!(c.from(TRUSTED).found(), (tid("acme"), Header));
+    // Untrusted: ignored, so nothing names a tenant.
+    let c = case(&src, "api.other.net").header("x-tenant", "acme");
+    assert_eq!(c.tenant_err(), TenantError::Missing);
+    // Untrusted and contradicting the subdomain: ignored, not a mismatch.
+    let c = case(&src, "globex.example.com").header("x-tenant", "acme");
+    assert_eq!(c.found(), (tid("globex"), Subdomain));
+    // Trusted but invalid: an error, not a silent skip.
+    let c = case(&src, "api.other.net").header("x-tenant", "Not Valid");
+    let err = c.from(TRUSTED).tenant_err();
+    assert!(matches!(err, TenantError::Invalid(_)), "{err:?}");
+}
+
+#[test]
+fn required_auth_without_token_is_missing_auth() {
+    let c = Case {
+        required: true,
+        ..case(&[Subdomain], "acme.example.com")
+    };
+    assert_eq!(c.auth_err(), AuthError::Missing);
+}
+
+#[test]
+fn jwt_source_and_nothing_found_is_missing_auth() {
+    let c = case(&[Jwt, Subdomain], "www.other.net");
+    assert_eq!(c.auth_err(), AuthError::Missing);
+}
+
+#[test]
+fn only_subdomain_and_nothing_found_is_missing_tenant() {
+    for host in ["example.com", "www.other.net"] {
+        assert_eq!(case(&[Subdomain], host).tenant_err(), TenantError::Missing);
+    }
+}
+
+#[test]
+fn bad_token_is_refused_when_jwt_is_in_play_and_ignored_otherwise() {
+    let (h, v) = ("authorization", "Bearer not.a.jwt");
+    let err = case(&[Jwt, Subdomain], "acme.example.com")
+        .header(h, v)
+        .auth_err();
+    assert!(matches!(err, AuthError::Invalid(_)), "{err:?}");
+    // Neither a jwt source nor a required token: the header is the cell's business.
+    let id = case(&[Subdomain], "acme.example.com")
+        .header(h, v)
+        .run()
+        .unwrap();
+    assert_eq!(id.tenant, tid("acme"));
+    assert!(id.token.is_none());
+}
+
+#[test]
+fn a_later_source_decides_when_an_earlier_one_finds_nothing() {
+    // Subdomain comes first but the host is foreign; the token names the tenant.
+    let c = case(&[Subdomain, Jwt], "www.other.net").bearer("globex");
+    assert_eq!(c.found(), (tid("globex"), Jwt));
+}
+
+#[test]
+fn a_host_that_is_a_base_domain_names_no_tenant_even_under_a_shorter_one() {
+    let d = domains(&["eu.example.com", "example.com"]);
+    assert_eq!(tenant_from_host(b"eu.example.com", &d), Ok(None));
+    assert_eq!(tenant_from_host(b"EU.Example.com.:443", &d), Ok(None));
+    assert_eq!(
+        tenant_from_host(b"acme.eu.example.com", &d),
+        Ok(Some(tid("acme")))
+    );
+}
+
+#[test]
+fn a_trusted_ipv4_peer_on_a_dual_stack_listener_is_still_trusted() {
+    let c = case(&[Header], "api.other.net")
+        .header("x-tenant", "acme")
+        .from("::ffff:10.1.2.3");
+    assert_eq!(c.found(), (tid("acme"), Header));
+}
