@@ -6,7 +6,13 @@ if ! command -v cargo >/dev/null; then
   echo "tests/run.sh: cargo not found; install Rust first" >&2
   exit 1
 fi
-# Unit tests (beside the code), integration tests (tests/: real sockets, cells and keys),
-# doc tests, and one quick pass over each criterion bench so benches cannot rot.
-cargo test --all-targets "$@"
-cargo test --doc "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# Unit tests (beside the code), integration tests (tests/: real sockets, cells and keys), and
+# one quick pass over each criterion bench so benches cannot rot.
+status=0
+cargo test --all-targets "$@" 2>&1 | tee "$log" || status=$?
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+echo "tests: ${passed} passed, ${failed} failed"
+exit "$status"
