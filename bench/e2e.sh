@@ -1,0 +1,485 @@
+#!/usr/bin/env bash
+# bench/e2e.sh — end-to-end throughput/latency comparison of cellgate against reference proxies.
+#
+# wrk and a fast nginx upstream share core 0; the proxy under test runs alone on core 1.
+# Contestants are measured interleaved (round 1: all, round 2: all, ...) and the median over
+# rounds is reported. See bench/README.md for what each contestant is and how to read the ratio.
+#
+#   bench/e2e.sh                          # direct, nginx, haproxy, cellgate; 5 rounds x 10 s
+#   BASELINES=1 bench/e2e.sh              # + hyper-minimal, pingora-minimal (pingora: 2-5 min cold build)
+#   bench/e2e.sh --baselines --rounds 3 --duration 8
+#   bench/e2e.sh --only direct,nginx,cellgate
+#
+# Results: a markdown table on stdout, and bench/results/e2e-<UTC>.md + .json (raw round values).
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
+REPO_DIR="$(cd "$BENCH_DIR/.." && pwd)"
+
+# The command line as given, with the settings that came from the environment, for the record.
+shq() { if [[ "$1" =~ ^[A-Za-z0-9_./,:=+-]+$ ]]; then printf '%s' "$1"; else printf '%q' "$1"; fi; }
+CMDLINE=""
+for v in ROUNDS DURATION WARMUP CONNECTIONS WRK_THREADS BASELINES CONTESTANTS CELLGATE_BUILD \
+         CELLGATE_BIN PORT_BASE LOAD_CORE PROXY_CORE QUIET_WAIT QUIET_POLL QUIET_CPU RETRIES KEEP_TMP; do
+  if [[ -n "${!v+x}" ]]; then CMDLINE+="$v=$(shq "${!v}") "; fi
+done
+CMDLINE+="$(shq "$0")"
+for a in "$@"; do CMDLINE+=" $(shq "$a")"; done
+
+# ---------------------------------------------------------------------------- settings ---
+ROUNDS="${ROUNDS:-5}"               # interleaved rounds
+DURATION="${DURATION:-10}"          # seconds measured per contestant per round
+WARMUP="${WARMUP:-2}"               # seconds of unmeasured load before each measurement
+CONNECTIONS="${CONNECTIONS:-64}"    # wrk connections
+WRK_THREADS="${WRK_THREADS:-1}"     # wrk threads (1: see README "fairness")
+BASELINES="${BASELINES:-0}"         # 1 = also build + run hyper-minimal and pingora-minimal
+CONTESTANTS="${CONTESTANTS:-}"      # comma list to restrict the run (default: all available)
+CELLGATE_BUILD="${CELLGATE_BUILD:-1}"   # 0 = don't run cargo for cellgate, use the binary as is
+CELLGATE_BIN="${CELLGATE_BIN:-$REPO_DIR/target/release/cellgate}"
+PORT_BASE="${PORT_BASE:-18080}"     # upstream = PORT_BASE, contestants on the next ports
+LOAD_CORE="${LOAD_CORE:-0}"         # wrk + upstream
+PROXY_CORE="${PROXY_CORE:-1}"       # the proxy under test, alone
+QUIET_WAIT="${QUIET_WAIT:-900}"     # max total seconds spent waiting for a quiet machine; 0 = never wait
+QUIET_POLL="${QUIET_POLL:-30}"      # seconds between quiet checks while waiting
+QUIET_CPU="${QUIET_CPU:-10}"        # other processes above this % of one core = machine not quiet
+RETRIES="${RETRIES:-3}"             # re-measure a disturbed measurement up to this many times
+KEEP_TMP="${KEEP_TMP:-0}"           # 1 = keep the temp dir (configs, logs, raw wrk output)
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --baselines) BASELINES=1 ;;
+    --rounds) ROUNDS="$2"; shift ;;
+    --duration) DURATION="$2"; shift ;;
+    --warmup) WARMUP="$2"; shift ;;
+    --connections) CONNECTIONS="$2"; shift ;;
+    --threads) WRK_THREADS="$2"; shift ;;
+    --only) CONTESTANTS="$2"; shift ;;
+    --no-cellgate-build) CELLGATE_BUILD=0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+UPSTREAM_PORT=$PORT_BASE
+declare -A PORT=(
+  [direct]=$PORT_BASE
+  [nginx]=$((PORT_BASE + 1))
+  [haproxy]=$((PORT_BASE + 2))
+  [hyper-minimal]=$((PORT_BASE + 3))
+  [pingora-minimal]=$((PORT_BASE + 4))
+  [cellgate]=$((PORT_BASE + 5))
+)
+CELLGATE_ADMIN_PORT=$((PORT_BASE + 6))
+ALL_CONTESTANTS=(direct nginx haproxy hyper-minimal pingora-minimal cellgate)
+UPSTREAM_BODY="cellgate-bench-upstream-ok"
+HOST_HEADER="bench.localhost"
+
+log() { printf '[e2e %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+note() { NOTES+=("$*"); log "NOTE: $*"; }
+NOTES=()
+
+# ------------------------------------------------------------------------- selection ---
+want() {  # is contestant $1 requested?
+  if [[ -n "$CONTESTANTS" ]]; then [[ ",$CONTESTANTS," == *",$1,"* ]]; return; fi
+  case "$1" in hyper-minimal|pingora-minimal) [[ "$BASELINES" == 1 ]] ;; *) true ;; esac
+}
+if [[ -n "$CONTESTANTS" ]]; then
+  for c in ${CONTESTANTS//,/ }; do
+    [[ -n "${PORT[$c]+x}" ]] || { echo "unknown contestant: $c (have: ${ALL_CONTESTANTS[*]})" >&2; exit 2; }
+  done
+  if want hyper-minimal || want pingora-minimal; then BASELINES=1; fi
+fi
+
+# --------------------------------------------------------------------------- install ---
+as_root() { if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+install_missing() {
+  local pkgs=()
+  command -v wrk >/dev/null || pkgs+=(wrk)
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || pkgs+=(nginx-light)
+  command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || pkgs+=(haproxy)
+  command -v curl >/dev/null || pkgs+=(curl)
+  command -v python3 >/dev/null || pkgs+=(python3)
+  command -v taskset >/dev/null || pkgs+=(util-linux)
+  if [[ "$BASELINES" == 1 ]]; then command -v cmake >/dev/null || pkgs+=(cmake); fi  # pingora-core -> libz-ng-sys
+  [[ ${#pkgs[@]} -eq 0 ]] && return 0
+  log "installing: ${pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get install -y "${pkgs[@]}" >/dev/null ||
+    { as_root apt-get update >/dev/null && as_root apt-get install -y "${pkgs[@]}" >/dev/null; }
+}
+install_missing
+export PATH="$PATH:/usr/sbin:/sbin"
+
+WORK="$(mktemp -d -t cellgate-e2e.XXXXXX)"
+chmod 755 "$WORK"   # nginx workers may run as an unprivileged user
+
+# ----------------------------------------------------------------- process handling ---
+declare -A PID=()
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local p pids=("${PID[@]}")
+  if [[ ${#pids[@]} -gt 0 ]]; then
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    local deadline=$((SECONDS + 5)) alive
+    while :; do
+      alive=0
+      for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+      [[ $alive == 0 || $SECONDS -ge $deadline ]] && break
+      sleep 0.1
+    done
+    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  fi
+  if [[ "$KEEP_TMP" == 1 ]]; then log "temp dir kept: $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start_bg() {  # start_bg NAME CORE CMD... — pinned, logs to $WORK/NAME.log
+  local name=$1 core=$2; shift 2
+  taskset -c "$core" "$@" >"$WORK/$name.log" 2>&1 &
+  PID[$name]=$!
+}
+
+wait_port() {  # wait_port NAME PORT — up to 15 s, while the process lives
+  local name=$1 port=$2 i
+  for ((i = 0; i < 150; i++)); do
+    port_open "$port" && return 0
+    kill -0 "${PID[$name]}" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+stop() {  # stop NAME
+  local p=${PID[$1]:-} i
+  [[ -z "$p" ]] && return 0
+  kill -TERM "$p" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+  unset "PID[$1]"
+}
+
+fail_start() {  # fail_start NAME WHY — note it with the tail of its log and drop it
+  note "$1 skipped: $2"
+  [[ -s "$WORK/$1.log" ]] && tail -n 15 "$WORK/$1.log" | sed "s/^/    [$1] /" >&2
+  stop "$1"
+  return 1
+}
+
+# Other work on the machine (a compile, a test run) disturbs the numbers. Before each round, and
+# before re-measuring a disturbed measurement, wait for a quiet moment: no compiler running and
+# processes outside this benchmark using under QUIET_CPU % of a core (bench/cpu_watch.py).
+busy_procs() {  # e.g. "cargo(1),rustc(2)"; empty when no compile is running
+  { ps -e -o comm= | grep -Ex 'rustc|cargo|cc1|cc1plus|clippy-driver|rustdoc|ld|ld\.lld|ld\.gold|rust-lld' || true; } |
+    sort | uniq -c | awk '{printf "%s%s(%s)", sep, $2, $1; sep=","}'
+}
+other_cpu() {  # other_cpu SECONDS -> "PCT TOP" (sampled on the load core)
+  local line
+  line="$(taskset -c "$LOAD_CORE" python3 "$BENCH_DIR/cpu_watch.py" "$$" "$1")"
+  echo "${line#OTHER_CPU }"
+}
+over() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a > b) }'; }
+QUIET_SPENT=0
+wait_quiet() {
+  local b cpu
+  while :; do
+    b="$(busy_procs)"
+    if [[ -z "$b" ]]; then
+      cpu="$(other_cpu 1)"
+      over "${cpu%% *}" "$QUIET_CPU" || return 0
+      b="other processes at ${cpu%% *}% of a core: ${cpu#* }"
+    fi
+    if [[ $QUIET_SPENT -ge $QUIET_WAIT ]]; then
+      log "not quiet ($b); quiet-wait budget (${QUIET_WAIT}s) used up, measuring anyway"
+      return 0
+    fi
+    log "not quiet ($b); waiting ${QUIET_POLL}s (${QUIET_SPENT}/${QUIET_WAIT}s of the budget used)"
+    sleep "$QUIET_POLL"
+    QUIET_SPENT=$((QUIET_SPENT + QUIET_POLL))
+  done
+}
+
+# ------------------------------------------------------------------------------ build ---
+HYPER_BIN="$BENCH_DIR/baselines/target/release/hyper-minimal"
+PINGORA_BIN="$BENCH_DIR/baselines/target/release-lto/pingora-minimal"
+declare -A AVAILABLE=()
+for c in direct nginx haproxy; do want "$c" && AVAILABLE[$c]=1; done
+
+if [[ "$BASELINES" == 1 ]]; then
+  if ! command -v cargo >/dev/null; then
+    note "baselines skipped: cargo not found"
+  else
+    for b in hyper-minimal pingora-minimal; do
+      want "$b" || continue
+      profile=release; [[ $b == pingora-minimal ]] && profile=release-lto
+      log "building $b (cargo --profile $profile in bench/baselines; pingora: 2-5 min when cold)"
+      t0=$SECONDS
+      if (cd "$BENCH_DIR/baselines" && cargo build --locked --profile "$profile" -p "$b") \
+          >"$WORK/build-$b.log" 2>&1; then
+        log "built $b in $((SECONDS - t0)) s"
+        AVAILABLE[$b]=1
+      else
+        note "$b skipped: build failed (last lines below)"
+        tail -n 20 "$WORK/build-$b.log" | sed "s/^/    [build $b] /" >&2
+      fi
+    done
+  fi
+fi
+
+if want cellgate; then
+  if [[ "$CELLGATE_BUILD" == 1 ]]; then
+    if command -v cargo >/dev/null; then
+      log "building cellgate (cargo build --release --bin cellgate)"
+      t0=$SECONDS
+      if (cd "$REPO_DIR" && cargo build --release --bin cellgate) >"$WORK/build-cellgate.log" 2>&1; then
+        log "built cellgate in $((SECONDS - t0)) s"
+      else
+        note "cellgate build failed (last lines below); using an existing binary if there is one"
+        tail -n 20 "$WORK/build-cellgate.log" | sed 's/^/    [build cellgate] /' >&2
+      fi
+    else
+      note "cargo not found; cellgate not built"
+    fi
+  fi
+  if [[ -x "$CELLGATE_BIN" ]]; then AVAILABLE[cellgate]=1; else note "cellgate skipped: no binary at $CELLGATE_BIN"; fi
+fi
+
+# ---------------------------------------------------------------------------- configs ---
+write_nginx_conf() {  # write_nginx_conf DIR SERVER_BLOCK_AND_UPSTREAMS
+  mkdir -p "$1/tmp"
+  cat >"$1/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process on;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_timeout 120s;
+    keepalive_requests 10000000;
+    client_body_temp_path $1/tmp/body;
+    proxy_temp_path $1/tmp/proxy;
+$2
+}
+EOF
+}
+
+write_nginx_conf "$WORK/upstream" "
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT;
+        location / { default_type text/plain; return 200 \"$UPSTREAM_BODY\n\"; }
+    }"
+
+write_nginx_conf "$WORK/nginx" "
+    upstream backend {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 256;
+        keepalive_requests 10000000;
+        keepalive_timeout 120s;
+    }
+    server {
+        listen 127.0.0.1:${PORT[nginx]};
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
+
+mkdir -p "$WORK/haproxy"
+cat >"$WORK/haproxy/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+    # no "log" line: logging off
+
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+    timeout http-keep-alive 120s
+
+frontend fe
+    bind 127.0.0.1:${PORT[haproxy]}
+    default_backend be
+
+backend be
+    http-reuse always
+    server up1 127.0.0.1:$UPSTREAM_PORT
+EOF
+
+mkdir -p "$WORK/cellgate"
+cat >"$WORK/cellgate/cellgate.toml" <<EOF
+[server]
+workers = 1
+[[listeners]]
+address = "127.0.0.1:${PORT[cellgate]}"
+[admin]
+address = "127.0.0.1:$CELLGATE_ADMIN_PORT"
+[tenant]
+sources = ["subdomain"]
+base_domains = ["localhost"]
+[registry]
+source = "file"
+path = "registry.toml"     # relative to the config file's directory
+[access_log]
+enabled = false
+[log]
+level = "warn"
+EOF
+cat >"$WORK/cellgate/registry.toml" <<EOF
+[[cells]]
+id = "cell-1"
+targets = ["http://127.0.0.1:$UPSTREAM_PORT"]
+[[tenants]]
+id = "bench"
+cell = "cell-1"
+EOF
+
+# ------------------------------------------------------------------------------ start ---
+for p in "$UPSTREAM_PORT" "${PORT[@]}" "$CELLGATE_ADMIN_PORT"; do
+  if port_open "$p"; then echo "port 127.0.0.1:$p is already in use (set PORT_BASE)" >&2; exit 1; fi
+done
+
+probe() {  # probe NAME — one request must give 200 with the upstream's body
+  local code body
+  code="$(curl -s -o "$WORK/probe-$1.body" -w '%{http_code}' --max-time 5 \
+          -H "Host: $HOST_HEADER" "http://127.0.0.1:${PORT[$1]}/" || true)"
+  body="$(cat "$WORK/probe-$1.body" 2>/dev/null || true)"
+  if [[ "$code" != 200 || "$body" != "$UPSTREAM_BODY" ]]; then
+    fail_start "$1" "probe returned HTTP '$code' body '${body:0:80}' (want 200 '$UPSTREAM_BODY')"
+    return 1
+  fi
+}
+
+start_contestant() {  # start_contestant NAME — start (pinned to PROXY_CORE), wait, probe
+  local c=$1 port=${PORT[$1]} i code
+  case "$c" in
+    direct) ;;  # the upstream itself
+    nginx) start_bg nginx "$PROXY_CORE" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" ;;
+    haproxy) start_bg haproxy "$PROXY_CORE" haproxy -db -f "$WORK/haproxy/haproxy.cfg" ;;
+    hyper-minimal) start_bg "$c" "$PROXY_CORE" "$HYPER_BIN" "127.0.0.1:$port" "127.0.0.1:$UPSTREAM_PORT" ;;
+    pingora-minimal) start_bg "$c" "$PROXY_CORE" "$PINGORA_BIN" "127.0.0.1:$port" "127.0.0.1:$UPSTREAM_PORT" ;;
+    cellgate)
+      start_bg cellgate "$PROXY_CORE" "$CELLGATE_BIN" serve --config "$WORK/cellgate/cellgate.toml"
+      for ((i = 0; i < 300; i++)); do
+        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$CELLGATE_ADMIN_PORT/readyz" || true)"
+        [[ "$code" == 200 ]] && break
+        kill -0 "${PID[cellgate]}" 2>/dev/null || { fail_start cellgate "exited during start-up"; return 1; }
+        sleep 0.1
+      done
+      [[ "$code" == 200 ]] || { fail_start cellgate "admin /readyz did not return 200 within 30 s (last: '$code')"; return 1; }
+      ;;
+  esac
+  if [[ $c != direct ]] && ! wait_port "$c" "$port"; then
+    fail_start "$c" "not listening on 127.0.0.1:$port"; return 1
+  fi
+  probe "$c"
+}
+
+log "workdir $WORK; upstream nginx on 127.0.0.1:$UPSTREAM_PORT (core $LOAD_CORE)"
+start_bg upstream "$LOAD_CORE" nginx -p "$WORK/upstream" -e "$WORK/upstream/error.log" -c "$WORK/upstream/nginx.conf"
+wait_port upstream "$UPSTREAM_PORT" || { tail "$WORK/upstream.log" "$WORK/upstream/error.log" >&2 || true; echo "upstream nginx did not start" >&2; exit 1; }
+
+RUN=()
+for c in "${ALL_CONTESTANTS[@]}"; do
+  [[ -n "${AVAILABLE[$c]:-}" ]] || continue
+  if start_contestant "$c"; then RUN+=("$c"); log "$c ready on 127.0.0.1:${PORT[$c]}"; fi
+done
+[[ ${#RUN[@]} -gt 0 ]] || { echo "no contestant could be started" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------- measure ---
+run_wrk() {  # run_wrk PORT SECONDS OUTFILE (in the background so that a signal ends the run at once)
+  local rc=0
+  taskset -c "$LOAD_CORE" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${2}s" --timeout 5s --latency \
+    -s "$BENCH_DIR/wrk-report.lua" -H "Host: $HOST_HEADER" "http://127.0.0.1:$1/" >"$3" 2>&1 &
+  PID[wrk]=$!
+  wait "${PID[wrk]}" || rc=$?
+  unset "PID[wrk]"
+  return "$rc"
+}
+
+measure() {  # measure ROUND NAME — warm up, measure, re-measure if disturbed; append to INDEX
+  local r=$1 c=$2 attempt out watch cpu rps errs
+  for ((attempt = 1; ; attempt++)); do
+    out="$WORK/raw/r$r-$c-a$attempt.txt"
+    if [[ "$WARMUP" -gt 0 ]]; then run_wrk "${PORT[$c]}" "$WARMUP" "$WORK/raw/warmup.txt" || true; fi
+    taskset -c "$LOAD_CORE" python3 "$BENCH_DIR/cpu_watch.py" "$$" "$((DURATION + 30))" >"$out.cpu" &
+    watch=$!
+    PID[cpu_watch]=$watch
+    run_wrk "${PORT[$c]}" "$DURATION" "$out" || note "wrk exited non-zero for $c in round $r"
+    kill -TERM "$watch" 2>/dev/null || true
+    wait "$watch" || true
+    unset "PID[cpu_watch]"
+    cpu="$(sed -n 's/^OTHER_CPU //p' "$out.cpu")"; cpu="${cpu:-0 -}"
+    rps="$(sed -n 's/^Requests\/sec: *//p' "$out")"
+    errs="$(grep -E '^ *(Non-2xx|Socket errors)' "$out" | tr -s ' ' | paste -sd';' || true)"
+    log "round $r/$ROUNDS  $(printf '%-16s' "$c") ${rps:-?} req/s  (other CPU ${cpu%% *}%)${errs:+  ERRORS: $errs}"
+    if over "${cpu%% *}" "$QUIET_CPU" && [[ $attempt -le $RETRIES && $QUIET_SPENT -lt $QUIET_WAIT ]]; then
+      log "  disturbed by other processes (${cpu#* }); re-measuring after a quiet moment"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t0\n' "$r" "$c" "$out" "$attempt" "${cpu%% *}" "${cpu#* }" >>"$INDEX"
+      wait_quiet
+      continue
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t1\n' "$r" "$c" "$out" "$attempt" "${cpu%% *}" "${cpu#* }" >>"$INDEX"
+    return 0
+  done
+}
+
+mkdir -p "$WORK/raw"
+INDEX="$WORK/raw/index.tsv"   # round, contestant, wrk output, attempt, other CPU %, top others, kept
+: >"$INDEX"
+n=${#RUN[@]}
+log "measuring ${RUN[*]}: $ROUNDS rounds x ${DURATION}s (+${WARMUP}s warm-up), $CONNECTIONS connections, $WRK_THREADS wrk thread(s)"
+T_START=$SECONDS
+for ((r = 1; r <= ROUNDS; r++)); do
+  wait_quiet
+  for ((k = 0; k < n; k++)); do
+    c=${RUN[$(((k + r - 1) % n))]}   # rotate the order each round
+    if [[ $c != direct ]] && ! kill -0 "${PID[$c]:-0}" 2>/dev/null; then
+      note "$c died before round $r"; continue
+    fi
+    measure "$r" "$c"
+  done
+done
+log "measurement took $((SECONDS - T_START)) s"
+
+# ----------------------------------------------------------------------------- report ---
+mkdir -p "$BENCH_DIR/results"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="$BENCH_DIR/results/e2e-$STAMP"
+{
+  echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "command=$CMDLINE"
+  echo "nproc=$(nproc)"
+  echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+  echo "kernel=$(uname -r)"
+  echo "rounds=$ROUNDS"; echo "duration_s=$DURATION"; echo "warmup_s=$WARMUP"
+  echo "connections=$CONNECTIONS"; echo "wrk_threads=$WRK_THREADS"
+  echo "load_core=$LOAD_CORE"; echo "proxy_core=$PROXY_CORE"
+  echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+  echo "nginx=$(nginx -v 2>&1 | sed 's/.*nginx\///')"
+  echo "haproxy=$(haproxy -v 2>&1 | head -1 | awk '{print $3}')"
+  echo "rustc=$(rustc --version 2>/dev/null || echo n/a)"
+  echo "pingora=$(grep -A1 '^name = "pingora"$' "$BENCH_DIR/baselines/Cargo.lock" | sed -n 's/version = "\(.*\)"/\1/p')"
+  echo "cellgate_git=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo none)"
+  if [[ -n "${AVAILABLE[cellgate]:-}" ]]; then
+    echo "cellgate_bin=$CELLGATE_BIN built $(date -u -r "$CELLGATE_BIN" +%Y-%m-%dT%H:%M:%SZ)"
+  fi
+  echo "quiet_wait_spent_s=$QUIET_SPENT"
+  echo "quiet_cpu_pct=$QUIET_CPU"
+  for x in "${NOTES[@]}"; do echo "note=$x"; done
+} >"$WORK/meta.txt"
+
+python3 "$BENCH_DIR/e2e_report.py" --meta "$WORK/meta.txt" --index "$INDEX" --out "$OUT"
+log "wrote ${OUT#"$REPO_DIR"/}.md and .json"

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Summarise the raw wrk outputs of bench/e2e.sh into a markdown table and a JSON file.
+
+Input: --meta (key=value lines), --index (TSV: round, contestant, wrk output file, attempt,
+CPU used meanwhile by processes outside the benchmark in % of one core, the top such processes,
+1 if kept or 0 if discarded as disturbed and measured again). Output: OUT.md, OUT.json; the markdown is also printed.
+Medians are over rounds; the ratio is median req/s over nginx's median req/s from the same run;
+"added" latency is the contestant's median percentile minus direct's (wrk straight to upstream).
+"""
+import argparse
+import json
+import re
+import statistics
+import sys
+
+ORDER = ["direct", "nginx", "haproxy", "hyper-minimal", "pingora-minimal", "cellgate"]
+UNITS_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
+
+
+def parse_wrk(path):
+    """Values from one wrk run: the WRK_JSON line of wrk-report.lua, else wrk's text output."""
+    text = open(path, encoding="utf-8", errors="replace").read()
+    rec = {"rps": None, "requests": None, "latency_us": {}, "errors": {}, "non2xx": 0}
+    for line in text.splitlines():
+        if line.startswith("WRK_JSON "):
+            j = json.loads(line[len("WRK_JSON "):])
+            rec.update(rps=j["rps"], requests=j["requests"], latency_us=j["latency_us"],
+                       errors=j["errors"])
+    if rec["rps"] is None:  # fall back to the text report
+        m = re.search(r"^Requests/sec:\s*([\d.]+)", text, re.M)
+        rec["rps"] = float(m.group(1)) if m else None
+        for pct, key in (("50", "p50"), ("99", "p99")):
+            m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+            if m:
+                rec["latency_us"][key] = float(m.group(1)) * UNITS_US[m.group(2)]
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+        if m:
+            rec["errors"] = dict(zip(["connect", "read", "write", "timeout"], map(int, m.groups())))
+    m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
+    rec["non2xx"] = int(m.group(1)) if m else 0
+    if rec["rps"] is None:
+        rec["wrk_output"] = text[-2000:]
+    return rec
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt_int(v):
+    return "n/a" if v is None else f"{v:,.0f}"
+
+
+def fmt_k(v):
+    return "n/a" if v is None else f"{v / 1000:.1f}k"
+
+
+def fmt_signed(v):
+    return "n/a" if v is None else f"{v:+,.0f}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--meta", required=True)
+    ap.add_argument("--index", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    meta, notes = {}, []
+    for line in open(args.meta, encoding="utf-8"):
+        key, _, value = line.rstrip("\n").partition("=")
+        if key == "note":
+            notes.append(value)
+        else:
+            meta[key] = value
+
+    runs = {}
+    quiet_cpu = float(meta.get("quiet_cpu_pct", "10"))
+    busy_runs = 0
+    total_runs = 0
+    discarded = []
+    for line in open(args.index, encoding="utf-8"):
+        rnd, name, path, attempt, other_cpu, other_top, kept = line.rstrip("\n").split("\t")
+        rec = parse_wrk(path)
+        rec["round"] = int(rnd)
+        rec["attempt"] = int(attempt)
+        rec["other_cpu_pct"] = float(other_cpu)
+        rec["other_top"] = other_top
+        if kept != "1":
+            discarded.append({"contestant": name, **rec})
+            continue
+        total_runs += 1
+        busy_runs += rec["other_cpu_pct"] > quiet_cpu
+        runs.setdefault(name, []).append(rec)
+
+    names = [n for n in ORDER if n in runs] + sorted(n for n in runs if n not in ORDER)
+    summary = {}
+    for n in names:
+        rs = runs[n]
+        summary[n] = {
+            "rps": med(r["rps"] for r in rs),
+            "p50_us": med(r["latency_us"].get("p50") for r in rs),
+            "p99_us": med(r["latency_us"].get("p99") for r in rs),
+            "p999_us": med(r["latency_us"].get("p999") for r in rs),
+            "errors": sum(r["non2xx"] + sum(v for k, v in r["errors"].items() if k != "status")
+                          for r in rs),
+            "rounds_rps": [r["rps"] for r in sorted(rs, key=lambda r: r["round"])],
+            "max_other_cpu_pct": max(r["other_cpu_pct"] for r in rs),
+            "remeasured": sum(r["attempt"] > 1 for r in rs),
+        }
+    base = summary.get("nginx", {}).get("rps")
+    direct = summary.get("direct", {})
+    for n, s in summary.items():
+        s["ratio_to_nginx"] = (s["rps"] / base) if base and s["rps"] else None
+        for k in ("p50_us", "p99_us", "p999_us"):
+            d = direct.get(k)
+            s[f"added_{k}"] = (s[k] - d) if (s[k] is not None and d is not None) else None
+
+    remeasured = sum(s["remeasured"] for s in summary.values())
+    if busy_runs == 0:
+        quiet = f"yes: other processes under {quiet_cpu:g} % of a core in every measurement"
+    else:
+        quiet = (f"NO, numbers disturbed: other processes over {quiet_cpu:g} % of a core in "
+                 f"{busy_runs} of {total_runs} measurements")
+    quiet += f" ({remeasured} measurement(s) repeated after a disturbance)"
+    lines = [
+        f"# cellgate e2e proxy benchmark, {meta.get('date', '')}",
+        "",
+        f"- command: `{meta.get('command', '')}`",
+        f"- machine: {meta.get('nproc')} cores, {meta.get('cpu')}, kernel {meta.get('kernel')}",
+        f"- method: wrk ({meta.get('wrk_threads')} thread, {meta.get('connections')} connections, "
+        f"`--latency`) + upstream nginx (1 worker) on core {meta.get('load_core')}; each proxy alone "
+        f"on core {meta.get('proxy_core')}, one worker/thread; {meta.get('rounds')} interleaved rounds "
+        f"x {meta.get('duration_s')} s after a {meta.get('warmup_s')} s warm-up; medians over rounds",
+        f"- versions: wrk {meta.get('wrk')}, nginx {meta.get('nginx')}, HAProxy {meta.get('haproxy')}, "
+        f"pingora {meta.get('pingora')}, {meta.get('rustc')}, cellgate git {meta.get('cellgate_git')}"
+        + (f" (binary {meta['cellgate_bin']})" if "cellgate_bin" in meta else ""),
+        f"- quiet machine: {quiet}",
+        "",
+        "| contestant | req/s (median) | ratio to nginx | p50 µs | p99 µs | p99.9 µs "
+        "| +p50 vs direct | +p99 vs direct | req/s per round | errors | max other CPU % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for n in names:
+        s = summary[n]
+        ratio = "n/a" if s["ratio_to_nginx"] is None else f"{s['ratio_to_nginx']:.2f}"
+        per_round = " / ".join(fmt_k(v) for v in s["rounds_rps"])
+        lines.append(
+            f"| {n} | {fmt_int(s['rps'])} | {ratio} | {fmt_int(s['p50_us'])} | {fmt_int(s['p99_us'])} "
+            f"| {fmt_int(s['p999_us'])} | {fmt_signed(s['added_p50_us'])} | {fmt_signed(s['added_p99_us'])} "
+            f"| {per_round} | {s['errors']} | {s['max_other_cpu_pct']:.0f} |")
+    lines += [
+        "",
+        "`direct` is wrk straight to the upstream: the ceiling of core 0, not a proxy. Latencies are "
+        "under full closed-loop load, so they are mostly queueing (about connections / req/s). 'max other "
+        "CPU %' is the CPU that processes outside the benchmark used during the worst measurement "
+        "(100 = one core).",
+    ]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {x}" for x in notes]
+    md = "\n".join(lines) + "\n"
+
+    doc = {
+        "meta": meta,
+        "notes": notes,
+        "quiet": busy_runs == 0,
+        "summary": [{"contestant": n, **summary[n]} for n in names],
+        "rounds": [{"contestant": n, **r} for n in names for r in sorted(runs[n], key=lambda r: r["round"])],
+        "discarded_disturbed": discarded,
+    }
+    with open(args.out + ".md", "w", encoding="utf-8") as f:
+        f.write(md)
+    with open(args.out + ".json", "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    sys.stdout.write("\n" + md)
+    errors = {n: summary[n]["errors"] for n in names if summary[n]["errors"]}
+    if errors:
+        sys.stderr.write(f"WARNING: wrk reported non-2xx responses or socket errors: {errors}\n")
+
+
+if __name__ == "__main__":
+    main()
