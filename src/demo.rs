@@ -144,7 +144,6 @@ async fn echo(
         "path": req.uri().path(),
         "headers": headers,
     });
-    let method = req.method().clone();
     let received = req
         .into_body()
         .collect()
@@ -163,7 +162,6 @@ async fn echo(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
-    let _ = method;
     Ok(resp)
 }
 

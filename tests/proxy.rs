@@ -484,3 +484,27 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     // After the drain, nothing listens any more.
     assert!(tokio::net::TcpStream::connect(h.addr).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cell_sees_the_host_the_tenant_was_read_from() {
+    // Absolute-form target naming acme, Host header naming globex: the URI authority wins for
+    // routing (RFC 9112 §3.2.2), and the cell must be told the same host, not the other one.
+    let h = Harness::start().await;
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(b"GET http://acme.app.test/abs HTTP/1.1\r\nHost: globex.app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(v["cell"], "cell-1");
+    assert_eq!(v["host"], "acme.app.test");
+    assert_eq!(v["headers"]["x-forwarded-host"], "acme.app.test");
+    assert_eq!(v["path"], "/abs");
+    h.shutdown().await;
+}

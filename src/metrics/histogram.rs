@@ -53,16 +53,6 @@ impl LatencyHistogram {
         self.0.counts[idx].fetch_add(1, Ordering::Relaxed);
         self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
-
-    /// Total observations.
-    #[must_use]
-    pub fn count(&self) -> u64 {
-        self.0
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
-    }
 }
 
 impl TypedMetric for LatencyHistogram {

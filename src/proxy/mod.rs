@@ -42,7 +42,7 @@ use crate::error::{ProxyError, error_body};
 use crate::metrics::{CellMetrics, Metrics, Outcome};
 use crate::placement::{Cell, SnapshotHandle};
 use crate::routing::route;
-use crate::tenant::{TenantId, identify};
+use crate::tenant::{TenantId, identify, request_host_value};
 use crate::upstream::pool::SendFailure;
 use crate::upstream::{Pool, Reuse, Timeouts, UpstreamBody, UpstreamError};
 
@@ -132,12 +132,7 @@ pub async fn handle(
     let cell = &decision.cell;
 
     // rewrite
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let host = request_host_value(&parts);
     let upgrade = if parts.version == Version::HTTP_11 {
         headers::upgrade_requested(&parts.headers)
     } else {

@@ -45,6 +45,17 @@ pub fn request_host(parts: &Parts) -> Option<&[u8]> {
         })
 }
 
+/// [`request_host`] as a header value, for `x-forwarded-host` and `Host` towards the cell, so
+/// the host the tenant was read from is the host the cell sees. Allocates only for an
+/// authority (HTTP/2, absolute-form); a `Host` header is shared.
+#[must_use]
+pub fn request_host_value(parts: &Parts) -> Option<http::HeaderValue> {
+    match parts.uri.authority() {
+        Some(a) => http::HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(http::header::HOST).cloned(),
+    }
+}
+
 /// Runs the identify stage over request parts.
 pub fn identify(
     parts: &Parts,

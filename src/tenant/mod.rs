@@ -8,7 +8,7 @@ mod identify;
 
 use std::fmt;
 
-pub use identify::{IdentifyError, Identity, identify, request_host};
+pub use identify::{IdentifyError, Identity, identify, request_host, request_host_value};
 
 /// Longest tenant id accepted (a DNS label's limit, so every id can also be a subdomain).
 pub const MAX_TENANT_LEN: usize = 63;

@@ -139,12 +139,6 @@ impl Pool {
         });
     }
 
-    /// Number of idle connections (all targets).
-    #[must_use]
-    pub fn idle_count(&self) -> usize {
-        self.idle.borrow().values().map(Vec::len).sum()
-    }
-
     /// Sends `req` to `target` on a pooled or new connection and waits for the response head.
     /// `upgrade` asks for a fresh connection that may switch protocols (never pooled).
     pub async fn send(
