@@ -32,8 +32,6 @@ pub enum ProxyError {
     Route(#[from] RouteError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    #[error("malformed request: {0}")]
-    BadRequest(&'static str),
 }
 
 /// How a [`ProxyError`] is answered.
@@ -76,9 +74,6 @@ impl ProxyError {
         use Outcome as O;
         use StatusCode as S;
         match self {
-            Self::BadRequest(_) => {
-                ErrorResponse::new(S::BAD_REQUEST, "bad_request", O::bad_request, Downstream)
-            }
             Self::Identify(IdentifyError::Tenant(e)) => match e {
                 TenantError::Invalid(_) => {
                     ErrorResponse::new(S::BAD_REQUEST, "invalid_tenant", O::bad_request, Downstream)
