@@ -68,6 +68,16 @@ impl ErrorResponse {
 }
 
 impl ProxyError {
+    /// The `reason` label when a token check refused the request.
+    #[must_use]
+    pub fn auth_label(&self) -> Option<&'static str> {
+        match self {
+            Self::Identify(IdentifyError::Auth(e)) => Some(e.label()),
+            Self::Route(RouteError::IssuerNotAllowed) => Some(AuthError::IssuerNotAllowed.label()),
+            _ => None,
+        }
+    }
+
     #[must_use]
     pub fn response(&self) -> ErrorResponse {
         use ErrorSource::{Downstream, Internal, Upstream};
@@ -112,6 +122,12 @@ impl ProxyError {
                         Downstream,
                     )
                 },
+                AuthError::IssuerNotAllowed => ErrorResponse::new(
+                    S::FORBIDDEN,
+                    "issuer_not_allowed",
+                    O::issuer_not_allowed,
+                    Downstream,
+                ),
                 AuthError::TooLarge(_) => ErrorResponse::new(
                     S::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "authorization_too_large",
@@ -133,6 +149,12 @@ impl ProxyError {
                     S::NOT_FOUND,
                     "unknown_tenant",
                     O::unknown_tenant,
+                    Downstream,
+                ),
+                RouteError::IssuerNotAllowed => ErrorResponse::new(
+                    S::FORBIDDEN,
+                    "issuer_not_allowed",
+                    O::issuer_not_allowed,
                     Downstream,
                 ),
                 RouteError::Suspended => ErrorResponse::new(

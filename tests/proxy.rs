@@ -99,7 +99,11 @@ async fn missing_token_is_401_when_a_token_is_required() {
     h.shutdown().await;
     // auth.required lives in [auth]; build that config by hand.
     let cells = cellgate::demo::spawn_cells(3, 1).await.unwrap();
-    let cfg = common::base_config("").replace("[auth]\n", "[auth]\nrequired = true\n");
+    let cfg = common::base_config("").replace(
+        "[[auth.issuers]]\nname = \"test\"",
+        "[auth]\nrequired = true\n\n[[auth.issuers]]\nname = \"test\"",
+    );
+    assert!(cfg.contains("required = true"));
     let h = Harness::start_raw(
         &cfg,
         &registry(&cell_list(&cells), common::DEFAULT_TENANTS),
@@ -327,11 +331,13 @@ async fn admin_endpoints_report_health_readiness_metrics_and_placement() {
     h.get("acme.app.test", "/").await;
     h.get("nobody.app.test", "/").await;
     let m = h.admin_get("/metrics").await.unwrap().body;
-    // Every metric is exported (labelled families appear once they have a series; no request
-    // here failed upstream).
-    for name in cellgate::metrics::names::ALL
+    // Every metric is exported (labelled families appear once they have a series: no request
+    // here failed upstream or was refused by a token check, and no issuer has a JWKS).
+    use cellgate::metrics::names as n;
+    let no_series = [n::UPSTREAM_ERRORS_TOTAL, n::JWT_REJECTIONS_TOTAL];
+    for name in n::ALL
         .iter()
-        .filter(|n| **n != cellgate::metrics::names::UPSTREAM_ERRORS_TOTAL)
+        .filter(|name| !no_series.contains(name) && !name.starts_with("cellgate_jwks_"))
     {
         assert!(m.contains(name), "metric {name} missing from /metrics");
     }

@@ -78,22 +78,39 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
         "/readyz" => {
             let snap = shared.snapshot.load();
-            if snap.generation > 0 {
-                json_response(
-                    StatusCode::OK,
-                    &json!({"ready": true, "generation": snap.generation}),
-                )
-            } else {
+            let waiting: Vec<&str> = shared
+                .verifier
+                .issuers()
+                .iter()
+                .filter(|i| i.jwks.as_ref().is_some_and(|j| !j.ready()))
+                .map(|i| &*i.policy.name)
+                .collect();
+            if snap.generation == 0 {
                 json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &json!({"ready": false, "reason": "no placement snapshot loaded yet"}),
                 )
+            } else if !waiting.is_empty() {
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"ready": false, "reason": "JWKS not loaded yet", "issuers": waiting}),
+                )
+            } else {
+                json_response(
+                    StatusCode::OK,
+                    &json!({"ready": true, "generation": snap.generation}),
+                )
             }
         }
+        "/admin/auth" => json_response(StatusCode::OK, &auth_status(&shared.verifier)),
         "/metrics" => {
             let m = &shared.metrics;
             m.snapshot_age_seconds
                 .set(shared.snapshot.age().as_secs_f64());
+            m.set_token_cache_entries(shared.verifier.cache_entries());
+            for j in shared.verifier.jwks() {
+                j.update_age_gauge();
+            }
             match m.encode() {
                 Ok(text) => respond(
                     StatusCode::OK,
@@ -130,6 +147,44 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     }
 }
 
+/// Issuers, their keys and JWKS state (never key material).
+fn auth_status(v: &crate::auth::Verifier) -> serde_json::Value {
+    let rfc3339 = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let issuers: Vec<_> = v
+        .issuers()
+        .iter()
+        .map(|i| {
+            let jwks = i.jwks.as_ref().map(|j| {
+                let st = j.status();
+                json!({
+                    "url": j.config().url.to_string(),
+                    "ready": j.ready(),
+                    "kids": j.keys().kids(),
+                    "keys": j.keys().len(),
+                    "fetches": st.fetches,
+                    "last_success": st.last_success.map(rfc3339),
+                    "last_error": st.last_error,
+                    "refresh_seconds": j.config().refresh.as_secs(),
+                    "cooldown_seconds": j.config().cooldown.as_secs(),
+                })
+            });
+            json!({
+                "name": &*i.policy.name,
+                "issuer": &*i.policy.iss,
+                "algorithms": i.algorithms.names(),
+                "tenants": i.policy.tenants.as_ref().map(|t| t.iter().map(|t| t.as_str().to_owned()).collect::<Vec<_>>()),
+                "static_kids": i.static_keys.kids(),
+                "jwks": jwks,
+            })
+        })
+        .collect();
+    json!({
+        "required": v.required(),
+        "cache_entries": v.cache_entries(),
+        "issuers": issuers,
+    })
+}
+
 fn tenant(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
     let snap = shared.snapshot.load();
     let Some(p) = snap.tenant(id) else {
@@ -148,6 +203,7 @@ fn tenant(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
             "status": p.status.as_str(),
             "tier": &*p.tier,
             "version": p.version,
+            "issuers": p.issuers.as_ref().map(|l| l.iter().map(|i| &**i).collect::<Vec<_>>()),
             "generation": snap.generation,
             "loaded_at": humantime::format_rfc3339_millis(snap.loaded_at).to_string(),
         }),

@@ -1,36 +1,135 @@
-//! JWT verification with static keys from the config.
+//! JWT verification: which issuer signed a token, for which tenant, and is it still good.
 //!
-//! Called by the *identify* stage. Each configured key is bound to one algorithm (RFC 8725:
-//! the token's `alg` must equal the key's, so an RSA public key can never be replayed as an
-//! HMAC secret); `none` is never accepted; `exp` is required; `iss`/`aud` are checked when
-//! configured; `nbf` is honoured with the configured leeway. Tokens never reach a log line:
-//! errors carry a fixed reason, never the token or its claims.
+//! Called by the *identify* stage. A token is checked against the `[[auth.issuers]]` entry its
+//! `iss` names (multi-issuer tenancy): the issuer's algorithm allow-list, keys bound to their
+//! algorithm family ([`keys`]), static keys and/or a JWKS refreshed in the background
+//! ([`jwks`]), `exp` always, `nbf`/`iat` when present, `iss` and `aud` required, an optional
+//! `typ`, required claims, and the tenant claim ([`claims`]). Keys never come from the token
+//! (`jku`, `x5u`, `jwk`, `x5c` are ignored) and a `kid` is charset-checked before any lookup.
+//! A verified token is cached by its hash until its `exp` ([`cache`]), so a client that sends
+//! the same token again pays for a hash and a lookup, not a signature check. Errors carry a
+//! fixed [`Reason`], never the token or its claims, so nothing secret reaches a log line.
 
-use std::path::Path;
+mod cache;
+pub mod claims;
+pub mod fetch;
+mod issuer;
+pub mod jwks;
+pub mod keys;
 
-use http::HeaderMap;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use jsonwebtoken::Header;
+use serde::Deserialize;
 use serde_json::Value;
+use tokio_rustls::TlsConnector;
 
-use crate::config::file::FileKey;
-use crate::config::{AuthConfig, FieldError};
+pub use cache::{TokenCache, token_key, unix_now};
+pub use claims::{ClaimPath, ForwardClaim};
+pub use issuer::{Issuer, IssuerPolicy};
+pub use jwks::{Jwks, JwksConfig};
+pub use keys::{AlgSet, KeySet, VerificationKey, load_key, valid_kid};
+
+use crate::config::AuthConfig;
+use crate::metrics::{AuthMetrics, Metrics};
 use crate::tenant::TenantId;
 
-/// One configured verification key, bound to its algorithm.
-#[derive(Clone)]
-pub struct VerificationKey {
-    pub kid: Option<String>,
-    pub algorithm: Algorithm,
-    key: DecodingKey,
+/// Why a token was refused: a fixed, bounded set (the `reason` label of
+/// `cellgate_jwt_rejections_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Malformed,
+    CriticalHeader,
+    Algorithm,
+    UnknownIssuer,
+    Audience,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    Signature,
+    BadKid,
+    UnknownKid,
+    Typ,
+    ClaimMissing,
+    ClaimFormat,
+    TenantClaimMissing,
+    TenantClaimType,
+    TenantClaimInvalid,
 }
 
-impl std::fmt::Debug for VerificationKey {
+impl Reason {
+    pub const ALL: [Self; 17] = [
+        Self::Malformed,
+        Self::CriticalHeader,
+        Self::Algorithm,
+        Self::UnknownIssuer,
+        Self::Audience,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::IssuedInFuture,
+        Self::Signature,
+        Self::BadKid,
+        Self::UnknownKid,
+        Self::Typ,
+        Self::ClaimMissing,
+        Self::ClaimFormat,
+        Self::TenantClaimMissing,
+        Self::TenantClaimType,
+        Self::TenantClaimInvalid,
+    ];
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::CriticalHeader => "critical_header",
+            Self::Algorithm => "algorithm",
+            Self::UnknownIssuer => "issuer",
+            Self::Audience => "audience",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInFuture => "issued_in_future",
+            Self::Signature => "signature",
+            Self::BadKid => "bad_kid",
+            Self::UnknownKid => "unknown_kid",
+            Self::Typ => "typ",
+            Self::ClaimMissing => "claim_missing",
+            Self::ClaimFormat => "claim_format",
+            Self::TenantClaimMissing => "tenant_claim_missing",
+            Self::TenantClaimType => "tenant_claim_type",
+            Self::TenantClaimInvalid => "tenant_claim_invalid",
+        }
+    }
+
+    #[must_use]
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed token",
+            Self::CriticalHeader => "the token header names critical extensions",
+            Self::Algorithm => "the token's alg is not allowed for this issuer or key",
+            Self::UnknownIssuer => "issuer not accepted",
+            Self::Audience => "audience not accepted",
+            Self::Expired => "token expired",
+            Self::NotYetValid => "token not yet valid (nbf)",
+            Self::IssuedInFuture => "token issued in the future (iat)",
+            Self::Signature => "signature does not verify",
+            Self::BadKid => "kid is malformed",
+            Self::UnknownKid => "no key with this kid",
+            Self::Typ => "token typ not accepted",
+            Self::ClaimMissing => "a required claim is missing",
+            Self::ClaimFormat => "a claim has the wrong format",
+            Self::TenantClaimMissing => "the tenant claim is missing",
+            Self::TenantClaimType => "the tenant claim is not a string",
+            Self::TenantClaimInvalid => "the tenant claim is not a valid tenant id",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print key material (an HMAC key is a secret).
-        f.debug_struct("VerificationKey")
-            .field("kid", &self.kid)
-            .field("algorithm", &self.algorithm)
-            .finish()
+        f.write_str(self.describe())
     }
 }
 
@@ -41,157 +140,125 @@ pub enum AuthError {
     #[error("the Authorization header is longer than {0} bytes")]
     TooLarge(usize),
     #[error("invalid token: {0}")]
-    Invalid(&'static str),
+    Invalid(Reason),
+    /// The token's issuer is not bound to the tenant it speaks for (config `tenants` list or the
+    /// tenant's registry record).
+    #[error("the token's issuer may not speak for this tenant")]
+    IssuerNotAllowed,
 }
 
-/// What a verified token says about the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl AuthError {
+    /// The `reason` label for `cellgate_jwt_rejections_total`.
+    #[must_use]
+    pub const fn label(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::TooLarge(_) => "too_large",
+            Self::Invalid(r) => r.as_str(),
+            Self::IssuerNotAllowed => "issuer_not_allowed",
+        }
+    }
+}
+
+/// What a verified token says about the caller; shared (and cached) behind an `Arc`.
+#[derive(Debug, PartialEq, Eq)]
 pub struct VerifiedToken {
+    pub issuer: Arc<IssuerPolicy>,
     /// The tenant claim, when present.
     pub tenant: Option<TenantId>,
     /// The `sub` claim, when present.
-    pub subject: Option<String>,
+    pub subject: Option<Box<str>>,
+    /// `exp`, in seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// Configured claims as header values for the cell (`auth.forward_claims`).
+    pub forward: Box<[(HeaderName, HeaderValue)]>,
 }
 
-/// Loads `[[auth.keys]]` entry `k`; `key` is its config path for error messages.
-pub fn load_key(k: &FileKey, base: &Path, key: &str) -> Result<VerificationKey, FieldError> {
-    let algorithm: Algorithm = match k.algorithm.as_str() {
-        "RS256" => Algorithm::RS256,
-        "RS384" => Algorithm::RS384,
-        "RS512" => Algorithm::RS512,
-        "PS256" => Algorithm::PS256,
-        "ES256" => Algorithm::ES256,
-        "ES384" => Algorithm::ES384,
-        "EdDSA" => Algorithm::EdDSA,
-        "HS256" => Algorithm::HS256,
-        other => {
-            return Err(FieldError::new(
-                format!("{key}.algorithm"),
-                other,
-                "expected one of RS256, RS384, RS512, PS256, ES256, ES384, EdDSA, HS256",
-            ));
-        }
-    };
-    let decoding = if algorithm == Algorithm::HS256 {
-        if k.public_key_file.is_some() || k.public_key_pem.is_some() {
-            return Err(FieldError::new(
-                format!("{key}.algorithm"),
-                "HS256",
-                "an HMAC key takes secret_env, not a public key",
-            ));
-        }
-        let Some(var) = &k.secret_env else {
-            return Err(FieldError::new(
-                format!("{key}.secret_env"),
-                "(missing)",
-                "HS256 needs secret_env naming an environment variable",
-            ));
-        };
-        // The value is a secret: errors name the variable, never its content.
-        let secret = std::env::var(var).unwrap_or_default();
-        if secret.len() < 32 {
-            return Err(FieldError::new(
-                format!("{key}.secret_env"),
-                var,
-                "variable unset or shorter than 32 bytes",
-            ));
-        }
-        DecodingKey::from_secret(secret.as_bytes())
-    } else {
-        if k.secret_env.is_some() {
-            return Err(FieldError::new(
-                format!("{key}.secret_env"),
-                k.algorithm.as_str(),
-                "only HS256 keys take a secret",
-            ));
-        }
-        let (pem, field, shown) = match (&k.public_key_file, &k.public_key_pem) {
-            (Some(file), None) => {
-                let path = base.join(file);
-                let pem = std::fs::read(&path).map_err(|e| {
-                    FieldError::new(
-                        format!("{key}.public_key_file"),
-                        path.display(),
-                        format!("cannot read: {e}"),
-                    )
-                })?;
-                (pem, "public_key_file", path.display().to_string())
-            }
-            (None, Some(pem)) => (
-                pem.clone().into_bytes(),
-                "public_key_pem",
-                "(inline PEM)".to_owned(),
-            ),
-            _ => {
-                return Err(FieldError::new(
-                    format!("{key}.public_key_file"),
-                    "(missing)",
-                    "give exactly one of public_key_file or public_key_pem",
-                ));
-            }
-        };
-        let parsed = match algorithm {
-            Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
-            Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
-            _ => DecodingKey::from_rsa_pem(&pem),
-        };
-        parsed.map_err(|e| {
-            FieldError::new(
-                format!("{key}.{field}"),
-                shown,
-                format!("not a {} public key in PEM form: {e}", k.algorithm),
-            )
-        })?
-    };
-    Ok(VerificationKey {
-        kid: k.kid.clone(),
-        algorithm,
-        key: decoding,
-    })
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error("auth.issuers {issuer}: JWKS TLS setup: {source}")]
+    Tls {
+        issuer: Arc<str>,
+        source: crate::upstream::tls::TlsError,
+    },
+    #[error("auth.issuers {issuer}: {reason}")]
+    Keys { issuer: Arc<str>, reason: String },
 }
 
-/// Verifies bearer tokens against the configured keys.
+/// The part of the claims read before the signature is checked, only to pick the issuer.
+/// `iss` must be one string; a duplicated `iss` fails to parse.
+#[derive(Deserialize)]
+struct Peek {
+    iss: Option<String>,
+}
+
+/// Verifies bearer tokens against the configured issuers.
 #[derive(Debug)]
 pub struct Verifier {
-    keys: Vec<(VerificationKey, Validation)>,
-    tenant_claim: String,
+    issuers: Vec<Issuer>,
+    by_iss: HashMap<Box<str>, usize>,
+    cache: Arc<TokenCache>,
+    forward: Vec<ForwardClaim>,
+    forward_headers: Vec<HeaderName>,
     required: bool,
     max_token_bytes: usize,
+    metrics: AuthMetrics,
 }
 
 impl Verifier {
-    #[must_use]
-    pub fn new(cfg: &AuthConfig) -> Self {
-        let keys = cfg
-            .keys
-            .iter()
-            .map(|k| {
-                let mut v = Validation::new(k.algorithm);
-                // Whole seconds, rounded up so a sub-second leeway is not silently zero.
-                v.leeway = cfg.leeway.as_secs() + u64::from(cfg.leeway.subsec_nanos() > 0);
-                v.validate_nbf = true;
-                v.set_required_spec_claims(&["exp"]);
-                if cfg.issuers.is_empty() {
-                    v.iss = None;
-                } else {
-                    v.set_issuer(&cfg.issuers);
-                    v.required_spec_claims.insert("iss".to_owned());
+    /// Prepares every issuer (JWKS handles included; their refresh tasks are started by the
+    /// server through [`Verifier::jwks`]).
+    pub fn new(cfg: &AuthConfig, metrics: &Metrics) -> Result<Self, AuthSetupError> {
+        let cache = Arc::new(TokenCache::new(cfg.cache_max_entries, cfg.cache_max_ttl));
+        let mut issuers = Vec::with_capacity(cfg.issuers.len());
+        let mut by_iss = HashMap::with_capacity(cfg.issuers.len());
+        for ic in &cfg.issuers {
+            let jwks = match &ic.jwks {
+                None => None,
+                Some(j) => {
+                    let tls = crate::upstream::tls::client_config(j.ca_file.as_deref()).map_err(
+                        |source| AuthSetupError::Tls {
+                            issuer: Arc::clone(&ic.name),
+                            source,
+                        },
+                    )?;
+                    Some(Arc::new(Jwks::new(
+                        Arc::clone(&ic.name),
+                        j.clone(),
+                        ic.algorithms,
+                        TlsConnector::from(tls),
+                        Arc::clone(&cache),
+                        metrics.jwks(&ic.name),
+                    )))
                 }
-                if cfg.audiences.is_empty() {
-                    v.validate_aud = false;
-                } else {
-                    v.set_audience(&cfg.audiences);
-                    v.required_spec_claims.insert("aud".to_owned());
-                }
-                (k.clone(), v)
-            })
-            .collect();
-        Self {
-            keys,
-            tenant_claim: cfg.tenant_claim.clone(),
+            };
+            let issuer = Issuer::new(ic, jwks).map_err(|reason| AuthSetupError::Keys {
+                issuer: Arc::clone(&ic.name),
+                reason,
+            })?;
+            by_iss.insert(Box::from(&*ic.issuer), issuers.len());
+            issuers.push(issuer);
+        }
+        Ok(Self {
+            issuers,
+            by_iss,
+            cache,
+            forward_headers: cfg
+                .forward_claims
+                .iter()
+                .map(|f| f.header.clone())
+                .collect(),
+            forward: cfg.forward_claims.clone(),
             required: cfg.required,
             max_token_bytes: cfg.max_token_bytes,
-        }
+            metrics: metrics.auth.clone(),
+        })
+    }
+
+    /// Whether any issuer is configured (tokens can be verified at all).
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        !self.issuers.is_empty()
     }
 
     #[must_use]
@@ -204,61 +271,167 @@ impl Verifier {
         self.max_token_bytes
     }
 
-    /// Verifies a compact JWS and extracts the tenant claim and subject.
-    pub fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| AuthError::Invalid("malformed token header"))?;
-        // The key is chosen by `kid` when the token names one, else by algorithm; either way the
-        // token's `alg` must be the key's own.
-        let candidates = self
-            .keys
-            .iter()
-            .filter(|(k, _)| match (&header.kid, &k.kid) {
-                (Some(want), Some(have)) => want == have,
-                (Some(_), None) | (None, _) => k.algorithm == header.alg,
-            });
-        let mut last = AuthError::Invalid("no configured key matches the token's kid or alg");
-        for (key, validation) in candidates {
-            if key.algorithm != header.alg {
-                last = AuthError::Invalid("token alg does not match the key's algorithm");
-                continue;
-            }
-            match jsonwebtoken::decode::<serde_json::Map<String, Value>>(
-                token, &key.key, validation,
-            ) {
-                Ok(data) => return self.claims(&data.claims),
-                Err(e) => last = AuthError::Invalid(reason(e.kind())),
-            }
-        }
-        Err(last)
+    /// Headers that carry forwarded claims; client-supplied copies are always stripped.
+    #[must_use]
+    pub fn forward_headers(&self) -> &[HeaderName] {
+        &self.forward_headers
     }
 
-    fn claims(&self, claims: &serde_json::Map<String, Value>) -> Result<VerifiedToken, AuthError> {
-        let tenant = match claims.get(&self.tenant_claim) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(
-                TenantId::parse(s)
-                    .map_err(|_| AuthError::Invalid("tenant claim is not a valid tenant id"))?,
-            ),
-            Some(_) => return Err(AuthError::Invalid("tenant claim is not a string")),
+    #[must_use]
+    pub fn issuers(&self) -> &[Issuer] {
+        &self.issuers
+    }
+
+    /// Every issuer's JWKS handle, for the server to start their refreshers.
+    pub fn jwks(&self) -> impl Iterator<Item = &Arc<Jwks>> {
+        self.issuers.iter().filter_map(|i| i.jwks.as_ref())
+    }
+
+    /// Whether every JWKS was loaded at least once (part of `/readyz`).
+    #[must_use]
+    pub fn ready(&self) -> bool {
+        self.jwks().all(|j| j.ready())
+    }
+
+    #[must_use]
+    pub fn cache_entries(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Verifies a compact JWS. A cached verification is answered without decoding anything.
+    pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
+        let now = unix_now();
+        let key = token_key(token);
+        if let Some(hit) = self.cache.get(&key, now) {
+            self.metrics.cache_hits.inc();
+            return Ok(hit);
+        }
+        match self.verify_cold(token, now).await {
+            Ok(v) => {
+                self.metrics.verified.inc();
+                let v = Arc::new(v);
+                self.cache.insert(key, Arc::clone(&v), now);
+                Ok(v)
+            }
+            Err(e) => {
+                self.metrics.rejected.inc();
+                Err(e)
+            }
+        }
+    }
+
+    async fn verify_cold(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
+        use AuthError::Invalid;
+        if !well_formed(token) {
+            return Err(Invalid(Reason::Malformed));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Invalid(Reason::Malformed))?;
+        if header.crit.is_some() {
+            return Err(Invalid(Reason::CriticalHeader));
+        }
+        let peek: Peek = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| Invalid(Reason::Malformed))?;
+        let iss = peek.iss.ok_or(Invalid(Reason::ClaimMissing))?;
+        let issuer = self
+            .by_iss
+            .get(iss.as_str())
+            .map(|&i| &self.issuers[i])
+            .ok_or(Invalid(Reason::UnknownIssuer))?;
+        if !issuer.algorithms.contains(header.alg) {
+            return Err(Invalid(Reason::Algorithm));
+        }
+        if !issuer.typ_ok(header.typ.as_deref()) {
+            return Err(Invalid(Reason::Typ));
+        }
+        let claims = self.check_signature(issuer, &header, token).await?;
+        claims::check_iat(&claims, now, issuer.leeway).map_err(Invalid)?;
+        claims::check_required(&claims, &issuer.required_claims).map_err(Invalid)?;
+        let tenant = claims::tenant(&claims, &issuer.tenant_claim, issuer.tenant_claim_required)
+            .map_err(Invalid)?;
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or(Invalid(Reason::ClaimFormat))?;
+        Ok(VerifiedToken {
+            issuer: Arc::clone(&issuer.policy),
+            tenant,
+            subject: claims.get("sub").and_then(Value::as_str).map(Box::from),
+            expires_at,
+            forward: claims::forwarded(&claims, &self.forward),
+        })
+    }
+
+    /// Finds the key (refetching the JWKS once for an unknown `kid`), checks the signature
+    /// and the registered claims, and returns the claims.
+    async fn check_signature(
+        &self,
+        issuer: &Issuer,
+        header: &Header,
+        token: &str,
+    ) -> Result<Value, AuthError> {
+        use AuthError::Invalid;
+        let validation = issuer.validation(header.alg)?;
+        let decode = |key: &VerificationKey| {
+            if !key.algorithms.contains(header.alg) {
+                return Err(Reason::Algorithm);
+            }
+            jsonwebtoken::decode::<Value>(token, &key.key, validation)
+                .map(|d| d.claims)
+                .map_err(|e| reason(e.kind()))
         };
-        let subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-        Ok(VerifiedToken { tenant, subject })
+        if let Some(kid) = &header.kid {
+            if !valid_kid(kid) {
+                return Err(Invalid(Reason::BadKid));
+            }
+            let key = match issuer.key(kid) {
+                Some(k) => k,
+                None => match &issuer.jwks {
+                    Some(j) => j.refetch(kid).await.ok_or(Invalid(Reason::UnknownKid))?,
+                    None => return Err(Invalid(Reason::UnknownKid)),
+                },
+            };
+            return decode(&key).map_err(Invalid);
+        }
+        // No kid: try each key that fits the algorithm. Past the signature, a failure (exp,
+        // aud...) is the token's, not the key's, so it ends the search.
+        let mut last = Reason::UnknownKid;
+        for key in issuer.keys_for(header.alg) {
+            match decode(&key) {
+                Ok(claims) => return Ok(claims),
+                Err(r @ Reason::Signature) => last = r,
+                Err(r) => return Err(Invalid(r)),
+            }
+        }
+        Err(Invalid(last))
     }
 }
 
-fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+/// Three base64url segments (header, claims, signature) and nothing else.
+fn well_formed(token: &str) -> bool {
+    let mut dots = 0;
+    for &b in token.as_bytes() {
+        match b {
+            b'.' => dots += 1,
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
+            _ => return false,
+        }
+    }
+    dots == 2
+}
+
+fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> Reason {
     use jsonwebtoken::errors::ErrorKind as K;
     match kind {
-        K::InvalidSignature => "signature does not verify",
-        K::ExpiredSignature => "token expired",
-        K::ImmatureSignature => "token not yet valid (nbf)",
-        K::InvalidIssuer => "issuer not accepted",
-        K::InvalidAudience => "audience not accepted",
-        K::MissingRequiredClaim(_) => "a required claim is missing",
-        K::InvalidClaimFormat(_) => "a claim has the wrong format",
-        K::InvalidAlgorithm => "token alg does not match the key's algorithm",
-        _ => "malformed token",
+        K::InvalidSignature => Reason::Signature,
+        K::ExpiredSignature => Reason::Expired,
+        K::ImmatureSignature => Reason::NotYetValid,
+        K::InvalidIssuer => Reason::UnknownIssuer,
+        K::InvalidAudience => Reason::Audience,
+        K::MissingRequiredClaim(c) if c == "aud" => Reason::Audience,
+        K::MissingRequiredClaim(_) => Reason::ClaimMissing,
+        K::InvalidClaimFormat(_) => Reason::ClaimFormat,
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => Reason::Algorithm,
+        _ => Reason::Malformed,
     }
 }
 
@@ -285,7 +458,7 @@ pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<Option<&str
         return Ok(None);
     }
     let token = std::str::from_utf8(&bytes[scheme_end + 1..])
-        .map_err(|_| AuthError::Invalid("token is not ASCII"))?
+        .map_err(|_| AuthError::Invalid(Reason::Malformed))?
         .trim();
     if token.is_empty() {
         return Err(AuthError::Missing);

@@ -80,18 +80,56 @@ pub struct FileTenantHeader {
 #[serde(deny_unknown_fields)]
 pub struct FileAuth {
     pub required: Option<bool>,
-    pub tenant_claim: Option<String>,
+    pub max_token_bytes: Option<usize>,
+    pub cache_max_entries: Option<u64>,
+    pub cache_max_ttl: Option<String>,
     #[serde(default)]
-    pub issuers: Vec<String>,
+    pub forward_claims: Vec<FileForwardClaim>,
+    #[serde(default)]
+    pub issuers: Vec<FileIssuer>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileForwardClaim {
+    pub claim: String,
+    pub header: String,
+}
+
+/// One `[[auth.issuers]]` entry: a token issuer (IdP) and how its tokens are checked.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileIssuer {
+    pub name: Option<String>,
+    pub issuer: String,
     #[serde(default)]
     pub audiences: Vec<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub tenant_claim: Option<String>,
+    pub tenant_claim_required: Option<bool>,
     pub leeway: Option<String>,
-    pub max_token_bytes: Option<usize>,
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    pub typ: Option<String>,
+    pub tenants: Option<Vec<String>>,
+    pub jwks: Option<FileJwks>,
     #[serde(default)]
     pub keys: Vec<FileKey>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileJwks {
+    pub url: String,
+    pub ca_file: Option<String>,
+    pub refresh: Option<String>,
+    pub cooldown: Option<String>,
+    pub timeout: Option<String>,
+    pub max_keys: Option<usize>,
+    pub max_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileKey {
     pub kid: Option<String>,

@@ -2,10 +2,11 @@
 //!
 //! A TOML file parses into [`file::FileConfig`] (serde, unknown keys rejected), then
 //! [`Config::load`] turns it into [`Config`] with real types: socket addresses, durations,
-//! header names, CIDRs, loaded JWT keys. Every failure names the file, the key and the value, so
+//! header names, CIDRs, loaded JWT keys and JWKS URLs. Every failure names the file, the key and the value, so
 //! `cellgate validate` can point an operator at the exact line to fix. Precedence of values is
 //! command line > environment > file ([`Overrides`] carries the first two).
 
+mod auth;
 pub mod file;
 mod typed;
 
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use auth::{AuthConfig, IssuerConfig, build_auth};
 pub use typed::*;
 
 /// A config value that failed validation: which key, what value, and why.

@@ -7,9 +7,9 @@ use std::time::Duration;
 use http::HeaderName;
 use ipnet::IpNet;
 
+use super::auth::{AuthConfig, build_auth};
 use super::file::{FileConfig, FileRegistry};
 use super::{FieldError, parse_addr, parse_duration};
-use crate::auth::VerificationKey;
 use crate::placement::Cell;
 use crate::tenant::TenantSource;
 
@@ -76,18 +76,6 @@ pub struct TenantHeaderConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct AuthConfig {
-    /// Reject requests without a bearer token (401).
-    pub required: bool,
-    pub tenant_claim: String,
-    pub issuers: Vec<String>,
-    pub audiences: Vec<String>,
-    pub leeway: Duration,
-    pub max_token_bytes: usize,
-    pub keys: Vec<VerificationKey>,
-}
-
-#[derive(Debug, Clone)]
 pub enum RegistryConfig {
     /// A TOML file re-read when it changes.
     File {
@@ -130,11 +118,15 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-fn dur(key: &str, value: Option<&String>, default: Duration) -> Result<Duration, FieldError> {
+pub(super) fn dur(
+    key: &str,
+    value: Option<&String>,
+    default: Duration,
+) -> Result<Duration, FieldError> {
     value.map_or(Ok(default), |v| parse_duration(key, v))
 }
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
         p.to_path_buf()
@@ -193,19 +185,12 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
     };
 
     let tenant = build_tenant(&raw)?;
-    let auth = build_auth(&raw, base)?;
-    if tenant.sources.contains(&TenantSource::Jwt) && auth.keys.is_empty() {
+    let auth = build_auth(&raw.auth, base)?;
+    if tenant.sources.contains(&TenantSource::Jwt) && auth.issuers.is_empty() {
         return Err(FieldError::new(
             "tenant.sources",
             "jwt",
-            "the jwt source needs at least one [[auth.keys]] entry",
-        ));
-    }
-    if auth.required && auth.keys.is_empty() {
-        return Err(FieldError::new(
-            "auth.required",
-            true,
-            "a required token needs at least one [[auth.keys]] entry",
+            "the jwt source needs at least one [[auth.issuers]] entry",
         ));
     }
 
@@ -397,50 +382,6 @@ fn build_tenant(raw: &FileConfig) -> Result<TenantConfig, FieldError> {
         sources,
         base_domains,
         header,
-    })
-}
-
-fn build_auth(raw: &FileConfig, base: &Path) -> Result<AuthConfig, FieldError> {
-    let a = &raw.auth;
-    let tenant_claim = a
-        .tenant_claim
-        .clone()
-        .unwrap_or_else(|| "tenant".to_owned());
-    if tenant_claim.is_empty() {
-        return Err(FieldError::new(
-            "auth.tenant_claim",
-            "",
-            "must not be empty",
-        ));
-    }
-    let leeway = dur("auth.leeway", a.leeway.as_ref(), Duration::from_secs(30))?;
-    if leeway > Duration::from_secs(300) {
-        return Err(FieldError::new(
-            "auth.leeway",
-            humantime::format_duration(leeway),
-            "at most 5m",
-        ));
-    }
-    let max_token_bytes = a.max_token_bytes.unwrap_or(8192);
-    if !(256..=65_536).contains(&max_token_bytes) {
-        return Err(FieldError::new(
-            "auth.max_token_bytes",
-            max_token_bytes,
-            "must be between 256 and 65536",
-        ));
-    }
-    let mut keys = Vec::with_capacity(a.keys.len());
-    for (i, k) in a.keys.iter().enumerate() {
-        keys.push(crate::auth::load_key(k, base, &format!("auth.keys[{i}]"))?);
-    }
-    Ok(AuthConfig {
-        required: a.required.unwrap_or(false),
-        tenant_claim,
-        issuers: a.issuers.clone(),
-        audiences: a.audiences.clone(),
-        leeway,
-        max_token_bytes,
-        keys,
     })
 }
 

@@ -4,6 +4,7 @@
 //! per-cell handles are resolved once per cell and cached ([`CellMetrics`]), so recording a
 //! request is a handful of relaxed atomic adds: no label allocation, no lock.
 
+mod auth;
 mod histogram;
 pub mod names;
 
@@ -18,6 +19,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub use auth::{AuthMetrics, JwksMetrics};
 pub use histogram::{LATENCY_BUCKETS, LatencyHistogram};
 
 /// How a request ended; the `outcome` label of [`names::HTTP_REQUESTS_TOTAL`].
@@ -32,6 +34,8 @@ pub enum Outcome {
     unauthorized,
     /// Token and host name different tenants (403).
     tenant_mismatch,
+    /// The token's issuer may not speak for the tenant (403).
+    issuer_not_allowed,
     /// Tenant suspended (403).
     tenant_suspended,
     /// Unknown or offboarded tenant (404).
@@ -45,7 +49,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 
     const fn index(self) -> usize {
         self as usize
@@ -58,6 +62,7 @@ impl Outcome {
             Self::bad_request => "bad_request",
             Self::unauthorized => "unauthorized",
             Self::tenant_mismatch => "tenant_mismatch",
+            Self::issuer_not_allowed => "issuer_not_allowed",
             Self::tenant_suspended => "tenant_suspended",
             Self::unknown_tenant => "unknown_tenant",
             Self::cell_unavailable => "cell_unavailable",
@@ -129,6 +134,9 @@ pub struct Metrics {
     pub placement_reloads: Counter,
     pub placement_refresh_failures: Counter,
     pub access_log_dropped: Counter,
+    /// The verifier's counters.
+    pub auth: AuthMetrics,
+    auth_families: auth::AuthFamilies,
     cells: Mutex<HashMap<Arc<str>, Arc<CellMetrics>>>,
     registry: Registry,
 }
@@ -175,6 +183,8 @@ impl Metrics {
             placement_reloads: Counter::default(),
             placement_refresh_failures: Counter::default(),
             access_log_dropped: Counter::default(),
+            auth: AuthMetrics::default(),
+            auth_families: auth::AuthFamilies::default(),
             cells: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -254,7 +264,31 @@ impl Metrics {
             "Access-log lines dropped because the writer fell behind",
             m.access_log_dropped.clone(),
         );
-        Self { registry, ..m }
+        m.auth_families.register(&mut registry);
+        let auth = m.auth_families.auth();
+        Self {
+            registry,
+            auth,
+            ..m
+        }
+    }
+
+    /// Handles for one issuer's JWKS (labelled by its configured name).
+    #[must_use]
+    pub fn jwks(&self, issuer: &str) -> JwksMetrics {
+        self.auth_families.jwks(issuer)
+    }
+
+    /// Counts a request refused by a token check (`reason` from a fixed set).
+    pub fn auth_rejection(&self, reason: &'static str) {
+        self.auth_families.rejection(reason);
+    }
+
+    /// Sets the verified-token cache gauge (at scrape time).
+    pub fn set_token_cache_entries(&self, entries: u64) {
+        self.auth_families
+            .cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     /// Handles for `cell` (created on first use, then shared).

@@ -33,6 +33,23 @@ pub const ACCESS_LOG_DROPPED_TOTAL: &str = "cellgate_access_log_dropped_total";
 pub const HTTP_CONNECTIONS_TOTAL: &str = "cellgate_http_connections_total";
 /// Client connections open now.
 pub const HTTP_CONNECTIONS_OPEN: &str = "cellgate_http_connections_open";
+/// Bearer tokens checked, by `result`: `cache_hit` (no signature check), `verified`, `rejected`.
+pub const JWT_VERIFICATIONS_TOTAL: &str = "cellgate_jwt_verifications_total";
+/// Requests refused by token checks, by `reason` (a fixed set: `expired`, `signature`,
+/// `unknown_kid`, `issuer_not_allowed`, ...; see the README).
+pub const JWT_REJECTIONS_TOTAL: &str = "cellgate_jwt_rejections_total";
+/// Verified tokens held in the cache.
+pub const JWT_CACHE_ENTRIES: &str = "cellgate_jwt_cache_entries";
+/// JWKS fetches, by `issuer` and `result` (`ok`, `error`).
+pub const JWKS_FETCHES_TOTAL: &str = "cellgate_jwks_fetches_total";
+/// Keys in the issuer's current JWKS, by `issuer`.
+pub const JWKS_KEYS: &str = "cellgate_jwks_keys";
+/// 1 when the issuer's last JWKS fetch succeeded, 0 after a failure (the last good set stays).
+pub const JWKS_UP: &str = "cellgate_jwks_up";
+/// Seconds since the issuer's JWKS was last fetched successfully, by `issuer`.
+pub const JWKS_AGE_SECONDS: &str = "cellgate_jwks_age_seconds";
+/// Unknown-`kid` refetches refused by the cooldown or the negative cache, by `issuer`.
+pub const JWKS_REFETCH_SUPPRESSED_TOTAL: &str = "cellgate_jwks_refetch_suppressed_total";
 
 /// Every exported name, for docs and for checks that dashboards only use real metrics.
 pub const ALL: &[&str] = &[
@@ -51,4 +68,12 @@ pub const ALL: &[&str] = &[
     ACCESS_LOG_DROPPED_TOTAL,
     HTTP_CONNECTIONS_TOTAL,
     HTTP_CONNECTIONS_OPEN,
+    JWT_VERIFICATIONS_TOTAL,
+    JWT_REJECTIONS_TOTAL,
+    JWT_CACHE_ENTRIES,
+    JWKS_FETCHES_TOTAL,
+    JWKS_KEYS,
+    JWKS_UP,
+    JWKS_AGE_SECONDS,
+    JWKS_REFETCH_SUPPRESSED_TOTAL,
 ];

@@ -35,6 +35,8 @@ struct FileTenant {
     status: Option<String>,
     tier: Option<String>,
     version: Option<u64>,
+    #[serde(default)]
+    issuers: Vec<String>,
 }
 
 type Signature = (i64, i64, u64, u64);
@@ -183,12 +185,22 @@ pub fn parse_registry(text: &str, file: &str) -> Result<RegistryData, RegistryEr
                 "tiers are 1-32 characters of A-Z a-z 0-9 _ -",
             ));
         }
+        for (j, iss) in t.issuers.iter().enumerate() {
+            if iss.is_empty() || iss.len() > 512 {
+                return Err(invalid(
+                    format!("tenants[{i}].issuers[{j}]"),
+                    iss,
+                    "an issuer's exact `iss` value, 1-512 characters",
+                ));
+            }
+        }
         tenants.push(TenantRecord {
             id: t.id,
             cell: t.cell,
             status,
             tier,
             version: t.version.unwrap_or(0),
+            issuers: t.issuers,
         });
     }
     Ok(RegistryData { tenants, cells })

@@ -60,6 +60,9 @@ pub struct TenantRecord {
     pub tier: String,
     /// Monotonic record version (optimistic concurrency in the registry).
     pub version: u64,
+    /// Token issuers (`iss` values) bound to this tenant; when not empty, a token from any
+    /// other issuer is refused for it (403), e.g. an enterprise tenant with its own IdP.
+    pub issuers: Vec<String>,
 }
 
 /// Everything a source knows, at one point in time.

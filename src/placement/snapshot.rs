@@ -21,6 +21,18 @@ pub struct TenantPlacement {
     pub version: u64,
     /// The trusted `x-tenant-id` value, built once.
     pub tenant_header: HeaderValue,
+    /// Issuers bound to the tenant (`None`: any configured issuer may speak for it).
+    pub issuers: Option<Arc<[Box<str>]>>,
+}
+
+impl TenantPlacement {
+    /// Whether a token from issuer `iss` may speak for this tenant.
+    #[must_use]
+    pub fn accepts_issuer(&self, iss: &str) -> bool {
+        self.issuers
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|i| &**i == iss))
+    }
 }
 
 /// One registry generation, never mutated after it is built.
@@ -76,6 +88,8 @@ impl PlacementSnapshot {
                     tier: Arc::from(t.tier.as_str()),
                     version: t.version,
                     tenant_header,
+                    issuers: (!t.issuers.is_empty())
+                        .then(|| t.issuers.iter().map(|i| Box::from(i.as_str())).collect()),
                 },
             );
         }

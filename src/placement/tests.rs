@@ -48,6 +48,7 @@ fn tenant(id: &str, cell: &str, status: TenantStatus) -> TenantRecord {
         status,
         tier: "standard".to_owned(),
         version: 1,
+        issuers: Vec::new(),
     }
 }
 
@@ -78,6 +79,7 @@ fn good_registry_parses_with_defaults() {
                 status: TenantStatus::Active,
                 tier: "enterprise".into(),
                 version: 7,
+                issuers: Vec::new(),
             },
             TenantRecord {
                 id: "globex".into(),
@@ -85,6 +87,7 @@ fn good_registry_parses_with_defaults() {
                 status: TenantStatus::Migrating,
                 tier: "standard".into(),
                 version: 0,
+                issuers: Vec::new(),
             },
         ]
     );

@@ -4,9 +4,10 @@
 //!  client ──► identify ──► place+route ──► rewrite ──► forward ──► respond ──► log
 //!             tenant::     routing::       proxy::     upstream::  proxy::     metrics +
 //!             identify     route (one      headers     Pool::send  headers     accesslog
-//!             (JWT, host,  snapshot load)  (strip,     (pooled,    (hop-by-
-//!             header)                      set trusted) failover    hop, id)
-//!                                                       on connect)
+//!             (auth::      snapshot load,  (strip,     (pooled,    (hop-by-
+//!             Verifier:    issuer binding) set trusted, failover   hop, id)
+//!             cached JWT,                  claims)      on connect)
+//!             host, header)
 //!  any stage may refuse ──► error::ProxyError::response ──► JSON body + status ──► log
 //! ```
 //!
@@ -65,6 +66,7 @@ impl Shared {
     pub fn new(
         config: Arc<Config>,
         snapshot: Arc<SnapshotHandle>,
+        verifier: Verifier,
         metrics: Arc<Metrics>,
         access_log: Arc<AccessLog>,
     ) -> Self {
@@ -72,8 +74,10 @@ impl Shared {
         if let Some(h) = &config.tenant.header {
             strip.push(h.name.clone());
         }
+        // Claim headers are ours to set: a client's copy never reaches the cell.
+        strip.extend(verifier.forward_headers().iter().cloned());
         Self {
-            verifier: Verifier::new(&config.auth),
+            verifier,
             timeouts: Timeouts::from(&config.upstream),
             none_cell: metrics.cell("none"),
             config,
@@ -117,14 +121,15 @@ pub async fn handle(
     };
 
     // identify
-    let identity = match identify(&parts, peer.ip(), &s.config.tenant, &s.verifier) {
+    let identity = match identify(&parts, peer.ip(), &s.config.tenant, &s.verifier).await {
         Ok(i) => i,
         Err(e) => return Ok(refuse(s, &arrival, e.into(), None, None)),
     };
     let tenant = identity.tenant;
 
     // place + route: one snapshot generation for the whole decision.
-    let decision = route(&tenant, &parts.method, &s.snapshot.load());
+    let issuer = identity.token.as_ref().map(|t| &*t.issuer.iss);
+    let decision = route(&tenant, &parts.method, issuer, &s.snapshot.load());
     let decision = match decision {
         Ok(d) => d,
         Err(e) => return Ok(refuse(s, &arrival, e.into(), Some(tenant), None)),
@@ -154,6 +159,11 @@ pub async fn handle(
         host,
         upgrade.clone(),
     );
+    if let Some(token) = &identity.token {
+        for (name, value) in &*token.forward {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+    }
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let pq = parts
             .uri
@@ -342,6 +352,9 @@ fn refuse(
     cell: Option<&Cell>,
 ) -> Response<ProxyBody> {
     let r = err.response();
+    if let Some(reason) = err.auth_label() {
+        s.metrics.auth_rejection(reason);
+    }
     let cell_id = cell.map(|c| &c.id).or_else(|| match &err {
         ProxyError::Route(e) => e.cell(),
         _ => None,

@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{Shared, Worker, handle};
 use crate::accesslog::AccessLog;
+use crate::auth::Verifier;
 use crate::config::{Config, RegistryConfig};
 use crate::metrics::Metrics;
 use crate::placement::SnapshotHandle;
@@ -53,6 +54,8 @@ pub enum ServeError {
     ListenerTls { addr: SocketAddr, reason: String },
     #[error(transparent)]
     UpstreamTls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
     #[error("start: {0}")]
     Start(#[from] std::io::Error),
 }
@@ -111,9 +114,11 @@ impl Server {
             metrics.access_log_dropped.clone(),
         )?);
         let snapshot = Arc::new(SnapshotHandle::new());
+        let verifier = Verifier::new(&config.auth, &metrics)?;
         let shared = Arc::new(Shared::new(
             Arc::clone(&config),
             snapshot,
+            verifier,
             metrics,
             access_log,
         ));
@@ -201,6 +206,9 @@ impl Server {
             },
             stop_rx.clone(),
         ));
+        for jwks in shared.verifier.jwks() {
+            control.spawn(Arc::clone(jwks).run(stop_rx.clone()));
+        }
         let admin = TcpListener::from_std(self.admin)?;
         control.spawn(crate::admin::serve(
             admin,

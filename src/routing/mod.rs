@@ -30,6 +30,9 @@ pub enum RouteError {
     UnknownTenant,
     #[error("tenant suspended")]
     Suspended,
+    /// The tenant's record binds it to other token issuers.
+    #[error("the token's issuer is not bound to this tenant")]
+    IssuerNotAllowed,
     #[error("tenant is migrating; writes are paused")]
     Migrating,
     #[error("cell {0} is not defined")]
@@ -49,10 +52,12 @@ impl RouteError {
     }
 }
 
-/// Decides where `tenant`'s request goes under `snap`.
+/// Decides where `tenant`'s request goes under `snap`. `issuer` is the verified token's `iss`,
+/// checked against the issuers the tenant's record binds (if any).
 pub fn route(
     tenant: &TenantId,
     method: &Method,
+    issuer: Option<&str>,
     snap: &PlacementSnapshot,
 ) -> Result<RouteDecision, RouteError> {
     if snap.generation == 0 {
@@ -67,6 +72,11 @@ pub fn route(
         TenantStatus::Suspended => return Err(RouteError::Suspended),
         TenantStatus::Migrating if !method.is_safe() => return Err(RouteError::Migrating),
         TenantStatus::Migrating => {}
+    }
+    if let Some(iss) = issuer
+        && !placement.accepts_issuer(iss)
+    {
+        return Err(RouteError::IssuerNotAllowed);
     }
     let cell = placement
         .cell

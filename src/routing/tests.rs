@@ -22,6 +22,7 @@ fn record(id: &str, cell: &str, status: TenantStatus, version: u64) -> TenantRec
         status,
         tier: "standard".to_owned(),
         version,
+        issuers: Vec::new(),
     }
 }
 
@@ -59,17 +60,17 @@ fn t(id: &str) -> TenantId {
 #[test]
 fn active_tenant_routes_to_its_cell() {
     let snap = snapshot();
-    let d = route(&t("acme"), &Method::GET, &snap).unwrap();
+    let d = route(&t("acme"), &Method::GET, None, &snap).unwrap();
     assert_eq!(&*d.cell.id, "cell-1");
     assert!(d.target < d.cell.targets.len());
     assert_eq!(d.tenant_header, "acme");
     assert_eq!(d.version, 7);
-    assert!(route(&t("acme"), &Method::POST, &snap).is_ok());
+    assert!(route(&t("acme"), &Method::POST, None, &snap).is_ok());
 }
 
 #[test]
 fn draining_cell_still_serves_its_tenants() {
-    let d = route(&t("globex"), &Method::DELETE, &snapshot()).unwrap();
+    let d = route(&t("globex"), &Method::DELETE, None, &snapshot()).unwrap();
     assert_eq!(&*d.cell.id, "cell-2");
     assert_eq!(d.cell.state, CellState::Draining);
 }
@@ -79,13 +80,13 @@ fn suspended_tenant_is_refused() {
     let snap = snapshot();
     for m in [Method::GET, Method::POST] {
         assert_eq!(
-            route(&t("sus"), &m, &snap).unwrap_err(),
+            route(&t("sus"), &m, None, &snap).unwrap_err(),
             RouteError::Suspended
         );
     }
     // Status is judged before the cell: a suspended tenant on a missing cell is suspended.
     assert_eq!(
-        route(&t("lost-sus"), &Method::GET, &snap).unwrap_err(),
+        route(&t("lost-sus"), &Method::GET, None, &snap).unwrap_err(),
         RouteError::Suspended
     );
 }
@@ -94,11 +95,11 @@ fn suspended_tenant_is_refused() {
 fn offboarded_tenant_looks_unknown() {
     let snap = snapshot();
     assert_eq!(
-        route(&t("gone"), &Method::GET, &snap).unwrap_err(),
+        route(&t("gone"), &Method::GET, None, &snap).unwrap_err(),
         RouteError::UnknownTenant
     );
     assert_eq!(
-        route(&t("nobody"), &Method::GET, &snap).unwrap_err(),
+        route(&t("nobody"), &Method::GET, None, &snap).unwrap_err(),
         RouteError::UnknownTenant
     );
     assert_eq!(RouteError::UnknownTenant.cell(), None);
@@ -108,12 +109,12 @@ fn offboarded_tenant_looks_unknown() {
 fn migrating_tenant_reads_pass_and_writes_pause() {
     let snap = snapshot();
     for m in [Method::GET, Method::HEAD, Method::OPTIONS] {
-        let d = route(&t("moving"), &m, &snap).unwrap();
+        let d = route(&t("moving"), &m, None, &snap).unwrap();
         assert_eq!(&*d.cell.id, "cell-1", "{m}");
     }
     for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
         assert_eq!(
-            route(&t("moving"), &m, &snap).unwrap_err(),
+            route(&t("moving"), &m, None, &snap).unwrap_err(),
             RouteError::Migrating,
             "{m}"
         );
@@ -122,7 +123,7 @@ fn migrating_tenant_reads_pass_and_writes_pause() {
 
 #[test]
 fn down_cell_is_refused_with_its_id() {
-    let err = route(&t("downy"), &Method::GET, &snapshot()).unwrap_err();
+    let err = route(&t("downy"), &Method::GET, None, &snapshot()).unwrap_err();
     assert_eq!(err, RouteError::CellDown(Arc::from("cell-down")));
     assert_eq!(err.cell().map(|c| &**c), Some("cell-down"));
     assert_eq!(err.to_string(), "cell cell-down is down");
@@ -130,7 +131,7 @@ fn down_cell_is_refused_with_its_id() {
 
 #[test]
 fn missing_cell_is_refused_with_its_id() {
-    let err = route(&t("lost"), &Method::GET, &snapshot()).unwrap_err();
+    let err = route(&t("lost"), &Method::GET, None, &snapshot()).unwrap_err();
     assert_eq!(err, RouteError::CellMissing(Arc::from("cell-nowhere")));
     assert_eq!(err.cell().map(|c| &**c), Some("cell-nowhere"));
 }
@@ -138,7 +139,7 @@ fn missing_cell_is_refused_with_its_id() {
 #[test]
 fn generation_zero_is_not_ready() {
     assert_eq!(
-        route(&t("acme"), &Method::GET, &PlacementSnapshot::empty()).unwrap_err(),
+        route(&t("acme"), &Method::GET, None, &PlacementSnapshot::empty()).unwrap_err(),
         RouteError::NotReady
     );
     // Even with data in it, a generation-0 snapshot is never used.
@@ -148,7 +149,7 @@ fn generation_zero_is_not_ready() {
     };
     let snap = PlacementSnapshot::build(&data, &[], 0);
     assert_eq!(
-        route(&t("acme"), &Method::GET, &snap).unwrap_err(),
+        route(&t("acme"), &Method::GET, None, &snap).unwrap_err(),
         RouteError::NotReady
     );
 }
@@ -157,34 +158,57 @@ fn generation_zero_is_not_ready() {
 fn round_robin_alternates_targets() {
     let snap = snapshot();
     let picks: Vec<usize> = (0..6)
-        .map(|_| route(&t("acme"), &Method::GET, &snap).unwrap().target)
+        .map(|_| route(&t("acme"), &Method::GET, None, &snap).unwrap().target)
         .collect();
     for w in picks.windows(2) {
         assert_ne!(w[0], w[1], "{picks:?}");
     }
     // Tenants sharing a cell share its rotation.
-    let a = route(&t("acme"), &Method::GET, &snap).unwrap().target;
-    let b = route(&t("moving"), &Method::GET, &snap).unwrap().target;
+    let a = route(&t("acme"), &Method::GET, None, &snap).unwrap().target;
+    let b = route(&t("moving"), &Method::GET, None, &snap)
+        .unwrap()
+        .target;
     assert_ne!(a, b);
 }
 
 #[test]
 fn chosen_cell_never_changes_for_a_tenant() {
     let snap = snapshot();
-    let first = route(&t("acme"), &Method::GET, &snap).unwrap();
+    let first = route(&t("acme"), &Method::GET, None, &snap).unwrap();
     for _ in 0..1000 {
-        let d = route(&t("acme"), &Method::GET, &snap).unwrap();
+        let d = route(&t("acme"), &Method::GET, None, &snap).unwrap();
         assert!(Arc::ptr_eq(&d.cell, &first.cell));
         assert_eq!(d.tenant_header, first.tenant_header);
     }
     // The same holds across rebuilt generations of the same data.
     for _ in 0..10 {
         assert_eq!(
-            &*route(&t("globex"), &Method::GET, &snapshot())
+            &*route(&t("globex"), &Method::GET, None, &snapshot())
                 .unwrap()
                 .cell
                 .id,
             "cell-2"
         );
     }
+}
+
+#[test]
+fn a_tenant_bound_to_its_own_idp_refuses_tokens_from_other_issuers() {
+    let mut initech = record("initech", "cell-1", TenantStatus::Active, 1);
+    initech.issuers = vec!["https://initech.idp".to_owned()];
+    let data = RegistryData {
+        tenants: vec![initech, record("acme", "cell-1", TenantStatus::Active, 1)],
+        cells: vec![cell("cell-1", "ACTIVE", &["http://10.0.0.1:8080"])],
+    };
+    let snap = PlacementSnapshot::build(&data, &[], 1);
+    let get = Method::GET;
+    assert!(route(&t("initech"), &get, Some("https://initech.idp"), &snap).is_ok());
+    assert_eq!(
+        route(&t("initech"), &get, Some("https://shared.idp"), &snap).unwrap_err(),
+        RouteError::IssuerNotAllowed
+    );
+    // No token: the binding speaks about tokens only (auth.required decides the rest).
+    assert!(route(&t("initech"), &get, None, &snap).is_ok());
+    // An unbound tenant takes any configured issuer.
+    assert!(route(&t("acme"), &get, Some("https://shared.idp"), &snap).is_ok());
 }

@@ -2,9 +2,12 @@
 //!
 //! Each configured source is asked in `tenant.sources` order; the first that names a tenant
 //! wins, and any other source naming a *different* tenant makes the request a 403 (a token for
-//! `acme` on `globex.app.example.com` is an attack or a bug, never a routing hint).
+//! `acme` on `globex.app.example.com` is an attack or a bug, never a routing hint). A token's
+//! issuer must also be allowed to speak for the tenant finally chosen (its `tenants` list), so
+//! one tenant's IdP cannot mint tokens that reach another tenant, whichever source named it.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::request::Parts;
 
@@ -17,8 +20,8 @@ use crate::config::TenantConfig;
 pub struct Identity {
     pub tenant: TenantId,
     pub source: TenantSource,
-    /// The verified token, when one was presented.
-    pub token: Option<VerifiedToken>,
+    /// The verified token, when one was presented (shared with the verified-token cache).
+    pub token: Option<Arc<VerifiedToken>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,17 +59,19 @@ pub fn request_host_value(parts: &Parts) -> Option<http::HeaderValue> {
     }
 }
 
-/// Runs the identify stage over request parts.
-pub fn identify(
+/// Runs the identify stage over request parts. It only awaits when a token names a `kid` its
+/// issuer's JWKS does not have yet (one bounded refetch); otherwise it completes at once.
+pub async fn identify(
     parts: &Parts,
     peer: IpAddr,
     cfg: &TenantConfig,
     verifier: &Verifier,
 ) -> Result<Identity, IdentifyError> {
-    let wants_jwt = cfg.sources.contains(&TenantSource::Jwt) || verifier.required();
+    let wants_jwt =
+        verifier.enabled() && (cfg.sources.contains(&TenantSource::Jwt) || verifier.required());
     let token = if wants_jwt {
         match bearer_token(&parts.headers, verifier.max_token_bytes())? {
-            Some(raw) => Some(verifier.verify(raw)?),
+            Some(raw) => Some(verifier.verify(raw).await?),
             None if verifier.required() => return Err(AuthError::Missing.into()),
             None => None,
         }
@@ -96,6 +101,11 @@ pub fn identify(
             }
             Some(_) => {}
         }
+    }
+    if let (Some((tenant, _)), Some(t)) = (&chosen, &token)
+        && !t.issuer.allows(tenant)
+    {
+        return Err(AuthError::IssuerNotAllowed.into());
     }
     match chosen {
         Some((tenant, source)) => Ok(Identity {

@@ -2,20 +2,20 @@
 
 use super::*;
 
+use http::HeaderName;
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
 
-use http::HeaderName;
-
-use crate::auth::{AuthError, Verifier, load_key};
-use crate::config::file::FileKey;
-use crate::config::{AuthConfig, TenantConfig, TenantHeaderConfig};
+use crate::auth::{AuthError, Verifier};
+use crate::config::file::FileAuth;
+use crate::config::{TenantConfig, TenantHeaderConfig, build_auth};
 use crate::demo::{TokenSpec, mint};
+use crate::metrics::Metrics;
 
 const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "cellgate";
+const BOUND: &str = "https://globex-idp.test";
 
 fn domains(list: &[&str]) -> Vec<String> {
     list.iter().map(|d| (*d).to_owned()).collect()
@@ -113,29 +113,41 @@ fn config(sources: &[TenantSource]) -> TenantConfig {
     }
 }
 
+/// Two issuers sharing the fixture Ed25519 key: ISSUER (any tenant) and BOUND (globex only).
 fn verifier(required: bool) -> Verifier {
-    let key = FileKey {
-        kid: Some("ed-1".to_owned()),
-        algorithm: "EdDSA".to_owned(),
-        public_key_file: Some(format!("{KEYS}/ed25519.pub.pem")),
-        public_key_pem: None,
-        secret_env: None,
-    };
-    Verifier::new(&AuthConfig {
-        required,
-        tenant_claim: "tenant".to_owned(),
-        issuers: vec![ISSUER.to_owned()],
-        audiences: vec![AUDIENCE.to_owned()],
-        leeway: Duration::from_secs(30),
-        max_token_bytes: 8192,
-        keys: vec![load_key(&key, Path::new("/"), "auth.keys[0]").unwrap()],
-    })
+    let text = format!(
+        r#"
+required = {required}
+[[issuers]]
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+[[issuers.keys]]
+kid = "ed-1"
+algorithm = "EdDSA"
+public_key_file = "ed25519.pub.pem"
+[[issuers]]
+issuer = "{BOUND}"
+audiences = ["{AUDIENCE}"]
+tenants = ["globex"]
+[[issuers.keys]]
+kid = "ed-1"
+algorithm = "EdDSA"
+public_key_file = "ed25519.pub.pem"
+"#
+    );
+    let file: FileAuth = toml::from_str(&text).unwrap();
+    let cfg = build_auth(&file, Path::new(KEYS)).unwrap();
+    Verifier::new(&cfg, &Metrics::new()).unwrap()
 }
 
-/// An EdDSA token for `tenant`, signed with the fixture key (subject `user-1`).
+/// An EdDSA token for `tenant` from ISSUER, signed with the fixture key (subject `user-1`).
 fn token(tenant: &str) -> String {
+    token_from(ISSUER, tenant)
+}
+
+fn token_from(issuer: &str, tenant: &str) -> String {
     let mut spec = TokenSpec::demo(tenant);
-    (spec.issuer, spec.audience) = (ISSUER.to_owned(), AUDIENCE.to_owned());
+    (spec.issuer, spec.audience) = (issuer.to_owned(), AUDIENCE.to_owned());
     (spec.kid, spec.subject) = (Some("ed-1".to_owned()), "user-1".to_owned());
     spec.key_pem = std::fs::read(format!("{KEYS}/ed25519.pem")).unwrap();
     mint(&spec).unwrap()
@@ -173,6 +185,10 @@ impl Case {
     fn bearer(self, tenant: &str) -> Self {
         self.header("authorization", &format!("Bearer {}", token(tenant)))
     }
+    fn bearer_from(self, issuer: &str, tenant: &str) -> Self {
+        let t = token_from(issuer, tenant);
+        self.header("authorization", &format!("Bearer {t}"))
+    }
     fn from(self, peer: &'static str) -> Self {
         Self { peer, ..self }
     }
@@ -185,12 +201,12 @@ impl Case {
         }
         let parts = b.body(()).unwrap().into_parts().0;
         let peer: IpAddr = self.peer.parse().unwrap();
-        identify(
+        block(identify(
             &parts,
             peer,
             &config(&self.sources),
             &verifier(self.required),
-        )
+        ))
     }
     fn found(&self) -> (TenantId, TenantSource) {
         let id = self.run().unwrap();
@@ -210,7 +226,30 @@ impl Case {
     }
 }
 
+fn block<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 use TenantSource::{Header, Jwt, Subdomain};
+
+#[test]
+fn an_issuer_bound_to_other_tenants_cannot_speak_for_this_one() {
+    // Bound issuer, its own tenant: fine, by token or by subdomain.
+    let c = case(&[Jwt, Subdomain], "globex.example.com").bearer_from(BOUND, "globex");
+    assert_eq!(c.found(), (tid("globex"), Jwt));
+    // Bound issuer minting for acme: refused, whichever source named acme.
+    let c = case(&[Jwt], "api.other.net").bearer_from(BOUND, "acme");
+    assert_eq!(c.auth_err(), AuthError::IssuerNotAllowed);
+    let c = case(&[Jwt, Subdomain], "acme.example.com").bearer_from(BOUND, "acme");
+    assert_eq!(c.auth_err(), AuthError::IssuerNotAllowed);
+    // The unbound issuer may speak for anyone.
+    let c = case(&[Jwt], "api.other.net").bearer("acme");
+    assert_eq!(c.found(), (tid("acme"), Jwt));
+}
 
 #[test]
 fn identify_by_subdomain_only() {
@@ -227,7 +266,7 @@ fn subdomain_from_uri_authority_wins_over_host_header() {
     let p = req.body(()).unwrap().into_parts().0;
     assert_eq!(request_host(&p), Some(&b"acme.example.com"[..]));
     let (cfg, v) = (config(&[Subdomain]), verifier(false));
-    let id = identify(&p, OUTSIDE.parse().unwrap(), &cfg, &v).unwrap();
+    let id = block(identify(&p, OUTSIDE.parse().unwrap(), &cfg, &v)).unwrap();
     assert_eq!(id.tenant, tid("acme"));
 }
 

@@ -43,21 +43,22 @@ address = "127.0.0.1:0"
 sources = ["jwt", "subdomain"]
 base_domains = ["app.test"]
 
-[auth]
-issuers = ["{ISSUER}"]
+[[auth.issuers]]
+name = "test"
+issuer = "{ISSUER}"
 audiences = ["{AUDIENCE}"]
 
-[[auth.keys]]
+[[auth.issuers.keys]]
 kid = "rsa-1"
 algorithm = "RS256"
 public_key_file = "{rsa}"
 
-[[auth.keys]]
+[[auth.issuers.keys]]
 kid = "ec-1"
 algorithm = "ES256"
 public_key_file = "{ec}"
 
-[[auth.keys]]
+[[auth.issuers.keys]]
 kid = "ed-1"
 algorithm = "EdDSA"
 public_key_file = "{ed}"

@@ -1,0 +1,110 @@
+//! The verified-token cache: a client that sends the same token again pays for one signature
+//! check, not one per request.
+//!
+//! Called by [`super::Verifier::verify`] before any decoding. Entries are keyed by the token's
+//! SHA-256 (the token itself is never stored), bounded by `auth.cache_max_entries` (moka's
+//! TinyLFU admission keeps a flood of one-off tokens from evicting the hot ones), and live no
+//! longer than the token's `exp` nor `auth.cache_max_ttl`. A hit re-checks `exp` against the
+//! wall clock, so an entry can never outlive its token even between moka's own expiry sweeps.
+//! A JWKS refresh that withdraws a key empties the cache.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use moka::Expiry;
+use sha2::{Digest, Sha256};
+
+use super::VerifiedToken;
+
+/// The cache key: SHA-256 of the compact token.
+pub type TokenKey = [u8; 32];
+
+#[must_use]
+pub fn token_key(token: &str) -> TokenKey {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whole seconds since the Unix epoch.
+#[must_use]
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+struct UntilExp {
+    max_ttl: Duration,
+}
+
+impl UntilExp {
+    fn ttl(&self, token: &VerifiedToken) -> Duration {
+        let left = token.expires_at.saturating_sub(unix_now());
+        Duration::from_secs(left).min(self.max_ttl)
+    }
+}
+
+impl Expiry<TokenKey, Arc<VerifiedToken>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _key: &TokenKey,
+        value: &Arc<VerifiedToken>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(self.ttl(value))
+    }
+}
+
+/// A bounded cache of verified tokens (disabled when `max_entries` is 0).
+pub struct TokenCache {
+    inner: Option<moka::sync::Cache<TokenKey, Arc<VerifiedToken>>>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("entries", &self.entry_count())
+            .finish()
+    }
+}
+
+impl TokenCache {
+    #[must_use]
+    pub fn new(max_entries: u64, max_ttl: Duration) -> Self {
+        let inner = (max_entries > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(UntilExp { max_ttl })
+                .build()
+        });
+        Self { inner }
+    }
+
+    /// The cached verification of `key`, if it is still within its token's `exp`.
+    #[must_use]
+    pub fn get(&self, key: &TokenKey, now: u64) -> Option<Arc<VerifiedToken>> {
+        let hit = self.inner.as_ref()?.get(key)?;
+        (hit.expires_at > now).then_some(hit)
+    }
+
+    /// Remembers a verification; a token already at or past `exp` is not cached.
+    pub fn insert(&self, key: TokenKey, token: Arc<VerifiedToken>, now: u64) {
+        if let Some(c) = &self.inner
+            && token.expires_at > now
+        {
+            c.insert(key, token);
+        }
+    }
+
+    pub fn invalidate_all(&self) {
+        if let Some(c) = &self.inner {
+            c.invalidate_all();
+        }
+    }
+
+    #[must_use]
+    pub fn entry_count(&self) -> u64 {
+        self.inner
+            .as_ref()
+            .map_or(0, moka::sync::Cache::entry_count)
+    }
+}
