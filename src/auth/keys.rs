@@ -4,7 +4,7 @@
 //! Ed25519, HMAC), narrowed to one algorithm when its source names one, and always intersected
 //! with the issuer's allow-list (RFC 8725 §3.1). A token's `alg` must be in that set, so an RSA
 //! public key can never be replayed as an HMAC secret and `none` has no key at all. HMAC keys
-//! only ever come from a named environment variable, never from a JWKS. A [`KeySet`] is
+//! only ever come from a named environment variable or file, never from a JWKS. A [`KeySet`] is
 //! immutable: a JWKS refresh builds a new one and swaps it in whole.
 
 use std::collections::HashMap;
@@ -183,7 +183,7 @@ pub fn load_key(k: &FileKey, base: &Path, key: &str) -> Result<VerificationKey, 
         ));
     }
     let decoding = if AlgSet::HMAC.contains(algorithm) {
-        hmac_key(k, key)?
+        hmac_key(k, base, key)?
     } else {
         public_key(k, base, key, algorithm)?
     };
@@ -194,28 +194,49 @@ pub fn load_key(k: &FileKey, base: &Path, key: &str) -> Result<VerificationKey, 
     })
 }
 
-fn hmac_key(k: &FileKey, key: &str) -> Result<DecodingKey, FieldError> {
+fn hmac_key(k: &FileKey, base: &Path, key: &str) -> Result<DecodingKey, FieldError> {
     if k.public_key_file.is_some() || k.public_key_pem.is_some() {
         return Err(FieldError::new(
             format!("{key}.algorithm"),
             &k.algorithm,
-            "an HMAC key takes secret_env, not a public key",
+            "an HMAC key takes secret_env or secret_file, not a public key",
         ));
     }
-    let Some(var) = &k.secret_env else {
-        return Err(FieldError::new(
-            format!("{key}.secret_env"),
-            "(missing)",
-            "an HMAC key needs secret_env naming an environment variable",
-        ));
+    // The value is a secret: errors name the variable or file, never its content.
+    let (secret, field, shown) = match (&k.secret_env, &k.secret_file) {
+        (Some(var), None) => (
+            std::env::var(var).unwrap_or_default(),
+            "secret_env",
+            var.clone(),
+        ),
+        (None, Some(file)) => {
+            let path = base.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                FieldError::new(
+                    format!("{key}.secret_file"),
+                    path.display(),
+                    format!("cannot read: {e}"),
+                )
+            })?;
+            (
+                text.trim().to_owned(),
+                "secret_file",
+                path.display().to_string(),
+            )
+        }
+        _ => {
+            return Err(FieldError::new(
+                format!("{key}.secret_env"),
+                "(missing)",
+                "an HMAC key needs exactly one of secret_env (a variable name) or secret_file",
+            ));
+        }
     };
-    // The value is a secret: errors name the variable, never its content.
-    let secret = std::env::var(var).unwrap_or_default();
     if secret.len() < 32 {
         return Err(FieldError::new(
-            format!("{key}.secret_env"),
-            var,
-            "variable unset or shorter than 32 bytes",
+            format!("{key}.{field}"),
+            shown,
+            "unset, empty or shorter than 32 bytes",
         ));
     }
     Ok(DecodingKey::from_secret(secret.as_bytes()))
@@ -227,7 +248,7 @@ fn public_key(
     key: &str,
     algorithm: Algorithm,
 ) -> Result<DecodingKey, FieldError> {
-    if k.secret_env.is_some() {
+    if k.secret_env.is_some() || k.secret_file.is_some() {
         return Err(FieldError::new(
             format!("{key}.secret_env"),
             &k.algorithm,

@@ -624,6 +624,7 @@ fn file_key(kid: Option<&str>, algorithm: &str, file: &str) -> FileKey {
         public_key_file: Some(file.to_owned()),
         public_key_pem: None,
         secret_env: None,
+        secret_file: None,
     }
 }
 
@@ -660,6 +661,35 @@ fn load_key_errors_name_the_field() {
     let mut hmac = file_key(None, "HS256", "x");
     (hmac.public_key_file, hmac.secret_env) = (None, Some("CELLGATE_TEST_UNSET_SECRET".to_owned()));
     assert_eq!(err(hmac).key, "k[3].secret_env");
+    let mut short = file_key(None, "HS256", "x");
+    (short.public_key_file, short.secret_file) = (None, Some("ec.pub.pem".to_owned()));
+    assert!(
+        load_key(&short, Path::new(KEYS), "k").is_ok(),
+        "a long file is a secret"
+    );
+    short.secret_file = Some("missing.secret".to_owned());
+    assert_eq!(err(short).key, "k[3].secret_file");
+}
+
+#[test]
+fn hs256_tokens_verify_with_a_secret_file_and_nothing_else() {
+    let v = verifier_from(
+        r#"
+[[issuers]]
+issuer = "https://issuer.test"
+audiences = ["cellgate"]
+[[issuers.keys]]
+kid = "hs"
+algorithm = "HS256"
+secret_file = "hmac.secret"
+"#,
+    );
+    let token = sign(Algorithm::HS256, Some("hs"), "hmac.secret", &claims());
+    assert_eq!(verify(&v, &token).unwrap().tenant, acme());
+    let wrong = sign(Algorithm::HS256, Some("hs"), "rsa.pub.pem", &claims());
+    assert_eq!(reason_of(&v, &wrong), Reason::Signature);
+    let rs = sign(Algorithm::RS256, Some("hs"), "rsa.pem", &claims());
+    assert_eq!(reason_of(&v, &rs), Reason::Algorithm);
 }
 
 #[test]

@@ -137,6 +137,7 @@ pub struct FileKey {
     pub public_key_file: Option<String>,
     pub public_key_pem: Option<String>,
     pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
