@@ -263,7 +263,8 @@ pub fn mint(spec: &TokenSpec) -> Result<String, TokenError> {
         Algorithm::EdDSA => EncodingKey::from_ed_pem(&spec.key_pem),
         Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&spec.key_pem),
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            Ok(EncodingKey::from_secret(&spec.key_pem))
+            // Trimmed as the verifier trims a `secret_file`.
+            Ok(EncodingKey::from_secret(spec.key_pem.trim_ascii()))
         }
         _ => EncodingKey::from_rsa_pem(&spec.key_pem),
     }

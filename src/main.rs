@@ -150,9 +150,10 @@ fn validate(path: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("{}: registry.path", path.display()))?;
     let data = cellgate::placement::file::parse_registry(&text, &registry.display().to_string())?;
     println!(
-        "{}: ok ({} listener(s), {} config cell(s); registry {}: {} tenant(s), {} cell(s))",
+        "{}: ok ({} listener(s), {} issuer(s), {} config cell(s); registry {}: {} tenant(s), {} cell(s))",
         path.display(),
         config.listeners.len(),
+        config.auth.issuers.len(),
         config.cells.len(),
         registry.display(),
         data.tenants.len(),

@@ -101,10 +101,13 @@ impl TokenCache {
         }
     }
 
+    /// Entries held (moka counts lazily, so pending bookkeeping is applied first; this is
+    /// for the admin API and metrics scrapes, never the request path).
     #[must_use]
     pub fn entry_count(&self) -> u64 {
-        self.inner
-            .as_ref()
-            .map_or(0, moka::sync::Cache::entry_count)
+        self.inner.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.entry_count()
+        })
     }
 }
