@@ -9,9 +9,9 @@ use http::HeaderValue;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
 
+use super::testing::{KEYS, block, verifier_from};
 use crate::config::file::{FileAuth, FileKey};
 
-const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "cellgate";
 
@@ -24,13 +24,6 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-/// A verifier from `[auth]` TOML (paths relative to the key fixtures).
-fn verifier_from(toml_text: &str) -> Verifier {
-    let file: FileAuth = toml::from_str(toml_text).unwrap();
-    let cfg = crate::config::build_auth(&file, Path::new(KEYS)).unwrap();
-    Verifier::new(&cfg, &Metrics::new()).unwrap()
 }
 
 /// One issuer with RS256 (kid rsa-1), ES256 (ec-1) and EdDSA (ed-1) keys.
@@ -56,14 +49,6 @@ public_key_file = "ed25519.pub.pem"
 
 fn verifier() -> Verifier {
     verifier_from(ONE_ISSUER)
-}
-
-fn block<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 fn verify(v: &Verifier, token: &str) -> Result<Arc<VerifiedToken>, AuthError> {

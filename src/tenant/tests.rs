@@ -4,15 +4,12 @@ use super::*;
 
 use http::HeaderName;
 use std::net::IpAddr;
-use std::path::Path;
 
+use crate::auth::testing::{KEYS, block, verifier_from};
 use crate::auth::{AuthError, Verifier};
-use crate::config::file::FileAuth;
-use crate::config::{TenantConfig, TenantHeaderConfig, build_auth};
+use crate::config::{TenantConfig, TenantHeaderConfig};
 use crate::demo::{TokenSpec, mint};
-use crate::metrics::Metrics;
 
-const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "cellgate";
 const BOUND: &str = "https://globex-idp.test";
@@ -135,9 +132,7 @@ algorithm = "EdDSA"
 public_key_file = "ed25519.pub.pem"
 "#
     );
-    let file: FileAuth = toml::from_str(&text).unwrap();
-    let cfg = build_auth(&file, Path::new(KEYS)).unwrap();
-    Verifier::new(&cfg, &Metrics::new()).unwrap()
+    verifier_from(&text)
 }
 
 /// An EdDSA token for `tenant` from ISSUER, signed with the fixture key (subject `user-1`).
@@ -224,14 +219,6 @@ impl Case {
             other => panic!("expected an auth error, got {other:?}"),
         }
     }
-}
-
-fn block<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 use TenantSource::{Header, Jwt, Subdomain};
