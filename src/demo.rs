@@ -259,6 +259,7 @@ impl TokenSpec {
 
 /// Mints a signed JWT.
 pub fn mint(spec: &TokenSpec) -> Result<String, TokenError> {
+    crate::auth::crypto::install();
     let key = match spec.algorithm {
         Algorithm::EdDSA => EncodingKey::from_ed_pem(&spec.key_pem),
         Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&spec.key_pem),

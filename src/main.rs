@@ -73,6 +73,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    cellgate::auth::crypto::install();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve {

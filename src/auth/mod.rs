@@ -12,6 +12,7 @@
 
 mod cache;
 pub mod claims;
+pub mod crypto;
 pub mod fetch;
 mod issuer;
 pub mod jwks;
@@ -209,6 +210,7 @@ impl Verifier {
     /// Prepares every issuer (JWKS handles included; their refresh tasks are started by the
     /// server through [`Verifier::jwks`]).
     pub fn new(cfg: &AuthConfig, metrics: &Metrics) -> Result<Self, AuthSetupError> {
+        crypto::install();
         let cache = Arc::new(TokenCache::new(cfg.cache_max_entries, cfg.cache_max_ttl));
         let mut issuers = Vec::with_capacity(cfg.issuers.len());
         let mut by_iss = HashMap::with_capacity(cfg.issuers.len());
