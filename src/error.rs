@@ -122,6 +122,12 @@ impl ProxyError {
                         Downstream,
                     )
                 },
+                AuthError::Duplicate => ErrorResponse::new(
+                    S::BAD_REQUEST,
+                    "duplicate_authorization",
+                    O::bad_request,
+                    Downstream,
+                ),
                 AuthError::IssuerNotAllowed => ErrorResponse::new(
                     S::FORBIDDEN,
                     "issuer_not_allowed",

@@ -9,6 +9,7 @@
 //! A JWKS refresh that withdraws a key empties the cache.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moka::Expiry;
@@ -57,6 +58,9 @@ impl Expiry<TokenKey, Arc<VerifiedToken>> for UntilExp {
 /// A bounded cache of verified tokens (disabled when `max_entries` is 0).
 pub struct TokenCache {
     inner: Option<moka::sync::Cache<TokenKey, Arc<VerifiedToken>>>,
+    /// Bumped by every [`TokenCache::invalidate_all`], so a verification that started before a
+    /// key was withdrawn cannot cache its result after the cache was emptied.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -76,7 +80,16 @@ impl TokenCache {
                 .expire_after(UntilExp { max_ttl })
                 .build()
         });
-        Self { inner }
+        Self {
+            inner,
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Read before a verification starts, and handed back to [`TokenCache::insert`].
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The cached verification of `key`, if it is still within its token's `exp`.
@@ -86,16 +99,23 @@ impl TokenCache {
         (hit.expires_at > now).then_some(hit)
     }
 
-    /// Remembers a verification; a token already at or past `exp` is not cached.
-    pub fn insert(&self, key: TokenKey, token: Arc<VerifiedToken>, now: u64) {
-        if let Some(c) = &self.inner
-            && token.expires_at > now
-        {
-            c.insert(key, token);
+    /// Remembers a verification that started at `generation`; a token already at or past
+    /// `exp`, or verified across an invalidation, is not cached.
+    pub fn insert(&self, key: TokenKey, token: Arc<VerifiedToken>, now: u64, generation: u64) {
+        let Some(c) = &self.inner else { return };
+        if token.expires_at <= now || self.generation() != generation {
+            return;
+        }
+        c.insert(key, token);
+        // An invalidation may have run between the check and the insert.
+        if self.generation() != generation {
+            c.invalidate(&key);
         }
     }
 
+    /// Empties the cache (a key was withdrawn).
     pub fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         if let Some(c) = &self.inner {
             c.invalidate_all();
         }

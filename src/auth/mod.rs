@@ -140,6 +140,9 @@ pub enum AuthError {
     Missing,
     #[error("the Authorization header is longer than {0} bytes")]
     TooLarge(usize),
+    /// More than one `Authorization` field: the cell could read one the proxy never checked.
+    #[error("more than one Authorization header")]
+    Duplicate,
     #[error("invalid token: {0}")]
     Invalid(Reason),
     /// The token's issuer is not bound to the tenant it speaks for (config `tenants` list or the
@@ -155,6 +158,7 @@ impl AuthError {
         match self {
             Self::Missing => "missing",
             Self::TooLarge(_) => "too_large",
+            Self::Duplicate => "duplicate",
             Self::Invalid(r) => r.as_str(),
             Self::IssuerNotAllowed => "issuer_not_allowed",
         }
@@ -308,11 +312,12 @@ impl Verifier {
             self.metrics.cache_hits.inc();
             return Ok(hit);
         }
+        let generation = self.cache.generation();
         match self.verify_cold(token, now).await {
             Ok(v) => {
                 self.metrics.verified.inc();
                 let v = Arc::new(v);
-                self.cache.insert(key, Arc::clone(&v), now);
+                self.cache.insert(key, Arc::clone(&v), now, generation);
                 Ok(v)
             }
             Err(e) => {
@@ -441,9 +446,15 @@ fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> Reason {
 /// decodes it. Another scheme (`Basic ...`) is not ours to judge: it counts as no token and
 /// travels on to the cell.
 pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<Option<&str>, AuthError> {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = all.next() else {
         return Ok(None);
     };
+    // `Authorization` is not a list (RFC 9110 §11.6.2): a second field is refused, never
+    // forwarded beside the one that was verified.
+    if all.next().is_some() {
+        return Err(AuthError::Duplicate);
+    }
     let bytes = value.as_bytes();
     if bytes.len() > max_bytes {
         return Err(AuthError::TooLarge(max_bytes));

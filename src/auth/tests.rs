@@ -184,15 +184,29 @@ fn the_cache_never_serves_a_token_past_its_exp() {
     };
     let (k1, k2) = (token_key("a"), token_key("b"));
     let exp = now() + 100;
-    cache.insert(k1, token(exp), now());
+    let g = cache.generation();
+    cache.insert(k1, token(exp), now(), g);
     assert!(cache.get(&k1, exp - 1).is_some());
     assert!(cache.get(&k1, exp).is_none(), "at exp the hit is refused");
     // Already expired when verified (inside the leeway): never cached.
-    cache.insert(k2, token(now() - 1), now());
+    cache.insert(k2, token(now() - 1), now(), g);
     assert!(cache.get(&k2, 0).is_none());
+    // A key was withdrawn while k2 was being verified: its result is not cached.
+    cache.invalidate_all();
+    assert!(
+        cache.get(&k1, 0).is_none(),
+        "invalidation empties the cache"
+    );
+    cache.insert(k2, token(exp), now(), g);
+    assert!(
+        cache.get(&k2, 0).is_none(),
+        "verified across an invalidation"
+    );
+    cache.insert(k2, token(exp), now(), cache.generation());
+    assert!(cache.get(&k2, 0).is_some());
     // Disabled cache.
     let off = TokenCache::new(0, std::time::Duration::from_secs(300));
-    off.insert(k1, token(u64::MAX), 0);
+    off.insert(k1, token(u64::MAX), 0, 0);
     assert!(off.get(&k1, 0).is_none());
 }
 
@@ -585,6 +599,12 @@ fn bearer_token_extraction() {
     );
     assert_eq!(bearer_token(&h("Bearer"), 8192), Err(AuthError::Missing));
     assert_eq!(bearer_token(&h("Negotiate"), 8192), Ok(None));
+    let mut two = h("Bearer a.b.c");
+    two.append(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_static("Bearer d.e.f"),
+    );
+    assert_eq!(bearer_token(&two, 8192), Err(AuthError::Duplicate));
 }
 
 #[test]

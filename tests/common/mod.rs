@@ -1,6 +1,8 @@
 //! Test harness: a real cellgate in-process on 127.0.0.1:0 in front of real echo cells.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod jwks;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
