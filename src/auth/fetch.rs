@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 /// A parsed JWKS URL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FetchUrl {
     host: Arc<str>,
     port: u16,
@@ -30,6 +30,13 @@ pub struct FetchUrl {
     server_name: Option<ServerName<'static>>,
     /// `scheme://authority/path` without the query (which may carry a credential).
     shown: Arc<str>,
+}
+
+impl std::fmt::Debug for FetchUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The query may carry a credential: shown without it, like Display.
+        f.debug_tuple("FetchUrl").field(&self.shown).finish()
+    }
 }
 
 impl std::fmt::Display for FetchUrl {

@@ -80,6 +80,8 @@ pub struct Jwks {
     tls: TlsConnector,
     keys: ArcSwap<KeySet>,
     loaded: AtomicBool,
+    /// A fetch is running: requests meeting an unknown `kid` wait for it.
+    fetching: AtomicBool,
     /// Bumped after every decision of the task (a fetch, or a refetch refused by cooldown).
     attempts: watch::Sender<u64>,
     wake: Notify,
@@ -119,6 +121,11 @@ pub fn parse_jwks(
         url: url.to_owned(),
         reason: e.to_string(),
     })?;
+    if doc.keys.is_empty() {
+        // An IdP that publishes an empty set has withdrawn every key (an emergency
+        // revocation): that is authoritative, not a failed fetch.
+        return Ok((KeySet::default(), Vec::new()));
+    }
     if doc.keys.len() > max_keys {
         return Err(JwksError::TooManyKeys {
             url: url.to_owned(),
@@ -129,10 +136,12 @@ pub fn parse_jwks(
     let mut keys: Vec<VerificationKey> = Vec::with_capacity(doc.keys.len());
     let mut skipped = Vec::new();
     for value in &doc.keys {
-        let kid = value
-            .get("kid")
-            .and_then(|k| k.as_str())
-            .unwrap_or("(none)");
+        // Only a well-formed kid is ever logged.
+        let kid = match value.get("kid").and_then(|k| k.as_str()) {
+            Some(k) if super::keys::valid_kid(k) => k,
+            Some(_) => "(malformed)",
+            None => "(none)",
+        };
         match from_jwk(value, allowed) {
             Ok(Some(k)) => {
                 if k.kid.is_some() && keys.iter().any(|have| have.kid == k.kid) {
@@ -142,7 +151,7 @@ pub fn parse_jwks(
                 }
             }
             Ok(None) => {}
-            Err(reason) => skipped.push((kid.chars().take(64).collect(), reason)),
+            Err(reason) => skipped.push((kid.to_owned(), reason)),
         }
     }
     if keys.is_empty() {
@@ -178,6 +187,7 @@ impl Jwks {
             tls,
             keys: ArcSwap::from_pointee(KeySet::default()),
             loaded: AtomicBool::new(false),
+            fetching: AtomicBool::new(false),
             attempts: watch::Sender::new(0),
             wake: Notify::new(),
             last_on_demand: Mutex::new(None),
@@ -227,15 +237,19 @@ impl Jwks {
         last.is_some_and(|t| now.saturating_duration_since(t) < self.cfg.cooldown)
     }
 
-    /// The unknown-`kid` path: asks the task for one refetch (unless a fetch ran within the
-    /// cooldown or `kid` is cached as unknown), waits for it, and looks `kid` up again.
+    /// The unknown-`kid` path: waits for the fetch already running, or asks the task for one
+    /// (unless an on-demand fetch ran within the cooldown or `kid` is cached as unknown), then
+    /// looks `kid` up again.
     pub async fn refetch(&self, kid: &str) -> Option<Arc<VerificationKey>> {
-        if self.negative.contains_key(kid) || self.in_cooldown(Instant::now()) {
+        let mut attempts = self.attempts.subscribe();
+        let running = self.fetching.load(Ordering::Acquire);
+        if self.negative.contains_key(kid) || (!running && self.in_cooldown(Instant::now())) {
             self.metrics.refetch_suppressed.inc();
             self.negative.insert(Box::from(kid), ());
             return None;
         }
-        let mut attempts = self.attempts.subscribe();
+        // While a fetch runs, the stored permit asks for one more after it; the task applies
+        // the cooldown to that one, so the fetch count stays bounded either way.
         self.wake.notify_one();
         // The task answers within one fetch deadline; the margin covers its scheduling.
         let wait = self.cfg.timeout + Duration::from_secs(1);
@@ -268,7 +282,10 @@ impl Jwks {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = Some(now);
             }
-            match self.fetch_once().await {
+            self.fetching.store(true, Ordering::Release);
+            let result = self.fetch_once().await;
+            self.fetching.store(false, Ordering::Release);
+            match result {
                 Ok(ttl) => {
                     retry = FIRST_RETRY;
                     next = Instant::now() + ttl;
@@ -310,6 +327,12 @@ impl Jwks {
         let withdrawn = self.ready() && old.loses_keys_in(&set);
         let changed = old.kids() != set.kids() || withdrawn;
         let count = set.len();
+        if set.is_empty() {
+            tracing::error!(
+                issuer = %self.issuer,
+                "JWKS publishes no keys: every token of this issuer is refused until keys return"
+            );
+        }
         self.keys.store(Arc::new(set));
         self.loaded.store(true, Ordering::Release);
         if withdrawn {

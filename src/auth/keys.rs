@@ -12,7 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
+use sha2::{Digest, Sha256};
 
 use crate::config::FieldError;
 use crate::config::file::FileKey;
@@ -157,6 +158,28 @@ pub struct VerificationKey {
     pub kid: Option<Box<str>>,
     pub algorithms: AlgSet,
     pub(crate) key: DecodingKey,
+    /// SHA-256 of the key material, so a key replaced under the same `kid` counts as withdrawn.
+    fingerprint: [u8; 32],
+}
+
+impl VerificationKey {
+    fn new(kid: Option<Box<str>>, algorithms: AlgSet, key: DecodingKey) -> Self {
+        let mut h = Sha256::new();
+        match key.kind() {
+            DecodingKeyKind::SecretOrDer(bytes) => h.update(bytes),
+            DecodingKeyKind::RsaModulusExponent { n, e } => {
+                h.update(n);
+                h.update(b".");
+                h.update(e);
+            }
+        }
+        Self {
+            kid,
+            algorithms,
+            key,
+            fingerprint: h.finalize().into(),
+        }
+    }
 }
 
 impl std::fmt::Debug for VerificationKey {
@@ -187,11 +210,11 @@ pub fn load_key(k: &FileKey, base: &Path, key: &str) -> Result<VerificationKey, 
     } else {
         public_key(k, base, key, algorithm)?
     };
-    Ok(VerificationKey {
-        kid: k.kid.as_deref().map(Box::from),
-        algorithms: AlgSet::one(algorithm),
-        key: decoding,
-    })
+    Ok(VerificationKey::new(
+        k.kid.as_deref().map(Box::from),
+        AlgSet::one(algorithm),
+        decoding,
+    ))
 }
 
 fn hmac_key(k: &FileKey, base: &Path, key: &str) -> Result<DecodingKey, FieldError> {
@@ -338,11 +361,11 @@ pub fn from_jwk(
         return Ok(None);
     }
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key: {e}"))?;
-    Ok(Some(VerificationKey {
-        kid: common.key_id.as_deref().map(Box::from),
+    Ok(Some(VerificationKey::new(
+        common.key_id.as_deref().map(Box::from),
         algorithms,
         key,
-    }))
+    )))
 }
 
 /// An immutable set of keys, looked up by `kid`.
@@ -401,10 +424,19 @@ impl KeySet {
         kids
     }
 
-    /// Whether some key of `self` may be missing from `next` (a key was withdrawn). Keys
-    /// without a `kid` cannot be matched, so a set that has any counts as changed.
+    /// Whether some key of `self` is missing from `next`, or replaced there by other key
+    /// material under the same `kid` (a key was withdrawn, possibly revoked).
     #[must_use]
     pub fn loses_keys_in(&self, next: &Self) -> bool {
-        !self.unnamed.is_empty() || self.by_kid.keys().any(|k| !next.by_kid.contains_key(k))
+        let named_lost = self.by_kid.iter().any(|(kid, k)| {
+            next.by_kid
+                .get(kid)
+                .is_none_or(|n| n.fingerprint != k.fingerprint)
+        });
+        named_lost
+            || self
+                .unnamed
+                .iter()
+                .any(|k| !next.unnamed.iter().any(|n| n.fingerprint == k.fingerprint))
     }
 }

@@ -117,7 +117,7 @@ impl Reason {
             Self::IssuedInFuture => "token issued in the future (iat)",
             Self::Signature => "signature does not verify",
             Self::BadKid => "kid is malformed",
-            Self::UnknownKid => "no key with this kid",
+            Self::UnknownKid => "no key with this kid (or no kid and too many candidate keys)",
             Self::Typ => "token typ not accepted",
             Self::ClaimMissing => "a required claim is missing",
             Self::ClaimFormat => "a claim has the wrong format",
@@ -355,9 +355,16 @@ impl Verifier {
         claims::check_required(&claims, &issuer.required_claims).map_err(Invalid)?;
         let tenant = claims::tenant(&claims, &issuer.tenant_claim, issuer.tenant_claim_required)
             .map_err(Invalid)?;
+        // jsonwebtoken accepted `exp` as a number; a fractional one counts down to the second.
         let expires_at = claims
             .get("exp")
-            .and_then(Value::as_u64)
+            .and_then(|v| {
+                v.as_u64().or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.is_finite() && *f >= 0.0)
+                        .map(|f| f as u64)
+                })
+            })
             .ok_or(Invalid(Reason::ClaimFormat))?;
         Ok(VerifiedToken {
             issuer: Arc::clone(&issuer.policy),
@@ -399,10 +406,15 @@ impl Verifier {
             };
             return decode(&key).map_err(Invalid);
         }
-        // No kid: try each key that fits the algorithm. Past the signature, a failure (exp,
-        // aud...) is the token's, not the key's, so it ends the search.
+        // No kid: try each key that fits the algorithm, but only a few: an unauthenticated
+        // token must not buy one signature check per published key. Past the signature, a
+        // failure (exp, aud...) is the token's, not the key's, so it ends the search.
+        let keys = issuer.keys_for(header.alg);
+        if keys.len() > MAX_KIDLESS_KEYS {
+            return Err(Invalid(Reason::UnknownKid));
+        }
         let mut last = Reason::UnknownKid;
-        for key in issuer.keys_for(header.alg) {
+        for key in keys {
             match decode(&key) {
                 Ok(claims) => return Ok(claims),
                 Err(r @ Reason::Signature) => last = r,
@@ -412,6 +424,10 @@ impl Verifier {
         Err(Invalid(last))
     }
 }
+
+/// A token without a `kid` is tried against at most this many keys of its algorithm (an issuer
+/// publishing more must name its keys).
+pub const MAX_KIDLESS_KEYS: usize = 4;
 
 /// Three base64url segments (header, claims, signature) and nothing else.
 fn well_formed(token: &str) -> bool {
@@ -459,7 +475,7 @@ pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<Option<&str
     if bytes.len() > max_bytes {
         return Err(AuthError::TooLarge(max_bytes));
     }
-    let Some(scheme_end) = bytes.iter().position(|&b| b == b' ') else {
+    let Some(scheme_end) = bytes.iter().position(|&b| b == b' ' || b == b'\t') else {
         // `Bearer` alone is a bearer token with nothing in it, not another scheme.
         return if bytes.eq_ignore_ascii_case(b"bearer") {
             Err(AuthError::Missing)

@@ -568,7 +568,13 @@ fn jwks_documents_parse_into_algorithm_bound_keys() {
     // The allow-list narrows each key; nothing usable is an error, as is a set over max_keys.
     let (set, _) = jwks::parse_jwks(body.as_bytes(), AlgSet::ES256, 64, "u").unwrap();
     assert_eq!(set.kids(), ["e1"]);
-    assert!(jwks::parse_jwks(br#"{"keys": []}"#, AlgSet::ASYMMETRIC, 64, "u").is_err());
+    let (empty, _) = jwks::parse_jwks(br#"{"keys": []}"#, AlgSet::ASYMMETRIC, 64, "u").unwrap();
+    assert!(
+        empty.is_empty(),
+        "an empty set is an authoritative withdrawal"
+    );
+    let only_enc = json!({"keys": [jwk("rsa", json!({"kid": "e", "use": "enc"}))]}).to_string();
+    assert!(jwks::parse_jwks(only_enc.as_bytes(), AlgSet::ASYMMETRIC, 64, "u").is_err());
     assert!(jwks::parse_jwks(body.as_bytes(), AlgSet::ASYMMETRIC, 3, "u").is_err());
     assert!(jwks::parse_jwks(b"<html>", AlgSet::ASYMMETRIC, 64, "u").is_err());
 }
@@ -591,6 +597,7 @@ fn bearer_token_extraction() {
         Ok(Some("abc.def"))
     );
     assert_eq!(bearer_token(&h("bearer  abc "), 8192), Ok(Some("abc")));
+    assert_eq!(bearer_token(&h("Bearer\tabc"), 8192), Ok(Some("abc")));
     assert_eq!(bearer_token(&h("Basic dXNlcjpwdw=="), 8192), Ok(None));
     assert_eq!(bearer_token(&h("Bearer "), 8192), Err(AuthError::Missing));
     assert_eq!(
@@ -709,4 +716,48 @@ fn debug_output_hides_key_material() {
         shown.contains("inline") && !shown.contains("BEGIN"),
         "{shown}"
     );
+}
+
+#[test]
+fn a_token_without_kid_is_not_tried_against_many_keys() {
+    let key = |kid: &str| {
+        format!(
+            "[[issuers.keys]]\nkid = \"{kid}\"\nalgorithm = \"EdDSA\"\npublic_key_file = \"ed25519.pub.pem\"\n"
+        )
+    };
+    let head = "[[issuers]]\nissuer = \"https://issuer.test\"\naudiences = [\"cellgate\"]\n";
+    let many: String = (0..=MAX_KIDLESS_KEYS)
+        .map(|i| key(&format!("k{i}")))
+        .collect();
+    let v = verifier_from(&format!("{head}{many}"));
+    let token = sign(Algorithm::EdDSA, None, "ed25519.pem", &claims());
+    assert_eq!(reason_of(&v, &token), Reason::UnknownKid);
+    let few: String = (0..MAX_KIDLESS_KEYS)
+        .map(|i| key(&format!("k{i}")))
+        .collect();
+    assert!(verify(&verifier_from(&format!("{head}{few}")), &token).is_ok());
+}
+
+#[test]
+fn a_key_replaced_under_the_same_kid_counts_as_withdrawn() {
+    let set = |file: &str, kid: Option<&str>| {
+        let mut v: Value = serde_json::from_slice(&read(&format!("jwk/{file}.json"))).unwrap();
+        if let Some(k) = kid {
+            v["kid"] = json!(k);
+        }
+        let body = json!({"keys": [v]}).to_string();
+        jwks::parse_jwks(body.as_bytes(), AlgSet::ASYMMETRIC, 8, "u")
+            .unwrap()
+            .0
+    };
+    let a = set("rsa", Some("k"));
+    assert!(!a.loses_keys_in(&set("rsa", Some("k"))));
+    assert!(
+        a.loses_keys_in(&set("rsa2", Some("k"))),
+        "same kid, new material"
+    );
+    assert!(a.loses_keys_in(&set("rsa", Some("other"))));
+    // Keys without a kid are matched by their material.
+    assert!(!set("rsa", None).loses_keys_in(&set("rsa", None)));
+    assert!(set("rsa", None).loses_keys_in(&set("rsa2", None)));
 }

@@ -51,28 +51,23 @@ pub struct IssuerConfig {
     pub keys: Vec<VerificationKey>,
 }
 
-/// Headers a forwarded claim may not overwrite.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "authorization",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-connection",
-    "cookie",
-    "x-request-id",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-cellgate-tenant",
-    "x-cellgate-cell",
-];
+/// Whether a forwarded claim may be written to `name`: never a header the proxy sets or strips
+/// itself (trusted, internal, hop-by-hop) nor one that frames or authenticates the request.
+fn reserved(name: &HeaderName) -> bool {
+    use crate::proxy::headers::{HOP_BY_HOP, INTERNAL, X_REQUEST_ID};
+    const OTHERS: [&str; 6] = [
+        "host",
+        "authorization",
+        "content-length",
+        "content-type",
+        "cookie",
+        "expect",
+    ];
+    INTERNAL.contains(name)
+        || HOP_BY_HOP.contains(name)
+        || *name == X_REQUEST_ID
+        || OTHERS.contains(&name.as_str())
+}
 
 pub fn build_auth(a: &FileAuth, base: &Path) -> Result<AuthConfig, FieldError> {
     let max_token_bytes = a.max_token_bytes.unwrap_or(8192);
@@ -106,7 +101,7 @@ pub fn build_auth(a: &FileAuth, base: &Path) -> Result<AuthConfig, FieldError> {
         let key = format!("auth.forward_claims[{i}].header");
         let header = HeaderName::from_bytes(f.header.to_ascii_lowercase().as_bytes())
             .map_err(|_| FieldError::new(&key, &f.header, "not a valid header name"))?;
-        if RESERVED_HEADERS.contains(&header.as_str()) {
+        if reserved(&header) {
             return Err(FieldError::new(
                 key,
                 &f.header,

@@ -310,6 +310,9 @@ fn issuer_errors_name_their_keys() {
         (format!("{ISSUER_HEAD}[auth.issuers.jwks]\nurl = \"https://i.test/\"\ncooldown = \"0s\"\n"), "auth.issuers[0].jwks.cooldown"),
         (format!("{ISSUER_HEAD}[auth.issuers.jwks]\nurl = \"https://i.test/\"\nmax_keys = 0\n"), "auth.issuers[0].jwks.max_keys"),
         (format!("[[auth.forward_claims]]\nclaim = \"sub\"\nheader = \"host\"\n{ISSUER_HEAD}{key}"), "auth.forward_claims[0].header"),
+        (format!("[[auth.forward_claims]]\nclaim = \"org\"\nheader = \"X-Tenant-Id\"\n{ISSUER_HEAD}{key}"), "auth.forward_claims[0].header"),
+        (format!("[[auth.forward_claims]]\nclaim = \"org\"\nheader = \"x-cell-id\"\n{ISSUER_HEAD}{key}"), "auth.forward_claims[0].header"),
+        (format!("[[auth.forward_claims]]\nclaim = \"ip\"\nheader = \"x-forwarded-for\"\n{ISSUER_HEAD}{key}"), "auth.forward_claims[0].header"),
         (format!("[auth]\ncache_max_ttl = \"2h\"\n{ISSUER_HEAD}{key}"), "auth.cache_max_ttl"),
     ];
     for (auth, want) in cases {

@@ -186,6 +186,15 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
 
     let tenant = build_tenant(&raw)?;
     let auth = build_auth(&raw.auth, base)?;
+    if let Some(h) = &tenant.header
+        && let Some(i) = auth.forward_claims.iter().position(|f| f.header == h.name)
+    {
+        return Err(FieldError::new(
+            format!("auth.forward_claims[{i}].header"),
+            &h.name,
+            "is tenant.header.name: a claim may not stand in for the trusted tenant header",
+        ));
+    }
     if tenant.sources.contains(&TenantSource::Jwt) && auth.issuers.is_empty() {
         return Err(FieldError::new(
             "tenant.sources",

@@ -1,6 +1,6 @@
 //! The immutable placement snapshot and the `ArcSwap` that publishes it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -21,18 +21,8 @@ pub struct TenantPlacement {
     pub version: u64,
     /// The trusted `x-tenant-id` value, built once.
     pub tenant_header: HeaderValue,
-    /// Issuers bound to the tenant (`None`: any configured issuer may speak for it).
+    /// Issuers bound to the tenant (`None`: any issuer no other tenant claims as its own).
     pub issuers: Option<Arc<[Box<str>]>>,
-}
-
-impl TenantPlacement {
-    /// Whether a token from issuer `iss` may speak for this tenant.
-    #[must_use]
-    pub fn accepts_issuer(&self, iss: &str) -> bool {
-        self.issuers
-            .as_ref()
-            .is_none_or(|list| list.iter().any(|i| &**i == iss))
-    }
 }
 
 /// One registry generation, never mutated after it is built.
@@ -45,6 +35,9 @@ pub struct PlacementSnapshot {
     cells: HashMap<Box<str>, Arc<Cell>>,
     /// Tenant records whose cell no source defines.
     pub dangling: Vec<(String, String)>,
+    /// Issuers some tenant record names as its own: each may speak only for the tenants that
+    /// name it.
+    bound_issuers: HashSet<Box<str>>,
 }
 
 impl PlacementSnapshot {
@@ -57,6 +50,7 @@ impl PlacementSnapshot {
             tenants: HashMap::new(),
             cells: HashMap::new(),
             dangling: Vec::new(),
+            bound_issuers: HashSet::new(),
         }
     }
 
@@ -70,7 +64,9 @@ impl PlacementSnapshot {
         }
         let mut tenants = HashMap::with_capacity(data.tenants.len());
         let mut dangling = Vec::new();
+        let mut bound_issuers = HashSet::new();
         for t in &data.tenants {
+            bound_issuers.extend(t.issuers.iter().map(|i| Box::from(i.as_str())));
             let cell = cells.get(t.cell.as_str()).cloned();
             if cell.is_none() {
                 dangling.push((t.id.clone(), t.cell.clone()));
@@ -99,6 +95,18 @@ impl PlacementSnapshot {
             tenants,
             cells,
             dangling,
+            bound_issuers,
+        }
+    }
+
+    /// Whether a token from issuer `iss` may speak for the tenant placed at `p`: a tenant that
+    /// names its issuers takes only those, and an issuer some tenant names as its own speaks
+    /// for no tenant that does not name it (so one tenant's IdP cannot mint for another).
+    #[must_use]
+    pub fn issuer_allowed(&self, p: &TenantPlacement, iss: &str) -> bool {
+        match &p.issuers {
+            Some(list) => list.iter().any(|i| &**i == iss),
+            None => self.bound_issuers.is_empty() || !self.bound_issuers.contains(iss),
         }
     }
 

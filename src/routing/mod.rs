@@ -53,7 +53,7 @@ impl RouteError {
 }
 
 /// Decides where `tenant`'s request goes under `snap`. `issuer` is the verified token's `iss`,
-/// checked against the issuers the tenant's record binds (if any).
+/// checked against the registry's issuer bindings (see [`PlacementSnapshot::issuer_allowed`]).
 pub fn route(
     tenant: &TenantId,
     method: &Method,
@@ -74,7 +74,7 @@ pub fn route(
         TenantStatus::Migrating => {}
     }
     if let Some(iss) = issuer
-        && !placement.accepts_issuer(iss)
+        && !snap.issuer_allowed(placement, iss)
     {
         return Err(RouteError::IssuerNotAllowed);
     }

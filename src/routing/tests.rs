@@ -209,6 +209,10 @@ fn a_tenant_bound_to_its_own_idp_refuses_tokens_from_other_issuers() {
     );
     // No token: the binding speaks about tokens only (auth.required decides the rest).
     assert!(route(&t("initech"), &get, None, &snap).is_ok());
-    // An unbound tenant takes any configured issuer.
+    // An unbound tenant takes any configured issuer, except another tenant's own IdP.
     assert!(route(&t("acme"), &get, Some("https://shared.idp"), &snap).is_ok());
+    assert_eq!(
+        route(&t("acme"), &get, Some("https://initech.idp"), &snap).unwrap_err(),
+        RouteError::IssuerNotAllowed
+    );
 }

@@ -67,9 +67,9 @@ pub async fn identify(
     cfg: &TenantConfig,
     verifier: &Verifier,
 ) -> Result<Identity, IdentifyError> {
-    let wants_jwt =
-        verifier.enabled() && (cfg.sources.contains(&TenantSource::Jwt) || verifier.required());
-    let token = if wants_jwt {
+    // With issuers configured, a bearer token is always verified, whichever sources name the
+    // tenant: a token the proxy lets through is one it checked.
+    let token = if verifier.enabled() {
         match bearer_token(&parts.headers, verifier.max_token_bytes())? {
             Some(raw) => Some(verifier.verify(raw).await?),
             None if verifier.required() => return Err(AuthError::Missing.into()),
@@ -102,10 +102,20 @@ pub async fn identify(
             Some(_) => {}
         }
     }
-    if let (Some((tenant, _)), Some(t)) = (&chosen, &token)
-        && !t.issuer.allows(tenant)
-    {
-        return Err(AuthError::IssuerNotAllowed.into());
+    if let (Some((tenant, source)), Some(t)) = (&chosen, &token) {
+        // A token naming another tenant is refused even when the jwt source is off.
+        if let Some(claimed) = &t.tenant
+            && claimed != tenant
+        {
+            return Err(TenantError::Mismatch {
+                a: source.as_str(),
+                b: TenantSource::Jwt.as_str(),
+            }
+            .into());
+        }
+        if !t.issuer.allows(tenant) {
+            return Err(AuthError::IssuerNotAllowed.into());
+        }
     }
     match chosen {
         Some((tenant, source)) => Ok(Identity {

@@ -321,19 +321,31 @@ fn only_subdomain_and_nothing_found_is_missing_tenant() {
 }
 
 #[test]
-fn bad_token_is_refused_when_jwt_is_in_play_and_ignored_otherwise() {
+fn a_bearer_token_is_always_verified_when_issuers_are_configured() {
     let (h, v) = ("authorization", "Bearer not.a.jwt");
-    let err = case(&[Jwt, Subdomain], "acme.example.com")
-        .header(h, v)
-        .auth_err();
-    assert!(matches!(err, AuthError::Invalid(_)), "{err:?}");
-    // Neither a jwt source nor a required token: the header is the cell's business.
+    for sources in [&[Jwt, Subdomain][..], &[Subdomain][..]] {
+        let err = case(sources, "acme.example.com").header(h, v).auth_err();
+        assert!(matches!(err, AuthError::Invalid(_)), "{sources:?}: {err:?}");
+    }
+    // Another scheme is not ours to judge.
     let id = case(&[Subdomain], "acme.example.com")
-        .header(h, v)
+        .header(h, "Basic dXNlcjpwdw==")
+        .run()
+        .unwrap();
+    assert!(id.token.is_none());
+}
+
+#[test]
+fn a_token_for_another_tenant_is_refused_even_with_the_jwt_source_off() {
+    let c = case(&[Subdomain], "globex.example.com").bearer("acme");
+    let (a, b) = ("subdomain", "jwt");
+    assert_eq!(c.tenant_err(), TenantError::Mismatch { a, b });
+    let id = case(&[Subdomain], "acme.example.com")
+        .bearer("acme")
         .run()
         .unwrap();
     assert_eq!(id.tenant, tid("acme"));
-    assert!(id.token.is_none());
+    assert!(id.token.is_some());
 }
 
 #[test]
