@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod metrics;
+pub mod ops;
 pub mod placement;
 pub mod proxy;
 pub mod routing;

@@ -1,4 +1,5 @@
-//! The `cellgate` command: serve | validate | demo | token. Operator subcommands join here.
+//! The `cellgate` command: serve | validate | demo | token, and the operator commands on the
+//! DynamoDB registry (registry | tenant | cell, in `cellgate::ops`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cellgate::config::{Config, Overrides, RegistryConfig};
-use cellgate::{demo, proxy::Server, telemetry};
+use cellgate::{demo, ops, proxy::Server, telemetry};
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
@@ -70,6 +71,27 @@ enum Command {
         #[arg(long, default_value = demo::DEMO_AUDIENCE)]
         audience: String,
     },
+    /// The DynamoDB registry table: create it, read its epoch.
+    Registry {
+        #[command(flatten)]
+        table: ops::TableArgs,
+        #[command(subcommand)]
+        command: ops::RegistryCommand,
+    },
+    /// Tenant records in the DynamoDB registry.
+    Tenant {
+        #[command(flatten)]
+        table: ops::TableArgs,
+        #[command(subcommand)]
+        command: ops::TenantCommand,
+    },
+    /// Cell records in the DynamoDB registry.
+    Cell {
+        #[command(flatten)]
+        table: ops::TableArgs,
+        #[command(subcommand)]
+        command: ops::CellCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,6 +122,21 @@ fn main() -> ExitCode {
             issuer,
             audience,
         } => token(tenant, &ttl, sub, key, &alg, kid, issuer, audience),
+        Command::Registry { table, command } => operate(&table, |r| async move {
+            ops::registry_command(&r, command).await
+        }),
+        Command::Tenant { table, command } => {
+            operate(
+                &table,
+                |r| async move { ops::tenant_command(&r, command).await },
+            )
+        }
+        Command::Cell { table, command } => {
+            operate(
+                &table,
+                |r| async move { ops::cell_command(&r, command).await },
+            )
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,6 +145,20 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs one operator command against the registry and prints its JSON result.
+fn operate<F, Fut>(table: &ops::TableArgs, command: F) -> anyhow::Result<()>
+where
+    F: FnOnce(ops::Registry) -> Fut,
+    Fut: Future<Output = Result<serde_json::Value, ops::OpsError>>,
+{
+    let out = runtime()?.block_on(async {
+        let registry = ops::registry(table).await?;
+        command(registry).await
+    })?;
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -146,19 +197,30 @@ fn serve(path: &std::path::Path, overrides: Overrides) -> anyhow::Result<()> {
 
 fn validate(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path, &Overrides::default().with_env())?;
-    let RegistryConfig::File { path: registry, .. } = &config.registry;
-    let text = std::fs::read_to_string(registry)
-        .with_context(|| format!("{}: registry.path", path.display()))?;
-    let data = cellgate::placement::file::parse_registry(&text, &registry.display().to_string())?;
+    let registry = match &config.registry {
+        RegistryConfig::File { path: registry, .. } => {
+            let text = std::fs::read_to_string(registry)
+                .with_context(|| format!("{}: registry.path", path.display()))?;
+            let data =
+                cellgate::placement::file::parse_registry(&text, &registry.display().to_string())?;
+            format!(
+                "registry {}: {} tenant(s), {} cell(s)",
+                registry.display(),
+                data.tenants.len(),
+                data.cells.len()
+            )
+        }
+        // Not contacted here: validation must work offline.
+        RegistryConfig::Dynamo { settings, .. } => {
+            format!("registry dynamodb:{} (not contacted)", settings.table)
+        }
+    };
     println!(
-        "{}: ok ({} listener(s), {} issuer(s), {} config cell(s); registry {}: {} tenant(s), {} cell(s))",
+        "{}: ok ({} listener(s), {} issuer(s), {} config cell(s); {registry})",
         path.display(),
         config.listeners.len(),
         config.auth.issuers.len(),
         config.cells.len(),
-        registry.display(),
-        data.tenants.len(),
-        data.cells.len()
     );
     Ok(())
 }
@@ -177,7 +239,9 @@ fn run_demo(listen: String, admin: String) -> anyhow::Result<()> {
         };
         let config = Config::load(&config_path, &overrides)?;
         telemetry::init(&config.log);
-        let RegistryConfig::File { path: registry, .. } = &config.registry;
+        let RegistryConfig::File { path: registry, .. } = &config.registry else {
+            anyhow::bail!("the demo config must use the file registry");
+        };
         let registry = registry.clone();
         let server = Server::bind(config)?;
         let token = demo::mint(&demo::TokenSpec::demo("acme"))?;

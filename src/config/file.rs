@@ -140,12 +140,18 @@ pub struct FileKey {
     pub secret_file: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRegistry {
     pub source: String,
     pub path: Option<String>,
     pub poll_interval: Option<String>,
+    pub full_refresh: Option<String>,
+    pub table: Option<String>,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub scan_segments: Option<u32>,
+    pub scan_page_size: Option<u32>,
 }
 
 /// A cell as written in the config file or in a registry file.

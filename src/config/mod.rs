@@ -63,6 +63,8 @@ pub struct Overrides {
     pub registry_path: Option<String>,
     /// Replaces `registry.source` (`CELLGATE_REGISTRY_SOURCE`).
     pub registry_source: Option<String>,
+    /// Replaces `registry.table` (`CELLGATE_REGISTRY_TABLE`).
+    pub registry_table: Option<String>,
     /// Replaces `log.level` (`CELLGATE_LOG_LEVEL`).
     pub log_level: Option<String>,
 }
@@ -76,6 +78,9 @@ impl Overrides {
         self.listen = self.listen.or_else(|| env("CELLGATE_LISTEN"));
         self.admin = self.admin.or_else(|| env("CELLGATE_ADMIN_LISTEN"));
         self.registry_path = self.registry_path.or_else(|| env("CELLGATE_REGISTRY_PATH"));
+        self.registry_table = self
+            .registry_table
+            .or_else(|| env("CELLGATE_REGISTRY_TABLE"));
         self.registry_source = self
             .registry_source
             .or_else(|| env("CELLGATE_REGISTRY_SOURCE"));
@@ -123,12 +128,14 @@ fn apply_overrides(raw: &mut file::FileConfig, o: &Overrides) {
     if let Some(admin) = &o.admin {
         raw.admin.address = Some(admin.clone());
     }
-    if o.registry_path.is_some() || o.registry_source.is_some() {
+    if o.registry_path.is_some() || o.registry_source.is_some() || o.registry_table.is_some() {
         let reg = raw.registry.get_or_insert_with(|| file::FileRegistry {
             source: "file".to_owned(),
-            path: None,
-            poll_interval: None,
+            ..file::FileRegistry::default()
         });
+        if let Some(t) = &o.registry_table {
+            reg.table = Some(t.clone());
+        }
         if let Some(p) = &o.registry_path {
             reg.path = Some(p.clone());
         }

@@ -72,9 +72,50 @@ fn minimal_config_parses_with_defaults() {
     let RegistryConfig::File {
         path,
         poll_interval,
-    } = &cfg.registry;
+        full_refresh,
+    } = &cfg.registry
+    else {
+        panic!("expected the file registry")
+    };
     assert_eq!(path, Path::new("/etc/cellgate/registry.toml"));
     assert_eq!(*poll_interval, Duration::from_millis(500));
+    assert_eq!(*full_refresh, Duration::from_secs(60));
+}
+
+#[test]
+fn dynamodb_registry_needs_a_table_and_keeps_file_keys_out() {
+    let dynamo = |extra: &str| {
+        MINIMAL.replace(
+            "[registry]\nsource = \"file\"\n",
+            &format!("[registry]\nsource = \"dynamodb\"\n{extra}"),
+        )
+    };
+    let cfg = parse(&dynamo("table = \"cellgate-registry\"\n")).unwrap();
+    let RegistryConfig::Dynamo {
+        settings,
+        poll_interval,
+        full_refresh,
+    } = &cfg.registry
+    else {
+        panic!("expected the DynamoDB registry")
+    };
+    assert_eq!(settings.table, "cellgate-registry");
+    assert_eq!((settings.scan_segments, settings.scan_page_size), (4, None));
+    assert_eq!(*poll_interval, Duration::from_millis(250));
+    assert_eq!(*full_refresh, Duration::from_secs(300));
+    assert_eq!(invalid(&dynamo("")).key, "registry.table");
+    assert_eq!(invalid(&dynamo("table = \"a b\"\n")).key, "registry.table");
+    let path = "table = \"t-1\"\npath = \"r.toml\"\n";
+    assert_eq!(invalid(&dynamo(path)).key, "registry.path");
+    let endpoint = "table = \"t-1\"\nendpoint_url = \"127.0.0.1:8000\"\n";
+    assert_eq!(invalid(&dynamo(endpoint)).key, "registry.endpoint_url");
+    let segments = "table = \"t-1\"\nscan_segments = 0\n";
+    assert_eq!(invalid(&dynamo(segments)).key, "registry.scan_segments");
+    let file_with_table = MINIMAL.replace(
+        "[registry]\nsource = \"file\"\n",
+        "[registry]\nsource = \"file\"\ntable = \"t\"\n",
+    );
+    assert_eq!(invalid(&file_with_table).key, "registry.table");
 }
 
 #[test]
@@ -145,7 +186,9 @@ fn listen_override_replaces_only_the_first_listener() {
     assert_eq!(cfg.listeners[1].address, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(cfg.admin.address, "127.0.0.1:9191".parse().unwrap());
     assert_eq!(cfg.log.level, "debug");
-    let RegistryConfig::File { path, .. } = &cfg.registry;
+    let RegistryConfig::File { path, .. } = &cfg.registry else {
+        panic!("expected the file registry")
+    };
     assert_eq!(path, Path::new("/srv/reg.toml"));
 }
 
@@ -354,8 +397,8 @@ fn invalid_display_contains_file_key_and_value() {
 
 #[test]
 fn registry_and_cell_errors_name_their_keys() {
-    let f = invalid(&MINIMAL.replace("source = \"file\"", "source = \"dynamodb\""));
-    assert_eq!(kv(&f), ("registry.source", "dynamodb"));
+    let f = invalid(&MINIMAL.replace("source = \"file\"", "source = \"etcd\""));
+    assert_eq!(kv(&f), ("registry.source", "etcd"));
     let f = invalid(&MINIMAL.replace(
         "source = \"file\"",
         "source = \"file\"\npoll_interval = \"1ms\"",

@@ -81,7 +81,30 @@ pub enum RegistryConfig {
     File {
         path: PathBuf,
         poll_interval: Duration,
+        full_refresh: Duration,
     },
+    /// A DynamoDB table, its `epoch` item polled for changes.
+    Dynamo {
+        settings: crate::placement::dynamo::DynamoSettings,
+        poll_interval: Duration,
+        full_refresh: Duration,
+    },
+}
+
+impl RegistryConfig {
+    #[must_use]
+    pub const fn poll_interval(&self) -> Duration {
+        match self {
+            Self::File { poll_interval, .. } | Self::Dynamo { poll_interval, .. } => *poll_interval,
+        }
+    }
+
+    #[must_use]
+    pub const fn full_refresh(&self) -> Duration {
+        match self {
+            Self::File { full_refresh, .. } | Self::Dynamo { full_refresh, .. } => *full_refresh,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -402,32 +425,119 @@ fn build_registry(reg: Option<&FileRegistry>, base: &Path) -> Result<RegistryCon
             "a [registry] table is required, e.g. source = \"file\"",
         ));
     };
+    let poll_interval = dur(
+        "registry.poll_interval",
+        reg.poll_interval.as_ref(),
+        Duration::from_millis(if reg.source == "file" { 500 } else { 250 }),
+    )?;
+    if poll_interval < Duration::from_millis(10) || poll_interval > Duration::from_secs(3600) {
+        return Err(FieldError::new(
+            "registry.poll_interval",
+            humantime::format_duration(poll_interval),
+            "must be between 10ms and 1h",
+        ));
+    }
+    let full_refresh = dur(
+        "registry.full_refresh",
+        reg.full_refresh.as_ref(),
+        Duration::from_secs(if reg.source == "file" { 60 } else { 300 }),
+    )?;
+    if full_refresh < Duration::from_secs(1) || full_refresh > Duration::from_secs(86_400) {
+        return Err(FieldError::new(
+            "registry.full_refresh",
+            humantime::format_duration(full_refresh),
+            "must be between 1s and 24h",
+        ));
+    }
+    let only = |key: &str, set: bool, source: &str| {
+        if set {
+            Err(FieldError::new(
+                format!("registry.{key}"),
+                "(set)",
+                format!("not used by source = \"{source}\""),
+            ))
+        } else {
+            Ok(())
+        }
+    };
     match reg.source.as_str() {
         "file" => {
-            let p = reg.path.as_deref().unwrap_or("registry.toml");
-            let poll_interval = dur(
-                "registry.poll_interval",
-                reg.poll_interval.as_ref(),
-                Duration::from_millis(500),
-            )?;
-            if poll_interval < Duration::from_millis(10)
-                || poll_interval > Duration::from_secs(3600)
-            {
-                return Err(FieldError::new(
-                    "registry.poll_interval",
-                    humantime::format_duration(poll_interval),
-                    "must be between 10ms and 1h",
-                ));
+            for (key, set) in [
+                ("table", reg.table.is_some()),
+                ("region", reg.region.is_some()),
+                ("endpoint_url", reg.endpoint_url.is_some()),
+                ("scan_segments", reg.scan_segments.is_some()),
+                ("scan_page_size", reg.scan_page_size.is_some()),
+            ] {
+                only(key, set, "file")?;
             }
+            let p = reg.path.as_deref().unwrap_or("registry.toml");
             Ok(RegistryConfig::File {
                 path: resolve(base, p),
                 poll_interval,
+                full_refresh,
+            })
+        }
+        "dynamodb" => {
+            only("path", reg.path.is_some(), "dynamodb")?;
+            let Some(table) = reg.table.clone() else {
+                return Err(FieldError::new(
+                    "registry.table",
+                    "(missing)",
+                    "the DynamoDB table name (or CELLGATE_REGISTRY_TABLE)",
+                ));
+            };
+            let valid_table = (3..=255).contains(&table.len())
+                && table
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !valid_table {
+                return Err(FieldError::new(
+                    "registry.table",
+                    &table,
+                    "DynamoDB table names are 3-255 characters of A-Z a-z 0-9 _ - .",
+                ));
+            }
+            if let Some(u) = &reg.endpoint_url
+                && !(u.starts_with("http://") || u.starts_with("https://"))
+            {
+                return Err(FieldError::new(
+                    "registry.endpoint_url",
+                    u,
+                    "an http(s) URL, e.g. http://127.0.0.1:8000",
+                ));
+            }
+            let scan_segments = reg.scan_segments.unwrap_or(4);
+            if !(1..=64).contains(&scan_segments) {
+                return Err(FieldError::new(
+                    "registry.scan_segments",
+                    scan_segments,
+                    "must be between 1 and 64",
+                ));
+            }
+            if reg.scan_page_size == Some(0) {
+                return Err(FieldError::new(
+                    "registry.scan_page_size",
+                    0,
+                    "must be at least 1 (leave it out to page at 1 MB)",
+                ));
+            }
+            Ok(RegistryConfig::Dynamo {
+                settings: crate::placement::dynamo::DynamoSettings {
+                    table,
+                    region: reg.region.clone(),
+                    endpoint_url: reg.endpoint_url.clone(),
+                    scan_segments,
+                    scan_page_size: reg.scan_page_size,
+                },
+                poll_interval,
+                full_refresh,
             })
         }
         other => Err(FieldError::new(
             "registry.source",
             other,
-            "expected \"file\" (DynamoDB arrives in a later release)",
+            "expected \"file\" or \"dynamodb\"",
         )),
     }
 }

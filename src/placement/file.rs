@@ -12,9 +12,8 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
-use super::{
-    Cell, PlacementSource, RegistryData, RegistryError, TenantRecord, TenantStatus, valid_cell_id,
-};
+use super::record::{RawTenant, tenant_record};
+use super::{Cell, PlacementSource, RegistryData, RegistryError};
 use crate::config::file::FileCell;
 use crate::tenant::TenantId;
 
@@ -157,51 +156,16 @@ pub fn parse_registry(text: &str, file: &str) -> Result<RegistryData, RegistryEr
                 "duplicate tenant id",
             ));
         }
-        if !valid_cell_id(&t.cell) {
-            return Err(invalid(
-                format!("tenants[{i}].cell"),
-                &t.cell,
-                "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -",
-            ));
-        }
-        let status_text = t.status.as_deref().unwrap_or("ACTIVE");
-        let Some(status) = TenantStatus::parse(status_text) else {
-            return Err(invalid(
-                format!("tenants[{i}].status"),
-                status_text,
-                "expected ACTIVE, SUSPENDED, MIGRATING or OFFBOARDED",
-            ));
-        };
-        let tier = t.tier.unwrap_or_else(|| "standard".to_owned());
-        if tier.is_empty()
-            || tier.len() > 32
-            || !tier
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(invalid(
-                format!("tenants[{i}].tier"),
-                &tier,
-                "tiers are 1-32 characters of A-Z a-z 0-9 _ -",
-            ));
-        }
-        for (j, iss) in t.issuers.iter().enumerate() {
-            if iss.is_empty() || iss.len() > 512 {
-                return Err(invalid(
-                    format!("tenants[{i}].issuers[{j}]"),
-                    iss,
-                    "an issuer's exact `iss` value, 1-512 characters",
-                ));
-            }
-        }
-        tenants.push(TenantRecord {
+        let record = tenant_record(RawTenant {
             id: t.id,
             cell: t.cell,
-            status,
-            tier,
-            version: t.version.unwrap_or(0),
+            status: t.status,
+            tier: t.tier,
+            version: t.version,
             issuers: t.issuers,
-        });
+        })
+        .map_err(|b| invalid(format!("tenants[{i}].{}", b.field), &b.value, &b.reason))?;
+        tenants.push(record);
     }
     Ok(RegistryData { tenants, cells })
 }

@@ -7,7 +7,9 @@
 //! generation; the refresh service ([`refresh`]) swaps in the next one atomically.
 
 mod cell;
+pub mod dynamo;
 pub mod file;
+pub mod record;
 pub mod refresh;
 mod snapshot;
 
@@ -79,6 +81,11 @@ pub enum RegistryError {
     Read { file: String, error: std::io::Error },
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
+    #[error("{source_name}: {message}")]
+    Remote {
+        source_name: String,
+        message: String,
+    },
     #[error("{file}: {key} = {value:?}: {reason}")]
     Invalid {
         file: String,

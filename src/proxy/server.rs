@@ -32,12 +32,12 @@ use crate::auth::Verifier;
 use crate::config::{Config, RegistryConfig};
 use crate::metrics::Metrics;
 use crate::placement::SnapshotHandle;
+use crate::placement::dynamo::DynamoSource;
 use crate::placement::file::FileSource;
 use crate::placement::refresh::{self, RefreshSettings};
 use crate::upstream::{Pool, tls};
 
 /// Full registry reload even when no change was detected (the TTL safety net).
-const FULL_REFRESH: Duration = Duration::from_secs(60);
 /// Longest time a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest time a client may take to complete a TLS handshake.
@@ -190,22 +190,39 @@ impl Server {
         let config = Arc::clone(&shared.config);
         let mut control = JoinSet::new();
 
-        let RegistryConfig::File {
-            path,
-            poll_interval,
-        } = &config.registry;
-        let source = Arc::new(FileSource::new(path.clone()));
-        control.spawn(refresh::run(
-            source,
+        let settings = RefreshSettings {
+            poll_interval: config.registry.poll_interval(),
+            full_refresh: config.registry.full_refresh(),
+        };
+        let (snapshot, cells, metrics) = (
             Arc::clone(&shared.snapshot),
-            Arc::from(config.cells.clone()),
+            Arc::<[crate::placement::Cell]>::from(config.cells.clone()),
             Arc::clone(&shared.metrics),
-            RefreshSettings {
-                poll_interval: *poll_interval,
-                full_refresh: FULL_REFRESH,
-            },
-            stop_rx.clone(),
-        ));
+        );
+        match &config.registry {
+            RegistryConfig::File { path, .. } => {
+                let source = Arc::new(FileSource::new(path.clone()));
+                control.spawn(refresh::run(
+                    source,
+                    snapshot,
+                    cells,
+                    metrics,
+                    settings,
+                    stop_rx.clone(),
+                ));
+            }
+            RegistryConfig::Dynamo { settings: d, .. } => {
+                let source = Arc::new(DynamoSource::new(d.clone()).await);
+                control.spawn(refresh::run(
+                    source,
+                    snapshot,
+                    cells,
+                    metrics,
+                    settings,
+                    stop_rx.clone(),
+                ));
+            }
+        }
         for jwks in shared.verifier.jwks() {
             control.spawn(Arc::clone(jwks).run(stop_rx.clone()));
         }

@@ -1,0 +1,322 @@
+//! Operator commands on the DynamoDB registry: `cellgate registry|tenant|cell ...`.
+//!
+//! The CLI (`src/main.rs`) parses these argument structs and calls [`run`]; each command prints
+//! one JSON document on success and fails with a message naming what went wrong (a lost
+//! conditional write included), so the commands script well. Every write goes through
+//! [`Registry::commit`]: versioned, change-logged, and visible to every proxy at its next poll.
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::placement::dynamo::schema::{
+    CellRecord, Item, TargetGroup, cell_from_item, cell_item, cell_key, item_json,
+    tenant_from_item, tenant_item, tenant_key,
+};
+pub use crate::placement::dynamo::write::Registry;
+use crate::placement::dynamo::write::{InitOutcome, WriteError, updated_at};
+use crate::placement::record::{RawTenant, tenant_record};
+use crate::placement::{TenantRecord, TenantStatus, valid_cell_id};
+
+/// Where the registry table is.
+#[derive(Debug, Clone, Args)]
+pub struct TableArgs {
+    /// Registry table name.
+    #[arg(long, env = "CELLGATE_REGISTRY_TABLE", global = true)]
+    pub table: Option<String>,
+    /// AWS region (else AWS_REGION and the standard chain).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// DynamoDB endpoint, e.g. a local server (else AWS_ENDPOINT_URL).
+    #[arg(long, global = true)]
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RegistryCommand {
+    /// Create the registry table (idempotent): on-demand billing, TTL on change items, the epoch.
+    Init {
+        /// Also enable a DynamoDB Stream (NEW_IMAGE) for consumers other than the proxies.
+        #[arg(long)]
+        streams: bool,
+    },
+    /// Print the current epoch (bumped by every write).
+    Epoch,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TenantCommand {
+    /// Create or update a tenant (version + 1; fails if someone else wrote it meanwhile).
+    Put {
+        tenant: String,
+        #[arg(long)]
+        cell: String,
+        /// Default: the current tier, else `standard`.
+        #[arg(long)]
+        tier: Option<String>,
+        /// ACTIVE, SUSPENDED, MIGRATING or OFFBOARDED (default: the current status, else ACTIVE).
+        #[arg(long)]
+        status: Option<String>,
+        /// Bind the tenant to a token issuer (exact `iss`); repeat for several.
+        #[arg(long = "issuer")]
+        issuers: Vec<String>,
+        /// Write only if the stored version is this one (default: the version just read).
+        #[arg(long)]
+        expect_version: Option<u64>,
+    },
+    /// Print a tenant's record.
+    Get { tenant: String },
+    /// Print every tenant record.
+    List,
+    /// Refuse the tenant's requests (403) until resumed.
+    Suspend { tenant: String },
+    /// Serve a suspended tenant again.
+    Resume { tenant: String },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CellCommand {
+    /// Create or update a cell with one target group (`stable`).
+    Put {
+        cell: String,
+        /// A target URL (http(s)://host[:port]); repeat for several.
+        #[arg(long = "target", required = true)]
+        targets: Vec<String>,
+        /// ACTIVE, DRAINING or DOWN (default: the current state, else ACTIVE).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        /// Forward the client's Host (default: true when every target is http).
+        #[arg(long)]
+        preserve_host: Option<bool>,
+    },
+    /// Print a cell's record.
+    Get { cell: String },
+    /// Print every cell record.
+    List,
+    /// Mark a cell DRAINING: its tenants are still served; place no new tenants there.
+    Drain { cell: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("no registry table: pass --table or set CELLGATE_REGISTRY_TABLE")]
+    NoTable,
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("{what} {id:?} not found in table {table}")]
+    NotFound {
+        what: &'static str,
+        id: String,
+        table: String,
+    },
+    #[error("{field} = {value:?}: {reason}")]
+    Invalid {
+        field: String,
+        value: String,
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, value: &str, reason: impl Into<String>) -> OpsError {
+    OpsError::Invalid {
+        field: field.into(),
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Connects to the table named by `args`.
+pub async fn registry(args: &TableArgs) -> Result<Registry, OpsError> {
+    let table = args.table.clone().ok_or(OpsError::NoTable)?;
+    let client =
+        crate::placement::dynamo::client(args.region.as_deref(), args.endpoint_url.as_deref())
+            .await;
+    Ok(Registry::new(client, table))
+}
+
+pub async fn registry_command(reg: &Registry, cmd: RegistryCommand) -> Result<Value, OpsError> {
+    match cmd {
+        RegistryCommand::Init { streams } => {
+            let outcome = reg.init(streams).await?;
+            Ok(json!({
+                "table": reg.table(),
+                "result": if outcome == InitOutcome::Created { "created" } else { "already exists" },
+                "epoch": reg.epoch().await?,
+            }))
+        }
+        RegistryCommand::Epoch => Ok(json!({"table": reg.table(), "epoch": reg.epoch().await?})),
+    }
+}
+
+async fn current_tenant(reg: &Registry, id: &str) -> Result<Option<TenantRecord>, OpsError> {
+    match reg.get(&tenant_key(id)).await? {
+        None => Ok(None),
+        Some(item) => tenant_from_item(&item).map(Some).map_err(|b| {
+            invalid(
+                format!("stored tenant {id}: {}", b.field),
+                &b.value,
+                b.reason,
+            )
+        }),
+    }
+}
+
+/// Writes `next` over `current` (version + 1) and prints the stored record.
+async fn write_tenant(
+    reg: &Registry,
+    mut next: TenantRecord,
+    expected: Option<u64>,
+) -> Result<Value, OpsError> {
+    next.version = expected.map_or(1, |v| v + 1);
+    let epoch = reg
+        .commit(tenant_item(&next, &updated_at()), expected)
+        .await?;
+    stored(reg, &tenant_key(&next.id), epoch).await
+}
+
+async fn stored(reg: &Registry, key: &str, epoch: u64) -> Result<Value, OpsError> {
+    let item = reg.get(key).await?.unwrap_or_default();
+    Ok(json!({"epoch": epoch, "record": item_json(&item)}))
+}
+
+pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value, OpsError> {
+    match cmd {
+        TenantCommand::Put {
+            tenant,
+            cell,
+            tier,
+            status,
+            issuers,
+            expect_version,
+        } => {
+            let current = current_tenant(reg, &tenant).await?;
+            let record = tenant_record(RawTenant {
+                id: tenant.clone(),
+                cell,
+                status: status.or_else(|| current.as_ref().map(|c| c.status.as_str().to_owned())),
+                tier: tier.or_else(|| current.as_ref().map(|c| c.tier.clone())),
+                version: None,
+                issuers: if issuers.is_empty() {
+                    current
+                        .as_ref()
+                        .map(|c| c.issuers.clone())
+                        .unwrap_or_default()
+                } else {
+                    issuers
+                },
+            })
+            .map_err(|b| invalid(b.field, &b.value, b.reason))?;
+            let expected = expect_version.or(current.map(|c| c.version));
+            write_tenant(reg, record, expected).await
+        }
+        TenantCommand::Get { tenant } => match reg.get(&tenant_key(&tenant)).await? {
+            Some(item) => Ok(item_json(&item)),
+            None => Err(not_found(reg, "tenant", &tenant)),
+        },
+        TenantCommand::List => list(reg, "tenant").await,
+        TenantCommand::Suspend { tenant } => {
+            set_status(reg, &tenant, TenantStatus::Suspended).await
+        }
+        TenantCommand::Resume { tenant } => set_status(reg, &tenant, TenantStatus::Active).await,
+    }
+}
+
+async fn set_status(reg: &Registry, id: &str, status: TenantStatus) -> Result<Value, OpsError> {
+    let Some(current) = current_tenant(reg, id).await? else {
+        return Err(not_found(reg, "tenant", id));
+    };
+    let expected = current.version;
+    write_tenant(reg, TenantRecord { status, ..current }, Some(expected)).await
+}
+
+fn not_found(reg: &Registry, what: &'static str, id: &str) -> OpsError {
+    OpsError::NotFound {
+        what,
+        id: id.to_owned(),
+        table: reg.table().to_owned(),
+    }
+}
+
+async fn list(reg: &Registry, kind: &str) -> Result<Value, OpsError> {
+    let mut items: Vec<Item> = reg.list(kind).await?;
+    items.sort_by_key(|i| item_json(i)[kind].as_str().unwrap_or_default().to_owned());
+    Ok(Value::Array(items.iter().map(item_json).collect()))
+}
+
+pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, OpsError> {
+    match cmd {
+        CellCommand::Put {
+            cell,
+            targets,
+            state,
+            region,
+            preserve_host,
+        } => {
+            if !valid_cell_id(&cell) {
+                return Err(invalid(
+                    "cell",
+                    &cell,
+                    "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -",
+                ));
+            }
+            let current = current_cell(reg, &cell).await?;
+            let record = CellRecord {
+                id: cell.clone(),
+                state: state
+                    .or_else(|| current.as_ref().map(|c| c.state.clone()))
+                    .unwrap_or_else(|| "ACTIVE".to_owned()),
+                region: region.or_else(|| current.as_ref().and_then(|c| c.region.clone())),
+                groups: vec![TargetGroup {
+                    name: "stable".to_owned(),
+                    targets,
+                    weight: 100,
+                    version: "stable".to_owned(),
+                }],
+                preserve_host,
+                version: 0,
+            };
+            write_cell(reg, record, current.map(|c| c.version)).await
+        }
+        CellCommand::Get { cell } => match reg.get(&cell_key(&cell)).await? {
+            Some(item) => Ok(item_json(&item)),
+            None => Err(not_found(reg, "cell", &cell)),
+        },
+        CellCommand::List => list(reg, "cell").await,
+        CellCommand::Drain { cell } => {
+            let Some(current) = current_cell(reg, &cell).await? else {
+                return Err(not_found(reg, "cell", &cell));
+            };
+            let expected = current.version;
+            let next = CellRecord {
+                state: "DRAINING".to_owned(),
+                ..current
+            };
+            write_cell(reg, next, Some(expected)).await
+        }
+    }
+}
+
+async fn current_cell(reg: &Registry, id: &str) -> Result<Option<CellRecord>, OpsError> {
+    match reg.get(&cell_key(id)).await? {
+        None => Ok(None),
+        Some(item) => cell_from_item(&item)
+            .map(Some)
+            .map_err(|b| invalid(format!("stored cell {id}: {}", b.field), &b.value, b.reason)),
+    }
+}
+
+async fn write_cell(
+    reg: &Registry,
+    mut next: CellRecord,
+    expected: Option<u64>,
+) -> Result<Value, OpsError> {
+    next.version = expected.map_or(1, |v| v + 1);
+    // The same checks the proxy applies when it loads the cell.
+    crate::placement::Cell::from_file(&next.to_file_cell(), "cell")
+        .map_err(|f| invalid(f.key, &f.value, f.reason))?;
+    let epoch = reg
+        .commit(cell_item(&next, &updated_at()), expected)
+        .await?;
+    stored(reg, &cell_key(&next.id), epoch).await
+}

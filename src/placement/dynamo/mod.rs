@@ -1,0 +1,228 @@
+//! The DynamoDB placement source and the registry's write path.
+//!
+//! Design (the README's "Registry on DynamoDB" section is the public version):
+//! - **Start**: a full snapshot from a paginated, parallel `Scan` (`scan_segments` segments,
+//!   strongly consistent), after reading the `epoch` item so no write can slip between the two
+//!   unnoticed.
+//! - **Change detection**: every write ([`write::Registry`]) is one `TransactWriteItems` that
+//!   puts the record (conditional on its version), bumps the `epoch` item (conditional on its
+//!   old value) and appends a `change#<epoch>` item. Each proxy polls only the `epoch` item
+//!   (`GetItem`, one eventually consistent read of a tiny item, 0.5 RCU) every `poll_interval`,
+//!   so the read cost per node is fixed whatever the number of tenants, and no node tails the
+//!   Stream (which allows about two readers per shard).
+//! - **Safety net**: a full reload every `full_refresh`.
+//!
+//! The source itself is thin: `changed` is the epoch poll, `load` the scan; the refresh service
+//! ([`super::refresh`]) decides when to call them and keeps the last good snapshot on failure.
+
+pub mod schema;
+pub mod write;
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::Region;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use self::schema::{EPOCH_KEY, Item, PK, cell_from_item, get_n, kind, tenant_from_item};
+use super::{Cell, PlacementSource, RegistryData, RegistryError};
+
+/// Where the registry table is, and how the proxy reads it.
+#[derive(Debug, Clone)]
+pub struct DynamoSettings {
+    pub table: String,
+    /// Overrides `AWS_REGION` and the rest of the standard chain.
+    pub region: Option<String>,
+    /// Overrides `AWS_ENDPOINT_URL` (a local DynamoDB-API server).
+    pub endpoint_url: Option<String>,
+    /// Parallel segments of the start-up scan.
+    pub scan_segments: u32,
+    /// Items per scan page (`Limit`); `None` lets DynamoDB page at 1 MB.
+    pub scan_page_size: Option<u32>,
+}
+
+/// A DynamoDB client over the proxy's own TLS stack (rustls + ring), honouring the standard
+/// AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, the credentials chain).
+pub async fn client(region: Option<&str>, endpoint_url: Option<&str>) -> Client {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(3))
+                .operation_timeout(Duration::from_secs(10))
+                .build(),
+        );
+    if let Some(r) = region {
+        loader = loader.region(Region::new(r.to_owned()));
+    }
+    if let Some(e) = endpoint_url {
+        loader = loader.endpoint_url(e);
+    }
+    Client::new(&loader.load().await)
+}
+
+/// The `epoch` item's value (0 when the table has none yet).
+pub async fn read_epoch(client: &Client, table: &str, consistent: bool) -> Result<u64, String> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .key(PK, AttributeValue::S(EPOCH_KEY.to_owned()))
+        .consistent_read(consistent)
+        .send()
+        .await
+        .map_err(|e| DisplayErrorContext(e).to_string())?;
+    match out.item {
+        None => Ok(0),
+        Some(item) => get_n(&item, "epoch")
+            .map(Option::unwrap_or_default)
+            .map_err(|b| format!("epoch item: {}: {}", b.field, b.reason)),
+    }
+}
+
+/// Placements from a DynamoDB table.
+#[derive(Debug)]
+pub struct DynamoSource {
+    client: Client,
+    settings: DynamoSettings,
+    /// The epoch of the last load attempt.
+    seen: Mutex<Option<u64>>,
+}
+
+impl DynamoSource {
+    pub async fn new(settings: DynamoSettings) -> Self {
+        let client = client(settings.region.as_deref(), settings.endpoint_url.as_deref()).await;
+        Self {
+            client,
+            settings,
+            seen: Mutex::new(None),
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> RegistryError {
+        RegistryError::Remote {
+            source_name: self.describe(),
+            message: message.into(),
+        }
+    }
+
+    async fn scan(&self) -> Result<Vec<Item>, RegistryError> {
+        let total = self.settings.scan_segments.max(1);
+        let mut tasks = tokio::task::JoinSet::new();
+        for segment in 0..total {
+            let client = self.client.clone();
+            let table = self.settings.table.clone();
+            let limit = self.settings.scan_page_size;
+            tasks.spawn(async move {
+                let mut items = Vec::new();
+                let mut start = None;
+                loop {
+                    let page = client
+                        .scan()
+                        .table_name(&table)
+                        .segment(i32::try_from(segment).unwrap_or(0))
+                        .total_segments(i32::try_from(total).unwrap_or(1))
+                        .consistent_read(true)
+                        .set_limit(limit.and_then(|l| i32::try_from(l).ok()))
+                        .set_exclusive_start_key(start)
+                        .send()
+                        .await
+                        .map_err(|e| DisplayErrorContext(e).to_string())?;
+                    items.extend(page.items.unwrap_or_default());
+                    start = page.last_evaluated_key;
+                    if start.is_none() {
+                        return Ok::<_, String>(items);
+                    }
+                }
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let items = joined
+                .map_err(|e| self.err(format!("scan task: {e}")))?
+                .map_err(|e| self.err(format!("scan: {e}")))?;
+            all.extend(items);
+        }
+        Ok(all)
+    }
+}
+
+/// Splits scanned items into records; an invalid item is skipped with a warning (one bad write
+/// must not take the whole registry down), never half-used.
+#[must_use]
+pub fn registry_data(items: &[Item], source: &str) -> (RegistryData, usize) {
+    let mut data = RegistryData::default();
+    let mut skipped = 0;
+    let mut seen = std::collections::HashSet::new();
+    for item in items {
+        let pk = match item.get(PK) {
+            Some(AttributeValue::S(k)) => k.as_str(),
+            _ => "(no pk)",
+        };
+        // A scan segment repeated by a retry must not yield a record twice.
+        if !seen.insert(pk.to_owned()) {
+            continue;
+        }
+        let parsed = match kind(item) {
+            Some("tenant") => tenant_from_item(item).map(|t| data.tenants.push(t)),
+            Some("cell") => cell_from_item(item).and_then(|c| {
+                Cell::from_file(&c.to_file_cell(), "cell")
+                    .map(|cell| data.cells.push(cell))
+                    .map_err(|f| schema_bad(&f.key, &f.value, &f.reason))
+            }),
+            _ => Ok(()),
+        };
+        if let Err(b) = parsed {
+            skipped += 1;
+            tracing::warn!(
+                registry.source = %source, item = %pk, field = %b.field, value = %b.value,
+                reason = %b.reason, "invalid registry item skipped"
+            );
+        }
+    }
+    (data, skipped)
+}
+
+fn schema_bad(field: &str, value: &str, reason: &str) -> super::record::BadField {
+    super::record::BadField {
+        field: field.to_owned(),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+impl PlacementSource for DynamoSource {
+    fn describe(&self) -> String {
+        format!("dynamodb:{}", self.settings.table)
+    }
+
+    async fn load(&self) -> Result<RegistryData, RegistryError> {
+        // The epoch first: a write that lands during the scan bumps it past what is remembered,
+        // so the next poll loads again.
+        let epoch = read_epoch(&self.client, &self.settings.table, true).await;
+        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = epoch.as_ref().ok().copied();
+        epoch.map_err(|e| self.err(format!("reading the epoch: {e}")))?;
+        let items = self.scan().await?;
+        let (data, _skipped) = registry_data(&items, &self.describe());
+        Ok(data)
+    }
+
+    async fn changed(&self) -> Result<bool, RegistryError> {
+        let epoch = read_epoch(&self.client, &self.settings.table, false)
+            .await
+            .map_err(|e| self.err(format!("polling the epoch: {e}")))?;
+        // An eventually consistent read may lag the last load: only a newer epoch counts.
+        let seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(seen.is_none_or(|s| epoch > s))
+    }
+}

@@ -1,0 +1,347 @@
+//! The registry table's item layout (a public contract, documented in the README).
+//!
+//! One table, one string hash key `pk`:
+//!
+//! | `pk` | item |
+//! |---|---|
+//! | `tenant#<id>` | `kind = "tenant"`, `tenant`, `cell`, `status`, `tier`, `version` (N), `issuers` (L of S, optional), `limits` (M, optional), `updated_at` |
+//! | `cell#<id>` | `kind = "cell"`, `cell`, `state`, `region` (optional), `target_groups` (L of M: `name`, `targets` (L of S), `weight` (N), `version`), `preserve_host` (BOOL, optional), `version` (N), `updated_at` |
+//! | `epoch` | `epoch` (N): bumped by every write, in the same transaction |
+//! | `change#<epoch, 20 digits>` | `kind = "change"`, `key` (the `pk` written), `epoch` (N), `expires_at` (N, TTL) |
+//!
+//! Conversions here are pure, so they are unit-tested without a server.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::Value;
+
+use crate::config::file::FileCell;
+use crate::placement::TenantRecord;
+use crate::placement::record::{BadField, RawTenant, tenant_record};
+
+pub type Item = HashMap<String, AttributeValue>;
+
+pub const PK: &str = "pk";
+pub const EPOCH_KEY: &str = "epoch";
+/// The TTL attribute of change items.
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+#[must_use]
+pub fn tenant_key(id: &str) -> String {
+    format!("tenant#{id}")
+}
+
+#[must_use]
+pub fn cell_key(id: &str) -> String {
+    format!("cell#{id}")
+}
+
+#[must_use]
+pub fn change_key(epoch: u64) -> String {
+    format!("change#{epoch:020}")
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn bad(field: &str, value: &str, reason: &str) -> BadField {
+    BadField {
+        field: field.to_owned(),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// A string attribute, if present.
+fn get_s<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str>, BadField> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::S(v)) => Ok(Some(v)),
+        Some(_) => Err(bad(
+            name,
+            "(not a string)",
+            "expected a string attribute (S)",
+        )),
+    }
+}
+
+/// A non-negative integer attribute, if present.
+pub fn get_n(item: &Item, name: &str) -> Result<Option<u64>, BadField> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| bad(name, v, "expected a non-negative integer")),
+        Some(_) => Err(bad(
+            name,
+            "(not a number)",
+            "expected a number attribute (N)",
+        )),
+    }
+}
+
+fn get_strings(item: &Item, name: &str) -> Result<Vec<String>, BadField> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(Vec::new()),
+        Some(AttributeValue::Ss(v)) => Ok(v.clone()),
+        Some(AttributeValue::L(v)) => v
+            .iter()
+            .map(|x| match x {
+                AttributeValue::S(s) => Ok(s.clone()),
+                _ => Err(bad(name, "(list)", "expected a list of strings")),
+            })
+            .collect(),
+        Some(_) => Err(bad(name, "(other)", "expected a list of strings")),
+    }
+}
+
+/// The `kind` attribute (`tenant`, `cell`, `change`), if any.
+#[must_use]
+pub fn kind(item: &Item) -> Option<&str> {
+    match item.get("kind") {
+        Some(AttributeValue::S(k)) => Some(k),
+        _ => None,
+    }
+}
+
+/// The item for a tenant record.
+#[must_use]
+pub fn tenant_item(r: &TenantRecord, updated_at: &str) -> Item {
+    let mut item = Item::from([
+        (PK.to_owned(), s(tenant_key(&r.id))),
+        ("kind".to_owned(), s("tenant")),
+        ("tenant".to_owned(), s(&r.id)),
+        ("cell".to_owned(), s(&r.cell)),
+        ("status".to_owned(), s(r.status.as_str())),
+        ("tier".to_owned(), s(&r.tier)),
+        ("version".to_owned(), n(r.version)),
+        ("updated_at".to_owned(), s(updated_at)),
+    ]);
+    if !r.issuers.is_empty() {
+        item.insert(
+            "issuers".to_owned(),
+            AttributeValue::L(r.issuers.iter().map(s).collect()),
+        );
+    }
+    item
+}
+
+/// Reads and validates a tenant item.
+pub fn tenant_from_item(item: &Item) -> Result<TenantRecord, BadField> {
+    let id = get_s(item, "tenant")?.ok_or_else(|| bad("tenant", "(missing)", "required"))?;
+    let cell = get_s(item, "cell")?.ok_or_else(|| bad("cell", "(missing)", "required"))?;
+    tenant_record(RawTenant {
+        id: id.to_owned(),
+        cell: cell.to_owned(),
+        status: get_s(item, "status")?.map(str::to_owned),
+        tier: get_s(item, "tier")?.map(str::to_owned),
+        version: get_n(item, "version")?,
+        issuers: get_strings(item, "issuers")?,
+    })
+}
+
+/// A named set of targets within a cell, with a weight and a version label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetGroup {
+    pub name: String,
+    pub targets: Vec<String>,
+    pub weight: u32,
+    pub version: String,
+}
+
+/// A cell as the registry stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellRecord {
+    pub id: String,
+    pub state: String,
+    pub region: Option<String>,
+    pub groups: Vec<TargetGroup>,
+    pub preserve_host: Option<bool>,
+    pub version: u64,
+}
+
+impl CellRecord {
+    /// The cell as the data plane uses it. Until target-group weights are routed (canary by
+    /// cell), every target of every group with a weight above zero is in rotation.
+    #[must_use]
+    pub fn to_file_cell(&self) -> FileCell {
+        FileCell {
+            id: self.id.clone(),
+            state: Some(self.state.clone()),
+            targets: self
+                .groups
+                .iter()
+                .filter(|g| g.weight > 0)
+                .flat_map(|g| g.targets.iter().cloned())
+                .collect(),
+            preserve_host: self.preserve_host,
+        }
+    }
+}
+
+/// The item for a cell record.
+#[must_use]
+pub fn cell_item(c: &CellRecord, updated_at: &str) -> Item {
+    let groups = c
+        .groups
+        .iter()
+        .map(|g| {
+            AttributeValue::M(HashMap::from([
+                ("name".to_owned(), s(&g.name)),
+                (
+                    "targets".to_owned(),
+                    AttributeValue::L(g.targets.iter().map(s).collect()),
+                ),
+                ("weight".to_owned(), n(u64::from(g.weight))),
+                ("version".to_owned(), s(&g.version)),
+            ]))
+        })
+        .collect();
+    let mut item = Item::from([
+        (PK.to_owned(), s(cell_key(&c.id))),
+        ("kind".to_owned(), s("cell")),
+        ("cell".to_owned(), s(&c.id)),
+        ("state".to_owned(), s(&c.state)),
+        ("target_groups".to_owned(), AttributeValue::L(groups)),
+        ("version".to_owned(), n(c.version)),
+        ("updated_at".to_owned(), s(updated_at)),
+    ]);
+    if let Some(r) = &c.region {
+        item.insert("region".to_owned(), s(r));
+    }
+    if let Some(p) = c.preserve_host {
+        item.insert("preserve_host".to_owned(), AttributeValue::Bool(p));
+    }
+    item
+}
+
+/// Reads a cell item (the cell itself is validated by `Cell::from_file`).
+pub fn cell_from_item(item: &Item) -> Result<CellRecord, BadField> {
+    let id = get_s(item, "cell")?.ok_or_else(|| bad("cell", "(missing)", "required"))?;
+    let mut groups = Vec::new();
+    if let Some(AttributeValue::L(list)) = item.get("target_groups") {
+        for (i, g) in list.iter().enumerate() {
+            let AttributeValue::M(m) = g else {
+                return Err(bad(
+                    &format!("target_groups[{i}]"),
+                    "(not a map)",
+                    "expected a map",
+                ));
+            };
+            let weight = get_n(m, "weight")?.unwrap_or(1);
+            groups.push(TargetGroup {
+                name: get_s(m, "name")?.unwrap_or("default").to_owned(),
+                targets: get_strings(m, "targets")?,
+                weight: u32::try_from(weight)
+                    .map_err(|_| bad("weight", &weight.to_string(), "too large"))?,
+                version: get_s(m, "version")?.unwrap_or("stable").to_owned(),
+            });
+        }
+    }
+    let preserve_host = match item.get("preserve_host") {
+        Some(AttributeValue::Bool(b)) => Some(*b),
+        _ => None,
+    };
+    Ok(CellRecord {
+        id: id.to_owned(),
+        state: get_s(item, "state")?.unwrap_or("ACTIVE").to_owned(),
+        region: get_s(item, "region")?.map(str::to_owned),
+        groups,
+        preserve_host,
+        version: get_n(item, "version")?.unwrap_or(0),
+    })
+}
+
+/// An item as plain JSON (for the CLI): strings, numbers, lists, maps, booleans.
+#[must_use]
+pub fn item_json(item: &Item) -> Value {
+    let mut keys: Vec<&String> = item.keys().collect();
+    keys.sort();
+    Value::Object(
+        keys.into_iter()
+            .map(|k| (k.clone(), attr_json(&item[k])))
+            .collect(),
+    )
+}
+
+fn attr_json(v: &AttributeValue) -> Value {
+    match v {
+        AttributeValue::S(s) => Value::String(s.clone()),
+        AttributeValue::N(n) => n
+            .parse::<u64>()
+            .map(Value::from)
+            .or_else(|_| n.parse::<f64>().map(Value::from))
+            .unwrap_or_else(|_| Value::String(n.clone())),
+        AttributeValue::Bool(b) => Value::Bool(*b),
+        AttributeValue::L(l) => Value::Array(l.iter().map(attr_json).collect()),
+        AttributeValue::Ss(l) => Value::Array(l.iter().cloned().map(Value::String).collect()),
+        AttributeValue::M(m) => item_json(m),
+        _ => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::placement::TenantStatus;
+
+    #[test]
+    fn tenant_items_round_trip_and_bad_fields_are_named() {
+        let r = TenantRecord {
+            id: "acme".to_owned(),
+            cell: "cell-1".to_owned(),
+            status: TenantStatus::Migrating,
+            tier: "enterprise".to_owned(),
+            version: 7,
+            issuers: vec!["https://acme.idp".to_owned()],
+        };
+        let item = tenant_item(&r, "2026-11-23T00:00:00Z");
+        assert_eq!(tenant_from_item(&item).unwrap(), r);
+        assert_eq!(item_json(&item)["version"], 7);
+        let mut broken = item.clone();
+        broken.insert("tier".to_owned(), s("no spaces allowed"));
+        assert_eq!(tenant_from_item(&broken).unwrap_err().field, "tier");
+        broken.insert("version".to_owned(), AttributeValue::N("-1".to_owned()));
+        assert_eq!(tenant_from_item(&broken).unwrap_err().field, "version");
+        broken.remove("cell");
+        assert_eq!(tenant_from_item(&broken).unwrap_err().field, "cell");
+    }
+
+    #[test]
+    fn cell_items_round_trip_and_flatten_weighted_groups() {
+        let c = CellRecord {
+            id: "cell-1".to_owned(),
+            state: "DRAINING".to_owned(),
+            region: Some("eu-west-1".to_owned()),
+            groups: vec![
+                TargetGroup {
+                    name: "stable".to_owned(),
+                    targets: vec!["http://10.0.0.1:80".to_owned()],
+                    weight: 95,
+                    version: "v1".to_owned(),
+                },
+                TargetGroup {
+                    name: "off".to_owned(),
+                    targets: vec!["http://10.0.0.2:80".to_owned()],
+                    weight: 0,
+                    version: "v2".to_owned(),
+                },
+            ],
+            preserve_host: Some(true),
+            version: 3,
+        };
+        let item = cell_item(&c, "t");
+        assert_eq!(cell_from_item(&item).unwrap(), c);
+        let fc = c.to_file_cell();
+        assert_eq!(fc.targets, ["http://10.0.0.1:80"]);
+        assert_eq!(change_key(42), "change#00000000000000000042");
+    }
+}

@@ -1,0 +1,344 @@
+//! The registry's write path: table creation and versioned, change-logged writes.
+//!
+//! Used by the operator CLI. Every write is one `TransactWriteItems`:
+//! 1. the record, conditional on its version (`attribute_not_exists(pk)` for a new one, else
+//!    `version = :expected`), so two operators racing on one record cannot both win;
+//! 2. the `epoch` item, `SET epoch = :new` conditional on `epoch = :old`;
+//! 3. a `change#<new>` item naming the record's key, expiring after a day (TTL).
+//!
+//! A lost race on the record is a [`WriteError::Conflict`] (the caller re-reads and decides); a
+//! lost race on the epoch only (another record was written at the same moment) is retried.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification,
+    TransactWriteItem, Update,
+};
+
+use super::read_epoch;
+use super::schema::{EPOCH_KEY, Item, PK, TTL_ATTRIBUTE, change_key, get_n, kind};
+
+/// How long a change item is kept: a node further behind than this reloads in full.
+pub const CHANGE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Attempts when only the epoch race is lost.
+const EPOCH_RETRIES: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("table {table}: {message}")]
+    Aws { table: String, message: String },
+    #[error(
+        "{key}: the record changed underneath (expected version {}, found {}); re-read and retry",
+        fmt_version(*.expected), fmt_version(*.found)
+    )]
+    Conflict {
+        key: String,
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
+    #[error("table {table}: the epoch kept moving ({EPOCH_RETRIES} attempts); try again")]
+    Busy { table: String },
+}
+
+fn fmt_version(v: Option<u64>) -> String {
+    v.map_or_else(|| "none (new record)".to_owned(), |v| v.to_string())
+}
+
+/// What `init` found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitOutcome {
+    Created,
+    AlreadyExists,
+}
+
+/// Operator access to one registry table.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    client: Client,
+    table: String,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+impl Registry {
+    #[must_use]
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    #[must_use]
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn aws(&self, e: impl std::fmt::Display) -> WriteError {
+        WriteError::Aws {
+            table: self.table.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Creates the table (on-demand billing, `pk` hash key, TTL on change items, optionally a
+    /// Stream), waits until it is active, and seeds the epoch. Idempotent.
+    pub async fn init(&self, streams: bool) -> Result<InitOutcome, WriteError> {
+        let mut create = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(PK)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(|e| self.aws(e))?,
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(PK)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(|e| self.aws(e))?,
+            );
+        if streams {
+            create = create.stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewImage)
+                    .build()
+                    .map_err(|e| self.aws(e))?,
+            );
+        }
+        let outcome = match create.send().await {
+            Ok(_) => InitOutcome::Created,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()) =>
+            {
+                InitOutcome::AlreadyExists
+            }
+            Err(e) => return Err(self.aws(DisplayErrorContext(e))),
+        };
+        self.wait_active().await?;
+        let ttl = self
+            .client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(TTL_ATTRIBUTE)
+                    .build()
+                    .map_err(|e| self.aws(e))?,
+            )
+            .send()
+            .await;
+        // Enabling TTL twice is refused; the wanted state is reached either way.
+        if let Err(e) = ttl
+            && !DisplayErrorContext(&e)
+                .to_string()
+                .contains("already enabled")
+        {
+            return Err(self.aws(DisplayErrorContext(e)));
+        }
+        let seeded = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, AttributeValue::S(EPOCH_KEY.to_owned()))
+            .item("epoch", AttributeValue::N("0".to_owned()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        if let Err(e) = seeded
+            && !e
+                .as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception())
+        {
+            return Err(self.aws(DisplayErrorContext(e)));
+        }
+        Ok(outcome)
+    }
+
+    async fn wait_active(&self) -> Result<(), WriteError> {
+        for _ in 0..600 {
+            let d = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| self.aws(DisplayErrorContext(e)))?;
+            if d.table.and_then(|t| t.table_status) == Some(TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(self.aws("the table did not become ACTIVE within 60 s"))
+    }
+
+    /// One item by key (strongly consistent).
+    pub async fn get(&self, key: &str) -> Result<Option<Item>, WriteError> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map(|o| o.item)
+            .map_err(|e| self.aws(DisplayErrorContext(e)))
+    }
+
+    /// Every item of `kind` (`tenant`, `cell`), paginated.
+    pub async fn list(&self, of_kind: &str) -> Result<Vec<Item>, WriteError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("#k = :k")
+                .expression_attribute_names("#k", "kind")
+                .expression_attribute_values(":k", AttributeValue::S(of_kind.to_owned()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| self.aws(DisplayErrorContext(e)))?;
+            out.extend(
+                page.items
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|i| kind(i) == Some(of_kind)),
+            );
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The current epoch (strongly consistent).
+    pub async fn epoch(&self) -> Result<u64, WriteError> {
+        read_epoch(&self.client, &self.table, true)
+            .await
+            .map_err(|e| self.aws(e))
+    }
+
+    /// Writes `item` (whose `version` must be `expected + 1`, or 1 for a new record) in one
+    /// transaction with the epoch bump and the change item. Returns the new epoch.
+    pub async fn commit(&self, item: Item, expected: Option<u64>) -> Result<u64, WriteError> {
+        let key = match item.get(PK) {
+            Some(AttributeValue::S(k)) => k.clone(),
+            _ => return Err(self.aws("the item has no pk")),
+        };
+        for _ in 0..EPOCH_RETRIES {
+            let old = self.epoch().await?;
+            let new = old + 1;
+            let expires = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                + CHANGE_TTL.as_secs();
+            let mut put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()));
+            put = match expected {
+                None => put.condition_expression("attribute_not_exists(pk)"),
+                Some(v) => put
+                    .condition_expression("#v = :expected")
+                    .expression_attribute_names("#v", "version")
+                    .expression_attribute_values(":expected", AttributeValue::N(v.to_string())),
+            };
+            let epoch = Update::builder()
+                .table_name(&self.table)
+                .key(PK, AttributeValue::S(EPOCH_KEY.to_owned()))
+                .update_expression("SET #e = :new")
+                .condition_expression("#e = :old")
+                .expression_attribute_names("#e", "epoch")
+                .expression_attribute_values(":new", AttributeValue::N(new.to_string()))
+                .expression_attribute_values(":old", AttributeValue::N(old.to_string()));
+            let change = Put::builder()
+                .table_name(&self.table)
+                .item(PK, AttributeValue::S(change_key(new)))
+                .item("kind", AttributeValue::S("change".to_owned()))
+                .item("key", AttributeValue::S(key.clone()))
+                .item("epoch", AttributeValue::N(new.to_string()))
+                .item(TTL_ATTRIBUTE, AttributeValue::N(expires.to_string()))
+                .item("updated_at", AttributeValue::S(now_rfc3339()));
+            let items = [
+                TransactWriteItem::builder()
+                    .put(put.build().map_err(|e| self.aws(e))?)
+                    .build(),
+                TransactWriteItem::builder()
+                    .update(epoch.build().map_err(|e| self.aws(e))?)
+                    .build(),
+                TransactWriteItem::builder()
+                    .put(change.build().map_err(|e| self.aws(e))?)
+                    .build(),
+            ];
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.to_vec()))
+                .send()
+                .await;
+            match sent {
+                Ok(_) => return Ok(new),
+                Err(e) => match cancelled(&e) {
+                    Some((true, _)) => {
+                        let found = self
+                            .get(&key)
+                            .await?
+                            .and_then(|i| get_n(&i, "version").ok().flatten());
+                        return Err(WriteError::Conflict {
+                            key,
+                            expected,
+                            found,
+                        });
+                    }
+                    // Only the epoch moved (or the transaction collided): read it and retry.
+                    Some((false, _)) => {
+                        tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
+                    }
+                    None => return Err(self.aws(DisplayErrorContext(e))),
+                },
+            }
+        }
+        Err(WriteError::Busy {
+            table: self.table.clone(),
+        })
+    }
+}
+
+/// For a cancelled transaction: (the record's condition failed, the epoch's failed).
+fn cancelled(e: &SdkError<TransactWriteItemsError>) -> Option<(bool, bool)> {
+    let TransactWriteItemsError::TransactionCanceledException(c) = e.as_service_error()? else {
+        return None;
+    };
+    let reasons = c.cancellation_reasons();
+    let failed = |i: usize| {
+        reasons
+            .get(i)
+            .and_then(|r| r.code())
+            .is_some_and(|code| code == "ConditionalCheckFailed")
+    };
+    Some((failed(0), failed(1)))
+}
+
+/// Today's `updated_at` value for a record written now.
+#[must_use]
+pub fn updated_at() -> String {
+    now_rfc3339()
+}

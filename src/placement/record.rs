@@ -1,0 +1,92 @@
+//! Validation of one tenant record, shared by every placement source.
+//!
+//! A source hands over the fields as it read them; [`tenant_record`] checks each (tenant id
+//! rules, cell id charset, status, tier, issuers) and names the offending field, so the file
+//! source can point at `tenants[3].tier` and the DynamoDB source at the item and attribute.
+
+use super::{TenantRecord, TenantStatus, valid_cell_id};
+use crate::tenant::TenantId;
+
+/// A tenant's fields as a source read them.
+#[derive(Debug, Clone, Default)]
+pub struct RawTenant {
+    pub id: String,
+    pub cell: String,
+    pub status: Option<String>,
+    pub tier: Option<String>,
+    pub version: Option<u64>,
+    pub issuers: Vec<String>,
+}
+
+/// A field that failed validation: its name (`tier`, `issuers[1]`), value and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadField {
+    pub field: String,
+    pub value: String,
+    pub reason: String,
+}
+
+fn bad(field: impl Into<String>, value: &str, reason: impl Into<String>) -> BadField {
+    BadField {
+        field: field.into(),
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Whether `tier` is 1-32 characters of `A-Z a-z 0-9 _ -`.
+#[must_use]
+pub fn valid_tier(tier: &str) -> bool {
+    !tier.is_empty()
+        && tier.len() <= 32
+        && tier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks every field; defaults: status ACTIVE, tier `standard`, version 0.
+pub fn tenant_record(raw: RawTenant) -> Result<TenantRecord, BadField> {
+    if let Err(e) = TenantId::parse(&raw.id) {
+        return Err(bad("id", &raw.id, e.to_string()));
+    }
+    if !valid_cell_id(&raw.cell) {
+        return Err(bad(
+            "cell",
+            &raw.cell,
+            "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -",
+        ));
+    }
+    let status_text = raw.status.as_deref().unwrap_or("ACTIVE");
+    let Some(status) = TenantStatus::parse(status_text) else {
+        return Err(bad(
+            "status",
+            status_text,
+            "expected ACTIVE, SUSPENDED, MIGRATING or OFFBOARDED",
+        ));
+    };
+    let tier = raw.tier.unwrap_or_else(|| "standard".to_owned());
+    if !valid_tier(&tier) {
+        return Err(bad(
+            "tier",
+            &tier,
+            "tiers are 1-32 characters of A-Z a-z 0-9 _ -",
+        ));
+    }
+    for (j, iss) in raw.issuers.iter().enumerate() {
+        if iss.is_empty() || iss.len() > 512 {
+            return Err(bad(
+                format!("issuers[{j}]"),
+                iss,
+                "an issuer's exact `iss` value, 1-512 characters",
+            ));
+        }
+    }
+    Ok(TenantRecord {
+        id: raw.id,
+        cell: raw.cell,
+        status,
+        tier,
+        version: raw.version.unwrap_or(0),
+        issuers: raw.issuers,
+    })
+}

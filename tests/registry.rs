@@ -1,0 +1,272 @@
+//! The DynamoDB registry end to end, against a real DynamoDB-API server (moto, started by
+//! `tests/run.sh`, endpoint in `CELLGATE_TEST_DYNAMODB`): the operator commands, versioned
+//! writes, and a running proxy loading and following the table.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cellgate::ops::{self, CellCommand, TableArgs, TenantCommand};
+use cellgate::placement::dynamo::schema::{tenant_item, tenant_key};
+use cellgate::placement::dynamo::write::{Registry, WriteError, updated_at};
+use common::{Harness, base_config, cell_list};
+use http::StatusCode;
+
+/// The local DynamoDB endpoint; the suite runs through `bash tests/run.sh`, which starts it.
+fn endpoint() -> String {
+    std::env::var("CELLGATE_TEST_DYNAMODB").unwrap_or_else(|_| {
+        panic!("CELLGATE_TEST_DYNAMODB is not set: run the suite with `bash tests/run.sh`")
+    })
+}
+
+/// A fresh, initialised table of its own for one test.
+async fn table(name: &str) -> (TableArgs, Registry) {
+    let args = TableArgs {
+        table: Some(format!("{name}-{}", fastrand::u32(..))),
+        region: Some("us-east-1".to_owned()),
+        endpoint_url: Some(endpoint()),
+    };
+    let reg = ops::registry(&args).await.unwrap();
+    ops::registry_command(&reg, ops::RegistryCommand::Init { streams: false })
+        .await
+        .unwrap();
+    (args, reg)
+}
+
+async fn put_tenant(reg: &Registry, tenant: &str, cell: &str) -> serde_json::Value {
+    let cmd = TenantCommand::Put {
+        tenant: tenant.to_owned(),
+        cell: cell.to_owned(),
+        tier: None,
+        status: None,
+        issuers: Vec::new(),
+        expect_version: None,
+    };
+    ops::tenant_command(reg, cmd).await.unwrap()
+}
+
+/// The proxy config with a DynamoDB registry on `args`'s table.
+fn dynamo_config(args: &TableArgs, extra: &str) -> String {
+    let file_registry =
+        "[registry]\nsource = \"file\"\npath = \"registry.toml\"\npoll_interval = \"20ms\"";
+    let cfg = base_config(extra);
+    assert!(cfg.contains(file_registry), "base_config changed shape");
+    cfg.replace(
+        file_registry,
+        &format!(
+            "[registry]\nsource = \"dynamodb\"\ntable = \"{}\"\nregion = \"us-east-1\"\n\
+             endpoint_url = \"{}\"\npoll_interval = \"50ms\"\nscan_segments = 3\nscan_page_size = 7",
+            args.table.as_deref().unwrap(),
+            endpoint()
+        ),
+    )
+}
+
+/// Seeds the demo cells and starts a proxy on the table.
+async fn proxy_on(args: &TableArgs, reg: &Registry) -> Harness {
+    let cells = cellgate::demo::spawn_cells(3, 1).await.unwrap();
+    for (id, targets) in cell_list(&cells) {
+        let cmd = CellCommand::Put {
+            cell: id,
+            targets,
+            state: None,
+            region: Some("eu-west-1".to_owned()),
+            preserve_host: None,
+        };
+        ops::cell_command(reg, cmd).await.unwrap();
+    }
+    Harness::start_raw(&dynamo_config(args, ""), "", cells).await
+}
+
+async fn cell_of(h: &Harness, tenant: &str) -> String {
+    let r = h.get(&format!("{tenant}.app.test"), "/").await;
+    assert_eq!(r.status, StatusCode::OK, "{tenant}: {}", r.body);
+    r.json()["cell"].as_str().unwrap().to_owned()
+}
+
+// Property: registry init is idempotent; writes are versioned; a lost race is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_versioned_and_exactly_one_of_racing_writers_wins() {
+    let (_args, reg) = table("versions").await;
+    let again = ops::registry_command(&reg, ops::RegistryCommand::Init { streams: false })
+        .await
+        .unwrap();
+    assert_eq!(again["result"], "already exists");
+    let first = put_tenant(&reg, "acme", "cell-1").await;
+    assert_eq!(first["record"]["version"], 1);
+    let second = put_tenant(&reg, "acme", "cell-2").await;
+    assert_eq!(second["record"]["version"], 2);
+    assert_eq!(
+        second["epoch"].as_u64(),
+        Some(first["epoch"].as_u64().unwrap() + 1)
+    );
+
+    // Eight writers all read version 2 and race to write version 3: exactly one wins.
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let reg = reg.clone();
+        racers.spawn(async move {
+            let mut r = cellgate::placement::dynamo::schema::tenant_from_item(
+                &reg.get(&tenant_key("acme")).await.unwrap().unwrap(),
+            )
+            .unwrap();
+            r.cell = format!("cell-{i}");
+            r.version = 3;
+            reg.commit(tenant_item(&r, &updated_at()), Some(2)).await
+        });
+    }
+    let (mut won, mut lost) = (0, 0);
+    while let Some(r) = racers.join_next().await {
+        match r.unwrap() {
+            Ok(_) => won += 1,
+            Err(WriteError::Conflict { found, .. }) => {
+                assert_eq!(found, Some(3));
+                lost += 1;
+            }
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!((won, lost), (1, 7));
+
+    // A writer holding an old version is refused, and says what it found.
+    let stale = TenantCommand::Put {
+        tenant: "acme".to_owned(),
+        cell: "cell-9".to_owned(),
+        tier: None,
+        status: None,
+        issuers: Vec::new(),
+        expect_version: Some(1),
+    };
+    let err = ops::tenant_command(&reg, stale)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected version 1, found 3"), "{err}");
+    // Unknown tenants and invalid input are clear errors.
+    let err = ops::tenant_command(
+        &reg,
+        TenantCommand::Suspend {
+            tenant: "nobody".into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+    let bad = TenantCommand::Put {
+        tenant: "Bad Id".to_owned(),
+        cell: "cell-1".to_owned(),
+        tier: None,
+        status: None,
+        issuers: Vec::new(),
+        expect_version: None,
+    };
+    let err = ops::tenant_command(&reg, bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("id = \"Bad Id\""), "{err}");
+}
+
+// Property: a paginated, parallel scan loads every tenant; a flip reaches the proxy within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_loads_every_page_and_follows_a_flip_within_a_second() {
+    let (args, reg) = table("flip").await;
+    // 40 tenants over scan pages of 7 items in 3 segments: several pages per segment.
+    for i in 0..40 {
+        put_tenant(&reg, &format!("t{i}"), &format!("cell-{}", i % 3 + 1)).await;
+    }
+    let h = proxy_on(&args, &reg).await;
+    for i in [0, 13, 26, 39] {
+        assert_eq!(
+            cell_of(&h, &format!("t{i}")).await,
+            format!("cell-{}", i % 3 + 1)
+        );
+    }
+    let admin = h.admin_get("/admin/tenants/t39").await.unwrap().json();
+    assert_eq!(admin["version"], 1);
+
+    // Flip t0 from cell-1 to cell-2 and time how long until the proxy routes there.
+    let start = Instant::now();
+    put_tenant(&reg, "t0", "cell-2").await;
+    let written = start.elapsed();
+    loop {
+        if cell_of(&h, "t0").await == "cell-2" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "flip not seen within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seen = start.elapsed();
+    eprintln!("flip: written in {written:?}, routed to the new cell after {seen:?}");
+    // And a suspension the same way: 403 from then on.
+    ops::tenant_command(
+        &reg,
+        TenantCommand::Suspend {
+            tenant: "t1".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let r = h.get("t1.app.test", "/").await;
+        if r.status == StatusCode::FORBIDDEN {
+            assert_eq!(r.json()["error"], "tenant_suspended");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "suspension not seen within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.shutdown().await;
+}
+
+// Property: static stability: with the table gone, the last snapshot keeps serving and the
+// failures are visible in metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_keeps_the_last_placements_and_is_reported() {
+    let (args, reg) = table("outage").await;
+    put_tenant(&reg, "acme", "cell-1").await;
+    let h = proxy_on(&args, &reg).await;
+    assert_eq!(cell_of(&h, "acme").await, "cell-1");
+    // The outage: the table disappears (every read now fails).
+    let client = cellgate::placement::dynamo::client(Some("us-east-1"), Some(&endpoint())).await;
+    client
+        .delete_table()
+        .table_name(args.table.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let m = h.admin_get("/metrics").await.unwrap().body;
+        let failures = m
+            .lines()
+            .find(|l| l.starts_with("cellgate_placement_refresh_failures_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if failures >= 2.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "failures not counted: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still routed by the last good snapshot; unknown tenants are refused, never defaulted.
+    assert_eq!(cell_of(&h, "acme").await, "cell-1");
+    assert_eq!(
+        h.get("nobody.app.test", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(h.admin_get("/readyz").await.unwrap().status, StatusCode::OK);
+    h.shutdown().await;
+}
