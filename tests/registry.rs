@@ -79,6 +79,15 @@ async fn proxy_on(args: &TableArgs, reg: &Registry) -> Harness {
     Harness::start_raw(&dynamo_config(args, ""), "", cells).await
 }
 
+/// The value of an unlabelled series, 0 when absent.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 async fn cell_of(h: &Harness, tenant: &str) -> String {
     let r = h.get(&format!("{tenant}.app.test"), "/").await;
     assert_eq!(r.status, StatusCode::OK, "{tenant}: {}", r.body);
@@ -202,6 +211,10 @@ async fn the_proxy_loads_every_page_and_follows_a_flip_within_a_second() {
     }
     let seen = start.elapsed();
     eprintln!("flip: written in {written:?}, routed to the new cell after {seen:?}");
+    // Followed through the change log, not a rescan of the table.
+    let m = h.admin_get("/metrics").await.unwrap().body;
+    assert!(metric(&m, "cellgate_placement_deltas_total") >= 1.0, "{m}");
+    assert_eq!(metric(&m, "cellgate_placement_reloads_total"), 1.0, "{m}");
     // And a suspension the same way: 403 from then on.
     ops::tenant_command(
         &reg,
@@ -246,13 +259,7 @@ async fn a_registry_outage_keeps_the_last_placements_and_is_reported() {
     let start = Instant::now();
     loop {
         let m = h.admin_get("/metrics").await.unwrap().body;
-        let failures = m
-            .lines()
-            .find(|l| l.starts_with("cellgate_placement_refresh_failures_total"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if failures >= 2.0 {
+        if metric(&m, "cellgate_placement_refresh_failures_total") >= 2.0 {
             break;
         }
         assert!(

@@ -133,6 +133,8 @@ pub struct Metrics {
     pub placement_dangling: Gauge,
     pub placement_reloads: Counter,
     pub placement_refresh_failures: Counter,
+    pub placement_deltas: Counter,
+    pub placement_version_regressions: Counter,
     pub access_log_dropped: Counter,
     /// The verifier's counters.
     pub auth: AuthMetrics,
@@ -182,6 +184,8 @@ impl Metrics {
             placement_dangling: Gauge::default(),
             placement_reloads: Counter::default(),
             placement_refresh_failures: Counter::default(),
+            placement_deltas: Counter::default(),
+            placement_version_regressions: Counter::default(),
             access_log_dropped: Counter::default(),
             auth: AuthMetrics::default(),
             auth_families: auth::AuthFamilies::default(),
@@ -258,6 +262,16 @@ impl Metrics {
             counter_name(n::PLACEMENT_REFRESH_FAILURES_TOTAL),
             "Registry reads or parses that failed",
             m.placement_refresh_failures.clone(),
+        );
+        registry.register(
+            counter_name(n::PLACEMENT_DELTAS_TOTAL),
+            "Change-log deltas applied without a full reload",
+            m.placement_deltas.clone(),
+        );
+        registry.register(
+            counter_name(n::PLACEMENT_VERSION_REGRESSIONS_TOTAL),
+            "Tenant records older than the one held, ignored",
+            m.placement_version_regressions.clone(),
         );
         registry.register(
             counter_name(n::ACCESS_LOG_DROPPED_TOTAL),

@@ -23,6 +23,11 @@ pub const PLACEMENT_TENANTS: &str = "cellgate_placement_tenants";
 pub const PLACEMENT_CELLS: &str = "cellgate_placement_cells";
 /// Snapshots loaded and swapped in.
 pub const PLACEMENT_RELOADS_TOTAL: &str = "cellgate_placement_reloads_total";
+/// Change-log deltas applied (a change followed without a full reload).
+pub const PLACEMENT_DELTAS_TOTAL: &str = "cellgate_placement_deltas_total";
+/// Tenant records older than the one held, ignored (versions never go backwards in a node).
+pub const PLACEMENT_VERSION_REGRESSIONS_TOTAL: &str =
+    "cellgate_placement_version_regressions_total";
 /// Registry reads or parses that failed (the last good snapshot stayed in place).
 pub const PLACEMENT_REFRESH_FAILURES_TOTAL: &str = "cellgate_placement_refresh_failures_total";
 /// Tenant records that name a cell no source defines (their requests get 503).
@@ -64,6 +69,8 @@ pub const ALL: &[&str] = &[
     PLACEMENT_CELLS,
     PLACEMENT_RELOADS_TOTAL,
     PLACEMENT_REFRESH_FAILURES_TOTAL,
+    PLACEMENT_DELTAS_TOTAL,
+    PLACEMENT_VERSION_REGRESSIONS_TOTAL,
     PLACEMENT_DANGLING_TENANTS,
     ACCESS_LOG_DROPPED_TOTAL,
     HTTP_CONNECTIONS_TOTAL,

@@ -16,7 +16,7 @@ mod snapshot;
 use std::future::Future;
 
 pub use cell::{Cell, CellState, valid_cell_id};
-pub use snapshot::{PlacementSnapshot, SnapshotHandle, TenantPlacement};
+pub use snapshot::{ApplyStats, PlacementSnapshot, SnapshotHandle, TenantPlacement};
 
 /// A tenant's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,14 @@ pub struct RegistryData {
     pub cells: Vec<Cell>,
 }
 
+/// What changed since the source's last load or delta: each entry is the record as it is now,
+/// or `None` when it was deleted.
+#[derive(Debug, Default)]
+pub struct Delta {
+    pub tenants: Vec<(String, Option<TenantRecord>)>,
+    pub cells: Vec<(String, Option<Cell>)>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("{file}: cannot read: {error}")]
@@ -107,6 +115,11 @@ pub trait PlacementSource: Send + Sync + 'static {
     /// Whether anything may have changed since the last `load` attempt (a failed attempt is
     /// remembered too, so a broken source is reported once per change, not on every poll).
     fn changed(&self) -> impl Future<Output = Result<bool, RegistryError>> + Send;
+    /// After `changed` said yes: only what changed, when the source can tell (a change log), at
+    /// a cost that does not grow with the number of tenants. `None` asks for a full `load`.
+    fn delta(&self) -> impl Future<Output = Result<Option<Delta>, RegistryError>> + Send {
+        std::future::ready(Ok(None))
+    }
 }
 
 #[cfg(test)]

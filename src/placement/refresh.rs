@@ -21,7 +21,7 @@ pub struct RefreshSettings {
     pub full_refresh: Duration,
 }
 
-/// Loads one generation and publishes it.
+/// Loads one generation in full and publishes it.
 pub async fn reload<S: PlacementSource>(
     source: &S,
     handle: &SnapshotHandle,
@@ -31,6 +31,53 @@ pub async fn reload<S: PlacementSource>(
     let data = source.load().await?;
     let generation = handle.load().generation + 1;
     let snap = PlacementSnapshot::build(&data, config_cells, generation);
+    metrics.placement_reloads.inc();
+    tracing::info!(
+        registry.generation = generation,
+        registry.tenants = snap.tenant_count(),
+        registry.cells = snap.cell_count(),
+        registry.source = %source.describe(),
+        "placement snapshot loaded"
+    );
+    publish(snap, handle, metrics);
+    Ok(())
+}
+
+/// Follows a detected change: the source's delta when it has one, else a full reload.
+pub async fn update<S: PlacementSource>(
+    source: &S,
+    handle: &SnapshotHandle,
+    config_cells: &[Cell],
+    metrics: &Metrics,
+) -> Result<(), RegistryError> {
+    let Some(delta) = source.delta().await? else {
+        return reload(source, handle, config_cells, metrics).await;
+    };
+    let current = handle.load_full();
+    let generation = current.generation + 1;
+    let (snap, stats) = current.apply(&delta, config_cells, generation);
+    metrics.placement_deltas.inc();
+    if stats.regressions > 0 {
+        metrics
+            .placement_version_regressions
+            .inc_by(u64::try_from(stats.regressions).unwrap_or(u64::MAX));
+        tracing::warn!(
+            registry.regressions = stats.regressions,
+            "older tenant records read late were ignored"
+        );
+    }
+    tracing::info!(
+        registry.generation = generation,
+        registry.changed_tenants = delta.tenants.len(),
+        registry.changed_cells = delta.cells.len(),
+        registry.source = %source.describe(),
+        "placement delta applied"
+    );
+    publish(snap, handle, metrics);
+    Ok(())
+}
+
+fn publish(snap: PlacementSnapshot, handle: &SnapshotHandle, metrics: &Metrics) {
     for (tenant, cell) in &snap.dangling {
         tracing::warn!(tenant.id = %tenant, cell.id = %cell, "tenant record names an unknown cell; its requests get 503");
     }
@@ -45,17 +92,15 @@ pub async fn reload<S: PlacementSource>(
         .set(i64::try_from(snap.dangling.len()).unwrap_or(i64::MAX));
     metrics
         .snapshot_generation
-        .set(i64::try_from(generation).unwrap_or(i64::MAX));
-    metrics.placement_reloads.inc();
-    tracing::info!(
-        registry.generation = generation,
-        registry.tenants = snap.tenant_count(),
-        registry.cells = snap.cell_count(),
-        registry.source = %source.describe(),
-        "placement snapshot loaded"
-    );
+        .set(i64::try_from(snap.generation).unwrap_or(i64::MAX));
     handle.store(snap);
-    Ok(())
+}
+
+/// What one poll did.
+enum Step {
+    Full,
+    Changed,
+    Unchanged,
 }
 
 fn failed(metrics: &Metrics, source: &str, e: &RegistryError) {
@@ -94,19 +139,23 @@ pub async fn run<S: PlacementSource>(
         }
         let due = last_full.elapsed() >= settings.full_refresh;
         let result = match source.changed().await {
-            Ok(changed) if changed || due => reload(&*source, &handle, &config_cells, &metrics)
+            Ok(_) if due => reload(&*source, &handle, &config_cells, &metrics)
                 .await
-                .map(|()| true),
-            Ok(_) => Ok(false),
+                .map(|()| Step::Full),
+            Ok(true) => update(&*source, &handle, &config_cells, &metrics)
+                .await
+                .map(|()| Step::Changed),
+            Ok(false) => Ok(Step::Unchanged),
             Err(e) => Err(e),
         };
         match result {
-            Ok(true) => {
+            Ok(Step::Full) => {
                 healthy = true;
                 last_full = tokio::time::Instant::now();
             }
-            Ok(false) if healthy => handle.confirm(),
-            Ok(false) => {}
+            Ok(Step::Changed) => healthy = true,
+            Ok(Step::Unchanged) if healthy => handle.confirm(),
+            Ok(Step::Unchanged) => {}
             Err(e) => {
                 healthy = false;
                 failed(&metrics, &describe, &e);

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use super::{Cell, RegistryData, TenantStatus};
+use super::{Cell, Delta, RegistryData, TenantRecord, TenantStatus};
 
 /// Where a tenant is placed, resolved against the cells of the same generation.
 #[derive(Debug, Clone)]
@@ -23,6 +23,30 @@ pub struct TenantPlacement {
     pub tenant_header: HeaderValue,
     /// Issuers bound to the tenant (`None`: any issuer no other tenant claims as its own).
     pub issuers: Option<Arc<[Box<str>]>>,
+}
+
+/// What applying a delta did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub applied: usize,
+    /// Records older than the one held, ignored (versions never go backwards in a node).
+    pub regressions: usize,
+}
+
+/// A tenant's placement resolved against `cells` (`None` for an id that is not a header value,
+/// which sources never hand over).
+fn placement(t: &TenantRecord, cells: &HashMap<Box<str>, Arc<Cell>>) -> Option<TenantPlacement> {
+    let tenant_header = HeaderValue::from_str(&t.id).ok()?;
+    Some(TenantPlacement {
+        cell_id: Arc::from(t.cell.as_str()),
+        cell: cells.get(t.cell.as_str()).cloned(),
+        status: t.status,
+        tier: Arc::from(t.tier.as_str()),
+        version: t.version,
+        tenant_header,
+        issuers: (!t.issuers.is_empty())
+            .then(|| t.issuers.iter().map(|i| Box::from(i.as_str())).collect()),
+    })
 }
 
 /// One registry generation, never mutated after it is built.
@@ -63,32 +87,31 @@ impl PlacementSnapshot {
             cells.insert(Box::from(&*c.id), Arc::new(c.clone()));
         }
         let mut tenants = HashMap::with_capacity(data.tenants.len());
+        for t in &data.tenants {
+            if let Some(p) = placement(t, &cells) {
+                tenants.insert(t.id.clone().into_boxed_str(), p);
+            }
+        }
+        Self::finish(tenants, cells, generation)
+    }
+
+    /// Computes the derived parts (dangling records, bound issuers) and stamps the generation.
+    fn finish(
+        tenants: HashMap<Box<str>, TenantPlacement>,
+        cells: HashMap<Box<str>, Arc<Cell>>,
+        generation: u64,
+    ) -> Self {
         let mut dangling = Vec::new();
         let mut bound_issuers = HashSet::new();
-        for t in &data.tenants {
-            bound_issuers.extend(t.issuers.iter().map(|i| Box::from(i.as_str())));
-            let cell = cells.get(t.cell.as_str()).cloned();
-            if cell.is_none() {
-                dangling.push((t.id.clone(), t.cell.clone()));
+        for (id, p) in &tenants {
+            if p.cell.is_none() {
+                dangling.push((id.to_string(), p.cell_id.to_string()));
             }
-            // Ids were validated by the source, so both are valid header values.
-            let Ok(tenant_header) = HeaderValue::from_str(&t.id) else {
-                continue;
-            };
-            tenants.insert(
-                t.id.clone().into_boxed_str(),
-                TenantPlacement {
-                    cell_id: Arc::from(t.cell.as_str()),
-                    cell,
-                    status: t.status,
-                    tier: Arc::from(t.tier.as_str()),
-                    version: t.version,
-                    tenant_header,
-                    issuers: (!t.issuers.is_empty())
-                        .then(|| t.issuers.iter().map(|i| Box::from(i.as_str())).collect()),
-                },
-            );
+            if let Some(list) = &p.issuers {
+                bound_issuers.extend(list.iter().cloned());
+            }
         }
+        dangling.sort();
         Self {
             generation,
             loaded_at: SystemTime::now(),
@@ -97,6 +120,56 @@ impl PlacementSnapshot {
             dangling,
             bound_issuers,
         }
+    }
+
+    /// The next generation: this one with `delta` applied. A tenant record older than the one
+    /// held (a late read) never replaces it; a deleted registry cell falls back to the config
+    /// cell with the same id, if any. Costs a copy of the maps (memory and CPU, not registry
+    /// reads).
+    #[must_use]
+    pub fn apply(
+        &self,
+        delta: &Delta,
+        config_cells: &[Cell],
+        generation: u64,
+    ) -> (Self, ApplyStats) {
+        let mut stats = ApplyStats::default();
+        let mut cells = self.cells.clone();
+        for (id, cell) in &delta.cells {
+            match cell {
+                Some(c) => cells.insert(Box::from(id.as_str()), Arc::new(c.clone())),
+                None => match config_cells.iter().find(|c| &*c.id == id.as_str()) {
+                    Some(c) => cells.insert(Box::from(id.as_str()), Arc::new(c.clone())),
+                    None => cells.remove(id.as_str()),
+                },
+            };
+        }
+        let mut tenants = self.tenants.clone();
+        if !delta.cells.is_empty() {
+            // Tenants hold their cell by pointer: re-resolve those whose cell changed.
+            for p in tenants.values_mut() {
+                if delta.cells.iter().any(|(id, _)| id.as_str() == &*p.cell_id) {
+                    p.cell = cells.get(&*p.cell_id).cloned();
+                }
+            }
+        }
+        for (id, record) in &delta.tenants {
+            let held = tenants.get(id.as_str()).map(|p| p.version);
+            match record {
+                Some(t) if held.is_some_and(|v| v > t.version) => stats.regressions += 1,
+                Some(t) => {
+                    if let Some(p) = placement(t, &cells) {
+                        tenants.insert(Box::from(id.as_str()), p);
+                        stats.applied += 1;
+                    }
+                }
+                None => {
+                    tenants.remove(id.as_str());
+                    stats.applied += 1;
+                }
+            }
+        }
+        (Self::finish(tenants, cells, generation), stats)
     }
 
     /// Whether a token from issuer `iss` may speak for the tenant placed at `p`: a tenant that
@@ -165,6 +238,12 @@ impl SnapshotHandle {
     #[must_use]
     pub fn load(&self) -> arc_swap::Guard<Arc<PlacementSnapshot>> {
         self.current.load()
+    }
+
+    /// The current snapshot as an owned `Arc` (for building the next generation from it).
+    #[must_use]
+    pub fn load_full(&self) -> Arc<PlacementSnapshot> {
+        self.current.load_full()
     }
 
     /// Publishes a new generation.

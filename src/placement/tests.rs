@@ -321,3 +321,85 @@ async fn broken_or_missing_file_is_reported_once_per_change() {
     // The failed attempt is remembered: no retry until the file changes again.
     assert!(!src.changed().await.unwrap());
 }
+
+#[test]
+fn a_delta_updates_deletes_and_never_goes_back_a_version() {
+    let data = RegistryData {
+        tenants: vec![
+            TenantRecord {
+                version: 5,
+                ..tenant("acme", "cell-1", TenantStatus::Active)
+            },
+            tenant("globex", "cell-2", TenantStatus::Active),
+            tenant("gone", "cell-1", TenantStatus::Active),
+        ],
+        cells: vec![
+            cell("cell-1", &["http://127.0.0.1:9001"]),
+            cell("cell-2", &["http://127.0.0.1:9002"]),
+        ],
+    };
+    let config_cells = [cell("cell-2", &["http://127.0.0.1:7777"])];
+    let snap = PlacementSnapshot::build(&data, &config_cells, 1);
+    let delta = Delta {
+        tenants: vec![
+            // Older than the held version 5: a late read, ignored.
+            (
+                "acme".to_owned(),
+                Some(TenantRecord {
+                    version: 4,
+                    ..tenant("acme", "cell-2", TenantStatus::Active)
+                }),
+            ),
+            (
+                "globex".to_owned(),
+                Some(TenantRecord {
+                    version: 2,
+                    ..tenant("globex", "cell-1", TenantStatus::Suspended)
+                }),
+            ),
+            ("gone".to_owned(), None),
+            (
+                "new".to_owned(),
+                Some(tenant("new", "cell-2", TenantStatus::Active)),
+            ),
+        ],
+        // cell-1 gets a new target; the registry's cell-2 is deleted: the config one takes over.
+        cells: vec![
+            (
+                "cell-1".to_owned(),
+                Some(cell("cell-1", &["http://127.0.0.1:9011"])),
+            ),
+            ("cell-2".to_owned(), None),
+        ],
+    };
+    let (next, stats) = snap.apply(&delta, &config_cells, 2);
+    assert_eq!(
+        stats,
+        ApplyStats {
+            applied: 3,
+            regressions: 1
+        }
+    );
+    assert_eq!(next.generation, 2);
+    let acme = next.tenant("acme").unwrap();
+    assert_eq!((&*acme.cell_id, acme.version), ("cell-1", 5));
+    // Tenants hold the new cell-1, not the old one.
+    assert_eq!(
+        &*acme.cell.as_ref().unwrap().targets[0].url,
+        "http://127.0.0.1:9011"
+    );
+    let globex = next.tenant("globex").unwrap();
+    assert_eq!(
+        (&*globex.cell_id, globex.status),
+        ("cell-1", TenantStatus::Suspended)
+    );
+    assert!(next.tenant("gone").is_none());
+    let new = next.tenant("new").unwrap();
+    assert_eq!(
+        &*new.cell.as_ref().unwrap().targets[0].url,
+        "http://127.0.0.1:7777"
+    );
+    // The old generation is untouched.
+    assert_eq!(&*snap.tenant("globex").unwrap().cell_id, "cell-2");
+    assert!(snap.tenant("gone").is_some());
+}

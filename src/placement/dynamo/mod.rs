@@ -10,6 +10,10 @@
 //!   (`GetItem`, one eventually consistent read of a tiny item, 0.5 RCU) every `poll_interval`,
 //!   so the read cost per node is fixed whatever the number of tenants, and no node tails the
 //!   Stream (which allows about two readers per shard).
+//! - **Deltas**: when the epoch moved by at most [`MAX_DELTA`], the node reads the change items
+//!   in between and then only the records they name (`BatchGetItem`, strongly consistent), so a
+//!   change costs reads in proportion to the change, not to the table; a gap in the log (an
+//!   expired change item) falls back to a full reload.
 //! - **Safety net**: a full reload every `full_refresh`.
 //!
 //! The source itself is thin: `changed` is the epoch poll, `load` the scan; the refresh service
@@ -29,8 +33,10 @@ use aws_sdk_dynamodb::config::Region;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use self::schema::{EPOCH_KEY, Item, PK, cell_from_item, get_n, kind, tenant_from_item};
-use super::{Cell, PlacementSource, RegistryData, RegistryError};
+use self::schema::{
+    EPOCH_KEY, Item, PK, cell_from_item, change_key, get_n, kind, tenant_from_item,
+};
+use super::{Cell, Delta, PlacementSource, RegistryData, RegistryError};
 
 /// Where the registry table is, and how the proxy reads it.
 #[derive(Debug, Clone)]
@@ -95,9 +101,16 @@ pub async fn read_epoch(client: &Client, table: &str, consistent: bool) -> Resul
 pub struct DynamoSource {
     client: Client,
     settings: DynamoSettings,
-    /// The epoch of the last load attempt.
+    /// The epoch the snapshot reflects (the last load, or the last delta read).
     seen: Mutex<Option<u64>>,
+    /// The newest epoch a poll saw.
+    latest: Mutex<Option<u64>>,
 }
+
+/// Beyond this many changes since the last read, a full reload is cheaper than the change log.
+pub const MAX_DELTA: u64 = 500;
+/// Keys per `BatchGetItem` (DynamoDB's limit).
+const BATCH: usize = 100;
 
 impl DynamoSource {
     pub async fn new(settings: DynamoSettings) -> Self {
@@ -106,7 +119,52 @@ impl DynamoSource {
             client,
             settings,
             seen: Mutex::new(None),
+            latest: Mutex::new(None),
         }
+    }
+
+    /// Reads `keys` (strongly consistent), 100 per call, retrying unprocessed keys.
+    async fn batch_get(&self, keys: Vec<String>) -> Result<Vec<Item>, RegistryError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH) {
+            let mut pending: Vec<Item> = chunk
+                .iter()
+                .map(|k| Item::from([(PK.to_owned(), AttributeValue::S(k.clone()))]))
+                .collect();
+            for attempt in 0..8 {
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| self.err(e.to_string()))?;
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.settings.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| self.err(format!("batch get: {}", DisplayErrorContext(e))))?;
+                if let Some(mut r) = got.responses {
+                    out.extend(r.remove(&self.settings.table).unwrap_or_default());
+                }
+                if let Some(mut u) = got.unprocessed_keys
+                    && let Some(k) = u.remove(&self.settings.table)
+                {
+                    pending = k.keys;
+                }
+            }
+            if !pending.is_empty() {
+                return Err(self.err("batch get: keys left unprocessed after retries"));
+            }
+        }
+        Ok(out)
     }
 
     fn err(&self, message: impl Into<String>) -> RegistryError {
@@ -184,13 +242,17 @@ pub fn registry_data(items: &[Item], source: &str) -> (RegistryData, usize) {
         };
         if let Err(b) = parsed {
             skipped += 1;
-            tracing::warn!(
-                registry.source = %source, item = %pk, field = %b.field, value = %b.value,
-                reason = %b.reason, "invalid registry item skipped"
-            );
+            skip(source, pk, &b);
         }
     }
     (data, skipped)
+}
+
+fn skip(source: &str, key: &str, b: &super::record::BadField) {
+    tracing::warn!(
+        registry.source = %source, item = %key, field = %b.field, value = %b.value,
+        reason = %b.reason, "invalid registry item skipped"
+    );
 }
 
 fn schema_bad(field: &str, value: &str, reason: &str) -> super::record::BadField {
@@ -221,8 +283,71 @@ impl PlacementSource for DynamoSource {
         let epoch = read_epoch(&self.client, &self.settings.table, false)
             .await
             .map_err(|e| self.err(format!("polling the epoch: {e}")))?;
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(epoch);
         // An eventually consistent read may lag the last load: only a newer epoch counts.
         let seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(seen.is_none_or(|s| epoch > s))
+    }
+
+    /// Reads the change items between the snapshot's epoch and the newest one polled, then
+    /// the records they name: a cost in reads proportional to the changes, not the tenants.
+    async fn delta(&self) -> Result<Option<Delta>, RegistryError> {
+        let seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let latest = *self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        let (Some(from), Some(to)) = (seen, latest) else {
+            return Ok(None);
+        };
+        if to <= from || to - from > MAX_DELTA {
+            return Ok(None);
+        }
+        let changes = self
+            .batch_get(((from + 1)..=to).map(change_key).collect())
+            .await?;
+        if u64::try_from(changes.len()).unwrap_or(0) < to - from {
+            // A change item expired (or a write is not visible yet): the log cannot be trusted.
+            return Ok(None);
+        }
+        let mut keys: Vec<String> = changes
+            .iter()
+            .filter_map(|c| match c.get("key") {
+                Some(AttributeValue::S(k)) => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let records = self.batch_get(keys.clone()).await?;
+        let by_key: std::collections::HashMap<&str, &Item> = records
+            .iter()
+            .filter_map(|i| match i.get(PK) {
+                Some(AttributeValue::S(k)) => Some((k.as_str(), i)),
+                _ => None,
+            })
+            .collect();
+        let mut delta = Delta::default();
+        for key in &keys {
+            let item = by_key.get(key.as_str()).copied();
+            if let Some(id) = key.strip_prefix("tenant#") {
+                match item.map(tenant_from_item) {
+                    None => delta.tenants.push((id.to_owned(), None)),
+                    Some(Ok(t)) => delta.tenants.push((id.to_owned(), Some(t))),
+                    Some(Err(b)) => skip(&self.describe(), key, &b),
+                }
+            } else if let Some(id) = key.strip_prefix("cell#") {
+                let parsed = item.map(|i| {
+                    cell_from_item(i).and_then(|c| {
+                        Cell::from_file(&c.to_file_cell(), "cell")
+                            .map_err(|f| schema_bad(&f.key, &f.value, &f.reason))
+                    })
+                });
+                match parsed {
+                    None => delta.cells.push((id.to_owned(), None)),
+                    Some(Ok(c)) => delta.cells.push((id.to_owned(), Some(c))),
+                    Some(Err(b)) => skip(&self.describe(), key, &b),
+                }
+            }
+        }
+        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(to);
+        Ok(Some(delta))
     }
 }
