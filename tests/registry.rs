@@ -277,3 +277,110 @@ async fn a_registry_outage_keeps_the_last_placements_and_is_reported() {
     assert_eq!(h.admin_get("/readyz").await.unwrap().status, StatusCode::OK);
     h.shutdown().await;
 }
+
+// Property: evacuation under continuous traffic: no read fails, writes pause with 503 while
+// MIGRATING, and once a request saw the new cell no later request reaches the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_move_evacuates_under_traffic_without_failed_reads() {
+    let (args, reg) = table("move").await;
+    put_tenant(&reg, "acme", "cell-1").await;
+    let h = std::sync::Arc::new(proxy_on(&args, &reg).await);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (h, stop) = (std::sync::Arc::clone(&h), std::sync::Arc::clone(&stop));
+        tokio::spawn(async move {
+            // (started, status, cell) of each read, and the statuses of writes.
+            let (mut reads, mut writes) = (Vec::new(), Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                let r = h.get("acme.app.test", "/").await;
+                let cell = r.json()["cell"].as_str().map(str::to_owned);
+                reads.push((started, r.status, cell));
+                if reads.len() % 10 == 0 {
+                    let req = h
+                        .request("acme.app.test", "/orders")
+                        .method(http::Method::POST)
+                        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+                        .unwrap();
+                    writes.push(h.send(req).await.status);
+                }
+            }
+            (reads, writes)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let marker = tempfile::NamedTempFile::new().unwrap();
+    let plan = ops::MovePlan {
+        tenant: "acme".to_owned(),
+        to: "cell-2".to_owned(),
+        settle: Duration::from_millis(300),
+        hook: Some(format!(
+            "echo \"$TENANT $FROM_CELL $TO_CELL\" > {}",
+            marker.path().display()
+        )),
+        force: false,
+    };
+    let out = ops::move_tenant(&reg, &plan).await.unwrap();
+    let steps: Vec<&str> = out["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["step"].as_str())
+        .collect();
+    assert_eq!(
+        steps,
+        ["migrating", "settled", "hook", "flipped", "active", "done"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(marker.path()).unwrap(),
+        "acme cell-1 cell-2\n"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, writes) = traffic.await.unwrap();
+
+    assert!(reads.len() > 50, "too little traffic: {}", reads.len());
+    assert!(
+        reads.iter().all(|(_, s, _)| *s == StatusCode::OK),
+        "a read failed"
+    );
+    let first_new = reads
+        .iter()
+        .position(|(_, _, c)| c.as_deref() == Some("cell-2"))
+        .expect("never reached cell-2");
+    assert!(
+        reads[first_new..]
+            .iter()
+            .all(|(_, _, c)| c.as_deref() == Some("cell-2")),
+        "a read reached cell-1 after cell-2 had answered"
+    );
+    assert!(
+        writes.contains(&StatusCode::OK),
+        "no write before or after the move"
+    );
+    assert!(
+        writes
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{writes:?}"
+    );
+    // Re-running a finished move changes nothing.
+    let again = ops::move_tenant(&reg, &plan).await.unwrap();
+    assert_eq!(again["steps"][0]["step"], "done");
+    // A DRAINING target is refused unless forced.
+    ops::cell_command(
+        &reg,
+        CellCommand::Drain {
+            cell: "cell-3".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let to_draining = ops::MovePlan {
+        to: "cell-3".to_owned(),
+        ..plan
+    };
+    let err = ops::move_tenant(&reg, &to_draining).await.unwrap_err();
+    assert!(err.to_string().contains("DRAINING"), "{err}");
+    std::sync::Arc::try_unwrap(h).ok().unwrap().shutdown().await;
+}
