@@ -275,6 +275,23 @@ async fn a_registry_outage_keeps_the_last_placements_and_is_reported() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(h.admin_get("/readyz").await.unwrap().status, StatusCode::OK);
+    let reg_status = h.admin_get("/admin/registry").await.unwrap().json();
+    assert_eq!(
+        reg_status["source"],
+        format!("dynamodb:{}", args.table.as_deref().unwrap())
+    );
+    assert_eq!(reg_status["tenants"], 1);
+    assert!(
+        reg_status["refresh_failures"].as_u64().unwrap() >= 2,
+        "{reg_status}"
+    );
+    assert!(
+        reg_status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("dynamodb"),
+        "{reg_status}"
+    );
     h.shutdown().await;
 }
 

@@ -103,6 +103,26 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             }
         }
         "/admin/auth" => json_response(StatusCode::OK, &auth_status(&shared.verifier)),
+        "/admin/registry" => {
+            let snap = shared.snapshot.load();
+            let st = shared.snapshot.status();
+            let time = |t: std::time::SystemTime| humantime::format_rfc3339_millis(t).to_string();
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "source": st.source,
+                    "generation": snap.generation,
+                    "loaded_at": (snap.generation > 0).then(|| time(snap.loaded_at)),
+                    "age_seconds": shared.snapshot.age().as_secs_f64(),
+                    "tenants": snap.tenant_count(),
+                    "cells": snap.cell_count(),
+                    "dangling_tenants": snap.dangling.len(),
+                    "refresh_failures": st.failures,
+                    "last_error": st.last_error,
+                    "last_error_at": st.last_error_at.map(time),
+                }),
+            )
+        }
         "/metrics" => {
             let m = &shared.metrics;
             m.snapshot_age_seconds

@@ -16,7 +16,7 @@ mod snapshot;
 use std::future::Future;
 
 pub use cell::{Cell, CellState, valid_cell_id};
-pub use snapshot::{ApplyStats, PlacementSnapshot, SnapshotHandle, TenantPlacement};
+pub use snapshot::{ApplyStats, PlacementSnapshot, RefreshStatus, SnapshotHandle, TenantPlacement};
 
 /// A tenant's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -103,8 +103,9 @@ enum Step {
     Unchanged,
 }
 
-fn failed(metrics: &Metrics, source: &str, e: &RegistryError) {
+fn failed(metrics: &Metrics, handle: &SnapshotHandle, source: &str, e: &RegistryError) {
     metrics.placement_refresh_failures.inc();
+    handle.record_failure(&e.to_string());
     tracing::warn!(registry.source = %source, error = %e, "registry refresh failed; keeping the last good snapshot");
 }
 
@@ -118,10 +119,11 @@ pub async fn run<S: PlacementSource>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let describe = source.describe();
+    handle.set_source(&describe);
     // First load: retry with back-off until it works; not ready until then.
     let mut backoff = Duration::from_millis(200);
     while let Err(e) = reload(&*source, &handle, &config_cells, &metrics).await {
-        failed(&metrics, &describe, &e);
+        failed(&metrics, &handle, &describe, &e);
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => return,
@@ -158,7 +160,7 @@ pub async fn run<S: PlacementSource>(
             Ok(Step::Unchanged) => {}
             Err(e) => {
                 healthy = false;
-                failed(&metrics, &describe, &e);
+                failed(&metrics, &handle, &describe, &e);
             }
         }
     }

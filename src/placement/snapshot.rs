@@ -217,6 +217,17 @@ impl PlacementSnapshot {
 pub struct SnapshotHandle {
     current: ArcSwap<PlacementSnapshot>,
     confirmed: std::sync::Mutex<Instant>,
+    status: std::sync::Mutex<RefreshStatus>,
+}
+
+/// What the refresh service last did, for `GET /admin/registry`.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshStatus {
+    /// The source's description (`file:...`, `dynamodb:...`).
+    pub source: String,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<SystemTime>,
+    pub failures: u64,
 }
 
 impl Default for SnapshotHandle {
@@ -231,6 +242,7 @@ impl SnapshotHandle {
         Self {
             current: ArcSwap::from_pointee(PlacementSnapshot::empty()),
             confirmed: std::sync::Mutex::new(Instant::now()),
+            status: std::sync::Mutex::new(RefreshStatus::default()),
         }
     }
 
@@ -267,6 +279,32 @@ impl SnapshotHandle {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .elapsed()
+    }
+
+    /// Records the source's name (once, at start) and each failure.
+    pub fn set_source(&self, source: &str) {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .source = source.to_owned();
+    }
+
+    pub fn record_failure(&self, error: &str) {
+        let mut st = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.last_error = Some(error.to_owned());
+        st.last_error_at = Some(SystemTime::now());
+        st.failures += 1;
+    }
+
+    #[must_use]
+    pub fn status(&self) -> RefreshStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     #[must_use]
