@@ -151,6 +151,15 @@ impl ProxyError {
                         Internal,
                     )
                 },
+                RouteError::RegistryUnavailable => ErrorResponse {
+                    retry_after: Some(Duration::from_secs(1)),
+                    ..ErrorResponse::new(
+                        S::SERVICE_UNAVAILABLE,
+                        "registry_unavailable",
+                        O::not_ready,
+                        Internal,
+                    )
+                },
                 RouteError::UnknownTenant => ErrorResponse::new(
                     S::NOT_FOUND,
                     "unknown_tenant",

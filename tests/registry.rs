@@ -46,17 +46,17 @@ async fn put_tenant(reg: &Registry, tenant: &str, cell: &str) -> serde_json::Val
     ops::tenant_command(reg, cmd).await.unwrap()
 }
 
-/// The proxy config with a DynamoDB registry on `args`'s table.
+/// The proxy config with a DynamoDB registry on `args`'s table (`extra`: more registry keys).
 fn dynamo_config(args: &TableArgs, extra: &str) -> String {
     let file_registry =
         "[registry]\nsource = \"file\"\npath = \"registry.toml\"\npoll_interval = \"20ms\"";
-    let cfg = base_config(extra);
+    let cfg = base_config("");
     assert!(cfg.contains(file_registry), "base_config changed shape");
     cfg.replace(
         file_registry,
         &format!(
             "[registry]\nsource = \"dynamodb\"\ntable = \"{}\"\nregion = \"us-east-1\"\n\
-             endpoint_url = \"{}\"\npoll_interval = \"50ms\"\nscan_segments = 3\nscan_page_size = 7",
+             endpoint_url = \"{}\"\npoll_interval = \"50ms\"\nscan_segments = 3\nscan_page_size = 7\n{extra}",
             args.table.as_deref().unwrap(),
             endpoint()
         ),
@@ -65,6 +65,10 @@ fn dynamo_config(args: &TableArgs, extra: &str) -> String {
 
 /// Seeds the demo cells and starts a proxy on the table.
 async fn proxy_on(args: &TableArgs, reg: &Registry) -> Harness {
+    proxy_with(args, reg, "").await
+}
+
+async fn proxy_with(args: &TableArgs, reg: &Registry, registry_extra: &str) -> Harness {
     let cells = cellgate::demo::spawn_cells(3, 1).await.unwrap();
     for (id, targets) in cell_list(&cells) {
         let cmd = CellCommand::Put {
@@ -76,7 +80,7 @@ async fn proxy_on(args: &TableArgs, reg: &Registry) -> Harness {
         };
         ops::cell_command(reg, cmd).await.unwrap();
     }
-    Harness::start_raw(&dynamo_config(args, ""), "", cells).await
+    Harness::start_raw(&dynamo_config(args, registry_extra), "", cells).await
 }
 
 /// The value of an unlabelled series, 0 when absent.
@@ -268,11 +272,23 @@ async fn a_registry_outage_keeps_the_last_placements_and_is_reported() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Still routed by the last good snapshot; unknown tenants are refused, never defaulted.
+    // Still routed by the last good snapshot; an unknown tenant gets a fast 503 (the registry
+    // cannot say whether it exists), never a default cell.
     assert_eq!(cell_of(&h, "acme").await, "cell-1");
+    let started = Instant::now();
+    let r = h.get("nobody.app.test", "/").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.json()["error"], "registry_unavailable");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "not fast: {:?}",
+        started.elapsed()
+    );
+    let m = h.admin_get("/metrics").await.unwrap().body;
     assert_eq!(
-        h.get("nobody.app.test", "/").await.status,
-        StatusCode::NOT_FOUND
+        lookups(&m, "registry_down"),
+        1.0,
+        "answered without asking the table: {m}"
     );
     assert_eq!(h.admin_get("/readyz").await.unwrap().status, StatusCode::OK);
     let reg_status = h.admin_get("/admin/registry").await.unwrap().json();
@@ -400,4 +416,134 @@ async fn tenant_move_evacuates_under_traffic_without_failed_reads() {
     let err = ops::move_tenant(&reg, &to_draining).await.unwrap_err();
     assert!(err.to_string().contains("DRAINING"), "{err}");
     std::sync::Arc::try_unwrap(h).ok().unwrap().shutdown().await;
+}
+
+/// Writes a tenant item straight into the table, bypassing the epoch and change log, so only
+/// an on-demand lookup (or an invalidation) can bring it to a proxy.
+async fn sneak_tenant(args: &TableArgs, tenant: &str, cell: &str, version: u64) {
+    let client = cellgate::placement::dynamo::client(Some("us-east-1"), Some(&endpoint())).await;
+    let record = cellgate::placement::TenantRecord {
+        id: tenant.to_owned(),
+        cell: cell.to_owned(),
+        status: cellgate::placement::TenantStatus::Active,
+        tier: "standard".to_owned(),
+        version,
+        issuers: Vec::new(),
+    };
+    client
+        .put_item()
+        .table_name(args.table.as_deref().unwrap())
+        .set_item(Some(tenant_item(&record, &updated_at())))
+        .send()
+        .await
+        .unwrap();
+}
+
+fn lookups(m: &str, result: &str) -> f64 {
+    let series = format!("cellgate_registry_lookups_total{{result=\"{result}\"}}");
+    m.lines()
+        .find(|l| l.starts_with(&series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Registry reads made by lookups.
+fn lookup_reads(m: &str) -> f64 {
+    lookups(m, "found") + lookups(m, "absent") + lookups(m, "error")
+}
+
+// Property: coalescing: 50 concurrent requests for a tenant missing from the snapshot cost one
+// registry read, and all of them are routed to its cell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_for_a_missing_tenant_cost_one_registry_read() {
+    let (args, reg) = table("coalesce").await;
+    put_tenant(&reg, "acme", "cell-1").await;
+    let h = std::sync::Arc::new(proxy_on(&args, &reg).await);
+    sneak_tenant(&args, "newco", "cell-3", 1).await;
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let h = std::sync::Arc::clone(&h);
+        all.spawn(async move { h.get("newco.app.test", "/").await });
+    }
+    while let Some(r) = all.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.json()["cell"], "cell-3");
+    }
+    let m = h.admin_get("/metrics").await.unwrap().body;
+    assert_eq!(lookup_reads(&m), 1.0, "{m}");
+    assert_eq!(lookups(&m, "found"), 1.0);
+    std::sync::Arc::try_unwrap(h).ok().unwrap().shutdown().await;
+}
+
+// Attack: an enumeration flood of random tenant names costs the table at most the miss rate
+// cap; known-absent names are answered from the negative cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enumeration_flood_makes_bounded_registry_reads() {
+    let (args, reg) = table("flood").await;
+    put_tenant(&reg, "acme", "cell-1").await;
+    let h = proxy_with(&args, &reg, "lookup_rate = 5\nlookup_burst = 10").await;
+    let started = Instant::now();
+    let (mut not_found, mut unavailable) = (0, 0);
+    for i in 0..300 {
+        let r = h.get(&format!("probe-{i}.app.test"), "/").await;
+        match r.status {
+            StatusCode::NOT_FOUND => not_found += 1,
+            StatusCode::SERVICE_UNAVAILABLE => unavailable += 1,
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    // The same unknown name again: the negative cache answers, no read.
+    let m0 = h.admin_get("/metrics").await.unwrap().body;
+    let again = h.get("probe-0.app.test", "/").await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    let m = h.admin_get("/metrics").await.unwrap().body;
+    assert_eq!(
+        lookup_reads(&m),
+        lookup_reads(&m0),
+        "a negative hit read the table"
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    let reads = lookup_reads(&m);
+    assert!(
+        reads <= 10.0 + 5.0 * elapsed + 1.0,
+        "{reads} reads in {elapsed:.2} s"
+    );
+    assert_eq!(not_found as f64, reads, "each read found nothing");
+    assert!(unavailable >= 250, "the cap let {not_found} through");
+    // A known tenant is unaffected by the flood.
+    assert_eq!(cell_of(&h, "acme").await, "cell-1");
+    h.shutdown().await;
+}
+
+// Property: POST /admin/tenants/{id}/invalidate re-reads one tenant at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_rereads_a_tenant_now() {
+    let (args, reg) = table("invalidate").await;
+    put_tenant(&reg, "acme", "cell-1").await;
+    let h = proxy_on(&args, &reg).await;
+    assert_eq!(cell_of(&h, "acme").await, "cell-1");
+    // Changed behind the change log's back: the proxy cannot know until told.
+    sneak_tenant(&args, "acme", "cell-2", 7).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(cell_of(&h, "acme").await, "cell-1");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = http::Request::post(format!("http://{}/admin/tenants/acme/invalidate", h.admin))
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (body["result"].as_str(), body["version"].as_u64()),
+        (Some("found"), Some(7))
+    );
+    assert_eq!(cell_of(&h, "acme").await, "cell-2");
+    h.shutdown().await;
 }

@@ -1,8 +1,8 @@
 //! The admin listener: health, readiness, metrics and what this node believes.
 //!
 //! Served on its own address (localhost by default) on the control-plane runtime, never on the
-//! proxy listeners. Endpoints are read-only; state-changing ones added later accept loopback
-//! clients only.
+//! proxy listeners. Endpoints are read-only, but for `POST /admin/tenants/{id}/invalidate`
+//! (a forced re-read of one tenant), which accepts loopback clients only.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::placement::lookup::LookupOutcome;
 use crate::proxy::Shared;
 
 /// Serves admin requests until `stop` turns true.
@@ -37,7 +38,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(route(&shared, &req)) }
+                async move {
+                    if req.method() == Method::POST {
+                        return Ok::<_, Infallible>(post(&shared, &req, peer.ip()).await);
+                    }
+                    Ok(route(&shared, &req))
+                }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
@@ -165,6 +171,47 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         p if p.starts_with("/admin/tenants/") => tenant(shared, &p["/admin/tenants/".len()..]),
         _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
     }
+}
+
+/// State-changing endpoints: loopback clients only (the admin listener may be exposed to a
+/// scraper on another host, an operator action may not).
+async fn post(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Response<Full<Bytes>> {
+    if !peer.to_canonical().is_loopback() {
+        return json_response(StatusCode::FORBIDDEN, &json!({"error": "loopback_only"}));
+    }
+    let path = req.uri().path();
+    let Some(id) = path
+        .strip_prefix("/admin/tenants/")
+        .and_then(|p| p.strip_suffix("/invalidate"))
+    else {
+        return json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"}));
+    };
+    if crate::tenant::TenantId::parse(id).is_err() {
+        return json_response(StatusCode::BAD_REQUEST, &json!({"error": "invalid_tenant"}));
+    }
+    let outcome = shared.lookup.invalidate(id).await;
+    let snap = shared.snapshot.load();
+    let body = json!({
+        "tenant": id,
+        "result": match outcome {
+            LookupOutcome::Found => "found",
+            LookupOutcome::Absent => "absent",
+            LookupOutcome::Unavailable => "registry_unavailable",
+        },
+        "version": snap.tenant(id).map(|p| p.version),
+        "cell": snap.tenant(id).map(|p| p.cell_id.to_string()),
+        "generation": snap.generation,
+    });
+    let status = if outcome == LookupOutcome::Unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json_response(status, &body)
 }
 
 /// Issuers, their keys and JWKS state (never key material).

@@ -152,6 +152,11 @@ pub struct FileRegistry {
     pub endpoint_url: Option<String>,
     pub scan_segments: Option<u32>,
     pub scan_page_size: Option<u32>,
+    pub lookup_unknown: Option<bool>,
+    pub lookup_rate: Option<f64>,
+    pub lookup_burst: Option<f64>,
+    pub negative_ttl: Option<String>,
+    pub negative_capacity: Option<u64>,
 }
 
 /// A cell as written in the config file or in a registry file.

@@ -26,6 +26,8 @@ pub struct Config {
     pub tenant: TenantConfig,
     pub auth: AuthConfig,
     pub registry: RegistryConfig,
+    /// On-demand lookups and forced re-reads (`registry.lookup_*`, `registry.negative_*`).
+    pub lookup: LookupConfig,
     /// Cells defined in the config file; a registry cell with the same id wins.
     pub cells: Vec<Cell>,
     pub upstream: UpstreamConfig,
@@ -73,6 +75,13 @@ pub struct TenantConfig {
 pub struct TenantHeaderConfig {
     pub name: HeaderName,
     pub trusted_sources: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LookupConfig {
+    /// Look tenants missing from the snapshot up in the registry (default: DynamoDB only).
+    pub unknown: bool,
+    pub settings: crate::placement::lookup::LookupSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +236,7 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
     }
 
     let registry = build_registry(raw.registry.as_ref(), base)?;
+    let lookup = build_lookup(raw.registry.as_ref(), &registry)?;
     let mut cells = Vec::with_capacity(raw.cells.len());
     for (i, c) in raw.cells.iter().enumerate() {
         let cell = Cell::from_file(c, &format!("cells[{i}]"))?;
@@ -299,6 +309,7 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
         tenant,
         auth,
         registry,
+        lookup,
         cells,
         upstream,
         strip_headers,
@@ -540,6 +551,63 @@ fn build_registry(reg: Option<&FileRegistry>, base: &Path) -> Result<RegistryCon
             "expected \"file\" or \"dynamodb\"",
         )),
     }
+}
+
+fn build_lookup(
+    reg: Option<&FileRegistry>,
+    registry: &RegistryConfig,
+) -> Result<LookupConfig, FieldError> {
+    let dynamo = matches!(registry, RegistryConfig::Dynamo { .. });
+    let (rate, burst, ttl, capacity, unknown) = reg.map_or((None, None, None, None, None), |r| {
+        (
+            r.lookup_rate,
+            r.lookup_burst,
+            r.negative_ttl.as_ref(),
+            r.negative_capacity,
+            r.lookup_unknown,
+        )
+    });
+    let rate = rate.unwrap_or(20.0);
+    if !(0.1..=10_000.0).contains(&rate) {
+        return Err(FieldError::new(
+            "registry.lookup_rate",
+            rate,
+            "registry reads per second for unknown tenants: 0.1 to 10000",
+        ));
+    }
+    let burst = burst.unwrap_or(rate * 2.0);
+    if !(1.0..=100_000.0).contains(&burst) {
+        return Err(FieldError::new(
+            "registry.lookup_burst",
+            burst,
+            "must be between 1 and 100000",
+        ));
+    }
+    let negative_ttl = dur("registry.negative_ttl", ttl, Duration::from_secs(5))?;
+    if negative_ttl < Duration::from_millis(100) || negative_ttl > Duration::from_secs(3600) {
+        return Err(FieldError::new(
+            "registry.negative_ttl",
+            humantime::format_duration(negative_ttl),
+            "must be between 100ms and 1h",
+        ));
+    }
+    let negative_capacity = capacity.unwrap_or(100_000);
+    if !(1..=10_000_000).contains(&negative_capacity) {
+        return Err(FieldError::new(
+            "registry.negative_capacity",
+            negative_capacity,
+            "must be between 1 and 10000000",
+        ));
+    }
+    Ok(LookupConfig {
+        unknown: unknown.unwrap_or(dynamo),
+        settings: crate::placement::lookup::LookupSettings {
+            rate,
+            burst,
+            negative_ttl,
+            negative_capacity,
+        },
+    })
 }
 
 fn build_upstream(raw: &FileConfig, base: &Path) -> Result<UpstreamConfig, FieldError> {

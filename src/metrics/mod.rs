@@ -20,6 +20,23 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use auth::{AuthMetrics, JwksMetrics};
+
+/// Handles for on-demand registry lookups (`cellgate_registry_lookups_total{result}`).
+#[derive(Debug, Clone, Default)]
+pub struct LookupMetrics {
+    pub found: Counter,
+    pub absent: Counter,
+    pub errors: Counter,
+    pub coalesced: Counter,
+    pub negative_hits: Counter,
+    pub limited: Counter,
+    pub registry_down: Counter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
 pub use histogram::{LATENCY_BUCKETS, LatencyHistogram};
 
 /// How a request ended; the `outcome` label of [`names::HTTP_REQUESTS_TOTAL`].
@@ -138,6 +155,8 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// The verifier's counters.
     pub auth: AuthMetrics,
+    /// On-demand lookup counters.
+    pub lookups: LookupMetrics,
     auth_families: auth::AuthFamilies,
     cells: Mutex<HashMap<Arc<str>, Arc<CellMetrics>>>,
     registry: Registry,
@@ -188,6 +207,7 @@ impl Metrics {
             placement_version_regressions: Counter::default(),
             access_log_dropped: Counter::default(),
             auth: AuthMetrics::default(),
+            lookups: LookupMetrics::default(),
             auth_families: auth::AuthFamilies::default(),
             cells: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -280,9 +300,26 @@ impl Metrics {
         );
         m.auth_families.register(&mut registry);
         let auth = m.auth_families.auth();
+        let lookups_family = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            counter_name(n::REGISTRY_LOOKUPS_TOTAL),
+            "On-demand registry lookups of tenants missing from the snapshot, by result",
+            lookups_family.clone(),
+        );
+        let r = |result| lookups_family.get_or_create_owned(&ResultLabel { result });
+        let lookups = LookupMetrics {
+            found: r("found"),
+            absent: r("absent"),
+            errors: r("error"),
+            coalesced: r("coalesced"),
+            negative_hits: r("negative_hit"),
+            limited: r("limited"),
+            registry_down: r("registry_down"),
+        };
         Self {
             registry,
             auth,
+            lookups,
             ..m
         }
     }

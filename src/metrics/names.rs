@@ -28,6 +28,11 @@ pub const PLACEMENT_DELTAS_TOTAL: &str = "cellgate_placement_deltas_total";
 /// Tenant records older than the one held, ignored (versions never go backwards in a node).
 pub const PLACEMENT_VERSION_REGRESSIONS_TOTAL: &str =
     "cellgate_placement_version_regressions_total";
+/// On-demand registry lookups of tenants missing from the snapshot, by `result`: `found`,
+/// `absent`, `error` (each one registry read), `coalesced` (joined a read in flight),
+/// `negative_hit` (known absent, no read), `limited` (refused by the miss rate cap),
+/// `registry_down` (refused at once while the registry's polls fail).
+pub const REGISTRY_LOOKUPS_TOTAL: &str = "cellgate_registry_lookups_total";
 /// Registry reads or parses that failed (the last good snapshot stayed in place).
 pub const PLACEMENT_REFRESH_FAILURES_TOTAL: &str = "cellgate_placement_refresh_failures_total";
 /// Tenant records that name a cell no source defines (their requests get 503).
@@ -71,6 +76,7 @@ pub const ALL: &[&str] = &[
     PLACEMENT_REFRESH_FAILURES_TOTAL,
     PLACEMENT_DELTAS_TOTAL,
     PLACEMENT_VERSION_REGRESSIONS_TOTAL,
+    REGISTRY_LOOKUPS_TOTAL,
     PLACEMENT_DANGLING_TENANTS,
     ACCESS_LOG_DROPPED_TOTAL,
     HTTP_CONNECTIONS_TOTAL,

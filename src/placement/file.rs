@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use serde::Deserialize;
 
 use super::record::{RawTenant, tenant_record};
-use super::{Cell, PlacementSource, RegistryData, RegistryError};
+use super::{Cell, PlacementSource, RegistryData, RegistryError, TenantRecord};
 use crate::config::file::FileCell;
 use crate::tenant::TenantId;
 
@@ -109,6 +109,17 @@ impl PlacementSource for FileSource {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             != Some(sig))
+    }
+
+    async fn fetch_tenant(&self, id: &str) -> Result<Option<TenantRecord>, RegistryError> {
+        let text = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|error| RegistryError::Read {
+                file: self.shown(),
+                error,
+            })?;
+        let data = parse_registry(&text, &self.shown())?;
+        Ok(data.tenants.into_iter().find(|t| t.id == id))
     }
 }
 

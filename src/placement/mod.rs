@@ -9,6 +9,7 @@
 mod cell;
 pub mod dynamo;
 pub mod file;
+pub mod lookup;
 pub mod record;
 pub mod refresh;
 mod snapshot;
@@ -120,6 +121,11 @@ pub trait PlacementSource: Send + Sync + 'static {
     fn delta(&self) -> impl Future<Output = Result<Option<Delta>, RegistryError>> + Send {
         std::future::ready(Ok(None))
     }
+    /// One tenant's record as the source holds it now (`None`: no such tenant).
+    fn fetch_tenant(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<TenantRecord>, RegistryError>> + Send;
 }
 
 #[cfg(test)]

@@ -8,9 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
-use super::{Cell, PlacementSnapshot, PlacementSource, RegistryError, SnapshotHandle};
+use super::lookup::{Lookup, LookupOutcome, LookupRequest};
+use super::{
+    Cell, Delta, PlacementSnapshot, PlacementSource, RegistryError, SnapshotHandle, TenantRecord,
+};
 use crate::metrics::Metrics;
 
 /// Settings for [`run`].
@@ -109,6 +113,9 @@ fn failed(metrics: &Metrics, handle: &SnapshotHandle, source: &str, e: &Registry
     tracing::warn!(registry.source = %source, error = %e, "registry refresh failed; keeping the last good snapshot");
 }
 
+/// On-demand lookups served by [`run`]: the service and the requests it queues.
+pub type LookupService = (Arc<Lookup>, mpsc::Receiver<LookupRequest>);
+
 /// Runs until `shutdown` flips to true.
 pub async fn run<S: PlacementSource>(
     source: Arc<S>,
@@ -116,6 +123,7 @@ pub async fn run<S: PlacementSource>(
     config_cells: Arc<[Cell]>,
     metrics: Arc<Metrics>,
     settings: RefreshSettings,
+    lookups: Option<LookupService>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let describe = source.describe();
@@ -130,15 +138,39 @@ pub async fn run<S: PlacementSource>(
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-    let mut last_full = tokio::time::Instant::now();
+    let (lookup, mut requests) = match lookups {
+        Some((l, rx)) => (Some(l), Some(rx)),
+        None => (None, None),
+    };
+    // Lookup reads run beside the loop; their results come back here, so the loop stays the
+    // snapshot's only writer.
+    let (found_tx, mut found_rx) = mpsc::channel::<Fetched>(1024);
+    let mut last_full = Instant::now();
+    let mut next_poll = Instant::now() + settings.poll_interval;
     // After a failed read the snapshot is no longer confirmed current, even if the source then
     // reports "unchanged": its age keeps growing until a load succeeds.
     let mut healthy = true;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(settings.poll_interval) => {}
+            () = tokio::time::sleep_until(next_poll) => {}
+            Some(req) = recv(&mut requests) => {
+                let (source, tx) = (Arc::clone(&source), found_tx.clone());
+                tokio::spawn(async move {
+                    let result = source.fetch_tenant(&req.tenant).await;
+                    let _ = tx.send((req, result)).await;
+                });
+                continue;
+            }
+            Some((req, result)) = found_rx.recv() => {
+                if let Some(l) = &lookup {
+                    let outcome = apply_lookup(&req, result, &handle, &config_cells, &metrics);
+                    l.complete(&req.tenant, outcome);
+                }
+                continue;
+            }
             _ = shutdown.changed() => return,
         }
+        next_poll = Instant::now() + settings.poll_interval;
         let due = last_full.elapsed() >= settings.full_refresh;
         let result = match source.changed().await {
             Ok(_) if due => reload(&*source, &handle, &config_cells, &metrics)
@@ -153,7 +185,7 @@ pub async fn run<S: PlacementSource>(
         match result {
             Ok(Step::Full) => {
                 healthy = true;
-                last_full = tokio::time::Instant::now();
+                last_full = Instant::now();
             }
             Ok(Step::Changed) => healthy = true,
             Ok(Step::Unchanged) if healthy => handle.confirm(),
@@ -163,5 +195,56 @@ pub async fn run<S: PlacementSource>(
                 failed(&metrics, &handle, &describe, &e);
             }
         }
+        if let Some(l) = &lookup {
+            l.set_registry_up(healthy);
+        }
     }
+}
+
+type Fetched = (LookupRequest, Result<Option<TenantRecord>, RegistryError>);
+
+async fn recv(rx: &mut Option<mpsc::Receiver<LookupRequest>>) -> Option<LookupRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Publishes what a lookup read (a one-record delta) and says what it found.
+fn apply_lookup(
+    req: &LookupRequest,
+    result: Result<Option<TenantRecord>, RegistryError>,
+    handle: &SnapshotHandle,
+    config_cells: &[Cell],
+    metrics: &Metrics,
+) -> LookupOutcome {
+    let record = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(tenant.id = %req.tenant, error = %e, "registry lookup failed");
+            return LookupOutcome::Unavailable;
+        }
+    };
+    let current = handle.load_full();
+    let held = current.tenant(&req.tenant).is_some();
+    let outcome = if record.is_some() {
+        LookupOutcome::Found
+    } else {
+        LookupOutcome::Absent
+    };
+    // A plain lookup only adds; a forced re-read (invalidation) also removes.
+    if record.is_none() && !(req.force && held) {
+        return outcome;
+    }
+    let delta = Delta {
+        tenants: vec![(req.tenant.to_string(), record)],
+        cells: Vec::new(),
+    };
+    let (snap, stats) = current.apply(&delta, config_cells, current.generation + 1);
+    if stats.regressions > 0 {
+        metrics.placement_version_regressions.inc();
+    }
+    tracing::info!(tenant.id = %req.tenant, registry.generation = snap.generation, "tenant re-read from the registry");
+    publish(snap, handle, metrics);
+    outcome
 }

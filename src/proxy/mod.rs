@@ -41,6 +41,7 @@ use crate::auth::Verifier;
 use crate::config::Config;
 use crate::error::{ProxyError, error_body};
 use crate::metrics::{CellMetrics, Metrics, Outcome};
+use crate::placement::lookup::{Lookup, LookupOutcome};
 use crate::placement::{Cell, SnapshotHandle};
 use crate::routing::route;
 use crate::tenant::{TenantId, identify, request_host_value};
@@ -53,6 +54,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub snapshot: Arc<SnapshotHandle>,
     pub verifier: Verifier,
+    /// On-demand registry lookups and forced re-reads.
+    pub lookup: Arc<Lookup>,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
     /// Client headers removed on top of the built-in internal ones.
@@ -67,6 +70,7 @@ impl Shared {
         config: Arc<Config>,
         snapshot: Arc<SnapshotHandle>,
         verifier: Verifier,
+        lookup: Arc<Lookup>,
         metrics: Arc<Metrics>,
         access_log: Arc<AccessLog>,
     ) -> Self {
@@ -78,6 +82,7 @@ impl Shared {
         strip.extend(verifier.forward_headers().iter().cloned());
         Self {
             verifier,
+            lookup,
             timeouts: Timeouts::from(&config.upstream),
             none_cell: metrics.cell("none"),
             config,
@@ -129,7 +134,7 @@ pub async fn handle(
 
     // place + route: one snapshot generation for the whole decision.
     let issuer = identity.token.as_ref().map(|t| &*t.issuer.iss);
-    let decision = route(&tenant, &parts.method, issuer, &s.snapshot.load());
+    let decision = place(s, &tenant, &parts.method, issuer).await;
     let decision = match decision {
         Ok(d) => d,
         Err(e) => return Ok(refuse(s, &arrival, e.into(), Some(tenant), None)),
@@ -254,6 +259,30 @@ pub async fn handle(
         ))
     };
     Ok(Response::from_parts(rparts, body))
+}
+
+/// The place stage: the snapshot's decision, or, for a tenant the snapshot does not hold, one
+/// coalesced and rate-capped registry lookup first (never a default cell).
+async fn place(
+    s: &Shared,
+    tenant: &TenantId,
+    method: &http::Method,
+    issuer: Option<&str>,
+) -> Result<crate::routing::RouteDecision, crate::routing::RouteError> {
+    use crate::routing::RouteError;
+    {
+        let snap = s.snapshot.load();
+        match route(tenant, method, issuer, &snap) {
+            Err(RouteError::UnknownTenant)
+                if s.config.lookup.unknown && snap.tenant(tenant.as_str()).is_none() => {}
+            decided => return decided,
+        }
+    }
+    match s.lookup.resolve(tenant.as_str()).await {
+        LookupOutcome::Found => route(tenant, method, issuer, &s.snapshot.load()),
+        LookupOutcome::Absent => Err(RouteError::UnknownTenant),
+        LookupOutcome::Unavailable => Err(RouteError::RegistryUnavailable),
+    }
 }
 
 /// Sends the request to the decided target; on a connect failure (request not sent) it moves

@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::placement::SnapshotHandle;
 use crate::placement::dynamo::DynamoSource;
 use crate::placement::file::FileSource;
+use crate::placement::lookup::Lookup;
 use crate::placement::refresh::{self, RefreshSettings};
 use crate::upstream::{Pool, tls};
 
@@ -71,6 +72,7 @@ struct BoundListener {
 /// A bound, not yet running proxy.
 pub struct Server {
     shared: Arc<Shared>,
+    lookups: Option<tokio::sync::mpsc::Receiver<crate::placement::lookup::LookupRequest>>,
     listeners: Vec<BoundListener>,
     admin: std::net::TcpListener,
     admin_addr: SocketAddr,
@@ -115,10 +117,12 @@ impl Server {
         )?);
         let snapshot = Arc::new(SnapshotHandle::new());
         let verifier = Verifier::new(&config.auth, &metrics)?;
+        let (lookup, lookups) = Lookup::new(config.lookup.settings, metrics.lookups.clone());
         let shared = Arc::new(Shared::new(
             Arc::clone(&config),
             snapshot,
             verifier,
+            Arc::new(lookup),
             metrics,
             access_log,
         ));
@@ -159,6 +163,7 @@ impl Server {
         let upstream_tls = tls::client_config(config.upstream.ca_file.as_deref())?;
         Ok(Self {
             shared,
+            lookups: Some(lookups),
             listeners,
             admin,
             admin_addr,
@@ -184,7 +189,7 @@ impl Server {
     }
 
     /// Runs until `shutdown` completes, then drains. Call from within a tokio runtime.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::clone(&self.shared);
         let config = Arc::clone(&shared.config);
@@ -199,6 +204,10 @@ impl Server {
             Arc::<[crate::placement::Cell]>::from(config.cells.clone()),
             Arc::clone(&shared.metrics),
         );
+        let lookups = self
+            .lookups
+            .take()
+            .map(|rx| (Arc::clone(&shared.lookup), rx));
         match &config.registry {
             RegistryConfig::File { path, .. } => {
                 let source = Arc::new(FileSource::new(path.clone()));
@@ -208,6 +217,7 @@ impl Server {
                     cells,
                     metrics,
                     settings,
+                    lookups,
                     stop_rx.clone(),
                 ));
             }
@@ -219,6 +229,7 @@ impl Server {
                     cells,
                     metrics,
                     settings,
+                    lookups,
                     stop_rx.clone(),
                 ));
             }

@@ -25,6 +25,10 @@ pub struct RouteDecision {
 pub enum RouteError {
     #[error("no placement snapshot loaded yet")]
     NotReady,
+    /// A tenant missing from the snapshot could not be looked up (registry failing, or the
+    /// miss rate cap reached).
+    #[error("the registry cannot be asked about this tenant now")]
+    RegistryUnavailable,
     /// Unknown and offboarded tenants look the same from outside.
     #[error("unknown tenant")]
     UnknownTenant,

@@ -36,7 +36,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use self::schema::{
     EPOCH_KEY, Item, PK, cell_from_item, change_key, get_n, kind, tenant_from_item,
 };
-use super::{Cell, Delta, PlacementSource, RegistryData, RegistryError};
+use super::{Cell, Delta, PlacementSource, RegistryData, RegistryError, TenantRecord};
 
 /// Where the registry table is, and how the proxy reads it.
 #[derive(Debug, Clone)]
@@ -287,6 +287,27 @@ impl PlacementSource for DynamoSource {
         // An eventually consistent read may lag the last load: only a newer epoch counts.
         let seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(seen.is_none_or(|s| epoch > s))
+    }
+
+    async fn fetch_tenant(&self, id: &str) -> Result<Option<TenantRecord>, RegistryError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.settings.table)
+            .key(PK, AttributeValue::S(schema::tenant_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.err(format!("get {id}: {}", DisplayErrorContext(e))))?;
+        match out.item {
+            None => Ok(None),
+            Some(item) => tenant_from_item(&item).map(Some).map_err(|b| {
+                self.err(format!(
+                    "tenant#{id}: {} = {:?}: {}",
+                    b.field, b.value, b.reason
+                ))
+            }),
+        }
     }
 
     /// Reads the change items between the snapshot's epoch and the newest one polled, then

@@ -1,0 +1,203 @@
+//! On-demand lookup of tenants missing from the snapshot, and forced re-reads (invalidation).
+//!
+//! Called by the *place* stage when a tenant is not in the snapshot (a tenant created since the
+//! last change was applied, or a snapshot gone stale while the registry was failing), and by
+//! `POST /admin/tenants/{id}/invalidate`. Requests for the same tenant are coalesced: one
+//! registry read however many requests wait. A tenant the registry does not know is cached
+//! negatively (bounded, short TTL), and misses are rate-capped by a token bucket, so an
+//! enumeration flood of random tenant names costs the table at most `lookup_rate` reads per
+//! second per node; beyond it, and while the registry is failing, unknown tenants get a fast
+//! 503, never a default cell. The read itself runs in the refresh service, which applies a
+//! found record as a one-record delta: the snapshot keeps a single writer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::metrics::LookupMetrics;
+
+/// How long a request waits for a lookup before answering 503.
+const WAIT: Duration = Duration::from_secs(3);
+
+/// What a lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupOutcome {
+    /// The record exists and is in the snapshot now.
+    Found,
+    /// The registry has no such tenant (cached negatively).
+    Absent,
+    /// The registry could not be asked (failing, too many misses, timeout).
+    Unavailable,
+}
+
+/// `registry.lookup_*` settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupSettings {
+    /// Registry reads per second for unknown tenants (token bucket rate).
+    pub rate: f64,
+    pub burst: f64,
+    pub negative_ttl: Duration,
+    pub negative_capacity: u64,
+}
+
+/// A read the refresh service must make.
+#[derive(Debug)]
+pub struct LookupRequest {
+    pub tenant: Box<str>,
+    /// An invalidation: apply whatever the registry says, removal included.
+    pub force: bool,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+#[derive(Debug)]
+pub struct Lookup {
+    settings: LookupSettings,
+    tx: mpsc::Sender<LookupRequest>,
+    negative: moka::sync::Cache<Box<str>, ()>,
+    inflight: Mutex<HashMap<Box<str>, Vec<oneshot::Sender<LookupOutcome>>>>,
+    bucket: Mutex<Bucket>,
+    /// False while the refresh service's polls fail: lookups answer at once instead of
+    /// queueing behind a registry that is not answering.
+    registry_up: AtomicBool,
+    metrics: LookupMetrics,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("tokens", &self.tokens)
+            .finish()
+    }
+}
+
+impl Lookup {
+    /// The lookup service and the receiving end the refresh service serves.
+    #[must_use]
+    pub fn new(
+        settings: LookupSettings,
+        metrics: LookupMetrics,
+    ) -> (Self, mpsc::Receiver<LookupRequest>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let negative = moka::sync::Cache::builder()
+            .max_capacity(settings.negative_capacity)
+            .time_to_live(settings.negative_ttl)
+            .build();
+        let lookup = Self {
+            settings,
+            tx,
+            negative,
+            inflight: Mutex::new(HashMap::new()),
+            bucket: Mutex::new(Bucket {
+                tokens: settings.burst,
+                at: Instant::now(),
+            }),
+            registry_up: AtomicBool::new(true),
+            metrics,
+        };
+        (lookup, rx)
+    }
+
+    fn take_token(&self) -> bool {
+        let mut b = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let refill = now.saturating_duration_since(b.at).as_secs_f64() * self.settings.rate;
+        b.tokens = (b.tokens + refill).min(self.settings.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Set by the refresh service after each poll.
+    pub fn set_registry_up(&self, up: bool) {
+        self.registry_up.store(up, Ordering::Relaxed);
+    }
+
+    /// Looks `tenant` up in the registry (coalesced, negatively cached, rate-capped).
+    pub async fn resolve(&self, tenant: &str) -> LookupOutcome {
+        if self.negative.contains_key(tenant) {
+            self.metrics.negative_hits.inc();
+            return LookupOutcome::Absent;
+        }
+        if !self.registry_up.load(Ordering::Relaxed) {
+            self.metrics.registry_down.inc();
+            return LookupOutcome::Unavailable;
+        }
+        self.ask(tenant, false).await
+    }
+
+    /// Re-reads `tenant` now, whatever the caches say (`POST /admin/tenants/{id}/invalidate`).
+    pub async fn invalidate(&self, tenant: &str) -> LookupOutcome {
+        self.negative.invalidate(tenant);
+        self.ask(tenant, true).await
+    }
+
+    async fn ask(&self, tenant: &str, force: bool) -> LookupOutcome {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            match inflight.get_mut(tenant) {
+                // Someone already asked (a forced re-read joins too: the answer is as fresh).
+                Some(waiters) => {
+                    self.metrics.coalesced.inc();
+                    waiters.push(tx);
+                }
+                None => {
+                    if !force && !self.take_token() {
+                        self.metrics.limited.inc();
+                        return LookupOutcome::Unavailable;
+                    }
+                    let request = LookupRequest {
+                        tenant: Box::from(tenant),
+                        force,
+                    };
+                    if self.tx.try_send(request).is_err() {
+                        self.metrics.limited.inc();
+                        return LookupOutcome::Unavailable;
+                    }
+                    inflight.insert(Box::from(tenant), vec![tx]);
+                }
+            }
+        }
+        match tokio::time::timeout(WAIT, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            _ => LookupOutcome::Unavailable,
+        }
+    }
+
+    /// Answers everyone waiting for `tenant` (called by the refresh service).
+    pub fn complete(&self, tenant: &str, outcome: LookupOutcome) {
+        match outcome {
+            LookupOutcome::Found => {
+                self.metrics.found.inc();
+            }
+            LookupOutcome::Absent => {
+                self.metrics.absent.inc();
+                self.negative.insert(Box::from(tenant), ());
+            }
+            LookupOutcome::Unavailable => {
+                self.metrics.errors.inc();
+            }
+        }
+        let waiters = self
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(tenant)
+            .unwrap_or_default();
+        for w in waiters {
+            let _ = w.send(outcome);
+        }
+    }
+}
