@@ -63,6 +63,7 @@ pub struct FileAdmin {
 #[serde(deny_unknown_fields)]
 pub struct FileTenant {
     pub sources: Option<Vec<String>>,
+    pub migrating_refuses: Option<String>,
     #[serde(default)]
     pub base_domains: Vec<String>,
     pub header: Option<FileTenantHeader>,

@@ -83,6 +83,33 @@ fn minimal_config_parses_with_defaults() {
 }
 
 #[test]
+fn migrating_policy_and_lookup_settings_are_checked() {
+    let cfg =
+        parse(&MINIMAL.replace("[tenant]\n", "[tenant]\nmigrating_refuses = \"all\"\n")).unwrap();
+    assert!(cfg.tenant.route_policy.migrating_refuses_all);
+    assert!(
+        !parse(MINIMAL)
+            .unwrap()
+            .tenant
+            .route_policy
+            .migrating_refuses_all
+    );
+    let bad = MINIMAL.replace("[tenant]\n", "[tenant]\nmigrating_refuses = \"some\"\n");
+    assert_eq!(invalid(&bad).key, "tenant.migrating_refuses");
+    // The file registry does not look unknown tenants up unless asked; limits are checked.
+    assert!(!parse(MINIMAL).unwrap().lookup.unknown);
+    for (extra, key) in [
+        ("lookup_rate = 0", "registry.lookup_rate"),
+        ("lookup_burst = 0.5", "registry.lookup_burst"),
+        ("negative_ttl = \"1ms\"", "registry.negative_ttl"),
+        ("negative_capacity = 0", "registry.negative_capacity"),
+    ] {
+        let text = format!("{MINIMAL}{extra}\n");
+        assert_eq!(invalid(&text).key, key, "{extra}");
+    }
+}
+
+#[test]
 fn dynamodb_registry_needs_a_table_and_keeps_file_keys_out() {
     let dynamo = |extra: &str| {
         MINIMAL.replace(

@@ -69,6 +69,8 @@ pub struct TenantConfig {
     /// Lower-case, without a leading dot, longest first (so the most specific one matches).
     pub base_domains: Vec<String>,
     pub header: Option<TenantHeaderConfig>,
+    /// What a MIGRATING tenant is refused (`tenant.migrating_refuses`).
+    pub route_policy: crate::routing::RoutePolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -421,10 +423,24 @@ fn build_tenant(raw: &FileConfig) -> Result<TenantConfig, FieldError> {
             Some(_) => {}
         }
     }
+    let migrating_refuses_all = match raw.tenant.migrating_refuses.as_deref().unwrap_or("writes") {
+        "writes" => false,
+        "all" => true,
+        other => {
+            return Err(FieldError::new(
+                "tenant.migrating_refuses",
+                other,
+                "expected \"writes\" (reads pass) or \"all\"",
+            ));
+        }
+    };
     Ok(TenantConfig {
         sources,
         base_domains,
         header,
+        route_policy: crate::routing::RoutePolicy {
+            migrating_refuses_all,
+        },
     })
 }
 

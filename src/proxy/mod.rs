@@ -43,7 +43,7 @@ use crate::error::{ProxyError, error_body};
 use crate::metrics::{CellMetrics, Metrics, Outcome};
 use crate::placement::lookup::{Lookup, LookupOutcome};
 use crate::placement::{Cell, SnapshotHandle};
-use crate::routing::route;
+use crate::routing::route_with;
 use crate::tenant::{TenantId, identify, request_host_value};
 use crate::upstream::pool::SendFailure;
 use crate::upstream::{Pool, Reuse, Timeouts, UpstreamBody, UpstreamError};
@@ -270,16 +270,17 @@ async fn place(
     issuer: Option<&str>,
 ) -> Result<crate::routing::RouteDecision, crate::routing::RouteError> {
     use crate::routing::RouteError;
+    let policy = s.config.tenant.route_policy;
     {
         let snap = s.snapshot.load();
-        match route(tenant, method, issuer, &snap) {
+        match route_with(tenant, method, issuer, &snap, policy) {
             Err(RouteError::UnknownTenant)
                 if s.config.lookup.unknown && snap.tenant(tenant.as_str()).is_none() => {}
             decided => return decided,
         }
     }
     match s.lookup.resolve(tenant.as_str()).await {
-        LookupOutcome::Found => route(tenant, method, issuer, &s.snapshot.load()),
+        LookupOutcome::Found => route_with(tenant, method, issuer, &s.snapshot.load(), policy),
         LookupOutcome::Absent => Err(RouteError::UnknownTenant),
         LookupOutcome::Unavailable => Err(RouteError::RegistryUnavailable),
     }

@@ -56,13 +56,31 @@ impl RouteError {
     }
 }
 
-/// Decides where `tenant`'s request goes under `snap`. `issuer` is the verified token's `iss`,
-/// checked against the registry's issuer bindings (see [`PlacementSnapshot::issuer_allowed`]).
+/// Operator choices the route decision honours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoutePolicy {
+    /// Refuse every request of a MIGRATING tenant, not only the non-safe methods.
+    pub migrating_refuses_all: bool,
+}
+
+/// [`route_with`] under the default policy.
 pub fn route(
     tenant: &TenantId,
     method: &Method,
     issuer: Option<&str>,
     snap: &PlacementSnapshot,
+) -> Result<RouteDecision, RouteError> {
+    route_with(tenant, method, issuer, snap, RoutePolicy::default())
+}
+
+/// Decides where `tenant`'s request goes under `snap`. `issuer` is the verified token's `iss`,
+/// checked against the registry's issuer bindings (see [`PlacementSnapshot::issuer_allowed`]).
+pub fn route_with(
+    tenant: &TenantId,
+    method: &Method,
+    issuer: Option<&str>,
+    snap: &PlacementSnapshot,
+    policy: RoutePolicy,
 ) -> Result<RouteDecision, RouteError> {
     if snap.generation == 0 {
         return Err(RouteError::NotReady);
@@ -74,7 +92,9 @@ pub fn route(
         TenantStatus::Active => {}
         TenantStatus::Offboarded => return Err(RouteError::UnknownTenant),
         TenantStatus::Suspended => return Err(RouteError::Suspended),
-        TenantStatus::Migrating if !method.is_safe() => return Err(RouteError::Migrating),
+        TenantStatus::Migrating if policy.migrating_refuses_all || !method.is_safe() => {
+            return Err(RouteError::Migrating);
+        }
         TenantStatus::Migrating => {}
     }
     if let Some(iss) = issuer

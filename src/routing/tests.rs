@@ -216,3 +216,19 @@ fn a_tenant_bound_to_its_own_idp_refuses_tokens_from_other_issuers() {
         RouteError::IssuerNotAllowed
     );
 }
+
+#[test]
+fn a_policy_can_refuse_every_request_of_a_migrating_tenant() {
+    let all = RoutePolicy {
+        migrating_refuses_all: true,
+    };
+    let snap = snapshot();
+    for m in [Method::GET, Method::HEAD, Method::POST] {
+        assert_eq!(
+            route_with(&t("moving"), &m, None, &snap, all).unwrap_err(),
+            RouteError::Migrating,
+            "{m}"
+        );
+    }
+    assert!(route_with(&t("acme"), &Method::GET, None, &snap, all).is_ok());
+}
