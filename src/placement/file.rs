@@ -75,6 +75,17 @@ impl FileSource {
         Ok((m.mtime(), m.mtime_nsec(), m.len(), m.ino()))
     }
 
+    /// Reads and parses the whole file.
+    async fn parse(&self) -> Result<RegistryData, RegistryError> {
+        let text = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|error| RegistryError::Read {
+                file: self.shown(),
+                error,
+            })?;
+        parse_registry(&text, &self.shown())
+    }
+
     fn remember(&self, sig: Signature) {
         *self
             .last
@@ -93,13 +104,7 @@ impl PlacementSource for FileSource {
         // Remember what was tried even if it fails, so a broken file is reported once per
         // change rather than on every poll.
         self.remember(sig);
-        let text = tokio::fs::read_to_string(&self.path)
-            .await
-            .map_err(|error| RegistryError::Read {
-                file: self.shown(),
-                error,
-            })?;
-        parse_registry(&text, &self.shown())
+        self.parse().await
     }
 
     async fn changed(&self) -> Result<bool, RegistryError> {
@@ -112,13 +117,7 @@ impl PlacementSource for FileSource {
     }
 
     async fn fetch_tenant(&self, id: &str) -> Result<Option<TenantRecord>, RegistryError> {
-        let text = tokio::fs::read_to_string(&self.path)
-            .await
-            .map_err(|error| RegistryError::Read {
-                file: self.shown(),
-                error,
-            })?;
-        let data = parse_registry(&text, &self.shown())?;
+        let data = self.parse().await?;
         Ok(data.tenants.into_iter().find(|t| t.id == id))
     }
 }

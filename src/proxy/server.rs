@@ -106,6 +106,30 @@ fn listener_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcce
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// What the registry refresh service needs, whichever source it serves.
+struct RefreshParts {
+    handle: Arc<SnapshotHandle>,
+    cells: Arc<[crate::placement::Cell]>,
+    metrics: Arc<Metrics>,
+    settings: RefreshSettings,
+    lookups: Option<refresh::LookupService>,
+    stop: watch::Receiver<bool>,
+}
+
+impl RefreshParts {
+    fn spawn<S: crate::placement::PlacementSource>(self, control: &mut JoinSet<()>, source: S) {
+        control.spawn(refresh::run(
+            Arc::new(source),
+            self.handle,
+            self.cells,
+            self.metrics,
+            self.settings,
+            self.lookups,
+            self.stop,
+        ));
+    }
+}
+
 impl Server {
     /// Builds shared state and binds every socket (so port 0 resolves now), starting nothing.
     pub fn bind(config: Config) -> Result<Self, ServeError> {
@@ -195,43 +219,26 @@ impl Server {
         let config = Arc::clone(&shared.config);
         let mut control = JoinSet::new();
 
-        let settings = RefreshSettings {
-            poll_interval: config.registry.poll_interval(),
-            full_refresh: config.registry.full_refresh(),
+        let refresh = RefreshParts {
+            handle: Arc::clone(&shared.snapshot),
+            cells: Arc::from(config.cells.clone()),
+            metrics: Arc::clone(&shared.metrics),
+            settings: RefreshSettings {
+                poll_interval: config.registry.poll_interval(),
+                full_refresh: config.registry.full_refresh(),
+            },
+            lookups: self
+                .lookups
+                .take()
+                .map(|rx| (Arc::clone(&shared.lookup), rx)),
+            stop: stop_rx.clone(),
         };
-        let (snapshot, cells, metrics) = (
-            Arc::clone(&shared.snapshot),
-            Arc::<[crate::placement::Cell]>::from(config.cells.clone()),
-            Arc::clone(&shared.metrics),
-        );
-        let lookups = self
-            .lookups
-            .take()
-            .map(|rx| (Arc::clone(&shared.lookup), rx));
         match &config.registry {
             RegistryConfig::File { path, .. } => {
-                let source = Arc::new(FileSource::new(path.clone()));
-                control.spawn(refresh::run(
-                    source,
-                    snapshot,
-                    cells,
-                    metrics,
-                    settings,
-                    lookups,
-                    stop_rx.clone(),
-                ));
+                refresh.spawn(&mut control, FileSource::new(path.clone()));
             }
-            RegistryConfig::Dynamo { settings: d, .. } => {
-                let source = Arc::new(DynamoSource::new(d.clone()).await);
-                control.spawn(refresh::run(
-                    source,
-                    snapshot,
-                    cells,
-                    metrics,
-                    settings,
-                    lookups,
-                    stop_rx.clone(),
-                ));
+            RegistryConfig::Dynamo { settings, .. } => {
+                refresh.spawn(&mut control, DynamoSource::new(settings.clone()).await);
             }
         }
         for jwks in shared.verifier.jwks() {
