@@ -40,6 +40,7 @@ fn snapshot(tenants: usize) -> PlacementSnapshot {
             tier: "standard".to_owned(),
             version: 1,
             issuers: Vec::new(),
+            limits: Default::default(),
         })
         .collect();
     PlacementSnapshot::build(

@@ -214,6 +214,10 @@ async fn put(reg: &ops::Registry, cell: &str) {
         tier: None,
         status: None,
         issuers: Vec::new(),
+        rate: None,
+        burst: None,
+        concurrency: None,
+        clear_limits: false,
         expect_version: None,
     };
     ops::tenant_command(reg, cmd).await.unwrap();

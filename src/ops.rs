@@ -15,7 +15,7 @@ use crate::placement::dynamo::schema::{
 pub use crate::placement::dynamo::write::Registry;
 use crate::placement::dynamo::write::{InitOutcome, WriteError, updated_at};
 use crate::placement::record::{RawTenant, tenant_record};
-use crate::placement::{TenantRecord, TenantStatus, valid_cell_id};
+use crate::placement::{TenantLimits, TenantRecord, TenantStatus, valid_cell_id};
 
 /// Where the registry table is.
 #[derive(Debug, Clone, Args)]
@@ -59,6 +59,18 @@ pub enum TenantCommand {
         /// Bind the tenant to a token issuer (exact `iss`); repeat for several.
         #[arg(long = "issuer")]
         issuers: Vec<String>,
+        /// Rate-limit override: requests per second (default: keep the current one).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Rate-limit override: burst size.
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Rate-limit override: requests in flight at once.
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Drop every rate-limit override (the tier's limits apply).
+        #[arg(long)]
+        clear_limits: bool,
         /// Write only if the stored version is this one (default: the version just read).
         #[arg(long)]
         expect_version: Option<u64>,
@@ -205,9 +217,23 @@ pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value,
             tier,
             status,
             issuers,
+            rate,
+            burst,
+            concurrency,
+            clear_limits,
             expect_version,
         } => {
             let current = current_tenant(reg, &tenant).await?;
+            let held = if clear_limits {
+                TenantLimits::default()
+            } else {
+                current.as_ref().map(|c| c.limits).unwrap_or_default()
+            };
+            let limits = TenantLimits {
+                rate: rate.or(held.rate),
+                burst: burst.or(held.burst),
+                concurrency: concurrency.or(held.concurrency),
+            };
             let record = tenant_record(RawTenant {
                 id: tenant.clone(),
                 cell,
@@ -222,6 +248,7 @@ pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value,
                 } else {
                     issuers
                 },
+                limits,
             })
             .map_err(|b| invalid(b.field, &b.value, b.reason))?;
             let expected = expect_version.or(current.map(|c| c.version));

@@ -41,6 +41,10 @@ async fn put_tenant(reg: &Registry, tenant: &str, cell: &str) -> serde_json::Val
         tier: None,
         status: None,
         issuers: Vec::new(),
+        rate: None,
+        burst: None,
+        concurrency: None,
+        clear_limits: false,
         expect_version: None,
     };
     ops::tenant_command(reg, cmd).await.unwrap()
@@ -142,6 +146,34 @@ async fn writes_are_versioned_and_exactly_one_of_racing_writers_wins() {
     }
     assert_eq!((won, lost), (1, 7));
 
+    // Rate-limit overrides are part of the record and survive later writes.
+    let with_limits = TenantCommand::Put {
+        tenant: "globex".to_owned(),
+        cell: "cell-1".to_owned(),
+        tier: Some("free".to_owned()),
+        status: None,
+        issuers: vec!["https://globex.idp".to_owned()],
+        rate: Some(50.0),
+        burst: Some(20),
+        concurrency: None,
+        clear_limits: false,
+        expect_version: None,
+    };
+    ops::tenant_command(&reg, with_limits).await.unwrap();
+    let moved = put_tenant(&reg, "globex", "cell-2").await;
+    let rec = &moved["record"];
+    assert_eq!(
+        (
+            rec["limits"]["rate"].as_f64(),
+            rec["limits"]["burst"].as_u64()
+        ),
+        (Some(50.0), Some(20))
+    );
+    assert_eq!(
+        (rec["tier"].as_str(), rec["issuers"][0].as_str()),
+        (Some("free"), Some("https://globex.idp"))
+    );
+
     // A writer holding an old version is refused, and says what it found.
     let stale = TenantCommand::Put {
         tenant: "acme".to_owned(),
@@ -149,6 +181,10 @@ async fn writes_are_versioned_and_exactly_one_of_racing_writers_wins() {
         tier: None,
         status: None,
         issuers: Vec::new(),
+        rate: None,
+        burst: None,
+        concurrency: None,
+        clear_limits: false,
         expect_version: Some(1),
     };
     let err = ops::tenant_command(&reg, stale)
@@ -172,6 +208,10 @@ async fn writes_are_versioned_and_exactly_one_of_racing_writers_wins() {
         tier: None,
         status: None,
         issuers: Vec::new(),
+        rate: None,
+        burst: None,
+        concurrency: None,
+        clear_limits: false,
         expect_version: None,
     };
     let err = ops::tenant_command(&reg, bad)
@@ -429,6 +469,7 @@ async fn sneak_tenant(args: &TableArgs, tenant: &str, cell: &str, version: u64) 
         tier: "standard".to_owned(),
         version,
         issuers: Vec::new(),
+        limits: Default::default(),
     };
     client
         .put_item()

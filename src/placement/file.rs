@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use serde::Deserialize;
 
 use super::record::{RawTenant, tenant_record};
-use super::{Cell, PlacementSource, RegistryData, RegistryError, TenantRecord};
+use super::{Cell, PlacementSource, RegistryData, RegistryError, TenantLimits, TenantRecord};
 use crate::config::file::FileCell;
 use crate::tenant::TenantId;
 
@@ -36,6 +36,15 @@ struct FileTenant {
     version: Option<u64>,
     #[serde(default)]
     issuers: Vec<String>,
+    limits: Option<FileLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    rate: Option<f64>,
+    burst: Option<u32>,
+    concurrency: Option<u32>,
 }
 
 type Signature = (i64, i64, u64, u64);
@@ -173,6 +182,13 @@ pub fn parse_registry(text: &str, file: &str) -> Result<RegistryData, RegistryEr
             tier: t.tier,
             version: t.version,
             issuers: t.issuers,
+            limits: t
+                .limits
+                .map_or_else(TenantLimits::default, |l| TenantLimits {
+                    rate: l.rate,
+                    burst: l.burst,
+                    concurrency: l.concurrency,
+                }),
         })
         .map_err(|b| invalid(format!("tenants[{i}].{}", b.field), &b.value, &b.reason))?;
         tenants.push(record);

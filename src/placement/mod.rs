@@ -55,7 +55,7 @@ impl TenantStatus {
 }
 
 /// One tenant record as a source returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TenantRecord {
     pub id: String,
     pub cell: String,
@@ -66,6 +66,26 @@ pub struct TenantRecord {
     /// Token issuers (`iss` values) bound to this tenant; when not empty, a token from any
     /// other issuer is refused for it (403), e.g. an enterprise tenant with its own IdP.
     pub issuers: Vec<String>,
+    /// Per-tenant rate-limit overrides; each set field wins over the tenant's tier.
+    pub limits: TenantLimits,
+}
+
+/// Rate-limit overrides carried by a tenant record (all optional).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TenantLimits {
+    /// Requests per second.
+    pub rate: Option<f64>,
+    /// Requests allowed above the rate in a burst.
+    pub burst: Option<u32>,
+    /// Requests in flight at once.
+    pub concurrency: Option<u32>,
+}
+
+impl TenantLimits {
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.rate.is_none() && self.burst.is_none() && self.concurrency.is_none()
+    }
 }
 
 /// Everything a source knows, at one point in time.

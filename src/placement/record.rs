@@ -1,10 +1,10 @@
 //! Validation of one tenant record, shared by every placement source.
 //!
 //! A source hands over the fields as it read them; [`tenant_record`] checks each (tenant id
-//! rules, cell id charset, status, tier, issuers) and names the offending field, so the file
+//! rules, cell id charset, status, tier, issuers, limit overrides) and names the offending field, so the file
 //! source can point at `tenants[3].tier` and the DynamoDB source at the item and attribute.
 
-use super::{TenantRecord, TenantStatus, valid_cell_id};
+use super::{TenantLimits, TenantRecord, TenantStatus, valid_cell_id};
 use crate::tenant::TenantId;
 
 /// A tenant's fields as a source read them.
@@ -16,6 +16,7 @@ pub struct RawTenant {
     pub tier: Option<String>,
     pub version: Option<u64>,
     pub issuers: Vec<String>,
+    pub limits: TenantLimits,
 }
 
 /// A field that failed validation: its name (`tier`, `issuers[1]`), value and why.
@@ -81,6 +82,26 @@ pub fn tenant_record(raw: RawTenant) -> Result<TenantRecord, BadField> {
             ));
         }
     }
+    let l = raw.limits;
+    if let Some(r) = l.rate
+        && !(r.is_finite() && r > 0.0 && r <= 1_000_000.0)
+    {
+        return Err(bad(
+            "limits.rate",
+            &r.to_string(),
+            "requests per second: above 0, at most 1000000",
+        ));
+    }
+    for (field, v) in [
+        ("limits.burst", l.burst),
+        ("limits.concurrency", l.concurrency),
+    ] {
+        if let Some(v) = v
+            && !(1..=1_000_000).contains(&v)
+        {
+            return Err(bad(field, &v.to_string(), "between 1 and 1000000"));
+        }
+    }
     Ok(TenantRecord {
         id: raw.id,
         cell: raw.cell,
@@ -88,5 +109,6 @@ pub fn tenant_record(raw: RawTenant) -> Result<TenantRecord, BadField> {
         tier,
         version: raw.version.unwrap_or(0),
         issuers: raw.issuers,
+        limits: raw.limits,
     })
 }

@@ -49,6 +49,7 @@ fn tenant(id: &str, cell: &str, status: TenantStatus) -> TenantRecord {
         tier: "standard".to_owned(),
         version: 1,
         issuers: Vec::new(),
+        limits: Default::default(),
     }
 }
 
@@ -80,6 +81,7 @@ fn good_registry_parses_with_defaults() {
                 tier: "enterprise".into(),
                 version: 7,
                 issuers: Vec::new(),
+                limits: Default::default(),
             },
             TenantRecord {
                 id: "globex".into(),
@@ -88,6 +90,7 @@ fn good_registry_parses_with_defaults() {
                 tier: "standard".into(),
                 version: 0,
                 issuers: Vec::new(),
+                limits: Default::default(),
             },
         ]
     );
@@ -402,4 +405,22 @@ fn a_delta_updates_deletes_and_never_goes_back_a_version() {
     // The old generation is untouched.
     assert_eq!(&*snap.tenant("globex").unwrap().cell_id, "cell-2");
     assert!(snap.tenant("gone").is_some());
+}
+
+#[test]
+fn tenant_limit_overrides_parse_and_are_checked() {
+    let text = "[[tenants]]\nid = \"acme\"\ncell = \"c1\"\nlimits = { rate = 50, burst = 20 }\n";
+    let data = parse_registry(text, "reg.toml").unwrap();
+    let l = data.tenants[0].limits;
+    assert_eq!(
+        (l.rate, l.burst, l.concurrency),
+        (Some(50.0), Some(20), None)
+    );
+    let bad = "[[tenants]]\nid = \"acme\"\ncell = \"c1\"\nlimits = { rate = -1 }\n";
+    assert_eq!(
+        invalid(bad),
+        ("tenants[0].limits.rate".to_owned(), "-1".to_owned())
+    );
+    let bad = "[[tenants]]\nid = \"acme\"\ncell = \"c1\"\nlimits = { concurrency = 0 }\n";
+    assert_eq!(invalid(bad).0, "tenants[0].limits.concurrency");
 }

@@ -23,6 +23,7 @@ fn record(id: &str, cell: &str, status: TenantStatus, version: u64) -> TenantRec
         tier: "standard".to_owned(),
         version,
         issuers: Vec::new(),
+        limits: Default::default(),
     }
 }
 

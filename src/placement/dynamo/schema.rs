@@ -4,7 +4,7 @@
 //!
 //! | `pk` | item |
 //! |---|---|
-//! | `tenant#<id>` | `kind = "tenant"`, `tenant`, `cell`, `status`, `tier`, `version` (N), `issuers` (L of S, optional), `limits` (M, optional), `updated_at` |
+//! | `tenant#<id>` | `kind = "tenant"`, `tenant`, `cell`, `status`, `tier`, `version` (N), `issuers` (L of S, optional), `limits` (M: `rate`, `burst`, `concurrency`, each optional), `updated_at` |
 //! | `cell#<id>` | `kind = "cell"`, `cell`, `state`, `region` (optional), `target_groups` (L of M: `name`, `targets` (L of S), `weight` (N), `version`), `preserve_host` (BOOL, optional), `version` (N), `updated_at` |
 //! | `epoch` | `epoch` (N): bumped by every write, in the same transaction |
 //! | `change#<epoch, 20 digits>` | `kind = "change"`, `key` (the `pk` written), `epoch` (N), `expires_at` (N, TTL) |
@@ -17,8 +17,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
 use crate::config::file::FileCell;
-use crate::placement::TenantRecord;
 use crate::placement::record::{BadField, RawTenant, tenant_record};
+use crate::placement::{TenantLimits, TenantRecord};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -130,7 +130,44 @@ pub fn tenant_item(r: &TenantRecord, updated_at: &str) -> Item {
             AttributeValue::L(r.issuers.iter().map(s).collect()),
         );
     }
+    if !r.limits.is_empty() {
+        let mut m = HashMap::new();
+        if let Some(rate) = r.limits.rate {
+            m.insert("rate".to_owned(), AttributeValue::N(rate.to_string()));
+        }
+        if let Some(b) = r.limits.burst {
+            m.insert("burst".to_owned(), n(u64::from(b)));
+        }
+        if let Some(c) = r.limits.concurrency {
+            m.insert("concurrency".to_owned(), n(u64::from(c)));
+        }
+        item.insert("limits".to_owned(), AttributeValue::M(m));
+    }
     item
+}
+
+fn limits_from_item(item: &Item) -> Result<TenantLimits, BadField> {
+    let Some(AttributeValue::M(m)) = item.get("limits") else {
+        return Ok(TenantLimits::default());
+    };
+    let rate = match m.get("rate") {
+        None => None,
+        Some(AttributeValue::N(v)) => Some(
+            v.parse::<f64>()
+                .map_err(|_| bad("limits.rate", v, "expected a number"))?,
+        ),
+        Some(_) => return Err(bad("limits.rate", "(other)", "expected a number")),
+    };
+    let small = |name: &str| -> Result<Option<u32>, BadField> {
+        get_n(m, name)?
+            .map(|v| u32::try_from(v).map_err(|_| bad(name, &v.to_string(), "too large")))
+            .transpose()
+    };
+    Ok(TenantLimits {
+        rate,
+        burst: small("burst")?,
+        concurrency: small("concurrency")?,
+    })
 }
 
 /// Reads and validates a tenant item.
@@ -144,6 +181,7 @@ pub fn tenant_from_item(item: &Item) -> Result<TenantRecord, BadField> {
         tier: get_s(item, "tier")?.map(str::to_owned),
         version: get_n(item, "version")?,
         issuers: get_strings(item, "issuers")?,
+        limits: limits_from_item(item)?,
     })
 }
 
@@ -302,6 +340,11 @@ mod tests {
             tier: "enterprise".to_owned(),
             version: 7,
             issuers: vec!["https://acme.idp".to_owned()],
+            limits: TenantLimits {
+                rate: Some(50.5),
+                burst: Some(20),
+                concurrency: None,
+            },
         };
         let item = tenant_item(&r, "2026-11-23T00:00:00Z");
         assert_eq!(tenant_from_item(&item).unwrap(), r);
