@@ -208,19 +208,9 @@ async fn main() {
 }
 
 async fn put(reg: &ops::Registry, cell: &str) {
-    let cmd = TenantCommand::Put {
-        tenant: "acme".to_owned(),
-        cell: cell.to_owned(),
-        tier: None,
-        status: None,
-        issuers: Vec::new(),
-        rate: None,
-        burst: None,
-        concurrency: None,
-        clear_limits: false,
-        expect_version: None,
-    };
-    ops::tenant_command(reg, cmd).await.unwrap();
+    ops::tenant_command(reg, TenantCommand::place("acme", cell))
+        .await
+        .unwrap();
 }
 
 /// One request for acme; the cell that answered, or `None` on any failure.

@@ -102,6 +102,25 @@ pub enum TenantCommand {
     Resume { tenant: String },
 }
 
+impl TenantCommand {
+    /// `tenant put TENANT --cell CELL` with every other field kept as stored.
+    #[must_use]
+    pub fn place(tenant: &str, cell: &str) -> Self {
+        Self::Put {
+            tenant: tenant.to_owned(),
+            cell: cell.to_owned(),
+            tier: None,
+            status: None,
+            issuers: Vec::new(),
+            rate: None,
+            burst: None,
+            concurrency: None,
+            clear_limits: false,
+            expect_version: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Subcommand)]
 pub enum CellCommand {
     /// Create or update a cell with one target group (`stable`).

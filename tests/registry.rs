@@ -35,19 +35,9 @@ async fn table(name: &str) -> (TableArgs, Registry) {
 }
 
 async fn put_tenant(reg: &Registry, tenant: &str, cell: &str) -> serde_json::Value {
-    let cmd = TenantCommand::Put {
-        tenant: tenant.to_owned(),
-        cell: cell.to_owned(),
-        tier: None,
-        status: None,
-        issuers: Vec::new(),
-        rate: None,
-        burst: None,
-        concurrency: None,
-        clear_limits: false,
-        expect_version: None,
-    };
-    ops::tenant_command(reg, cmd).await.unwrap()
+    ops::tenant_command(reg, TenantCommand::place(tenant, cell))
+        .await
+        .unwrap()
 }
 
 /// The proxy config with a DynamoDB registry on `args`'s table (`extra`: more registry keys).
@@ -87,7 +77,7 @@ async fn proxy_with(args: &TableArgs, reg: &Registry, registry_extra: &str) -> H
     Harness::start_raw(&dynamo_config(args, registry_extra), "", cells).await
 }
 
-/// The value of an unlabelled series, 0 when absent.
+/// The value of one series (`name` or `name{labels}`, exactly as exported), 0 when absent.
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.split(' ').next() == Some(name))
@@ -175,18 +165,10 @@ async fn writes_are_versioned_and_exactly_one_of_racing_writers_wins() {
     );
 
     // A writer holding an old version is refused, and says what it found.
-    let stale = TenantCommand::Put {
-        tenant: "acme".to_owned(),
-        cell: "cell-9".to_owned(),
-        tier: None,
-        status: None,
-        issuers: Vec::new(),
-        rate: None,
-        burst: None,
-        concurrency: None,
-        clear_limits: false,
-        expect_version: Some(1),
-    };
+    let mut stale = TenantCommand::place("acme", "cell-9");
+    if let TenantCommand::Put { expect_version, .. } = &mut stale {
+        *expect_version = Some(1);
+    }
     let err = ops::tenant_command(&reg, stale)
         .await
         .unwrap_err()
@@ -202,18 +184,7 @@ async fn writes_are_versioned_and_exactly_one_of_racing_writers_wins() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
-    let bad = TenantCommand::Put {
-        tenant: "Bad Id".to_owned(),
-        cell: "cell-1".to_owned(),
-        tier: None,
-        status: None,
-        issuers: Vec::new(),
-        rate: None,
-        burst: None,
-        concurrency: None,
-        clear_limits: false,
-        expect_version: None,
-    };
+    let bad = TenantCommand::place("Bad Id", "cell-1");
     let err = ops::tenant_command(&reg, bad)
         .await
         .unwrap_err()
@@ -481,12 +452,10 @@ async fn sneak_tenant(args: &TableArgs, tenant: &str, cell: &str, version: u64) 
 }
 
 fn lookups(m: &str, result: &str) -> f64 {
-    let series = format!("cellgate_registry_lookups_total{{result=\"{result}\"}}");
-    m.lines()
-        .find(|l| l.starts_with(&series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    metric(
+        m,
+        &format!("cellgate_registry_lookups_total{{result=\"{result}\"}}"),
+    )
 }
 
 /// Registry reads made by lookups.

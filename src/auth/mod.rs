@@ -204,7 +204,6 @@ pub struct Verifier {
     by_iss: HashMap<Box<str>, usize>,
     cache: Arc<TokenCache>,
     forward: Vec<ForwardClaim>,
-    forward_headers: Vec<HeaderName>,
     required: bool,
     max_token_bytes: usize,
     metrics: AuthMetrics,
@@ -249,11 +248,6 @@ impl Verifier {
             issuers,
             by_iss,
             cache,
-            forward_headers: cfg
-                .forward_claims
-                .iter()
-                .map(|f| f.header.clone())
-                .collect(),
             forward: cfg.forward_claims.clone(),
             required: cfg.required,
             max_token_bytes: cfg.max_token_bytes,
@@ -278,9 +272,8 @@ impl Verifier {
     }
 
     /// Headers that carry forwarded claims; client-supplied copies are always stripped.
-    #[must_use]
-    pub fn forward_headers(&self) -> &[HeaderName] {
-        &self.forward_headers
+    pub fn forward_headers(&self) -> impl Iterator<Item = &HeaderName> {
+        self.forward.iter().map(|f| &f.header)
     }
 
     #[must_use]

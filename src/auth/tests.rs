@@ -521,7 +521,7 @@ claim = "roles"
 header = "x-roles"
 {ONE_ISSUER}"#
     ));
-    assert_eq!(v.forward_headers().len(), 2);
+    assert_eq!(v.forward_headers().count(), 2);
     let token = rsa_token(&[("roles", Some(json!(["admin", "billing"])))]);
     let got = verify(&v, &token).unwrap();
     let fwd: Vec<(&str, &str)> = got

@@ -79,7 +79,7 @@ impl Shared {
             strip.push(h.name.clone());
         }
         // Claim headers are ours to set: a client's copy never reaches the cell.
-        strip.extend(verifier.forward_headers().iter().cloned());
+        strip.extend(verifier.forward_headers().cloned());
         Self {
             verifier,
             lookup,

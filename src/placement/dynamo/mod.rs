@@ -218,9 +218,8 @@ impl DynamoSource {
 /// Splits scanned items into records; an invalid item is skipped with a warning (one bad write
 /// must not take the whole registry down), never half-used.
 #[must_use]
-pub fn registry_data(items: &[Item], source: &str) -> (RegistryData, usize) {
+pub fn registry_data(items: &[Item], source: &str) -> RegistryData {
     let mut data = RegistryData::default();
-    let mut skipped = 0;
     let mut seen = std::collections::HashSet::new();
     for item in items {
         let pk = match item.get(PK) {
@@ -241,11 +240,10 @@ pub fn registry_data(items: &[Item], source: &str) -> (RegistryData, usize) {
             _ => Ok(()),
         };
         if let Err(b) = parsed {
-            skipped += 1;
             skip(source, pk, &b);
         }
     }
-    (data, skipped)
+    data
 }
 
 fn skip(source: &str, key: &str, b: &super::record::BadField) {
@@ -275,8 +273,7 @@ impl PlacementSource for DynamoSource {
         *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = epoch.as_ref().ok().copied();
         epoch.map_err(|e| self.err(format!("reading the epoch: {e}")))?;
         let items = self.scan().await?;
-        let (data, _skipped) = registry_data(&items, &self.describe());
-        Ok(data)
+        Ok(registry_data(&items, &self.describe()))
     }
 
     async fn changed(&self) -> Result<bool, RegistryError> {

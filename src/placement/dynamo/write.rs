@@ -63,7 +63,9 @@ pub struct Registry {
     table: String,
 }
 
-fn now_rfc3339() -> String {
+/// The `updated_at` value for a record written now.
+#[must_use]
+pub fn updated_at() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
@@ -276,7 +278,7 @@ impl Registry {
                 .item("key", AttributeValue::S(key.clone()))
                 .item("epoch", AttributeValue::N(new.to_string()))
                 .item(TTL_ATTRIBUTE, AttributeValue::N(expires.to_string()))
-                .item("updated_at", AttributeValue::S(now_rfc3339()));
+                .item("updated_at", AttributeValue::S(updated_at()));
             let items = [
                 TransactWriteItem::builder()
                     .put(put.build().map_err(|e| self.aws(e))?)
@@ -335,10 +337,4 @@ fn cancelled(e: &SdkError<TransactWriteItemsError>) -> Option<(bool, bool)> {
             .is_some_and(|code| code == "ConditionalCheckFailed")
     };
     Some((failed(0), failed(1)))
-}
-
-/// Today's `updated_at` value for a record written now.
-#[must_use]
-pub fn updated_at() -> String {
-    now_rfc3339()
 }
