@@ -28,6 +28,7 @@ fn snapshot(tenants: usize) -> PlacementSnapshot {
                     format!("http://127.0.0.1:{}", 9100 + i),
                 ],
                 preserve_host: None,
+                max_in_flight: None,
             };
             Cell::from_file(&fc, "cells[0]").unwrap()
         })

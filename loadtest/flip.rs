@@ -71,6 +71,7 @@ async fn main() {
             state: None,
             region: None,
             preserve_host: None,
+            max_in_flight: None,
         };
         ops::cell_command(&reg, cmd).await.unwrap();
     }

@@ -11,6 +11,7 @@ use http::StatusCode;
 
 use crate::auth::AuthError;
 use crate::metrics::{Outcome, UpstreamErrorKind};
+use crate::ratelimit::{Limited, ceil_secs};
 use crate::routing::RouteError;
 use crate::tenant::{IdentifyError, TenantError};
 use crate::upstream::UpstreamError;
@@ -30,6 +31,8 @@ pub enum ProxyError {
     Identify(#[from] IdentifyError),
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error(transparent)]
+    Limit(#[from] Limited),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -193,6 +196,35 @@ impl ProxyError {
                     O::cell_unavailable,
                     Upstream,
                 ),
+            },
+            Self::Limit(e) => match e {
+                Limited::Rate { wait, .. } => ErrorResponse {
+                    retry_after: Some(Duration::from_secs(ceil_secs(*wait).max(1))),
+                    ..ErrorResponse::new(
+                        S::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        O::rate_limited,
+                        Downstream,
+                    )
+                },
+                Limited::Concurrency { .. } => ErrorResponse {
+                    retry_after: Some(Duration::from_secs(1)),
+                    ..ErrorResponse::new(
+                        S::TOO_MANY_REQUESTS,
+                        "concurrency_limited",
+                        O::rate_limited,
+                        Downstream,
+                    )
+                },
+                Limited::CellOverloaded(_) => ErrorResponse {
+                    retry_after: Some(Duration::from_secs(1)),
+                    ..ErrorResponse::new(
+                        S::SERVICE_UNAVAILABLE,
+                        "cell_overloaded",
+                        O::cell_overloaded,
+                        Upstream,
+                    )
+                },
             },
             Self::Upstream(e) => {
                 let (status, code, kind) = match e {

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod ops;
 pub mod placement;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
 pub mod telemetry;
 pub mod tenant;

@@ -137,6 +137,10 @@ pub enum CellCommand {
         /// Forward the client's Host (default: true when every target is http).
         #[arg(long)]
         preserve_host: Option<bool>,
+        /// Requests in flight to the cell at most; beyond it, 503 `cell_overloaded`
+        /// (default: the current value, else `limits.cell_max_in_flight`).
+        #[arg(long)]
+        max_in_flight: Option<u32>,
     },
     /// Print a cell's record.
     Get { cell: String },
@@ -448,6 +452,7 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
             state,
             region,
             preserve_host,
+            max_in_flight,
         } => {
             if !valid_cell_id(&cell) {
                 return Err(invalid(
@@ -470,6 +475,8 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
                     version: "stable".to_owned(),
                 }],
                 preserve_host,
+                max_in_flight: max_in_flight
+                    .or_else(|| current.as_ref().and_then(|c| c.max_in_flight)),
                 version: 0,
             };
             write_cell(reg, record, current.map(|c| c.version)).await

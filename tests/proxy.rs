@@ -332,9 +332,14 @@ async fn admin_endpoints_report_health_readiness_metrics_and_placement() {
     h.get("nobody.app.test", "/").await;
     let m = h.admin_get("/metrics").await.unwrap().body;
     // Every metric is exported (labelled families appear once they have a series: no request
-    // here failed upstream or was refused by a token check, and no issuer has a JWKS).
+    // here failed upstream or was refused by a token check or a tenant limit, and no issuer
+    // has a JWKS).
     use cellgate::metrics::names as n;
-    let no_series = [n::UPSTREAM_ERRORS_TOTAL, n::JWT_REJECTIONS_TOTAL];
+    let no_series = [
+        n::UPSTREAM_ERRORS_TOTAL,
+        n::JWT_REJECTIONS_TOTAL,
+        n::RATELIMIT_REJECTIONS_TOTAL,
+    ];
     for name in n::ALL
         .iter()
         .filter(|name| !no_series.contains(name) && !name.starts_with("cellgate_jwks_"))

@@ -71,6 +71,7 @@ async fn proxy_with(args: &TableArgs, reg: &Registry, registry_extra: &str) -> H
             state: None,
             region: Some("eu-west-1".to_owned()),
             preserve_host: None,
+            max_in_flight: None,
         };
         ops::cell_command(reg, cmd).await.unwrap();
     }

@@ -134,6 +134,8 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             m.snapshot_age_seconds
                 .set(shared.snapshot.age().as_secs_f64());
             m.set_token_cache_entries(shared.verifier.cache_entries());
+            m.ratelimit_tracked
+                .set(i64::try_from(shared.limiter.tracked()).unwrap_or(i64::MAX));
             for j in shared.verifier.jwks() {
                 j.update_age_gauge();
             }
@@ -160,6 +162,8 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                         "state": c.state.as_str(),
                         "targets": c.targets.iter().map(|t| &*t.url).collect::<Vec<_>>(),
                         "preserve_host": c.preserve_host,
+                        "max_in_flight": c.max_in_flight,
+                        "in_flight": c.metrics(&shared.metrics).in_flight.get(),
                     })
                 })
                 .collect();

@@ -22,6 +22,7 @@ pub struct FileConfig {
     pub registry: Option<FileRegistry>,
     #[serde(default)]
     pub cells: Vec<FileCell>,
+    pub limits: Option<FileLimits>,
     #[serde(default)]
     pub upstream: FileUpstream,
     #[serde(default)]
@@ -169,6 +170,45 @@ pub struct FileCell {
     #[serde(default)]
     pub targets: Vec<String>,
     pub preserve_host: Option<bool>,
+    /// Requests in flight to this cell at most (503 beyond); overrides `limits.cell_max_in_flight`.
+    pub max_in_flight: Option<u32>,
+}
+
+/// `[limits]`: tiers, route classes and caps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub default_tier: Option<String>,
+    pub max_tenants: Option<usize>,
+    pub cell_max_in_flight: Option<u32>,
+    pub sweep_interval: Option<String>,
+    #[serde(default)]
+    pub tiers: std::collections::HashMap<String, FileTier>,
+    #[serde(default)]
+    pub routes: Vec<FileRouteClass>,
+}
+
+/// `[limits.tiers.<name>]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTier {
+    pub rate: Option<f64>,
+    pub burst: Option<u32>,
+    pub concurrency: Option<u32>,
+}
+
+/// `[[limits.routes]]`: a route class.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouteClass {
+    pub name: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub path_prefix: Option<String>,
+    pub rate: f64,
+    pub burst: Option<u32>,
+    #[serde(default)]
+    pub tiers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

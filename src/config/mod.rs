@@ -8,6 +8,7 @@
 
 mod auth;
 pub mod file;
+mod limits;
 mod typed;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use auth::{AuthConfig, IssuerConfig, build_auth};
+pub use limits::{LimitsConfig, RouteClassConfig, TierConfig, build_limits};
 pub use typed::*;
 
 /// A config value that failed validation: which key, what value, and why.

@@ -30,6 +30,8 @@ pub struct Config {
     pub lookup: LookupConfig,
     /// Cells defined in the config file; a registry cell with the same id wins.
     pub cells: Vec<Cell>,
+    /// Rate-limit tiers, route classes and cell caps (`[limits]`).
+    pub limits: super::LimitsConfig,
     pub upstream: UpstreamConfig,
     /// Client-supplied headers removed before forwarding, on top of the built-in internal ones.
     pub strip_headers: Vec<HeaderName>,
@@ -313,6 +315,7 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
         registry,
         lookup,
         cells,
+        limits: super::build_limits(raw.limits.as_ref())?,
         upstream,
         strip_headers,
         access_log,

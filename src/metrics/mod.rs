@@ -21,6 +21,8 @@ use prometheus_client::registry::Registry;
 
 pub use auth::{AuthMetrics, JwksMetrics};
 
+use crate::ratelimit::{LimitKind, TierRef};
+
 /// Handles for on-demand registry lookups (`cellgate_registry_lookups_total{result}`).
 #[derive(Debug, Clone, Default)]
 pub struct LookupMetrics {
@@ -63,10 +65,14 @@ pub enum Outcome {
     upstream_error,
     /// No placement snapshot loaded yet (503).
     not_ready,
+    /// Over a tenant rate, route-class rate or in-flight limit (429).
+    rate_limited,
+    /// The cell is at its in-flight cap; shed before reaching it (503).
+    cell_overloaded,
 }
 
 impl Outcome {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 12;
 
     const fn index(self) -> usize {
         self as usize
@@ -85,6 +91,8 @@ impl Outcome {
             Self::cell_unavailable => "cell_unavailable",
             Self::upstream_error => "upstream_error",
             Self::not_ready => "not_ready",
+            Self::rate_limited => "rate_limited",
+            Self::cell_overloaded => "cell_overloaded",
         }
     }
 }
@@ -127,6 +135,18 @@ struct UpstreamErrorLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitedLabels {
+    tier: Label,
+    cell: Label,
+    limit: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ListenerLabels {
     listener: String,
 }
@@ -142,6 +162,14 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     upstream_connects: Family<CellLabels, Counter>,
     connections: Family<ListenerLabels, Counter>,
+    limited: Family<LimitedLabels, Counter>,
+    cell_in_flight: Family<CellLabels, Gauge>,
+    /// Limiter state entries (set at scrape time).
+    pub ratelimit_tracked: Gauge,
+    /// Limiter state forgotten because idle.
+    pub ratelimit_idle_evictions: Counter,
+    /// Limiter state evicted from a full store.
+    pub ratelimit_forced_evictions: Counter,
     pub connections_open: Gauge,
     pub snapshot_generation: Gauge,
     pub snapshot_age_seconds: Gauge<f64, AtomicU64>,
@@ -171,6 +199,10 @@ pub struct CellMetrics {
     pub upstream_response: LatencyHistogram,
     upstream_errors: [OnceLock<Counter>; 3],
     pub upstream_connects: Counter,
+    /// Requests in flight to the cell (`cellgate_cell_in_flight`), also its cap's counter.
+    pub in_flight: Gauge,
+    /// Rejections by tier index and limit kind.
+    limited: [[OnceLock<Counter>; 3]; crate::ratelimit::MAX_TIERS],
 }
 
 fn counter_name(name: &str) -> &str {
@@ -195,6 +227,11 @@ impl Metrics {
             upstream_errors,
             upstream_connects,
             connections,
+            limited: Family::default(),
+            cell_in_flight: Family::default(),
+            ratelimit_tracked: Gauge::default(),
+            ratelimit_idle_evictions: Counter::default(),
+            ratelimit_forced_evictions: Counter::default(),
             connections_open: Gauge::default(),
             snapshot_generation: Gauge::default(),
             snapshot_age_seconds: Gauge::default(),
@@ -298,6 +335,27 @@ impl Metrics {
             "Access-log lines dropped because the writer fell behind",
             m.access_log_dropped.clone(),
         );
+        registry.register(
+            counter_name(n::RATELIMIT_REJECTIONS_TOTAL),
+            "Requests refused by a tenant limit, by tier, cell and limit",
+            m.limited.clone(),
+        );
+        registry.register(
+            n::RATELIMIT_TRACKED_KEYS,
+            "Limiter state entries held now",
+            m.ratelimit_tracked.clone(),
+        );
+        let evictions = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            counter_name(n::RATELIMIT_EVICTIONS_TOTAL),
+            "Limiter state entries forgotten, by reason (idle, forced)",
+            evictions.clone(),
+        );
+        registry.register(
+            n::CELL_IN_FLIGHT,
+            "Requests in flight to each cell now",
+            m.cell_in_flight.clone(),
+        );
         m.auth_families.register(&mut registry);
         let auth = m.auth_families.auth();
         let lookups_family = Family::<ResultLabel, Counter>::default();
@@ -320,6 +378,10 @@ impl Metrics {
             registry,
             auth,
             lookups,
+            ratelimit_idle_evictions: evictions
+                .get_or_create_owned(&ReasonLabel { reason: "idle" }),
+            ratelimit_forced_evictions: evictions
+                .get_or_create_owned(&ReasonLabel { reason: "forced" }),
             ..m
         }
     }
@@ -361,6 +423,13 @@ impl Metrics {
             upstream_response: self.upstream_response.get_or_create_owned(&labels),
             upstream_errors: Default::default(),
             upstream_connects: self.upstream_connects.get_or_create_owned(&labels),
+            // Requests that never reached a cell are never in flight to one: no series.
+            in_flight: if cell == "none" {
+                Gauge::default()
+            } else {
+                self.cell_in_flight.get_or_create_owned(&labels)
+            },
+            limited: Default::default(),
             label,
         });
         cells.insert(Arc::from(cell), Arc::clone(&m));
@@ -396,6 +465,22 @@ impl Metrics {
                         cell: cell.label.clone(),
                         kind,
                     })
+            })
+            .inc();
+    }
+
+    /// Counts a request refused by a tenant limit (`tier` from the config's bounded set).
+    pub fn rate_limited(&self, cell: &CellMetrics, tier: &TierRef, kind: LimitKind) {
+        let Some(row) = cell.limited.get(tier.index) else {
+            return;
+        };
+        row[kind as usize]
+            .get_or_init(|| {
+                self.limited.get_or_create_owned(&LimitedLabels {
+                    tier: Label(Arc::clone(&tier.name)),
+                    cell: cell.label.clone(),
+                    limit: kind.as_str(),
+                })
             })
             .inc();
     }

@@ -60,6 +60,16 @@ pub const JWKS_UP: &str = "cellgate_jwks_up";
 pub const JWKS_AGE_SECONDS: &str = "cellgate_jwks_age_seconds";
 /// Unknown-`kid` refetches refused by the cooldown or the negative cache, by `issuer`.
 pub const JWKS_REFETCH_SUPPRESSED_TOTAL: &str = "cellgate_jwks_refetch_suppressed_total";
+/// Requests refused by a tenant limit, by `tier`, `cell` and `limit` (`rate`, `concurrency`,
+/// `route` for a route class's rate). Never labelled by tenant.
+pub const RATELIMIT_REJECTIONS_TOTAL: &str = "cellgate_ratelimit_rejections_total";
+/// Limiter state entries held now (tenants, and tenant x route class, seen recently).
+pub const RATELIMIT_TRACKED_KEYS: &str = "cellgate_ratelimit_tracked_keys";
+/// Limiter state entries forgotten, by `reason`: `idle` (bucket full again, nothing in flight:
+/// forgetting grants nothing) or `forced` (the state was full; the debt is kept, see README).
+pub const RATELIMIT_EVICTIONS_TOTAL: &str = "cellgate_ratelimit_evictions_total";
+/// Requests in flight to each cell now, by `cell` (the gauge the per-cell cap checks).
+pub const CELL_IN_FLIGHT: &str = "cellgate_cell_in_flight";
 
 /// Every exported name, for docs and for checks that dashboards only use real metrics.
 pub const ALL: &[&str] = &[
@@ -89,4 +99,8 @@ pub const ALL: &[&str] = &[
     JWKS_UP,
     JWKS_AGE_SECONDS,
     JWKS_REFETCH_SUPPRESSED_TOTAL,
+    RATELIMIT_REJECTIONS_TOTAL,
+    RATELIMIT_TRACKED_KEYS,
+    RATELIMIT_EVICTIONS_TOTAL,
+    CELL_IN_FLIGHT,
 ];

@@ -42,6 +42,9 @@ pub struct Cell {
     pub preserve_host: bool,
     /// The trusted `x-cell-id` value, built once.
     pub id_header: HeaderValue,
+    /// Requests in flight to this cell at most (503 `cell_overloaded` beyond); `None`: the
+    /// `limits.cell_max_in_flight` default.
+    pub max_in_flight: Option<u32>,
     next: AtomicUsize,
     metrics: OnceLock<Arc<CellMetrics>>,
 }
@@ -54,6 +57,7 @@ impl Clone for Cell {
             targets: self.targets.clone(),
             preserve_host: self.preserve_host,
             id_header: self.id_header.clone(),
+            max_in_flight: self.max_in_flight,
             // Each generation starts the rotation at a random target, so a fleet reloading
             // together does not send its next requests all to the first target.
             next: AtomicUsize::new(fastrand::usize(..)),
@@ -115,12 +119,22 @@ impl Cell {
             .unwrap_or_else(|| targets.iter().all(|t| t.scheme == Scheme::Http));
         let id_header = HeaderValue::from_str(&c.id)
             .map_err(|_| FieldError::new(format!("{key}.id"), &c.id, "not a valid header value"))?;
+        if let Some(n) = c.max_in_flight
+            && !(1..=1_000_000).contains(&n)
+        {
+            return Err(FieldError::new(
+                format!("{key}.max_in_flight"),
+                n,
+                "between 1 and 1000000",
+            ));
+        }
         Ok(Self {
             id: Arc::from(c.id.as_str()),
             state,
             targets,
             preserve_host,
             id_header,
+            max_in_flight: c.max_in_flight,
             next: AtomicUsize::new(0),
             metrics: OnceLock::new(),
         })

@@ -23,6 +23,8 @@ pub struct TenantPlacement {
     pub tenant_header: HeaderValue,
     /// Issuers bound to the tenant (`None`: any issuer no other tenant claims as its own).
     pub issuers: Option<Arc<[Box<str>]>>,
+    /// Rate-limit overrides from the record (each set field wins over the tier).
+    pub limits: super::TenantLimits,
 }
 
 /// What applying a delta did.
@@ -46,6 +48,7 @@ fn placement(t: &TenantRecord, cells: &HashMap<Box<str>, Arc<Cell>>) -> Option<T
         tenant_header,
         issuers: (!t.issuers.is_empty())
             .then(|| t.issuers.iter().map(|i| Box::from(i.as_str())).collect()),
+        limits: t.limits,
     })
 }
 

@@ -59,6 +59,7 @@ fn cell(id: &str, targets: &[&str]) -> Cell {
         state: None,
         targets: targets.iter().map(|t| (*t).to_owned()).collect(),
         preserve_host: None,
+        max_in_flight: None,
     };
     Cell::from_file(&fc, "cells[0]").unwrap()
 }
@@ -160,6 +161,7 @@ fn cells_from_file() {
             state: state.map(str::to_owned),
             targets: targets.iter().map(|t| (*t).to_owned()).collect(),
             preserve_host: None,
+            max_in_flight: None,
         };
         Cell::from_file(&fc, "cells[4]")
     };
@@ -200,6 +202,7 @@ fn next_target_round_robins_from_a_random_start() {
         state: Some("DOWN".to_owned()),
         targets: vec![],
         preserve_host: None,
+        max_in_flight: None,
     };
     let down = Cell::from_file(&fc, "cells[0]").unwrap();
     assert_eq!(down.next_target(), 0, "no targets must not divide by zero");

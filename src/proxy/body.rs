@@ -8,12 +8,15 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::ratelimit::Permit;
 use crate::upstream::{BodyError, UpstreamBody};
 
 pin_project! {
+    /// A cell's body carries the request's [`Permit`]: its in-flight places are given back
+    /// when the body ends, fails, or is dropped (the client went away).
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
-        Upstream { #[pin] body: UpstreamBody },
+        Upstream { #[pin] body: UpstreamBody, permit: Option<Permit> },
         Full { data: Option<Bytes> },
     }
 }
@@ -33,8 +36,11 @@ impl ProxyBody {
     }
 
     #[must_use]
-    pub const fn upstream(body: UpstreamBody) -> Self {
-        Self::Upstream { body }
+    pub const fn upstream(body: UpstreamBody, permit: Permit) -> Self {
+        Self::Upstream {
+            body,
+            permit: Some(permit),
+        }
     }
 }
 
@@ -47,21 +53,27 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
+            ProxyBodyProj::Upstream { body, permit } => {
+                let frame = body.poll_frame(cx);
+                if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+                    permit.take();
+                }
+                frame
+            }
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Upstream { body } => body.is_end_stream(),
+            Self::Upstream { body, .. } => body.is_end_stream(),
             Self::Full { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Upstream { body } => body.size_hint(),
+            Self::Upstream { body, .. } => body.size_hint(),
             Self::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

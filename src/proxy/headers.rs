@@ -15,6 +15,10 @@ pub const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
 pub const X_CELL_ID: HeaderName = HeaderName::from_static("x-cell-id");
 /// Request correlation id: a valid incoming one is kept, else one is generated.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The quota a 429 was judged under (IETF httpapi RateLimit draft): `"tier";q=50;w=1`.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// What is left of it: `"tier";r=0;t=1`.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

@@ -43,6 +43,7 @@ use crate::error::{ProxyError, error_body};
 use crate::metrics::{CellMetrics, Metrics, Outcome};
 use crate::placement::lookup::{Lookup, LookupOutcome};
 use crate::placement::{Cell, SnapshotHandle};
+use crate::ratelimit::{Ask, Limited, Limiter, LocalStore, MonotonicClock};
 use crate::routing::route_with;
 use crate::tenant::{TenantId, identify, request_host_value};
 use crate::upstream::pool::SendFailure;
@@ -58,6 +59,8 @@ pub struct Shared {
     pub lookup: Arc<Lookup>,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
+    /// The admit stage: tenant limits and cell caps.
+    pub limiter: Limiter,
     /// Client headers removed on top of the built-in internal ones.
     pub strip: Vec<HeaderName>,
     pub timeouts: Timeouts,
@@ -80,7 +83,18 @@ impl Shared {
         }
         // Claim headers are ours to set: a client's copy never reaches the cell.
         strip.extend(verifier.forward_headers().cloned());
+        let store = LocalStore::with_counters(
+            config.limits.max_tenants,
+            metrics.ratelimit_idle_evictions.clone(),
+            metrics.ratelimit_forced_evictions.clone(),
+        );
+        let limiter = Limiter::new(
+            &config.limits,
+            Arc::new(store),
+            Arc::new(MonotonicClock::new()),
+        );
         Self {
+            limiter,
             verifier,
             lookup,
             timeouts: Timeouts::from(&config.upstream),
@@ -140,6 +154,20 @@ pub async fn handle(
         Err(e) => return Ok(refuse(s, &arrival, e.into(), Some(tenant), None)),
     };
     let cell = &decision.cell;
+    let cm = cell.metrics(&s.metrics);
+
+    // admit: tenant limits by tier and route class, the cell's in-flight cap.
+    let ask = Ask {
+        tenant: tenant.as_str(),
+        tier: &decision.tier,
+        overrides: decision.limits,
+        method: &parts.method,
+        path: parts.uri.path(),
+    };
+    let permit = match s.limiter.admit(&ask, cell, cm) {
+        Ok(p) => p,
+        Err(e) => return Ok(refuse(s, &arrival, e.into(), Some(tenant), Some(cell))),
+    };
 
     // rewrite
     let host = request_host_value(&parts);
@@ -180,7 +208,6 @@ pub async fn handle(
     parts.version = Version::HTTP_11;
 
     // forward
-    let cm = cell.metrics(&s.metrics);
     let deadline = arrival.start + s.timeouts.total;
     let sent_at = Instant::now();
     let (exchange, target_idx) = match forward(
@@ -234,6 +261,8 @@ pub async fn handle(
             start: arrival.start,
         });
     let body = if switching {
+        // An upgraded connection is long-lived: it stops counting as in flight here.
+        drop(permit);
         drop(rbody);
         if let (Some(client_upgrade), Some(upstream_upgrade)) =
             (on_upgrade, rparts.extensions.remove::<OnUpgrade>())
@@ -250,13 +279,10 @@ pub async fn handle(
             key: Arc::clone(&target.url),
             sender,
         });
-        ProxyBody::upstream(UpstreamBody::new(
-            rbody,
-            s.timeouts.read,
-            deadline,
-            reuse,
-            log,
-        ))
+        ProxyBody::upstream(
+            UpstreamBody::new(rbody, s.timeouts.read, deadline, reuse, log),
+            permit,
+        )
     };
     Ok(Response::from_parts(rparts, body))
 }
@@ -389,10 +415,15 @@ fn refuse(
         ProxyError::Route(e) => e.cell(),
         _ => None,
     });
+    // A tenant's own limit is not about its cell: the body does not name the cell.
+    let tenant_limit = matches!(
+        &err,
+        ProxyError::Limit(Limited::Rate { .. } | Limited::Concurrency { .. })
+    );
     let body = error_body(
         r.code,
         a.request_id.to_str().unwrap_or(""),
-        cell_id.map(|c| &**c),
+        cell_id.filter(|_| !tenant_limit).map(|c| &**c),
     );
     let len = body.len() as u64;
     let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
@@ -413,6 +444,15 @@ fn refuse(
         Some(c) => c.metrics(&s.metrics),
         None => &s.none_cell,
     };
+    if let ProxyError::Limit(l) = &err {
+        if let Limited::Rate { policy, wait, .. } = l {
+            h.insert(headers::RATELIMIT_POLICY, policy.policy_header());
+            h.insert(headers::RATELIMIT, policy.state_header(*wait));
+        }
+        if let Some((tier, kind)) = l.tier() {
+            s.metrics.rate_limited(cm, tier, kind);
+        }
+    }
     if let Some(kind) = r.upstream_kind {
         s.metrics.record_upstream_error(cm, kind);
     }

@@ -244,6 +244,7 @@ impl Server {
         for jwks in shared.verifier.jwks() {
             control.spawn(Arc::clone(jwks).run(stop_rx.clone()));
         }
+        control.spawn(sweep_limits(Arc::clone(&shared), stop_rx.clone()));
         let admin = TcpListener::from_std(self.admin)?;
         control.spawn(crate::admin::serve(
             admin,
@@ -292,6 +293,21 @@ impl Server {
         while control.join_next().await.is_some() {}
         tracing::info!("cellgate stopped");
         Ok(())
+    }
+}
+
+/// Forgets idle rate-limit state every `limits.sweep_interval` (it only ever drops state
+/// equal to a fresh one, so nobody gains a burst by it).
+async fn sweep_limits(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let every = shared.config.limits.sweep_interval;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {
+                let n = shared.limiter.sweep();
+                tracing::debug!(forgotten = n, tracked = shared.limiter.tracked(), "rate-limit state swept");
+            }
+            () = stopped(&mut stop) => return,
+        }
     }
 }
 

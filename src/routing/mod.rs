@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Method};
 
-use crate::placement::{Cell, CellState, PlacementSnapshot, TenantStatus};
+use crate::placement::{Cell, CellState, PlacementSnapshot, TenantLimits, TenantStatus};
 use crate::tenant::TenantId;
 
 /// Where a request goes.
@@ -19,6 +19,9 @@ pub struct RouteDecision {
     pub target: usize,
     pub tenant_header: HeaderValue,
     pub version: u64,
+    /// The tier the record names, and its rate-limit overrides (for the admit stage).
+    pub tier: Arc<str>,
+    pub limits: TenantLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,6 +117,8 @@ pub fn route_with(
         target: cell.next_target(),
         tenant_header: placement.tenant_header.clone(),
         version: placement.version,
+        tier: Arc::clone(&placement.tier),
+        limits: placement.limits,
     })
 }
 

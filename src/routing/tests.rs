@@ -11,6 +11,7 @@ fn cell(id: &str, state: &str, targets: &[&str]) -> Cell {
         state: Some(state.to_owned()),
         targets: targets.iter().map(|t| (*t).to_owned()).collect(),
         preserve_host: None,
+        max_in_flight: None,
     };
     Cell::from_file(&fc, "cells[0]").unwrap()
 }

@@ -5,7 +5,7 @@
 //! | `pk` | item |
 //! |---|---|
 //! | `tenant#<id>` | `kind = "tenant"`, `tenant`, `cell`, `status`, `tier`, `version` (N), `issuers` (L of S, optional), `limits` (M: `rate`, `burst`, `concurrency`, each optional), `updated_at` |
-//! | `cell#<id>` | `kind = "cell"`, `cell`, `state`, `region` (optional), `target_groups` (L of M: `name`, `targets` (L of S), `weight` (N), `version`), `preserve_host` (BOOL, optional), `version` (N), `updated_at` |
+//! | `cell#<id>` | `kind = "cell"`, `cell`, `state`, `region` (optional), `target_groups` (L of M: `name`, `targets` (L of S), `weight` (N), `version`), `preserve_host` (BOOL, optional), `max_in_flight` (N, optional), `version` (N), `updated_at` |
 //! | `epoch` | `epoch` (N): bumped by every write, in the same transaction |
 //! | `change#<epoch, 20 digits>` | `kind = "change"`, `key` (the `pk` written), `epoch` (N), `expires_at` (N, TTL) |
 //!
@@ -202,6 +202,7 @@ pub struct CellRecord {
     pub region: Option<String>,
     pub groups: Vec<TargetGroup>,
     pub preserve_host: Option<bool>,
+    pub max_in_flight: Option<u32>,
     pub version: u64,
 }
 
@@ -220,6 +221,7 @@ impl CellRecord {
                 .flat_map(|g| g.targets.iter().cloned())
                 .collect(),
             preserve_host: self.preserve_host,
+            max_in_flight: self.max_in_flight,
         }
     }
 }
@@ -257,6 +259,9 @@ pub fn cell_item(c: &CellRecord, updated_at: &str) -> Item {
     if let Some(p) = c.preserve_host {
         item.insert("preserve_host".to_owned(), AttributeValue::Bool(p));
     }
+    if let Some(m) = c.max_in_flight {
+        item.insert("max_in_flight".to_owned(), n(u64::from(m)));
+    }
     item
 }
 
@@ -287,12 +292,21 @@ pub fn cell_from_item(item: &Item) -> Result<CellRecord, BadField> {
         Some(AttributeValue::Bool(b)) => Some(*b),
         _ => None,
     };
+    let max_in_flight = get_n(item, "max_in_flight")?
+        .map(|m| {
+            u32::try_from(m)
+                .ok()
+                .filter(|m| (1..=1_000_000).contains(m))
+                .ok_or_else(|| bad("max_in_flight", &m.to_string(), "between 1 and 1000000"))
+        })
+        .transpose()?;
     Ok(CellRecord {
         id: id.to_owned(),
         state: get_s(item, "state")?.unwrap_or("ACTIVE").to_owned(),
         region: get_s(item, "region")?.map(str::to_owned),
         groups,
         preserve_host,
+        max_in_flight,
         version: get_n(item, "version")?.unwrap_or(0),
     })
 }
@@ -379,6 +393,7 @@ mod tests {
                 },
             ],
             preserve_host: Some(true),
+            max_in_flight: Some(800),
             version: 3,
         };
         let item = cell_item(&c, "t");

@@ -1,0 +1,372 @@
+//! The *admit* stage: per-tenant rate and in-flight limits by tier, route-class limits, and a
+//! per-cell in-flight cap that sheds load before a cell drowns.
+//!
+//! A tenant's limits come from data: its registry record names a tier (configured under
+//! `[limits.tiers]`) and may override the tier's `rate`, `burst` and `concurrency`. Each check
+//! is a GCRA charge ([`gcra`]) and/or an in-flight count in a bounded [`store`], behind the
+//! [`LimitStore`] seam so a fleet-wide store can replace the per-node one. The stage runs after
+//! placement (unknown tenants never take state) and before forwarding; it returns a [`Permit`]
+//! that holds the in-flight places until the response body ends, fails, or is abandoned.
+//!
+//! Limits are per node: with N proxies behind a load balancer, a tenant may send up to N times
+//! its tier's rate in total, so set per-node values to the fleet-wide figure divided by N.
+
+mod clock;
+pub mod gcra;
+mod store;
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Method};
+
+pub use clock::{Clock, ManualClock, MonotonicClock, ceil_secs};
+pub use gcra::{Charge, Gcra};
+pub use store::{Hold, Key, LimitStore, LocalStore, Release, StoreRefusal};
+
+use crate::config::{LimitsConfig, RouteClassConfig};
+use crate::metrics::CellMetrics;
+use crate::placement::{Cell, TenantLimits};
+
+/// Most tiers a config may define (metric handles are cached per cell and tier).
+pub const MAX_TIERS: usize = 16;
+/// Most route classes a config may define.
+pub const MAX_ROUTE_CLASSES: usize = 32;
+
+/// Which limit refused a request; the `limit` label of the rejections metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    Rate,
+    Concurrency,
+    Route,
+}
+
+impl LimitKind {
+    pub const ALL: [Self; 3] = [Self::Rate, Self::Concurrency, Self::Route];
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Rate => "rate",
+            Self::Concurrency => "concurrency",
+            Self::Route => "route",
+        }
+    }
+}
+
+/// The tier a request was judged under (for metrics: an index and its configured name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierRef {
+    pub index: usize,
+    pub name: Arc<str>,
+}
+
+/// The rate a refusal was made under, for the `RateLimit-Policy` and `RateLimit` headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// The tier's or the route class's name.
+    pub name: Arc<str>,
+    pub rate: Gcra,
+}
+
+impl Policy {
+    /// `"name";q=Q;w=W`: the sustained rate as a quota per window (whole requests per whole
+    /// seconds: `q=50;w=1`, or `q=1;w=10` for 0.1/s).
+    #[must_use]
+    pub fn policy_header(&self) -> HeaderValue {
+        let rate = self.rate.rate();
+        let (q, w) = if rate >= 1.0 {
+            (rate.floor() as u64, 1)
+        } else {
+            (1, (1.0 / rate).round().max(1.0) as u64)
+        };
+        header(&format!("\"{}\";q={q};w={w}", self.name))
+    }
+
+    /// `"name";r=0;t=T`: nothing left, next request admitted in `T` seconds.
+    #[must_use]
+    pub fn state_header(&self, wait: u64) -> HeaderValue {
+        header(&format!(
+            "\"{}\";r=0;t={}",
+            self.name,
+            ceil_secs(wait).max(1)
+        ))
+    }
+}
+
+/// Names are `[A-Za-z0-9_-]` (checked by config), so this never fails in practice.
+fn header(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("\"limit\""))
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Limited {
+    /// Over the tenant's (or its route class's) rate: 429.
+    #[error("over the {} rate of tier {}", policy.name, tier.name)]
+    Rate {
+        tier: TierRef,
+        kind: LimitKind,
+        policy: Policy,
+        /// Nanoseconds until a request would be admitted.
+        wait: u64,
+    },
+    /// The tenant has its maximum of requests in flight: 429.
+    #[error("too many requests in flight for tier {}", tier.name)]
+    Concurrency { tier: TierRef },
+    /// The cell has its maximum of requests in flight: 503.
+    #[error("cell {0} is at its in-flight cap")]
+    CellOverloaded(Arc<str>),
+}
+
+impl Limited {
+    /// The tier and limit, for the rejections metric (cell overload is counted by outcome).
+    #[must_use]
+    pub fn tier(&self) -> Option<(&TierRef, LimitKind)> {
+        match self {
+            Self::Rate { tier, kind, .. } => Some((tier, *kind)),
+            Self::Concurrency { tier } => Some((tier, LimitKind::Concurrency)),
+            Self::CellOverloaded(_) => None,
+        }
+    }
+}
+
+/// In-flight places held for one admitted request; dropping it gives them back.
+#[derive(Debug, Default)]
+pub struct Permit {
+    tenant: Hold,
+    cell: Option<Arc<CellMetrics>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(cm) = self.cell.take() {
+            cm.in_flight.dec();
+        }
+    }
+}
+
+/// What the admit stage knows about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub tenant: &'a str,
+    /// The tier the tenant's record names (the default tier applies to an unknown name).
+    pub tier: &'a str,
+    pub overrides: TenantLimits,
+    pub method: &'a Method,
+    pub path: &'a str,
+}
+
+#[derive(Debug)]
+struct Tier {
+    name: Arc<str>,
+    rate: Option<Gcra>,
+    concurrency: Option<u32>,
+}
+
+#[derive(Debug)]
+struct RouteClass {
+    name: Arc<str>,
+    methods: Vec<Method>,
+    prefix: Option<Box<str>>,
+    rate: Gcra,
+    /// Bit i set: applies to tier i.
+    tiers: u32,
+}
+
+impl RouteClass {
+    fn from_config(c: &RouteClassConfig) -> Self {
+        Self {
+            name: Arc::from(c.name.as_str()),
+            methods: c.methods.clone(),
+            prefix: c.path_prefix.as_deref().map(Box::from),
+            rate: Gcra::new(c.rate, c.burst),
+            tiers: if c.tiers.is_empty() {
+                u32::MAX
+            } else {
+                c.tiers.iter().fold(0, |m, &i| m | (1 << i))
+            },
+        }
+    }
+
+    fn matches(&self, tier: usize, method: &Method, path: &str) -> bool {
+        self.tiers & (1 << tier) != 0
+            && (self.methods.is_empty() || self.methods.contains(method))
+            && self
+                .prefix
+                .as_deref()
+                .is_none_or(|p| prefix_matches(p, path))
+    }
+}
+
+/// Whether `path` is under `prefix` by whole segments: `/export` covers `/export` and
+/// `/export/x` but not `/exports`; a prefix ending in `/` covers everything below it.
+#[must_use]
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+    }
+}
+
+/// The default burst for a rate with none given: one second's worth (at least 1).
+#[must_use]
+pub fn default_burst(rate: f64) -> u32 {
+    rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32
+}
+
+/// The admit stage's state: tiers, route classes, cell caps, a store and a clock.
+#[derive(Debug)]
+pub struct Limiter {
+    tiers: Box<[Tier]>,
+    default_tier: usize,
+    routes: Box<[RouteClass]>,
+    cell_max_in_flight: Option<u32>,
+    store: Arc<dyn LimitStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Limiter {
+    #[must_use]
+    pub fn new(config: &LimitsConfig, store: Arc<dyn LimitStore>, clock: Arc<dyn Clock>) -> Self {
+        let tiers = config
+            .tiers
+            .iter()
+            .map(|t| Tier {
+                name: Arc::from(t.name.as_str()),
+                rate: t
+                    .rate
+                    .map(|r| Gcra::new(r, t.burst.unwrap_or_else(|| default_burst(r)))),
+                concurrency: t.concurrency,
+            })
+            .collect();
+        Self {
+            tiers,
+            default_tier: config.default_tier,
+            routes: config.routes.iter().map(RouteClass::from_config).collect(),
+            cell_max_in_flight: config.cell_max_in_flight,
+            store,
+            clock,
+        }
+    }
+
+    /// Whether any tier is configured (otherwise only cell caps apply).
+    #[must_use]
+    pub fn has_tiers(&self) -> bool {
+        !self.tiers.is_empty()
+    }
+
+    /// The store's keys held now.
+    #[must_use]
+    pub fn tracked(&self) -> usize {
+        self.store.tracked()
+    }
+
+    /// Forgets idle state; run periodically.
+    pub fn sweep(&self) -> usize {
+        self.store.sweep(self.clock.now())
+    }
+
+    fn tier_index(&self, name: &str) -> usize {
+        self.tiers
+            .iter()
+            .position(|t| &*t.name == name)
+            .unwrap_or(self.default_tier)
+    }
+
+    /// Admits one request to `cell` or says which limit refuses it. Order: the cell's
+    /// in-flight cap, the tenant's in-flight limit and rate, then its route class's rate; a
+    /// refusal undoes what the earlier checks took, so a refused request costs nothing.
+    pub fn admit(
+        &self,
+        ask: &Ask<'_>,
+        cell: &Cell,
+        cm: &Arc<CellMetrics>,
+    ) -> Result<Permit, Limited> {
+        let mut permit = Permit::default();
+        let prev = cm.in_flight.inc();
+        permit.cell = Some(Arc::clone(cm));
+        if let Some(max) = cell.max_in_flight.or(self.cell_max_in_flight)
+            && prev >= i64::from(max)
+        {
+            return Err(Limited::CellOverloaded(Arc::clone(&cell.id)));
+        }
+        let index = self.tier_index(ask.tier);
+        let Some(tier) = self.tiers.get(index) else {
+            return Ok(permit); // no tiers configured
+        };
+        let now = self.clock.now();
+        let o = ask.overrides;
+        let rate = if o.rate.is_none() && o.burst.is_none() {
+            tier.rate
+        } else {
+            o.rate.or(tier.rate.map(|g| g.rate())).map(|r| {
+                let burst = o.burst.or(tier.rate.map(|g| g.burst() as u32));
+                Gcra::new(r, burst.unwrap_or_else(|| default_burst(r)))
+            })
+        };
+        let concurrency = o.concurrency.or(tier.concurrency);
+        let tier_ref = || TierRef {
+            index,
+            name: Arc::clone(&tier.name),
+        };
+        if rate.is_some() || concurrency.is_some() {
+            let key = Key {
+                tenant: ask.tenant,
+                class: 0,
+            };
+            match self.store.acquire(key, rate.as_ref(), concurrency, now) {
+                Ok(hold) => permit.tenant = hold,
+                Err(StoreRefusal::InFlight) => {
+                    return Err(Limited::Concurrency { tier: tier_ref() });
+                }
+                Err(StoreRefusal::Rate { wait }) => {
+                    return Err(Limited::Rate {
+                        tier: tier_ref(),
+                        kind: LimitKind::Rate,
+                        policy: Policy {
+                            name: Arc::clone(&tier.name),
+                            // The store refuses on rate only when it was given one.
+                            rate: rate.unwrap_or_else(|| Gcra::new(1.0, 1)),
+                        },
+                        wait,
+                    });
+                }
+            }
+        }
+        if let Some((i, class)) = self
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.matches(index, ask.method, ask.path))
+        {
+            let key = Key {
+                tenant: ask.tenant,
+                class: u8::try_from(i + 1).unwrap_or(u8::MAX),
+            };
+            if let Err(StoreRefusal::Rate { wait }) =
+                self.store.acquire(key, Some(&class.rate), None, now)
+            {
+                if let Some(g) = &rate {
+                    let tenant_key = Key {
+                        tenant: ask.tenant,
+                        class: 0,
+                    };
+                    self.store.refund(tenant_key, g, now);
+                }
+                return Err(Limited::Rate {
+                    tier: tier_ref(),
+                    kind: LimitKind::Route,
+                    policy: Policy {
+                        name: Arc::clone(&class.name),
+                        rate: class.rate,
+                    },
+                    wait,
+                });
+            }
+        }
+        Ok(permit)
+    }
+}
+
+#[cfg(test)]
+mod tests;
