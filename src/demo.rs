@@ -302,6 +302,8 @@ pub fn instructions(listen: SocketAddr, admin: SocketAddr, registry: &Path, toke
          # refused: unknown tenant (404), token for acme on globex's host (403)\n\
          curl -s -H 'Host: nobody.localhost' http://{listen}/\n\
          curl -s -H 'Host: globex.localhost' -H 'Authorization: Bearer {token}' http://{listen}/\n\
+         # rate limits: acme (standard tier: 50/s, burst 20) gets 429s in a loop; globex does not\n\
+         for i in $(seq 60); do curl -s -o /dev/null -w '%{{http_code}} ' -H 'Host: acme.localhost' http://{listen}/; done; echo\n\
          # what this node believes, and its metrics\n\
          curl -s http://{admin}/admin/tenants/acme\n\
          curl -s http://{admin}/metrics\n",

@@ -558,3 +558,137 @@ async fn invalidate_rereads_a_tenant_now() {
     assert_eq!(cell_of(&h, "acme").await, "cell-2");
     h.shutdown().await;
 }
+
+/// `tenant put TENANT --cell CELL [--rate R] [--burst B]`.
+fn with_limits(tenant: &str, cell: &str, rate: Option<f64>, burst: Option<u32>) -> TenantCommand {
+    let mut cmd = TenantCommand::place(tenant, cell);
+    if let TenantCommand::Put {
+        rate: r, burst: b, ..
+    } = &mut cmd
+    {
+        (*r, *b) = (rate, burst);
+    }
+    cmd
+}
+
+// Property: rate limits come from the table: the tenant's tier and its record's overrides apply,
+// a changed override applies without a restart, and a cell's own in-flight cap (`cell put
+// --max-in-flight`) sheds with 503 `cell_overloaded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_follow_the_tables_tiers_overrides_and_cell_caps() {
+    let (args, reg) = table("limits").await;
+    put_tenant(&reg, "acme", "cell-1").await; // tier `standard` by default
+    // globex carries its own, higher limits in its record.
+    let generous = with_limits("globex", "cell-2", Some(100.0), Some(100));
+    ops::tenant_command(&reg, generous).await.unwrap();
+    let limits = "\n[limits]\n[limits.tiers.standard]\nrate = 0.2\nburst = 3\n";
+    let h = proxy_with(&args, &reg, limits).await;
+    h.wait_ready().await;
+    let statuses = |tenant: &'static str, n: usize| {
+        let h = &h;
+        async move {
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push(
+                    h.get(&format!("{tenant}.app.test"), "/")
+                        .await
+                        .status
+                        .as_u16(),
+                );
+            }
+            v
+        }
+    };
+    assert_eq!(statuses("acme", 5).await, [200, 200, 200, 429, 429]);
+    assert_eq!(
+        statuses("globex", 3).await,
+        [200, 200, 200],
+        "acme's 429s cost globex nothing"
+    );
+
+    // An override in the record wins over the tier, and reaches the proxy without a restart.
+    let raise = with_limits("acme", "cell-1", None, Some(8));
+    ops::tenant_command(&reg, raise).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let t = h.admin_get("/admin/tenants/acme").await.unwrap().json();
+        if t["limits"]["burst"] == 8 {
+            assert_eq!(t["limits"]["overrides"]["burst"], 8);
+            assert_eq!(t["limits"]["rate"], 0.2, "the tier's rate still applies");
+            break;
+        }
+        assert!(Instant::now() < deadline, "override never applied: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // acme already spent 3 of the bucket (a little has refilled since): 5 more, give or take
+    // the refill, and never a fresh bucket of 8.
+    let admitted = statuses("acme", 10)
+        .await
+        .iter()
+        .filter(|s| **s == 200)
+        .count();
+    assert!(
+        (5..=6).contains(&admitted),
+        "admitted {admitted} after raising the burst to 8"
+    );
+
+    // A cell's own cap: one request in flight to cell-2 at most.
+    let capped = CellCommand::Put {
+        cell: "cell-2".to_owned(),
+        targets: cell_list(&h.cells)[1].1.clone(),
+        state: None,
+        region: None,
+        preserve_host: None,
+        max_in_flight: Some(1),
+    };
+    ops::cell_command(&reg, capped).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let cells = h.admin_get("/admin/cells").await.unwrap().json();
+        let c2 = cells["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["cell"] == "cell-2")
+            .cloned()
+            .unwrap();
+        if c2["max_in_flight"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cap never applied: {c2}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let h = std::sync::Arc::new(h);
+    let slow = {
+        let h = std::sync::Arc::clone(&h);
+        tokio::spawn(async move { h.get("globex.app.test", "/?sleep_ms=1500").await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let m = h.admin_get("/metrics").await.unwrap().body;
+        if metric(&m, "cellgate_cell_in_flight{cell=\"cell-2\"}") >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never got in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shed = h.get("globex.app.test", "/").await;
+    assert_eq!(
+        shed.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        shed.body
+    );
+    assert_eq!(shed.json()["error"], "cell_overloaded");
+    assert_eq!(shed.json()["cell"], "cell-2");
+    assert_eq!(slow.await.unwrap().status, StatusCode::OK);
+    assert_eq!(
+        h.get("globex.app.test", "/").await.status,
+        StatusCode::OK,
+        "the place came back"
+    );
+    std::sync::Arc::try_unwrap(h).ok().unwrap().shutdown().await;
+}

@@ -275,6 +275,17 @@ fn tenant(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
             "tier": &*p.tier,
             "version": p.version,
             "issuers": p.issuers.as_ref().map(|l| l.iter().map(|i| &**i).collect::<Vec<_>>()),
+            "limits": shared.limiter.effective(&p.tier, p.limits).map(|e| json!({
+                "tier": &**e.tier,
+                "rate": e.rate.map(|g| g.rate()),
+                "burst": e.rate.map(|g| g.burst()),
+                "concurrency": e.concurrency,
+                "overrides": {
+                    "rate": p.limits.rate,
+                    "burst": p.limits.burst,
+                    "concurrency": p.limits.concurrency,
+                },
+            })),
             "generation": snap.generation,
             "loaded_at": humantime::format_rfc3339_millis(snap.loaded_at).to_string(),
         }),

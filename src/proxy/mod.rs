@@ -1,13 +1,14 @@
 //! The engine adapter: hyper server and per-worker upstream pool, wired through the stages.
 //!
 //! ```text
-//!  client ──► identify ──► place+route ──► rewrite ──► forward ──► respond ──► log
-//!             tenant::     routing::       proxy::     upstream::  proxy::     metrics +
-//!             identify     route (one      headers     Pool::send  headers     accesslog
-//!             (auth::      snapshot load,  (strip,     (pooled,    (hop-by-
-//!             Verifier:    issuer binding) set trusted, failover   hop, id)
-//!             cached JWT,                  claims)      on connect)
-//!             host, header)
+//!  client ──► identify ──► place+route ──► admit ─────► rewrite ──► forward ──► respond ──► log
+//!             tenant::     routing::       ratelimit::  proxy::     upstream::  proxy::     metrics +
+//!             identify     route (one      Limiter      headers     Pool::send  headers     accesslog
+//!             (auth::      snapshot load,  (cell cap,   (strip,     (pooled,    (hop-by-
+//!             Verifier:    issuer binding) tier rate,   set trusted, failover   hop, id)
+//!             cached JWT,                  in-flight;   claims)      on connect)
+//!             host, header)                Permit held
+//!                                          by the body)
 //!  any stage may refuse ──► error::ProxyError::response ──► JSON body + status ──► log
 //! ```
 //!

@@ -145,6 +145,25 @@ impl Drop for Permit {
     }
 }
 
+/// The limits that apply to one tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effective<'a> {
+    /// Index of the tier applied (the default tier for an unknown name).
+    pub index: usize,
+    pub tier: &'a Arc<str>,
+    pub rate: Option<Gcra>,
+    pub concurrency: Option<u32>,
+}
+
+impl Effective<'_> {
+    fn tier_ref(&self) -> TierRef {
+        TierRef {
+            index: self.index,
+            name: Arc::clone(self.tier),
+        }
+    }
+}
+
 /// What the admit stage knows about a request.
 #[derive(Debug, Clone, Copy)]
 pub struct Ask<'a> {
@@ -273,6 +292,31 @@ impl Limiter {
             .unwrap_or(self.default_tier)
     }
 
+    /// The limits that apply to a tenant of tier `tier` with `overrides` (`None` without tiers):
+    /// each override field wins over the tier's; a rate without a burst keeps the tier's burst,
+    /// else one second's worth.
+    #[must_use]
+    pub fn effective(&self, tier: &str, o: TenantLimits) -> Option<Effective<'_>> {
+        let index = self.tier_index(tier);
+        let t = self.tiers.get(index)?;
+        let rate = if o.rate.is_none() && o.burst.is_none() {
+            t.rate
+        } else {
+            o.rate.or(t.rate.map(|g| g.rate())).map(|r| {
+                let burst = o
+                    .burst
+                    .or(t.rate.map(|g| u32::try_from(g.burst()).unwrap_or(u32::MAX)));
+                Gcra::new(r, burst.unwrap_or_else(|| default_burst(r)))
+            })
+        };
+        Some(Effective {
+            index,
+            tier: &t.name,
+            rate,
+            concurrency: o.concurrency.or(t.concurrency),
+        })
+    }
+
     /// Admits one request to `cell` or says which limit refuses it. Order: the cell's
     /// in-flight cap, the tenant's in-flight limit and rate, then its route class's rate; a
     /// refusal undoes what the earlier checks took, so a refused request costs nothing.
@@ -290,25 +334,12 @@ impl Limiter {
         {
             return Err(Limited::CellOverloaded(Arc::clone(&cell.id)));
         }
-        let index = self.tier_index(ask.tier);
-        let Some(tier) = self.tiers.get(index) else {
+        let Some(eff) = self.effective(ask.tier, ask.overrides) else {
             return Ok(permit); // no tiers configured
         };
+        let (rate, concurrency) = (eff.rate, eff.concurrency);
         let now = self.clock.now();
-        let o = ask.overrides;
-        let rate = if o.rate.is_none() && o.burst.is_none() {
-            tier.rate
-        } else {
-            o.rate.or(tier.rate.map(|g| g.rate())).map(|r| {
-                let burst = o.burst.or(tier.rate.map(|g| g.burst() as u32));
-                Gcra::new(r, burst.unwrap_or_else(|| default_burst(r)))
-            })
-        };
-        let concurrency = o.concurrency.or(tier.concurrency);
-        let tier_ref = || TierRef {
-            index,
-            name: Arc::clone(&tier.name),
-        };
+        let tier_ref = || eff.tier_ref();
         if rate.is_some() || concurrency.is_some() {
             let key = Key {
                 tenant: ask.tenant,
@@ -324,7 +355,7 @@ impl Limiter {
                         tier: tier_ref(),
                         kind: LimitKind::Rate,
                         policy: Policy {
-                            name: Arc::clone(&tier.name),
+                            name: Arc::clone(eff.tier),
                             // The store refuses on rate only when it was given one.
                             rate: rate.unwrap_or_else(|| Gcra::new(1.0, 1)),
                         },
@@ -337,7 +368,7 @@ impl Limiter {
             .routes
             .iter()
             .enumerate()
-            .find(|(_, c)| c.matches(index, ask.method, ask.path))
+            .find(|(_, c)| c.matches(eff.index, ask.method, ask.path))
         {
             let key = Key {
                 tenant: ask.tenant,
