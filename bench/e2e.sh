@@ -332,6 +332,14 @@ base_domains = ["localhost"]
 [registry]
 source = "file"
 path = "registry.toml"     # relative to the config file's directory
+# Rate limiting on, far above what the bench can send: every request pays the admit stage
+# (tier lookup, GCRA charge, in-flight places) but none is refused.
+[limits]
+cell_max_in_flight = 100000
+[limits.tiers.standard]
+rate = 1000000
+burst = 1000000
+concurrency = 100000
 [access_log]
 enabled = false
 [log]
