@@ -56,10 +56,23 @@ impl Gcra {
     }
 
     /// Charges one request against `tat` at `now`.
+    ///
+    /// A TAT beyond `now + tolerance` cannot arise under unchanged limits (an admitted charge
+    /// never moves it past that); it means the limits changed, or the state came from an evicted
+    /// key. It is read as an empty bucket under the limits now in force, so raising a tenant's
+    /// limits never makes it wait out debt run up under the old, slower rate.
     pub fn charge(&self, tat: &AtomicU64, now: u64) -> Charge {
         let limit = now.saturating_add(self.tolerance);
         let mut cur = tat.load(Ordering::Relaxed);
         loop {
+            if cur > limit {
+                // Empty the bucket as of now, and keep that, so it refills from here.
+                match tat.compare_exchange_weak(cur, limit, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => cur = limit,
+                    Err(actual) => cur = actual,
+                }
+                continue;
+            }
             let next = cur.max(now).saturating_add(self.interval);
             if next > limit {
                 return Charge::Refused { wait: next - limit };
@@ -176,6 +189,26 @@ mod tests {
         let fresh = AtomicU64::new(0);
         g.refund(&fresh, t0);
         assert_eq!(fresh.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn debt_from_older_slower_limits_is_capped_at_an_empty_bucket() {
+        let slow = Gcra::new(0.1, 2);
+        let tat = AtomicU64::new(0);
+        let t0 = 1_000 * MS;
+        assert!(admitted(slow.charge(&tat, t0)));
+        assert!(admitted(slow.charge(&tat, t0)));
+        assert_eq!(slow.charge(&tat, t0), Charge::Refused { wait: 10_000 * MS });
+        // The limits are raised 100x: the wait is one new interval, not the old debt.
+        let fast = Gcra::new(10.0, 20);
+        assert_eq!(fast.charge(&tat, t0), Charge::Refused { wait: 100 * MS });
+        assert!(admitted(fast.charge(&tat, t0 + 100 * MS)));
+        assert!(!admitted(fast.charge(&tat, t0 + 100 * MS)));
+        let mut n = 0;
+        while admitted(fast.charge(&tat, t0 + 2_100 * MS)) {
+            n += 1;
+        }
+        assert_eq!(n, 20, "two seconds later: the new, full burst");
     }
 
     #[test]

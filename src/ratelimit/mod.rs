@@ -69,16 +69,13 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// `"name";q=Q;w=W`: the sustained rate as a quota per window (whole requests per whole
-    /// seconds: `q=50;w=1`, or `q=1;w=10` for 0.1/s).
+    /// `"name";q=Q;w=W`: the sustained rate as a quota per window, in whole requests per whole
+    /// seconds, with the smallest window that says it exactly (`q=50;w=1`, `q=3;w=2` for
+    /// 1.5/s, `q=1;w=10` for 0.1/s; a rate no window up to an hour expresses is rounded down
+    /// to whole requests per second, or to one request per whole seconds below 1/s).
     #[must_use]
     pub fn policy_header(&self) -> HeaderValue {
-        let rate = self.rate.rate();
-        let (q, w) = if rate >= 1.0 {
-            (rate.floor() as u64, 1)
-        } else {
-            (1, (1.0 / rate).round().max(1.0) as u64)
-        };
+        let (q, w) = quota_window(self.rate.rate());
         header(&format!("\"{}\";q={q};w={w}", self.name))
     }
 
@@ -90,6 +87,21 @@ impl Policy {
             self.name,
             ceil_secs(wait).max(1)
         ))
+    }
+}
+
+/// The quota and window (seconds) that express `rate` requests per second.
+fn quota_window(rate: f64) -> (u64, u64) {
+    for w in 1..=3600u64 {
+        let q = rate * w as f64;
+        if q >= 1.0 && (q - q.round()).abs() <= 1e-6 * q {
+            return (q.round() as u64, w);
+        }
+    }
+    if rate >= 1.0 {
+        (rate.floor() as u64, 1)
+    } else {
+        (1, (1.0 / rate).round().max(1.0) as u64)
     }
 }
 

@@ -438,3 +438,44 @@ fn no_tiers_means_no_tenant_limits_but_cell_caps_still_count() {
     }
     assert_eq!(r.store.tracked(), 0, "and no tenant state");
 }
+
+#[test]
+fn policy_header_says_the_rate_exactly_where_a_window_can() {
+    let p = |rate: f64| {
+        Policy {
+            name: Arc::from("t"),
+            rate: Gcra::new(rate, 1),
+        }
+        .policy_header()
+    };
+    assert_eq!(p(50.0), "\"t\";q=50;w=1");
+    assert_eq!(p(1.5), "\"t\";q=3;w=2");
+    assert_eq!(p(50.5), "\"t\";q=101;w=2");
+    assert_eq!(p(3.0), "\"t\";q=3;w=1", "a 333333333 ns interval still reads as 3/s");
+    assert_eq!(p(0.1), "\"t\";q=1;w=10");
+    assert_eq!(p(0.3), "\"t\";q=3;w=10");
+    assert_eq!(p(1_000_000.0), "\"t\";q=1000000;w=1");
+}
+
+#[test]
+fn raising_a_tenants_limits_never_lengthens_its_wait() {
+    let r = rig();
+    let mut a = ask("acme", "standard", &Method::GET, "/");
+    a.overrides = TenantLimits {
+        rate: Some(0.1),
+        burst: Some(2),
+        concurrency: None,
+    };
+    assert_eq!(r.drain(&a), 2);
+    a.overrides = TenantLimits {
+        rate: Some(10.0),
+        burst: Some(20),
+        concurrency: None,
+    };
+    match r.admit(&a) {
+        Err(Limited::Rate { wait, .. }) => assert_eq!(wait, 100_000_000, "one new interval"),
+        other => panic!("{other:?}"),
+    }
+    r.clock.advance(Duration::from_secs(2));
+    assert_eq!(r.drain(&a), 20);
+}
