@@ -451,7 +451,11 @@ fn policy_header_says_the_rate_exactly_where_a_window_can() {
     assert_eq!(p(50.0), "\"t\";q=50;w=1");
     assert_eq!(p(1.5), "\"t\";q=3;w=2");
     assert_eq!(p(50.5), "\"t\";q=101;w=2");
-    assert_eq!(p(3.0), "\"t\";q=3;w=1", "a 333333333 ns interval still reads as 3/s");
+    assert_eq!(
+        p(3.0),
+        "\"t\";q=3;w=1",
+        "a 333333333 ns interval still reads as 3/s"
+    );
     assert_eq!(p(0.1), "\"t\";q=1;w=10");
     assert_eq!(p(0.3), "\"t\";q=3;w=10");
     assert_eq!(p(1_000_000.0), "\"t\";q=1000000;w=1");
