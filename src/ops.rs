@@ -138,7 +138,7 @@ pub enum CellCommand {
         #[arg(long)]
         preserve_host: Option<bool>,
         /// Requests in flight to the cell at most; beyond it, 503 `cell_overloaded`
-        /// (default: the current value, else `limits.cell_max_in_flight`).
+        /// (default: the current value; `0` removes it, so `limits.cell_max_in_flight` applies).
         #[arg(long)]
         max_in_flight: Option<u32>,
     },
@@ -461,6 +461,15 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
                     "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -",
                 ));
             }
+            if let Some(n) = max_in_flight
+                && n > 1_000_000
+            {
+                return Err(invalid(
+                    "max_in_flight",
+                    &n.to_string(),
+                    "at most 1000000 (0 removes the cell's own cap)",
+                ));
+            }
             let current = current_cell(reg, &cell).await?;
             let record = CellRecord {
                 id: cell.clone(),
@@ -475,8 +484,11 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
                     version: "stable".to_owned(),
                 }],
                 preserve_host,
-                max_in_flight: max_in_flight
-                    .or_else(|| current.as_ref().and_then(|c| c.max_in_flight)),
+                max_in_flight: match max_in_flight {
+                    Some(0) => None,
+                    Some(n) => Some(n),
+                    None => current.as_ref().and_then(|c| c.max_in_flight),
+                },
                 version: 0,
             };
             write_cell(reg, record, current.map(|c| c.version)).await

@@ -579,3 +579,50 @@ burst = 4
     })
     .await;
 }
+
+// 10. Property: a route class sees through disguised paths (doubled slashes, escaped letters,
+// `;` parameters, dot segments, other case): none of them gets past a class for `/api/export`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_class_matches_disguised_paths() {
+    within(async {
+        let limits = r#"
+[limits]
+[limits.tiers.standard]
+rate = 1000
+burst = 1000
+[[limits.routes]]
+name = "export"
+path_prefix = "/api/export"
+rate = 0.1
+burst = 1
+"#;
+        let h = start(limits, &[], &[], &[tenant("exporter", "cell-1", None)]).await;
+        from_cell(
+            &get(&h, "exporter", "/api/export").await,
+            "exporter",
+            "cell-1",
+        );
+        for path in [
+            "//api/export",
+            "/API/Export/all",
+            "/api/%65xport",
+            "/api/export;jsessionid=1",
+            "/api/./export",
+            "/api/x/../export",
+        ] {
+            let r = get(&h, "exporter", path).await;
+            refusal(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited", None);
+            assert_eq!(
+                header(&r, "ratelimit-policy"),
+                Some("\"export\";q=1;w=10"),
+                "{path}"
+            );
+        }
+        // Neighbouring paths are not the class's.
+        for path in ["/api/exports", "/api", "/other/api/export"] {
+            from_cell(&get(&h, "exporter", path).await, "exporter", "cell-1");
+        }
+        h.shutdown().await;
+    })
+    .await;
+}

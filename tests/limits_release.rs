@@ -2,7 +2,8 @@
 //! it refuses the request over it with a 429 `concurrency_limited` and gives its places back
 //! when a response completes, when the cell fails, when the client goes away (waiting for the
 //! cell or mid-body, over HTTP/1.1 or by resetting an HTTP/2 stream), and when a chunked body
-//! reaches its end. The other limits of the *admit* stage are in `tests/limits.rs`; the helpers
+//! reaches its end; a WebSocket holds its place while open, and an `h2c` upgrade is never
+//! passed on. The other limits of the *admit* stage are in `tests/limits.rs`; the helpers
 //! both share are in `tests/common/limits.rs`.
 //!
 //! Nothing asserts on latency: waits are bounded polls on the cell's in-flight gauge, and a
@@ -388,6 +389,82 @@ async fn chunked_body_gives_the_place_back_when_it_ends() {
             assert_eq!(r.body, "chunk done");
         }
         assert_eq!(in_flight(&h, "cell-chunked").await, 0.0);
+        h.shutdown().await;
+    })
+    .await;
+}
+
+/// Opens a WebSocket to `tenant` through the proxy on a raw socket; returns it after the 101.
+async fn open_websocket(h: &Harness, tenant: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {tenant}.app.test\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+// 5e. Property: a WebSocket holds its in-flight place for as long as it is open (against its
+// tenant's `concurrency` and its cell's gauge), and gives it back when it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_holds_its_place_until_it_closes() {
+    within(async {
+        let limits = "[limits]\n[limits.tiers.standard]\nconcurrency = 1\n";
+        let h = start(limits, &[], &[], &[tenant("chatty", "cell-1", None)]).await;
+        let mut ws = open_websocket(&h, "chatty").await;
+        ws.write_all(b"ping").await.unwrap();
+        let mut echoed = [0u8; 4];
+        ws.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"ping");
+        assert_eq!(
+            in_flight(&h, "cell-1").await,
+            1.0,
+            "the open tunnel is in flight"
+        );
+        let refused = get(&h, "chatty", "/").await;
+        refusal(
+            &refused,
+            StatusCode::TOO_MANY_REQUESTS,
+            "concurrency_limited",
+            None,
+        );
+        drop(ws);
+        wait_in_flight(&h, "cell-1", 0.0, Duration::from_secs(3)).await;
+        from_cell(&get(&h, "chatty", "/").await, "chatty", "cell-1");
+        h.shutdown().await;
+    })
+    .await;
+}
+
+// 5f. Property: an `Upgrade: h2c` is never passed on: the request reaches the cell as plain
+// HTTP/1.1 (no upgrade headers), so no HTTP/2 tunnel can carry requests past the limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_reaches_the_cell_as_plain_http() {
+    within(async {
+        let h = start("", &[], &[], &[tenant("sly", "cell-1", None)]).await;
+        let req = Request::get(format!("http://{}/", h.addr))
+            .header("host", "sly.app.test")
+            .header("connection", "Upgrade, HTTP2-Settings")
+            .header("upgrade", "h2c")
+            .header("http2-settings", "AAMAAABkAAQAAP__")
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let r = h.send(req).await;
+        from_cell(&r, "sly", "cell-1");
+        let seen = &r.json()["headers"];
+        for name in ["upgrade", "http2-settings", "connection"] {
+            assert!(seen.get(name).is_none(), "{name} reached the cell: {seen}");
+        }
         h.shutdown().await;
     })
     .await;

@@ -17,8 +17,9 @@ use super::{FieldError, dur};
 use crate::placement::record::valid_tier;
 use crate::ratelimit::{MAX_ROUTE_CLASSES, MAX_TIERS};
 
+use crate::ratelimit::gcra::MIN_RATE;
+
 const MAX_RATE: f64 = 1_000_000.0;
-const MIN_RATE: f64 = 0.001;
 
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
@@ -230,6 +231,13 @@ pub fn build_limits(raw: Option<&FileLimits>) -> Result<LimitsConfig, FieldError
             "limits.routes",
             raw.routes.len(),
             format!("at most {MAX_ROUTE_CLASSES} route classes"),
+        ));
+    }
+    if !raw.routes.is_empty() && tiers.is_empty() {
+        return Err(FieldError::new(
+            "limits.routes[0].name",
+            &raw.routes[0].name,
+            "route classes apply to tenants of a tier: define [limits.tiers] too",
         ));
     }
     let routes = raw

@@ -558,20 +558,24 @@ fn limits_errors_name_the_key_and_value() {
             ("limits.tiers.has space", "has space"),
         ),
         (
-            "[[limits.routes]]\nname = \"w\"\nmethods = [\"P O S T\"]\nrate = 1\n",
+            "[limits.tiers.standard]\nrate = 1\n[[limits.routes]]\nname = \"w\"\nmethods = [\"P O S T\"]\nrate = 1\n",
             ("limits.routes[0].methods[0]", "P O S T"),
         ),
         (
-            "[[limits.routes]]\nname = \"w\"\npath_prefix = \"export\"\nrate = 1\n",
+            "[limits.tiers.standard]\nrate = 1\n[[limits.routes]]\nname = \"w\"\npath_prefix = \"export\"\nrate = 1\n",
             ("limits.routes[0].path_prefix", "export"),
         ),
         (
-            "[[limits.routes]]\nname = \"w\"\nrate = 1\n",
+            "[limits.tiers.standard]\nrate = 1\n[[limits.routes]]\nname = \"w\"\nrate = 1\n",
             ("limits.routes[0]", "w"),
         ),
         (
-            "[[limits.routes]]\nname = \"w\"\nmethods = [\"POST\"]\nrate = 1\ntiers = [\"gold\"]\n",
+            "[limits.tiers.standard]\nrate = 1\n[[limits.routes]]\nname = \"w\"\nmethods = [\"POST\"]\nrate = 1\ntiers = [\"gold\"]\n",
             ("limits.routes[0].tiers[0]", "gold"),
+        ),
+        (
+            "[[limits.routes]]\nname = \"nt\"\nmethods = [\"POST\"]\nrate = 1\n",
+            ("limits.routes[0].name", "nt"),
         ),
         ("[limits]\nmax_tenants = 1\n", ("limits.max_tenants", "1")),
         (

@@ -84,12 +84,12 @@ pub fn tenant_record(raw: RawTenant) -> Result<TenantRecord, BadField> {
     }
     let l = raw.limits;
     if let Some(r) = l.rate
-        && !(r.is_finite() && r > 0.0 && r <= 1_000_000.0)
+        && !(r.is_finite() && (crate::ratelimit::gcra::MIN_RATE..=1_000_000.0).contains(&r))
     {
         return Err(bad(
             "limits.rate",
             &r.to_string(),
-            "requests per second: above 0, at most 1000000",
+            "requests per second: between 0.001 and 1000000",
         ));
     }
     for (field, v) in [

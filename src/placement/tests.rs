@@ -424,6 +424,15 @@ fn tenant_limit_overrides_parse_and_are_checked() {
         invalid(bad),
         ("tenants[0].limits.rate".to_owned(), "-1".to_owned())
     );
+    // Too slow to express would mean "unlimited" to the limiter: refused like the config does.
+    let bad = "[[tenants]]\nid = \"acme\"\ncell = \"c1\"\nlimits = { rate = 1e-12 }\n";
+    assert_eq!(
+        invalid(bad),
+        (
+            "tenants[0].limits.rate".to_owned(),
+            "0.000000000001".to_owned()
+        )
+    );
     let bad = "[[tenants]]\nid = \"acme\"\ncell = \"c1\"\nlimits = { concurrency = 0 }\n";
     assert_eq!(invalid(bad).0, "tenants[0].limits.concurrency");
 }

@@ -48,6 +48,8 @@ pub const INTERNAL: [HeaderName; 8] = [
 ];
 
 /// Whether the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
+/// An upgrade to `h2c` is never passed on (the request goes on as plain HTTP/1.1): a cell that
+/// accepted it would take HTTP/2 requests down the tunnel that no proxy stage ever sees.
 #[must_use]
 pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
     let wants = headers.get_all(header::CONNECTION).iter().any(|v| {
@@ -55,11 +57,12 @@ pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
             .split(|&b| b == b',')
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
     });
-    if wants {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    }
+    let upgrade = headers.get(header::UPGRADE).filter(|_| wants)?;
+    let h2c = upgrade
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"));
+    (!h2c).then(|| upgrade.clone())
 }
 
 /// Removes hop-by-hop headers, including those listed in `Connection`.
@@ -245,6 +248,37 @@ mod tests {
         assert_eq!(h[header::UPGRADE], "websocket");
         assert_eq!(h[header::CONNECTION], "upgrade");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn an_h2c_upgrade_is_never_passed_on() {
+        for value in ["h2c", "H2C", "websocket, h2c"] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONNECTION,
+                HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+            );
+            h.insert(header::UPGRADE, HeaderValue::from_str(value).unwrap());
+            h.insert(
+                "http2-settings",
+                HeaderValue::from_static("AAMAAABkAAQAAP__"),
+            );
+            assert_eq!(upgrade_requested(&h), None, "{value}");
+            let v = HeaderValue::from_static("x");
+            rewrite_request(
+                &mut h,
+                &[],
+                &v,
+                &v,
+                &v,
+                "::1".parse().unwrap(),
+                false,
+                None,
+                None,
+            );
+            assert!(!h.contains_key(header::UPGRADE), "{value}");
+            assert!(!h.contains_key("http2-settings"), "{value}");
+        }
     }
 
     #[test]

@@ -262,13 +262,13 @@ pub async fn handle(
             start: arrival.start,
         });
     let body = if switching {
-        // An upgraded connection is long-lived: it stops counting as in flight here.
-        drop(permit);
         drop(rbody);
         if let (Some(client_upgrade), Some(upstream_upgrade)) =
             (on_upgrade, rparts.extensions.remove::<OnUpgrade>())
         {
-            tokio::task::spawn_local(tunnel(client_upgrade, upstream_upgrade));
+            // The tunnel holds the permit: a WebSocket counts as in flight (against its
+            // tenant's concurrency and its cell's cap) for as long as it is open.
+            tokio::task::spawn_local(tunnel(client_upgrade, upstream_upgrade, permit));
         }
         if let Some(l) = log {
             l.finish(0, true);
@@ -357,7 +357,7 @@ async fn forward(
     }
 }
 
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, _permit: crate::ratelimit::Permit) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {

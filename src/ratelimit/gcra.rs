@@ -11,6 +11,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const NANOS: f64 = 1_000_000_000.0;
+/// The slowest rate accepted anywhere: one request per 1000 s.
+pub const MIN_RATE: f64 = 0.001;
 
 /// One rate: `rate` requests per second, at most `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,13 @@ impl Gcra {
     /// `rate` requests per second (finite, > 0) with a bucket of `burst` (>= 1).
     #[must_use]
     pub fn new(rate: f64, burst: u32) -> Self {
+        // Config and records keep rates within MIN_RATE..=1e6; the clamp keeps any other
+        // caller's rate from overflowing the arithmetic below into "unlimited".
+        let rate = if rate.is_finite() {
+            rate.clamp(MIN_RATE, 1e9)
+        } else {
+            MIN_RATE
+        };
         // Whole nanoseconds: at 1M req/s that is exact; rounding errs towards admitting at
         // most one request more per second than asked for, at the very top of the range.
         let interval = (NANOS / rate).round().clamp(1.0, u64::MAX as f64) as u64;
@@ -55,24 +64,32 @@ impl Gcra {
         self.tolerance / self.interval
     }
 
+    /// A fingerprint of these limits (never 0), so state can tell when its limits changed.
+    #[must_use]
+    pub fn fingerprint(&self) -> u32 {
+        let mixed =
+            (self.interval ^ self.tolerance.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        ((mixed >> 32) as u32) | 1
+    }
+
+    /// Adopts state run up under other limits (the tenant's limits changed, or the state came
+    /// from an evicted key): debt beyond this bucket's size is read as an empty bucket now, so
+    /// raising a tenant's limits never makes it wait out debt run up at the old, slower rate.
+    /// Call it only when the limits changed: under unchanged limits an admitted charge never
+    /// leaves the TAT beyond `now + tolerance`, and lowering it for a request whose `now` was
+    /// read a little late would hand out credit.
+    pub fn adopt(&self, tat: &AtomicU64, now: u64) {
+        let limit = now.saturating_add(self.tolerance);
+        let _ = tat.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+            (cur > limit).then_some(limit)
+        });
+    }
+
     /// Charges one request against `tat` at `now`.
-    ///
-    /// A TAT beyond `now + tolerance` cannot arise under unchanged limits (an admitted charge
-    /// never moves it past that); it means the limits changed, or the state came from an evicted
-    /// key. It is read as an empty bucket under the limits now in force, so raising a tenant's
-    /// limits never makes it wait out debt run up under the old, slower rate.
     pub fn charge(&self, tat: &AtomicU64, now: u64) -> Charge {
         let limit = now.saturating_add(self.tolerance);
         let mut cur = tat.load(Ordering::Relaxed);
         loop {
-            if cur > limit {
-                // Empty the bucket as of now, and keep that, so it refills from here.
-                match tat.compare_exchange_weak(cur, limit, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => cur = limit,
-                    Err(actual) => cur = actual,
-                }
-                continue;
-            }
             let next = cur.max(now).saturating_add(self.interval);
             if next > limit {
                 return Charge::Refused { wait: next - limit };
@@ -201,6 +218,13 @@ mod tests {
         assert_eq!(slow.charge(&tat, t0), Charge::Refused { wait: 10_000 * MS });
         // The limits are raised 100x: the wait is one new interval, not the old debt.
         let fast = Gcra::new(10.0, 20);
+        assert_ne!(fast.fingerprint(), slow.fingerprint());
+        assert_eq!(
+            fast.charge(&tat, t0),
+            Charge::Refused { wait: 18_100 * MS },
+            "without adopting, the old debt would stand"
+        );
+        fast.adopt(&tat, t0);
         assert_eq!(fast.charge(&tat, t0), Charge::Refused { wait: 100 * MS });
         assert!(admitted(fast.charge(&tat, t0 + 100 * MS)));
         assert!(!admitted(fast.charge(&tat, t0 + 100 * MS)));
@@ -223,5 +247,17 @@ mod tests {
         assert_eq!(fast.interval, 1_000);
         assert_eq!(fast.burst(), 1);
         assert!((fast.rate() - 1_000_000.0).abs() < 1e-6);
+        // A rate too small to express is the slowest rate, never "unlimited".
+        for tiny in [1e-12, 0.0, -1.0, f64::NAN] {
+            let g = Gcra::new(tiny, 1_000_000);
+            assert_eq!(g, Gcra::new(MIN_RATE, 1_000_000));
+            let tat = AtomicU64::new(0);
+            let t0 = 1_000 * MS;
+            let mut n = 0;
+            while admitted(g.charge(&tat, t0)) {
+                n += 1;
+            }
+            assert_eq!(n, 1_000_000, "exactly the burst, rate {tiny}");
+        }
     }
 }

@@ -12,18 +12,24 @@
 //! its tier's rate in total, so set per-node values to the fleet-wide figure divided by N.
 
 mod clock;
+mod debt;
 pub mod gcra;
+mod route;
 mod store;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use http::{HeaderValue, Method};
 
 pub use clock::{Clock, ManualClock, MonotonicClock, ceil_secs};
 pub use gcra::{Charge, Gcra};
+pub use route::{canonical_path, prefix_matches};
 pub use store::{Hold, Key, LimitStore, LocalStore, Release, StoreRefusal};
 
-use crate::config::{LimitsConfig, RouteClassConfig};
+use route::RouteClass;
+
+use crate::config::LimitsConfig;
 use crate::metrics::CellMetrics;
 use crate::placement::{Cell, TenantLimits};
 
@@ -71,7 +77,7 @@ pub struct Policy {
 impl Policy {
     /// `"name";q=Q;w=W`: the sustained rate as a quota per window, in whole requests per whole
     /// seconds, with the smallest window that says it exactly (`q=50;w=1`, `q=3;w=2` for
-    /// 1.5/s, `q=1;w=10` for 0.1/s; a rate no window up to an hour expresses is rounded down
+    /// 1.5/s, `q=1;w=10` for 0.1/s; a rate no window up to a minute expresses is rounded down
     /// to whole requests per second, or to one request per whole seconds below 1/s).
     #[must_use]
     pub fn policy_header(&self) -> HeaderValue {
@@ -92,7 +98,7 @@ impl Policy {
 
 /// The quota and window (seconds) that express `rate` requests per second.
 fn quota_window(rate: f64) -> (u64, u64) {
-    for w in 1..=3600u64 {
+    for w in 1..=60u64 {
         let q = rate * w as f64;
         if q >= 1.0 && (q - q.round()).abs() <= 1e-6 * q {
             return (q.round() as u64, w);
@@ -194,51 +200,6 @@ struct Tier {
     concurrency: Option<u32>,
 }
 
-#[derive(Debug)]
-struct RouteClass {
-    name: Arc<str>,
-    methods: Vec<Method>,
-    prefix: Option<Box<str>>,
-    rate: Gcra,
-    /// Bit i set: applies to tier i.
-    tiers: u32,
-}
-
-impl RouteClass {
-    fn from_config(c: &RouteClassConfig) -> Self {
-        Self {
-            name: Arc::from(c.name.as_str()),
-            methods: c.methods.clone(),
-            prefix: c.path_prefix.as_deref().map(Box::from),
-            rate: Gcra::new(c.rate, c.burst),
-            tiers: if c.tiers.is_empty() {
-                u32::MAX
-            } else {
-                c.tiers.iter().fold(0, |m, &i| m | (1 << i))
-            },
-        }
-    }
-
-    fn matches(&self, tier: usize, method: &Method, path: &str) -> bool {
-        self.tiers & (1 << tier) != 0
-            && (self.methods.is_empty() || self.methods.contains(method))
-            && self
-                .prefix
-                .as_deref()
-                .is_none_or(|p| prefix_matches(p, path))
-    }
-}
-
-/// Whether `path` is under `prefix` by whole segments: `/export` covers `/export` and
-/// `/export/x` but not `/exports`; a prefix ending in `/` covers everything below it.
-#[must_use]
-pub fn prefix_matches(prefix: &str, path: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        None => false,
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
-    }
-}
-
 /// The default burst for a rate with none given: one second's worth (at least 1).
 #[must_use]
 pub fn default_burst(rate: f64) -> u32 {
@@ -329,9 +290,10 @@ impl Limiter {
         })
     }
 
-    /// Admits one request to `cell` or says which limit refuses it. Order: the cell's
-    /// in-flight cap, the tenant's in-flight limit and rate, then its route class's rate; a
-    /// refusal undoes what the earlier checks took, so a refused request costs nothing.
+    /// Admits one request to `cell` or says which limit refuses it. Order: the tenant's
+    /// in-flight limit and rate, every matching route class's rate, then the cell's in-flight
+    /// cap. A refusal undoes what the earlier checks took: a refused request costs the tenant
+    /// nothing, and a tenant held at its own limits never takes a place under the cell's cap.
     pub fn admit(
         &self,
         ask: &Ask<'_>,
@@ -339,65 +301,75 @@ impl Limiter {
         cm: &Arc<CellMetrics>,
     ) -> Result<Permit, Limited> {
         let mut permit = Permit::default();
-        let prev = cm.in_flight.inc();
-        permit.cell = Some(Arc::clone(cm));
-        if let Some(max) = cell.max_in_flight.or(self.cell_max_in_flight)
-            && prev >= i64::from(max)
-        {
+        let mut charged = Charged::default();
+        if let Some(eff) = self.effective(ask.tier, ask.overrides) {
+            let now = self.clock.now();
+            permit.tenant = self.admit_tenant(ask, &eff, now, &mut charged)?;
+        }
+        let cap = cell.max_in_flight.or(self.cell_max_in_flight);
+        if !take_place(&cm.in_flight, cap) {
+            self.refund(ask.tenant, &charged);
             return Err(Limited::CellOverloaded(Arc::clone(&cell.id)));
         }
-        let Some(eff) = self.effective(ask.tier, ask.overrides) else {
-            return Ok(permit); // no tiers configured
-        };
-        let (rate, concurrency) = (eff.rate, eff.concurrency);
-        let now = self.clock.now();
-        let tier_ref = || eff.tier_ref();
-        if rate.is_some() || concurrency.is_some() {
+        permit.cell = Some(Arc::clone(cm));
+        Ok(permit)
+    }
+
+    /// The tenant's own limits and its route classes'; `charged` records what was taken.
+    fn admit_tenant(
+        &self,
+        ask: &Ask<'_>,
+        eff: &Effective<'_>,
+        now: u64,
+        charged: &mut Charged,
+    ) -> Result<Hold, Limited> {
+        let mut hold = Hold::default();
+        if eff.rate.is_some() || eff.concurrency.is_some() {
             let key = Key {
                 tenant: ask.tenant,
                 class: 0,
             };
-            match self.store.acquire(key, rate.as_ref(), concurrency, now) {
-                Ok(hold) => permit.tenant = hold,
+            match self
+                .store
+                .acquire(key, eff.rate.as_ref(), eff.concurrency, now)
+            {
+                Ok(h) => hold = h,
                 Err(StoreRefusal::InFlight) => {
-                    return Err(Limited::Concurrency { tier: tier_ref() });
+                    return Err(Limited::Concurrency {
+                        tier: eff.tier_ref(),
+                    });
                 }
                 Err(StoreRefusal::Rate { wait }) => {
                     return Err(Limited::Rate {
-                        tier: tier_ref(),
+                        tier: eff.tier_ref(),
                         kind: LimitKind::Rate,
                         policy: Policy {
                             name: Arc::clone(eff.tier),
                             // The store refuses on rate only when it was given one.
-                            rate: rate.unwrap_or_else(|| Gcra::new(1.0, 1)),
+                            rate: eff.rate.unwrap_or_else(|| Gcra::new(1.0, 1)),
                         },
                         wait,
                     });
                 }
             }
+            charged.tenant = eff.rate;
+            charged.now = now;
         }
-        if let Some((i, class)) = self
-            .routes
-            .iter()
-            .enumerate()
-            .find(|(_, c)| c.matches(eff.index, ask.method, ask.path))
-        {
+        for (i, class) in self.routes.iter().enumerate() {
+            if !class.matches(eff.index, ask.method, ask.path) {
+                continue;
+            }
             let key = Key {
                 tenant: ask.tenant,
-                class: u8::try_from(i + 1).unwrap_or(u8::MAX),
+                class: class_tag(i),
             };
             if let Err(StoreRefusal::Rate { wait }) =
                 self.store.acquire(key, Some(&class.rate), None, now)
             {
-                if let Some(g) = &rate {
-                    let tenant_key = Key {
-                        tenant: ask.tenant,
-                        class: 0,
-                    };
-                    self.store.refund(tenant_key, g, now);
-                }
+                charged.now = now;
+                self.refund(ask.tenant, charged);
                 return Err(Limited::Rate {
-                    tier: tier_ref(),
+                    tier: eff.tier_ref(),
                     kind: LimitKind::Route,
                     policy: Policy {
                         name: Arc::clone(&class.name),
@@ -406,9 +378,55 @@ impl Limiter {
                     wait,
                 });
             }
+            charged.classes |= 1 << i;
         }
-        Ok(permit)
+        Ok(hold)
     }
+
+    /// Gives back the rate charges of a request refused by a later check.
+    fn refund(&self, tenant: &str, charged: &Charged) {
+        if let Some(g) = &charged.tenant {
+            self.store.refund(Key { tenant, class: 0 }, g, charged.now);
+        }
+        for (i, class) in self.routes.iter().enumerate() {
+            if charged.classes & (1 << i) != 0 {
+                let key = Key {
+                    tenant,
+                    class: class_tag(i),
+                };
+                self.store.refund(key, &class.rate, charged.now);
+            }
+        }
+    }
+}
+
+/// The rate charges one request made, to undo on a later refusal.
+#[derive(Debug, Default)]
+struct Charged {
+    tenant: Option<Gcra>,
+    /// Bit i: route class i was charged (at most [`MAX_ROUTE_CLASSES`] = 32).
+    classes: u32,
+    now: u64,
+}
+
+/// The store key's class byte for route class `i` (0 is the tenant's own limit).
+fn class_tag(i: usize) -> u8 {
+    u8::try_from(i + 1).unwrap_or(u8::MAX)
+}
+
+/// Takes an in-flight place under `cap`, without ever going over it (no place is taken and
+/// given back, so a flood of refusals cannot crowd out admitted requests).
+fn take_place(gauge: &prometheus_client::metrics::gauge::Gauge, cap: Option<u32>) -> bool {
+    let Some(max) = cap else {
+        gauge.inc();
+        return true;
+    };
+    gauge
+        .inner()
+        .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+            (n < i64::from(max)).then_some(n + 1)
+        })
+        .is_ok()
 }
 
 #[cfg(test)]

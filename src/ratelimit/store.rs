@@ -1,28 +1,27 @@
 //! Where limiter state lives: the [`LimitStore`] seam and the per-node [`LocalStore`].
 //!
 //! `LocalStore` keeps one small slot per active key (a tenant, or a tenant and route class): a
-//! GCRA arrival time and an in-flight count, 32 bytes behind an `Arc`, in 64 shards of
-//! `RwLock<HashMap>`. The request path takes one shard's read lock (uncontended: 64 shards, one
-//! atomic each way) and does one compare-and-swap; only a key's first request takes the write
-//! lock. There is no global lock.
+//! GCRA arrival time, an in-flight count and a fingerprint of the limits last applied (16 bytes,
+//! 32 with the `Arc` header), in 64 shards of `RwLock<HashMap>`. A check takes one shard's read
+//! lock (64 shards: two cores rarely meet on one) and does one compare-and-swap; only a key's
+//! first request takes the write lock. There is no global lock.
 //!
 //! Memory is bounded by `max_keys`. A slot whose bucket is full again and that has nothing in
 //! flight carries no information (it equals a fresh slot), so the periodic sweep and an insert
 //! into a full shard forget those first: forgetting them grants nothing. Only when a shard is
-//! full of keys still paying off a burst does it evict the ones closest to full, and it writes
-//! their arrival times into a small *debt* table (max-merged by hash) that every new slot starts
-//! from, so an evicted tenant never comes back with a fresh burst it did not earn. A colliding
-//! key can at worst inherit a few seconds of someone else's debt, and only after a forced
-//! eviction, which is counted.
+//! full of keys still paying off a burst does it evict the ones closest to full, and it records
+//! their debt in the [`DebtTable`] that every new slot starts from, so an evicted tenant never
+//! comes back with a fresh burst it did not earn. Forced evictions are counted and logged.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
 
+use super::debt::DebtTable;
 use super::gcra::{Charge, Gcra};
 
 /// What a limit is keyed by. A shared store keys by these fields; the local one hashes them.
@@ -100,11 +99,13 @@ pub trait LimitStore: Send + Sync + fmt::Debug {
     fn sweep(&self, now: u64) -> usize;
 }
 
-/// One key's state.
+/// One key's state: 16 bytes.
 #[derive(Debug, Default)]
 struct Slot {
     tat: AtomicU64,
     in_flight: AtomicU32,
+    /// [`Gcra::fingerprint`] of the limits `tat` was last charged under (0: none yet).
+    limits: AtomicU32,
 }
 
 impl Release for Slot {
@@ -145,10 +146,11 @@ pub struct LocalStore {
     shards: Box<[Shard]>,
     shard_cap: usize,
     hasher: foldhash::fast::RandomState,
-    debt: OnceLock<Box<[AtomicU64]>>,
-    debt_mask: usize,
+    debt: DebtTable,
     idle_evictions: Counter,
     forced_evictions: Counter,
+    /// When the last forced-eviction warning was logged (ns), to log at most one per minute.
+    last_warning: AtomicU64,
 }
 
 impl fmt::Debug for LocalStore {
@@ -173,15 +175,14 @@ impl LocalStore {
     #[must_use]
     pub fn with_counters(max_keys: usize, idle: Counter, forced: Counter) -> Self {
         let shard_cap = max_keys.div_ceil(SHARDS).max(1);
-        let debt_len = (shard_cap * SHARDS / 16).next_power_of_two().max(1024);
         Self {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             shard_cap,
             hasher: foldhash::fast::RandomState::default(),
-            debt: OnceLock::new(),
-            debt_mask: debt_len - 1,
+            debt: DebtTable::new(shard_cap * SHARDS),
             idle_evictions: idle,
             forced_evictions: forced,
+            last_warning: AtomicU64::new(0),
         }
     }
 
@@ -211,29 +212,27 @@ impl LocalStore {
         if !map.contains_key(&h) && map.len() >= self.shard_cap {
             self.make_room(&mut map, now);
         }
-        let debt = self.debt.get();
         let slot = map.entry(h).or_insert_with(|| {
-            let start = debt.map_or(0, |d| {
-                d[h as usize & self.debt_mask].load(Ordering::Relaxed)
-            });
             Arc::new(Slot {
-                tat: AtomicU64::new(start),
+                tat: AtomicU64::new(self.debt.start(h)),
                 in_flight: AtomicU32::new(0),
+                limits: AtomicU32::new(0),
             })
         });
         f(slot)
     }
 
-    /// Frees room in a full shard: idle slots first; if that is not enough, the 1/16 of
-    /// evictable slots closest to full, their debt kept in the debt table.
+    /// Frees room in a full shard: idle slots first (they carry nothing); only if none was
+    /// idle, the 1/16 of evictable slots closest to a full bucket, their debt kept in the debt
+    /// table.
     fn make_room(&self, map: &mut Map, now: u64) {
         let before = map.len();
         map.retain(|_, s| !idle(s, now));
         self.idle_evictions.inc_by((before - map.len()) as u64);
-        let target = self.shard_cap - self.shard_cap / 16 - 1;
-        if map.len() <= target {
+        if map.len() < self.shard_cap {
             return;
         }
+        let target = self.shard_cap - self.shard_cap / 16 - 1;
         let mut candidates: Vec<(u64, u64)> = map
             .iter()
             .filter(|(_, s)| Arc::strong_count(s) == 1 && s.in_flight.load(Ordering::Acquire) == 0)
@@ -244,19 +243,25 @@ impl LocalStore {
             return; // everything is in flight; in-flight slots are bounded by connections
         }
         candidates.select_nth_unstable(n - 1);
-        let debt = self
-            .debt
-            .get_or_init(|| (0..=self.debt_mask).map(|_| AtomicU64::new(0)).collect());
         for &(tat, k) in &candidates[..n] {
             map.remove(&k);
-            debt[k as usize & self.debt_mask].fetch_max(tat, Ordering::Relaxed);
+            self.debt.record(k, tat, now);
         }
         self.forced_evictions.inc_by(n as u64);
-        tracing::warn!(
-            evicted = n,
-            max_keys = self.shard_cap * SHARDS,
-            "rate-limit state full of active tenants; evicted the ones closest to a full bucket"
-        );
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 60_000_000_000)
+            && self
+                .last_warning
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                evicted = n,
+                max_keys = self.shard_cap * SHARDS,
+                "rate-limit state full of active tenants: evicted those closest to a full bucket \
+                 (their debt is kept); raise limits.max_tenants"
+            );
+        }
     }
 }
 
@@ -299,11 +304,17 @@ impl LimitStore for LocalStore {
                 }
                 None => Hold::default(),
             };
-            if let Some(g) = rate
-                && let Charge::Refused { wait } = g.charge(&slot.tat, now)
-            {
-                drop(hold);
-                return Err(StoreRefusal::Rate { wait });
+            if let Some(g) = rate {
+                let fp = g.fingerprint();
+                if slot.limits.load(Ordering::Relaxed) != fp
+                    && slot.limits.swap(fp, Ordering::Relaxed) != fp
+                {
+                    g.adopt(&slot.tat, now);
+                }
+                if let Charge::Refused { wait } = g.charge(&slot.tat, now) {
+                    drop(hold);
+                    return Err(StoreRefusal::Rate { wait });
+                }
             }
             Ok(hold)
         })

@@ -483,3 +483,53 @@ fn raising_a_tenants_limits_never_lengthens_its_wait() {
     r.clock.advance(Duration::from_secs(2));
     assert_eq!(r.drain(&a), 20);
 }
+
+#[test]
+fn a_tenant_held_at_its_limits_never_takes_a_place_under_the_cell_cap() {
+    let r = rig_with(&config(), 1 << 16, Some(2));
+    let flooder = ask("acme", "free", &Method::GET, "/");
+    let quiet = ask("globex", "standard", &Method::GET, "/");
+    let held = r.admit(&quiet).unwrap();
+    // acme spends its burst of 5 (dropping each permit), then is refused by its own rate.
+    assert_eq!(r.drain(&flooder), 5);
+    for _ in 0..100 {
+        assert!(matches!(r.admit(&flooder), Err(Limited::Rate { .. })));
+        assert_eq!(r.cm.in_flight.get(), 1, "a refused request took no place");
+    }
+    // The one place left is globex's.
+    let second = r.admit(&quiet).unwrap();
+    assert!(matches!(r.admit(&quiet), Err(Limited::CellOverloaded(_))));
+    drop((held, second));
+    // And a request shed by the cell cap cost its tenant nothing: globex's burst of 20 has
+    // paid for 2 admitted requests only.
+    assert_eq!(r.drain(&quiet), 18);
+}
+
+#[test]
+fn a_request_pays_every_route_class_it_matches() {
+    let mut cfg = config();
+    let class = |name: &str, methods: Vec<Method>, prefix: Option<&str>, burst| RouteClassConfig {
+        name: name.to_owned(),
+        methods,
+        path_prefix: prefix.map(str::to_owned),
+        rate: 0.01,
+        burst,
+        tiers: vec![],
+    };
+    cfg.routes = vec![
+        class("writes", vec![Method::POST], None, 5),
+        class("export", vec![], Some("/export"), 2),
+    ];
+    let r = rig_with(&cfg, 1 << 16, None);
+    let export_post = ask("acme", "standard", &Method::POST, "/export/run");
+    assert_eq!(
+        r.drain(&export_post),
+        2,
+        "the stricter class binds though it comes second"
+    );
+    // The refused ones were refunded to `writes`: 3 of its 5 are left for other writes.
+    assert_eq!(
+        r.drain(&ask("acme", "standard", &Method::POST, "/items")),
+        3
+    );
+}
