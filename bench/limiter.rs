@@ -164,17 +164,23 @@ fn memory_child(spec: &str) {
     // Warm the allocator (its first pages and size classes) with a store kept to the end.
     let warm = fixture();
     populate(&warm, &cell, &cm, 1_000);
+    // Empty stores first: their fixed part (the debt table, sized by `limits.max_tenants`, about
+    // 1 MiB at the default) is per node, not per tenant.
+    let empty = rss();
+    let filled: Vec<Fixture> = (0..stores).map(|_| fixture()).collect();
     let before = rss();
+    let fixed = before.saturating_sub(empty) / stores as u64;
     let start = Instant::now();
-    let filled: Vec<Fixture> = (0..stores)
-        .map(|_| {
-            let f = fixture();
-            populate(&f, &cell, &cm, n);
-            f
-        })
-        .collect();
+    for f in &filled {
+        populate(f, &cell, &cm, n);
+    }
     let took = start.elapsed();
     let added = rss().saturating_sub(before);
+    eprintln!(
+        "limiter memory: {:.1} KiB fixed per store (debt table for max_tenants = {})",
+        fixed as f64 / 1024.0,
+        limits().max_tenants,
+    );
     let each = if stores == 1 {
         String::new()
     } else {
