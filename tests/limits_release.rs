@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::Harness;
 use common::limits::{
-    from_cell, get, header, in_flight, metrics, refusal, start, sum, tenant, wait_in_flight, within,
+    from_cell, get, header, in_flight, metrics, refusal, start, start_one_in_flight, sum, tenant,
+    wait_in_flight, within,
 };
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -190,14 +191,7 @@ async fn wait_released(h: &Harness, tenant: &str, cell: &str, limit: Duration) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_while_waiting_gives_the_place_back() {
     within(async {
-        let limits = "[limits]\n[limits.tiers.standard]\nconcurrency = 1\n";
-        let h = start(
-            limits,
-            &[],
-            &[],
-            &[tenant("gone", "cell-1", Some("standard"))],
-        )
-        .await;
+        let h = start_one_in_flight("gone").await;
 
         let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
         s.write_all(b"GET /?sleep_ms=6000 HTTP/1.1\r\nHost: gone.app.test\r\n\r\n")
@@ -233,14 +227,7 @@ async fn client_disconnect_while_waiting_gives_the_place_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_mid_body_gives_the_place_back() {
     within(async {
-        let limits = "[limits]\n[limits.tiers.standard]\nconcurrency = 1\n";
-        let h = start(
-            limits,
-            &[],
-            &[],
-            &[tenant("reader", "cell-1", Some("standard"))],
-        )
-        .await;
+        let h = start_one_in_flight("reader").await;
 
         let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
         s.write_all(b"GET /?bytes=8000000 HTTP/1.1\r\nHost: reader.app.test\r\n\r\n")
@@ -281,14 +268,7 @@ async fn client_disconnect_mid_body_gives_the_place_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_stream_reset_gives_the_place_back() {
     within(async {
-        let limits = "[limits]\n[limits.tiers.standard]\nconcurrency = 1\n";
-        let h = start(
-            limits,
-            &[],
-            &[],
-            &[tenant("multi", "cell-1", Some("standard"))],
-        )
-        .await;
+        let h = start_one_in_flight("multi").await;
         let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
@@ -419,8 +399,7 @@ async fn open_websocket(h: &Harness, tenant: &str) -> tokio::net::TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_holds_its_place_until_it_closes() {
     within(async {
-        let limits = "[limits]\n[limits.tiers.standard]\nconcurrency = 1\n";
-        let h = start(limits, &[], &[], &[tenant("chatty", "cell-1", None)]).await;
+        let h = start_one_in_flight("chatty").await;
         let mut ws = open_websocket(&h, "chatty").await;
         ws.write_all(b"ping").await.unwrap();
         let mut echoed = [0u8; 4];

@@ -94,6 +94,13 @@ pub async fn start(
     Harness::start_raw(&base_config(limits), &text, cells).await
 }
 
+/// A proxy in front of the echo cells with one tenant in `cell-1` on a `standard` tier that
+/// allows one request in flight.
+pub async fn start_one_in_flight(id: &str) -> Harness {
+    let limits = "[limits]\n[limits.tiers.standard]\nconcurrency = 1\n";
+    start(limits, &[], &[], &[tenant(id, "cell-1", Some("standard"))]).await
+}
+
 pub fn host(tenant: &str) -> String {
     format!("{tenant}.app.test")
 }
