@@ -27,6 +27,7 @@ fn snapshot(tenants: usize) -> PlacementSnapshot {
                     format!("http://127.0.0.1:{}", 9000 + i),
                     format!("http://127.0.0.1:{}", 9100 + i),
                 ],
+                groups: Vec::new(),
                 preserve_host: None,
                 max_in_flight: None,
             };

@@ -106,6 +106,7 @@ fn cell() -> (Cell, Arc<CellMetrics>) {
         id: "cell-1".to_owned(),
         state: None,
         targets: vec!["http://127.0.0.1:9001".to_owned()],
+        groups: Vec::new(),
         preserve_host: None,
         max_in_flight: None,
     };

@@ -161,6 +161,12 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                         "cell": &*c.id,
                         "state": c.state.as_str(),
                         "targets": c.targets.iter().map(|t| &*t.url).collect::<Vec<_>>(),
+                        "groups": c.groups.iter().map(|g| json!({
+                            "name": &*g.name,
+                            "version": &*g.version,
+                            "weight": g.weight,
+                            "targets": c.targets[g.targets.clone()].iter().map(|t| &*t.url).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
                         "preserve_host": c.preserve_host,
                         "max_in_flight": c.max_in_flight,
                         "in_flight": c.metrics(&shared.metrics).in_flight.get(),

@@ -167,11 +167,27 @@ pub struct FileRegistry {
 pub struct FileCell {
     pub id: String,
     pub state: Option<String>,
+    /// One group (`stable`, weight 100) of these targets; or use `groups`.
     #[serde(default)]
     pub targets: Vec<String>,
+    /// Target groups (deployment arms) with weights and version labels.
+    #[serde(default)]
+    pub groups: Vec<FileGroup>,
     pub preserve_host: Option<bool>,
     /// Requests in flight to this cell at most (503 beyond); overrides `limits.cell_max_in_flight`.
     pub max_in_flight: Option<u32>,
+}
+
+/// `[[cells.groups]]`: one deployment arm of a cell.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGroup {
+    pub name: String,
+    /// Version label (default: the group's name).
+    pub version: Option<String>,
+    pub weight: u32,
+    #[serde(default)]
+    pub targets: Vec<String>,
 }
 
 /// `[limits]`: tiers, route classes and caps.

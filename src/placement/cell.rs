@@ -1,10 +1,10 @@
 //! Cells: a failure domain and deployment unit with its own targets.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use http::HeaderValue;
 
+use super::group::Group;
 use crate::config::FieldError;
 use crate::config::file::FileCell;
 use crate::metrics::{CellMetrics, Metrics};
@@ -38,6 +38,8 @@ pub struct Cell {
     pub id: Arc<str>,
     pub state: CellState,
     pub targets: Vec<Target>,
+    /// Deployment arms, each a weighted slice of `targets` (one `stable` group by default).
+    pub groups: Vec<Group>,
     /// Forward the client's `Host` (true) or the target's own name (false).
     pub preserve_host: bool,
     /// The trusted `x-cell-id` value, built once.
@@ -45,7 +47,6 @@ pub struct Cell {
     /// Requests in flight to this cell at most (503 `cell_overloaded` beyond); `None`: the
     /// `limits.cell_max_in_flight` default.
     pub max_in_flight: Option<u32>,
-    next: AtomicUsize,
     metrics: OnceLock<Arc<CellMetrics>>,
 }
 
@@ -55,12 +56,10 @@ impl Clone for Cell {
             id: Arc::clone(&self.id),
             state: self.state,
             targets: self.targets.clone(),
+            groups: self.groups.clone(),
             preserve_host: self.preserve_host,
             id_header: self.id_header.clone(),
             max_in_flight: self.max_in_flight,
-            // Each generation starts the rotation at a random target, so a fleet reloading
-            // together does not send its next requests all to the first target.
-            next: AtomicUsize::new(fastrand::usize(..)),
             metrics: OnceLock::new(),
         }
     }
@@ -97,20 +96,14 @@ impl Cell {
                 ));
             }
         };
-        if c.targets.is_empty() && state != CellState::Down {
+        let (groups, targets) = super::group::build(c, key)?;
+        let weighted = groups.iter().any(|g| g.weight > 0 && !g.targets.is_empty());
+        if !weighted && state != CellState::Down {
             return Err(FieldError::new(
                 format!("{key}.targets"),
                 "[]",
-                "a cell that is not DOWN needs at least one target",
+                "a cell that is not DOWN needs at least one target (in a group with a weight)",
             ));
-        }
-        let mut targets = Vec::with_capacity(c.targets.len());
-        for (i, t) in c.targets.iter().enumerate() {
-            targets.push(
-                Target::parse(t).map_err(|e| {
-                    FieldError::new(format!("{key}.targets[{i}]"), t, e.to_string())
-                })?,
-            );
         }
         // Plain-HTTP targets are usually the app itself and want the client's Host; an https
         // target is usually an ALB that must see its own name (its certificate and rules).
@@ -132,19 +125,12 @@ impl Cell {
             id: Arc::from(c.id.as_str()),
             state,
             targets,
+            groups,
             preserve_host,
             id_header,
             max_in_flight: c.max_in_flight,
-            next: AtomicUsize::new(0),
             metrics: OnceLock::new(),
         })
-    }
-
-    /// Index of the target for the next request (round robin), and how many there are.
-    #[must_use]
-    pub fn next_target(&self) -> usize {
-        let n = self.targets.len().max(1);
-        self.next.fetch_add(1, Ordering::Relaxed) % n
     }
 
     /// This cell's metric handles, resolved on first use.

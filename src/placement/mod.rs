@@ -9,6 +9,7 @@
 mod cell;
 pub mod dynamo;
 pub mod file;
+pub mod group;
 pub mod lookup;
 pub mod record;
 pub mod refresh;

@@ -58,6 +58,7 @@ fn cell(id: &str, targets: &[&str]) -> Cell {
         id: id.to_owned(),
         state: None,
         targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+        groups: Vec::new(),
         preserve_host: None,
         max_in_flight: None,
     };
@@ -160,6 +161,7 @@ fn cells_from_file() {
             id: id.to_owned(),
             state: state.map(str::to_owned),
             targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+            groups: Vec::new(),
             preserve_host: None,
             max_in_flight: None,
         };
@@ -192,20 +194,29 @@ fn next_target_round_robins_from_a_random_start() {
         ],
     );
     // Round robin from a random start: every target once per cycle, in order.
-    let picks: Vec<usize> = (0..6).map(|_| c.next_target()).collect();
+    let g = &c.groups[0];
+    assert_eq!(
+        (&*g.name, g.weight, g.targets.clone()),
+        ("stable", 100, 0..3)
+    );
+    let picks: Vec<usize> = (0..6).map(|_| g.next_target()).collect();
     for w in picks.windows(2) {
         assert_eq!(w[1], (w[0] + 1) % 3, "{picks:?}");
     }
-    assert!(c.clone().next_target() < 3);
+    assert!(c.clone().groups[0].next_target() < 3);
     let fc = FileCell {
         id: "down".to_owned(),
         state: Some("DOWN".to_owned()),
         targets: vec![],
+        groups: Vec::new(),
         preserve_host: None,
         max_in_flight: None,
     };
     let down = Cell::from_file(&fc, "cells[0]").unwrap();
-    assert_eq!(down.next_target(), 0, "no targets must not divide by zero");
+    assert!(
+        down.groups.is_empty(),
+        "a DOWN cell without targets has no arm"
+    );
 }
 
 #[test]

@@ -215,7 +215,7 @@ pub async fn handle(
         &w,
         cell,
         cm,
-        decision.target,
+        (decision.group, decision.target),
         Request::from_parts(parts, body),
         deadline,
         upgrade.is_some(),
@@ -314,19 +314,20 @@ async fn place(
 }
 
 /// Sends the request to the decided target; on a connect failure (request not sent) it moves
-/// to the next target of the same cell, at most three targets in all. Never to another cell.
+/// to the next target of the same group (the tenant's arm) of the same cell, at most three
+/// targets in all. Never to another arm, never to another cell.
 async fn forward(
     w: &Worker,
     cell: &Cell,
     cm: &CellMetrics,
-    first: usize,
+    (group, first): (usize, usize),
     mut req: Request<Incoming>,
     deadline: Instant,
     upgrade: bool,
 ) -> Result<(crate::upstream::pool::Exchange, usize), (UpstreamError, usize)> {
-    let n = cell.targets.len();
-    let attempts = n.min(3);
-    let mut idx = first % n.max(1);
+    let group = &cell.groups[group];
+    let attempts = group.targets.len().min(3);
+    let mut idx = first;
     let mut attempt = 1;
     loop {
         let target = &cell.targets[idx];
@@ -349,7 +350,7 @@ async fn forward(
                     .record_upstream_error(cm, crate::metrics::UpstreamErrorKind::connect);
                 tracing::debug!(cell.id = %cell.id, target = %target.url, error = %error, "connect failed; trying the next target");
                 req = r;
-                idx = (idx + 1) % n;
+                idx = group.after(idx);
                 attempt += 1;
             }
             Err(failure) => return Err((failure.error, idx)),

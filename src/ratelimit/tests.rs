@@ -61,6 +61,7 @@ fn rig_with(config: &LimitsConfig, max_keys: usize, cell_cap: Option<u32>) -> Ri
             id: "cell-1".to_owned(),
             state: None,
             targets: vec!["http://127.0.0.1:1".to_owned()],
+            groups: Vec::new(),
             preserve_host: None,
             max_in_flight: cell_cap,
         },

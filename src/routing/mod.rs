@@ -4,6 +4,8 @@
 //! refusal, so it can be unit-tested and benchmarked without a socket. A tenant whose cell is
 //! down or missing gets a refusal naming that cell; there is no default or fallback cell, ever.
 
+pub mod canary;
+
 use std::sync::Arc;
 
 use http::{HeaderValue, Method};
@@ -15,7 +17,9 @@ use crate::tenant::TenantId;
 #[derive(Debug, Clone)]
 pub struct RouteDecision {
     pub cell: Arc<Cell>,
-    /// Index into `cell.targets` of the first target to try.
+    /// Index into `cell.groups` of the tenant's arm.
+    pub group: usize,
+    /// Index into `cell.targets` of the first target to try (one of the group's).
     pub target: usize,
     pub tenant_header: HeaderValue,
     pub version: u64,
@@ -109,12 +113,16 @@ pub fn route_with(
         .cell
         .as_ref()
         .ok_or_else(|| RouteError::CellMissing(Arc::clone(&placement.cell_id)))?;
-    if cell.state == CellState::Down || cell.targets.is_empty() {
+    if cell.state == CellState::Down {
         return Err(RouteError::CellDown(Arc::clone(&placement.cell_id)));
     }
+    let Some(group) = canary::arm(&cell.groups, tenant.as_str()) else {
+        return Err(RouteError::CellDown(Arc::clone(&placement.cell_id)));
+    };
     Ok(RouteDecision {
         cell: Arc::clone(cell),
-        target: cell.next_target(),
+        group,
+        target: cell.groups[group].next_target(),
         tenant_header: placement.tenant_header.clone(),
         version: placement.version,
         tier: Arc::clone(&placement.tier),

@@ -10,6 +10,7 @@ fn cell(id: &str, state: &str, targets: &[&str]) -> Cell {
         id: id.to_owned(),
         state: Some(state.to_owned()),
         targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+        groups: Vec::new(),
         preserve_host: None,
         max_in_flight: None,
     };

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
-use crate::config::file::FileCell;
+use crate::config::file::{FileCell, FileGroup};
 use crate::placement::record::{BadField, RawTenant, tenant_record};
 use crate::placement::{TenantLimits, TenantRecord};
 
@@ -207,18 +207,22 @@ pub struct CellRecord {
 }
 
 impl CellRecord {
-    /// The cell as the data plane uses it. Until target-group weights are routed (canary by
-    /// cell), every target of every group with a weight above zero is in rotation.
+    /// The cell as the data plane uses it: its target groups, weights and versions.
     #[must_use]
     pub fn to_file_cell(&self) -> FileCell {
         FileCell {
             id: self.id.clone(),
             state: Some(self.state.clone()),
-            targets: self
+            targets: Vec::new(),
+            groups: self
                 .groups
                 .iter()
-                .filter(|g| g.weight > 0)
-                .flat_map(|g| g.targets.iter().cloned())
+                .map(|g| FileGroup {
+                    name: g.name.clone(),
+                    version: Some(g.version.clone()),
+                    weight: g.weight,
+                    targets: g.targets.clone(),
+                })
                 .collect(),
             preserve_host: self.preserve_host,
             max_in_flight: self.max_in_flight,
@@ -373,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn cell_items_round_trip_and_flatten_weighted_groups() {
+    fn cell_items_round_trip_with_their_groups() {
         let c = CellRecord {
             id: "cell-1".to_owned(),
             state: "DRAINING".to_owned(),
@@ -398,8 +402,15 @@ mod tests {
         };
         let item = cell_item(&c, "t");
         assert_eq!(cell_from_item(&item).unwrap(), c);
-        let fc = c.to_file_cell();
-        assert_eq!(fc.targets, ["http://10.0.0.1:80"]);
+        // The data plane gets every group with its weight and version.
+        let cell = crate::placement::Cell::from_file(&c.to_file_cell(), "cell#cell-1").unwrap();
+        let groups: Vec<_> = cell
+            .groups
+            .iter()
+            .map(|g| (&*g.name, &*g.version, g.weight, g.targets.clone()))
+            .collect();
+        assert_eq!(groups, [("stable", "v1", 95, 0..1), ("off", "v2", 0, 1..2)]);
+        assert_eq!(cell.targets[1].url.as_ref(), "http://10.0.0.2:80");
         assert_eq!(change_key(42), "change#00000000000000000042");
     }
 }
