@@ -126,6 +126,42 @@ fn registry_errors_name_the_entry_and_field() {
 }
 
 #[test]
+fn group_errors_name_the_group_and_field() {
+    let g = |body: &str| format!("[[cells]]\nid = \"c\"\n{body}");
+    let group = |name: &str, weight: u32, targets: &str| {
+        format!("[[cells.groups]]\nname = \"{name}\"\nweight = {weight}\ntargets = [{targets}]\n")
+    };
+    let t = "\"http://10.0.0.1:80\"";
+    let both = g(&format!("targets = [{t}]\n{}", group("canary", 5, t)));
+    assert_eq!(invalid(&both), ("cells[0].groups".into(), "1".into()));
+    let dup = g(&format!("{}{}", group("a", 1, t), group("a", 1, t)));
+    assert_eq!(
+        invalid(&dup),
+        ("cells[0].groups[1].name".into(), "a".into())
+    );
+    let heavy = g(&group("a", 10_001, t));
+    assert_eq!(
+        invalid(&heavy),
+        ("cells[0].groups[0].weight".into(), "10001".into())
+    );
+    let empty = g(&format!("{}{}", group("a", 1, t), group("b", 1, "")));
+    assert_eq!(
+        invalid(&empty),
+        ("cells[0].groups[1].targets".into(), "[]".into())
+    );
+    let bad_name = g(&group("can ary", 1, t));
+    assert_eq!(invalid(&bad_name).0, "cells[0].groups[0].name");
+    let bad_target = g(&group("a", 1, "\"ftp://x\""));
+    assert_eq!(invalid(&bad_target).0, "cells[0].groups[0].targets[0]");
+    // Every group at weight 0: no arm can take a tenant, so the cell must be DOWN.
+    let dark = g(&group("a", 0, t));
+    assert_eq!(invalid(&dark).0, "cells[0].targets");
+    // A dark group (weight 0, ready to take weight) next to a weighted one is fine.
+    let ok = g(&format!("{}{}", group("a", 1, t), group("b", 0, t)));
+    assert!(parse_registry(&ok, "reg.toml").is_ok());
+}
+
+#[test]
 fn unknown_key_is_a_parse_error_naming_it() {
     let text = "[[tenants]]\nid = \"acme\"\ncell = \"c\"\ncolour = \"red\"\n";
     match parse_registry(text, "reg.toml") {
