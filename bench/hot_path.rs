@@ -43,6 +43,7 @@ fn snapshot(tenants: usize) -> PlacementSnapshot {
             version: 1,
             issuers: Vec::new(),
             limits: Default::default(),
+            arm: None,
         })
         .collect();
     PlacementSnapshot::build(

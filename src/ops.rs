@@ -71,6 +71,12 @@ pub enum TenantCommand {
         /// Drop every rate-limit override (the tier's limits apply).
         #[arg(long)]
         clear_limits: bool,
+        /// Pin the tenant to this target group of its cell (e.g. `canary`), whatever the weights.
+        #[arg(long, conflicts_with = "clear_arm")]
+        arm: Option<String>,
+        /// Unpin: the tenant's arm follows the weights again.
+        #[arg(long)]
+        clear_arm: bool,
         /// Write only if the stored version is this one (default: the version just read).
         #[arg(long)]
         expect_version: Option<u64>,
@@ -116,6 +122,8 @@ impl TenantCommand {
             burst: None,
             concurrency: None,
             clear_limits: false,
+            arm: None,
+            clear_arm: false,
             expect_version: None,
         }
     }
@@ -244,6 +252,8 @@ pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value,
             burst,
             concurrency,
             clear_limits,
+            arm,
+            clear_arm,
             expect_version,
         } => {
             let current = current_tenant(reg, &tenant).await?;
@@ -272,6 +282,11 @@ pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value,
                     issuers
                 },
                 limits,
+                arm: if clear_arm {
+                    None
+                } else {
+                    arm.or_else(|| current.as_ref().and_then(|c| c.arm.clone()))
+                },
             })
             .map_err(|b| invalid(b.field, &b.value, b.reason))?;
             let expected = expect_version.or(current.map(|c| c.version));

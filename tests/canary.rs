@@ -1,6 +1,7 @@
 //! Canary by cell, end to end: a cell with weighted target groups serves each tenant from one
 //! arm on every request (sticky), splits tenants by weight, keeps connect-failure failover
-//! inside the tenant's arm, and follows a weight change in the registry without a restart.
+//! inside the tenant's arm, follows a weight change in the registry without a restart, and
+//! serves a tenant pinned to an arm from that arm only.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -27,6 +28,10 @@ fn registry(s: &[String], c: &[String], (stable, canary): (u32, u32), tenants: u
          version = \"v2\"\nweight = {canary}\ntargets = [{}]\n\n",
         list(s),
         list(c)
+    );
+    // `pin` is pinned to the canary whatever the weights.
+    text.push_str(
+        "[[tenants]]\nid = \"pin\"\ncell = \"cell-1\"\narm = \"canary\"\nversion = 1\n\n",
     );
     for i in 0..tenants {
         text.push_str(&format!(
@@ -80,6 +85,14 @@ async fn tenants_stick_to_one_arm_split_by_weight_and_follow_a_weight_change() {
     )
     .await;
 
+    for _ in 0..20 {
+        let r = h.get("pin.app.test", "/").await;
+        assert_eq!(
+            r.json()["target"],
+            "canary-a",
+            "the pinned tenant left its arm"
+        );
+    }
     let before = arms(&h, 200, 3).await;
     let on_canary = count(&before, "canary");
     assert!(

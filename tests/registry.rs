@@ -148,11 +148,14 @@ async fn writes_are_versioned_and_exactly_one_of_racing_writers_wins() {
         burst: Some(20),
         concurrency: None,
         clear_limits: false,
+        arm: Some("canary".to_owned()),
+        clear_arm: false,
         expect_version: None,
     };
     ops::tenant_command(&reg, with_limits).await.unwrap();
     let moved = put_tenant(&reg, "globex", "cell-2").await;
     let rec = &moved["record"];
+    assert_eq!(rec["arm"], "canary", "a pinned arm survives later writes");
     assert_eq!(
         (
             rec["limits"]["rate"].as_f64(),
@@ -442,6 +445,7 @@ async fn sneak_tenant(args: &TableArgs, tenant: &str, cell: &str, version: u64) 
         version,
         issuers: Vec::new(),
         limits: Default::default(),
+        arm: None,
     };
     client
         .put_item()

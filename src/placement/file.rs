@@ -37,6 +37,7 @@ struct FileTenant {
     #[serde(default)]
     issuers: Vec<String>,
     limits: Option<FileLimits>,
+    arm: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +183,7 @@ pub fn parse_registry(text: &str, file: &str) -> Result<RegistryData, RegistryEr
             tier: t.tier,
             version: t.version,
             issuers: t.issuers,
+            arm: t.arm,
             limits: t
                 .limits
                 .map_or_else(TenantLimits::default, |l| TenantLimits {

@@ -63,7 +63,7 @@ impl Group {
 }
 
 /// Group and version names: 1-64 characters of `A-Z a-z 0-9 . _ -`.
-fn valid_label(s: &str) -> bool {
+pub fn valid_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()

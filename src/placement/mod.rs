@@ -69,6 +69,9 @@ pub struct TenantRecord {
     pub issuers: Vec<String>,
     /// Per-tenant rate-limit overrides; each set field wins over the tenant's tier.
     pub limits: TenantLimits,
+    /// Pins the tenant to this target group of its cell (a canary arm, for testing), whatever
+    /// the weights; a cell without such a group serves it by weight as usual.
+    pub arm: Option<String>,
 }
 
 /// Rate-limit overrides carried by a tenant record (all optional).

@@ -17,6 +17,7 @@ pub struct RawTenant {
     pub version: Option<u64>,
     pub issuers: Vec<String>,
     pub limits: TenantLimits,
+    pub arm: Option<String>,
 }
 
 /// A field that failed validation: its name (`tier`, `issuers[1]`), value and why.
@@ -82,6 +83,15 @@ pub fn tenant_record(raw: RawTenant) -> Result<TenantRecord, BadField> {
             ));
         }
     }
+    if let Some(a) = &raw.arm
+        && !super::group::valid_label(a)
+    {
+        return Err(bad(
+            "arm",
+            a,
+            "a group name: 1-64 characters of A-Z a-z 0-9 . _ -",
+        ));
+    }
     let l = raw.limits;
     if let Some(r) = l.rate
         && !(r.is_finite() && (crate::ratelimit::gcra::MIN_RATE..=1_000_000.0).contains(&r))
@@ -110,5 +120,6 @@ pub fn tenant_record(raw: RawTenant) -> Result<TenantRecord, BadField> {
         version: raw.version.unwrap_or(0),
         issuers: raw.issuers,
         limits: raw.limits,
+        arm: raw.arm,
     })
 }

@@ -25,6 +25,8 @@ pub struct TenantPlacement {
     pub issuers: Option<Arc<[Box<str>]>>,
     /// Rate-limit overrides from the record (each set field wins over the tier).
     pub limits: super::TenantLimits,
+    /// The target group the tenant is pinned to, if any.
+    pub arm: Option<Arc<str>>,
 }
 
 /// What applying a delta did.
@@ -49,6 +51,7 @@ fn placement(t: &TenantRecord, cells: &HashMap<Box<str>, Arc<Cell>>) -> Option<T
         issuers: (!t.issuers.is_empty())
             .then(|| t.issuers.iter().map(|i| Box::from(i.as_str())).collect()),
         limits: t.limits,
+        arm: t.arm.as_deref().map(Arc::from),
     })
 }
 

@@ -50,6 +50,7 @@ fn tenant(id: &str, cell: &str, status: TenantStatus) -> TenantRecord {
         version: 1,
         issuers: Vec::new(),
         limits: Default::default(),
+        arm: None,
     }
 }
 
@@ -84,6 +85,7 @@ fn good_registry_parses_with_defaults() {
                 version: 7,
                 issuers: Vec::new(),
                 limits: Default::default(),
+                arm: None,
             },
             TenantRecord {
                 id: "globex".into(),
@@ -93,6 +95,7 @@ fn good_registry_parses_with_defaults() {
                 version: 0,
                 issuers: Vec::new(),
                 limits: Default::default(),
+                arm: None,
             },
         ]
     );
@@ -118,6 +121,11 @@ fn registry_errors_name_the_entry_and_field() {
     assert_eq!(invalid(bad_cell).0, "tenants[0].cell");
     let bad_tier = "[[tenants]]\nid = \"acme\"\ncell = \"c\"\ntier = \"gold plated\"\n";
     assert_eq!(invalid(bad_tier).0, "tenants[0].tier");
+    let bad_arm = "[[tenants]]\nid = \"acme\"\ncell = \"c\"\narm = \"can ary\"\n";
+    assert_eq!(
+        invalid(bad_arm),
+        ("tenants[0].arm".into(), "can ary".into())
+    );
     let dup_cell =
         "[[cells]]\nid = \"c\"\nstate = \"DOWN\"\n[[cells]]\nid = \"c\"\nstate = \"DOWN\"\n";
     assert_eq!(invalid(dup_cell).0, "cells[1].id");

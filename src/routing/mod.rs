@@ -116,7 +116,12 @@ pub fn route_with(
     if cell.state == CellState::Down {
         return Err(RouteError::CellDown(Arc::clone(&placement.cell_id)));
     }
-    let Some(group) = canary::arm(&cell.groups, tenant.as_str()) else {
+    let pinned = placement.arm.as_deref().and_then(|a| {
+        cell.groups
+            .iter()
+            .position(|g| &*g.name == a && !g.targets.is_empty())
+    });
+    let Some(group) = pinned.or_else(|| canary::arm(&cell.groups, tenant.as_str())) else {
         return Err(RouteError::CellDown(Arc::clone(&placement.cell_id)));
     };
     Ok(RouteDecision {

@@ -26,6 +26,7 @@ fn record(id: &str, cell: &str, status: TenantStatus, version: u64) -> TenantRec
         version,
         issuers: Vec::new(),
         limits: Default::default(),
+        arm: None,
     }
 }
 
@@ -234,4 +235,39 @@ fn a_policy_can_refuse_every_request_of_a_migrating_tenant() {
         );
     }
     assert!(route_with(&t("acme"), &Method::GET, None, &snap, all).is_ok());
+}
+
+#[test]
+fn a_pinned_tenant_gets_its_arm_whatever_the_weights() {
+    use crate::config::file::{FileCell, FileGroup};
+    let group = |name: &str, weight: u32, ip: u8| FileGroup {
+        name: name.to_owned(),
+        version: None,
+        weight,
+        targets: vec![format!("http://10.9.0.{ip}:80")],
+    };
+    let fc = FileCell {
+        id: "cell-c".to_owned(),
+        state: None,
+        targets: Vec::new(),
+        groups: vec![group("stable", 100, 1), group("canary", 0, 2)],
+        preserve_host: None,
+        max_in_flight: None,
+    };
+    let mut tenants: Vec<TenantRecord> = (0..200)
+        .map(|i| record(&format!("t{i}"), "cell-c", TenantStatus::Active, 1))
+        .collect();
+    tenants[7].arm = Some("canary".to_owned());
+    tenants[8].arm = Some("no-such-group".to_owned());
+    let data = RegistryData {
+        tenants,
+        cells: vec![Cell::from_file(&fc, "cells[0]").unwrap()],
+    };
+    let snap = PlacementSnapshot::build(&data, &[], 1);
+    for i in 0..200 {
+        let d = route(&t(&format!("t{i}")), &Method::GET, None, &snap).unwrap();
+        let want = if i == 7 { 1 } else { 0 };
+        assert_eq!(d.group, want, "t{i}");
+        assert!(d.cell.groups[want].targets.contains(&d.target));
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! | `pk` | item |
 //! |---|---|
-//! | `tenant#<id>` | `kind = "tenant"`, `tenant`, `cell`, `status`, `tier`, `version` (N), `issuers` (L of S, optional), `limits` (M: `rate`, `burst`, `concurrency`, each optional), `updated_at` |
+//! | `tenant#<id>` | `kind = "tenant"`, `tenant`, `cell`, `status`, `tier`, `version` (N), `issuers` (L of S, optional), `limits` (M: `rate`, `burst`, `concurrency`, each optional), `arm` (S, optional: a pinned target group), `updated_at` |
 //! | `cell#<id>` | `kind = "cell"`, `cell`, `state`, `region` (optional), `target_groups` (L of M: `name`, `targets` (L of S), `weight` (N), `version`), `preserve_host` (BOOL, optional), `max_in_flight` (N, optional), `version` (N), `updated_at` |
 //! | `epoch` | `epoch` (N): bumped by every write, in the same transaction |
 //! | `change#<epoch, 20 digits>` | `kind = "change"`, `key` (the `pk` written), `epoch` (N), `expires_at` (N, TTL) |
@@ -143,6 +143,9 @@ pub fn tenant_item(r: &TenantRecord, updated_at: &str) -> Item {
         }
         item.insert("limits".to_owned(), AttributeValue::M(m));
     }
+    if let Some(a) = &r.arm {
+        item.insert("arm".to_owned(), s(a));
+    }
     item
 }
 
@@ -182,6 +185,7 @@ pub fn tenant_from_item(item: &Item) -> Result<TenantRecord, BadField> {
         version: get_n(item, "version")?,
         issuers: get_strings(item, "issuers")?,
         limits: limits_from_item(item)?,
+        arm: get_s(item, "arm")?.map(str::to_owned),
     })
 }
 
@@ -363,6 +367,7 @@ mod tests {
                 burst: Some(20),
                 concurrency: None,
             },
+            arm: Some("canary".to_owned()),
         };
         let item = tenant_item(&r, "2026-11-23T00:00:00Z");
         assert_eq!(tenant_from_item(&item).unwrap(), r);
