@@ -470,11 +470,7 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
             max_in_flight,
         } => {
             if !valid_cell_id(&cell) {
-                return Err(invalid(
-                    "cell",
-                    &cell,
-                    "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -",
-                ));
+                return Err(invalid("cell", &cell, crate::placement::CELL_ID_RULE));
             }
             if let Some(n) = max_in_flight
                 && n > 1_000_000

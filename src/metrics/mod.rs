@@ -106,6 +106,9 @@ pub enum UpstreamErrorKind {
     protocol,
 }
 
+/// The `cell` label of requests answered before any cell was chosen (a reserved cell id).
+pub const NO_CELL: &str = "none";
+
 /// A shared, cheaply cloned label value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Label(Arc<str>);
@@ -404,6 +407,26 @@ impl Metrics {
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
+    /// Handles for requests that never reached a cell (labelled [`NO_CELL`]; no cell may take
+    /// that id). They are never in flight to a cell, so their in-flight gauge is not exported.
+    #[must_use]
+    pub fn unrouted(&self) -> Arc<CellMetrics> {
+        let label = Label(Arc::from(NO_CELL));
+        let labels = CellLabels {
+            cell: label.clone(),
+        };
+        Arc::new(CellMetrics {
+            requests: Default::default(),
+            duration: self.duration.get_or_create_owned(&labels),
+            upstream_response: self.upstream_response.get_or_create_owned(&labels),
+            upstream_errors: Default::default(),
+            upstream_connects: self.upstream_connects.get_or_create_owned(&labels),
+            in_flight: Gauge::default(),
+            limited: Default::default(),
+            label,
+        })
+    }
+
     /// Handles for `cell` (created on first use, then shared).
     pub fn cell(&self, cell: &str) -> Arc<CellMetrics> {
         let mut cells = self
@@ -423,12 +446,7 @@ impl Metrics {
             upstream_response: self.upstream_response.get_or_create_owned(&labels),
             upstream_errors: Default::default(),
             upstream_connects: self.upstream_connects.get_or_create_owned(&labels),
-            // Requests that never reached a cell are never in flight to one: no series.
-            in_flight: if cell == "none" {
-                Gauge::default()
-            } else {
-                self.cell_in_flight.get_or_create_owned(&labels)
-            },
+            in_flight: self.cell_in_flight.get_or_create_owned(&labels),
             limited: Default::default(),
             label,
         });

@@ -65,9 +65,13 @@ impl Clone for Cell {
     }
 }
 
-/// A valid cell id: 1..=63 bytes of `[A-Za-z0-9._-]`.
+/// What cell ids must be, for error messages.
+pub const CELL_ID_RULE: &str = "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -, and not `none` (it labels requests that reached no cell)";
+
+/// A valid cell id: 1..=63 bytes of `[A-Za-z0-9._-]`, other than [`crate::metrics::NO_CELL`].
 pub fn valid_cell_id(id: &str) -> bool {
-    !id.is_empty()
+    id != crate::metrics::NO_CELL
+        && !id.is_empty()
         && id.len() <= 63
         && id
             .bytes()
@@ -78,11 +82,7 @@ impl Cell {
     /// Builds a cell from its file form; `key` is its path for error messages (`cells[2]`).
     pub fn from_file(c: &FileCell, key: &str) -> Result<Self, FieldError> {
         if !valid_cell_id(&c.id) {
-            return Err(FieldError::new(
-                format!("{key}.id"),
-                &c.id,
-                "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -",
-            ));
+            return Err(FieldError::new(format!("{key}.id"), &c.id, CELL_ID_RULE));
         }
         let state = match c.state.as_deref().unwrap_or("ACTIVE") {
             "ACTIVE" => CellState::Active,

@@ -52,11 +52,7 @@ pub fn tenant_record(raw: RawTenant) -> Result<TenantRecord, BadField> {
         return Err(bad("id", &raw.id, e.to_string()));
     }
     if !valid_cell_id(&raw.cell) {
-        return Err(bad(
-            "cell",
-            &raw.cell,
-            "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -",
-        ));
+        return Err(bad("cell", &raw.cell, crate::placement::CELL_ID_RULE));
     }
     let status_text = raw.status.as_deref().unwrap_or("ACTIVE");
     let Some(status) = TenantStatus::parse(status_text) else {

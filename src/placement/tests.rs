@@ -119,6 +119,11 @@ fn registry_errors_name_the_entry_and_field() {
     assert_eq!(invalid(bad_id), ("tenants[1].id".into(), "Acme".into()));
     let bad_cell = "[[tenants]]\nid = \"acme\"\ncell = \"cell 1\"\n";
     assert_eq!(invalid(bad_cell).0, "tenants[0].cell");
+    // `none` is the metrics label of requests that reached no cell: no cell may take it.
+    let none = "[[cells]]\nid = \"none\"\nstate = \"DOWN\"\n";
+    assert_eq!(invalid(none), ("cells[0].id".into(), "none".into()));
+    let to_none = "[[tenants]]\nid = \"acme\"\ncell = \"none\"\n";
+    assert_eq!(invalid(to_none).0, "tenants[0].cell");
     let bad_tier = "[[tenants]]\nid = \"acme\"\ncell = \"c\"\ntier = \"gold plated\"\n";
     assert_eq!(invalid(bad_tier).0, "tenants[0].tier");
     let bad_arm = "[[tenants]]\nid = \"acme\"\ncell = \"c\"\narm = \"can ary\"\n";

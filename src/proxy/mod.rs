@@ -99,7 +99,7 @@ impl Shared {
             verifier,
             lookup,
             timeouts: Timeouts::from(&config.upstream),
-            none_cell: metrics.cell("none"),
+            none_cell: metrics.unrouted(),
             config,
             snapshot,
             metrics,

@@ -60,10 +60,6 @@ impl ManualClock {
         let ns = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         self.now.fetch_add(ns, Ordering::Relaxed);
     }
-
-    pub fn set(&self, ns: u64) {
-        self.now.fetch_max(ns, Ordering::Relaxed);
-    }
 }
 
 impl Clock for ManualClock {

@@ -47,8 +47,6 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
-    pub const ALL: [Self; 3] = [Self::Rate, Self::Concurrency, Self::Route];
-
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -239,12 +237,6 @@ impl Limiter {
             store,
             clock,
         }
-    }
-
-    /// Whether any tier is configured (otherwise only cell caps apply).
-    #[must_use]
-    pub fn has_tiers(&self) -> bool {
-        !self.tiers.is_empty()
     }
 
     /// The store's keys held now.
