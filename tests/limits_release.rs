@@ -269,14 +269,7 @@ async fn client_disconnect_mid_body_gives_the_place_back() {
 async fn http2_stream_reset_gives_the_place_back() {
     within(async {
         let h = start_one_in_flight("multi").await;
-        let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let mut sender = h.h2().await;
         let req = |path: &str| {
             Request::get(format!("http://multi.app.test{path}"))
                 .body(Full::<Bytes>::default())
@@ -374,33 +367,14 @@ async fn chunked_body_gives_the_place_back_when_it_ends() {
     .await;
 }
 
-/// Opens a WebSocket to `tenant` through the proxy on a raw socket; returns it after the 101.
-async fn open_websocket(h: &Harness, tenant: &str) -> tokio::net::TcpStream {
-    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {tenant}.app.test\r\nConnection: Upgrade\r\n\
-         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    s
-}
-
 // 5e. Property: a WebSocket holds its in-flight place for as long as it is open (against its
 // tenant's `concurrency` and its cell's gauge), and gives it back when it closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_holds_its_place_until_it_closes() {
     within(async {
         let h = start_one_in_flight("chatty").await;
-        let mut ws = open_websocket(&h, "chatty").await;
+        let (mut ws, head) = h.websocket("chatty.app.test").await;
+        assert!(head.starts_with("http/1.1 101"), "{head}");
         ws.write_all(b"ping").await.unwrap();
         let mut echoed = [0u8; 4];
         ws.read_exact(&mut echoed).await.unwrap();

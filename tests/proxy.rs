@@ -413,14 +413,7 @@ async fn keeps_upstream_connections_alive_and_streams_request_bodies() {
 async fn serves_http2_clients() {
     let h = Harness::start().await;
     // Prior-knowledge HTTP/2 over cleartext, naming the tenant in :authority.
-    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h.h2().await;
     for (authority, cell) in [("globex.app.test", "cell-2"), ("acme.app.test", "cell-1")] {
         let req = Request::get(format!("http://{authority}/h2"))
             .body(Full::<Bytes>::default())
@@ -441,20 +434,7 @@ async fn serves_http2_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_passes_through() {
     let h = Harness::start().await;
-    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: acme.app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    let (mut s, head) = h.websocket("acme.app.test").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     assert!(head.contains("x-target: cell-1-target"), "{head}");

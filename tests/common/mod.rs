@@ -267,6 +267,38 @@ impl Harness {
         }
     }
 
+    /// An HTTP/2 client (prior knowledge, cleartext) on one new connection to the proxy.
+    pub async fn h2(&self) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        sender
+    }
+
+    /// Asks for a WebSocket on `host` over a raw socket; returns the socket (the tunnel, if the
+    /// answer was 101) and the response head, lower-cased.
+    pub async fn websocket(&self, host: &str) -> (tokio::net::TcpStream, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let req = format!(
+            "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        (s, String::from_utf8(head).unwrap().to_ascii_lowercase())
+    }
+
     pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<()> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
