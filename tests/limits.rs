@@ -626,3 +626,43 @@ burst = 1
     })
     .await;
 }
+
+// 11. Property: the proxy's background sweep forgets a tenant's limiter state once its bucket
+// is full again (`cellgate_ratelimit_tracked_keys` falls back to 0), and the tenant then gets
+// exactly the burst it earned back, no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_sweep_forgets_idle_state() {
+    within(async {
+        let limits =
+            "[limits]\nsweep_interval = \"100ms\"\n[limits.tiers.standard]\nrate = 10\nburst = 3\n";
+        let h = start(limits, &[], &[], &[tenant("idle", "cell-1", None)]).await;
+        for _ in 0..3 {
+            from_cell(&get(&h, "idle", "/").await, "idle", "cell-1");
+        }
+        let tracked = |m: &str| sum(m, "cellgate_ratelimit_tracked_keys", &[]);
+        assert_eq!(tracked(&metrics(&h).await), 1.0);
+        // Refilled after 300 ms; swept by the next sweep after that.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = metrics(&h).await;
+            if tracked(&m) == 0.0 {
+                let idle = sum(
+                    &m,
+                    "cellgate_ratelimit_evictions_total",
+                    &[("reason", "idle")],
+                );
+                assert_eq!(idle, 1.0, "{m}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "never swept: {m}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for _ in 0..3 {
+            from_cell(&get(&h, "idle", "/").await, "idle", "cell-1");
+        }
+        let r = get(&h, "idle", "/").await;
+        refusal(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited", None);
+        h.shutdown().await;
+    })
+    .await;
+}
