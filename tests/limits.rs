@@ -4,8 +4,9 @@
 //! touched; a registry override wins over the tier and follows a registry reload; a cell's
 //! in-flight cap sheds with a 503 naming the cell without touching other cells; a route class
 //! limits only its requests and a refusal by it costs the tenant nothing; rejection metrics count
-//! exactly the refusals made and never carry a tenant id; and a record naming an unconfigured
-//! tier gets `default_tier`'s limits. How an in-flight limit gives its places back is in
+//! exactly the refusals made and never carry a tenant id; a record naming an unconfigured tier
+//! gets `default_tier`'s limits; disguised paths do not slip past a route class; and the
+//! background sweep forgets idle state. How an in-flight limit gives its places back is in
 //! `tests/limits_release.rs`; the helpers both share are in `tests/common/limits.rs`.
 //!
 //! Rates are chosen slow (one request per 10 s) so that no refill can happen during a test and
