@@ -241,6 +241,18 @@ impl ProxyError {
                     UpstreamError::Protocol { .. } => {
                         (S::BAD_GATEWAY, "bad_gateway", UpstreamErrorKind::protocol)
                     }
+                    // Nothing was attempted: a fast answer, not an upstream error.
+                    UpstreamError::NoHealthyTarget { .. } => {
+                        return ErrorResponse {
+                            retry_after: Some(Duration::from_secs(1)),
+                            ..ErrorResponse::new(
+                                S::SERVICE_UNAVAILABLE,
+                                "no_healthy_target",
+                                O::cell_unavailable,
+                                Upstream,
+                            )
+                        };
+                    }
                 };
                 ErrorResponse {
                     upstream_kind: Some(kind),

@@ -339,6 +339,12 @@ async fn admin_endpoints_report_health_readiness_metrics_and_placement() {
         n::UPSTREAM_ERRORS_TOTAL,
         n::JWT_REJECTIONS_TOTAL,
         n::RATELIMIT_REJECTIONS_TOTAL,
+        // Nothing was ejected, health-checked, resolved by DNS or retried here.
+        n::ENDPOINT_EJECTIONS_TOTAL,
+        n::HEALTH_CHECKS_TOTAL,
+        n::TARGET_ADDRESSES,
+        n::DNS_RESOLUTIONS_TOTAL,
+        n::RETRIES_TOTAL,
     ];
     for name in n::ALL
         .iter()

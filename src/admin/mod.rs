@@ -156,22 +156,7 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             let cells: Vec<_> = snap
                 .cells()
                 .into_iter()
-                .map(|c| {
-                    json!({
-                        "cell": &*c.id,
-                        "state": c.state.as_str(),
-                        "targets": c.targets.iter().map(|t| &*t.url).collect::<Vec<_>>(),
-                        "groups": c.groups.iter().map(|g| json!({
-                            "name": &*g.name,
-                            "version": &*g.version,
-                            "weight": g.weight,
-                            "targets": c.targets[g.targets.clone()].iter().map(|t| &*t.url).collect::<Vec<_>>(),
-                        })).collect::<Vec<_>>(),
-                        "preserve_host": c.preserve_host,
-                        "max_in_flight": c.max_in_flight,
-                        "in_flight": c.metrics(&shared.metrics).in_flight.get(),
-                    })
-                })
+                .map(|c| cell_json(shared, c))
                 .collect();
             json_response(
                 StatusCode::OK,
@@ -181,6 +166,81 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         p if p.starts_with("/admin/tenants/") => tenant(shared, &p["/admin/tenants/".len()..]),
         _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
     }
+}
+
+/// One cell for `GET /admin/cells`: state, caps, and per group its weight, share of tenants
+/// and healthy addresses; per target its addresses, their health and the DNS status.
+fn cell_json(shared: &Shared, c: &crate::placement::Cell) -> serde_json::Value {
+    let up = &*shared.upstreams;
+    let total: u32 = c
+        .groups
+        .iter()
+        .filter(|g| !g.targets.is_empty())
+        .map(|g| g.weight)
+        .sum();
+    let groups: Vec<_> = c
+        .groups
+        .iter()
+        .map(|g| {
+            let share = if total == 0 || g.targets.is_empty() {
+                0.0
+            } else {
+                f64::from(g.weight) * 100.0 / f64::from(total)
+            };
+            json!({
+                "name": &*g.name,
+                "version": &*g.version,
+                "weight": g.weight,
+                "share_percent": (share * 100.0).round() / 100.0,
+                "healthy_addresses": crate::upstream::endpoint::group_usable(c, g, up),
+                "targets": c.targets[g.targets.clone()].iter().map(|t| &*t.url).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let targets: Vec<_> = c
+        .targets
+        .iter()
+        .map(|t| {
+            let st = t.state(up);
+            let addresses: Vec<_> = st
+                .endpoints()
+                .iter()
+                .map(|e| {
+                    json!({
+                        "address": e.addr.to_string(),
+                        "healthy": e.usable(),
+                        "failing_checks": e.health.active_down(),
+                        "ejected": e.health.ejected(),
+                    })
+                })
+                .collect();
+            let dns = st.host.as_ref().map(|_| {
+                let d = st.dns_status();
+                json!({
+                    "resolved_at": d.resolved_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                    "ttl_secs": d.ttl_secs,
+                    "last_error": d.last_error,
+                    "failures": d.failures,
+                })
+            });
+            json!({"url": &*t.url, "addresses": addresses, "dns": dns})
+        })
+        .collect();
+    let healthy = c
+        .groups
+        .iter()
+        .filter(|g| g.weight > 0)
+        .any(|g| crate::upstream::endpoint::group_usable(c, g, up) > 0);
+    json!({
+        "cell": &*c.id,
+        "state": c.state.as_str(),
+        "healthy": healthy,
+        "targets": targets,
+        "groups": groups,
+        "preserve_host": c.preserve_host,
+        "max_in_flight": c.max_in_flight,
+        "in_flight": c.metrics(&shared.metrics).in_flight.get(),
+    })
 }
 
 /// State-changing endpoints: loopback clients only (the admin listener may be exposed to a

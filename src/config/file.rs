@@ -236,6 +236,55 @@ pub struct FileUpstream {
     pub pool_idle_timeout: Option<String>,
     pub pool_max_idle_per_target: Option<usize>,
     pub ca_file: Option<String>,
+    pub health_check: Option<FileHealthCheck>,
+    #[serde(default)]
+    pub outlier: FileOutlier,
+    #[serde(default)]
+    pub retry: FileRetry,
+    #[serde(default)]
+    pub dns: FileDns,
+}
+
+/// `[upstream.health_check]`: active HTTP checks of every target address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealthCheck {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    pub statuses: Option<String>,
+}
+
+/// `[upstream.outlier]`: passive ejection on consecutive gateway failures.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutlier {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
+}
+
+/// `[upstream.retry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRetry {
+    pub max_attempts: Option<u32>,
+    pub idempotent: Option<bool>,
+    pub budget_ratio: Option<f64>,
+    pub budget_min_per_second: Option<u32>,
+}
+
+/// `[upstream.dns]`: re-resolution of targets named by DNS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDns {
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    pub min_ttl: Option<String>,
+    pub max_ttl: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

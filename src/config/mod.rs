@@ -10,6 +10,7 @@ mod auth;
 pub mod file;
 mod limits;
 mod typed;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,9 @@ use std::time::Duration;
 pub use auth::{AuthConfig, IssuerConfig, build_auth};
 pub use limits::{LimitsConfig, RouteClassConfig, TierConfig, build_limits};
 pub use typed::*;
+pub use upstream::{
+    DnsConfig, HealthCheckConfig, MAX_POOL_IDLE, OutlierConfig, RetryConfig, UpstreamConfig,
+};
 
 /// A config value that failed validation: which key, what value, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,9 +13,6 @@ use super::{FieldError, parse_addr, parse_duration};
 use crate::placement::Cell;
 use crate::tenant::TenantSource;
 
-/// ALBs close idle connections after 60 s; a pooled connection must be dropped before that.
-pub const MAX_POOL_IDLE: Duration = Duration::from_secs(59);
-
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file this config was read from.
@@ -32,7 +29,7 @@ pub struct Config {
     pub cells: Vec<Cell>,
     /// Rate-limit tiers, route classes and cell caps (`[limits]`).
     pub limits: super::LimitsConfig,
-    pub upstream: UpstreamConfig,
+    pub upstream: super::UpstreamConfig,
     /// Client-supplied headers removed before forwarding, on top of the built-in internal ones.
     pub strip_headers: Vec<HeaderName>,
     pub access_log: AccessLogConfig,
@@ -121,19 +118,6 @@ impl RegistryConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    pub connect_timeout: Duration,
-    /// Longest wait for the response head, and for each later chunk of the response body.
-    pub read_timeout: Duration,
-    /// Longest time for the whole exchange, response body included (upgraded connections exempt).
-    pub total_timeout: Duration,
-    pub pool_idle_timeout: Duration,
-    pub pool_max_idle_per_target: usize,
-    /// Extra PEM roots for upstream TLS (besides the public web roots).
-    pub ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone)]
 pub struct AccessLogConfig {
     pub enabled: bool,
     /// Fraction of routed requests logged; errors and rejections are always logged.
@@ -162,7 +146,7 @@ pub(super) fn dur(
     value.map_or(Ok(default), |v| parse_duration(key, v))
 }
 
-pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
+pub(crate) fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
         p.to_path_buf()
@@ -254,7 +238,7 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
         cells.push(cell);
     }
 
-    let upstream = build_upstream(&raw, base)?;
+    let upstream = super::upstream::build_upstream(&raw.upstream, base)?;
     let mut strip_headers = Vec::with_capacity(raw.headers.strip.len());
     for (i, h) in raw.headers.strip.iter().enumerate() {
         let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
@@ -626,71 +610,5 @@ fn build_lookup(
             negative_ttl,
             negative_capacity,
         },
-    })
-}
-
-fn build_upstream(raw: &FileConfig, base: &Path) -> Result<UpstreamConfig, FieldError> {
-    let u = &raw.upstream;
-    let connect_timeout = dur(
-        "upstream.connect_timeout",
-        u.connect_timeout.as_ref(),
-        Duration::from_secs(2),
-    )?;
-    let read_timeout = dur(
-        "upstream.read_timeout",
-        u.read_timeout.as_ref(),
-        Duration::from_secs(30),
-    )?;
-    let total_timeout = dur(
-        "upstream.total_timeout",
-        u.total_timeout.as_ref(),
-        Duration::from_secs(120),
-    )?;
-    let pool_idle_timeout = dur(
-        "upstream.pool_idle_timeout",
-        u.pool_idle_timeout.as_ref(),
-        Duration::from_secs(50),
-    )?;
-    for (key, d) in [
-        ("upstream.connect_timeout", connect_timeout),
-        ("upstream.read_timeout", read_timeout),
-        ("upstream.total_timeout", total_timeout),
-        ("upstream.pool_idle_timeout", pool_idle_timeout),
-    ] {
-        if d.is_zero() {
-            return Err(FieldError::new(key, "0s", "must be above zero"));
-        }
-    }
-    if pool_idle_timeout > MAX_POOL_IDLE {
-        return Err(FieldError::new(
-            "upstream.pool_idle_timeout",
-            humantime::format_duration(pool_idle_timeout),
-            "must be at most 59s: an ALB closes idle connections at 60s and a reused one would fail",
-        ));
-    }
-    if total_timeout < read_timeout {
-        return Err(FieldError::new(
-            "upstream.total_timeout",
-            humantime::format_duration(total_timeout),
-            "must not be shorter than upstream.read_timeout",
-        ));
-    }
-    let ca_file = u.ca_file.as_deref().map(|p| resolve(base, p));
-    if let Some(p) = &ca_file
-        && !p.is_file()
-    {
-        return Err(FieldError::new(
-            "upstream.ca_file",
-            p.display(),
-            "file not found",
-        ));
-    }
-    Ok(UpstreamConfig {
-        connect_timeout,
-        read_timeout,
-        total_timeout,
-        pool_idle_timeout,
-        pool_max_idle_per_target: u.pool_max_idle_per_target.unwrap_or(256),
-        ca_file,
     })
 }

@@ -7,6 +7,7 @@
 mod auth;
 mod histogram;
 pub mod names;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -188,6 +189,8 @@ pub struct Metrics {
     pub auth: AuthMetrics,
     /// On-demand lookup counters.
     pub lookups: LookupMetrics,
+    /// Target groups, endpoint health, DNS and retries.
+    pub upstream: upstream::UpstreamMetrics,
     auth_families: auth::AuthFamilies,
     cells: Mutex<HashMap<Arc<str>, Arc<CellMetrics>>>,
     registry: Registry,
@@ -248,6 +251,7 @@ impl Metrics {
             access_log_dropped: Counter::default(),
             auth: AuthMetrics::default(),
             lookups: LookupMetrics::default(),
+            upstream: upstream::UpstreamMetrics::default(),
             auth_families: auth::AuthFamilies::default(),
             cells: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -360,6 +364,7 @@ impl Metrics {
             m.cell_in_flight.clone(),
         );
         m.auth_families.register(&mut registry);
+        m.upstream.register(&mut registry);
         let auth = m.auth_families.auth();
         let lookups_family = Family::<ResultLabel, Counter>::default();
         registry.register(

@@ -70,6 +70,26 @@ pub const RATELIMIT_TRACKED_KEYS: &str = "cellgate_ratelimit_tracked_keys";
 pub const RATELIMIT_EVICTIONS_TOTAL: &str = "cellgate_ratelimit_evictions_total";
 /// Requests in flight to each cell now, by `cell` (the gauge the per-cell cap checks).
 pub const CELL_IN_FLIGHT: &str = "cellgate_cell_in_flight";
+/// Routed requests by `cell`, target `group`, `version` and `status_class`: compare a canary
+/// arm with stable.
+pub const GROUP_REQUESTS_TOTAL: &str = "cellgate_group_requests_total";
+/// Time from request head to response head of routed requests, by `cell`, `group`, `version`.
+pub const GROUP_REQUEST_DURATION_SECONDS: &str = "cellgate_group_request_duration_seconds";
+/// 1 when a target address is in rotation, 0 when it fails health checks or is ejected, by
+/// `target` and `address`.
+pub const ENDPOINT_HEALTHY: &str = "cellgate_endpoint_healthy";
+/// Passive ejections after consecutive gateway failures, by `target` and `address`.
+pub const ENDPOINT_EJECTIONS_TOTAL: &str = "cellgate_endpoint_ejections_total";
+/// Active health checks, by `target` and `result` (`pass`, `fail`).
+pub const HEALTH_CHECKS_TOTAL: &str = "cellgate_health_checks_total";
+/// Addresses a target named by host resolves to now, by `target`.
+pub const TARGET_ADDRESSES: &str = "cellgate_target_addresses";
+/// DNS resolutions of targets named by host, by `target` and `result` (`ok`, `error`: the last
+/// good address set stays).
+pub const DNS_RESOLUTIONS_TOTAL: &str = "cellgate_dns_resolutions_total";
+/// Retries to another target of the same cell, by `cell` and `result` (`sent`,
+/// `budget_exhausted`: refused by the cell's retry budget).
+pub const RETRIES_TOTAL: &str = "cellgate_retries_total";
 
 /// Every exported name, for docs and for checks that dashboards only use real metrics.
 pub const ALL: &[&str] = &[
@@ -103,4 +123,12 @@ pub const ALL: &[&str] = &[
     RATELIMIT_TRACKED_KEYS,
     RATELIMIT_EVICTIONS_TOTAL,
     CELL_IN_FLIGHT,
+    GROUP_REQUESTS_TOTAL,
+    GROUP_REQUEST_DURATION_SECONDS,
+    ENDPOINT_HEALTHY,
+    ENDPOINT_EJECTIONS_TOTAL,
+    HEALTH_CHECKS_TOTAL,
+    TARGET_ADDRESSES,
+    DNS_RESOLUTIONS_TOTAL,
+    RETRIES_TOTAL,
 ];

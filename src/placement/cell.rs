@@ -8,7 +8,7 @@ use super::group::Group;
 use crate::config::FieldError;
 use crate::config::file::FileCell;
 use crate::metrics::{CellMetrics, Metrics};
-use crate::upstream::{Scheme, Target};
+use crate::upstream::{RetryBudget, Scheme, Target, Upstreams};
 
 /// Operator-set state of a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,7 @@ pub struct Cell {
     /// `limits.cell_max_in_flight` default.
     pub max_in_flight: Option<u32>,
     metrics: OnceLock<Arc<CellMetrics>>,
+    budget: OnceLock<Arc<RetryBudget>>,
 }
 
 impl Clone for Cell {
@@ -61,6 +62,7 @@ impl Clone for Cell {
             id_header: self.id_header.clone(),
             max_in_flight: self.max_in_flight,
             metrics: OnceLock::new(),
+            budget: OnceLock::new(),
         }
     }
 }
@@ -130,11 +132,17 @@ impl Cell {
             id_header,
             max_in_flight: c.max_in_flight,
             metrics: OnceLock::new(),
+            budget: OnceLock::new(),
         })
     }
 
     /// This cell's metric handles, resolved on first use.
     pub fn metrics(&self, m: &Metrics) -> &Arc<CellMetrics> {
         self.metrics.get_or_init(|| m.cell(&self.id))
+    }
+
+    /// This cell's retry budget (kept across generations), resolved on first use.
+    pub fn retry_budget(&self, up: &Upstreams) -> &Arc<RetryBudget> {
+        self.budget.get_or_init(|| up.budget(&self.id))
     }
 }

@@ -6,11 +6,12 @@
 //! and validates the groups.
 
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::config::FieldError;
 use crate::config::file::{FileCell, FileGroup};
+use crate::metrics::upstream::{GroupMetrics, UpstreamMetrics};
 use crate::upstream::Target;
 
 /// Largest weight of one group (weights are relative: 95/5 and 9500/500 are the same split).
@@ -29,6 +30,7 @@ pub struct Group {
     /// Seed of the group's name for the stable per-tenant hash.
     pub seed: u64,
     next: AtomicUsize,
+    metrics: OnceLock<Arc<GroupMetrics>>,
 }
 
 impl Clone for Group {
@@ -41,11 +43,18 @@ impl Clone for Group {
             seed: self.seed,
             // A fresh generation starts its rotation anywhere (see `Cell::clone`).
             next: AtomicUsize::new(fastrand::usize(..)),
+            metrics: OnceLock::new(),
         }
     }
 }
 
 impl Group {
+    /// This group's metric handles (labelled by cell, name and version), resolved on first use.
+    pub fn metrics(&self, cell: &Arc<str>, m: &UpstreamMetrics) -> &Arc<GroupMetrics> {
+        self.metrics
+            .get_or_init(|| m.group(cell, &self.name, &self.version))
+    }
+
     /// Index (into the cell's targets) of the next target of this group, round robin.
     #[must_use]
     pub fn next_target(&self) -> usize {
@@ -153,6 +162,7 @@ pub fn build(c: &FileCell, key: &str) -> Result<(Vec<Group>, Vec<Target>), Field
             targets: start..targets.len(),
             seed: crate::routing::canary::stable_hash(g.name.as_bytes()),
             next: AtomicUsize::new(0),
+            metrics: OnceLock::new(),
         });
     }
     Ok((out, targets))

@@ -222,6 +222,9 @@ impl PlacementSnapshot {
 #[derive(Debug)]
 pub struct SnapshotHandle {
     current: ArcSwap<PlacementSnapshot>,
+    /// The generation last published, for tasks that follow changes (target discovery,
+    /// long-lived connections of moved tenants).
+    published: tokio::sync::watch::Sender<u64>,
     confirmed: std::sync::Mutex<Instant>,
     status: std::sync::Mutex<RefreshStatus>,
 }
@@ -247,6 +250,7 @@ impl SnapshotHandle {
     pub fn new() -> Self {
         Self {
             current: ArcSwap::from_pointee(PlacementSnapshot::empty()),
+            published: tokio::sync::watch::Sender::new(0),
             confirmed: std::sync::Mutex::new(Instant::now()),
             status: std::sync::Mutex::new(RefreshStatus::default()),
         }
@@ -266,8 +270,16 @@ impl SnapshotHandle {
 
     /// Publishes a new generation.
     pub fn store(&self, snapshot: PlacementSnapshot) {
+        let generation = snapshot.generation;
         self.current.store(Arc::new(snapshot));
         self.confirm();
+        self.published.send_replace(generation);
+    }
+
+    /// Follows published generations (the receiver sees the latest one, never a backlog).
+    #[must_use]
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// Records that the source was checked and the snapshot is still current.

@@ -8,15 +8,17 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::moves::Watch;
 use crate::ratelimit::Permit;
 use crate::upstream::{BodyError, UpstreamBody};
 
 pin_project! {
     /// A cell's body carries the request's [`Permit`]: its in-flight places are given back
-    /// when the body ends, fails, or is dropped (the client went away).
+    /// when the body ends, fails, or is dropped (the client went away). A streamed body (no
+    /// length) also carries a [`Watch`], and ends early if its tenant leaves the cell.
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
-        Upstream { #[pin] body: UpstreamBody, permit: Option<Permit> },
+        Upstream { #[pin] body: UpstreamBody, permit: Option<Permit>, watch: Option<Watch> },
         Full { data: Option<Bytes> },
     }
 }
@@ -36,10 +38,11 @@ impl ProxyBody {
     }
 
     #[must_use]
-    pub const fn upstream(body: UpstreamBody, permit: Permit) -> Self {
+    pub const fn upstream(body: UpstreamBody, permit: Permit, watch: Option<Watch>) -> Self {
         Self::Upstream {
             body,
             permit: Some(permit),
+            watch,
         }
     }
 }
@@ -53,8 +56,19 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { body, permit } => {
-                let frame = body.poll_frame(cx);
+            ProxyBodyProj::Upstream {
+                body,
+                permit,
+                watch,
+            } => {
+                let frame = if watch.as_ref().is_some_and(|w| w.poll_closed(cx).is_ready()) {
+                    // The tenant left this cell: end the stream cleanly (the client reconnects
+                    // and is routed anew); the upstream connection goes with the unfinished body.
+                    watch.take();
+                    Poll::Ready(None)
+                } else {
+                    body.poll_frame(cx)
+                };
                 if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
                     permit.take();
                 }

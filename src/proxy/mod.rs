@@ -18,6 +18,7 @@
 
 mod body;
 pub mod headers;
+pub mod moves;
 mod server;
 
 use std::convert::Infallible;
@@ -47,8 +48,12 @@ use crate::placement::{Cell, SnapshotHandle};
 use crate::ratelimit::{Ask, Limited, Limiter, LocalStore, MonotonicClock};
 use crate::routing::route_with;
 use crate::tenant::{TenantId, identify, request_host_value};
-use crate::upstream::pool::SendFailure;
-use crate::upstream::{Pool, Reuse, Timeouts, UpstreamBody, UpstreamError};
+use crate::upstream::health::{self, Report};
+use crate::upstream::pool::{Exchange, SendFailure};
+use crate::upstream::{
+    Endpoint, Pick, Pool, RequestBody, Reuse, Timeouts, Tried, UpstreamBody, UpstreamError,
+    Upstreams, select,
+};
 
 /// State shared by every worker.
 #[derive(Debug)]
@@ -62,6 +67,8 @@ pub struct Shared {
     pub access_log: Arc<AccessLog>,
     /// The admit stage: tenant limits and cell caps.
     pub limiter: Limiter,
+    /// Target addresses, their health, and the cells' retry budgets.
+    pub upstreams: Arc<Upstreams>,
     /// Client headers removed on top of the built-in internal ones.
     pub strip: Vec<HeaderName>,
     pub timeouts: Timeouts,
@@ -94,8 +101,13 @@ impl Shared {
             Arc::new(store),
             Arc::new(MonotonicClock::new()),
         );
+        let upstreams = Arc::new(Upstreams::new(
+            config.upstream.outlier,
+            metrics.upstream.clone(),
+        ));
         Self {
             limiter,
+            upstreams,
             verifier,
             lookup,
             timeouts: Timeouts::from(&config.upstream),
@@ -114,6 +126,8 @@ impl Shared {
 pub struct Worker {
     pub shared: Arc<Shared>,
     pub pool: Rc<Pool>,
+    /// This worker's open WebSockets and streamed responses, closed if their tenant moves.
+    pub long_lived: Rc<moves::LongLived>,
 }
 
 /// What the request looked like when it arrived, for refusals and logs.
@@ -177,6 +191,17 @@ pub async fn handle(
     } else {
         None
     };
+    // An upgrade opens a two-way channel that outlives the request: for a MIGRATING tenant
+    // (writes frozen) it counts as a write, and is refused like one.
+    if upgrade.is_some()
+        && s.snapshot
+            .load()
+            .tenant(tenant.as_str())
+            .is_some_and(|p| p.status == crate::placement::TenantStatus::Migrating)
+    {
+        let err = crate::routing::RouteError::Migrating.into();
+        return Ok(refuse(s, &arrival, err, Some(tenant), Some(cell)));
+    }
     let on_upgrade = if upgrade.is_some() {
         parts.extensions.remove::<OnUpgrade>()
     } else {
@@ -211,24 +236,36 @@ pub async fn handle(
     // forward
     let deadline = arrival.start + s.timeouts.total;
     let sent_at = Instant::now();
-    let (exchange, target_idx) = match forward(
+    let group = &cell.groups[decision.group];
+    let gm = group.metrics(&cell.id, &s.metrics.upstream);
+    let Forwarded {
+        exchange,
+        target: target_idx,
+        endpoint,
+    } = match forward(
         &w,
         cell,
         cm,
         (decision.group, decision.target),
-        Request::from_parts(parts, body),
-        deadline,
+        Request::from_parts(parts, RequestBody::from(body)),
+        (arrival.start, deadline),
         upgrade.is_some(),
     )
     .await
     {
         Ok(ok) => ok,
-        Err((error, idx)) => {
+        Err(Failed { error, target }) => {
+            let target = target.map(|i| &*cell.targets[i].url);
             tracing::warn!(
-                tenant.id = %tenant, cell.id = %cell.id, target = %cell.targets[idx].url,
+                tenant.id = %tenant, cell.id = %cell.id, group = %group.name, target = ?target,
                 request.id = ?arrival.request_id, error = %error, "upstream request failed"
             );
-            return Ok(refuse(s, &arrival, error.into(), Some(tenant), Some(cell)));
+            let err = ProxyError::from(error);
+            let status = err.response().status.as_u16();
+            s.metrics
+                .upstream
+                .group_request(gm, status, arrival.start.elapsed());
+            return Ok(refuse(s, &arrival, err, Some(tenant), Some(cell)));
         }
     };
     let upstream_time = sent_at.elapsed();
@@ -242,8 +279,10 @@ pub async fn handle(
     let status = rparts.status.as_u16();
     let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
     headers::rewrite_response(&mut rparts.headers, &arrival.request_id, switching);
+    let elapsed = arrival.start.elapsed();
     s.metrics
-        .record_request(cm, status, Outcome::routed, arrival.start.elapsed());
+        .record_request(cm, status, Outcome::routed, elapsed);
+    s.metrics.upstream.group_request(gm, status, elapsed);
     let target = &cell.targets[target_idx];
     let log = s
         .access_log
@@ -268,7 +307,8 @@ pub async fn handle(
         {
             // The tunnel holds the permit: a WebSocket counts as in flight (against its
             // tenant's concurrency and its cell's cap) for as long as it is open.
-            tokio::task::spawn_local(tunnel(client_upgrade, upstream_upgrade, permit));
+            let watch = w.long_lived.register(tenant, &cell.id);
+            tokio::task::spawn_local(tunnel(client_upgrade, upstream_upgrade, permit, watch));
         }
         if let Some(l) = log {
             l.finish(0, true);
@@ -277,12 +317,19 @@ pub async fn handle(
     } else {
         let reuse = exchange.sender.map(|sender| Reuse {
             pool: Rc::clone(&w.pool),
-            key: Arc::clone(&target.url),
+            endpoint,
             sender,
         });
+        // A body streamed without a length (SSE, long polls, gRPC streams) may outlive a
+        // tenant's move; it is watched. A sized body is over in moments.
+        let streamed = !rparts.headers.contains_key(header::CONTENT_LENGTH)
+            && arrival.method != http::Method::HEAD
+            && !matches!(status, 204 | 304);
+        let watch = streamed.then(|| w.long_lived.register(tenant, &cell.id));
         ProxyBody::upstream(
             UpstreamBody::new(rbody, s.timeouts.read, deadline, reuse, log),
             permit,
+            watch,
         )
     };
     Ok(Response::from_parts(rparts, body))
@@ -313,52 +360,190 @@ async fn place(
     }
 }
 
-/// Sends the request to the decided target; on a connect failure (request not sent) it moves
-/// to the next target of the same group (the tenant's arm) of the same cell, at most three
-/// targets in all. Never to another arm, never to another cell.
+/// A response head from one endpoint of the cell.
+struct Forwarded {
+    exchange: Exchange,
+    /// Index into `cell.targets`.
+    target: usize,
+    endpoint: Arc<Endpoint>,
+}
+
+/// Why forwarding failed, and the target of the last attempt (none when nothing was tried).
+struct Failed {
+    error: UpstreamError,
+    target: Option<usize>,
+}
+
+/// The head of a bodiless idempotent request, kept so it can be sent again after it was sent
+/// once (a reset, or a 502/503/504 from the target).
+struct Replay(http::request::Parts);
+
+impl Replay {
+    fn of(req: &Request<RequestBody>) -> Self {
+        let mut head = Request::new(());
+        *head.method_mut() = req.method().clone();
+        *head.uri_mut() = req.uri().clone();
+        *head.version_mut() = req.version();
+        *head.headers_mut() = req.headers().clone();
+        Self(head.into_parts().0)
+    }
+
+    fn request(&self) -> Request<RequestBody> {
+        let mut r = Request::new(RequestBody::Empty);
+        *r.method_mut() = self.0.method.clone();
+        *r.uri_mut() = self.0.uri.clone();
+        *r.version_mut() = self.0.version;
+        *r.headers_mut() = self.0.headers.clone();
+        r
+    }
+}
+
+/// Sends the request to a usable endpoint of the tenant's arm (its group) of its cell, and
+/// retries on another endpoint of the same arm when that is safe: after a connect failure
+/// (the request was never sent), or, for a bodiless idempotent request, after a reset or a
+/// 502/503/504 (`upstream.retry.idempotent`). Retries stop at `max_attempts` and when the
+/// cell's retry budget is spent. Never to another arm, never to another cell. Every exchange
+/// feeds passive outlier detection.
 async fn forward(
     w: &Worker,
     cell: &Cell,
     cm: &CellMetrics,
     (group, first): (usize, usize),
-    mut req: Request<Incoming>,
-    deadline: Instant,
+    mut req: Request<RequestBody>,
+    (arrived, deadline): (Instant, Instant),
     upgrade: bool,
-) -> Result<(crate::upstream::pool::Exchange, usize), (UpstreamError, usize)> {
+) -> Result<Forwarded, Failed> {
+    let s = &*w.shared;
+    let up = &*s.upstreams;
     let group = &cell.groups[group];
-    let attempts = group.targets.len().min(3);
-    let mut idx = first;
-    let mut attempt = 1;
+    let retry = &s.config.upstream.retry;
+    let budget = cell.retry_budget(up);
+    budget.deposit(arrived.into_std());
+    let replay = (retry.idempotent
+        && retry.max_attempts > 1
+        && !upgrade
+        && req.method().is_idempotent()
+        && http_body::Body::is_end_stream(req.body()))
+    .then(|| Replay::of(&req));
+    let mut tried = Tried::default();
+    let mut pick = select(cell, group, first, up, &tried);
+    let mut waited = false;
     loop {
+        let (idx, ep) = match pick {
+            Pick::Endpoint(i, ep) => (i, ep),
+            Pick::Unresolved(i) if !waited => {
+                // A target named by DNS that was never resolved (new in this generation).
+                waited = true;
+                let state = Arc::clone(cell.targets[i].state(up));
+                let _ = tokio::time::timeout(s.timeouts.connect, state.wait_resolved()).await;
+                pick = select(cell, group, first, up, &tried);
+                continue;
+            }
+            Pick::Unresolved(_) | Pick::None => {
+                return Err(Failed {
+                    error: UpstreamError::NoHealthyTarget {
+                        cell: Arc::clone(&cell.id),
+                    },
+                    target: None,
+                });
+            }
+        };
+        tried.push(ep.id);
         let target = &cell.targets[idx];
         if !cell.preserve_host {
             req.headers_mut()
                 .insert(header::HOST, target.authority.clone());
         }
-        match w
+        let (again, result) = match w
             .pool
-            .send(target, req, &w.shared.timeouts, deadline, upgrade)
+            .send(target, &ep, req, &s.timeouts, deadline, upgrade)
             .await
         {
-            Ok(exchange) => return Ok((exchange, idx)),
-            Err(SendFailure {
-                error,
-                request: Some(r),
-            }) if attempt < attempts => {
-                w.shared
-                    .metrics
-                    .record_upstream_error(cm, crate::metrics::UpstreamErrorKind::connect);
-                tracing::debug!(cell.id = %cell.id, target = %target.url, error = %error, "connect failed; trying the next target");
-                req = r;
-                idx = group.after(idx);
-                attempt += 1;
+            Ok(exchange) if !health::gateway_failure(exchange.response.status().as_u16()) => {
+                ep.health.success();
+                return Ok(Forwarded {
+                    exchange,
+                    target: idx,
+                    endpoint: ep,
+                });
             }
-            Err(failure) => return Err((failure.error, idx)),
+            Ok(exchange) => {
+                health::report(up, target, &ep, Report::GatewayFailure);
+                (replay.as_ref().map(Replay::request), Ok(exchange))
+            }
+            Err(SendFailure { error, request }) => {
+                health::report(up, target, &ep, Report::GatewayFailure);
+                let reset = matches!(error, UpstreamError::Protocol { .. });
+                let again =
+                    request.or_else(|| replay.as_ref().filter(|_| reset).map(Replay::request));
+                (again, Err(error))
+            }
+        };
+        let next = match again {
+            Some(r) if (tried.len() as u32) < retry.max_attempts && Instant::now() < deadline => {
+                match select(cell, group, group.after(idx), up, &tried) {
+                    Pick::Endpoint(i, e) => Some((r, i, e)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let Some((r, i, e)) = next else {
+            return match result {
+                Ok(exchange) => Ok(Forwarded {
+                    exchange,
+                    target: idx,
+                    endpoint: ep,
+                }),
+                Err(error) => Err(Failed {
+                    error,
+                    target: Some(idx),
+                }),
+            };
+        };
+        if !budget.withdraw(retry, Instant::now().into_std()) {
+            s.metrics.upstream.retry(&cell.id, false);
+            tracing::debug!(cell.id = %cell.id, "retry budget spent; not retrying");
+            return match result {
+                Ok(exchange) => Ok(Forwarded {
+                    exchange,
+                    target: idx,
+                    endpoint: ep,
+                }),
+                Err(error) => Err(Failed {
+                    error,
+                    target: Some(idx),
+                }),
+            };
         }
+        s.metrics.upstream.retry(&cell.id, true);
+        match &result {
+            Ok(exchange) => {
+                tracing::debug!(cell.id = %cell.id, target = %target.url, address = %ep.addr,
+                status = exchange.response.status().as_u16(), "gateway error; retrying on another target")
+            }
+            Err(error) => {
+                if let Some(kind) = error.metric_kind() {
+                    s.metrics.record_upstream_error(cm, kind);
+                }
+                tracing::debug!(cell.id = %cell.id, target = %target.url, address = %ep.addr,
+                    error = %error, "upstream failure; retrying on another target");
+            }
+        }
+        drop(result);
+        req = r;
+        pick = Pick::Endpoint(i, e);
     }
 }
 
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, _permit: crate::ratelimit::Permit) {
+/// Copies an upgraded connection both ways until either side closes or the tenant leaves the
+/// cell (then both sides are shut down).
+async fn tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    _permit: crate::ratelimit::Permit,
+    watch: moves::Watch,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {
@@ -368,8 +553,17 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, _permit: crate::ratelimi
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        () = watch.closed() => {
+            use tokio::io::AsyncWriteExt;
+            let _ = tokio::join!(client.shutdown(), upstream.shutdown());
+            tracing::debug!("upgraded connection closed: its tenant left the cell");
+        }
     }
 }
 

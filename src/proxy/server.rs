@@ -245,6 +245,13 @@ impl Server {
             control.spawn(Arc::clone(jwks).run(stop_rx.clone()));
         }
         control.spawn(sweep_limits(Arc::clone(&shared), stop_rx.clone()));
+        control.spawn(crate::upstream::discovery::run(
+            Arc::clone(&shared.upstreams),
+            Arc::clone(&shared.snapshot),
+            config.upstream.clone(),
+            Arc::clone(&self.upstream_tls),
+            stop_rx.clone(),
+        ));
         let admin = TcpListener::from_std(self.admin)?;
         control.spawn(crate::admin::serve(
             admin,
@@ -342,7 +349,17 @@ fn worker_main(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let pool = Pool::new(&shared.config.upstream, upstream_tls);
-        let worker = Rc::new(Worker { shared: Arc::clone(&shared), pool: Rc::clone(&pool) });
+        let long_lived = Rc::new(super::moves::LongLived::default());
+        let worker = Rc::new(Worker {
+            shared: Arc::clone(&shared),
+            pool: Rc::clone(&pool),
+            long_lived: Rc::clone(&long_lived),
+        });
+        let follower = tokio::task::spawn_local(super::moves::follow(
+            long_lived,
+            Arc::clone(&shared.snapshot),
+            stop.clone(),
+        ));
         let sweeper = tokio::task::spawn_local(async move {
             let every = pool.idle_timeout() / 2;
             loop {
@@ -373,6 +390,7 @@ fn worker_main(
             let _ = l.await;
         }
         sweeper.abort();
+        follower.abort();
         match Rc::try_unwrap(graceful) {
             Ok(g) => {
                 if tokio::time::timeout(grace, g.shutdown()).await.is_err() {

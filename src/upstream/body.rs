@@ -1,6 +1,7 @@
-//! The response body streamed from a cell to the client.
+//! The bodies of a forwarded exchange: the request body sent to a cell ([`RequestBody`]: the
+//! client's, or empty for a replayed retry) and the response body streamed back.
 //!
-//! It enforces the read timeout between chunks and the total deadline of the exchange, and it
+//! The response body enforces the read timeout between chunks and the total deadline of the exchange, and it
 //! hands its connection back to the worker's pool when (and only when) the body was read to
 //! the end; a body dropped half-way (client went away) takes its connection down with it, as
 //! its state is unknown.
@@ -18,8 +19,53 @@ use hyper::client::conn::http1::SendRequest;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::Pool;
+use super::{Endpoint, Pool};
 use crate::accesslog::PendingLog;
+
+pin_project! {
+    /// What a forwarded request carries: the client's body, or nothing (a retry of a bodiless
+    /// idempotent request, rebuilt from its head).
+    #[project = RequestBodyProj]
+    pub enum RequestBody {
+        Client { #[pin] body: Incoming },
+        Empty,
+    }
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        Self::Client { body }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            RequestBodyProj::Client { body } => body.poll_frame(cx),
+            RequestBodyProj::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Client { body } => body.is_end_stream(),
+            Self::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Client { body } => body.size_hint(),
+            Self::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -32,8 +78,8 @@ pub enum BodyError {
 /// Where a finished body's connection goes back to.
 pub struct Reuse {
     pub pool: Rc<Pool>,
-    pub key: Arc<str>,
-    pub sender: SendRequest<Incoming>,
+    pub endpoint: Arc<Endpoint>,
+    pub sender: SendRequest<RequestBody>,
 }
 
 pin_project! {
@@ -57,7 +103,7 @@ pin_project! {
             let this = this.project();
             let complete = *this.done || this.inner.is_end_stream();
             if complete && let Some(r) = this.reuse.take() {
-                r.pool.checkin(&r.key, r.sender);
+                r.pool.checkin(&r.endpoint, r.sender);
             }
             if let Some(log) = this.log.take() {
                 log.finish(*this.bytes, complete);

@@ -7,17 +7,23 @@
 //! ALB's 60 s), and go back to the pool only once their response body has been read to the end.
 
 mod body;
+pub mod discovery;
+pub mod endpoint;
+pub mod health;
 pub mod pool;
+pub mod retry;
 pub mod tls;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::HeaderValue;
 use rustls_pki_types::ServerName;
 
-pub use body::{BodyError, Reuse, UpstreamBody};
+pub use body::{BodyError, RequestBody, Reuse, UpstreamBody};
+pub use endpoint::{Endpoint, Pick, TargetState, Tried, Upstreams, select};
 pub use pool::{Pool, Timeouts};
+pub use retry::RetryBudget;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -26,7 +32,7 @@ pub enum Scheme {
 }
 
 /// One address of a cell: an ALB, an ECS task, or a local server.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Target {
     pub scheme: Scheme,
     /// Host name or IP literal (IPv6 without brackets).
@@ -40,6 +46,31 @@ pub struct Target {
     pub ip: Option<IpAddr>,
     /// TLS server name (SNI and certificate check), for https targets.
     pub server_name: Option<ServerName<'static>>,
+    /// Its runtime state (addresses, health), resolved on first use in this generation.
+    state: OnceLock<Arc<TargetState>>,
+}
+
+impl Clone for Target {
+    fn clone(&self) -> Self {
+        Self {
+            scheme: self.scheme,
+            host: Arc::clone(&self.host),
+            port: self.port,
+            authority: self.authority.clone(),
+            url: Arc::clone(&self.url),
+            ip: self.ip,
+            server_name: self.server_name.clone(),
+            // Looked up again by the new owner, so a clone never keeps a dropped state alive.
+            state: OnceLock::new(),
+        }
+    }
+}
+
+impl Target {
+    /// The target's runtime state: the same for every generation naming this URL.
+    pub fn state(&self, up: &Upstreams) -> &Arc<TargetState> {
+        self.state.get_or_init(|| up.get_or_register(self))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +134,7 @@ impl Target {
             url: Arc::from(url),
             ip,
             server_name,
+            state: OnceLock::new(),
         })
     }
 }
@@ -116,11 +148,28 @@ pub enum UpstreamError {
     ConnectTimeout { target: Arc<str> },
     #[error("{target} sent no response head in time")]
     ResponseTimeout { target: Arc<str> },
+    /// Every address of the tenant's arm of the cell is failing health checks or ejected.
+    #[error("cell {cell} has no healthy target")]
+    NoHealthyTarget { cell: Arc<str> },
     #[error("exchange with {target} failed: {source}")]
     Protocol {
         target: Arc<str>,
         source: hyper::Error,
     },
+}
+
+impl UpstreamError {
+    /// The `kind` label of `cellgate_upstream_errors_total` (none: nothing was attempted).
+    #[must_use]
+    pub const fn metric_kind(&self) -> Option<crate::metrics::UpstreamErrorKind> {
+        use crate::metrics::UpstreamErrorKind as K;
+        match self {
+            Self::Connect { .. } | Self::ConnectTimeout { .. } => Some(K::connect),
+            Self::ResponseTimeout { .. } => Some(K::timeout),
+            Self::Protocol { .. } => Some(K::protocol),
+            Self::NoHealthyTarget { .. } => None,
+        }
+    }
 }
 
 #[cfg(test)]

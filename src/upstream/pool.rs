@@ -1,10 +1,13 @@
-//! A per-worker pool of HTTP/1.1 upstream connections.
+//! A per-worker pool of HTTP/1.1 upstream connections, keyed by endpoint (one address of a
+//! target).
 //!
 //! Each worker thread owns one `Pool` (shared by `Rc`), so checking a connection out or in is a
 //! `RefCell` borrow and a `Vec` push/pop: no lock, no atomic. A connection returns to the pool
 //! only after its response body was read to the end (see [`super::UpstreamBody`]); before reuse
 //! it must be younger than the idle timeout and ready, and a request that a stale connection
-//! could not even start sending is moved to the next connection without being lost.
+//! could not even start sending is moved to the next connection without being lost. A
+//! connection to an address that left its target's DNS answer (a retired endpoint) is never
+//! reused: it is dropped when it comes back or when the pool is next swept.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -21,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsConnector;
 
-use super::{Target, UpstreamError};
+use super::{Endpoint, RequestBody, Target, UpstreamError};
 use crate::config::UpstreamConfig;
 
 /// Upstream timeouts, from `[upstream]`.
@@ -43,13 +46,19 @@ impl From<&UpstreamConfig> for Timeouts {
 }
 
 struct Idle {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<RequestBody>,
     since: Instant,
 }
 
-/// One worker's idle upstream connections, keyed by target URL.
+/// Idle connections to one endpoint.
+struct Slot {
+    endpoint: Arc<Endpoint>,
+    idle: Vec<Idle>,
+}
+
+/// One worker's idle upstream connections, keyed by endpoint id.
 pub struct Pool {
-    idle: RefCell<HashMap<Arc<str>, Vec<Idle>>>,
+    idle: RefCell<HashMap<u64, Slot>>,
     max_idle_per_target: usize,
     idle_timeout: Duration,
     tls: TlsConnector,
@@ -66,7 +75,7 @@ impl std::fmt::Debug for Pool {
 /// A response head and, when the connection may be reused, its sender.
 pub struct Exchange {
     pub response: Response<Incoming>,
-    pub sender: Option<SendRequest<Incoming>>,
+    pub sender: Option<SendRequest<RequestBody>>,
     /// Whether a new connection was opened for this exchange.
     pub connected: bool,
 }
@@ -75,7 +84,7 @@ pub struct Exchange {
 /// another target.
 pub struct SendFailure {
     pub error: UpstreamError,
-    pub request: Option<Request<Incoming>>,
+    pub request: Option<Request<RequestBody>>,
 }
 
 impl Pool {
@@ -95,10 +104,14 @@ impl Pool {
         self.idle_timeout
     }
 
-    fn checkout(&self, key: &str) -> Option<SendRequest<Incoming>> {
+    fn checkout(&self, ep: &Endpoint) -> Option<SendRequest<RequestBody>> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(key)?;
-        while let Some(c) = list.pop() {
+        let slot = idle.get_mut(&ep.id)?;
+        if ep.retired() {
+            idle.remove(&ep.id);
+            return None;
+        }
+        while let Some(c) = slot.idle.pop() {
             if c.since.elapsed() < self.idle_timeout && !c.sender.is_closed() {
                 return Some(c.sender);
             }
@@ -106,52 +119,67 @@ impl Pool {
         None
     }
 
-    /// Returns a connection whose last response was fully read.
-    pub fn checkin(&self, key: &Arc<str>, sender: SendRequest<Incoming>) {
-        if sender.is_closed() {
+    /// Returns a connection whose last response was fully read (dropped instead when its
+    /// endpoint was retired meanwhile).
+    pub fn checkin(&self, ep: &Arc<Endpoint>, sender: SendRequest<RequestBody>) {
+        if sender.is_closed() || ep.retired() {
             return;
         }
         let mut idle = self.idle.borrow_mut();
-        if let Some(list) = idle.get_mut(&**key) {
-            if list.len() < self.max_idle_per_target {
-                list.push(Idle {
-                    sender,
-                    since: Instant::now(),
-                });
+        let idle_conn = Idle {
+            sender,
+            since: Instant::now(),
+        };
+        if let Some(slot) = idle.get_mut(&ep.id) {
+            if slot.idle.len() < self.max_idle_per_target {
+                slot.idle.push(idle_conn);
             }
         } else if self.max_idle_per_target > 0 {
             idle.insert(
-                Arc::clone(key),
-                vec![Idle {
-                    sender,
-                    since: Instant::now(),
-                }],
+                ep.id,
+                Slot {
+                    endpoint: Arc::clone(ep),
+                    idle: vec![idle_conn],
+                },
             );
         }
     }
 
-    /// Drops expired and closed connections, and targets with none left.
+    /// Drops expired and closed connections, every connection to a retired endpoint, and
+    /// endpoints with none left.
     pub fn sweep(&self) {
         let ttl = self.idle_timeout;
-        self.idle.borrow_mut().retain(|_, list| {
-            list.retain(|c| c.since.elapsed() < ttl && !c.sender.is_closed());
-            !list.is_empty()
+        self.idle.borrow_mut().retain(|_, slot| {
+            if slot.endpoint.retired() {
+                return false;
+            }
+            slot.idle
+                .retain(|c| c.since.elapsed() < ttl && !c.sender.is_closed());
+            !slot.idle.is_empty()
         });
     }
 
-    /// Sends `req` to `target` on a pooled or new connection and waits for the response head.
-    /// `upgrade` asks for a fresh connection that may switch protocols (never pooled).
+    /// Idle connections held now, in all (tests and the admin API).
+    #[must_use]
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().values().map(|s| s.idle.len()).sum()
+    }
+
+    /// Sends `req` to endpoint `ep` of `target` on a pooled or new connection and waits for the
+    /// response head. `upgrade` asks for a fresh connection that may switch protocols (never
+    /// pooled).
     pub async fn send(
         &self,
         target: &Target,
-        mut req: Request<Incoming>,
+        ep: &Endpoint,
+        mut req: Request<RequestBody>,
         t: &Timeouts,
         deadline: Instant,
         upgrade: bool,
     ) -> Result<Exchange, SendFailure> {
         let head_deadline = deadline.min(Instant::now() + t.read);
         if !upgrade {
-            while let Some(mut sender) = self.checkout(&target.url) {
+            while let Some(mut sender) = self.checkout(ep) {
                 if sender.ready().await.is_err() {
                     continue;
                 }
@@ -180,7 +208,7 @@ impl Pool {
                 }
             }
         }
-        let mut sender = match self.connect(target, t.connect, upgrade).await {
+        let mut sender = match self.connect(target, ep, t.connect, upgrade).await {
             Ok(s) => s,
             Err(error) => {
                 return Err(SendFailure {
@@ -209,10 +237,11 @@ impl Pool {
     async fn connect(
         &self,
         target: &Target,
+        ep: &Endpoint,
         limit: Duration,
         upgrade: bool,
-    ) -> Result<SendRequest<Incoming>, UpstreamError> {
-        let tcp = match timeout(limit, connect_tcp(target)).await {
+    ) -> Result<SendRequest<RequestBody>, UpstreamError> {
+        let tcp = match timeout(limit, connect_tcp(ep.addr)).await {
             Err(_) => {
                 return Err(UpstreamError::ConnectTimeout {
                     target: Arc::clone(&target.url),
@@ -259,7 +288,7 @@ impl Pool {
     }
 }
 
-fn spawn_conn<T>(conn: http1::Connection<T, Incoming>, upgrade: bool)
+fn spawn_conn<T>(conn: http1::Connection<T, RequestBody>, upgrade: bool)
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -280,28 +309,10 @@ fn timeout_failure(target: &Target) -> SendFailure {
     }
 }
 
-async fn connect_tcp(target: &Target) -> Result<TcpStream, String> {
-    let stream = if let Some(ip) = target.ip {
-        TcpStream::connect(SocketAddr::new(ip, target.port))
-            .await
-            .map_err(|e| e.to_string())?
-    } else {
-        let addrs = tokio::net::lookup_host((&*target.host, target.port))
-            .await
-            .map_err(|e| format!("resolving {}: {e}", target.host))?;
-        let mut last = format!("{} resolved to no address", target.host);
-        let mut found = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    found = Some(s);
-                    break;
-                }
-                Err(e) => last = format!("{addr}: {e}"),
-            }
-        }
-        found.ok_or(last)?
-    };
+async fn connect_tcp(addr: SocketAddr) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
     // Requests are small and latency matters more than packet count.
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     Ok(stream)

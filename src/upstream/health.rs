@@ -1,0 +1,344 @@
+//! Endpoint health: active HTTP checks and passive outlier ejection.
+//!
+//! An endpoint leaves rotation for either of two reasons, tracked as two bits so neither can
+//! clear the other's verdict by accident:
+//! - **active**: `upstream.health_check` probes each address every `interval`;
+//!   `unhealthy_threshold` failures in a row take it out, `healthy_threshold` passes bring it
+//!   back (and also end a passive ejection, as in Envoy);
+//! - **passive**: `upstream.outlier.consecutive_failures` gateway failures in a row (connect
+//!   failure, timeout, reset, 502/503/504; never a 500 the application chose) eject it for
+//!   `base_ejection`, doubling with each repeat within `max_ejection`, up to `max_ejection`.
+//!
+//! Only gateway failures count because an application 500 can be caused by one tenant's
+//! requests, and a noisy tenant must not be able to eject its neighbours' targets. The request
+//! path touches this module through [`report`]: one relaxed load on success.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::Target;
+use super::endpoint::{Endpoint, Upstreams};
+use crate::config::{HealthCheckConfig, OutlierConfig};
+
+const ACTIVE_DOWN: u8 = 1;
+const EJECTED: u8 = 2;
+
+/// An endpoint's health, all atomics (read by every worker, written on transitions).
+#[derive(Debug, Default)]
+pub struct Health {
+    flags: AtomicU8,
+    /// Consecutive gateway failures seen by the request path.
+    failures: AtomicU32,
+    /// Ejections in the current streak (for the back-off).
+    ejections: AtomicU32,
+    /// When the last ejection started, in ms since the process epoch.
+    last_ejected_ms: AtomicU64,
+    /// Active-check streaks (written by the endpoint's one checker task).
+    passes: AtomicU32,
+    fails: AtomicU32,
+}
+
+/// Milliseconds since the process epoch, plus one (0 means "never").
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+}
+
+impl Health {
+    #[must_use]
+    pub fn usable(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) == 0
+    }
+
+    #[must_use]
+    pub fn ejected(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & EJECTED != 0
+    }
+
+    #[must_use]
+    pub fn active_down(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & ACTIVE_DOWN != 0
+    }
+
+    /// A good exchange: the failure streak ends (written only when there was one).
+    pub fn success(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A gateway failure; returns how long to eject for when this one crossed the threshold.
+    pub fn failure(&self, cfg: &OutlierConfig) -> Option<Duration> {
+        if cfg.consecutive_failures == 0 {
+            return None;
+        }
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < cfg.consecutive_failures
+            || self.flags.fetch_or(EJECTED, Ordering::AcqRel) & EJECTED != 0
+        {
+            return None;
+        }
+        let now = now_ms();
+        let last = self.last_ejected_ms.swap(now, Ordering::Relaxed);
+        let max_ms = u64::try_from(cfg.max_ejection.as_millis()).unwrap_or(u64::MAX);
+        // A quiet spell as long as the longest ejection forgives earlier ones.
+        let streak = if last == 0 || now.saturating_sub(last) > max_ms.saturating_mul(2) {
+            0
+        } else {
+            self.ejections.load(Ordering::Relaxed)
+        };
+        self.ejections.store(streak + 1, Ordering::Relaxed);
+        // Active checks must pass `healthy_threshold` times anew to end the ejection early.
+        self.passes.store(0, Ordering::Relaxed);
+        let factor = 1u32 << streak.min(16);
+        Some(
+            cfg.base_ejection
+                .saturating_mul(factor)
+                .min(cfg.max_ejection),
+        )
+    }
+
+    /// Ends a passive ejection.
+    pub fn uneject(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.flags.fetch_and(!EJECTED, Ordering::AcqRel);
+    }
+
+    /// One active check's result; `Some(up)` when the endpoint changed state.
+    pub fn checked(&self, pass: bool, cfg: &HealthCheckConfig) -> Option<bool> {
+        if pass {
+            self.fails.store(0, Ordering::Relaxed);
+            let n = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
+            let flags = self.flags.load(Ordering::Relaxed);
+            if flags != 0 && n >= cfg.healthy_threshold {
+                self.failures.store(0, Ordering::Relaxed);
+                self.flags.store(0, Ordering::Release);
+                return Some(true);
+            }
+        } else {
+            self.passes.store(0, Ordering::Relaxed);
+            let n = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= cfg.unhealthy_threshold
+                && self.flags.fetch_or(ACTIVE_DOWN, Ordering::AcqRel) & ACTIVE_DOWN == 0
+            {
+                return Some(false);
+            }
+        }
+        None
+    }
+}
+
+/// How an exchange with an endpoint went, for passive ejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    Success,
+    /// Connect failure, timeout, reset, or a 502/503/504 from the target.
+    GatewayFailure,
+}
+
+/// Records an exchange's outcome; a failure that crosses the threshold ejects the endpoint and
+/// schedules its return on the current runtime.
+pub fn report(up: &Upstreams, target: &Target, ep: &Arc<Endpoint>, r: Report) {
+    match r {
+        Report::Success => ep.health.success(),
+        Report::GatewayFailure => {
+            let Some(d) = ep.health.failure(&up.outlier) else {
+                return;
+            };
+            up.metrics.ejected(&target.url, ep.addr);
+            tracing::warn!(target = %target.url, address = %ep.addr, ejection = ?d,
+                "target address ejected after consecutive gateway failures");
+            let ep = Arc::clone(ep);
+            let url = Arc::clone(&target.url);
+            let metrics = up.metrics.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                ep.health.uneject();
+                if ep.usable() {
+                    metrics.set_up(&url, ep.addr, true);
+                }
+                tracing::info!(target = %url, address = %ep.addr, "ejected target address back in rotation");
+            });
+        }
+    }
+}
+
+/// Whether a response status counts as a gateway failure.
+#[must_use]
+pub const fn gateway_failure(status: u16) -> bool {
+    matches!(status, 502..=504)
+}
+
+/// Probes `ep` every `cfg.interval` until the task is aborted (its address left the target).
+pub async fn check_loop(
+    up: Arc<Upstreams>,
+    target: Target,
+    ep: Arc<Endpoint>,
+    cfg: Arc<HealthCheckConfig>,
+    tls: TlsConnector,
+) {
+    // Spread the first probes so a large registry does not probe everything at once.
+    let jitter = cfg.interval.mul_f64(fastrand::f64());
+    tokio::time::sleep(jitter.min(Duration::from_millis(250))).await;
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let result = tokio::time::timeout(cfg.timeout, probe(&target, &ep, &cfg, &tls)).await;
+        let pass = matches!(result, Ok(Ok(status)) if cfg.passes(status));
+        up.metrics.checked(&target.url, pass);
+        match ep.health.checked(pass, &cfg) {
+            Some(true) => {
+                up.metrics.set_up(&target.url, ep.addr, ep.usable());
+                tracing::info!(target = %target.url, address = %ep.addr, "health check passing: back in rotation");
+            }
+            Some(false) => {
+                up.metrics.set_up(&target.url, ep.addr, false);
+                let why = match result {
+                    Err(_) => "timed out".to_owned(),
+                    Ok(Err(e)) => e,
+                    Ok(Ok(s)) => format!("status {s}"),
+                };
+                tracing::warn!(target = %target.url, address = %ep.addr, reason = %why, "health check failing: out of rotation");
+            }
+            None => {}
+        }
+    }
+}
+
+/// One `GET` of the health path on a fresh connection; the response status.
+async fn probe(
+    target: &Target,
+    ep: &Endpoint,
+    cfg: &HealthCheckConfig,
+    tls: &TlsConnector,
+) -> Result<u16, String> {
+    let tcp = TcpStream::connect(ep.addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let req = Request::get(cfg.path.as_str())
+        .header(http::header::HOST, target.authority.clone())
+        .header(http::header::USER_AGENT, "cellgate-health-check")
+        .header(http::header::CONNECTION, "close")
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    match &target.server_name {
+        None => send(TokioIo::new(tcp), req).await,
+        Some(name) => {
+            let s = tls
+                .connect(name.clone(), tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            send(TokioIo::new(s), req).await
+        }
+    }
+}
+
+async fn send<I>(io: I, req: Request<Empty<bytes::Bytes>>) -> Result<u16, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    let conn = tokio::spawn(conn);
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    // Read the (small) body so the target sees a complete exchange.
+    let _ = resp.into_body().collect().await;
+    conn.abort();
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outlier(n: u32) -> OutlierConfig {
+        OutlierConfig {
+            consecutive_failures: n,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn consecutive_failures_eject_once_and_back_off() {
+        let h = Health::default();
+        let cfg = outlier(3);
+        assert_eq!(h.failure(&cfg), None);
+        h.success();
+        assert_eq!(h.failure(&cfg), None);
+        assert_eq!(h.failure(&cfg), None);
+        assert_eq!(h.failure(&cfg), Some(Duration::from_secs(10)));
+        assert!(!h.usable() && h.ejected());
+        // Already ejected: no second timer.
+        assert_eq!(h.failure(&cfg), None);
+        h.uneject();
+        assert!(h.usable());
+        for _ in 0..2 {
+            assert_eq!(h.failure(&cfg), None);
+        }
+        assert_eq!(h.failure(&cfg), Some(Duration::from_secs(20)), "doubles");
+        h.uneject();
+        for _ in 0..2 {
+            h.failure(&cfg);
+        }
+        assert_eq!(h.failure(&cfg), Some(Duration::from_secs(40)));
+        h.uneject();
+        for _ in 0..2 {
+            h.failure(&cfg);
+        }
+        assert_eq!(h.failure(&cfg), Some(Duration::from_secs(60)), "capped");
+    }
+
+    #[test]
+    fn zero_threshold_never_ejects() {
+        let h = Health::default();
+        for _ in 0..100 {
+            assert_eq!(h.failure(&outlier(0)), None);
+        }
+        assert!(h.usable());
+    }
+
+    #[test]
+    fn active_thresholds_and_active_pass_ends_ejection() {
+        let cfg = HealthCheckConfig {
+            path: http::uri::PathAndQuery::from_static("/"),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            statuses: vec![(200, 399)],
+        };
+        let h = Health::default();
+        assert_eq!(h.checked(false, &cfg), None);
+        assert_eq!(h.checked(false, &cfg), None);
+        assert_eq!(h.checked(false, &cfg), Some(false));
+        assert!(h.active_down() && !h.usable());
+        assert_eq!(h.checked(false, &cfg), None, "one transition only");
+        assert_eq!(h.checked(true, &cfg), None);
+        assert_eq!(h.checked(true, &cfg), Some(true));
+        assert!(h.usable());
+        // An ejected endpoint that passes active checks comes back.
+        assert!(h.failure(&outlier(1)).is_some());
+        assert!(!h.usable());
+        assert_eq!(
+            h.checked(true, &cfg),
+            None,
+            "passes count anew after an ejection"
+        );
+        assert_eq!(h.checked(true, &cfg), Some(true));
+        assert!(h.usable());
+        assert!(cfg.passes(204) && !cfg.passes(500));
+    }
+}
