@@ -62,7 +62,7 @@ impl HealthCheckConfig {
 
 #[derive(Debug, Clone, Copy)]
 pub struct OutlierConfig {
-    /// Consecutive gateway failures (connect failure, timeout, reset, 502/503/504) that eject an
+    /// Consecutive gateway failures (connect failure, reset, 502/503/504) that eject an
     /// address; 0 turns passive ejection off.
     pub consecutive_failures: u32,
     /// First ejection; each further one doubles it.
@@ -289,7 +289,8 @@ fn build_retry(r: &FileRetry) -> Result<RetryConfig, FieldError> {
             1,
             5,
         )?,
-        idempotent: r.idempotent.unwrap_or(true),
+        // Off by default: keeping a replayable head costs a header-map copy per request.
+        idempotent: r.idempotent.unwrap_or(false),
         budget_ratio,
         budget_min_per_second: in_range(
             "upstream.retry.budget_min_per_second",

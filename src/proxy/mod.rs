@@ -472,8 +472,16 @@ async fn forward(
                 (replay.as_ref().map(Replay::request), Ok(exchange))
             }
             Err(SendFailure { error, request }) => {
-                health::report(up, target, &ep, Report::GatewayFailure);
-                let reset = matches!(error, UpstreamError::Protocol { .. });
+                // The target is to blame for a refused connection or a reset, not for the
+                // client's own body failing, nor for a slow answer (one tenant's heavy requests
+                // could cause that; active checks catch a hung target).
+                let client_side =
+                    matches!(&error, UpstreamError::Protocol { source, .. } if source.is_user());
+                let timeout = matches!(error, UpstreamError::ResponseTimeout { .. });
+                if !client_side && !timeout {
+                    health::report(up, target, &ep, Report::GatewayFailure);
+                }
+                let reset = matches!(error, UpstreamError::Protocol { .. }) && !client_side;
                 let again =
                     request.or_else(|| replay.as_ref().filter(|_| reset).map(Replay::request));
                 (again, Err(error))

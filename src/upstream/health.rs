@@ -6,11 +6,12 @@
 //!   `unhealthy_threshold` failures in a row take it out, `healthy_threshold` passes bring it
 //!   back (and also end a passive ejection, as in Envoy);
 //! - **passive**: `upstream.outlier.consecutive_failures` gateway failures in a row (connect
-//!   failure, timeout, reset, 502/503/504; never a 500 the application chose) eject it for
-//!   `base_ejection`, doubling with each repeat within `max_ejection`, up to `max_ejection`.
+//!   failure, reset, 502/503/504 from the target) eject it for `base_ejection`, doubling with
+//!   each repeat within `max_ejection`, up to `max_ejection`.
 //!
-//! Only gateway failures count because an application 500 can be caused by one tenant's
-//! requests, and a noisy tenant must not be able to eject its neighbours' targets. The request
+//! Only gateway failures count: an application's 500, a slow answer (response timeout) or a
+//! client's broken upload can be caused by one tenant's requests, and a noisy tenant must not
+//! be able to eject its neighbours' targets. A hung target is the active checks' job. The request
 //! path touches this module through [`report`]: one relaxed load on success.
 
 use std::sync::Arc;
@@ -140,7 +141,7 @@ impl Health {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Report {
     Success,
-    /// Connect failure, timeout, reset, or a 502/503/504 from the target.
+    /// Connect failure, reset, or a 502/503/504 from the target.
     GatewayFailure,
 }
 
