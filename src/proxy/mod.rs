@@ -45,7 +45,7 @@ use crate::metrics::{CellMetrics, Metrics, Outcome};
 use crate::placement::lookup::{Lookup, LookupOutcome};
 use crate::placement::{Cell, SnapshotHandle};
 use crate::ratelimit::{Ask, Limited, Limiter, LocalStore, MonotonicClock};
-use crate::routing::route_with;
+use crate::routing::{ArmHint, route_with};
 use crate::tenant::{TenantId, identify, request_host_value};
 use crate::upstream::pool::SendFailure;
 use crate::upstream::{Pool, Reuse, Timeouts, UpstreamBody, UpstreamError};
@@ -300,14 +300,21 @@ async fn place(
     let policy = s.config.tenant.route_policy;
     {
         let snap = s.snapshot.load();
-        match route_with(tenant, method, issuer, &snap, policy) {
+        match route_with(tenant, method, issuer, &snap, policy, ArmHint::default()) {
             Err(RouteError::UnknownTenant)
                 if s.config.lookup.unknown && snap.tenant(tenant.as_str()).is_none() => {}
             decided => return decided,
         }
     }
     match s.lookup.resolve(tenant.as_str()).await {
-        LookupOutcome::Found => route_with(tenant, method, issuer, &s.snapshot.load(), policy),
+        LookupOutcome::Found => route_with(
+            tenant,
+            method,
+            issuer,
+            &s.snapshot.load(),
+            policy,
+            ArmHint::default(),
+        ),
         LookupOutcome::Absent => Err(RouteError::UnknownTenant),
         LookupOutcome::Unavailable => Err(RouteError::RegistryUnavailable),
     }

@@ -70,24 +70,47 @@ pub struct RoutePolicy {
     pub migrating_refuses_all: bool,
 }
 
-/// [`route_with`] under the default policy.
+/// What one request adds to the choice of its tenant's arm, resolved by the caller (the proxy
+/// reads it from the verified token and the `[canary]` config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArmHint<'a> {
+    /// Hashed with the tenant id (`canary.hash_by = "sub"`: the token's `sub`), so each key of
+    /// a tenant gets its own sticky arm; `None`: the tenant id alone decides.
+    pub key: Option<&'a str>,
+    /// An arm this request may force (a permitted `canary.force_header`); it wins over the
+    /// record's pin and the weights, unless the cell has no such group with targets.
+    pub forced: Option<&'a str>,
+}
+
+/// [`route_with`] under the default policy, with no per-request arm hint.
 pub fn route(
     tenant: &TenantId,
     method: &Method,
     issuer: Option<&str>,
     snap: &PlacementSnapshot,
 ) -> Result<RouteDecision, RouteError> {
-    route_with(tenant, method, issuer, snap, RoutePolicy::default())
+    route_with(
+        tenant,
+        method,
+        issuer,
+        snap,
+        RoutePolicy::default(),
+        ArmHint::default(),
+    )
 }
 
 /// Decides where `tenant`'s request goes under `snap`. `issuer` is the verified token's `iss`,
 /// checked against the registry's issuer bindings (see [`PlacementSnapshot::issuer_allowed`]).
+/// The arm is, in order: `hint.forced`, the record's `arm` pin, then the weights (hashing the
+/// tenant id, with `hint.key` when given); a forced or pinned arm the cell lacks, or has
+/// without targets, is passed over.
 pub fn route_with(
     tenant: &TenantId,
     method: &Method,
     issuer: Option<&str>,
     snap: &PlacementSnapshot,
     policy: RoutePolicy,
+    hint: ArmHint<'_>,
 ) -> Result<RouteDecision, RouteError> {
     if snap.generation == 0 {
         return Err(RouteError::NotReady);
@@ -116,12 +139,17 @@ pub fn route_with(
     if cell.state == CellState::Down {
         return Err(RouteError::CellDown(Arc::clone(&placement.cell_id)));
     }
-    let pinned = placement.arm.as_deref().and_then(|a| {
+    let usable = |name: &str| {
         cell.groups
             .iter()
-            .position(|g| &*g.name == a && !g.targets.is_empty())
-    });
-    let Some(group) = pinned.or_else(|| canary::arm(&cell.groups, tenant.as_str())) else {
+            .position(|g| &*g.name == name && !g.targets.is_empty())
+    };
+    let chosen = hint
+        .forced
+        .and_then(usable)
+        .or_else(|| placement.arm.as_deref().and_then(usable))
+        .or_else(|| canary::arm_keyed(&cell.groups, tenant.as_str(), hint.key));
+    let Some(group) = chosen else {
         return Err(RouteError::CellDown(Arc::clone(&placement.cell_id)));
     };
     Ok(RouteDecision {
