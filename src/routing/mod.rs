@@ -8,8 +8,10 @@ pub mod canary;
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 
+use crate::auth::VerifiedToken;
+use crate::config::{CanaryConfig, HashBy};
 use crate::placement::{Cell, CellState, PlacementSnapshot, TenantLimits, TenantStatus};
 use crate::tenant::TenantId;
 
@@ -71,7 +73,7 @@ pub struct RoutePolicy {
 }
 
 /// What one request adds to the choice of its tenant's arm, resolved by the caller (the proxy
-/// reads it from the verified token and the `[canary]` config).
+/// reads it from the verified token and the `[canary]` config with [`arm_hint`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ArmHint<'a> {
     /// Hashed with the tenant id (`canary.hash_by = "sub"`: the token's `sub`), so each key of
@@ -80,6 +82,32 @@ pub struct ArmHint<'a> {
     /// An arm this request may force (a permitted `canary.force_header`); it wins over the
     /// record's pin and the weights, unless the cell has no such group with targets.
     pub forced: Option<&'a str>,
+}
+
+/// The arm hint of one request under `[canary]`: the token's `sub` as the hash key with
+/// `hash_by = "sub"`, and the arm named by the (first) `force_header` when the verified token
+/// may force that arm ([`VerifiedToken::arms`]). No token, no `sub`, no claim, or a header
+/// naming an arm the token may not force: no hint from it, never an error.
+#[must_use]
+pub fn arm_hint<'a>(
+    canary: &CanaryConfig,
+    headers: &'a HeaderMap,
+    token: Option<&'a VerifiedToken>,
+) -> ArmHint<'a> {
+    let Some(token) = token else {
+        return ArmHint::default();
+    };
+    let key = match canary.hash_by {
+        HashBy::Sub => token.subject.as_deref().filter(|s| !s.is_empty()),
+        HashBy::Tenant => None,
+    };
+    let forced = canary
+        .force
+        .as_ref()
+        .and_then(|f| headers.get(&f.header))
+        .and_then(|v| v.to_str().ok())
+        .filter(|arm| token.arms.permits(arm));
+    ArmHint { key, forced }
 }
 
 /// [`route_with`] under the default policy, with no per-request arm hint.

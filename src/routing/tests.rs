@@ -452,3 +452,66 @@ fn hashing_by_sub_is_sticky_per_sub_independent_across_tenants_and_falls_back_to
         assert_eq!(arm_of(&pinned, "p", hint), "canary");
     }
 }
+
+#[test]
+fn the_hint_honours_the_header_only_for_tokens_whose_claim_permits_the_arm() {
+    use crate::auth::ClaimPath;
+    use crate::auth::{ForcedArms, IssuerPolicy, VerifiedToken};
+    use crate::config::{CanaryConfig, ForceArm, HashBy};
+    let token = |sub: Option<&str>, arms: ForcedArms| VerifiedToken {
+        issuer: Arc::new(IssuerPolicy {
+            name: Arc::from("idp"),
+            iss: Arc::from("https://idp.test"),
+            tenants: None,
+        }),
+        tenant: None,
+        subject: sub.map(Box::from),
+        expires_at: u64::MAX,
+        forward: Box::new([]),
+        arms,
+    };
+    let cfg = CanaryConfig {
+        hash_by: HashBy::Sub,
+        force: Some(ForceArm {
+            header: http::HeaderName::from_static("x-arm"),
+            claim: ClaimPath::parse("canary_tester").unwrap(),
+        }),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("x-arm", HeaderValue::from_static("canary"));
+    let names = ForcedArms::Names(Box::new([Box::from("canary")]));
+    let (plain, tester, any) = (
+        token(Some("u1"), ForcedArms::None),
+        token(Some("u1"), names),
+        token(None, ForcedArms::Any),
+    );
+    // Anonymous: no hint at all, whatever the header says.
+    assert_eq!(arm_hint(&cfg, &headers, None), ArmHint::default());
+    // A token without the claim: its sub, and the header ignored.
+    let want = ArmHint {
+        key: Some("u1"),
+        forced: None,
+    };
+    assert_eq!(arm_hint(&cfg, &headers, Some(&plain)), want);
+    // The claim names the arm, or permits any.
+    assert_eq!(
+        arm_hint(&cfg, &headers, Some(&tester)).forced,
+        Some("canary")
+    );
+    assert_eq!(arm_hint(&cfg, &headers, Some(&any)), forced("canary"));
+    headers.insert("x-arm", HeaderValue::from_static("beta"));
+    assert_eq!(arm_hint(&cfg, &headers, Some(&tester)).forced, None);
+    assert_eq!(arm_hint(&cfg, &headers, Some(&any)).forced, Some("beta"));
+    // No header: nothing forced; an empty sub is no key.
+    let empty_sub = token(Some(""), ForcedArms::Any);
+    assert_eq!(
+        arm_hint(&cfg, &HeaderMap::new(), Some(&empty_sub)),
+        ArmHint::default()
+    );
+    // hash_by = "tenant": never a key; no force_header: the header means nothing.
+    let tenant_only = CanaryConfig::default();
+    assert_eq!(
+        arm_hint(&tenant_only, &headers, Some(&any)),
+        ArmHint::default()
+    );
+}
