@@ -500,6 +500,7 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
                     Some(n) => Some(n),
                     None => current.as_ref().and_then(|c| c.max_in_flight),
                 },
+                wave: current.as_ref().and_then(|c| c.wave),
                 version: 0,
             };
             write_cell(reg, record, current.map(|c| c.version)).await

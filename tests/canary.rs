@@ -20,7 +20,7 @@ use http_body_util::Full;
 use jsonwebtoken::Algorithm::RS256;
 use serde_json::{Value, json};
 
-/// Registry text: `cell-1` with a `stable` group (weight `stable`, targets `s`) and a `canary`
+/// Registry text: `cell-1` (wave 3) with a `stable` group (weight `stable`, targets `s`) and a `canary`
 /// group (weight `canary`, targets `c`), and tenants `t000..` placed in it.
 fn registry(s: &[String], c: &[String], (stable, canary): (u32, u32), tenants: usize) -> String {
     let list = |v: &[String]| {
@@ -30,7 +30,7 @@ fn registry(s: &[String], c: &[String], (stable, canary): (u32, u32), tenants: u
             .join(", ")
     };
     let mut text = format!(
-        "[[cells]]\nid = \"cell-1\"\n\n[[cells.groups]]\nname = \"stable\"\nversion = \"v1\"\n\
+        "[[cells]]\nid = \"cell-1\"\nwave = 3\n\n[[cells.groups]]\nname = \"stable\"\nversion = \"v1\"\n\
          weight = {stable}\ntargets = [{}]\n\n[[cells.groups]]\nname = \"canary\"\n\
          version = \"v2\"\nweight = {canary}\ntargets = [{}]\n\n",
         list(s),
@@ -107,8 +107,9 @@ async fn tenants_stick_to_one_arm_split_by_weight_and_follow_a_weight_change() {
         "{on_canary} of 200 tenants on a 20% canary"
     );
 
-    // The admin API shows the groups with weights and versions.
+    // The admin API shows the groups with weights and versions, and the cell's wave.
     let cells = h.admin_get("/admin/cells").await.unwrap().json();
+    assert_eq!(cells["cells"][0]["wave"], 3);
     let groups = &cells["cells"][0]["groups"];
     assert_eq!(groups[1]["name"], "canary");
     assert_eq!(groups[1]["version"], "v2");

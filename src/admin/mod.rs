@@ -169,6 +169,7 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                         })).collect::<Vec<_>>(),
                         "preserve_host": c.preserve_host,
                         "max_in_flight": c.max_in_flight,
+                        "wave": c.wave,
                         "in_flight": c.metrics(&shared.metrics).in_flight.get(),
                     })
                 })

@@ -178,6 +178,8 @@ pub struct FileCell {
     pub preserve_host: Option<bool>,
     /// Requests in flight to this cell at most (503 beyond); overrides `limits.cell_max_in_flight`.
     pub max_in_flight: Option<u32>,
+    /// Canary wave: a label operators select cells by (`cellgate cell weights --wave N`).
+    pub wave: Option<u32>,
 }
 
 /// `[[cells.groups]]`: one deployment arm of a cell.

@@ -130,6 +130,7 @@ mod tests {
                 .collect(),
             preserve_host: None,
             max_in_flight: None,
+            wave: None,
         };
         Cell::from_file(&fc, "cells[0]").unwrap()
     }

@@ -13,6 +13,7 @@ fn cell(id: &str, state: &str, targets: &[&str]) -> Cell {
         groups: Vec::new(),
         preserve_host: None,
         max_in_flight: None,
+        wave: None,
     };
     Cell::from_file(&fc, "cells[0]").unwrap()
 }
@@ -263,6 +264,7 @@ fn a_pinned_tenant_gets_its_arm_whatever_the_weights() {
         groups: vec![group("stable", 100, 1), group("canary", 0, 2)],
         preserve_host: None,
         max_in_flight: None,
+        wave: None,
     };
     let mut tenants: Vec<TenantRecord> = (0..200)
         .map(|i| record(&format!("t{i}"), "cell-c", TenantStatus::Active, 1))
@@ -309,6 +311,7 @@ fn canary_snapshot(
             .collect(),
         preserve_host: None,
         max_in_flight: None,
+        wave: None,
     };
     let data = RegistryData {
         tenants: tenants
