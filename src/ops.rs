@@ -891,6 +891,9 @@ async fn select_cells(
             ));
         }
     } else {
+        if cells.is_empty() {
+            return Err(invalid("--cell", "", "name at least one cell, or a --wave"));
+        }
         for id in cells {
             if !valid_cell_id(id) {
                 return Err(invalid("--cell", id, crate::placement::CELL_ID_RULE));

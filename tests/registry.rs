@@ -928,6 +928,8 @@ async fn canary_groups_and_wave_weights_from_the_cli_reach_the_proxy() {
         "{e}"
     );
     assert_eq!(groups_of(&reg, "cell-1").await, before);
+    let e = err(&reg, weights(&[], None, &["canary=10"])).await;
+    assert!(e.starts_with("--cell"), "{e}");
     let e = err(&reg, weights(&[], Some(7), &["canary=10"])).await;
     assert!(e.starts_with("--wave = \"7\""), "{e}");
     for bad in ["canary", "canary=ten", "canary=10001", "can ary=1"] {

@@ -1,7 +1,8 @@
 //! The *place and route* stage: (tenant, snapshot) -> the cell and target to forward to.
 //!
-//! Pure and synchronous: it reads one snapshot generation and returns a decision or a typed
-//! refusal, so it can be unit-tested and benchmarked without a socket. A tenant whose cell is
+//! Pure and synchronous: it reads one snapshot generation (and the request's [`ArmHint`], for
+//! the choice of the cell's canary arm) and returns a decision or a typed refusal, so it can be
+//! unit-tested and benchmarked without a socket. A tenant whose cell is
 //! down or missing gets a refusal naming that cell; there is no default or fallback cell, ever.
 
 pub mod canary;
