@@ -30,6 +30,7 @@ fn snapshot(tenants: usize) -> PlacementSnapshot {
                 groups: Vec::new(),
                 preserve_host: None,
                 max_in_flight: None,
+                wave: None,
             };
             Cell::from_file(&fc, "cells[0]").unwrap()
         })

@@ -109,6 +109,7 @@ fn cell() -> (Cell, Arc<CellMetrics>) {
         groups: Vec::new(),
         preserve_host: None,
         max_in_flight: None,
+        wave: None,
     };
     (
         Cell::from_file(&fc, "cells[0]").unwrap(),

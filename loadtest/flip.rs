@@ -72,6 +72,8 @@ async fn main() {
             region: None,
             preserve_host: None,
             max_in_flight: None,
+            wave: None,
+            clear_wave: false,
         };
         ops::cell_command(&reg, cmd).await.unwrap();
     }

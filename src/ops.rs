@@ -14,6 +14,7 @@ use crate::placement::dynamo::schema::{
 };
 pub use crate::placement::dynamo::write::Registry;
 use crate::placement::dynamo::write::{InitOutcome, WriteError, updated_at};
+use crate::placement::group::{MAX_WEIGHT, valid_label};
 use crate::placement::record::{RawTenant, tenant_record};
 use crate::placement::{TenantLimits, TenantRecord, TenantStatus, valid_cell_id};
 
@@ -80,6 +81,9 @@ pub enum TenantCommand {
         /// Write only if the stored version is this one (default: the version just read).
         #[arg(long)]
         expect_version: Option<u64>,
+        /// Place a new tenant, or move one, into a cell that is DRAINING or DOWN anyway.
+        #[arg(long)]
+        force: bool,
     },
     /// Print a tenant's record.
     Get { tenant: String },
@@ -125,17 +129,19 @@ impl TenantCommand {
             arm: None,
             clear_arm: false,
             expect_version: None,
+            force: false,
         }
     }
 }
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum CellCommand {
-    /// Create or update a cell with one target group (`stable`).
+    /// Create or update a cell. With `--target`, its targets become one group (`stable`); an
+    /// existing cell written without `--target` keeps its target groups.
     Put {
         cell: String,
-        /// A target URL (http(s)://host[:port]); repeat for several.
-        #[arg(long = "target", required = true)]
+        /// A target URL (http(s)://host[:port]); repeat for several. Required for a new cell.
+        #[arg(long = "target")]
         targets: Vec<String>,
         /// ACTIVE, DRAINING or DOWN (default: the current state, else ACTIVE).
         #[arg(long)]
@@ -149,6 +155,51 @@ pub enum CellCommand {
         /// (default: the current value; `0` removes it, so `limits.cell_max_in_flight` applies).
         #[arg(long)]
         max_in_flight: Option<u32>,
+        /// The cell's canary wave, selected by `cell weights --wave N` (default: the current one).
+        #[arg(long, conflicts_with = "clear_wave")]
+        wave: Option<u32>,
+        /// Take the cell out of its wave.
+        #[arg(long)]
+        clear_wave: bool,
+    },
+    /// Create or update one target group (deployment arm) of a cell, keeping the others; or
+    /// remove one with `--remove`.
+    Group {
+        cell: String,
+        /// The group's name (1-64 of A-Z a-z 0-9 . _ -).
+        #[arg(long)]
+        name: String,
+        /// Version label (default: the current one; for a new group, its name).
+        #[arg(long)]
+        version: Option<String>,
+        /// Relative share of the cell's tenants, 0-10000 (default: the current one; for a new
+        /// group 0, a dark arm only pinned or forced requests reach).
+        #[arg(long)]
+        weight: Option<u32>,
+        /// A target URL; repeat for several. Replaces the group's targets; required for a new
+        /// group.
+        #[arg(long = "target")]
+        targets: Vec<String>,
+        /// Remove the group (refused for the last group with a weight unless the cell is DOWN).
+        #[arg(long, conflicts_with_all = ["version", "weight", "targets"])]
+        remove: bool,
+    },
+    /// Set the weights of named groups in several cells: every cell is checked first, then
+    /// written with one conditional write each.
+    Weights {
+        /// A cell to change; repeat for several.
+        #[arg(
+            long = "cell",
+            required_unless_present = "wave",
+            conflicts_with = "wave"
+        )]
+        cells: Vec<String>,
+        /// Change every cell of this wave.
+        #[arg(long)]
+        wave: Option<u32>,
+        /// GROUP=WEIGHT (0-10000); repeat for several groups.
+        #[arg(long = "set", required = true)]
+        set: Vec<String>,
     },
     /// Print a cell's record.
     Get { cell: String },
@@ -175,6 +226,14 @@ pub enum OpsError {
         field: String,
         value: String,
         reason: String,
+    },
+    /// A multi-cell write stopped part-way: which cells were written and which were not.
+    #[error("cell {cell}: {source}; written before it: {written:?}; not attempted: {pending:?}")]
+    Partial {
+        cell: String,
+        source: Box<OpsError>,
+        written: Vec<String>,
+        pending: Vec<String>,
     },
 }
 
@@ -255,6 +314,7 @@ pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value,
             arm,
             clear_arm,
             expect_version,
+            force,
         } => {
             let current = current_tenant(reg, &tenant).await?;
             let held = if clear_limits {
@@ -289,6 +349,22 @@ pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value,
                 },
             })
             .map_err(|b| invalid(b.field, &b.value, b.reason))?;
+            // Like `tenant move`: no new placement lands in a cell being emptied or down.
+            let placing = current.as_ref().is_none_or(|c| c.cell != record.cell);
+            if placing
+                && !force
+                && let Some(c) = current_cell(reg, &record.cell).await?
+                && c.state != "ACTIVE"
+            {
+                return Err(invalid(
+                    "--cell",
+                    &record.cell,
+                    format!(
+                        "the cell is {} (use --force to place the tenant there anyway)",
+                        c.state
+                    ),
+                ));
+            }
             let expected = expect_version.or(current.map(|c| c.version));
             write_tenant(reg, record, expected).await
         }
@@ -468,6 +544,8 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
             region,
             preserve_host,
             max_in_flight,
+            wave,
+            clear_wave,
         } => {
             if !valid_cell_id(&cell) {
                 return Err(invalid("cell", &cell, crate::placement::CELL_ID_RULE));
@@ -482,28 +560,61 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
                 ));
             }
             let current = current_cell(reg, &cell).await?;
+            let groups = match (&current, targets.is_empty()) {
+                (_, false) => vec![TargetGroup {
+                    name: "stable".to_owned(),
+                    targets,
+                    weight: 100,
+                    version: "stable".to_owned(),
+                }],
+                (Some(c), true) => c.groups.clone(),
+                (None, true) => {
+                    return Err(invalid(
+                        "--target",
+                        "[]",
+                        format!("cell {cell} is new: give it at least one target"),
+                    ));
+                }
+            };
             let record = CellRecord {
                 id: cell.clone(),
                 state: state
                     .or_else(|| current.as_ref().map(|c| c.state.clone()))
                     .unwrap_or_else(|| "ACTIVE".to_owned()),
                 region: region.or_else(|| current.as_ref().and_then(|c| c.region.clone())),
-                groups: vec![TargetGroup {
-                    name: "stable".to_owned(),
-                    targets,
-                    weight: 100,
-                    version: "stable".to_owned(),
-                }],
+                groups,
                 preserve_host,
                 max_in_flight: match max_in_flight {
                     Some(0) => None,
                     Some(n) => Some(n),
                     None => current.as_ref().and_then(|c| c.max_in_flight),
                 },
+                wave: if clear_wave {
+                    None
+                } else {
+                    wave.or_else(|| current.as_ref().and_then(|c| c.wave))
+                },
                 version: 0,
             };
             write_cell(reg, record, current.map(|c| c.version)).await
         }
+        CellCommand::Group {
+            cell,
+            name,
+            version,
+            weight,
+            targets,
+            remove,
+        } => {
+            let edit = GroupEdit {
+                name,
+                version,
+                weight,
+                targets,
+            };
+            cell_group(reg, &cell, edit, remove).await
+        }
+        CellCommand::Weights { cells, wave, set } => set_weights(reg, &cells, wave, &set).await,
         CellCommand::Get { cell } => match reg.get(&cell_key(&cell)).await? {
             Some(item) => Ok(item_json(&item)),
             None => Err(not_found(reg, "cell", &cell)),
@@ -545,4 +656,257 @@ async fn write_cell(
         .commit(cell_item(&next, &updated_at()), expected)
         .await?;
     stored(reg, &cell_key(&next.id), epoch).await
+}
+
+/// `cell group`, parsed: the fields to set on one group (unset ones keep their values).
+#[derive(Debug, Clone)]
+pub struct GroupEdit {
+    pub name: String,
+    pub version: Option<String>,
+    pub weight: Option<u32>,
+    pub targets: Vec<String>,
+}
+
+const LABEL_RULE: &str = "1-64 characters of A-Z a-z 0-9 . _ -";
+
+fn check_weight(field: &str, value: &str, weight: u32) -> Result<u32, OpsError> {
+    if weight > MAX_WEIGHT {
+        return Err(invalid(field, value, format!("a weight is 0-{MAX_WEIGHT}")));
+    }
+    Ok(weight)
+}
+
+fn group_names(c: &CellRecord) -> String {
+    let names: Vec<&str> = c.groups.iter().map(|g| g.name.as_str()).collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Creates, updates or removes one target group of a registry cell; the other groups are kept
+/// and the result is checked as the proxy will check it before it is written (version + 1).
+async fn cell_group(
+    reg: &Registry,
+    cell: &str,
+    edit: GroupEdit,
+    remove: bool,
+) -> Result<Value, OpsError> {
+    if !valid_cell_id(cell) {
+        return Err(invalid("cell", cell, crate::placement::CELL_ID_RULE));
+    }
+    if !valid_label(&edit.name) {
+        return Err(invalid("--name", &edit.name, LABEL_RULE));
+    }
+    if let Some(v) = &edit.version
+        && !valid_label(v)
+    {
+        return Err(invalid("--version", v, LABEL_RULE));
+    }
+    if let Some(w) = edit.weight {
+        check_weight("--weight", &w.to_string(), w)?;
+    }
+    let Some(current) = current_cell(reg, cell).await? else {
+        return Err(not_found(reg, "cell", cell));
+    };
+    let expected = current.version;
+    let mut next = current.clone();
+    let at = next.groups.iter().position(|g| g.name == edit.name);
+    if remove {
+        let Some(i) = at else {
+            return Err(invalid(
+                "--name",
+                &edit.name,
+                format!(
+                    "cell {cell} has no such group (its groups: {})",
+                    group_names(&current)
+                ),
+            ));
+        };
+        next.groups.remove(i);
+        let weighted = next
+            .groups
+            .iter()
+            .any(|g| g.weight > 0 && !g.targets.is_empty());
+        if !weighted && next.state != "DOWN" {
+            return Err(invalid(
+                "--remove",
+                &edit.name,
+                format!(
+                    "the last group with a weight in cell {cell} ({}): give another group a \
+                     weight first, or mark the cell DOWN",
+                    current.state
+                ),
+            ));
+        }
+    } else {
+        match at {
+            Some(i) => {
+                let g = &mut next.groups[i];
+                if let Some(v) = edit.version {
+                    g.version = v;
+                }
+                if let Some(w) = edit.weight {
+                    g.weight = w;
+                }
+                if !edit.targets.is_empty() {
+                    g.targets = edit.targets;
+                }
+            }
+            None if edit.targets.is_empty() => {
+                return Err(invalid(
+                    "--target",
+                    "[]",
+                    format!(
+                        "group {} is new in cell {cell}: give it at least one target",
+                        edit.name
+                    ),
+                ));
+            }
+            None => next.groups.push(TargetGroup {
+                version: edit.version.unwrap_or_else(|| edit.name.clone()),
+                name: edit.name,
+                targets: edit.targets,
+                weight: edit.weight.unwrap_or(0),
+            }),
+        }
+    }
+    write_cell(reg, next, Some(expected)).await
+}
+
+/// `cell weights`: the cells named, or every cell of `wave`; each must have every group in
+/// `set` and stay valid with the new weights, all checked before the first write. Then one
+/// conditional write per cell (a cell already at those weights is left alone); a failed write
+/// stops the run and says which cells were written.
+async fn set_weights(
+    reg: &Registry,
+    cells: &[String],
+    wave: Option<u32>,
+    set: &[String],
+) -> Result<Value, OpsError> {
+    let mut weights: Vec<(String, u32)> = Vec::with_capacity(set.len());
+    for s in set {
+        let Some((group, w)) = s.split_once('=') else {
+            return Err(invalid("--set", s, "GROUP=WEIGHT, e.g. canary=10"));
+        };
+        if !valid_label(group) {
+            return Err(invalid("--set", s, format!("group names are {LABEL_RULE}")));
+        }
+        let w = w
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| invalid("--set", s, format!("a weight is 0-{MAX_WEIGHT}")))?;
+        if weights.iter().any(|(g, _)| g == group) {
+            return Err(invalid("--set", s, format!("group {group} is set twice")));
+        }
+        weights.push((group.to_owned(), check_weight("--set", s, w)?));
+    }
+    let selected = select_cells(reg, cells, wave).await?;
+    // Check everything before writing anything.
+    let mut plans: Vec<(CellRecord, CellRecord)> = Vec::with_capacity(selected.len());
+    for current in selected {
+        let mut next = current.clone();
+        for (group, w) in &weights {
+            let Some(g) = next.groups.iter_mut().find(|g| &g.name == group) else {
+                return Err(invalid(
+                    "--set",
+                    &format!("{group}={w}"),
+                    format!(
+                        "cell {} has no group {group} (its groups: {}); nothing was written",
+                        current.id,
+                        group_names(&current)
+                    ),
+                ));
+            };
+            g.weight = *w;
+        }
+        crate::placement::Cell::from_file(&next.to_file_cell(), &format!("cell {}", current.id))
+            .map_err(|f| {
+                invalid(
+                    f.key,
+                    &f.value,
+                    format!("{} with the new weights; nothing was written", f.reason),
+                )
+            })?;
+        plans.push((current, next));
+    }
+    let ids: Vec<String> = plans.iter().map(|(c, _)| c.id.clone()).collect();
+    let mut results = Vec::with_capacity(plans.len());
+    let mut written = Vec::new();
+    for (i, (current, next)) in plans.into_iter().enumerate() {
+        let id = current.id.clone();
+        if next.groups == current.groups {
+            results.push(json!({"cell": id, "result": "unchanged", "version": current.version}));
+            continue;
+        }
+        match write_cell(reg, next, Some(current.version)).await {
+            Ok(out) => {
+                let record = &out["record"];
+                results.push(json!({
+                    "cell": id,
+                    "result": "written",
+                    "version": record["version"],
+                    "epoch": out["epoch"],
+                    "target_groups": record["target_groups"],
+                }));
+                written.push(id);
+            }
+            Err(e) => {
+                return Err(OpsError::Partial {
+                    cell: id,
+                    source: Box::new(e),
+                    written,
+                    pending: ids[i + 1..].to_vec(),
+                });
+            }
+        }
+    }
+    let set: serde_json::Map<String, Value> =
+        weights.into_iter().map(|(g, w)| (g, json!(w))).collect();
+    Ok(json!({"set": set, "wave": wave, "cells": results}))
+}
+
+/// The cells `cell weights` works on, sorted by id: the ones named (each must exist), or every
+/// registry cell of `wave` (at least one).
+async fn select_cells(
+    reg: &Registry,
+    cells: &[String],
+    wave: Option<u32>,
+) -> Result<Vec<CellRecord>, OpsError> {
+    let mut out = Vec::new();
+    if let Some(n) = wave {
+        for item in reg.list("cell").await? {
+            let c = cell_from_item(&item)
+                .map_err(|b| invalid(format!("stored cell: {}", b.field), &b.value, b.reason))?;
+            if c.wave == Some(n) {
+                out.push(c);
+            }
+        }
+        if out.is_empty() {
+            return Err(invalid(
+                "--wave",
+                &n.to_string(),
+                format!("no cell in table {} has this wave", reg.table()),
+            ));
+        }
+    } else {
+        if cells.is_empty() {
+            return Err(invalid("--cell", "", "name at least one cell, or a --wave"));
+        }
+        for id in cells {
+            if !valid_cell_id(id) {
+                return Err(invalid("--cell", id, crate::placement::CELL_ID_RULE));
+            }
+            if out.iter().any(|c: &CellRecord| &c.id == id) {
+                continue;
+            }
+            match current_cell(reg, id).await? {
+                Some(c) => out.push(c),
+                None => return Err(not_found(reg, "cell", id)),
+            }
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
 }

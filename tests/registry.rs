@@ -1,6 +1,7 @@
 //! The DynamoDB registry end to end, against a real DynamoDB-API server (moto, started by
-//! `tests/run.sh`, endpoint in `CELLGATE_TEST_DYNAMODB`): the operator commands, versioned
-//! writes, and a running proxy loading and following the table.
+//! `tests/run.sh`, endpoint in `CELLGATE_TEST_DYNAMODB`): the operator commands (canary groups,
+//! waves and weights included), versioned writes, and a running proxy loading and following the
+//! table.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -72,6 +73,8 @@ async fn proxy_with(args: &TableArgs, reg: &Registry, registry_extra: &str) -> H
             region: Some("eu-west-1".to_owned()),
             preserve_host: None,
             max_in_flight: None,
+            wave: None,
+            clear_wave: false,
         };
         ops::cell_command(reg, cmd).await.unwrap();
     }
@@ -151,6 +154,7 @@ async fn writes_are_versioned_and_exactly_one_of_racing_writers_wins() {
         arm: Some("canary".to_owned()),
         clear_arm: false,
         expect_version: None,
+        force: false,
     };
     ops::tenant_command(&reg, with_limits).await.unwrap();
     let moved = put_tenant(&reg, "globex", "cell-2").await;
@@ -644,6 +648,8 @@ async fn limits_follow_the_tables_tiers_overrides_and_cell_caps() {
         region: None,
         preserve_host: None,
         max_in_flight: Some(1),
+        wave: None,
+        clear_wave: false,
     };
     ops::cell_command(&reg, capped).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -695,4 +701,351 @@ async fn limits_follow_the_tables_tiers_overrides_and_cell_caps() {
         "the place came back"
     );
     std::sync::Arc::try_unwrap(h).ok().unwrap().shutdown().await;
+}
+
+/// `cell put CELL` with only a wave change (`Some(None)` clears it); no `--target`: the groups
+/// are kept.
+async fn set_wave(reg: &Registry, cell: &str, wave: Option<u32>) -> serde_json::Value {
+    let cmd = CellCommand::Put {
+        cell: cell.to_owned(),
+        targets: Vec::new(),
+        state: None,
+        region: None,
+        preserve_host: None,
+        max_in_flight: None,
+        wave,
+        clear_wave: wave.is_none(),
+    };
+    ops::cell_command(reg, cmd).await.unwrap()
+}
+
+/// `cell group CELL --name NAME [--version V] [--weight W] [--target URL]... [--remove]`.
+fn group(
+    cell: &str,
+    name: &str,
+    version: Option<&str>,
+    weight: Option<u32>,
+    targets: &[String],
+    remove: bool,
+) -> CellCommand {
+    CellCommand::Group {
+        cell: cell.to_owned(),
+        name: name.to_owned(),
+        version: version.map(str::to_owned),
+        weight,
+        targets: targets.to_vec(),
+        remove,
+    }
+}
+
+/// `cell weights (--cell C... | --wave N) --set G=W...`.
+fn weights(cells: &[&str], wave: Option<u32>, set: &[&str]) -> CellCommand {
+    CellCommand::Weights {
+        cells: cells.iter().map(|c| (*c).to_owned()).collect(),
+        wave,
+        set: set.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+/// The stored groups of `cell` as (name, weight, version).
+async fn groups_of(reg: &Registry, cell: &str) -> Vec<(String, u64, String)> {
+    let c = ops::cell_command(
+        reg,
+        CellCommand::Get {
+            cell: cell.to_owned(),
+        },
+    )
+    .await
+    .unwrap();
+    c["target_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["name"].as_str().unwrap().to_owned(),
+                g["weight"].as_u64().unwrap(),
+                g["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// How many of `tenants` a canary target answered (each asked once).
+async fn on_canary(h: &Harness, tenants: &[String]) -> usize {
+    let mut n = 0;
+    for t in tenants {
+        let r = h.get(&format!("{t}.app.test"), "/").await;
+        assert_eq!(r.status, StatusCode::OK, "{t}: {}", r.body);
+        if r.json()["target"].as_str().unwrap().starts_with("canary") {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Waits (up to 3 s) until `want(canary count)` holds for `tenants`.
+async fn until_canary(h: &Harness, tenants: &[String], want: impl Fn(usize) -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let n = on_canary(h, tenants).await;
+        if want(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {n} of {} on the canary",
+            tenants.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn err(reg: &Registry, cmd: CellCommand) -> String {
+    ops::cell_command(reg, cmd).await.unwrap_err().to_string()
+}
+
+// Property: canary operations from the CLI: target groups are added, changed and removed with
+// the cell's other groups kept; a wave's weights change in one command (every cell checked
+// before any write, one conditional write per cell); the proxy follows the weights without a
+// restart; and a tenant is only placed into a DRAINING cell with --force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_groups_and_wave_weights_from_the_cli_reach_the_proxy() {
+    let (args, reg) = table("canary").await;
+    let h = proxy_on(&args, &reg).await;
+    // Waves: cell-1 and cell-2 in wave 1, cell-3 in wave 2; the groups are kept.
+    let w = set_wave(&reg, "cell-1", Some(1)).await;
+    assert_eq!(
+        (
+            w["record"]["wave"].as_u64(),
+            w["record"]["version"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    set_wave(&reg, "cell-2", Some(1)).await;
+    set_wave(&reg, "cell-3", Some(2)).await;
+    assert_eq!(
+        groups_of(&reg, "cell-1").await,
+        [("stable".to_owned(), 100, "stable".to_owned())]
+    );
+    // A new cell needs targets; an existing one written without them keeps its groups.
+    let new_cell = CellCommand::Put {
+        cell: "cell-new".to_owned(),
+        targets: Vec::new(),
+        state: None,
+        region: None,
+        preserve_host: None,
+        max_in_flight: None,
+        wave: Some(1),
+        clear_wave: false,
+    };
+    let e = err(&reg, new_cell).await;
+    assert!(
+        e.starts_with("--target") && e.contains("cell-new is new"),
+        "{e}"
+    );
+    let cleared = set_wave(&reg, "cell-3", None).await;
+    assert!(cleared["record"].get("wave").is_none(), "{cleared}");
+    set_wave(&reg, "cell-3", Some(2)).await;
+
+    // A canary group on cell-1: new groups start dark (weight 0) and need targets.
+    let canary1 = cellgate::demo::spawn_echo_target("cell-1", "canary-1")
+        .await
+        .unwrap();
+    let canary2 = cellgate::demo::spawn_echo_target("cell-2", "canary-2")
+        .await
+        .unwrap();
+    let (c1, c2) = (
+        vec![format!("http://{}", canary1.addr)],
+        vec![format!("http://{}", canary2.addr)],
+    );
+    let out = ops::cell_command(
+        &reg,
+        group("cell-1", "canary", Some("v2"), None, &c1, false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["record"]["wave"], 1, "the wave survives a group write");
+    assert_eq!(
+        groups_of(&reg, "cell-1").await,
+        [
+            ("stable".to_owned(), 100, "stable".to_owned()),
+            ("canary".to_owned(), 0, "v2".to_owned())
+        ]
+    );
+    let e = err(&reg, group("cell-1", "beta", None, Some(5), &[], false)).await;
+    assert!(
+        e.contains("--target") && e.contains("new in cell cell-1"),
+        "{e}"
+    );
+    let e = err(
+        &reg,
+        group("cell-1", "stable", None, Some(20_000), &[], false),
+    )
+    .await;
+    assert!(e.starts_with("--weight = \"20000\""), "{e}");
+    let e = err(&reg, group("cell-1", "can ary", None, None, &c1, false)).await;
+    assert!(e.starts_with("--name"), "{e}");
+    let e = err(&reg, group("cell-9", "canary", None, None, &c1, false)).await;
+    assert!(e.contains("not found"), "{e}");
+    let e = err(
+        &reg,
+        group(
+            "cell-1",
+            "canary",
+            None,
+            None,
+            &["ftp://x".to_owned()],
+            false,
+        ),
+    )
+    .await;
+    assert!(e.contains("targets[0]"), "{e}");
+
+    // 30 tenants over the wave's two cells.
+    let tenants: Vec<String> = (0..30).map(|i| format!("w{i:02}")).collect();
+    for (i, t) in tenants.iter().enumerate() {
+        put_tenant(&reg, t, &format!("cell-{}", i % 2 + 1)).await;
+    }
+    let (in_cell1, in_cell2): (Vec<String>, Vec<String>) = tenants
+        .iter()
+        .cloned()
+        .enumerate()
+        .fold((Vec::new(), Vec::new()), |(mut a, mut b), (i, t)| {
+            if i % 2 == 0 {
+                a.push(t)
+            } else {
+                b.push(t)
+            }
+            (a, b)
+        });
+
+    // The wave's weights: cell-2 has no canary yet, so nothing is written at all.
+    let before = groups_of(&reg, "cell-1").await;
+    let e = err(&reg, weights(&[], Some(1), &["canary=10"])).await;
+    assert!(
+        e.contains("cell cell-2 has no group canary") && e.contains("nothing was written"),
+        "{e}"
+    );
+    assert_eq!(groups_of(&reg, "cell-1").await, before);
+    let e = err(&reg, weights(&[], None, &["canary=10"])).await;
+    assert!(e.starts_with("--cell"), "{e}");
+    let e = err(&reg, weights(&[], Some(7), &["canary=10"])).await;
+    assert!(e.starts_with("--wave = \"7\""), "{e}");
+    for bad in ["canary", "canary=ten", "canary=10001", "can ary=1"] {
+        let e = err(&reg, weights(&["cell-1"], None, &[bad])).await;
+        assert!(e.starts_with(&format!("--set = {bad:?}")), "{e}");
+    }
+    // Every group at weight 0 in an ACTIVE cell: refused before writing.
+    let e = err(&reg, weights(&["cell-1"], None, &["stable=0"])).await;
+    assert!(e.contains("nothing was written"), "{e}");
+    ops::cell_command(&reg, group("cell-2", "canary", None, None, &c2, false))
+        .await
+        .unwrap();
+
+    // Canary at weight 0: no tenant lands there (the proxy has seen both canary groups).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let cells = h.admin_get("/admin/cells").await.unwrap().json();
+        let seen = cells["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["groups"].as_array().unwrap().len() == 2)
+            .count();
+        if seen == 2 {
+            assert_eq!(cells["cells"][0]["wave"], 1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "groups never reached the proxy: {cells}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(on_canary(&h, &tenants).await, 0);
+
+    // The whole wave to the canary: one command, one write per cell, no restart.
+    let out = ops::cell_command(&reg, weights(&[], Some(1), &["canary=10000", "stable=0"]))
+        .await
+        .unwrap();
+    let results: Vec<(&str, &str)> = out["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["cell"].as_str().unwrap(), c["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(results, [("cell-1", "written"), ("cell-2", "written")]);
+    assert_eq!(
+        groups_of(&reg, "cell-3").await,
+        [("stable".to_owned(), 100, "stable".to_owned())],
+        "wave 2 untouched"
+    );
+    let n = tenants.len();
+    until_canary(
+        &h,
+        &tenants,
+        |c| c == n,
+        "wave 1 at canary 10000 / stable 0",
+    )
+    .await;
+
+    // One cell back; the same command again changes nothing.
+    let back = weights(&["cell-1"], None, &["canary=0", "stable=100"]);
+    ops::cell_command(&reg, back.clone()).await.unwrap();
+    let again = ops::cell_command(&reg, back).await.unwrap();
+    assert_eq!(again["cells"][0]["result"], "unchanged");
+    until_canary(&h, &in_cell1, |c| c == 0, "cell-1 back to stable").await;
+    assert_eq!(
+        on_canary(&h, &in_cell2).await,
+        in_cell2.len(),
+        "cell-2 stays on the canary"
+    );
+
+    // Removing groups: the stable arm of cell-2 (the canary carries it), never its last weighted arm.
+    ops::cell_command(&reg, group("cell-2", "stable", None, None, &[], true))
+        .await
+        .unwrap();
+    assert_eq!(groups_of(&reg, "cell-2").await.len(), 1);
+    let e = err(&reg, group("cell-2", "canary", None, None, &[], true)).await;
+    assert!(
+        e.contains("the last group with a weight in cell cell-2"),
+        "{e}"
+    );
+    let e = err(&reg, group("cell-2", "nope", None, None, &[], true)).await;
+    assert!(e.contains("has no such group (its groups: canary)"), "{e}");
+
+    // A DRAINING cell takes no new placement without --force; its own tenants still update.
+    put_tenant(&reg, "old", "cell-3").await;
+    ops::cell_command(
+        &reg,
+        CellCommand::Drain {
+            cell: "cell-3".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let refused = ops::tenant_command(&reg, TenantCommand::place("newco", "cell-3"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("DRAINING") && refused.contains("--force"),
+        "{refused}"
+    );
+    let moving = ops::tenant_command(&reg, TenantCommand::place("w00", "cell-3"))
+        .await
+        .unwrap_err();
+    assert!(moving.to_string().contains("DRAINING"), "{moving}");
+    assert_eq!(
+        put_tenant(&reg, "old", "cell-3").await["record"]["version"],
+        2
+    );
+    let mut forced = TenantCommand::place("newco", "cell-3");
+    if let TenantCommand::Put { force, .. } = &mut forced {
+        *force = true;
+    }
+    let placed = ops::tenant_command(&reg, forced).await.unwrap();
+    assert_eq!(placed["record"]["cell"], "cell-3");
+    h.shutdown().await;
 }

@@ -239,6 +239,7 @@ fn cell_json(shared: &Shared, c: &crate::placement::Cell) -> serde_json::Value {
         "groups": groups,
         "preserve_host": c.preserve_host,
         "max_in_flight": c.max_in_flight,
+        "wave": c.wave,
         "in_flight": c.metrics(&shared.metrics).in_flight.get(),
     })
 }

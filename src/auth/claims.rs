@@ -1,5 +1,5 @@
-//! Reading verified claims: the tenant claim, required claims, `iat`, and the claims forwarded
-//! to the cell as headers.
+//! Reading verified claims: the tenant claim, required claims, `iat`, the claims forwarded
+//! to the cell as headers, and the arms a token may force (`canary.force_claim`).
 //!
 //! Called by [`super::Verifier`] after the signature and the registered claims (`exp`, `nbf`,
 //! `iss`, `aud`) have passed. A claim is named either plainly (`tenant_id`), by a namespaced
@@ -95,6 +95,56 @@ pub fn check_required(claims: &Value, required: &[ClaimPath]) -> Result<(), Reas
         Ok(())
     } else {
         Err(Reason::ClaimMissing)
+    }
+}
+
+/// Which arms a token's holder may force with `canary.force_header`: the `canary.force_claim`
+/// claim, read once at verification (and cached with the token).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ForcedArms {
+    /// No claim, `false`, or a value of another shape: the header is ignored.
+    #[default]
+    None,
+    /// `true`: any arm.
+    Any,
+    /// A string, or a list of strings: those arms (names that cannot be group names dropped).
+    Names(Box<[Box<str>]>),
+}
+
+impl ForcedArms {
+    /// Reads the claim at `path`; never fails (an odd value permits nothing).
+    #[must_use]
+    pub fn from_claims(claims: &Value, path: &ClaimPath) -> Self {
+        let name = |v: &Value| {
+            v.as_str()
+                .filter(|s| crate::placement::group::valid_label(s))
+                .map(Box::from)
+        };
+        match path.get(claims) {
+            Some(Value::Bool(true)) => Self::Any,
+            Some(v @ Value::String(_)) => {
+                name(v).map_or(Self::None, |n| Self::Names(Box::new([n])))
+            }
+            Some(Value::Array(items)) => {
+                let names: Box<[Box<str>]> = items.iter().filter_map(name).collect();
+                if names.is_empty() {
+                    Self::None
+                } else {
+                    Self::Names(names)
+                }
+            }
+            _ => Self::None,
+        }
+    }
+
+    /// Whether the token may force `arm`.
+    #[must_use]
+    pub fn permits(&self, arm: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::Any => true,
+            Self::Names(names) => names.iter().any(|n| &**n == arm),
+        }
     }
 }
 
@@ -203,6 +253,38 @@ mod tests {
             check_iat(&json!({"iat": "1000"}), 1000, 60),
             Err(Reason::ClaimFormat)
         );
+    }
+
+    #[test]
+    fn forced_arms_come_from_true_a_name_or_a_list_of_names() {
+        let p = ClaimPath::parse("canary_tester").unwrap();
+        let arms = |v: Value| ForcedArms::from_claims(&json!({ "canary_tester": v }), &p);
+        assert_eq!(arms(json!(true)), ForcedArms::Any);
+        assert!(arms(json!(true)).permits("anything"));
+        let one = arms(json!("canary"));
+        assert!(one.permits("canary") && !one.permits("stable"));
+        let list = arms(json!(["canary", 7, "beta", "not a name"]));
+        assert_eq!(
+            list,
+            ForcedArms::Names(Box::new([Box::from("canary"), Box::from("beta")]))
+        );
+        assert!(list.permits("beta") && !list.permits("not a name"));
+        for none in [
+            json!(false),
+            json!("x y"),
+            json!([]),
+            json!([1]),
+            json!(1),
+            json!({"a": 1}),
+            json!(null),
+        ] {
+            assert_eq!(arms(none.clone()), ForcedArms::None, "{none}");
+        }
+        assert_eq!(ForcedArms::from_claims(&json!({}), &p), ForcedArms::None);
+        assert!(!ForcedArms::None.permits("canary"));
+        let nested = ClaimPath::parse("/flags/arm").unwrap();
+        let got = ForcedArms::from_claims(&json!({"flags": {"arm": "canary"}}), &nested);
+        assert!(got.permits("canary"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use serde_json::Value;
 use tokio_rustls::TlsConnector;
 
 pub use cache::{TokenCache, token_key, unix_now};
-pub use claims::{ClaimPath, ForwardClaim};
+pub use claims::{ClaimPath, ForcedArms, ForwardClaim};
 pub use issuer::{Issuer, IssuerPolicy};
 pub use jwks::{Jwks, JwksConfig};
 pub use keys::{AlgSet, KeySet, VerificationKey, load_key, valid_kid};
@@ -177,6 +177,9 @@ pub struct VerifiedToken {
     pub expires_at: u64,
     /// Configured claims as header values for the cell (`auth.forward_claims`).
     pub forward: Box<[(HeaderName, HeaderValue)]>,
+    /// The arms this token may force with `canary.force_header` (always `None` unless
+    /// `canary.force_claim` is configured).
+    pub arms: ForcedArms,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +207,8 @@ pub struct Verifier {
     by_iss: HashMap<Box<str>, usize>,
     cache: Arc<TokenCache>,
     forward: Vec<ForwardClaim>,
+    /// `canary.force_claim`, read into [`VerifiedToken::arms`].
+    arm_claim: Option<ClaimPath>,
     required: bool,
     max_token_bytes: usize,
     metrics: AuthMetrics,
@@ -249,6 +254,7 @@ impl Verifier {
             by_iss,
             cache,
             forward: cfg.forward_claims.clone(),
+            arm_claim: cfg.arm_claim.clone(),
             required: cfg.required,
             max_token_bytes: cfg.max_token_bytes,
             metrics: metrics.auth.clone(),
@@ -365,6 +371,10 @@ impl Verifier {
             subject: claims.get("sub").and_then(Value::as_str).map(Box::from),
             expires_at,
             forward: claims::forwarded(&claims, &self.forward),
+            arms: self
+                .arm_claim
+                .as_ref()
+                .map_or(ForcedArms::None, |p| ForcedArms::from_claims(&claims, p)),
         })
     }
 

@@ -180,6 +180,7 @@ fn the_cache_never_serves_a_token_past_its_exp() {
             subject: None,
             expires_at: exp,
             forward: Box::new([]),
+            arms: ForcedArms::None,
         })
     };
     let (k1, k2) = (token_key("a"), token_key("b"));

@@ -31,6 +31,9 @@ pub struct AuthConfig {
     pub cache_max_ttl: Duration,
     pub forward_claims: Vec<ForwardClaim>,
     pub issuers: Vec<IssuerConfig>,
+    /// The claim read into [`crate::auth::VerifiedToken::arms`] at verification: a copy of
+    /// `canary.force_claim`, set by the config loader (none from [`build_auth`] alone).
+    pub arm_claim: Option<ClaimPath>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,7 +56,7 @@ pub struct IssuerConfig {
 
 /// Whether a forwarded claim may be written to `name`: never a header the proxy sets or strips
 /// itself (trusted, internal, hop-by-hop) nor one that frames or authenticates the request.
-fn reserved(name: &HeaderName) -> bool {
+pub(super) fn reserved(name: &HeaderName) -> bool {
     use crate::proxy::headers::{HOP_BY_HOP, INTERNAL, X_REQUEST_ID};
     const OTHERS: [&str; 6] = [
         "host",
@@ -148,6 +151,7 @@ pub fn build_auth(a: &FileAuth, base: &Path) -> Result<AuthConfig, FieldError> {
         cache_max_ttl,
         forward_claims,
         issuers,
+        arm_claim: None,
     })
 }
 

@@ -22,6 +22,8 @@ pub struct FileConfig {
     pub registry: Option<FileRegistry>,
     #[serde(default)]
     pub cells: Vec<FileCell>,
+    #[serde(default)]
+    pub canary: FileCanary,
     pub limits: Option<FileLimits>,
     #[serde(default)]
     pub upstream: FileUpstream,
@@ -176,6 +178,8 @@ pub struct FileCell {
     pub preserve_host: Option<bool>,
     /// Requests in flight to this cell at most (503 beyond); overrides `limits.cell_max_in_flight`.
     pub max_in_flight: Option<u32>,
+    /// Canary wave: a label operators select cells by (`cellgate cell weights --wave N`).
+    pub wave: Option<u32>,
 }
 
 /// `[[cells.groups]]`: one deployment arm of a cell.
@@ -188,6 +192,18 @@ pub struct FileGroup {
     pub weight: u32,
     #[serde(default)]
     pub targets: Vec<String>,
+}
+
+/// `[canary]`: how a tenant's arm is chosen, and who may force one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCanary {
+    /// `tenant` (default) or `sub`.
+    pub hash_by: Option<String>,
+    /// A request header naming the arm to use (needs `force_claim`).
+    pub force_header: Option<String>,
+    /// The token claim that permits forcing an arm (needs `force_header`).
+    pub force_claim: Option<String>,
 }
 
 /// `[limits]`: tiers, route classes and caps.

@@ -7,6 +7,7 @@
 //! command line > environment > file ([`Overrides`] carries the first two).
 
 mod auth;
+mod canary;
 pub mod file;
 mod limits;
 mod typed;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use auth::{AuthConfig, IssuerConfig, build_auth};
+pub use canary::{CanaryConfig, ForceArm, HashBy, build_canary};
 pub use limits::{LimitsConfig, RouteClassConfig, TierConfig, build_limits};
 pub use typed::*;
 pub use upstream::{

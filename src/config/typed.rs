@@ -22,6 +22,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub tenant: TenantConfig,
     pub auth: AuthConfig,
+    /// How a tenant's arm is chosen, and who may force one (`[canary]`).
+    pub canary: super::CanaryConfig,
     pub registry: RegistryConfig,
     /// On-demand lookups and forced re-reads (`registry.lookup_*`, `registry.negative_*`).
     pub lookup: LookupConfig,
@@ -205,7 +207,7 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
     };
 
     let tenant = build_tenant(&raw)?;
-    let auth = build_auth(&raw.auth, base)?;
+    let mut auth = build_auth(&raw.auth, base)?;
     if let Some(h) = &tenant.header
         && let Some(i) = auth.forward_claims.iter().position(|f| f.header == h.name)
     {
@@ -222,6 +224,10 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
             "the jwt source needs at least one [[auth.issuers]] entry",
         ));
     }
+
+    let canary = super::build_canary(&raw.canary, &auth, tenant.header.as_ref())?;
+    // The verifier captures the claim with each verified token.
+    auth.arm_claim = canary.force.as_ref().map(|f| f.claim.clone());
 
     let registry = build_registry(raw.registry.as_ref(), base)?;
     let lookup = build_lookup(raw.registry.as_ref(), &registry)?;
@@ -296,6 +302,7 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
         admin,
         tenant,
         auth,
+        canary,
         registry,
         lookup,
         cells,

@@ -47,6 +47,9 @@ pub struct Cell {
     /// Requests in flight to this cell at most (503 `cell_overloaded` beyond); `None`: the
     /// `limits.cell_max_in_flight` default.
     pub max_in_flight: Option<u32>,
+    /// The canary wave the cell belongs to: an operator's label (weights are changed wave by
+    /// wave); routing never reads it.
+    pub wave: Option<u32>,
     metrics: OnceLock<Arc<CellMetrics>>,
     budget: OnceLock<Arc<RetryBudget>>,
 }
@@ -61,6 +64,7 @@ impl Clone for Cell {
             preserve_host: self.preserve_host,
             id_header: self.id_header.clone(),
             max_in_flight: self.max_in_flight,
+            wave: self.wave,
             metrics: OnceLock::new(),
             budget: OnceLock::new(),
         }
@@ -131,6 +135,7 @@ impl Cell {
             preserve_host,
             id_header,
             max_in_flight: c.max_in_flight,
+            wave: c.wave,
             metrics: OnceLock::new(),
             budget: OnceLock::new(),
         })

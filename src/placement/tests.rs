@@ -62,6 +62,7 @@ fn cell(id: &str, targets: &[&str]) -> Cell {
         groups: Vec::new(),
         preserve_host: None,
         max_in_flight: None,
+        wave: None,
     };
     Cell::from_file(&fc, "cells[0]").unwrap()
 }
@@ -213,6 +214,7 @@ fn cells_from_file() {
             groups: Vec::new(),
             preserve_host: None,
             max_in_flight: None,
+            wave: None,
         };
         Cell::from_file(&fc, "cells[4]")
     };
@@ -260,6 +262,7 @@ fn next_target_round_robins_from_a_random_start() {
         groups: Vec::new(),
         preserve_host: None,
         max_in_flight: None,
+        wave: None,
     };
     let down = Cell::from_file(&fc, "cells[0]").unwrap();
     assert!(
@@ -495,4 +498,23 @@ fn tenant_limit_overrides_parse_and_are_checked() {
     );
     let bad = "[[tenants]]\nid = \"acme\"\ncell = \"c1\"\nlimits = { concurrency = 0 }\n";
     assert_eq!(invalid(bad).0, "tenants[0].limits.concurrency");
+}
+
+#[test]
+fn a_cell_may_carry_a_canary_wave() {
+    let text = "[[cells]]\nid = \"c1\"\nwave = 2\ntargets = [\"http://10.0.0.1:80\"]\n\
+                [[cells]]\nid = \"c2\"\ntargets = [\"http://10.0.0.2:80\"]\n";
+    let data = parse_registry(text, "reg.toml").unwrap();
+    let waves: Vec<_> = data.cells.iter().map(|c| (&*c.id, c.wave)).collect();
+    assert_eq!(waves, [("c1", Some(2)), ("c2", None)]);
+    // A snapshot carries it (for /admin/cells), cloned into later generations.
+    let snap = PlacementSnapshot::build(&data, &[], 1);
+    let c1 = snap.cells().into_iter().find(|c| &*c.id == "c1").unwrap();
+    assert_eq!(Cell::clone(c1).wave, Some(2));
+    // Not a number: a parse error naming the field.
+    let bad = "[[cells]]\nid = \"c1\"\nwave = \"one\"\nstate = \"DOWN\"\n";
+    match parse_registry(bad, "reg.toml") {
+        Err(RegistryError::Parse { message, .. }) => assert!(message.contains("wave"), "{message}"),
+        other => panic!("expected a parse error, got {other:?}"),
+    }
 }

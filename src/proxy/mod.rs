@@ -46,7 +46,7 @@ use crate::metrics::{CellMetrics, Metrics, Outcome};
 use crate::placement::lookup::{Lookup, LookupOutcome};
 use crate::placement::{Cell, SnapshotHandle};
 use crate::ratelimit::{Ask, Limited, Limiter, LocalStore, MonotonicClock};
-use crate::routing::route_with;
+use crate::routing::{arm_hint, route_with};
 use crate::tenant::{TenantId, identify, request_host_value};
 use crate::upstream::health::{self, Report};
 use crate::upstream::pool::{Exchange, SendFailure};
@@ -91,6 +91,10 @@ impl Shared {
         }
         // Claim headers are ours to set: a client's copy never reaches the cell.
         strip.extend(verifier.forward_headers().cloned());
+        // The forced-arm header speaks to the proxy only.
+        if let Some(f) = &config.canary.force {
+            strip.push(f.header.clone());
+        }
         let store = LocalStore::with_counters(
             config.limits.max_tenants,
             metrics.ratelimit_idle_evictions.clone(),
@@ -162,8 +166,7 @@ pub async fn handle(
     let tenant = identity.tenant;
 
     // place + route: one snapshot generation for the whole decision.
-    let issuer = identity.token.as_ref().map(|t| &*t.issuer.iss);
-    let decision = place(s, &tenant, &parts.method, issuer).await;
+    let decision = place(s, &tenant, &parts, identity.token.as_deref()).await;
     let decision = match decision {
         Ok(d) => d,
         Err(e) => return Ok(refuse(s, &arrival, e.into(), Some(tenant), None)),
@@ -336,25 +339,34 @@ pub async fn handle(
 }
 
 /// The place stage: the snapshot's decision, or, for a tenant the snapshot does not hold, one
-/// coalesced and rate-capped registry lookup first (never a default cell).
+/// coalesced and rate-capped registry lookup first (never a default cell). The verified token
+/// names the issuer to check and, under `[canary]`, the arm hint (its `sub`, and whether the
+/// request's force header is honoured).
 async fn place(
     s: &Shared,
     tenant: &TenantId,
-    method: &http::Method,
-    issuer: Option<&str>,
+    parts: &http::request::Parts,
+    token: Option<&crate::auth::VerifiedToken>,
 ) -> Result<crate::routing::RouteDecision, crate::routing::RouteError> {
     use crate::routing::RouteError;
     let policy = s.config.tenant.route_policy;
+    let (method, issuer) = (&parts.method, token.map(|t| &*t.issuer.iss));
+    let hint = arm_hint(&s.config.canary, &parts.headers, token);
+    if let Some(arm) = hint.forced {
+        tracing::debug!(tenant.id = %tenant, canary.arm = arm, "arm forced by header");
+    }
     {
         let snap = s.snapshot.load();
-        match route_with(tenant, method, issuer, &snap, policy) {
+        match route_with(tenant, method, issuer, &snap, policy, hint) {
             Err(RouteError::UnknownTenant)
                 if s.config.lookup.unknown && snap.tenant(tenant.as_str()).is_none() => {}
             decided => return decided,
         }
     }
     match s.lookup.resolve(tenant.as_str()).await {
-        LookupOutcome::Found => route_with(tenant, method, issuer, &s.snapshot.load(), policy),
+        LookupOutcome::Found => {
+            route_with(tenant, method, issuer, &s.snapshot.load(), policy, hint)
+        }
         LookupOutcome::Absent => Err(RouteError::UnknownTenant),
         LookupOutcome::Unavailable => Err(RouteError::RegistryUnavailable),
     }

@@ -64,6 +64,7 @@ fn rig_with(config: &LimitsConfig, max_keys: usize, cell_cap: Option<u32>) -> Ri
             groups: Vec::new(),
             preserve_host: None,
             max_in_flight: cell_cap,
+            wave: None,
         },
         "cells[0]",
     )

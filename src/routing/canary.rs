@@ -10,15 +10,61 @@
 
 use crate::placement::group::Group;
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
 /// A hash of `bytes` that never changes between builds, processes or machines.
 #[must_use]
 pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut h = StableHasher::new();
+    h.write(bytes);
+    h.finish()
+}
+
+/// [`stable_hash`] fed in parts: hashing `a` then `b` gives `stable_hash` of `a` followed by
+/// `b`, without building the concatenation (the request path hashes a tenant and a `sub` this
+/// way, allocation-free).
+#[derive(Debug, Clone, Copy)]
+pub struct StableHasher(u64);
+
+impl Default for StableHasher {
+    fn default() -> Self {
+        Self::new()
     }
-    mix(h)
+}
+
+impl StableHasher {
+    #[must_use]
+    pub const fn new() -> Self {
+        Self(FNV_OFFSET)
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(FNV_PRIME);
+        }
+    }
+
+    #[must_use]
+    pub const fn finish(self) -> u64 {
+        mix(self.0)
+    }
+}
+
+/// The hash a tenant's arm is chosen by: the tenant id alone, or with a per-request `key` (the
+/// token's `sub` under `canary.hash_by = "sub"`) the tenant id, a 0x00 byte and the key. Tenant
+/// ids never contain 0x00, so one `sub` in two tenants hashes independently; without a key
+/// this is `stable_hash(tenant)`, the tenant's own arm.
+#[must_use]
+pub fn arm_hash(tenant: &str, key: Option<&str>) -> u64 {
+    let mut h = StableHasher::new();
+    h.write(tenant.as_bytes());
+    if let Some(k) = key {
+        h.write(&[0]);
+        h.write(k.as_bytes());
+    }
+    h.finish()
 }
 
 /// SplitMix64's finaliser: spreads every input bit over the output.
@@ -32,11 +78,18 @@ const fn mix(mut z: u64) -> u64 {
 /// targets.
 #[must_use]
 pub fn arm(groups: &[Group], key: &str) -> Option<usize> {
+    arm_keyed(groups, key, None)
+}
+
+/// The group serving `tenant` for a request hashed with `key` (see [`arm_hash`]), or `None`
+/// when no group has both a weight and targets.
+#[must_use]
+pub fn arm_keyed(groups: &[Group], tenant: &str, key: Option<&str>) -> Option<usize> {
     // One group: no hashing (the common case of a cell without a canary).
     if let [only] = groups {
         return (only.weight > 0 && !only.targets.is_empty()).then_some(0);
     }
-    let h = stable_hash(key.as_bytes());
+    let h = arm_hash(tenant, key);
     let mut best: Option<(usize, f64)> = None;
     for (i, g) in groups.iter().enumerate() {
         if g.weight == 0 || g.targets.is_empty() {
@@ -77,6 +130,7 @@ mod tests {
                 .collect(),
             preserve_host: None,
             max_in_flight: None,
+            wave: None,
         };
         Cell::from_file(&fc, "cells[0]").unwrap()
     }
@@ -100,6 +154,19 @@ mod tests {
         assert_eq!(stable_hash(b"acme"), stable_hash(b"acme"));
         assert_ne!(stable_hash(b"acme"), stable_hash(b"acmf"));
         assert_eq!(stable_hash(b"acme"), 0x130a_7622_2d44_27ef);
+    }
+
+    #[test]
+    fn hashing_in_parts_equals_hashing_the_whole() {
+        let mut h = StableHasher::new();
+        h.write(b"ac");
+        h.write(b"");
+        h.write(b"me");
+        assert_eq!(h.finish(), stable_hash(b"acme"));
+        // Without a key the arm hash is the tenant's own; with one it is tenant, 0x00, key.
+        assert_eq!(arm_hash("acme", None), stable_hash(b"acme"));
+        assert_eq!(arm_hash("acme", Some("u1")), stable_hash(b"acme\0u1"));
+        assert_ne!(arm_hash("acme", Some("u1")), arm_hash("acmeu", Some("1")));
     }
 
     #[test]

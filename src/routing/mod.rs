@@ -1,15 +1,18 @@
 //! The *place and route* stage: (tenant, snapshot) -> the cell and target to forward to.
 //!
-//! Pure and synchronous: it reads one snapshot generation and returns a decision or a typed
-//! refusal, so it can be unit-tested and benchmarked without a socket. A tenant whose cell is
+//! Pure and synchronous: it reads one snapshot generation (and the request's [`ArmHint`], for
+//! the choice of the cell's canary arm) and returns a decision or a typed refusal, so it can be
+//! unit-tested and benchmarked without a socket. A tenant whose cell is
 //! down or missing gets a refusal naming that cell; there is no default or fallback cell, ever.
 
 pub mod canary;
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 
+use crate::auth::VerifiedToken;
+use crate::config::{CanaryConfig, HashBy};
 use crate::placement::{Cell, CellState, PlacementSnapshot, TenantLimits, TenantStatus};
 use crate::tenant::TenantId;
 
@@ -70,24 +73,73 @@ pub struct RoutePolicy {
     pub migrating_refuses_all: bool,
 }
 
-/// [`route_with`] under the default policy.
+/// What one request adds to the choice of its tenant's arm, resolved by the caller (the proxy
+/// reads it from the verified token and the `[canary]` config with [`arm_hint`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArmHint<'a> {
+    /// Hashed with the tenant id (`canary.hash_by = "sub"`: the token's `sub`), so each key of
+    /// a tenant gets its own sticky arm; `None`: the tenant id alone decides.
+    pub key: Option<&'a str>,
+    /// An arm this request may force (a permitted `canary.force_header`); it wins over the
+    /// record's pin and the weights, unless the cell has no such group with targets.
+    pub forced: Option<&'a str>,
+}
+
+/// The arm hint of one request under `[canary]`: the token's `sub` as the hash key with
+/// `hash_by = "sub"`, and the arm named by the (first) `force_header` when the verified token
+/// may force that arm ([`VerifiedToken::arms`]). No token, no `sub`, no claim, or a header
+/// naming an arm the token may not force: no hint from it, never an error.
+#[must_use]
+pub fn arm_hint<'a>(
+    canary: &CanaryConfig,
+    headers: &'a HeaderMap,
+    token: Option<&'a VerifiedToken>,
+) -> ArmHint<'a> {
+    let Some(token) = token else {
+        return ArmHint::default();
+    };
+    let key = match canary.hash_by {
+        HashBy::Sub => token.subject.as_deref().filter(|s| !s.is_empty()),
+        HashBy::Tenant => None,
+    };
+    let forced = canary
+        .force
+        .as_ref()
+        .and_then(|f| headers.get(&f.header))
+        .and_then(|v| v.to_str().ok())
+        .filter(|arm| token.arms.permits(arm));
+    ArmHint { key, forced }
+}
+
+/// [`route_with`] under the default policy, with no per-request arm hint.
 pub fn route(
     tenant: &TenantId,
     method: &Method,
     issuer: Option<&str>,
     snap: &PlacementSnapshot,
 ) -> Result<RouteDecision, RouteError> {
-    route_with(tenant, method, issuer, snap, RoutePolicy::default())
+    route_with(
+        tenant,
+        method,
+        issuer,
+        snap,
+        RoutePolicy::default(),
+        ArmHint::default(),
+    )
 }
 
 /// Decides where `tenant`'s request goes under `snap`. `issuer` is the verified token's `iss`,
 /// checked against the registry's issuer bindings (see [`PlacementSnapshot::issuer_allowed`]).
+/// The arm is, in order: `hint.forced`, the record's `arm` pin, then the weights (hashing the
+/// tenant id, with `hint.key` when given); a forced or pinned arm the cell lacks, or has
+/// without targets, is passed over.
 pub fn route_with(
     tenant: &TenantId,
     method: &Method,
     issuer: Option<&str>,
     snap: &PlacementSnapshot,
     policy: RoutePolicy,
+    hint: ArmHint<'_>,
 ) -> Result<RouteDecision, RouteError> {
     if snap.generation == 0 {
         return Err(RouteError::NotReady);
@@ -116,12 +168,17 @@ pub fn route_with(
     if cell.state == CellState::Down {
         return Err(RouteError::CellDown(Arc::clone(&placement.cell_id)));
     }
-    let pinned = placement.arm.as_deref().and_then(|a| {
+    let usable = |name: &str| {
         cell.groups
             .iter()
-            .position(|g| &*g.name == a && !g.targets.is_empty())
-    });
-    let Some(group) = pinned.or_else(|| canary::arm(&cell.groups, tenant.as_str())) else {
+            .position(|g| &*g.name == name && !g.targets.is_empty())
+    };
+    let chosen = hint
+        .forced
+        .and_then(usable)
+        .or_else(|| placement.arm.as_deref().and_then(usable))
+        .or_else(|| canary::arm_keyed(&cell.groups, tenant.as_str(), hint.key));
+    let Some(group) = chosen else {
         return Err(RouteError::CellDown(Arc::clone(&placement.cell_id)));
     };
     Ok(RouteDecision {

@@ -13,6 +13,7 @@ fn cell(id: &str, state: &str, targets: &[&str]) -> Cell {
         groups: Vec::new(),
         preserve_host: None,
         max_in_flight: None,
+        wave: None,
     };
     Cell::from_file(&fc, "cells[0]").unwrap()
 }
@@ -229,12 +230,22 @@ fn a_policy_can_refuse_every_request_of_a_migrating_tenant() {
     let snap = snapshot();
     for m in [Method::GET, Method::HEAD, Method::POST] {
         assert_eq!(
-            route_with(&t("moving"), &m, None, &snap, all).unwrap_err(),
+            route_with(&t("moving"), &m, None, &snap, all, ArmHint::default()).unwrap_err(),
             RouteError::Migrating,
             "{m}"
         );
     }
-    assert!(route_with(&t("acme"), &Method::GET, None, &snap, all).is_ok());
+    assert!(
+        route_with(
+            &t("acme"),
+            &Method::GET,
+            None,
+            &snap,
+            all,
+            ArmHint::default()
+        )
+        .is_ok()
+    );
 }
 
 #[test]
@@ -253,6 +264,7 @@ fn a_pinned_tenant_gets_its_arm_whatever_the_weights() {
         groups: vec![group("stable", 100, 1), group("canary", 0, 2)],
         preserve_host: None,
         max_in_flight: None,
+        wave: None,
     };
     let mut tenants: Vec<TenantRecord> = (0..200)
         .map(|i| record(&format!("t{i}"), "cell-c", TenantStatus::Active, 1))
@@ -270,4 +282,239 @@ fn a_pinned_tenant_gets_its_arm_whatever_the_weights() {
         assert_eq!(d.group, want, "t{i}");
         assert!(d.cell.groups[want].targets.contains(&d.target));
     }
+}
+
+/// A snapshot of one cell `cell-c` with the groups `(name, weight, has targets)` and the
+/// tenants `(id, pinned arm)`.
+fn canary_snapshot(
+    groups: &[(&str, u32, bool)],
+    tenants: &[(&str, Option<&str>)],
+) -> PlacementSnapshot {
+    use crate::config::file::FileGroup;
+    let fc = FileCell {
+        id: "cell-c".to_owned(),
+        state: None,
+        targets: Vec::new(),
+        groups: groups
+            .iter()
+            .enumerate()
+            .map(|(i, (name, weight, has_targets))| FileGroup {
+                name: (*name).to_owned(),
+                version: None,
+                weight: *weight,
+                targets: if *has_targets {
+                    vec![format!("http://10.9.1.{}:80", i + 1)]
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect(),
+        preserve_host: None,
+        max_in_flight: None,
+        wave: None,
+    };
+    let data = RegistryData {
+        tenants: tenants
+            .iter()
+            .map(|(id, arm)| {
+                let mut r = record(id, "cell-c", TenantStatus::Active, 1);
+                r.arm = arm.map(str::to_owned);
+                r
+            })
+            .collect(),
+        cells: vec![Cell::from_file(&fc, "cells[0]").unwrap()],
+    };
+    PlacementSnapshot::build(&data, &[], 1)
+}
+
+/// The name of the arm `tenant` gets under `hint`.
+fn arm_of(snap: &PlacementSnapshot, tenant: &str, hint: ArmHint<'_>) -> String {
+    let d = route_with(
+        &t(tenant),
+        &Method::GET,
+        None,
+        snap,
+        RoutePolicy::default(),
+        hint,
+    )
+    .unwrap();
+    assert!(d.cell.groups[d.group].targets.contains(&d.target));
+    d.cell.groups[d.group].name.to_string()
+}
+
+fn forced(arm: &str) -> ArmHint<'_> {
+    ArmHint {
+        key: None,
+        forced: Some(arm),
+    }
+}
+
+#[test]
+fn a_forced_arm_wins_over_the_pin_which_wins_over_the_weights() {
+    let snap = canary_snapshot(
+        &[
+            ("stable", 100, true),
+            ("canary", 0, true),
+            ("beta", 0, true),
+        ],
+        &[("pinned", Some("canary")), ("free", None)],
+    );
+    let none = ArmHint::default();
+    assert_eq!(arm_of(&snap, "free", none), "stable");
+    assert_eq!(arm_of(&snap, "pinned", none), "canary");
+    // Forced beats pinned, and reaches a dark group (weight 0) too.
+    assert_eq!(arm_of(&snap, "pinned", forced("beta")), "beta");
+    assert_eq!(arm_of(&snap, "free", forced("canary")), "canary");
+    assert_eq!(arm_of(&snap, "free", forced("stable")), "stable");
+}
+
+#[test]
+fn a_forced_or_pinned_arm_the_cell_cannot_serve_is_passed_over() {
+    let snap = canary_snapshot(
+        &[
+            ("stable", 100, true),
+            ("canary", 0, true),
+            ("empty", 0, false),
+        ],
+        &[
+            ("pinned", Some("canary")),
+            ("free", None),
+            ("lost", Some("empty")),
+        ],
+    );
+    // Unknown or target-less forced arm: the pin decides, else the weights.
+    for arm in ["nope", "empty", "", "STABLE"] {
+        assert_eq!(arm_of(&snap, "pinned", forced(arm)), "canary", "{arm:?}");
+        assert_eq!(arm_of(&snap, "free", forced(arm)), "stable", "{arm:?}");
+    }
+    // A pin to a group without targets falls through to the weights as well.
+    assert_eq!(arm_of(&snap, "lost", ArmHint::default()), "stable");
+    assert_eq!(arm_of(&snap, "lost", forced("empty")), "stable");
+}
+
+#[test]
+fn hashing_by_sub_is_sticky_per_sub_independent_across_tenants_and_falls_back_to_the_tenant() {
+    let tenants: Vec<String> = (0..50).map(|i| format!("t{i:02}")).collect();
+    let list: Vec<(&str, Option<&str>)> = tenants.iter().map(|t| (t.as_str(), None)).collect();
+    let snap = canary_snapshot(&[("stable", 50, true), ("canary", 50, true)], &list);
+    let subs: Vec<String> = (0..2_000).map(|i| format!("user-{i}")).collect();
+    let by_sub = |tenant: &str| -> Vec<String> {
+        subs.iter()
+            .map(|s| {
+                arm_of(
+                    &snap,
+                    tenant,
+                    ArmHint {
+                        key: Some(s),
+                        forced: None,
+                    },
+                )
+            })
+            .collect()
+    };
+    let a = by_sub("t00");
+    // Sticky: the same sub gets the same arm on every request.
+    assert_eq!(a, by_sub("t00"));
+    // Split by weight over the subs of one tenant.
+    let on_canary = a.iter().filter(|x| *x == "canary").count();
+    assert!(
+        (800..=1_200).contains(&on_canary),
+        "{on_canary} of 2000 subs"
+    );
+    // One sub in two tenants: independent choices (agreeing about half the time).
+    let b = by_sub("t01");
+    let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+    assert!((800..=1_200).contains(&same), "{same} of 2000 agree");
+    // No sub (anonymous, or a token without one): the tenant's own arm, as with no hint.
+    for t in &tenants {
+        assert_eq!(
+            arm_of(&snap, t, ArmHint::default()),
+            arm_of(
+                &snap,
+                t,
+                ArmHint {
+                    key: None,
+                    forced: None
+                }
+            )
+        );
+        let d = route(&TenantId::parse(t).unwrap(), &Method::GET, None, &snap).unwrap();
+        let want = canary::arm(&d.cell.groups, t).unwrap();
+        assert_eq!(d.group, want);
+    }
+    // The pin still wins over the sub hash.
+    let pinned = canary_snapshot(
+        &[("stable", 100, true), ("canary", 0, true)],
+        &[("p", Some("canary"))],
+    );
+    for s in &subs[..50] {
+        let hint = ArmHint {
+            key: Some(s),
+            forced: None,
+        };
+        assert_eq!(arm_of(&pinned, "p", hint), "canary");
+    }
+}
+
+#[test]
+fn the_hint_honours_the_header_only_for_tokens_whose_claim_permits_the_arm() {
+    use crate::auth::ClaimPath;
+    use crate::auth::{ForcedArms, IssuerPolicy, VerifiedToken};
+    use crate::config::{CanaryConfig, ForceArm, HashBy};
+    let token = |sub: Option<&str>, arms: ForcedArms| VerifiedToken {
+        issuer: Arc::new(IssuerPolicy {
+            name: Arc::from("idp"),
+            iss: Arc::from("https://idp.test"),
+            tenants: None,
+        }),
+        tenant: None,
+        subject: sub.map(Box::from),
+        expires_at: u64::MAX,
+        forward: Box::new([]),
+        arms,
+    };
+    let cfg = CanaryConfig {
+        hash_by: HashBy::Sub,
+        force: Some(ForceArm {
+            header: http::HeaderName::from_static("x-arm"),
+            claim: ClaimPath::parse("canary_tester").unwrap(),
+        }),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("x-arm", HeaderValue::from_static("canary"));
+    let names = ForcedArms::Names(Box::new([Box::from("canary")]));
+    let (plain, tester, any) = (
+        token(Some("u1"), ForcedArms::None),
+        token(Some("u1"), names),
+        token(None, ForcedArms::Any),
+    );
+    // Anonymous: no hint at all, whatever the header says.
+    assert_eq!(arm_hint(&cfg, &headers, None), ArmHint::default());
+    // A token without the claim: its sub, and the header ignored.
+    let want = ArmHint {
+        key: Some("u1"),
+        forced: None,
+    };
+    assert_eq!(arm_hint(&cfg, &headers, Some(&plain)), want);
+    // The claim names the arm, or permits any.
+    assert_eq!(
+        arm_hint(&cfg, &headers, Some(&tester)).forced,
+        Some("canary")
+    );
+    assert_eq!(arm_hint(&cfg, &headers, Some(&any)), forced("canary"));
+    headers.insert("x-arm", HeaderValue::from_static("beta"));
+    assert_eq!(arm_hint(&cfg, &headers, Some(&tester)).forced, None);
+    assert_eq!(arm_hint(&cfg, &headers, Some(&any)).forced, Some("beta"));
+    // No header: nothing forced; an empty sub is no key.
+    let empty_sub = token(Some(""), ForcedArms::Any);
+    assert_eq!(
+        arm_hint(&cfg, &HeaderMap::new(), Some(&empty_sub)),
+        ArmHint::default()
+    );
+    // hash_by = "tenant": never a key; no force_header: the header means nothing.
+    let tenant_only = CanaryConfig::default();
+    assert_eq!(
+        arm_hint(&tenant_only, &headers, Some(&any)),
+        ArmHint::default()
+    );
 }

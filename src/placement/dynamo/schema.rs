@@ -5,7 +5,7 @@
 //! | `pk` | item |
 //! |---|---|
 //! | `tenant#<id>` | `kind = "tenant"`, `tenant`, `cell`, `status`, `tier`, `version` (N), `issuers` (L of S, optional), `limits` (M: `rate`, `burst`, `concurrency`, each optional), `arm` (S, optional: a pinned target group), `updated_at` |
-//! | `cell#<id>` | `kind = "cell"`, `cell`, `state`, `region` (optional), `target_groups` (L of M: `name`, `targets` (L of S), `weight` (N), `version`), `preserve_host` (BOOL, optional), `max_in_flight` (N, optional), `version` (N), `updated_at` |
+//! | `cell#<id>` | `kind = "cell"`, `cell`, `state`, `region` (optional), `target_groups` (L of M: `name`, `targets` (L of S), `weight` (N), `version`), `preserve_host` (BOOL, optional), `max_in_flight` (N, optional), `wave` (N, optional: the canary wave), `version` (N), `updated_at` |
 //! | `epoch` | `epoch` (N): bumped by every write, in the same transaction |
 //! | `change#<epoch, 20 digits>` | `kind = "change"`, `key` (the `pk` written), `epoch` (N), `expires_at` (N, TTL) |
 //!
@@ -207,6 +207,8 @@ pub struct CellRecord {
     pub groups: Vec<TargetGroup>,
     pub preserve_host: Option<bool>,
     pub max_in_flight: Option<u32>,
+    /// The canary wave (`cell weights --wave N` selects by it).
+    pub wave: Option<u32>,
     pub version: u64,
 }
 
@@ -230,6 +232,7 @@ impl CellRecord {
                 .collect(),
             preserve_host: self.preserve_host,
             max_in_flight: self.max_in_flight,
+            wave: self.wave,
         }
     }
 }
@@ -270,6 +273,9 @@ pub fn cell_item(c: &CellRecord, updated_at: &str) -> Item {
     if let Some(m) = c.max_in_flight {
         item.insert("max_in_flight".to_owned(), n(u64::from(m)));
     }
+    if let Some(w) = c.wave {
+        item.insert("wave".to_owned(), n(u64::from(w)));
+    }
     item
 }
 
@@ -308,6 +314,9 @@ pub fn cell_from_item(item: &Item) -> Result<CellRecord, BadField> {
                 .ok_or_else(|| bad("max_in_flight", &m.to_string(), "between 1 and 1000000"))
         })
         .transpose()?;
+    let wave = get_n(item, "wave")?
+        .map(|w| u32::try_from(w).map_err(|_| bad("wave", &w.to_string(), "at most 4294967295")))
+        .transpose()?;
     Ok(CellRecord {
         id: id.to_owned(),
         state: get_s(item, "state")?.unwrap_or("ACTIVE").to_owned(),
@@ -315,6 +324,7 @@ pub fn cell_from_item(item: &Item) -> Result<CellRecord, BadField> {
         groups,
         preserve_host,
         max_in_flight,
+        wave,
         version: get_n(item, "version")?.unwrap_or(0),
     })
 }
@@ -403,12 +413,27 @@ mod tests {
             ],
             preserve_host: Some(true),
             max_in_flight: Some(800),
+            wave: Some(2),
             version: 3,
         };
         let item = cell_item(&c, "t");
         assert_eq!(cell_from_item(&item).unwrap(), c);
+        assert_eq!(item_json(&item)["wave"], 2);
+        // No wave: no attribute; a wave out of range is named.
+        let no_wave = CellRecord {
+            wave: None,
+            ..c.clone()
+        };
+        assert!(!cell_item(&no_wave, "t").contains_key("wave"));
+        let mut broken = item.clone();
+        broken.insert(
+            "wave".to_owned(),
+            AttributeValue::N("4294967296".to_owned()),
+        );
+        assert_eq!(cell_from_item(&broken).unwrap_err().field, "wave");
         // The data plane gets every group with its weight and version.
         let cell = crate::placement::Cell::from_file(&c.to_file_cell(), "cell#cell-1").unwrap();
+        assert_eq!(cell.wave, Some(2));
         let groups: Vec<_> = cell
             .groups
             .iter()
