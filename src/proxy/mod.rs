@@ -1,14 +1,15 @@
 //! The engine adapter: hyper server and per-worker upstream pool, wired through the stages.
 //!
 //! ```text
-//!  client ──► identify ──► place+route ──► admit ─────► rewrite ──► forward ──► respond ──► log
-//!             tenant::     routing::       ratelimit::  proxy::     upstream::  proxy::     metrics +
-//!             identify     route (one      Limiter      headers     Pool::send  headers     accesslog
-//!             (auth::      snapshot load,  (cell cap,   (strip,     (pooled,    (hop-by-
-//!             Verifier:    issuer binding) tier rate,   set trusted, failover   hop, id)
-//!             cached JWT,                  in-flight;   claims)      on connect)
-//!             host, header)                Permit held
-//!                                          by the body)
+//!  client ──► identify ──► place+route ──► admit ─────► rewrite ──► forward ───► respond ──► log
+//!             tenant::     routing::       ratelimit::  proxy::     upstream::   proxy::     metrics +
+//!             identify     route_with      Limiter      headers     select +     headers     accesslog
+//!             (auth::      (one snapshot   (cell cap,   (strip,     Pool::send   (hop-by-
+//!             Verifier:    load, issuer    tier rate,   set trusted, (an address hop, id;
+//!             cached JWT,  binding, arm:   in-flight;   claims)      in rotation, moves::
+//!             host, header) forced > pin   Permit held               retries in  Watch on
+//!                          > weights)      by the body)              the arm,    long-lived)
+//!                                                                    budgeted)
 //!  any stage may refuse ──► error::ProxyError::response ──► JSON body + status ──► log
 //! ```
 //!
@@ -17,6 +18,7 @@
 //! [`server`].
 
 mod body;
+mod forward;
 pub mod headers;
 pub mod moves;
 mod server;
@@ -36,6 +38,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 pub use body::ProxyBody;
+use forward::{Failed, Forwarded, forward};
 pub use server::{ServeError, Server, stopped};
 
 use crate::accesslog::{AccessLog, PendingLog, Record};
@@ -48,12 +51,7 @@ use crate::placement::{Cell, SnapshotHandle};
 use crate::ratelimit::{Ask, Limited, Limiter, LocalStore, MonotonicClock};
 use crate::routing::{arm_hint, route_with};
 use crate::tenant::{TenantId, identify, request_host_value};
-use crate::upstream::health::{self, Report};
-use crate::upstream::pool::{Exchange, SendFailure};
-use crate::upstream::{
-    Endpoint, Pick, Pool, RequestBody, Reuse, Timeouts, Tried, UpstreamBody, UpstreamError,
-    Upstreams, select,
-};
+use crate::upstream::{Pool, RequestBody, Reuse, Timeouts, UpstreamBody, Upstreams};
 
 /// State shared by every worker.
 #[derive(Debug)]
@@ -369,190 +367,6 @@ async fn place(
         }
         LookupOutcome::Absent => Err(RouteError::UnknownTenant),
         LookupOutcome::Unavailable => Err(RouteError::RegistryUnavailable),
-    }
-}
-
-/// A response head from one endpoint of the cell.
-struct Forwarded {
-    exchange: Exchange,
-    /// Index into `cell.targets`.
-    target: usize,
-    endpoint: Arc<Endpoint>,
-}
-
-/// Why forwarding failed, and the target of the last attempt (none when nothing was tried).
-struct Failed {
-    error: UpstreamError,
-    target: Option<usize>,
-}
-
-/// The head of a bodiless idempotent request, kept so it can be sent again after it was sent
-/// once (a reset, or a 502/503/504 from the target).
-struct Replay(http::request::Parts);
-
-impl Replay {
-    fn of(req: &Request<RequestBody>) -> Self {
-        let mut head = Request::new(());
-        *head.method_mut() = req.method().clone();
-        *head.uri_mut() = req.uri().clone();
-        *head.version_mut() = req.version();
-        *head.headers_mut() = req.headers().clone();
-        Self(head.into_parts().0)
-    }
-
-    fn request(&self) -> Request<RequestBody> {
-        let mut r = Request::new(RequestBody::Empty);
-        *r.method_mut() = self.0.method.clone();
-        *r.uri_mut() = self.0.uri.clone();
-        *r.version_mut() = self.0.version;
-        *r.headers_mut() = self.0.headers.clone();
-        r
-    }
-}
-
-/// Sends the request to a usable endpoint of the tenant's arm (its group) of its cell, and
-/// retries on another endpoint of the same arm when that is safe: after a connect failure
-/// (the request was never sent), or, for a bodiless idempotent request, after a reset or a
-/// 502/503/504 (`upstream.retry.idempotent`). Retries stop at `max_attempts` and when the
-/// cell's retry budget is spent. Never to another arm, never to another cell. Every exchange
-/// feeds passive outlier detection.
-async fn forward(
-    w: &Worker,
-    cell: &Cell,
-    cm: &CellMetrics,
-    (group, first): (usize, usize),
-    mut req: Request<RequestBody>,
-    (arrived, deadline): (Instant, Instant),
-    upgrade: bool,
-) -> Result<Forwarded, Failed> {
-    let s = &*w.shared;
-    let up = &*s.upstreams;
-    let group = &cell.groups[group];
-    let retry = &s.config.upstream.retry;
-    let budget = cell.retry_budget(up);
-    budget.deposit(arrived.into_std());
-    let replay = (retry.idempotent
-        && retry.max_attempts > 1
-        && !upgrade
-        && req.method().is_idempotent()
-        && http_body::Body::is_end_stream(req.body()))
-    .then(|| Replay::of(&req));
-    let mut tried = Tried::default();
-    let mut pick = select(cell, group, first, up, &tried);
-    let mut waited = false;
-    loop {
-        let (idx, ep) = match pick {
-            Pick::Endpoint(i, ep) => (i, ep),
-            Pick::Unresolved(i) if !waited => {
-                // A target named by DNS that was never resolved (new in this generation).
-                waited = true;
-                let state = Arc::clone(cell.targets[i].state(up));
-                let _ = tokio::time::timeout(s.timeouts.connect, state.wait_resolved()).await;
-                pick = select(cell, group, first, up, &tried);
-                continue;
-            }
-            Pick::Unresolved(_) | Pick::None => {
-                return Err(Failed {
-                    error: UpstreamError::NoHealthyTarget {
-                        cell: Arc::clone(&cell.id),
-                    },
-                    target: None,
-                });
-            }
-        };
-        tried.push(ep.id);
-        let target = &cell.targets[idx];
-        if !cell.preserve_host {
-            req.headers_mut()
-                .insert(header::HOST, target.authority.clone());
-        }
-        let (again, result) = match w
-            .pool
-            .send(target, &ep, req, &s.timeouts, deadline, upgrade)
-            .await
-        {
-            Ok(exchange) if !health::gateway_failure(exchange.response.status().as_u16()) => {
-                ep.health.success();
-                return Ok(Forwarded {
-                    exchange,
-                    target: idx,
-                    endpoint: ep,
-                });
-            }
-            Ok(exchange) => {
-                health::report(up, target, &ep, Report::GatewayFailure);
-                (replay.as_ref().map(Replay::request), Ok(exchange))
-            }
-            Err(SendFailure { error, request }) => {
-                // The target is to blame for a refused connection or a reset, not for the
-                // client's own body failing, nor for a slow answer (one tenant's heavy requests
-                // could cause that; active checks catch a hung target).
-                let client_side =
-                    matches!(&error, UpstreamError::Protocol { source, .. } if source.is_user());
-                let timeout = matches!(error, UpstreamError::ResponseTimeout { .. });
-                if !client_side && !timeout {
-                    health::report(up, target, &ep, Report::GatewayFailure);
-                }
-                let reset = matches!(error, UpstreamError::Protocol { .. }) && !client_side;
-                let again =
-                    request.or_else(|| replay.as_ref().filter(|_| reset).map(Replay::request));
-                (again, Err(error))
-            }
-        };
-        let next = match again {
-            Some(r) if (tried.len() as u32) < retry.max_attempts && Instant::now() < deadline => {
-                match select(cell, group, group.after(idx), up, &tried) {
-                    Pick::Endpoint(i, e) => Some((r, i, e)),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        let Some((r, i, e)) = next else {
-            return match result {
-                Ok(exchange) => Ok(Forwarded {
-                    exchange,
-                    target: idx,
-                    endpoint: ep,
-                }),
-                Err(error) => Err(Failed {
-                    error,
-                    target: Some(idx),
-                }),
-            };
-        };
-        if !budget.withdraw(retry, Instant::now().into_std()) {
-            s.metrics.upstream.retry(&cell.id, false);
-            tracing::debug!(cell.id = %cell.id, "retry budget spent; not retrying");
-            return match result {
-                Ok(exchange) => Ok(Forwarded {
-                    exchange,
-                    target: idx,
-                    endpoint: ep,
-                }),
-                Err(error) => Err(Failed {
-                    error,
-                    target: Some(idx),
-                }),
-            };
-        }
-        s.metrics.upstream.retry(&cell.id, true);
-        match &result {
-            Ok(exchange) => {
-                tracing::debug!(cell.id = %cell.id, target = %target.url, address = %ep.addr,
-                status = exchange.response.status().as_u16(), "gateway error; retrying on another target")
-            }
-            Err(error) => {
-                if let Some(kind) = error.metric_kind() {
-                    s.metrics.record_upstream_error(cm, kind);
-                }
-                tracing::debug!(cell.id = %cell.id, target = %target.url, address = %ep.addr,
-                    error = %error, "upstream failure; retrying on another target");
-            }
-        }
-        drop(result);
-        req = r;
-        pick = Pick::Endpoint(i, e);
     }
 }
 
