@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cells;
+pub mod dns;
 pub mod jwks;
 pub mod limits;
 pub mod upstream;
