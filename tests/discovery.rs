@@ -5,12 +5,15 @@
 //! Properties, in one timeline (each step starts from the state the one before left):
 //! 1. The name resolves to .2: every request goes there; `/admin/cells` lists the address and
 //!    the DNS status.
-//! 2. The record changes to .3: within about a TTL every request goes to .3; .2 gets nothing
-//!    more and its pooled connections are closed; a client sending all along sees no failure.
+//! 2. The record changes to .3: within about `max_ttl` (the record's TTL is far longer) every
+//!    request goes to .3; .2 gets nothing more, its pooled connections are closed and its
+//!    series dropped; a client sending all along sees no failure. A TTL of 0 is asked again
+//!    every `min_ttl`, not in a loop.
 //! 3. The DNS server answers SERVFAIL, then nothing at all: requests keep going to the last good
 //!    address, `cellgate_dns_resolutions_total{result="error"}` grows, and `/admin/cells` shows
 //!    the error.
 //! 4. It answers again, with both addresses: both get traffic.
+
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -61,43 +64,48 @@ async fn spread(h: &Harness, n: usize) -> HashMap<String, usize> {
     by
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_target_named_by_dns_follows_its_records_and_survives_a_dns_outage() {
-    within(async {
-        let (dot2, dot3) = pair().await;
-        let port = dot2.addr.port();
-        let dns = DnsServer::start(1).await;
-        dns.set(NAME, &[DOT2]);
-        // TTL 1 s, kept between 100 ms and 1 s; a query times out after 300 ms. The pool's
-        // sweep (every pool_idle_timeout / 2 = 2 s) drops connections to retired addresses,
-        // sooner than their idle timeout (4 s) would.
-        let extra = format!(
-            r#"
+/// The proxy resolving through `dns`, one cell `d` whose target is `http://svc.cells.test:port`
+/// and tenant `acme` in it; returns the target's URL too.
+async fn start_proxy(dns: &DnsServer, port: u16) -> (Harness, String) {
+    // TTLs are kept between 100 ms and 1 s; a query times out after 300 ms. The pool's sweep
+    // (every pool_idle_timeout / 2 = 2 s) drops connections to retired addresses, sooner than
+    // their idle timeout (4 s) would.
+    let extra = format!(
+        r#"
 [upstream.dns]
 nameservers = ["{}"]
 min_ttl = "100ms"
 max_ttl = "1s"
 timeout = "300ms"
 "#,
-            dns.addr
-        );
-        let url = format!("http://{NAME}:{port}");
-        // pool_idle_timeout belongs to the base config's [upstream] table.
-        let config = common::base_config(&extra).replace(
-            "total_timeout = \"10s\"",
-            "total_timeout = \"10s\"\npool_idle_timeout = \"4s\"",
-        );
-        let h = Arc::new(
-            Harness::start_raw(
-                &config,
-                &common::registry(
-                    &[("d".to_owned(), vec![url.clone()])],
-                    &[("acme", "d", "ACTIVE")],
-                ),
-                Vec::new(),
-            )
-            .await,
-        );
+        dns.addr
+    );
+    let url = format!("http://{NAME}:{port}");
+    // pool_idle_timeout belongs to the base config's [upstream] table.
+    let config = common::base_config(&extra).replace(
+        "total_timeout = \"10s\"",
+        "total_timeout = \"10s\"\npool_idle_timeout = \"4s\"",
+    );
+    let registry = common::registry(
+        &[("d".to_owned(), vec![url.clone()])],
+        &[("acme", "d", "ACTIVE")],
+    );
+    (
+        Harness::start_raw(&config, &registry, Vec::new()).await,
+        url,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_named_by_dns_follows_its_records_and_survives_a_dns_outage() {
+    within(async {
+        let (dot2, dot3) = pair().await;
+        let port = dot2.addr.port();
+        // A TTL of five minutes: only max_ttl makes the proxy ask again within a second.
+        let dns = DnsServer::start(300).await;
+        dns.set(NAME, &[DOT2]);
+        let (h, url) = start_proxy(&dns, port).await;
+        let h = Arc::new(h);
         let target_metric = |result: &'static str| {
             let (h, url) = (Arc::clone(&h), url.clone());
             async move {
@@ -125,6 +133,11 @@ timeout = "300ms"
         let status = &cell["targets"][0]["dns"];
         assert!(status["resolved_at"].is_string(), "{cell}");
         assert!(status["last_error"].is_null(), "{cell}");
+        // 0 or 1 (whole seconds), never 299.
+        assert!(
+            status["ttl_secs"].as_u64().unwrap() <= 1,
+            "TTL 300 s not clamped to max_ttl: {cell}"
+        );
         assert!(target_metric("ok").await >= 1.0);
         assert_eq!(
             metric(&h, "cellgate_target_addresses", &[("target", &url)]).await,
@@ -171,6 +184,26 @@ timeout = "300ms"
         )
         .await;
         assert_eq!(dot2.requests(), on_dot2);
+        // The retired address's series are gone; the target counts one address.
+        let m = common::limits::metrics(&h).await;
+        assert!(!m.contains(&format!("127.0.0.2:{port}")), "{m}");
+        assert_eq!(
+            common::limits::sum(&m, "cellgate_target_addresses", &[("target", &url)]),
+            1.0
+        );
+
+        // A TTL of 0 is asked again every min_ttl, not in a loop.
+        dns.set_ttl(0);
+        // The answer held (1 s at most) expires first.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let asked = dns.a_queries();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let asked = dns.a_queries() - asked;
+        assert!(
+            (3..=15).contains(&asked),
+            "{asked} A queries in 1s with min_ttl 100ms"
+        );
+        dns.set_ttl(300);
 
         // 3. DNS fails: SERVFAIL, then silence. The last good set stays.
         for mode in [Mode::ServFail, Mode::Silent] {

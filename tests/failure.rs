@@ -77,6 +77,21 @@ async fn spread(h: &Harness, tenant: &str, n: usize) -> HashMap<String, usize> {
     by
 }
 
+/// Publishes a new registry generation (the same cells, `acme` in `cell`, and one more tenant)
+/// and waits until the proxy uses it.
+async fn new_generation(h: &Harness, cell: &str, targets: Vec<String>) {
+    h.write_registry(&registry(
+        &[(cell.to_owned(), targets)],
+        &[("acme", cell, "ACTIVE"), ("newcomer", cell, "ACTIVE")],
+    ));
+    eventually(
+        Duration::from_secs(3),
+        "the new generation in use",
+        || async { h.admin_get("/admin/tenants/newcomer").await.unwrap().status == StatusCode::OK },
+    )
+    .await;
+}
+
 fn flag(v: &serde_json::Value, key: &str) -> bool {
     v[key]
         .as_bool()
@@ -138,6 +153,8 @@ max_attempts = 1
         let ejected_at = Instant::now();
 
         // Ejected: the good address serves everything, the bad one sees nothing.
+        // Health belongs to the address, not to a registry generation: a reload keeps it out.
+        new_generation(&h, "cell-1", urls(&[&good, &bad])).await;
         let before = bad.requests();
         let by = spread(&h, "acme", 20).await;
         assert_eq!(by.get("good"), Some(&20), "{by:?}");
@@ -339,6 +356,8 @@ consecutive_failures = 0
             .await
                 >= 2.0
         );
+        // A reload keeps it out (its checks are not started over).
+        new_generation(&h, "cell-1", urls(&[&a1, &a2])).await;
         let before = a2.requests();
         assert_eq!(spread(&h, "acme", 20).await.get("a1"), Some(&20));
         assert_eq!(

@@ -66,6 +66,11 @@ impl DnsServer {
             .insert(normalize(name), ips.to_vec());
     }
 
+    /// The TTL of the records answered from now on.
+    pub fn set_ttl(&self, secs: u32) {
+        self.state.ttl.store(secs, Ordering::SeqCst);
+    }
+
     pub fn set_mode(&self, mode: Mode) {
         self.state.mode.store(mode as u8, Ordering::SeqCst);
     }
