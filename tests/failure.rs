@@ -26,6 +26,17 @@
 //! 9. An Upgrade from a MIGRATING tenant is refused with 503 `tenant_migrating` and never
 //!    reaches the cell; an open WebSocket closes when its tenant starts migrating.
 //!
+//! 10. (KNOWN BUG, ignored) A WebSocket routed before a move but opened after it (the cell was
+//!     slow to answer the upgrade) is closed too.
+//! 11. (KNOWN BUG, ignored) The same for a streamed response whose head arrives after the move.
+//!
+//! The two known bugs: a long-lived exchange is registered with the per-worker watch list only
+//! once the cell's response head is in (`src/proxy/mod.rs`, `handle`), and the list is swept
+//! only when a generation is published (`src/proxy/moves.rs`, `follow`); a generation published
+//! between routing and registration is never checked against it, so the exchange stays open to
+//! the old cell until some later generation. Run them with
+//! `cargo test --test failure -- --include-ignored`; drop the `#[ignore]` with the fix.
+//!
 //! Waits are bounded polls; the few time bounds asserted (an ejection lasting its
 //! `base_ejection`, a 503 faster than a connect timeout) leave a wide margin.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -951,6 +962,94 @@ async fn an_upgrade_from_a_migrating_tenant_is_refused() {
             .unwrap();
         assert_eq!(n, 0);
         drop((s, ws));
+        h.shutdown().await;
+    })
+    .await;
+}
+
+/// Moves `mover` to `cell-2` while `up` (cell-1) holds the answer to the request just sent to
+/// it; returns once the proxy uses the new generation, before that answer.
+async fn move_while_answering(h: &Harness, up: &Upstream, list: &[(String, Vec<String>)]) {
+    eventually(
+        Duration::from_secs(2),
+        "the request reached cell-1",
+        || async { up.requests() == 1 },
+    )
+    .await;
+    let reached = Instant::now();
+    h.write_registry(&registry(
+        list,
+        &[
+            ("mover", "cell-2", "ACTIVE"),
+            ("stayer", "cell-1", "ACTIVE"),
+        ],
+    ));
+    eventually(Duration::from_secs(1), "the move in use", || async {
+        h.admin_get("/admin/tenants/mover").await.unwrap().json()["cell"] == "cell-2"
+    })
+    .await;
+    assert!(
+        reached.elapsed() < Duration::from_millis(700),
+        "the move must land while cell-1 still holds its answer (1s)"
+    );
+}
+
+// 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "KNOWN BUG (af3f55a): a WebSocket opened while its tenant moves is never closed"]
+async fn a_websocket_opened_while_its_tenant_moves_is_closed_too() {
+    within(async {
+        let w1 = Upstream::start("cell-1", "w1").await;
+        let w2 = Upstream::start("cell-2", "w2").await;
+        let (h, list) = two_cells(&w1, &w2).await;
+        w1.set_delay(Duration::from_secs(1));
+        let ((mut ws, head), ()) = tokio::join!(
+            h.websocket("mover.app.test"),
+            move_while_answering(&h, &w1, &list)
+        );
+        // Routed before the move, opened after it: a tunnel to a cell that no longer serves
+        // its tenant, which must close like the ones open at the move.
+        assert!(
+            head.starts_with("http/1.1 101") && head.contains("x-target: w1"),
+            "{head}"
+        );
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(3), ws.read(&mut buf))
+            .await
+            .expect("a WebSocket opened to the old cell during the move is still open 3s later")
+            .unwrap();
+        assert_eq!(n, 0);
+        drop(ws);
+        h.shutdown().await;
+    })
+    .await;
+}
+
+// 11.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "KNOWN BUG (af3f55a): a stream started while its tenant moves is never ended"]
+async fn a_stream_started_while_its_tenant_moves_ends_too() {
+    within(async {
+        let s1 = Upstream::start("cell-1", "s1").await;
+        let s2 = Upstream::start("cell-2", "s2").await;
+        let (h, list) = two_cells(&s1, &s2).await;
+        s1.set_delay(Duration::from_secs(1));
+        let ((_sender, resp), ()) = tokio::join!(
+            open_stream(&h, "mover"),
+            move_while_answering(&h, &s1, &list)
+        );
+        let mut body = resp.into_body();
+        let ended = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Some(frame) = body.frame().await {
+                frame.unwrap();
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "a stream started from the old cell during the move still runs 3s later"
+        );
+        drop(body);
         h.shutdown().await;
     })
     .await;

@@ -5,7 +5,8 @@
 //! every open connection closed, so a reconnect is refused) and brought back on the same address.
 //!
 //! Ordinary requests get the demo echo's JSON (`cell`, `target`, `tenant`, `method`,
-//! `request_bytes`), with the status set by [`Upstream::set_status`] (or `?status=N`); `GET
+//! `request_bytes`), with the status set by [`Upstream::set_status`] (or `?status=N`), after
+//! the delay set by [`Upstream::set_delay`]; `GET
 //! /healthz` gets an empty answer with the status set by [`Upstream::set_health`]; `/stream`
 //! answers in chunks without a `Content-Length` (`?chunks=N&every_ms=M`); a request asking to
 //! upgrade gets `101` and then its bytes echoed back.
@@ -42,6 +43,8 @@ struct State {
     status: AtomicU16,
     /// Status of `GET /healthz`.
     health: AtomicU16,
+    /// Milliseconds every ordinary request (upgrades included) waits before its answer.
+    delay_ms: AtomicU64,
     requests: AtomicU64,
     checks: AtomicU64,
     accepted: AtomicU64,
@@ -73,6 +76,7 @@ impl Upstream {
                 name: name.to_owned(),
                 status: AtomicU16::new(200),
                 health: AtomicU16::new(200),
+                delay_ms: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
                 checks: AtomicU64::new(0),
                 accepted: AtomicU64::new(0),
@@ -109,6 +113,12 @@ impl Upstream {
     /// The status `GET /healthz` gets from now on.
     pub fn set_health(&self, status: u16) {
         self.state.health.store(status, Ordering::SeqCst);
+    }
+
+    /// How long every ordinary request (upgrades included) waits before its answer, from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap();
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Ordinary requests received (health checks excluded).
@@ -227,6 +237,10 @@ async fn answer(
         return Ok(resp);
     }
     state.requests.fetch_add(1, Ordering::SeqCst);
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let h = |name: &str| {
         req.headers()
             .get(name)
