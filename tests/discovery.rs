@@ -13,7 +13,8 @@
 //!    address, `cellgate_dns_resolutions_total{result="error"}` grows, and `/admin/cells` shows
 //!    the error.
 //! 4. It answers again, with both addresses: both get traffic.
-
+//!
+//! A second test (ignored: KNOWN BUG) checks that `/admin/cells` reports the TTL applied.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -133,7 +134,7 @@ async fn a_target_named_by_dns_follows_its_records_and_survives_a_dns_outage() {
         let status = &cell["targets"][0]["dns"];
         assert!(status["resolved_at"].is_string(), "{cell}");
         assert!(status["last_error"].is_null(), "{cell}");
-        // 0 or 1 (whole seconds), never 299.
+        // Whole seconds, rounded down (see the ignored test below): 0 or 1, never 299.
         assert!(
             status["ttl_secs"].as_u64().unwrap() <= 1,
             "TTL 300 s not clamped to max_ttl: {cell}"
@@ -254,6 +255,30 @@ async fn a_target_named_by_dns_follows_its_records_and_survives_a_dns_outage() {
         );
         assert!(sent >= 100, "too little traffic: {sent}");
         Arc::try_unwrap(h).ok().unwrap().shutdown().await;
+    })
+    .await;
+}
+
+// KNOWN BUG (af3f55a): `/admin/cells` `dns.ttl_secs` is documented as the TTL applied (the
+// record's, clamped), but `src/upstream/discovery.rs` (`target_task`) stores
+// `ttl.as_secs()` of the time the answer has left, read a moment after it arrived: always just
+// under the TTL, so rounded down one second too far (max_ttl 1s shows 0, 60s shows 59).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "KNOWN BUG (af3f55a): /admin/cells dns.ttl_secs rounds the applied TTL down (1s shows 0)"]
+async fn admin_reports_the_ttl_applied() {
+    within(async {
+        let up = Upstream::start_on("d", "dot-2", SocketAddr::from((DOT2, 0))).await;
+        let dns = DnsServer::start(300).await;
+        dns.set(NAME, &[DOT2]);
+        let (h, url) = start_proxy(&dns, up.addr.port()).await;
+        assert_eq!(spread(&h, 1).await.get("dot-2"), Some(&1));
+        let cell = admin_cell(&h, "d").await;
+        assert_eq!(cell["targets"][0]["url"], url);
+        assert_eq!(
+            cell["targets"][0]["dns"]["ttl_secs"], 1,
+            "TTL 300s clamped to max_ttl 1s: {cell}"
+        );
+        h.shutdown().await;
     })
     .await;
 }
