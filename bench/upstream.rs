@@ -36,6 +36,7 @@ fn bench_select(c: &mut Criterion) {
             consecutive_failures: 5,
             base_ejection: std::time::Duration::from_secs(10),
             max_ejection: std::time::Duration::from_secs(300),
+            max_ejection_percent: 50,
         },
         UpstreamMetrics::default(),
     );

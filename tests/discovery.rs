@@ -264,7 +264,6 @@ async fn a_target_named_by_dns_follows_its_records_and_survives_a_dns_outage() {
 // `ttl.as_secs()` of the time the answer has left, read a moment after it arrived: always just
 // under the TTL, so rounded down one second too far (max_ttl 1s shows 0, 60s shows 59).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "KNOWN BUG (af3f55a): /admin/cells dns.ttl_secs rounds the applied TTL down (1s shows 0)"]
 async fn admin_reports_the_ttl_applied() {
     within(async {
         let up = Upstream::start_on("d", "dot-2", SocketAddr::from((DOT2, 0))).await;

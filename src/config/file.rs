@@ -280,6 +280,7 @@ pub struct FileOutlier {
     pub consecutive_failures: Option<u32>,
     pub base_ejection: Option<String>,
     pub max_ejection: Option<String>,
+    pub max_ejection_percent: Option<u32>,
 }
 
 /// `[upstream.retry]`.

@@ -68,6 +68,9 @@ pub struct OutlierConfig {
     /// First ejection; each further one doubles it.
     pub base_ejection: Duration,
     pub max_ejection: Duration,
+    /// Most addresses of one target group ejected at once, in percent (one is always allowed),
+    /// so a burst of failures cannot empty a group that active checks would keep.
+    pub max_ejection_percent: u8,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -270,6 +273,13 @@ fn build_outlier(o: &FileOutlier) -> Result<OutlierConfig, FieldError> {
         )?,
         base_ejection,
         max_ejection,
+        max_ejection_percent: u8::try_from(in_range(
+            "upstream.outlier.max_ejection_percent",
+            o.max_ejection_percent.unwrap_or(50),
+            0,
+            100,
+        )?)
+        .unwrap_or(100),
     })
 }
 

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::Worker;
 use crate::metrics::CellMetrics;
 use crate::placement::Cell;
-use crate::upstream::health::{self, Report};
+use crate::upstream::health;
 use crate::upstream::pool::{Exchange, SendFailure};
 use crate::upstream::{Endpoint, Pick, RequestBody, Tried, UpstreamError, select};
 
@@ -129,7 +129,7 @@ pub(super) async fn forward(
                 });
             }
             Ok(exchange) => {
-                health::report(up, target, &ep, Report::GatewayFailure);
+                health::gateway_failed(up, cell, group, target, &ep);
                 (replay.as_ref().map(Replay::request), Ok(exchange))
             }
             Err(SendFailure { error, request }) => {
@@ -140,7 +140,7 @@ pub(super) async fn forward(
                     matches!(&error, UpstreamError::Protocol { source, .. } if source.is_user());
                 let timeout = matches!(error, UpstreamError::ResponseTimeout { .. });
                 if !client_side && !timeout {
-                    health::report(up, target, &ep, Report::GatewayFailure);
+                    health::gateway_failed(up, cell, group, target, &ep);
                 }
                 let reset = matches!(error, UpstreamError::Protocol { .. }) && !client_side;
                 let again =

@@ -194,12 +194,7 @@ pub async fn handle(
     };
     // An upgrade opens a two-way channel that outlives the request: for a MIGRATING tenant
     // (writes frozen) it counts as a write, and is refused like one.
-    if upgrade.is_some()
-        && s.snapshot
-            .load()
-            .tenant(tenant.as_str())
-            .is_some_and(|p| p.status == crate::placement::TenantStatus::Migrating)
-    {
+    if upgrade.is_some() && decision.migrating {
         let err = crate::routing::RouteError::Migrating.into();
         return Ok(refuse(s, &arrival, err, Some(tenant), Some(cell)));
     }
@@ -308,7 +303,9 @@ pub async fn handle(
         {
             // The tunnel holds the permit: a WebSocket counts as in flight (against its
             // tenant's concurrency and its cell's cap) for as long as it is open.
-            let watch = w.long_lived.register(tenant, &cell.id);
+            let watch = w
+                .long_lived
+                .register(tenant, &cell.id, decision.migrating, &s.snapshot);
             tokio::task::spawn_local(tunnel(client_upgrade, upstream_upgrade, permit, watch));
         }
         if let Some(l) = log {
@@ -326,7 +323,10 @@ pub async fn handle(
         let streamed = !rparts.headers.contains_key(header::CONTENT_LENGTH)
             && arrival.method != http::Method::HEAD
             && !matches!(status, 204 | 304);
-        let watch = streamed.then(|| w.long_lived.register(tenant, &cell.id));
+        let watch = streamed.then(|| {
+            w.long_lived
+                .register(tenant, &cell.id, decision.migrating, &s.snapshot)
+        });
         ProxyBody::upstream(
             UpstreamBody::new(rbody, s.timeouts.read, deadline, reuse, log),
             permit,

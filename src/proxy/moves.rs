@@ -6,9 +6,12 @@
 //! small registry of its open long-lived exchanges (a slab in a `RefCell`: the worker owns it,
 //! no lock). A per-worker task follows published snapshot generations and, for each entry,
 //! asks the new generation whether the tenant is still served by that cell; if not (moved,
-//! MIGRATING, suspended, offboarded, unknown, or its cell DOWN), the entry is marked closed and
-//! its task woken. A tunnel then shuts both sides down; a streaming body ends (a clean end of
-//! stream, so the client reconnects, and lands in the new cell).
+//! suspended, offboarded, unknown, its cell DOWN, or MIGRATING when it was opened while
+//! ACTIVE), the entry is marked closed and its task woken. A tunnel then shuts both sides down;
+//! a streaming body ends (a clean end of stream, so the client reconnects, and lands in the new
+//! cell). An exchange is also checked against the generation current when it registers, so a
+//! move published between routing and the cell's answer is not missed. One opened by a
+//! MIGRATING tenant (a read the freeze allows) stays open until the tenant leaves the cell.
 //!
 //! Only exchanges that can outlive a flip register: upgrades, and responses streamed without
 //! a `Content-Length`. A fixed-length response is over in moments and costs nothing here.
@@ -26,6 +29,8 @@ use crate::tenant::TenantId;
 struct Entry {
     tenant: TenantId,
     cell: Arc<str>,
+    /// Opened while the tenant was MIGRATING: the migration itself does not close it.
+    migrating: bool,
     closed: bool,
     waker: Option<Waker>,
 }
@@ -58,12 +63,21 @@ impl std::fmt::Debug for Watch {
 }
 
 impl LongLived {
-    /// Registers an exchange of `tenant` open to `cell`.
-    pub fn register(self: &Rc<Self>, tenant: TenantId, cell: &Arc<str>) -> Watch {
+    /// Registers an exchange of `tenant` open to `cell`, routed while the tenant was
+    /// `migrating` or not; closed at once if the current generation already moved it.
+    pub fn register(
+        self: &Rc<Self>,
+        tenant: TenantId,
+        cell: &Arc<str>,
+        migrating: bool,
+        snapshot: &SnapshotHandle,
+    ) -> Watch {
+        let closed = !still_served(&snapshot.load(), &tenant, cell, migrating);
         let entry = Entry {
             tenant,
             cell: Arc::clone(cell),
-            closed: false,
+            migrating,
+            closed,
             waker: None,
         };
         let mut slots = self.slots.borrow_mut();
@@ -93,7 +107,7 @@ impl LongLived {
     pub fn sweep(&self, snap: &PlacementSnapshot) -> usize {
         let mut closed = 0;
         for e in self.slots.borrow_mut().iter_mut().flatten() {
-            if !e.closed && !still_served(snap, &e.tenant, &e.cell) {
+            if !e.closed && !still_served(snap, &e.tenant, &e.cell, e.migrating) {
                 e.closed = true;
                 closed += 1;
                 if let Some(w) = e.waker.take() {
@@ -105,10 +119,11 @@ impl LongLived {
     }
 }
 
-/// Whether `snap` still sends `tenant`'s traffic to `cell`, as it stands.
-fn still_served(snap: &PlacementSnapshot, tenant: &TenantId, cell: &str) -> bool {
+/// Whether `snap` still sends `tenant`'s traffic to `cell` (MIGRATING counts only for an
+/// exchange opened while migrating).
+fn still_served(snap: &PlacementSnapshot, tenant: &TenantId, cell: &str, migrating: bool) -> bool {
     snap.tenant(tenant.as_str()).is_some_and(|p| {
-        p.status == TenantStatus::Active
+        (p.status == TenantStatus::Active || (migrating && p.status == TenantStatus::Migrating))
             && &*p.cell_id == cell
             && p.cell.as_ref().is_some_and(|c| c.state != CellState::Down)
     })
@@ -173,33 +188,102 @@ pub async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::file::FileCell;
+    use crate::placement::{Cell, RegistryData, TenantRecord};
+
+    fn handle(cell: &str, status: TenantStatus) -> SnapshotHandle {
+        let fc: FileCell = toml::from_str(&format!(
+            "id = \"{cell}\"\ntargets = [\"http://127.0.0.1:1\"]"
+        ))
+        .unwrap();
+        let data = RegistryData {
+            cells: vec![Cell::from_file(&fc, "cells[0]").unwrap()],
+            tenants: vec![TenantRecord {
+                id: "acme".into(),
+                cell: cell.into(),
+                status,
+                tier: "standard".into(),
+                version: 1,
+                issuers: Vec::new(),
+                limits: Default::default(),
+                arm: None,
+            }],
+        };
+        let h = SnapshotHandle::new();
+        h.store(PlacementSnapshot::build(&data, &[], 1));
+        h
+    }
+
+    fn acme() -> TenantId {
+        TenantId::parse("acme").unwrap()
+    }
 
     #[test]
     fn slots_are_reused_and_unregistered_on_drop() {
         let reg = Rc::new(LongLived::default());
-        let t = TenantId::parse("acme").unwrap();
+        let snap = handle("c1", TenantStatus::Active);
         let cell: Arc<str> = Arc::from("c1");
-        let a = reg.register(t, &cell);
-        let b = reg.register(t, &cell);
+        let a = reg.register(acme(), &cell, false, &snap);
+        let b = reg.register(acme(), &cell, false, &snap);
         assert_eq!(reg.open(), 2);
         let key = a.key;
         drop(a);
         assert_eq!(reg.open(), 1);
-        let c = reg.register(t, &cell);
+        let c = reg.register(acme(), &cell, false, &snap);
         assert_eq!(c.key, key, "freed slot reused");
         drop((b, c));
         assert_eq!(reg.open(), 0);
     }
 
     #[test]
-    fn an_empty_snapshot_closes_everything_and_wakes() {
+    fn a_move_closes_once_and_wakes() {
         let reg = Rc::new(LongLived::default());
-        let w = reg.register(TenantId::parse("acme").unwrap(), &Arc::from("c1"));
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
+        let w = reg.register(
+            acme(),
+            &Arc::from("c1"),
+            false,
+            &handle("c1", TenantStatus::Active),
+        );
+        let mut cx = Context::from_waker(Waker::noop());
         assert!(w.poll_closed(&mut cx).is_pending());
-        assert_eq!(reg.sweep(&PlacementSnapshot::empty()), 1);
+        let moved = handle("c2", TenantStatus::Active);
+        assert_eq!(reg.sweep(&moved.load()), 1);
         assert!(w.poll_closed(&mut cx).is_ready());
-        assert_eq!(reg.sweep(&PlacementSnapshot::empty()), 0, "closed once");
+        assert_eq!(reg.sweep(&moved.load()), 0, "closed once");
+    }
+
+    #[test]
+    fn registering_after_a_move_closes_at_once() {
+        let reg = Rc::new(LongLived::default());
+        let w = reg.register(
+            acme(),
+            &Arc::from("c1"),
+            false,
+            &handle("c2", TenantStatus::Active),
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(w.poll_closed(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn migrating_closes_only_what_was_opened_before_it() {
+        let reg = Rc::new(LongLived::default());
+        let cell: Arc<str> = Arc::from("c1");
+        let active = handle("c1", TenantStatus::Active);
+        let migrating = handle("c1", TenantStatus::Migrating);
+        let before = reg.register(acme(), &cell, false, &active);
+        let during = reg.register(acme(), &cell, true, &migrating);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(reg.sweep(&migrating.load()), 1);
+        assert!(before.poll_closed(&mut cx).is_ready());
+        assert!(
+            during.poll_closed(&mut cx).is_pending(),
+            "a read the freeze allows"
+        );
+        assert_eq!(reg.sweep(&handle("c2", TenantStatus::Migrating).load()), 1);
+        assert!(
+            during.poll_closed(&mut cx).is_ready(),
+            "leaving the cell closes it"
+        );
     }
 }

@@ -29,6 +29,9 @@ pub struct RouteDecision {
     /// The tier the record names, and its rate-limit overrides (for the admit stage).
     pub tier: Arc<str>,
     pub limits: TenantLimits,
+    /// The tenant is MIGRATING (only safe methods got this far): a long-lived exchange opened
+    /// now may stay open through the migration, and an upgrade is refused like a write.
+    pub migrating: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -189,6 +192,7 @@ pub fn route_with(
         version: placement.version,
         tier: Arc::clone(&placement.tier),
         limits: placement.limits,
+        migrating: placement.status == TenantStatus::Migrating,
     })
 }
 

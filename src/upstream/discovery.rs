@@ -235,7 +235,8 @@ async fn target_task(ctx: Ctx, target: Target, state: Arc<TargetState>) {
                 ctx.up.metrics.resolved(&target.url, Some(addrs.len()));
                 let mut st = state.dns.lock().unwrap_or_else(PoisonError::into_inner);
                 st.resolved_at = Some(SystemTime::now());
-                st.ttl_secs = ttl.as_secs();
+                // `ttl` is what is left of the answer's TTL: round, not truncate.
+                st.ttl_secs = (ttl + Duration::from_millis(500)).as_secs();
                 st.last_error = None;
                 retry = ctx.dns.cfg.min_ttl;
                 ttl

@@ -7,7 +7,8 @@
 //!   back (and also end a passive ejection, as in Envoy);
 //! - **passive**: `upstream.outlier.consecutive_failures` gateway failures in a row (connect
 //!   failure, reset, 502/503/504 from the target) eject it for `base_ejection`, doubling with
-//!   each repeat within `max_ejection`, up to `max_ejection`.
+//!   each repeat within `max_ejection`, up to `max_ejection`; at most `max_ejection_percent`
+//!   of a group's addresses are ejected at once (one always may be).
 //!
 //! Only gateway failures count: an application's 500, a slow answer (response timeout) or a
 //! client's broken upload can be caused by one tenant's requests, and a noisy tenant must not
@@ -28,6 +29,8 @@ use tokio_rustls::TlsConnector;
 use super::Target;
 use super::endpoint::{Endpoint, Upstreams};
 use crate::config::{HealthCheckConfig, OutlierConfig};
+use crate::placement::Cell;
+use crate::placement::group::Group;
 
 const ACTIVE_DOWN: u8 = 1;
 const EJECTED: u8 = 2;
@@ -76,13 +79,16 @@ impl Health {
         }
     }
 
-    /// A gateway failure; returns how long to eject for when this one crossed the threshold.
-    pub fn failure(&self, cfg: &OutlierConfig) -> Option<Duration> {
+    /// A gateway failure; returns how long to eject for when this one crossed the threshold
+    /// and `room` (asked only then) allows another ejection.
+    pub fn failure(&self, cfg: &OutlierConfig, room: impl FnOnce() -> bool) -> Option<Duration> {
         if cfg.consecutive_failures == 0 {
             return None;
         }
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n < cfg.consecutive_failures
+            || self.ejected()
+            || !room()
             || self.flags.fetch_or(EJECTED, Ordering::AcqRel) & EJECTED != 0
         {
             return None;
@@ -137,39 +143,44 @@ impl Health {
     }
 }
 
-/// How an exchange with an endpoint went, for passive ejection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Report {
-    Success,
-    /// Connect failure, reset, or a 502/503/504 from the target.
-    GatewayFailure,
-}
-
-/// Records an exchange's outcome; a failure that crosses the threshold ejects the endpoint and
-/// schedules its return on the current runtime.
-pub fn report(up: &Upstreams, target: &Target, ep: &Arc<Endpoint>, r: Report) {
-    match r {
-        Report::Success => ep.health.success(),
-        Report::GatewayFailure => {
-            let Some(d) = ep.health.failure(&up.outlier) else {
-                return;
-            };
-            up.metrics.ejected(&target.url, ep.addr);
-            tracing::warn!(target = %target.url, address = %ep.addr, ejection = ?d,
-                "target address ejected after consecutive gateway failures");
-            let ep = Arc::clone(ep);
-            let url = Arc::clone(&target.url);
-            let metrics = up.metrics.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(d).await;
-                ep.health.uneject();
-                if ep.usable() {
-                    metrics.set_up(&url, ep.addr, true);
-                }
-                tracing::info!(target = %url, address = %ep.addr, "ejected target address back in rotation");
-            });
+/// Records a gateway failure (connect failure, reset, or a 502/503/504) of `ep`, an address of
+/// `target` in `group` of `cell`. One that crosses the threshold ejects the address, unless
+/// that would put more than `max_ejection_percent` of the group's addresses out at once (one
+/// ejection is always allowed), and schedules its return on the current runtime.
+pub fn gateway_failed(
+    up: &Upstreams,
+    cell: &Cell,
+    group: &Group,
+    target: &Target,
+    ep: &Arc<Endpoint>,
+) {
+    let room = || {
+        let (mut total, mut ejected) = (0usize, 0usize);
+        for t in &cell.targets[group.targets.clone()] {
+            for e in t.state(up).endpoints().iter() {
+                total += 1;
+                ejected += usize::from(e.health.ejected());
+            }
         }
-    }
+        ejected == 0 || (ejected + 1) * 100 <= total * usize::from(up.outlier.max_ejection_percent)
+    };
+    let Some(d) = ep.health.failure(&up.outlier, room) else {
+        return;
+    };
+    up.metrics.ejected(&target.url, ep.addr);
+    tracing::warn!(cell.id = %cell.id, target = %target.url, address = %ep.addr, ejection = ?d,
+        "target address ejected after consecutive gateway failures");
+    let ep = Arc::clone(ep);
+    let url = Arc::clone(&target.url);
+    let metrics = up.metrics.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(d).await;
+        ep.health.uneject();
+        if ep.usable() {
+            metrics.set_up(&url, ep.addr, true);
+        }
+        tracing::info!(target = %url, address = %ep.addr, "ejected target address back in rotation");
+    });
 }
 
 /// Whether a response status counts as a gateway failure.
@@ -269,6 +280,7 @@ mod tests {
             consecutive_failures: n,
             base_ejection: Duration::from_secs(10),
             max_ejection: Duration::from_secs(60),
+            max_ejection_percent: 50,
         }
     }
 
@@ -276,37 +288,55 @@ mod tests {
     fn consecutive_failures_eject_once_and_back_off() {
         let h = Health::default();
         let cfg = outlier(3);
-        assert_eq!(h.failure(&cfg), None);
+        assert_eq!(h.failure(&cfg, || true), None);
         h.success();
-        assert_eq!(h.failure(&cfg), None);
-        assert_eq!(h.failure(&cfg), None);
-        assert_eq!(h.failure(&cfg), Some(Duration::from_secs(10)));
+        assert_eq!(h.failure(&cfg, || true), None);
+        assert_eq!(h.failure(&cfg, || true), None);
+        assert_eq!(h.failure(&cfg, || true), Some(Duration::from_secs(10)));
         assert!(!h.usable() && h.ejected());
         // Already ejected: no second timer.
-        assert_eq!(h.failure(&cfg), None);
+        assert_eq!(h.failure(&cfg, || true), None);
         h.uneject();
         assert!(h.usable());
         for _ in 0..2 {
-            assert_eq!(h.failure(&cfg), None);
+            assert_eq!(h.failure(&cfg, || true), None);
         }
-        assert_eq!(h.failure(&cfg), Some(Duration::from_secs(20)), "doubles");
+        assert_eq!(
+            h.failure(&cfg, || true),
+            Some(Duration::from_secs(20)),
+            "doubles"
+        );
         h.uneject();
         for _ in 0..2 {
-            h.failure(&cfg);
+            h.failure(&cfg, || true);
         }
-        assert_eq!(h.failure(&cfg), Some(Duration::from_secs(40)));
+        assert_eq!(h.failure(&cfg, || true), Some(Duration::from_secs(40)));
         h.uneject();
         for _ in 0..2 {
-            h.failure(&cfg);
+            h.failure(&cfg, || true);
         }
-        assert_eq!(h.failure(&cfg), Some(Duration::from_secs(60)), "capped");
+        assert_eq!(
+            h.failure(&cfg, || true),
+            Some(Duration::from_secs(60)),
+            "capped"
+        );
+    }
+
+    #[test]
+    fn no_room_no_ejection() {
+        let h = Health::default();
+        let cfg = outlier(2);
+        assert_eq!(h.failure(&cfg, || false), None);
+        assert_eq!(h.failure(&cfg, || false), None);
+        assert!(h.usable());
+        assert_eq!(h.failure(&cfg, || true), Some(Duration::from_secs(10)));
     }
 
     #[test]
     fn zero_threshold_never_ejects() {
         let h = Health::default();
         for _ in 0..100 {
-            assert_eq!(h.failure(&outlier(0)), None);
+            assert_eq!(h.failure(&outlier(0), || true), None);
         }
         assert!(h.usable());
     }
@@ -331,7 +361,7 @@ mod tests {
         assert_eq!(h.checked(true, &cfg), Some(true));
         assert!(h.usable());
         // An ejected endpoint that passes active checks comes back.
-        assert!(h.failure(&outlier(1)).is_some());
+        assert!(h.failure(&outlier(1), || true).is_some());
         assert!(!h.usable());
         assert_eq!(
             h.checked(true, &cfg),
