@@ -13,14 +13,8 @@ use super::limits::{metrics, sum};
 use super::upstream::Upstream;
 use super::{Harness, base_config, registry};
 
-/// Every test runs inside this bound, so a hang is a failure rather than a stuck run.
-pub const TEST_BOUND: Duration = Duration::from_secs(25);
-
-pub async fn within<F: Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TEST_BOUND, f)
-        .await
-        .expect("test did not finish in time");
-}
+#[allow(unused_imports)]
+pub use super::{TEST_BOUND, within};
 
 /// The proxy with `extra` appended to the base config, cells `(id, target URLs)` and tenants
 /// `(id, cell, status)`.

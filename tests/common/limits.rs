@@ -3,7 +3,6 @@
 //! metric sums and in-flight polls, and checks for the proxy's refusals and the cells' answers.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,14 +12,8 @@ use http_body_util::Full;
 
 use super::{Harness, Reply, base_config, cell_list};
 
-/// Every test runs inside this bound, so a hang is a failure rather than a stuck run.
-pub const TEST_BOUND: Duration = Duration::from_secs(20);
-
-pub async fn within<F: Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TEST_BOUND, f)
-        .await
-        .expect("test did not finish in time");
-}
+#[allow(unused_imports)]
+pub use super::{TEST_BOUND, within};
 
 /// A tenant record for the registry file.
 pub struct Tenant<'a> {

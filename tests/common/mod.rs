@@ -22,6 +22,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 
+/// Every test runs inside this bound, so a hang is a failure rather than a stuck run.
+pub const TEST_BOUND: Duration = Duration::from_secs(25);
+
+pub async fn within<F: Future<Output = ()>>(f: F) {
+    tokio::time::timeout(TEST_BOUND, f)
+        .await
+        .expect("test did not finish in time");
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/keys")
