@@ -225,6 +225,7 @@ impl World {
                     ],
                     preserve_host: None,
                     max_in_flight: None,
+                    wave: None,
                 }
             })
             .collect()
