@@ -5,7 +5,7 @@
 # Contestants are measured interleaved (round 1: all, round 2: all, ...) and the median over
 # rounds is reported. See bench/README.md for what each contestant is and how to read the ratio.
 #
-#   bench/e2e.sh                          # direct, nginx, haproxy, cellgate; 5 rounds x 10 s
+#   bench/e2e.sh                          # direct, nginx, haproxy, cellgate, cellgate-jwt; 5 rounds x 10 s
 #   BASELINES=1 bench/e2e.sh              # + hyper-minimal, pingora-minimal (pingora: 2-5 min cold build)
 #   bench/e2e.sh --baselines --rounds 3 --duration 8
 #   bench/e2e.sh --only direct,nginx,cellgate
@@ -70,9 +70,11 @@ declare -A PORT=(
   [hyper-minimal]=$((PORT_BASE + 3))
   [pingora-minimal]=$((PORT_BASE + 4))
   [cellgate]=$((PORT_BASE + 5))
+  [cellgate-jwt]=$((PORT_BASE + 7))
 )
 CELLGATE_ADMIN_PORT=$((PORT_BASE + 6))
-ALL_CONTESTANTS=(direct nginx haproxy hyper-minimal pingora-minimal cellgate)
+CELLGATE_JWT_ADMIN_PORT=$((PORT_BASE + 8))
+ALL_CONTESTANTS=(direct nginx haproxy hyper-minimal pingora-minimal cellgate cellgate-jwt)
 UPSTREAM_BODY="cellgate-bench-upstream-ok"
 HOST_HEADER="bench.localhost"
 
@@ -250,6 +252,9 @@ if want cellgate; then
   fi
   if [[ -x "$CELLGATE_BIN" ]]; then AVAILABLE[cellgate]=1; else note "cellgate skipped: no binary at $CELLGATE_BIN"; fi
 fi
+if want cellgate-jwt; then
+  if [[ -x "$CELLGATE_BIN" ]]; then AVAILABLE[cellgate-jwt]=1; else note "cellgate-jwt skipped: no binary at $CELLGATE_BIN"; fi
+fi
 
 # ---------------------------------------------------------------------------- configs ---
 write_nginx_conf() {  # write_nginx_conf DIR SERVER_BLOCK_AND_UPSTREAMS
@@ -345,6 +350,36 @@ enabled = false
 [log]
 level = "warn"
 EOF
+# cellgate-jwt: the tenant comes from a verified bearer token (EdDSA, the demo key; cached after
+# the first verification, as in production where a client reuses its token), checked against
+# the subdomain, with the same rate limiting.
+mkdir -p "$WORK/cellgate-jwt"
+cp "$REPO_DIR/config/demo/jwt-ed25519.pub.pem" "$WORK/cellgate-jwt/key.pub.pem"
+sed -e "s/127.0.0.1:${PORT[cellgate]}/127.0.0.1:${PORT[cellgate-jwt]}/" \
+    -e "s/127.0.0.1:$CELLGATE_ADMIN_PORT/127.0.0.1:$CELLGATE_JWT_ADMIN_PORT/" \
+    -e 's/^sources = \["subdomain"\]/sources = ["jwt", "subdomain"]/' \
+    -e 's|^path = "registry.toml".*|path = "../cellgate/registry.toml"|' \
+    "$WORK/cellgate/cellgate.toml" >"$WORK/cellgate-jwt/cellgate.toml"
+cat >>"$WORK/cellgate-jwt/cellgate.toml" <<EOF
+[auth]
+required = true
+[[auth.issuers]]
+issuer = "cellgate-demo"
+audiences = ["cellgate-demo"]
+[[auth.issuers.keys]]
+kid = "demo-ed25519"
+algorithm = "EdDSA"
+public_key_file = "key.pub.pem"
+EOF
+JWT_TOKEN=""
+if [[ -n "${AVAILABLE[cellgate-jwt]:-}" ]]; then
+  JWT_TOKEN="$("$CELLGATE_BIN" token --tenant bench --ttl 6h --kid demo-ed25519)" ||
+    { note "cellgate-jwt skipped: could not mint a token"; unset "AVAILABLE[cellgate-jwt]"; }
+fi
+auth_args() {  # auth_args NAME — extra client header arguments for a contestant
+  if [[ $1 == cellgate-jwt ]]; then printf '%s\n' -H "Authorization: Bearer $JWT_TOKEN"; fi
+}
+
 cat >"$WORK/cellgate/registry.toml" <<EOF
 [[cells]]
 id = "cell-1"
@@ -355,13 +390,15 @@ cell = "cell-1"
 EOF
 
 # ------------------------------------------------------------------------------ start ---
-for p in "$UPSTREAM_PORT" "${PORT[@]}" "$CELLGATE_ADMIN_PORT"; do
+for p in "$UPSTREAM_PORT" "${PORT[@]}" "$CELLGATE_ADMIN_PORT" "$CELLGATE_JWT_ADMIN_PORT"; do
   if port_open "$p"; then echo "port 127.0.0.1:$p is already in use (set PORT_BASE)" >&2; exit 1; fi
 done
 
 probe() {  # probe NAME — one request must give 200 with the upstream's body
   local code body
-  code="$(curl -s -o "$WORK/probe-$1.body" -w '%{http_code}' --max-time 5 \
+  local extra=()
+  mapfile -t extra < <(auth_args "$1")
+  code="$(curl -s -o "$WORK/probe-$1.body" -w '%{http_code}' --max-time 5 "${extra[@]}" \
           -H "Host: $HOST_HEADER" "http://127.0.0.1:${PORT[$1]}/" || true)"
   body="$(cat "$WORK/probe-$1.body" 2>/dev/null || true)"
   if [[ "$code" != 200 || "$body" != "$UPSTREAM_BODY" ]]; then
@@ -378,15 +415,17 @@ start_contestant() {  # start_contestant NAME — start (pinned to PROXY_CORE), 
     haproxy) start_bg haproxy "$PROXY_CORE" haproxy -db -f "$WORK/haproxy/haproxy.cfg" ;;
     hyper-minimal) start_bg "$c" "$PROXY_CORE" "$HYPER_BIN" "127.0.0.1:$port" "127.0.0.1:$UPSTREAM_PORT" ;;
     pingora-minimal) start_bg "$c" "$PROXY_CORE" "$PINGORA_BIN" "127.0.0.1:$port" "127.0.0.1:$UPSTREAM_PORT" ;;
-    cellgate)
-      start_bg cellgate "$PROXY_CORE" "$CELLGATE_BIN" serve --config "$WORK/cellgate/cellgate.toml"
+    cellgate|cellgate-jwt)
+      local admin=$CELLGATE_ADMIN_PORT
+      [[ $c == cellgate-jwt ]] && admin=$CELLGATE_JWT_ADMIN_PORT
+      start_bg "$c" "$PROXY_CORE" "$CELLGATE_BIN" serve --config "$WORK/$c/cellgate.toml"
       for ((i = 0; i < 300; i++)); do
-        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$CELLGATE_ADMIN_PORT/readyz" || true)"
+        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$admin/readyz" || true)"
         [[ "$code" == 200 ]] && break
-        kill -0 "${PID[cellgate]}" 2>/dev/null || { fail_start cellgate "exited during start-up"; return 1; }
+        kill -0 "${PID[$c]}" 2>/dev/null || { fail_start "$c" "exited during start-up"; return 1; }
         sleep 0.1
       done
-      [[ "$code" == 200 ]] || { fail_start cellgate "admin /readyz did not return 200 within 30 s (last: '$code')"; return 1; }
+      [[ "$code" == 200 ]] || { fail_start "$c" "admin /readyz did not return 200 within 30 s (last: '$code')"; return 1; }
       ;;
   esac
   if [[ $c != direct ]] && ! wait_port "$c" "$port"; then
@@ -407,10 +446,11 @@ done
 [[ ${#RUN[@]} -gt 0 ]] || { echo "no contestant could be started" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------- measure ---
-run_wrk() {  # run_wrk PORT SECONDS OUTFILE (in the background so that a signal ends the run at once)
-  local rc=0
+run_wrk() {  # run_wrk NAME SECONDS OUTFILE (in the background so that a signal ends the run at once)
+  local rc=0 extra=()
+  mapfile -t extra < <(auth_args "$1")
   taskset -c "$LOAD_CORE" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${2}s" --timeout 5s --latency \
-    -s "$BENCH_DIR/wrk-report.lua" -H "Host: $HOST_HEADER" "http://127.0.0.1:$1/" >"$3" 2>&1 &
+    -s "$BENCH_DIR/wrk-report.lua" -H "Host: $HOST_HEADER" "${extra[@]}" "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1 &
   PID[wrk]=$!
   wait "${PID[wrk]}" || rc=$?
   unset "PID[wrk]"
@@ -421,11 +461,11 @@ measure() {  # measure ROUND NAME — warm up, measure, re-measure if disturbed;
   local r=$1 c=$2 attempt out watch cpu rps errs
   for ((attempt = 1; ; attempt++)); do
     out="$WORK/raw/r$r-$c-a$attempt.txt"
-    if [[ "$WARMUP" -gt 0 ]]; then run_wrk "${PORT[$c]}" "$WARMUP" "$WORK/raw/warmup.txt" || true; fi
+    if [[ "$WARMUP" -gt 0 ]]; then run_wrk "$c" "$WARMUP" "$WORK/raw/warmup.txt" || true; fi
     taskset -c "$LOAD_CORE" python3 "$BENCH_DIR/cpu_watch.py" "$$" "$((DURATION + 30))" >"$out.cpu" &
     watch=$!
     PID[cpu_watch]=$watch
-    run_wrk "${PORT[$c]}" "$DURATION" "$out" || note "wrk exited non-zero for $c in round $r"
+    run_wrk "$c" "$DURATION" "$out" || note "wrk exited non-zero for $c in round $r"
     kill -TERM "$watch" 2>/dev/null || true
     wait "$watch" || true
     unset "PID[cpu_watch]"
