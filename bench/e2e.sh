@@ -530,4 +530,4 @@ OUT="$BENCH_DIR/results/e2e-$STAMP"
 } >"$WORK/meta.txt"
 
 python3 "$BENCH_DIR/e2e_report.py" --meta "$WORK/meta.txt" --index "$INDEX" --out "$OUT"
-log "wrote ${OUT#"$REPO_DIR"/}.md and .json"
+log "wrote ${OUT#"$REPO_DIR"/}.md, .json and .svg"

@@ -3,7 +3,8 @@
 
 Input: --meta (key=value lines), --index (TSV: round, contestant, wrk output file, attempt,
 CPU used meanwhile by processes outside the benchmark in % of one core, the top such processes,
-1 if kept or 0 if discarded as disturbed and measured again). Output: OUT.md, OUT.json; the markdown is also printed.
+1 if kept or 0 if discarded as disturbed and measured again). Output: OUT.md, OUT.json and
+OUT.svg (a bar chart of req/s and added p99); the markdown is also printed.
 Medians are over rounds; the ratio is median req/s over nginx's median req/s from the same run;
 "added" latency is the contestant's median percentile minus direct's (wrk straight to upstream).
 """
@@ -58,6 +59,46 @@ def fmt_k(v):
 
 def fmt_signed(v):
     return "n/a" if v is None else f"{v:+,.0f}"
+
+
+def svg_chart(names, summary, title):
+    """Two horizontal bar panels, readable at a glance: median req/s (ratio to nginx on each bar)
+    and added p99 latency over direct. Plain SVG, no plotting library."""
+    rows = [n for n in names if summary[n]["rps"] is not None]
+    bar_h, gap, left, width = 22, 8, 150, 360
+    panel_h = len(rows) * (bar_h + gap) + 30
+    height = 40 + 2 * panel_h + 20
+    total_w = left + width + 110
+    esc = lambda t: str(t).replace("&", "&amp;").replace("<", "&lt;")
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{total_w}" height="{height}" fill="white"/>',
+           f'<text x="10" y="22" font-size="14" font-weight="bold">{esc(title)}</text>']
+
+    def panel(y0, label, values, fmt, highlight):
+        out.append(f'<text x="10" y="{y0 + 14}" font-weight="bold">{esc(label)}</text>')
+        vmax = max([v for v in values.values() if v is not None] + [1e-9])
+        for i, n in enumerate(rows):
+            y = y0 + 24 + i * (bar_h + gap)
+            v = values.get(n)
+            out.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{esc(n)}</text>')
+            if v is None:
+                out.append(f'<text x="{left + 4}" y="{y + 15}" fill="#888">n/a</text>')
+                continue
+            w = max(1.0, width * max(v, 0) / vmax)
+            colour = "#d9534f" if n.startswith("cellgate") else ("#5b8def" if n == highlight else "#9aa5b1")
+            out.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour}"/>')
+            out.append(f'<text x="{left + w + 6:.1f}" y="{y + 15}">{esc(fmt(n, v))}</text>')
+
+    rps = {n: summary[n]["rps"] for n in rows}
+    panel(34, "requests/s (median; ratio to nginx)", rps,
+          lambda n, v: f"{v:,.0f}" + (f"  ({summary[n]['ratio_to_nginx']:.2f}x)"
+                                      if summary[n]["ratio_to_nginx"] else ""), "nginx")
+    added = {n: summary[n]["added_p99_us"] for n in rows if n != "direct"}
+    panel(34 + panel_h, "added p99 latency over direct (µs, median; lower is better)", added,
+          lambda n, v: f"{v:+,.0f} µs", "nginx")
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
 
 def main():
@@ -169,6 +210,11 @@ def main():
         "rounds": [{"contestant": n, **r} for n in names for r in sorted(runs[n], key=lambda r: r["round"])],
         "discarded_disturbed": discarded,
     }
+    svg = svg_chart(names, summary, f"cellgate e2e, {meta.get('date', '')}, "
+                    f"{meta.get('nproc')} cores: proxy alone on one core")
+    with open(args.out + ".svg", "w", encoding="utf-8") as f:
+        f.write(svg)
+    md += f"\n![chart](./{args.out.rsplit('/', 1)[-1]}.svg)\n"
     with open(args.out + ".md", "w", encoding="utf-8") as f:
         f.write(md)
     with open(args.out + ".json", "w", encoding="utf-8") as f:
