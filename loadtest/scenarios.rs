@@ -3,6 +3,7 @@
 mod canary;
 mod flip;
 mod noisy;
+mod outage;
 
 pub struct Scenario {
     pub name: &'static str,
@@ -36,6 +37,13 @@ pub const SCENARIOS: &[Scenario] = &[
         needs_dynamodb: |_| false,
         proxy_process: true,
         run: noisy::run,
+    },
+    Scenario {
+        name: "outage",
+        about: "the file registry broken for 10 s under load, then restored with a tenant moved: errors, snapshot age, refresh failures, time to follow",
+        needs_dynamodb: |_| false,
+        proxy_process: true,
+        run: outage::run,
     },
 ];
 
