@@ -4,6 +4,7 @@ mod canary;
 mod flip;
 mod noisy;
 mod outage;
+mod unknown;
 
 pub struct Scenario {
     pub name: &'static str,
@@ -44,6 +45,13 @@ pub const SCENARIOS: &[Scenario] = &[
         needs_dynamodb: |_| false,
         proxy_process: true,
         run: outage::run,
+    },
+    Scenario {
+        name: "unknown",
+        about: "a flood of random unknown tenants beside ten known ones: 404s, lookup reads against the cap, known p99",
+        needs_dynamodb: unknown::needs_dynamodb,
+        proxy_process: true,
+        run: unknown::run,
     },
 ];
 
