@@ -1,7 +1,7 @@
 //! Loadtest scenario `noisy`: one tenant floods at 10x its limit; do its neighbours notice?
 //!
 //! Starts three local echo cells in this process and the release `cellgate` binary as its own
-//! process (pinned with `taskset` to `--proxy-cpu` when given; `loadtest/noisy.sh` pins this
+//! process (pinned with `taskset` to `--proxy-cpu` when given; `loadtest/run.sh` pins this
 //! driver to another core). Tenant `noisy` (tier `a`: 200/s, burst 20, in cell-1) sends 2000
 //! req/s; ten tenants `quiet-01..10` (tier `b`: 100/s, burst 50, spread over cells 1-3) send
 //! 50 req/s each. Every request asks its cell to wait `?sleep_ms=20` (a slow cell). Load is
@@ -14,20 +14,16 @@
 //! get no 429, no 5xx (and no other failure) in any phase; the median over rounds of the quiet
 //! tenants' p99 latency under flood is within 10% of the median baseline p99. Exits 1 when a
 //! check fails, 2 when the scenario could not run. Bounded in time and count, 127.0.0.1 only.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::Uri;
+
+use crate::common::{
+    Cpu, CpuMark, HttpClient, Proxy, ProxyArgs, Sample, cell_toml, client, driver_cpus, free_port,
+    host, median, ms, one, open_loop, pct, tenant_toml, verdict,
+};
 
 const NOISY: &str = "noisy";
 const NOISY_LIMIT: f64 = 200.0;
@@ -38,30 +34,25 @@ const QUIET_LIMIT: f64 = 100.0;
 const QUIET_BURST: u32 = 50;
 const QUIET_SEND: f64 = 50.0;
 const SLEEP_MS: u64 = 20;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Checks: admitted rate within 5% of the limit, p99 within 10% of the baseline.
 const RATE_TOLERANCE: f64 = 0.05;
 const P99_TOLERANCE: f64 = 0.10;
-/// Linux reports process CPU time in ticks of 1/100 s (USER_HZ).
-const TICKS_PER_SEC: f64 = 100.0;
 
 struct Args {
     rounds: usize,
     phase: Duration,
     warmup: Duration,
-    proxy_bin: PathBuf,
-    proxy_cpu: Option<String>,
+    proxy: ProxyArgs,
 }
 
-fn args() -> Args {
+fn args(argv: Vec<String>) -> Args {
     let mut a = Args {
         rounds: 3,
         phase: Duration::from_secs(10),
         warmup: Duration::from_secs(3),
-        proxy_bin: Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/cellgate"),
-        proxy_cpu: None,
+        proxy: ProxyArgs::default(),
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
         let value = it
             .next()
@@ -71,8 +62,7 @@ fn args() -> Args {
             "--rounds" => a.rounds = value.parse().unwrap_or_else(|_| usage(&value)),
             "--phase-secs" => a.phase = secs(&value),
             "--warmup-secs" => a.warmup = secs(&value),
-            "--proxy-bin" => a.proxy_bin = PathBuf::from(value),
-            "--proxy-cpu" => a.proxy_cpu = Some(value),
+            other if a.proxy.take(other, &value) => {}
             other => usage(&format!("unknown flag {other}")),
         }
     }
@@ -90,45 +80,6 @@ fn usage(why: &str) -> ! {
     std::process::exit(2)
 }
 
-/// The proxy's pid (its `timeout` wrapper's, when there is one), for the panic hook: the
-/// release profile aborts on panic, so nothing else would stop it.
-static PROXY_PID: OnceLock<u32> = OnceLock::new();
-
-fn stop_proxy(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn main() {
-    let a = args();
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if let Some(&pid) = PROXY_PID.get() {
-            stop_proxy(pid);
-        }
-        hook(info);
-    }));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let code = rt.block_on(run(a));
-    std::process::exit(code);
-}
-
-/// One request's outcome.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    /// The status, or 0 when no response came (connection error, timeout).
-    status: u16,
-    /// From handing the request to the client to the end of the response body.
-    latency: Duration,
-    /// How late the request left against its schedule (the generator's own delay).
-    lag: Duration,
-}
-
 #[derive(Default)]
 struct Phase {
     quiet: Vec<Sample>,
@@ -137,28 +88,20 @@ struct Phase {
     cpu: Cpu,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Cpu {
-    proxy: f64,
-    driver: f64,
-    other: f64,
+pub fn run(argv: Vec<String>) -> i32 {
+    let a = args(argv);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(noisy(a))
 }
 
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-
-fn client() -> HttpClient {
-    let mut c = HttpConnector::new();
-    c.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(300))
-        .build(c)
-}
-
-async fn run(a: Args) -> i32 {
-    if !a.proxy_bin.is_file() {
+async fn noisy(a: Args) -> i32 {
+    if !a.proxy.bin.is_file() {
         eprintln!(
-            "noisy: no proxy binary at {} (cargo build --release --bin cellgate, or use loadtest/noisy.sh)",
-            a.proxy_bin.display()
+            "noisy: no proxy binary at {} (cargo build --release --bin cellgate, or use loadtest/run.sh noisy)",
+            a.proxy.bin.display()
         );
         return 2;
     }
@@ -173,44 +116,23 @@ async fn run(a: Args) -> i32 {
     // The proxy ends by itself after this long even if the driver dies without stopping it.
     let bound = a.warmup + (a.phase + Duration::from_secs(8)) * (2 * a.rounds as u32);
     let bound = bound + Duration::from_secs(60);
-    let mut proxy = match spawn_proxy(&a, &config, &log_path, bound) {
+    let mut proxy = match Proxy::spawn(&a.proxy, &config, &log_path, bound) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("noisy: cannot start the proxy: {e}");
             return 2;
         }
     };
-    let _ = PROXY_PID.set(proxy.id());
     let code = match drive(&a, &mut proxy, listen, admin).await {
         Ok(pass) => i32::from(!pass),
         Err(e) => {
             eprintln!("noisy: {e}");
-            if let Ok(log) = std::fs::read_to_string(&log_path) {
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                eprintln!("proxy log (last lines):");
-                for l in tail.iter().rev() {
-                    eprintln!("  {l}");
-                }
-            }
+            proxy.print_log_tail();
             2
         }
     };
-    stop_proxy(proxy.id());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.try_wait().ok().flatten().is_none() {
-        if Instant::now() > deadline {
-            let _ = proxy.kill();
-            let _ = proxy.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    proxy.stop();
     code
-}
-
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 fn quiet_name(i: usize) -> String {
@@ -218,23 +140,11 @@ fn quiet_name(i: usize) -> String {
 }
 
 fn registry(cells: &[Vec<cellgate::demo::EchoTarget>]) -> String {
-    let mut s = String::new();
-    for c in cells {
-        s.push_str(&format!(
-            "[[cells]]\nid = \"{}\"\ntargets = [\"http://{}\"]\n\n",
-            c[0].cell, c[0].addr
-        ));
-    }
-    s.push_str(&format!(
-        "[[tenants]]\nid = \"{NOISY}\"\ncell = \"cell-1\"\ntier = \"a\"\nversion = 1\n\n"
-    ));
+    let mut s: String = cells.iter().map(|c| cell_toml(c)).collect();
+    s.push_str(&tenant_toml(NOISY, "cell-1", Some("a"), 1));
     for i in 0..QUIET {
-        s.push_str(&format!(
-            "[[tenants]]\nid = \"{}\"\ncell = \"cell-{}\"\ntier = \"b\"\nversion = {}\n\n",
-            quiet_name(i),
-            i % 3 + 1,
-            i + 2
-        ));
+        let cell = format!("cell-{}", i % 3 + 1);
+        s.push_str(&tenant_toml(&quiet_name(i), &cell, Some("b"), i as u64 + 2));
     }
     s
 }
@@ -280,137 +190,22 @@ level = "warn"
     )
 }
 
-/// `timeout` (the proxy's own time bound) -> `taskset -c CPU` (when asked) -> `cellgate serve`.
-fn spawn_proxy(a: &Args, config: &Path, log: &Path, bound: Duration) -> std::io::Result<Child> {
-    let mut argv: Vec<String> = Vec::new();
-    if Command::new("timeout")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        argv.extend(["timeout", "-s", "TERM", "-k", "5"].map(str::to_owned));
-        argv.push(bound.as_secs().to_string());
-    }
-    if let Some(cpu) = &a.proxy_cpu {
-        argv.extend(["taskset".to_owned(), "-c".to_owned(), cpu.clone()]);
-    }
-    argv.push(a.proxy_bin.display().to_string());
-    argv.extend(["serve".to_owned(), "--config".to_owned()]);
-    argv.push(config.display().to_string());
-    let out = std::fs::File::create(log)?;
-    Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-}
-
-/// The proxy process itself: the `timeout` wrapper's child when there is one (`taskset`
-/// execs the proxy, so it keeps the pid).
-fn proxy_pid(wrapper: u32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children"))
-        .ok()
-        .and_then(|c| c.split_whitespace().next()?.parse().ok())
-        .filter(|pid: &u32| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "cellgate")
-        })
-        .unwrap_or(wrapper)
-}
-
-/// CPU ticks used so far by a process (user + system), from /proc/PID/stat.
-fn process_ticks(pid: &str) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command name (which may hold spaces), which ends with ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
-}
-
-/// Busy ticks of the whole machine (all cores), from /proc/stat.
-fn machine_busy_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0;
-    };
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
-    v.iter().take(8).sum::<u64>() - v.get(3).copied().unwrap_or(0) - v.get(4).copied().unwrap_or(0)
-}
-
-struct CpuMark {
-    at: Instant,
-    proxy: u64,
-    driver: u64,
-    machine: u64,
-}
-
-fn cpu_mark(proxy: u32) -> CpuMark {
-    CpuMark {
-        at: Instant::now(),
-        proxy: process_ticks(&proxy.to_string()),
-        driver: process_ticks("self"),
-        machine: machine_busy_ticks(),
-    }
-}
-
-fn cpu_since(m: &CpuMark, proxy: u32) -> Cpu {
-    let now = cpu_mark(proxy);
-    let secs = now.at.duration_since(m.at).as_secs_f64();
-    let pct = |ticks: u64| ticks as f64 / TICKS_PER_SEC / secs * 100.0;
-    let (p, d) = (now.proxy - m.proxy, now.driver - m.driver);
-    Cpu {
-        proxy: pct(p),
-        driver: pct(d),
-        other: pct((now.machine - m.machine).saturating_sub(p + d)),
-    }
-}
-
 async fn drive(
     a: &Args,
-    proxy: &mut Child,
+    proxy: &mut Proxy,
     listen: SocketAddr,
     admin: SocketAddr,
 ) -> Result<bool, String> {
     let probe = client();
-    let ready_by = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(Some(status)) = proxy.try_wait() {
-            return Err(format!("the proxy exited at start-up ({status})"));
-        }
-        let req = Request::get(format!("http://{admin}/readyz"))
-            .body(Empty::new())
-            .unwrap();
-        if let Ok(r) = probe.request(req).await
-            && r.status() == StatusCode::OK
-        {
-            break;
-        }
-        if Instant::now() > ready_by {
-            return Err("the proxy never became ready".to_owned());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let pid = proxy_pid(proxy.id());
+    proxy.wait_ready(&probe, admin).await?;
+    let pid = proxy.pid();
     let uri: Uri = format!("http://{listen}/?sleep_ms={SLEEP_MS}")
         .parse()
         .unwrap();
     let quiet_client = client();
     let noisy_client = client();
     for name in std::iter::once(NOISY.to_owned()).chain((0..QUIET).map(quiet_name)) {
-        let s = one(&probe, &uri, &host(&name), Duration::ZERO).await;
+        let s = one(&probe, &uri, &host(&name), Duration::ZERO, false).await;
         if s.status != 200 {
             return Err(format!(
                 "tenant {name} is not served before the test (status {})",
@@ -433,17 +228,8 @@ async fn drive(
         a.phase.as_secs(),
         a.phase.as_secs(),
         a.warmup.as_secs(),
-        a.proxy_cpu
-            .as_deref()
-            .map_or("not pinned".to_owned(), |c| format!("cpu {c}")),
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                    .map(|v| format!("cpus {}", v.trim()))
-            })
-            .unwrap_or_else(|| "not pinned".to_owned())
+        a.proxy.pinning(),
+        driver_cpus()
     );
 
     let targets = Targets {
@@ -559,14 +345,10 @@ struct Targets {
     uri: Uri,
 }
 
-fn host(tenant: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("{tenant}.app.test")).unwrap()
-}
-
 /// One phase: the quiet tenants (and `noisy` when `flood`) on schedule for `len`, then waits
 /// for every answer.
 async fn phase(t: &Targets, flood: bool, len: Duration, proxy: u32) -> Phase {
-    let mark = cpu_mark(proxy);
+    let mark = CpuMark::now(proxy);
     let start = Instant::now() + Duration::from_millis(20);
     let quiet: Vec<_> = (0..QUIET)
         .map(|i| {
@@ -576,11 +358,15 @@ async fn phase(t: &Targets, flood: bool, len: Duration, proxy: u32) -> Phase {
             tokio::spawn(open_loop(
                 t.quiet.clone(),
                 t.uri.clone(),
-                host(&quiet_name(i)),
+                {
+                    let h = host(&quiet_name(i));
+                    move || h.clone()
+                },
                 QUIET_SEND,
                 start,
                 offset,
                 len,
+                false,
             ))
         })
         .collect();
@@ -588,11 +374,15 @@ async fn phase(t: &Targets, flood: bool, len: Duration, proxy: u32) -> Phase {
         tokio::spawn(open_loop(
             t.noisy.clone(),
             t.uri.clone(),
-            host(NOISY),
+            {
+                let h = host(NOISY);
+                move || h.clone()
+            },
             NOISY_SEND,
             start,
             0.0,
             len,
+            false,
         ))
     });
     let mut p = Phase::default();
@@ -602,62 +392,8 @@ async fn phase(t: &Targets, flood: bool, len: Duration, proxy: u32) -> Phase {
     if let Some(n) = noisy {
         p.noisy = n.await.unwrap();
     }
-    p.cpu = cpu_since(&mark, proxy);
+    p.cpu = mark.since(proxy);
     p
-}
-
-/// Sends at `rate` per second from `start + offset periods` until `start + len`, whatever the
-/// answers (open loop); returns every request's outcome once all have answered.
-async fn open_loop(
-    client: HttpClient,
-    uri: Uri,
-    host: HeaderValue,
-    rate: f64,
-    start: Instant,
-    offset: f64,
-    len: Duration,
-) -> Vec<Sample> {
-    let period = Duration::from_secs_f64(1.0 / rate);
-    let end = start + len;
-    let mut due = start + period.mul_f64(offset);
-    let mut sent = Vec::with_capacity((rate * len.as_secs_f64()) as usize + 1);
-    while due < end {
-        tokio::time::sleep_until(due.into()).await;
-        let lag = due.elapsed();
-        let (client, uri, host) = (client.clone(), uri.clone(), host.clone());
-        sent.push(tokio::spawn(
-            async move { one(&client, &uri, &host, lag).await },
-        ));
-        due += period;
-    }
-    let mut out = Vec::with_capacity(sent.len());
-    for s in sent {
-        out.push(s.await.unwrap());
-    }
-    out
-}
-
-async fn one(client: &HttpClient, uri: &Uri, host: &HeaderValue, lag: Duration) -> Sample {
-    let req = Request::get(uri.clone())
-        .header(header::HOST, host.clone())
-        .body(Empty::new())
-        .unwrap();
-    let sent = Instant::now();
-    let status = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let resp = client.request(req).await.ok()?;
-        let status = resp.status().as_u16();
-        resp.into_body().collect().await.ok()?;
-        Some(status)
-    })
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or(0);
-    Sample {
-        status,
-        latency: sent.elapsed(),
-        lag,
-    }
 }
 
 #[derive(Default)]
@@ -731,29 +467,6 @@ impl NoisyStats {
     }
 }
 
-/// The nearest-rank percentile of sorted values.
-fn pct(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-fn median(v: &[Duration]) -> Duration {
-    let mut s = v.to_vec();
-    s.sort_unstable();
-    pct(&s, 0.5)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
 fn list(v: &[Duration]) -> String {
     v.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "ok" } else { "FAILED" }
 }

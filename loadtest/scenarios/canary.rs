@@ -3,7 +3,7 @@
 //! Starts three local echo cells in this process, each with a `stable` target group (version
 //! `v1`, two targets) and a `canary` group (`v2`, one target), writes a file registry of
 //! `--tenants` tenants spread evenly over the cells, and runs the release `cellgate` binary on it
-//! as its own process (pinned with `taskset` to `--proxy-cpu` when given; `loadtest/canary.sh`
+//! as its own process (pinned with `taskset` to `--proxy-cpu` when given; `loadtest/run.sh`
 //! pins this driver to another core). `--clients` closed-loop keep-alive clients request random
 //! tenants (by subdomain) for the whole run; every answer names the cell and target that served
 //! it and the `x-tenant-id` it received, so each answer gives the tenant's arm.
@@ -26,14 +26,12 @@
 //! fixed across builds); the proxy's group counters equal the client's counts; every weight
 //! change shows in `/admin/cells` within 10 s. Errors and leaks in the warm-up count too.
 //! Bounded in time and count, 127.0.0.1 only.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,9 +40,11 @@ use cellgate::placement::Cell;
 use cellgate::routing::canary;
 use http::{HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+
+use crate::common::{
+    Cpu, CpuMark, HttpClient, Proxy, ProxyArgs, REQUEST_TIMEOUT, Scrape, client, driver_cpus,
+    free_port, get, host, pct, verdict, write_registry,
+};
 
 const CELLS: usize = 3;
 /// Targets of each cell, in group order: `STABLE_TARGETS` of `stable`, then the canary's.
@@ -55,14 +55,11 @@ const PER_CELL: usize = STABLE_TARGETS + CANARY_TARGETS;
 const ARMS: [(&str, &str); 2] = [("stable", "v1"), ("canary", "v2")];
 const STABLE: usize = 0;
 const CANARY: usize = 1;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a registry change may take to show in `/admin/cells` (the poll is 250 ms).
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 const REGISTRY_POLL: &str = "250ms";
 /// The share check's tolerance, in standard deviations of the binomial share.
 const SIGMAS: f64 = 3.0;
-/// Linux reports process CPU time in ticks of 1/100 s (USER_HZ).
-const TICKS_PER_SEC: f64 = 100.0;
 
 struct Args {
     tenants: usize,
@@ -72,11 +69,10 @@ struct Args {
     /// Canary weight of each phase (stable: 100 - w).
     weights: Vec<u32>,
     seed: u64,
-    proxy_bin: PathBuf,
-    proxy_cpu: Option<String>,
+    proxy: ProxyArgs,
 }
 
-fn args() -> Args {
+fn args(argv: Vec<String>) -> Args {
     let mut a = Args {
         tenants: 3000,
         clients: 16,
@@ -84,10 +80,9 @@ fn args() -> Args {
         warmup: Duration::from_secs(1),
         weights: vec![5, 10, 50],
         seed: fastrand::u64(..),
-        proxy_bin: Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/cellgate"),
-        proxy_cpu: None,
+        proxy: ProxyArgs::default(),
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
         let value = it
             .next()
@@ -105,8 +100,7 @@ fn args() -> Args {
                     .collect();
             }
             "--seed" => a.seed = num(&value),
-            "--proxy-bin" => a.proxy_bin = PathBuf::from(value),
-            "--proxy-cpu" => a.proxy_cpu = Some(value),
+            other if a.proxy.take(other, &value) => {}
             other => usage(&format!("unknown flag {other}")),
         }
     }
@@ -134,34 +128,6 @@ fn usage(why: &str) -> ! {
          --seed N (random) --proxy-bin PATH (target/release/cellgate) --proxy-cpu CPU (no pinning)"
     );
     std::process::exit(2)
-}
-
-/// The proxy's pid (its `timeout` wrapper's, when there is one), for the panic hook: the
-/// release profile aborts on panic, so nothing else would stop it.
-static PROXY_PID: OnceLock<u32> = OnceLock::new();
-
-fn stop_proxy(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn main() {
-    let a = args();
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if let Some(&pid) = PROXY_PID.get() {
-            stop_proxy(pid);
-        }
-        hook(info);
-    }));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let code = rt.block_on(run(a));
-    std::process::exit(code);
 }
 
 /// What the driver knows about the setup: tenants, their cells, the echo targets.
@@ -279,11 +245,20 @@ impl World {
     }
 }
 
-async fn run(a: Args) -> i32 {
-    if !a.proxy_bin.is_file() {
+pub fn run(argv: Vec<String>) -> i32 {
+    let a = args(argv);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(canary_run(a))
+}
+
+async fn canary_run(a: Args) -> i32 {
+    if !a.proxy.bin.is_file() {
         eprintln!(
-            "canary: no proxy binary at {} (cargo build --release --bin cellgate, or use loadtest/canary.sh)",
-            a.proxy_bin.display()
+            "canary: no proxy binary at {} (cargo build --release --bin cellgate, or use loadtest/run.sh canary)",
+            a.proxy.bin.display()
         );
         return 2;
     }
@@ -304,10 +279,7 @@ async fn run(a: Args) -> i32 {
     let tenants: Vec<String> = (1..=a.tenants).map(|i| format!("tenant-{i:05}")).collect();
     let (listen, admin) = (free_port(), free_port());
     let world = Arc::new(World {
-        hosts: tenants
-            .iter()
-            .map(|t| HeaderValue::from_str(&format!("{t}.app.test")).unwrap())
-            .collect(),
+        hosts: tenants.iter().map(|t| host(t)).collect(),
         tenants,
         target_index: targets
             .iter()
@@ -332,14 +304,13 @@ async fn run(a: Args) -> i32 {
     // The proxy ends by itself after this long even if the driver dies without stopping it.
     let per_phase = a.phase + RELOAD_TIMEOUT + Duration::from_secs(5);
     let bound = a.warmup + per_phase * a.weights.len() as u32 + Duration::from_secs(30);
-    let mut proxy = match spawn_proxy(&a, &config, &log_path, bound) {
+    let mut proxy = match Proxy::spawn(&a.proxy, &config, &log_path, bound) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("canary: cannot start the proxy: {e}");
             return 2;
         }
     };
-    let _ = PROXY_PID.set(proxy.id());
     let code = match drive(&a, &world, &registry, &mut proxy, admin).await {
         Ok(pass) => i32::from(!pass),
         Err(e) => {
@@ -347,40 +318,11 @@ async fn run(a: Args) -> i32 {
             2
         }
     };
-    if code != 0
-        && let Ok(log) = std::fs::read_to_string(&log_path)
-    {
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        if !tail.is_empty() {
-            eprintln!("proxy log (last lines):");
-            for l in tail.iter().rev() {
-                eprintln!("  {l}");
-            }
-        }
+    if code != 0 {
+        proxy.print_log_tail();
     }
-    stop_proxy(proxy.id());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.try_wait().ok().flatten().is_none() {
-        if Instant::now() > deadline {
-            let _ = proxy.kill();
-            let _ = proxy.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    proxy.stop();
     code
-}
-
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-/// Writes by rename, as the README asks, so the proxy never reads half a file.
-fn write_registry(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }
 
 fn proxy_config(listen: SocketAddr, admin: SocketAddr) -> String {
@@ -411,131 +353,6 @@ enabled = false
 level = "warn"
 "#
     )
-}
-
-/// `timeout` (the proxy's own time bound) -> `taskset -c CPU` (when asked) -> `cellgate serve`.
-fn spawn_proxy(a: &Args, config: &Path, log: &Path, bound: Duration) -> std::io::Result<Child> {
-    let mut argv: Vec<String> = Vec::new();
-    if Command::new("timeout")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        argv.extend(["timeout", "-s", "TERM", "-k", "5"].map(str::to_owned));
-        argv.push(bound.as_secs().to_string());
-    }
-    if let Some(cpu) = &a.proxy_cpu {
-        argv.extend(["taskset".to_owned(), "-c".to_owned(), cpu.clone()]);
-    }
-    argv.push(a.proxy_bin.display().to_string());
-    argv.extend(["serve".to_owned(), "--config".to_owned()]);
-    argv.push(config.display().to_string());
-    let out = std::fs::File::create(log)?;
-    Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-}
-
-/// The proxy process itself: the `timeout` wrapper's child when there is one (`taskset`
-/// execs the proxy, so it keeps the pid).
-fn proxy_pid(wrapper: u32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children"))
-        .ok()
-        .and_then(|c| c.split_whitespace().next()?.parse().ok())
-        .filter(|pid: &u32| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "cellgate")
-        })
-        .unwrap_or(wrapper)
-}
-
-/// CPU ticks used so far by a process (user + system), from /proc/PID/stat.
-fn process_ticks(pid: &str) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command name (which may hold spaces), which ends with ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
-}
-
-/// Busy ticks of the whole machine (all cores), from /proc/stat.
-fn machine_busy_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0;
-    };
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
-    v.iter().take(8).sum::<u64>() - v.get(3).copied().unwrap_or(0) - v.get(4).copied().unwrap_or(0)
-}
-
-struct CpuMark {
-    at: Instant,
-    proxy: u64,
-    driver: u64,
-    machine: u64,
-}
-
-impl CpuMark {
-    fn now(proxy: u32) -> Self {
-        Self {
-            at: Instant::now(),
-            proxy: process_ticks(&proxy.to_string()),
-            driver: process_ticks("self"),
-            machine: machine_busy_ticks(),
-        }
-    }
-
-    /// CPU used since the mark, in % of one core: the proxy, this driver (with the echo
-    /// cells), everything else on the machine (a disturbance shows there).
-    fn since(&self, proxy: u32) -> (f64, f64, f64) {
-        let now = Self::now(proxy);
-        let secs = now.at.duration_since(self.at).as_secs_f64();
-        let pct = |ticks: u64| ticks as f64 / TICKS_PER_SEC / secs * 100.0;
-        let (p, d) = (now.proxy - self.proxy, now.driver - self.driver);
-        (
-            pct(p),
-            pct(d),
-            pct((now.machine - self.machine).saturating_sub(p + d)),
-        )
-    }
-}
-
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-
-fn client() -> HttpClient {
-    let mut c = HttpConnector::new();
-    c.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(300))
-        .build(c)
-}
-
-async fn get(client: &HttpClient, url: String) -> Result<(StatusCode, Bytes), String> {
-    let req = Request::get(url.as_str()).body(Empty::new()).unwrap();
-    let resp = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let r = client.request(req).await.map_err(|e| e.to_string())?;
-        let status = r.status();
-        let body = r.into_body().collect().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((status, body.to_bytes()))
-    })
-    .await
-    .map_err(|_| format!("GET {url}: timed out"))?;
-    resp.map_err(|e| format!("GET {url}: {e}"))
 }
 
 /// The weights `/admin/cells` shows, by cell and arm (`None`: no such group).
@@ -582,31 +399,10 @@ type CounterKey = (String, String, String, String);
 type GroupCounters = HashMap<CounterKey, u64>;
 
 async fn group_counters(client: &HttpClient, admin: SocketAddr) -> Result<GroupCounters, String> {
-    let (status, body) = get(client, format!("http://{admin}/metrics")).await?;
-    if status != StatusCode::OK {
-        return Err(format!("GET /metrics: status {status}"));
-    }
-    let text = String::from_utf8_lossy(&body);
+    let scrape = Scrape::get(client, admin).await?;
     let mut out = GroupCounters::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("cellgate_group_requests_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        let mut l: HashMap<&str, &str> = HashMap::new();
-        for kv in labels.split(',') {
-            if let Some((k, v)) = kv.split_once('=') {
-                l.insert(k, v.trim_matches('"'));
-            }
-        }
-        let value: f64 = value
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        let key = |k: &str| l.get(k).copied().unwrap_or("").to_owned();
+    for (l, value) in scrape.series("cellgate_group_requests_total") {
+        let key = |k: &str| l.get(k).cloned().unwrap_or_default();
         out.insert(
             (
                 key("cell"),
@@ -853,29 +649,6 @@ impl Verdicts {
     }
 }
 
-async fn wait_ready(
-    probe: &HttpClient,
-    proxy: &mut Child,
-    admin: SocketAddr,
-) -> Result<(), String> {
-    let ready_by = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(Some(status)) = proxy.try_wait() {
-            return Err(format!("the proxy exited at start-up ({status})"));
-        }
-        if get(probe, format!("http://{admin}/readyz"))
-            .await
-            .is_ok_and(|(s, _)| s == StatusCode::OK)
-        {
-            return Ok(());
-        }
-        if Instant::now() > ready_by {
-            return Err("the proxy never became ready".to_owned());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn print_setup(a: &Args) {
     println!(
         "scenario canary: {CELLS} cells x (stable {}: {STABLE_TARGETS} targets, canary {}: \
@@ -899,17 +672,8 @@ fn print_setup(a: &Args) {
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(" -> "),
-        a.proxy_cpu
-            .as_deref()
-            .map_or("not pinned".to_owned(), |c| format!("cpu {c}")),
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                    .map(|v| format!("cpus {}", v.trim()))
-            })
-            .unwrap_or_else(|| "not pinned".to_owned())
+        a.proxy.pinning(),
+        driver_cpus()
     );
 }
 
@@ -917,15 +681,15 @@ async fn drive(
     a: &Args,
     w: &Arc<World>,
     registry: &Path,
-    proxy: &mut Child,
+    proxy: &mut Proxy,
     admin: SocketAddr,
 ) -> Result<bool, String> {
     let probe = client();
-    wait_ready(&probe, proxy, admin).await?;
+    proxy.wait_ready(&probe, admin).await?;
     if wait_for_weight(&probe, admin, a.weights[0]).await.is_none() {
         return Err("/admin/cells does not show the initial weights".to_owned());
     }
-    let pid = proxy_pid(proxy.id());
+    let pid = proxy.pid();
     print_setup(a);
 
     let mut v = Verdicts::default();
@@ -1022,7 +786,7 @@ fn single_arm(mask: u8) -> Option<usize> {
     [STABLE, CANARY].into_iter().find(|&a| mask == 1 << a)
 }
 
-fn print_phase(phase: usize, weight: u32, t: &Tally, took: Duration, cpu: (f64, f64, f64)) {
+fn print_phase(phase: usize, weight: u32, t: &Tally, took: Duration, cpu: Cpu) {
     let mut lat = t.latency_us.clone();
     lat.sort_unstable();
     println!(
@@ -1040,9 +804,9 @@ fn print_phase(phase: usize, weight: u32, t: &Tally, took: Duration, cpu: (f64, 
         ms(pct(&lat, 0.50)),
         ms(pct(&lat, 0.99)),
         ms(lat.last().copied().unwrap_or(0)),
-        cpu.0,
-        cpu.1,
-        cpu.2,
+        cpu.proxy,
+        cpu.driver,
+        cpu.other,
     );
 }
 
@@ -1268,19 +1032,6 @@ fn checks(v: &Verdicts) -> bool {
     pass
 }
 
-/// The nearest-rank percentile of sorted values.
-fn pct(sorted: &[u32], q: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
 fn ms(us: u32) -> String {
-    format!("{:.2} ms", f64::from(us) / 1e3)
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "ok" } else { "FAILED" }
+    crate::common::ms(Duration::from_micros(u64::from(us)))
 }

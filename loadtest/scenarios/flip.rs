@@ -5,8 +5,7 @@
 //! flips the tenant between cells `--flips` times through the operator write path. For each
 //! flip it measures the propagation time (commit -> first response from the new cell) and
 //! counts responses from the old cell after the new one has answered. Bounded in count and
-//! time, loopback only. Run it with `bash loadtest/flip.sh` (which starts the local server).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! time, loopback only. Run it with `bash loadtest/run.sh flip` (which starts the local server).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,13 +26,13 @@ struct Args {
     poll: String,
 }
 
-fn args() -> Args {
+fn args(argv: Vec<String>) -> Args {
     let mut a = Args {
         flips: 20,
         clients: 8,
         poll: "250ms".to_owned(),
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
@@ -49,11 +48,19 @@ fn args() -> Args {
 /// One observed response: when it was sent and which cell answered.
 type Seen = (Instant, String);
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let a = args();
+pub fn run(argv: Vec<String>) -> i32 {
+    let a = args(argv);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(flip(a))
+}
+
+async fn flip(a: Args) -> i32 {
     let endpoint = std::env::var("CELLGATE_TEST_DYNAMODB")
-        .expect("CELLGATE_TEST_DYNAMODB: run through `bash loadtest/flip.sh`");
+        .expect("CELLGATE_TEST_DYNAMODB: run through `bash loadtest/run.sh flip`");
     let table = TableArgs {
         table: Some(format!("flip-{}", fastrand::u32(..))),
         region: Some("us-east-1".to_owned()),
@@ -181,10 +188,7 @@ async fn main() {
         propagation.push(p);
     }
     propagation.sort();
-    let pct = |q: f64| {
-        let idx = ((propagation.len() as f64 * q).ceil() as usize).clamp(1, propagation.len()) - 1;
-        propagation[idx]
-    };
+    let pct = |q: f64| crate::common::pct(&propagation, q);
     let total = requests.load(Ordering::Relaxed);
     println!(
         "scenario flip: {} flips under load, {} clients, poll {}",
@@ -205,9 +209,7 @@ async fn main() {
     println!("responses from the old cell after the new one answered: {stale_after}");
     let _ = stop_tx.send(());
     proxy.await.unwrap().unwrap();
-    if pct(0.99) > Duration::from_secs(1) || stale_after > 0 {
-        std::process::exit(1);
-    }
+    i32::from(pct(0.99) > Duration::from_secs(1) || stale_after > 0)
 }
 
 async fn put(reg: &ops::Registry, cell: &str) {
