@@ -14,7 +14,7 @@
 //!    the error.
 //! 4. It answers again, with both addresses: both get traffic.
 //!
-//! A second test (ignored: KNOWN BUG) checks that `/admin/cells` reports the TTL applied.
+//! A second test checks that `/admin/cells` reports the TTL applied (rounded, not truncated).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -134,7 +134,7 @@ async fn a_target_named_by_dns_follows_its_records_and_survives_a_dns_outage() {
         let status = &cell["targets"][0]["dns"];
         assert!(status["resolved_at"].is_string(), "{cell}");
         assert!(status["last_error"].is_null(), "{cell}");
-        // Whole seconds, rounded down (see the ignored test below): 0 or 1, never 299.
+        // Clamped to max_ttl (1 s): never 299.
         assert!(
             status["ttl_secs"].as_u64().unwrap() <= 1,
             "TTL 300 s not clamped to max_ttl: {cell}"
@@ -259,10 +259,8 @@ async fn a_target_named_by_dns_follows_its_records_and_survives_a_dns_outage() {
     .await;
 }
 
-// KNOWN BUG (af3f55a): `/admin/cells` `dns.ttl_secs` is documented as the TTL applied (the
-// record's, clamped), but `src/upstream/discovery.rs` (`target_task`) stores
-// `ttl.as_secs()` of the time the answer has left, read a moment after it arrived: always just
-// under the TTL, so rounded down one second too far (max_ttl 1s shows 0, 60s shows 59).
+// A fixed bug: `dns.ttl_secs` was the time the answer had left, truncated (max_ttl 1s showed 0,
+// 60s showed 59); `target_task` now rounds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_reports_the_ttl_applied() {
     within(async {

@@ -26,16 +26,13 @@
 //! 9. An Upgrade from a MIGRATING tenant is refused with 503 `tenant_migrating` and never
 //!    reaches the cell; an open WebSocket closes when its tenant starts migrating.
 //!
-//! 10. (KNOWN BUG, ignored) A WebSocket routed before a move but opened after it (the cell was
+//! 10. A WebSocket routed before a move but opened after it (the cell was
 //!     slow to answer the upgrade) is closed too.
-//! 11. (KNOWN BUG, ignored) The same for a streamed response whose head arrives after the move.
+//! 11. The same for a streamed response whose head arrives after the move.
 //!
-//! The two known bugs: a long-lived exchange is registered with the per-worker watch list only
-//! once the cell's response head is in (`src/proxy/mod.rs`, `handle`), and the list is swept
-//! only when a generation is published (`src/proxy/moves.rs`, `follow`); a generation published
-//! between routing and registration is never checked against it, so the exchange stays open to
-//! the old cell until some later generation. Run them with
-//! `cargo test --test failure -- --include-ignored`; drop the `#[ignore]` with the fix.
+//! Tests 10 and 11 guard a fixed bug: an exchange registered after a generation that moved its
+//! tenant was published (between routing and the cell's answer) stayed open to the old cell;
+//! `moves::LongLived::register` now checks the current generation.
 //!
 //! Waits are bounded polls; the few time bounds asserted (an ejection lasting its
 //! `base_ejection`, a 503 faster than a connect timeout) leave a wide margin.
