@@ -59,6 +59,39 @@ pub fn host(tenant: &str) -> HeaderValue {
 }
 
 /// Writes by rename, as the README asks, so the proxy never reads half a file.
+/// A one-worker proxy config on `listen`/`admin` (tenant from the subdomain of `app.test`,
+/// access log off) with `body`: the scenario's `[registry]` table and anything else it needs.
+pub fn proxy_config(listen: SocketAddr, admin: SocketAddr, body: &str) -> String {
+    format!(
+        r#"[server]
+workers = 1
+shutdown_grace = "2s"
+
+[[listeners]]
+address = "{listen}"
+
+[admin]
+address = "{admin}"
+
+[tenant]
+sources = ["subdomain"]
+base_domains = ["app.test"]
+
+{body}
+[access_log]
+enabled = false
+
+[log]
+level = "warn"
+"#
+    )
+}
+
+/// The `[registry]` table of a file registry at `registry.toml`, polled every `poll`.
+pub fn file_registry(poll: &str) -> String {
+    format!("[registry]\nsource = \"file\"\npath = \"registry.toml\"\npoll_interval = \"{poll}\"\n")
+}
+
 pub fn write_registry(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text)?;

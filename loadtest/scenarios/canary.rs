@@ -326,33 +326,7 @@ async fn canary_run(a: Args) -> i32 {
 }
 
 fn proxy_config(listen: SocketAddr, admin: SocketAddr) -> String {
-    format!(
-        r#"[server]
-workers = 1
-shutdown_grace = "2s"
-
-[[listeners]]
-address = "{listen}"
-
-[admin]
-address = "{admin}"
-
-[tenant]
-sources = ["subdomain"]
-base_domains = ["app.test"]
-
-[registry]
-source = "file"
-path = "registry.toml"
-poll_interval = "{REGISTRY_POLL}"
-
-[access_log]
-enabled = false
-
-[log]
-level = "warn"
-"#
-    )
+    crate::common::proxy_config(listen, admin, &crate::common::file_registry(REGISTRY_POLL))
 }
 
 /// The weights `/admin/cells` shows, by cell and arm (`None`: no such group).

@@ -150,26 +150,8 @@ fn registry(cells: &[Vec<cellgate::demo::EchoTarget>]) -> String {
 }
 
 fn proxy_config(listen: SocketAddr, admin: SocketAddr) -> String {
-    format!(
-        r#"[server]
-workers = 1
-shutdown_grace = "2s"
-
-[[listeners]]
-address = "{listen}"
-
-[admin]
-address = "{admin}"
-
-[tenant]
-sources = ["subdomain"]
-base_domains = ["app.test"]
-
-[registry]
-source = "file"
-path = "registry.toml"
-poll_interval = "1s"
-
+    let limits = format!(
+        r#"
 [limits]
 default_tier = "b"
 
@@ -180,13 +162,12 @@ burst = {NOISY_BURST}
 [limits.tiers.b]
 rate = {QUIET_LIMIT}
 burst = {QUIET_BURST}
-
-[access_log]
-enabled = false
-
-[log]
-level = "warn"
 "#
+    );
+    crate::common::proxy_config(
+        listen,
+        admin,
+        &(crate::common::file_registry("1s") + &limits),
     )
 }
 

@@ -146,29 +146,7 @@ fn random_name(rng: &mut fastrand::Rng) -> String {
 }
 
 fn proxy_config(listen: SocketAddr, admin: SocketAddr, registry: &str) -> String {
-    format!(
-        r#"[server]
-workers = 1
-shutdown_grace = "2s"
-
-[[listeners]]
-address = "{listen}"
-
-[admin]
-address = "{admin}"
-
-[tenant]
-sources = ["subdomain"]
-base_domains = ["app.test"]
-
-{registry}
-[access_log]
-enabled = false
-
-[log]
-level = "warn"
-"#
-    )
+    crate::common::proxy_config(listen, admin, registry)
 }
 
 /// The `[registry]` section, after writing the registry itself (file or table).

@@ -16,7 +16,6 @@
 //! path touches this module through [`report`]: one relaxed load on success.
 
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -52,8 +51,7 @@ pub struct Health {
 
 /// Milliseconds since the process epoch, plus one (0 means "never").
 fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    u64::try_from(super::since_epoch(Instant::now()).as_millis()).unwrap_or(u64::MAX - 1) + 1
 }
 
 impl Health {

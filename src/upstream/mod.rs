@@ -158,6 +158,13 @@ pub enum UpstreamError {
     },
 }
 
+/// Time from the upstream epoch (the first call) to `at`: the coarse clock shared by the
+/// ejection back-off ([`health`]) and the retry budget's buckets ([`retry`]).
+fn since_epoch(at: std::time::Instant) -> std::time::Duration {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    at.saturating_duration_since(*EPOCH.get_or_init(std::time::Instant::now))
+}
+
 impl UpstreamError {
     /// The `kind` label of `cellgate_upstream_errors_total` (none: nothing was attempted).
     #[must_use]

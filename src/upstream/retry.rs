@@ -8,7 +8,6 @@
 //! and the ten-bucket sum is only read when a retry is considered. Bucket roll-over races can
 //! lose a count at a second's edge; the bound stays within a request or two of exact.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -31,10 +30,7 @@ pub struct RetryBudget {
 }
 
 fn second(at: Instant) -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    at.saturating_duration_since(*EPOCH.get_or_init(Instant::now))
-        .as_secs()
-        + 1
+    super::since_epoch(at).as_secs() + 1
 }
 
 impl RetryBudget {
