@@ -22,7 +22,8 @@
 //! 7. WebSockets echo; a tenant's WebSocket closes (both sides) when it moves, a neighbour's
 //!    stays open.
 //! 8. A streamed response (chunked, no length) ends cleanly when its tenant moves, a
-//!    neighbour's keeps streaming.
+//!    neighbour's keeps streaming. Over HTTP/2 too: the moved tenant's stream ends, its neighbour's on
+//!    the same connection and the connection itself go on.
 //! 9. An Upgrade from a MIGRATING tenant is refused with 503 `tenant_migrating` and never
 //!    reaches the cell; an open WebSocket closes when its tenant starts migrating.
 //!
@@ -755,6 +756,58 @@ async fn gateway_errors_are_not_replayed_by_default() {
         }
         assert!(refused >= 1, "round robin never started at the bad target");
         assert_eq!(bad.requests(), refused, "a GET was replayed");
+        h.shutdown().await;
+    })
+    .await;
+}
+
+/// The same over HTTP/2: two tenants' streams share one client connection; only the moved
+/// tenant's stream ends, and the connection and the neighbour's stream go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_ends_when_its_tenant_moves_and_its_neighbour_on_the_connection_goes_on() {
+    within(async {
+        let s1 = Upstream::start("cell-1", "s1").await;
+        let s2 = Upstream::start("cell-2", "s2").await;
+        let (h, list) = two_cells(&s1, &s2).await;
+        let mut conn = h.h2().await;
+        let open = |tenant: &str| {
+            Request::get("/stream?chunks=100&every_ms=100")
+                .header("host", host(tenant))
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        let mover = conn.send_request(open("mover")).await.unwrap();
+        let stayer = conn.send_request(open("stayer")).await.unwrap();
+        assert_eq!(
+            (mover.status(), stayer.status()),
+            (StatusCode::OK, StatusCode::OK)
+        );
+        let mut mover = mover.into_body();
+        let mut stayer = stayer.into_body();
+        assert!(chunk(&mut mover).await.starts_with("s1 tick"));
+        assert!(chunk(&mut stayer).await.starts_with("s1 tick"));
+
+        h.write_registry(&registry(
+            &list,
+            &[
+                ("mover", "cell-2", "ACTIVE"),
+                ("stayer", "cell-1", "ACTIVE"),
+            ],
+        ));
+        tokio::time::timeout(Duration::from_secs(3), async {
+            while let Some(frame) = mover.frame().await {
+                frame.expect("the stream failed instead of ending cleanly");
+            }
+        })
+        .await
+        .expect("the moved tenant's HTTP/2 stream still open 3s after the move");
+        for _ in 0..3 {
+            assert!(chunk(&mut stayer).await.starts_with("s1 tick"));
+        }
+        // The connection itself still carries new requests, now to the new cell.
+        let again = conn.send_request(open("mover")).await.unwrap();
+        assert!(chunk(&mut again.into_body()).await.starts_with("s2 tick"));
+        drop(stayer);
         h.shutdown().await;
     })
     .await;
