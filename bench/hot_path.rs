@@ -102,8 +102,18 @@ source = "file"
         .unwrap()
         .into_parts();
     let peer = "10.0.0.1".parse().unwrap();
+    let memo = cellgate::auth::TokenMemo::default();
     c.bench_function("identify_subdomain", |b| {
-        b.iter(|| ready(identify(black_box(&parts), peer, &cfg.tenant, &verifier)).unwrap())
+        b.iter(|| {
+            ready(identify(
+                black_box(&parts),
+                peer,
+                &cfg.tenant,
+                &verifier,
+                &memo,
+            ))
+            .unwrap()
+        })
     });
 }
 

@@ -4,7 +4,10 @@
 //! (`cold/<alg>`, a full verification: header decode, issuer peek, signature, claim checks,
 //! against `warm/<alg>`, a cache hit, for RS256, ES256 and EdDSA), and whether a warm hit is
 //! cheap enough to run on every request (it must stay far below the ~10 µs a proxied request
-//! costs end to end). `token_key` isolates the SHA-256 a warm hit pays for (on the same RS256
+//! costs end to end). `memo/<alg>` is the same token again on the same client connection
+//! (`Verifier::verify_for` with the connection's `TokenMemo`): the decision that a keep-alive
+//! client's repeat is answered by a byte comparison instead of a SHA-256 and a shared-cache
+//! lookup. `token_key` isolates the SHA-256 a warm hit pays for (on the same RS256
 //! token as `warm/RS256`), and `bearer_token` the extraction from the request headers that
 //! precedes every verification. Also: the ring signature backend (`auth::crypto`) against the
 //! pure-Rust one it replaced (RS256 141 µs, ES256 181 µs, EdDSA 36 µs cold on this machine).
@@ -14,7 +17,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cellgate::auth::{AuthError, VerifiedToken, Verifier, bearer_token, token_key};
+use cellgate::auth::{AuthError, TokenMemo, VerifiedToken, Verifier, bearer_token, token_key};
 use cellgate::config::build_auth;
 use cellgate::config::file::FileAuth;
 use cellgate::metrics::Metrics;
@@ -147,6 +150,24 @@ fn bench_verify(c: &mut Criterion) {
             warm_metrics.auth.verified.get(),
             verified,
             "warm/{name} verified a token instead of hitting the cache"
+        );
+
+        // The same token again on one connection: answered by the connection's memo.
+        let memo = TokenMemo::default();
+        let first = ready(warm.verify_for(&token, &memo)).unwrap();
+        let hits = warm_metrics.auth.cache_hits.get();
+        g.bench_with_input(BenchmarkId::new("memo", &name), &token, |b, t| {
+            b.iter(|| ready(warm.verify_for(black_box(t), &memo)).unwrap())
+        });
+        assert!(std::sync::Arc::ptr_eq(
+            &first,
+            &ready(warm.verify_for(&token, &memo)).unwrap()
+        ));
+        assert!(warm_metrics.auth.cache_hits.get() > hits);
+        assert_eq!(
+            warm_metrics.auth.verified.get(),
+            verified,
+            "memo/{name} verified a token"
         );
 
         if alg == Algorithm::RS256 {

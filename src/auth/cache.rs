@@ -7,7 +7,13 @@
 //! longer than the token's `exp` nor `auth.cache_max_ttl`. A hit re-checks `exp` against the
 //! wall clock, so an entry can never outlive its token even between moka's own expiry sweeps.
 //! A JWKS refresh that withdraws a key empties the cache.
+//!
+//! In front of it, each client connection keeps a [`TokenMemo`]: the last token it presented
+//! and that token's verification. A keep-alive client sending the same token again is answered
+//! by comparing the bytes, without hashing the token for the shared cache. The memo obeys the
+//! same rules as the cache (`exp`, invalidation by generation, off when the cache is off).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -86,6 +92,12 @@ impl TokenCache {
         }
     }
 
+    /// Whether verifications are remembered at all (`auth.cache_max_entries` > 0).
+    #[must_use]
+    pub const fn enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
     /// Read before a verification starts, and handed back to [`TokenCache::insert`].
     #[must_use]
     pub fn generation(&self) -> u64 {
@@ -129,5 +141,44 @@ impl TokenCache {
             c.run_pending_tasks();
             c.entry_count()
         })
+    }
+}
+
+/// One connection's last token and its verification (see the module docs). Requests of one
+/// connection run on one thread; the memo is never borrowed across an await.
+#[derive(Debug, Default)]
+pub struct TokenMemo(RefCell<Option<Memo>>);
+
+#[derive(Debug)]
+struct Memo {
+    token: Box<str>,
+    verified: Arc<VerifiedToken>,
+    /// The cache generation read before the verification started.
+    generation: u64,
+}
+
+impl TokenMemo {
+    /// The remembered verification of exactly `token`, if the cache has not been emptied since
+    /// and the token is within its `exp`.
+    #[must_use]
+    pub fn get(&self, token: &str, cache: &TokenCache, now: u64) -> Option<Arc<VerifiedToken>> {
+        let memo = self.0.try_borrow().ok()?;
+        let m = memo.as_ref()?;
+        (cache.enabled()
+            && *m.token == *token
+            && m.generation == cache.generation()
+            && m.verified.expires_at > now)
+            .then(|| Arc::clone(&m.verified))
+    }
+
+    /// Remembers `verified` for `token`, verified from `generation` on.
+    pub fn set(&self, token: &str, verified: &Arc<VerifiedToken>, generation: u64) {
+        if let Ok(mut memo) = self.0.try_borrow_mut() {
+            *memo = Some(Memo {
+                token: token.into(),
+                verified: Arc::clone(verified),
+                generation,
+            });
+        }
     }
 }

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_rustls::TlsConnector;
 
-pub use cache::{TokenCache, token_key, unix_now};
+pub use cache::{TokenCache, TokenMemo, token_key, unix_now};
 pub use claims::{ClaimPath, ForcedArms, ForwardClaim};
 pub use issuer::{Issuer, IssuerPolicy};
 pub use jwks::{Jwks, JwksConfig};
@@ -301,6 +301,25 @@ impl Verifier {
     #[must_use]
     pub fn cache_entries(&self) -> u64 {
         self.cache.entry_count()
+    }
+
+    /// Verifies a compact JWS for a client connection: the connection's memo answers a repeat
+    /// of its last token, then the shared cache, then a full verification.
+    pub async fn verify_for(
+        &self,
+        token: &str,
+        memo: &TokenMemo,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        if let Some(hit) = memo.get(token, &self.cache, unix_now()) {
+            self.metrics.cache_hits.inc();
+            return Ok(hit);
+        }
+        let generation = self.cache.generation();
+        let verified = self.verify(token).await?;
+        if self.cache.enabled() {
+            memo.set(token, &verified, generation);
+        }
+        Ok(verified)
     }
 
     /// Verifies a compact JWS. A cached verification is answered without decoding anything.

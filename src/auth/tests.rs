@@ -212,6 +212,42 @@ fn the_cache_never_serves_a_token_past_its_exp() {
 }
 
 #[test]
+fn a_connection_memo_answers_only_its_exact_token_under_the_cache_rules() {
+    let metrics = Metrics::new();
+    let file: FileAuth = toml::from_str(ONE_ISSUER).unwrap();
+    let cfg = crate::config::build_auth(&file, Path::new(KEYS)).unwrap();
+    let v = Verifier::new(&cfg, &metrics).unwrap();
+    let memo = TokenMemo::default();
+    let (a, b) = (rsa_token(&[]), rsa_token(&[("sub", Some(json!("user-2")))]));
+    let first = block(v.verify_for(&a, &memo)).unwrap();
+    let again = block(v.verify_for(&a, &memo)).unwrap();
+    assert!(Arc::ptr_eq(&first, &again));
+    assert!(memo.get(&a, &v.cache, now()).is_some());
+    // Another token (even one differing in the last byte) is never answered by the memo.
+    let mut tampered = a.clone();
+    let last = if tampered.ends_with('A') { "B" } else { "A" };
+    tampered.replace_range(tampered.len() - 1.., last);
+    assert!(memo.get(&tampered, &v.cache, now()).is_none());
+    let other = block(v.verify_for(&b, &memo)).unwrap();
+    assert_eq!(other.subject.as_deref(), Some("user-2"));
+    assert!(
+        memo.get(&a, &v.cache, now()).is_none(),
+        "the memo holds one token"
+    );
+    // Past exp, and after an invalidation (a key withdrawn), the memo answers nothing.
+    assert!(memo.get(&b, &v.cache, other.expires_at).is_none());
+    v.cache.invalidate_all();
+    assert!(memo.get(&b, &v.cache, now()).is_none());
+    assert_eq!(metrics.auth.verified.get(), 2);
+    assert_eq!(metrics.auth.cache_hits.get(), 1);
+    // With the cache off, nothing is remembered.
+    let off = TokenCache::new(0, std::time::Duration::from_secs(300));
+    let memo = TokenMemo::default();
+    memo.set(&a, &first, off.generation());
+    assert!(memo.get(&a, &off, now()).is_none());
+}
+
+#[test]
 fn kid_pins_the_key_and_no_kid_tries_each_key_of_the_alg() {
     // Two EdDSA keys: the demo key first, the fixture key second under kid ed-2.
     let v = verifier_from(&format!(

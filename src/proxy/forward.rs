@@ -71,7 +71,7 @@ pub(super) async fn forward(
     cm: &CellMetrics,
     (group, first): (usize, usize),
     mut req: Request<RequestBody>,
-    (arrived, deadline): (Instant, Instant),
+    (arrived, sent, deadline): (Instant, Instant, Instant),
     upgrade: bool,
 ) -> Result<Forwarded, Failed> {
     let s = &*w.shared;
@@ -89,6 +89,8 @@ pub(super) async fn forward(
     let mut tried = Tried::default();
     let mut pick = select(cell, group, first, up, &tried);
     let mut waited = false;
+    // The time this attempt starts (one clock read per attempt).
+    let mut now = sent;
     loop {
         let (idx, ep) = match pick {
             Pick::Endpoint(i, ep) => (i, ep),
@@ -97,6 +99,7 @@ pub(super) async fn forward(
                 waited = true;
                 let state = Arc::clone(cell.targets[i].state(up));
                 let _ = tokio::time::timeout(s.timeouts.connect, state.wait_resolved()).await;
+                now = Instant::now();
                 pick = select(cell, group, first, up, &tried);
                 continue;
             }
@@ -117,7 +120,7 @@ pub(super) async fn forward(
         }
         let (again, result) = match w
             .pool
-            .send(target, &ep, req, &s.timeouts, deadline, upgrade)
+            .send(target, &ep, req, &s.timeouts, (now, deadline), upgrade)
             .await
         {
             Ok(exchange) if !health::gateway_failure(exchange.response.status().as_u16()) => {
@@ -148,19 +151,22 @@ pub(super) async fn forward(
                 (again, Err(error))
             }
         };
-        let next = match again {
-            Some(r) if (tried.len() as u32) < retry.max_attempts && Instant::now() < deadline => {
-                match select(cell, group, group.after(idx), up, &tried) {
+        let next = again
+            .filter(|_| (tried.len() as u32) < retry.max_attempts)
+            .and_then(|r| {
+                now = Instant::now();
+                (now < deadline).then_some(r)
+            })
+            .and_then(
+                |r| match select(cell, group, group.after(idx), up, &tried) {
                     Pick::Endpoint(i, e) => Some((r, i, e)),
                     _ => None,
-                }
-            }
-            _ => None,
-        };
+                },
+            );
         let Some((r, i, e)) = next else {
             return settle(result, idx, ep);
         };
-        if !budget.withdraw(retry, Instant::now().into_std()) {
+        if !budget.withdraw(retry, now.into_std()) {
             s.metrics.upstream.retry(&cell.id, false);
             tracing::debug!(cell.id = %cell.id, "retry budget spent; not retrying");
             return settle(result, idx, ep);

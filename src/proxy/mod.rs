@@ -42,7 +42,7 @@ use forward::{Failed, Forwarded, forward};
 pub use server::{ServeError, Server, stopped};
 
 use crate::accesslog::{AccessLog, PendingLog, Record};
-use crate::auth::Verifier;
+use crate::auth::{TokenMemo, Verifier};
 use crate::config::Config;
 use crate::error::{ProxyError, error_body};
 use crate::metrics::{CellMetrics, Metrics, Outcome};
@@ -132,6 +132,29 @@ pub struct Worker {
     pub long_lived: Rc<moves::LongLived>,
 }
 
+/// A client connection, as known when it was accepted (shared by its requests).
+#[derive(Debug)]
+pub struct Client {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    /// `x-forwarded-for` for `peer`, formatted once per connection rather than per request.
+    pub forwarded_for: HeaderValue,
+    /// The last bearer token this connection presented, and its verification.
+    pub token: TokenMemo,
+}
+
+impl Client {
+    #[must_use]
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        Self {
+            peer,
+            tls,
+            forwarded_for: headers::ip_header(peer.ip()),
+            token: TokenMemo::default(),
+        }
+    }
+}
+
 /// What the request looked like when it arrived, for refusals and logs.
 struct Arrival {
     start: Instant,
@@ -144,8 +167,7 @@ struct Arrival {
 pub async fn handle(
     w: Rc<Worker>,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    tls: bool,
+    client: Rc<Client>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let s = &*w.shared;
     let (mut parts, body) = req.into_parts();
@@ -157,7 +179,15 @@ pub async fn handle(
     };
 
     // identify
-    let identity = match identify(&parts, peer.ip(), &s.config.tenant, &s.verifier).await {
+    let identity = match identify(
+        &parts,
+        client.peer.ip(),
+        &s.config.tenant,
+        &s.verifier,
+        &client.token,
+    )
+    .await
+    {
         Ok(i) => i,
         Err(e) => return Ok(refuse(s, &arrival, e.into(), None, None)),
     };
@@ -209,8 +239,8 @@ pub async fn handle(
         &decision.tenant_header,
         &cell.id_header,
         &arrival.request_id,
-        peer.ip(),
-        tls,
+        &client.forwarded_for,
+        client.tls,
         host,
         upgrade.clone(),
     );
@@ -244,7 +274,7 @@ pub async fn handle(
         cm,
         (decision.group, decision.target),
         Request::from_parts(parts, RequestBody::from(body)),
-        (arrival.start, deadline),
+        (arrival.start, sent_at, deadline),
         upgrade.is_some(),
     )
     .await
@@ -264,7 +294,8 @@ pub async fn handle(
             return Ok(refuse(s, &arrival, err, Some(tenant), Some(cell)));
         }
     };
-    let upstream_time = sent_at.elapsed();
+    let answered = Instant::now();
+    let upstream_time = answered.saturating_duration_since(sent_at);
     cm.upstream_response.observe(upstream_time);
     if exchange.connected {
         cm.upstream_connects.inc();
@@ -275,7 +306,7 @@ pub async fn handle(
     let status = rparts.status.as_u16();
     let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
     headers::rewrite_response(&mut rparts.headers, &arrival.request_id, switching);
-    let elapsed = arrival.start.elapsed();
+    let elapsed = answered.saturating_duration_since(arrival.start);
     s.metrics
         .record_request(cm, status, Outcome::routed, elapsed);
     s.metrics.upstream.group_request(gm, status, elapsed);

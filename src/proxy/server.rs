@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::{Shared, Worker, handle};
+use super::{Client, Shared, Worker, handle};
 use crate::accesslog::AccessLog;
 use crate::auth::Verifier;
 use crate::config::{Config, RegistryConfig};
@@ -475,7 +475,8 @@ fn serve_conn<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let metrics = Arc::clone(&worker.shared.metrics);
-    let svc = service_fn(move |req| handle(Rc::clone(&worker), req, peer, tls));
+    let client = Rc::new(Client::new(peer, tls));
+    let svc = service_fn(move |req| handle(Rc::clone(&worker), req, Rc::clone(&client)));
     let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
     metrics.connections_open.inc();
     tokio::task::spawn_local(async move {

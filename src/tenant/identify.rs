@@ -12,7 +12,7 @@ use std::sync::Arc;
 use http::request::Parts;
 
 use super::{TenantError, TenantId, TenantSource, tenant_from_host};
-use crate::auth::{AuthError, VerifiedToken, Verifier, bearer_token};
+use crate::auth::{AuthError, TokenMemo, VerifiedToken, Verifier, bearer_token};
 use crate::config::TenantConfig;
 
 /// The outcome of the identify stage.
@@ -61,17 +61,19 @@ pub fn request_host_value(parts: &Parts) -> Option<http::HeaderValue> {
 
 /// Runs the identify stage over request parts. It only awaits when a token names a `kid` its
 /// issuer's JWKS does not have yet (one bounded refetch); otherwise it completes at once.
+/// `memo` is the client connection's last verified token.
 pub async fn identify(
     parts: &Parts,
     peer: IpAddr,
     cfg: &TenantConfig,
     verifier: &Verifier,
+    memo: &TokenMemo,
 ) -> Result<Identity, IdentifyError> {
     // With issuers configured, a bearer token is always verified, whichever sources name the
     // tenant: a token the proxy lets through is one it checked.
     let token = if verifier.enabled() {
         match bearer_token(&parts.headers, verifier.max_token_bytes())? {
-            Some(raw) => Some(verifier.verify(raw).await?),
+            Some(raw) => Some(verifier.verify_for(raw, memo).await?),
             None if verifier.required() => return Err(AuthError::Missing.into()),
             None => None,
         }

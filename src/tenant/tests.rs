@@ -6,7 +6,7 @@ use http::HeaderName;
 use std::net::IpAddr;
 
 use crate::auth::testing::{KEYS, block, verifier_from};
-use crate::auth::{AuthError, Verifier};
+use crate::auth::{AuthError, TokenMemo, Verifier};
 use crate::config::{TenantConfig, TenantHeaderConfig};
 use crate::demo::{TokenSpec, mint};
 
@@ -202,6 +202,7 @@ impl Case {
             peer,
             &config(&self.sources),
             &verifier(self.required),
+            &TokenMemo::default(),
         ))
     }
     fn found(&self) -> (TenantId, TenantSource) {
@@ -254,7 +255,14 @@ fn subdomain_from_uri_authority_wins_over_host_header() {
     let p = req.body(()).unwrap().into_parts().0;
     assert_eq!(request_host(&p), Some(&b"acme.example.com"[..]));
     let (cfg, v) = (config(&[Subdomain]), verifier(false));
-    let id = block(identify(&p, OUTSIDE.parse().unwrap(), &cfg, &v)).unwrap();
+    let id = block(identify(
+        &p,
+        OUTSIDE.parse().unwrap(),
+        &cfg,
+        &v,
+        &TokenMemo::default(),
+    ))
+    .unwrap();
     assert_eq!(id.tenant, tid("acme"));
 }
 

@@ -86,11 +86,12 @@ pin_project! {
     pub struct UpstreamBody {
         #[pin]
         inner: Incoming,
+        // Made the first time the body has to wait: a small response that arrives with its
+        // head never touches the timer wheel. Re-armed lazily after each chunk.
         #[pin]
-        timer: Sleep,
+        timer: Option<Sleep>,
         read_timeout: Duration,
         deadline: Instant,
-        // The timer is re-armed lazily, only when the body actually has to wait.
         rearm: bool,
         done: bool,
         bytes: u64,
@@ -123,7 +124,7 @@ impl UpstreamBody {
     ) -> Self {
         Self {
             inner,
-            timer: tokio::time::sleep_until(deadline),
+            timer: None,
             read_timeout,
             deadline,
             rearm: true,
@@ -164,9 +165,15 @@ impl Body for UpstreamBody {
                 if *this.rearm {
                     *this.rearm = false;
                     let next = (Instant::now() + *this.read_timeout).min(*this.deadline);
-                    this.timer.as_mut().reset(next);
+                    match this.timer.as_mut().as_pin_mut() {
+                        Some(timer) => timer.reset(next),
+                        None => this.timer.set(Some(tokio::time::sleep_until(next))),
+                    }
                 }
-                match this.timer.poll(cx) {
+                let Some(timer) = this.timer.as_pin_mut() else {
+                    return Poll::Pending;
+                };
+                match timer.poll(cx) {
                     Poll::Ready(()) => {
                         this.reuse.take();
                         Poll::Ready(Some(Err(BodyError::Timeout)))

@@ -104,7 +104,7 @@ impl Pool {
         self.idle_timeout
     }
 
-    fn checkout(&self, ep: &Endpoint) -> Option<SendRequest<RequestBody>> {
+    fn checkout(&self, ep: &Endpoint, now: Instant) -> Option<SendRequest<RequestBody>> {
         let mut idle = self.idle.borrow_mut();
         let slot = idle.get_mut(&ep.id)?;
         if ep.retired() {
@@ -112,7 +112,7 @@ impl Pool {
             return None;
         }
         while let Some(c) = slot.idle.pop() {
-            if c.since.elapsed() < self.idle_timeout && !c.sender.is_closed() {
+            if now.saturating_duration_since(c.since) < self.idle_timeout && !c.sender.is_closed() {
                 return Some(c.sender);
             }
         }
@@ -166,20 +166,20 @@ impl Pool {
     }
 
     /// Sends `req` to endpoint `ep` of `target` on a pooled or new connection and waits for the
-    /// response head. `upgrade` asks for a fresh connection that may switch protocols (never
-    /// pooled).
+    /// response head, for at most the read timeout from `now` and never past `deadline`.
+    /// `upgrade` asks for a fresh connection that may switch protocols (never pooled).
     pub async fn send(
         &self,
         target: &Target,
         ep: &Endpoint,
         mut req: Request<RequestBody>,
         t: &Timeouts,
-        deadline: Instant,
+        (now, deadline): (Instant, Instant),
         upgrade: bool,
     ) -> Result<Exchange, SendFailure> {
-        let head_deadline = deadline.min(Instant::now() + t.read);
+        let head_deadline = deadline.min(now + t.read);
         if !upgrade {
-            while let Some(mut sender) = self.checkout(ep) {
+            while let Some(mut sender) = self.checkout(ep, now) {
                 if sender.ready().await.is_err() {
                     continue;
                 }
