@@ -15,16 +15,12 @@ set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
 REPO_DIR="$(cd "$BENCH_DIR/.." && pwd)"
+LOG_TAG=e2e
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
-# The command line as given, with the settings that came from the environment, for the record.
-shq() { if [[ "$1" =~ ^[A-Za-z0-9_./,:=+-]+$ ]]; then printf '%s' "$1"; else printf '%q' "$1"; fi; }
-CMDLINE=""
-for v in ROUNDS DURATION WARMUP CONNECTIONS WRK_THREADS BASELINES CONTESTANTS CELLGATE_BUILD \
-         CELLGATE_BIN PORT_BASE LOAD_CORE PROXY_CORE QUIET_WAIT QUIET_POLL QUIET_CPU RETRIES KEEP_TMP; do
-  if [[ -n "${!v+x}" ]]; then CMDLINE+="$v=$(shq "${!v}") "; fi
-done
-CMDLINE+="$(shq "$0")"
-for a in "$@"; do CMDLINE+=" $(shq "$a")"; done
+CMDLINE="$(command_line "ROUNDS DURATION WARMUP CONNECTIONS WRK_THREADS BASELINES CONTESTANTS CELLGATE_BUILD
+  CELLGATE_BIN PORT_BASE LOAD_CORE PROXY_CORE QUIET_WAIT QUIET_POLL QUIET_CPU RETRIES KEEP_TMP" "$0" "$@")"
 
 # ---------------------------------------------------------------------------- settings ---
 ROUNDS="${ROUNDS:-5}"               # interleaved rounds
@@ -75,12 +71,7 @@ declare -A PORT=(
 CELLGATE_ADMIN_PORT=$((PORT_BASE + 6))
 CELLGATE_JWT_ADMIN_PORT=$((PORT_BASE + 8))
 ALL_CONTESTANTS=(direct nginx haproxy hyper-minimal pingora-minimal cellgate cellgate-jwt)
-UPSTREAM_BODY="cellgate-bench-upstream-ok"
 HOST_HEADER="bench.localhost"
-
-log() { printf '[e2e %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-note() { NOTES+=("$*"); log "NOTE: $*"; }
-NOTES=()
 
 # ------------------------------------------------------------------------- selection ---
 want() {  # is contestant $1 requested?
@@ -95,118 +86,12 @@ if [[ -n "$CONTESTANTS" ]]; then
 fi
 
 # --------------------------------------------------------------------------- install ---
-as_root() { if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-install_missing() {
-  local pkgs=()
-  command -v wrk >/dev/null || pkgs+=(wrk)
-  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || pkgs+=(nginx-light)
-  command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || pkgs+=(haproxy)
-  command -v curl >/dev/null || pkgs+=(curl)
-  command -v python3 >/dev/null || pkgs+=(python3)
-  command -v taskset >/dev/null || pkgs+=(util-linux)
-  if [[ "$BASELINES" == 1 ]]; then command -v cmake >/dev/null || pkgs+=(cmake); fi  # pingora-core -> libz-ng-sys
-  [[ ${#pkgs[@]} -eq 0 ]] && return 0
-  log "installing: ${pkgs[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get install -y "${pkgs[@]}" >/dev/null ||
-    { as_root apt-get update >/dev/null && as_root apt-get install -y "${pkgs[@]}" >/dev/null; }
-}
-install_missing
+pkgs=(wrk:wrk nginx:nginx-light haproxy:haproxy curl:curl python3:python3 taskset:util-linux)
+if [[ "$BASELINES" == 1 ]]; then pkgs+=(cmake:cmake); fi  # pingora-core -> libz-ng-sys
+install_missing "${pkgs[@]}"
 export PATH="$PATH:/usr/sbin:/sbin"
 
-WORK="$(mktemp -d -t cellgate-e2e.XXXXXX)"
-chmod 755 "$WORK"   # nginx workers may run as an unprivileged user
-
-# ----------------------------------------------------------------- process handling ---
-declare -A PID=()
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local p pids=("${PID[@]}")
-  if [[ ${#pids[@]} -gt 0 ]]; then
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    local deadline=$((SECONDS + 5)) alive
-    while :; do
-      alive=0
-      for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-      [[ $alive == 0 || $SECONDS -ge $deadline ]] && break
-      sleep 0.1
-    done
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  fi
-  if [[ "$KEEP_TMP" == 1 ]]; then log "temp dir kept: $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-start_bg() {  # start_bg NAME CORE CMD... — pinned, logs to $WORK/NAME.log
-  local name=$1 core=$2; shift 2
-  taskset -c "$core" "$@" >"$WORK/$name.log" 2>&1 &
-  PID[$name]=$!
-}
-
-wait_port() {  # wait_port NAME PORT — up to 15 s, while the process lives
-  local name=$1 port=$2 i
-  for ((i = 0; i < 150; i++)); do
-    port_open "$port" && return 0
-    kill -0 "${PID[$name]}" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
-stop() {  # stop NAME
-  local p=${PID[$1]:-} i
-  [[ -z "$p" ]] && return 0
-  kill -TERM "$p" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$p" 2>/dev/null || true
-  unset "PID[$1]"
-}
-
-fail_start() {  # fail_start NAME WHY — note it with the tail of its log and drop it
-  note "$1 skipped: $2"
-  [[ -s "$WORK/$1.log" ]] && tail -n 15 "$WORK/$1.log" | sed "s/^/    [$1] /" >&2
-  stop "$1"
-  return 1
-}
-
-# Other work on the machine (a compile, a test run) disturbs the numbers. Before each round, and
-# before re-measuring a disturbed measurement, wait for a quiet moment: no compiler running and
-# processes outside this benchmark using under QUIET_CPU % of a core (bench/cpu_watch.py).
-busy_procs() {  # e.g. "cargo(1),rustc(2)"; empty when no compile is running
-  { ps -e -o comm= | grep -Ex 'rustc|cargo|cc1|cc1plus|clippy-driver|rustdoc|ld|ld\.lld|ld\.gold|rust-lld' || true; } |
-    sort | uniq -c | awk '{printf "%s%s(%s)", sep, $2, $1; sep=","}'
-}
-other_cpu() {  # other_cpu SECONDS -> "PCT TOP" (sampled on the load core)
-  local line
-  line="$(taskset -c "$LOAD_CORE" python3 "$BENCH_DIR/cpu_watch.py" "$$" "$1")"
-  echo "${line#OTHER_CPU }"
-}
-over() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a > b) }'; }
-QUIET_SPENT=0
-wait_quiet() {
-  local b cpu
-  while :; do
-    b="$(busy_procs)"
-    if [[ -z "$b" ]]; then
-      cpu="$(other_cpu 1)"
-      over "${cpu%% *}" "$QUIET_CPU" || return 0
-      b="other processes at ${cpu%% *}% of a core: ${cpu#* }"
-    fi
-    if [[ $QUIET_SPENT -ge $QUIET_WAIT ]]; then
-      log "not quiet ($b); quiet-wait budget (${QUIET_WAIT}s) used up, measuring anyway"
-      return 0
-    fi
-    log "not quiet ($b); waiting ${QUIET_POLL}s (${QUIET_SPENT}/${QUIET_WAIT}s of the budget used)"
-    sleep "$QUIET_POLL"
-    QUIET_SPENT=$((QUIET_SPENT + QUIET_POLL))
-  done
-}
+start_workdir cellgate-e2e
 
 # ------------------------------------------------------------------------------ build ---
 HYPER_BIN="$BENCH_DIR/baselines/target/release/hyper-minimal"
@@ -236,20 +121,7 @@ if [[ "$BASELINES" == 1 ]]; then
 fi
 
 if want cellgate; then
-  if [[ "$CELLGATE_BUILD" == 1 ]]; then
-    if command -v cargo >/dev/null; then
-      log "building cellgate (cargo build --release --bin cellgate)"
-      t0=$SECONDS
-      if (cd "$REPO_DIR" && cargo build --release --bin cellgate) >"$WORK/build-cellgate.log" 2>&1; then
-        log "built cellgate in $((SECONDS - t0)) s"
-      else
-        note "cellgate build failed (last lines below); using an existing binary if there is one"
-        tail -n 20 "$WORK/build-cellgate.log" | sed 's/^/    [build cellgate] /' >&2
-      fi
-    else
-      note "cargo not found; cellgate not built"
-    fi
-  fi
+  if [[ "$CELLGATE_BUILD" == 1 ]]; then build_cellgate; fi
   if [[ -x "$CELLGATE_BIN" ]]; then AVAILABLE[cellgate]=1; else note "cellgate skipped: no binary at $CELLGATE_BIN"; fi
 fi
 if want cellgate-jwt; then
@@ -257,31 +129,7 @@ if want cellgate-jwt; then
 fi
 
 # ---------------------------------------------------------------------------- configs ---
-write_nginx_conf() {  # write_nginx_conf DIR SERVER_BLOCK_AND_UPSTREAMS
-  mkdir -p "$1/tmp"
-  cat >"$1/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process on;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_timeout 120s;
-    keepalive_requests 10000000;
-    client_body_temp_path $1/tmp/body;
-    proxy_temp_path $1/tmp/proxy;
-$2
-}
-EOF
-}
-
-write_nginx_conf "$WORK/upstream" "
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        location / { default_type text/plain; return 200 \"$UPSTREAM_BODY\n\"; }
-    }"
+write_upstream_conf "$UPSTREAM_PORT"
 
 write_nginx_conf "$WORK/nginx" "
     upstream backend {
@@ -434,9 +282,7 @@ start_contestant() {  # start_contestant NAME — start (pinned to PROXY_CORE), 
   probe "$c"
 }
 
-log "workdir $WORK; upstream nginx on 127.0.0.1:$UPSTREAM_PORT (core $LOAD_CORE)"
-start_bg upstream "$LOAD_CORE" nginx -p "$WORK/upstream" -e "$WORK/upstream/error.log" -c "$WORK/upstream/nginx.conf"
-wait_port upstream "$UPSTREAM_PORT" || { tail "$WORK/upstream.log" "$WORK/upstream/error.log" >&2 || true; echo "upstream nginx did not start" >&2; exit 1; }
+start_upstream "$UPSTREAM_PORT"
 
 RUN=()
 for c in "${ALL_CONTESTANTS[@]}"; do
@@ -458,18 +304,14 @@ run_wrk() {  # run_wrk NAME SECONDS OUTFILE (in the background so that a signal 
 }
 
 measure() {  # measure ROUND NAME — warm up, measure, re-measure if disturbed; append to INDEX
-  local r=$1 c=$2 attempt out watch cpu rps errs
+  local r=$1 c=$2 attempt out cpu rps errs
   for ((attempt = 1; ; attempt++)); do
     out="$WORK/raw/r$r-$c-a$attempt.txt"
     if [[ "$WARMUP" -gt 0 ]]; then run_wrk "$c" "$WARMUP" "$WORK/raw/warmup.txt" || true; fi
-    taskset -c "$LOAD_CORE" python3 "$BENCH_DIR/cpu_watch.py" "$$" "$((DURATION + 30))" >"$out.cpu" &
-    watch=$!
-    PID[cpu_watch]=$watch
+    cpu_watch_start "$out.cpu" "$((DURATION + 30))"
     run_wrk "$c" "$DURATION" "$out" || note "wrk exited non-zero for $c in round $r"
-    kill -TERM "$watch" 2>/dev/null || true
-    wait "$watch" || true
-    unset "PID[cpu_watch]"
-    cpu="$(sed -n 's/^OTHER_CPU //p' "$out.cpu")"; cpu="${cpu:-0 -}"
+    cpu_watch_stop "$out.cpu"
+    cpu=$CPU_OTHER
     rps="$(sed -n 's/^Requests\/sec: *//p' "$out")"
     errs="$(grep -E '^ *(Non-2xx|Socket errors)' "$out" | tr -s ' ' | paste -sd';' || true)"
     log "round $r/$ROUNDS  $(printf '%-16s' "$c") ${rps:-?} req/s  (other CPU ${cpu%% *}%)${errs:+  ERRORS: $errs}"
@@ -507,11 +349,7 @@ mkdir -p "$BENCH_DIR/results"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="$BENCH_DIR/results/e2e-$STAMP"
 {
-  echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "command=$CMDLINE"
-  echo "nproc=$(nproc)"
-  echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
-  echo "kernel=$(uname -r)"
+  machine_meta
   echo "rounds=$ROUNDS"; echo "duration_s=$DURATION"; echo "warmup_s=$WARMUP"
   echo "connections=$CONNECTIONS"; echo "wrk_threads=$WRK_THREADS"
   echo "load_core=$LOAD_CORE"; echo "proxy_core=$PROXY_CORE"
