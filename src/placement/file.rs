@@ -85,7 +85,9 @@ impl FileSource {
         Ok((m.mtime(), m.mtime_nsec(), m.len(), m.ino()))
     }
 
-    /// Reads and parses the whole file.
+    /// Reads and parses the whole file. The parse runs on the blocking pool: a registry of a
+    /// million tenants takes over a second of CPU to parse, which must not stall the runtime
+    /// that also answers `/readyz` and `/metrics`.
     async fn parse(&self) -> Result<RegistryData, RegistryError> {
         let text = tokio::fs::read_to_string(&self.path)
             .await
@@ -93,7 +95,13 @@ impl FileSource {
                 file: self.shown(),
                 error,
             })?;
-        parse_registry(&text, &self.shown())
+        let file = self.shown();
+        tokio::task::spawn_blocking(move || parse_registry(&text, &file))
+            .await
+            .map_err(|e| RegistryError::Parse {
+                file: self.shown(),
+                message: format!("the parse did not complete: {e}"),
+            })?
     }
 
     fn remember(&self, sig: Signature) {
