@@ -172,32 +172,7 @@ backend be
 EOF
 
 mkdir -p "$WORK/cellgate"
-cat >"$WORK/cellgate/cellgate.toml" <<EOF
-[server]
-workers = 1
-[[listeners]]
-address = "127.0.0.1:${PORT[cellgate]}"
-[admin]
-address = "127.0.0.1:$CELLGATE_ADMIN_PORT"
-[tenant]
-sources = ["subdomain"]
-base_domains = ["localhost"]
-[registry]
-source = "file"
-path = "registry.toml"     # relative to the config file's directory
-# Rate limiting on, far above what the bench can send: every request pays the admit stage
-# (tier lookup, GCRA charge, in-flight places) but none is refused.
-[limits]
-cell_max_in_flight = 100000
-[limits.tiers.standard]
-rate = 1000000
-burst = 1000000
-concurrency = 100000
-[access_log]
-enabled = false
-[log]
-level = "warn"
-EOF
+write_cellgate_conf "$WORK/cellgate/cellgate.toml" "${PORT[cellgate]}" "$CELLGATE_ADMIN_PORT"
 # cellgate-jwt: the tenant comes from a verified bearer token (EdDSA, the demo key; cached after
 # the first verification, as in production where a client reuses its token), checked against
 # the subdomain, with the same rate limiting.

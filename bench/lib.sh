@@ -210,3 +210,35 @@ start_upstream() {  # start_upstream PORT — nginx, 1 worker, on LOAD_CORE; exi
   start_bg upstream "$LOAD_CORE" nginx -p "$WORK/upstream" -e "$WORK/upstream/error.log" -c "$WORK/upstream/nginx.conf"
   wait_port upstream "$1" || { tail "$WORK/upstream.log" "$WORK/upstream/error.log" >&2 || true; echo "upstream nginx did not start" >&2; exit 1; }
 }
+
+# ------------------------------------------------------------------ cellgate config ---
+# The bench's cellgate config: 1 worker, tenant from the subdomain of `localhost`, a file
+# registry next to the config, rate limiting on far above what the bench can send (every
+# request pays the admit stage: tier lookup, GCRA charge, in-flight places; none is refused),
+# access log off, log level warn.
+write_cellgate_conf() {  # write_cellgate_conf FILE LISTEN_PORT ADMIN_PORT
+  cat >"$1" <<EOF
+[server]
+workers = 1
+[[listeners]]
+address = "127.0.0.1:$2"
+[admin]
+address = "127.0.0.1:$3"
+[tenant]
+sources = ["subdomain"]
+base_domains = ["localhost"]
+[registry]
+source = "file"
+path = "registry.toml"     # relative to the config file's directory
+[limits]
+cell_max_in_flight = 100000
+[limits.tiers.standard]
+rate = 1000000
+burst = 1000000
+concurrency = 100000
+[access_log]
+enabled = false
+[log]
+level = "warn"
+EOF
+}

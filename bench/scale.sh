@@ -103,40 +103,12 @@ gen_registry() {  # gen_registry N FILE — 3 cells on the upstream, tenants t0.
   }' >"$2"
 }
 
-write_cellgate_conf() {  # write_cellgate_conf N — as e2e.sh's `cellgate` contestant, own ports
-  cat >"$WORK/n$1/cellgate.toml" <<EOF
-[server]
-workers = 1
-[[listeners]]
-address = "127.0.0.1:${PORT[$1]}"
-[admin]
-address = "127.0.0.1:${ADMIN[$1]}"
-[tenant]
-sources = ["subdomain"]
-base_domains = ["localhost"]
-[registry]
-source = "file"
-path = "registry.toml"     # relative to the config file's directory
-# Rate limiting on, far above what the bench can send: every request pays the admit stage
-# (tier lookup, GCRA charge, in-flight places) but none is refused.
-[limits]
-cell_max_in_flight = 100000
-[limits.tiers.standard]
-rate = 1000000
-burst = 1000000
-concurrency = 100000
-[access_log]
-enabled = false
-[log]
-level = "warn"
-EOF
-}
 
 for n in "${NS[@]}"; do
   mkdir -p "$WORK/n$n"
   t0=$SECONDS
   gen_registry "$n" "$WORK/n$n/registry.toml"
-  write_cellgate_conf "$n"
+  write_cellgate_conf "$WORK/n$n/cellgate.toml" "${PORT[$n]}" "${ADMIN[$n]}"
   log "registry for N=$n: $(du -h "$WORK/n$n/registry.toml" | cut -f1) in $((SECONDS - t0)) s"
 done
 
