@@ -4,6 +4,11 @@
 //! polls the source's cheap `changed` check every `poll_interval` and reloads on change, plus a
 //! full reload every `full_refresh` as a safety net. A failed read or parse is never swallowed:
 //! it logs a warning, bumps the failures counter and leaves the last good snapshot serving.
+//!
+//! Building a generation and freeing the one it replaces both run on the blocking pool: at a
+//! million tenants each takes hundreds of milliseconds, which must neither stall this runtime
+//! (it also answers `/readyz` and `/metrics`) nor land on a worker thread that happened to drop
+//! the last reference to the old generation in the middle of serving requests.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +39,11 @@ pub async fn reload<S: PlacementSource>(
 ) -> Result<(), RegistryError> {
     let data = source.load().await?;
     let generation = handle.load().generation + 1;
-    let snap = PlacementSnapshot::build(&data, config_cells, generation);
+    let cells = config_cells.to_vec();
+    let snap = off_runtime(source, move || {
+        PlacementSnapshot::build(&data, &cells, generation)
+    })
+    .await?;
     metrics.placement_reloads.inc();
     tracing::info!(
         registry.generation = generation,
@@ -59,7 +68,10 @@ pub async fn update<S: PlacementSource>(
     };
     let current = handle.load_full();
     let generation = current.generation + 1;
-    let (snap, stats) = current.apply(&delta, config_cells, generation);
+    let (changed_tenants, changed_cells) = (delta.tenants.len(), delta.cells.len());
+    let cells = config_cells.to_vec();
+    let (snap, stats) =
+        off_runtime(source, move || current.apply(&delta, &cells, generation)).await?;
     metrics.placement_deltas.inc();
     if stats.regressions > 0 {
         metrics
@@ -72,8 +84,8 @@ pub async fn update<S: PlacementSource>(
     }
     tracing::info!(
         registry.generation = generation,
-        registry.changed_tenants = delta.tenants.len(),
-        registry.changed_cells = delta.cells.len(),
+        registry.changed_tenants = changed_tenants,
+        registry.changed_cells = changed_cells,
         registry.source = %source.describe(),
         "placement delta applied"
     );
@@ -97,7 +109,37 @@ fn publish(snap: PlacementSnapshot, handle: &SnapshotHandle, metrics: &Metrics) 
     metrics
         .snapshot_generation
         .set(i64::try_from(snap.generation).unwrap_or(i64::MAX));
-    handle.store(snap);
+    retire(handle.replace(snap));
+}
+
+/// How long a replaced generation is kept before it is freed: longer than a request holds its
+/// snapshot guard, so the last reference is this one.
+const RETIRE_AFTER: Duration = Duration::from_secs(1);
+
+/// Frees a replaced generation on the blocking pool once requests have let go of it.
+fn retire(old: Arc<PlacementSnapshot>) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(async move {
+                tokio::time::sleep(RETIRE_AFTER).await;
+                let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+            });
+        }
+        Err(_) => drop(old),
+    }
+}
+
+/// Runs a generation build on the blocking pool.
+async fn off_runtime<S: PlacementSource, T: Send + 'static>(
+    source: &S,
+    build: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RegistryError> {
+    tokio::task::spawn_blocking(build)
+        .await
+        .map_err(|e| RegistryError::Remote {
+            source_name: source.describe(),
+            message: format!("building the snapshot did not complete: {e}"),
+        })
 }
 
 /// What one poll did.

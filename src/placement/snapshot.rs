@@ -270,10 +270,17 @@ impl SnapshotHandle {
 
     /// Publishes a new generation.
     pub fn store(&self, snapshot: PlacementSnapshot) {
+        drop(self.replace(snapshot));
+    }
+
+    /// Publishes a new generation and hands back the one it replaced (whoever drops the last
+    /// reference frees every tenant entry of it).
+    pub fn replace(&self, snapshot: PlacementSnapshot) -> Arc<PlacementSnapshot> {
         let generation = snapshot.generation;
-        self.current.store(Arc::new(snapshot));
+        let old = self.current.swap(Arc::new(snapshot));
         self.confirm();
         self.published.send_replace(generation);
+        old
     }
 
     /// Follows published generations (the receiver sees the latest one, never a backlog).
