@@ -1,17 +1,18 @@
-//! What the scenarios share: the proxy as a child process (bounded by `timeout`, pinned with
-//! `taskset`, stopped on exit and on panic), CPU accounting from /proc, HTTP clients, the
-//! open-loop generator, percentiles, metric scraping and registry files written by rename.
+//! What the scenarios share on the client side: flag pairs, HTTP clients and requests with the
+//! driver's timeout, the open-loop generator, `/metrics` scraping, percentiles, the proxy's config
+//! frame, registry files written by rename and DynamoDB registry tables on the local server.
 //!
-//! Each scenario builds its own runtime and keeps its own checks; nothing here decides a verdict.
+//! The proxy process itself is in `process`, the start and stop around a scenario in `frame`.
+//! Each scenario keeps its own checks; nothing here decides a verdict.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cellgate::demo::EchoTarget;
+use cellgate::ops::{self, CellCommand, TableArgs};
 use http::{HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -19,10 +20,24 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Linux reports process CPU time in ticks of 1/100 s (USER_HZ).
-const TICKS_PER_SEC: f64 = 100.0;
 
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// The `--flag value` pairs of a scenario's arguments, in order; `usage` ends the driver when
+/// the last flag has no value.
+pub fn flag_pairs(
+    argv: Vec<String>,
+    usage: fn(&str) -> !,
+) -> impl Iterator<Item = (String, String)> {
+    let mut it = argv.into_iter();
+    std::iter::from_fn(move || {
+        let flag = it.next()?;
+        let value = it
+            .next()
+            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        Some((flag, value))
+    })
+}
 
 /// A keep-alive pool (no Nagle, idle connections kept for the whole run).
 pub fn client() -> HttpClient {
@@ -39,18 +54,27 @@ pub fn free_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// `GET url` with the request timeout: status and body.
-pub async fn get(client: &HttpClient, url: String) -> Result<(StatusCode, Bytes), String> {
-    let req = Request::get(url.as_str()).body(Empty::new()).unwrap();
-    let resp = tokio::time::timeout(REQUEST_TIMEOUT, async {
+/// Sends `req` with the request timeout: status and body, or what went wrong (`timed out`).
+pub async fn send(
+    client: &HttpClient,
+    req: Request<Empty<Bytes>>,
+) -> Result<(StatusCode, Bytes), String> {
+    tokio::time::timeout(REQUEST_TIMEOUT, async {
         let r = client.request(req).await.map_err(|e| e.to_string())?;
         let status = r.status();
         let body = r.into_body().collect().await.map_err(|e| e.to_string())?;
         Ok::<_, String>((status, body.to_bytes()))
     })
     .await
-    .map_err(|_| format!("GET {url}: timed out"))?;
-    resp.map_err(|e| format!("GET {url}: {e}"))
+    .unwrap_or_else(|_| Err("timed out".to_owned()))
+}
+
+/// `GET url` with the request timeout: status and body.
+pub async fn get(client: &HttpClient, url: String) -> Result<(StatusCode, Bytes), String> {
+    let req = Request::get(url.as_str()).body(Empty::new()).unwrap();
+    send(client, req)
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))
 }
 
 /// `Host` of a tenant's requests (subdomain tenants under `app.test`).
@@ -58,7 +82,6 @@ pub fn host(tenant: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("{tenant}.app.test")).unwrap()
 }
 
-/// Writes by rename, as the README asks, so the proxy never reads half a file.
 /// A one-worker proxy config on `listen`/`admin` (tenant from the subdomain of `app.test`,
 /// access log off) with `body`: the scenario's `[registry]` table and anything else it needs.
 pub fn proxy_config(listen: SocketAddr, admin: SocketAddr, body: &str) -> String {
@@ -92,6 +115,7 @@ pub fn file_registry(poll: &str) -> String {
     format!("[registry]\nsource = \"file\"\npath = \"registry.toml\"\npoll_interval = \"{poll}\"\n")
 }
 
+/// Writes by rename, as the README asks, so the proxy never reads half a file.
 pub fn write_registry(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text)?;
@@ -99,7 +123,7 @@ pub fn write_registry(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// A registry file's `[[cells]]` record with one target group (the cell's first echo target).
-pub fn cell_toml(targets: &[cellgate::demo::EchoTarget]) -> String {
+pub fn cell_toml(targets: &[EchoTarget]) -> String {
     format!(
         "[[cells]]\nid = \"{}\"\ntargets = [\"http://{}\"]\n\n",
         targets[0].cell, targets[0].addr
@@ -112,260 +136,40 @@ pub fn tenant_toml(id: &str, cell: &str, tier: Option<&str>, version: u64) -> St
     format!("[[tenants]]\nid = \"{id}\"\ncell = \"{cell}\"\n{tier}version = {version}\n\n")
 }
 
-// ---------------------------------------------------------------------------------------------
-// The proxy as a child process.
-
-/// `--proxy-bin` and `--proxy-cpu`, which every scenario that runs the release binary takes.
-pub struct ProxyArgs {
-    pub bin: PathBuf,
-    pub cpu: Option<String>,
-}
-
-impl Default for ProxyArgs {
-    fn default() -> Self {
-        Self {
-            bin: Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/cellgate"),
-            cpu: None,
-        }
-    }
-}
-
-impl ProxyArgs {
-    /// Takes `flag value` when it is one of ours; false otherwise.
-    pub fn take(&mut self, flag: &str, value: &str) -> bool {
-        match flag {
-            "--proxy-bin" => self.bin = PathBuf::from(value),
-            "--proxy-cpu" => self.cpu = Some(value.to_owned()),
-            _ => return false,
-        }
-        true
-    }
-
-    /// `cpu N` or `not pinned`, for the setup line.
-    pub fn pinning(&self) -> String {
-        self.cpu
-            .as_deref()
-            .map_or("not pinned".to_owned(), |c| format!("cpu {c}"))
-    }
-}
-
-/// The cores this driver may run on (`cpus 1`), for the setup line.
-pub fn driver_cpus() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                .map(|v| format!("cpus {}", v.trim()))
-        })
-        .unwrap_or_else(|| "not pinned".to_owned())
-}
-
-/// The proxy's pid (its `timeout` wrapper's, when there is one), for the panic hook: the
-/// release profile aborts on panic, so nothing else would stop it.
-static PROXY_PID: OnceLock<u32> = OnceLock::new();
-
-/// Stops the proxy if the driver panics (installed once, by `main`).
-pub fn install_panic_hook() {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if let Some(&pid) = PROXY_PID.get() {
-            stop_pid(pid);
-        }
-        hook(info);
-    }));
-}
-
-fn stop_pid(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// A running `cellgate serve` child.
-pub struct Proxy {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proxy {
-    /// `timeout` (the proxy's own time bound: it ends by itself even if the driver dies) ->
-    /// `taskset -c CPU` (when asked) -> `cellgate serve --config CONFIG`, output to `log`.
-    pub fn spawn(
-        a: &ProxyArgs,
-        config: &Path,
-        log: &Path,
-        bound: Duration,
-    ) -> std::io::Result<Self> {
-        let mut argv: Vec<String> = Vec::new();
-        if Command::new("timeout")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            argv.extend(["timeout", "-s", "TERM", "-k", "5"].map(str::to_owned));
-            argv.push(bound.as_secs().to_string());
-        }
-        if let Some(cpu) = &a.cpu {
-            argv.extend(["taskset".to_owned(), "-c".to_owned(), cpu.clone()]);
-        }
-        argv.push(a.bin.display().to_string());
-        argv.extend(["serve".to_owned(), "--config".to_owned()]);
-        argv.push(config.display().to_string());
-        let out = std::fs::File::create(log)?;
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()?;
-        let _ = PROXY_PID.set(child.id());
-        Ok(Self {
-            child,
-            log: log.to_owned(),
-        })
-    }
-
-    /// The proxy process itself: the `timeout` wrapper's child when there is one (`taskset`
-    /// execs the proxy, so it keeps the pid).
-    pub fn pid(&self) -> u32 {
-        let wrapper = self.child.id();
-        std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children"))
-            .ok()
-            .and_then(|c| c.split_whitespace().next()?.parse().ok())
-            .filter(|pid: &u32| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim() == "cellgate")
-            })
-            .unwrap_or(wrapper)
-    }
-
-    /// Waits (15 s at most) until `/readyz` answers 200.
-    pub async fn wait_ready(
-        &mut self,
-        probe: &HttpClient,
-        admin: SocketAddr,
-    ) -> Result<(), String> {
-        let ready_by = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("the proxy exited at start-up ({status})"));
-            }
-            if get(probe, format!("http://{admin}/readyz"))
-                .await
-                .is_ok_and(|(s, _)| s == StatusCode::OK)
-            {
-                return Ok(());
-            }
-            if Instant::now() > ready_by {
-                return Err("the proxy never became ready".to_owned());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The last lines of the proxy's output, on stderr.
-    pub fn print_log_tail(&self) {
-        let Ok(log) = std::fs::read_to_string(&self.log) else {
-            return;
+/// A fresh table `PREFIX-<random>` on the local DynamoDB-API server at `endpoint`
+/// (`CELLGATE_TEST_DYNAMODB`, which `run.sh` sets), initialised and holding `cells`: the registry
+/// handle and the table's name.
+pub async fn dynamodb_registry(
+    prefix: &str,
+    endpoint: &str,
+    cells: &[Vec<EchoTarget>],
+) -> Result<(ops::Registry, String), String> {
+    let table = format!("{prefix}-{}", fastrand::u32(..));
+    let args = TableArgs {
+        table: Some(table.clone()),
+        region: Some("us-east-1".to_owned()),
+        endpoint_url: Some(endpoint.to_owned()),
+    };
+    let reg = ops::registry(&args).await.map_err(|e| e.to_string())?;
+    ops::registry_command(&reg, ops::RegistryCommand::Init { streams: false })
+        .await
+        .map_err(|e| e.to_string())?;
+    for ts in cells {
+        let cmd = CellCommand::Put {
+            cell: ts[0].cell.clone(),
+            targets: ts.iter().map(|t| format!("http://{}", t.addr)).collect(),
+            state: None,
+            region: None,
+            preserve_host: None,
+            max_in_flight: None,
+            wave: None,
+            clear_wave: false,
         };
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        if !tail.is_empty() {
-            eprintln!("proxy log (last lines):");
-            for l in tail.iter().rev() {
-                eprintln!("  {l}");
-            }
-        }
+        ops::cell_command(&reg, cmd)
+            .await
+            .map_err(|e| e.to_string())?;
     }
-
-    /// SIGTERM, then SIGKILL after 10 s.
-    pub fn stop(mut self) {
-        stop_pid(self.child.id());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// CPU accounting.
-
-/// CPU ticks used so far by a process (user + system), from /proc/PID/stat.
-fn process_ticks(pid: &str) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command name (which may hold spaces), which ends with ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
-}
-
-/// Busy ticks of the whole machine (all cores), from /proc/stat.
-fn machine_busy_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0;
-    };
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
-    v.iter().take(8).sum::<u64>() - v.get(3).copied().unwrap_or(0) - v.get(4).copied().unwrap_or(0)
-}
-
-/// CPU used over an interval, in % of one core.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Cpu {
-    pub proxy: f64,
-    /// This driver, with the echo cells it runs.
-    pub driver: f64,
-    /// Everything else on the machine (a disturbance shows there).
-    pub other: f64,
-}
-
-pub struct CpuMark {
-    at: Instant,
-    proxy: u64,
-    driver: u64,
-    machine: u64,
-}
-
-impl CpuMark {
-    pub fn now(proxy: u32) -> Self {
-        Self {
-            at: Instant::now(),
-            proxy: process_ticks(&proxy.to_string()),
-            driver: process_ticks("self"),
-            machine: machine_busy_ticks(),
-        }
-    }
-
-    pub fn since(&self, proxy: u32) -> Cpu {
-        let now = Self::now(proxy);
-        let secs = now.at.duration_since(self.at).as_secs_f64();
-        let pct = |ticks: u64| ticks as f64 / TICKS_PER_SEC / secs * 100.0;
-        let (p, d) = (now.proxy - self.proxy, now.driver - self.driver);
-        Cpu {
-            proxy: pct(p),
-            driver: pct(d),
-            other: pct((now.machine - self.machine).saturating_sub(p + d)),
-        }
-    }
+    Ok((reg, table))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod frame;
+mod process;
 mod scenarios;
 
 use scenarios::SCENARIOS;
@@ -49,6 +51,6 @@ fn main() {
         }
         std::process::exit(2);
     };
-    common::install_panic_hook();
+    process::install_panic_hook();
     std::process::exit((s.run)(rest));
 }

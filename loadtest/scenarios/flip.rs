@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cellgate::config::{Config, Overrides};
-use cellgate::ops::{self, CellCommand, TableArgs, TenantCommand};
+use cellgate::ops::{self, TenantCommand};
 use cellgate::proxy::Server;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -61,29 +61,10 @@ pub fn run(argv: Vec<String>) -> i32 {
 async fn flip(a: Args) -> i32 {
     let endpoint = std::env::var("CELLGATE_TEST_DYNAMODB")
         .expect("CELLGATE_TEST_DYNAMODB: run through `bash loadtest/run.sh flip`");
-    let table = TableArgs {
-        table: Some(format!("flip-{}", fastrand::u32(..))),
-        region: Some("us-east-1".to_owned()),
-        endpoint_url: Some(endpoint.clone()),
-    };
-    let reg = ops::registry(&table).await.unwrap();
-    ops::registry_command(&reg, ops::RegistryCommand::Init { streams: false })
+    let cells = cellgate::demo::spawn_cells(2, 1).await.unwrap();
+    let (reg, table) = crate::common::dynamodb_registry("flip", &endpoint, &cells)
         .await
         .unwrap();
-    let cells = cellgate::demo::spawn_cells(2, 1).await.unwrap();
-    for ts in &cells {
-        let cmd = CellCommand::Put {
-            cell: ts[0].cell.clone(),
-            targets: ts.iter().map(|t| format!("http://{}", t.addr)).collect(),
-            state: None,
-            region: None,
-            preserve_host: None,
-            max_in_flight: None,
-            wave: None,
-            clear_wave: false,
-        };
-        ops::cell_command(&reg, cmd).await.unwrap();
-    }
     put(&reg, "cell-1").await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -96,8 +77,7 @@ async fn flip(a: Args) -> i32 {
              base_domains = [\"app.test\"]\n[access_log]\nenabled = false\n[log]\nlevel = \"warn\"\n\
              [registry]\nsource = \"dynamodb\"\ntable = \"{}\"\nregion = \"us-east-1\"\n\
              endpoint_url = \"{endpoint}\"\npoll_interval = \"{}\"\n",
-            table.table.as_deref().unwrap(),
-            a.poll
+            table, a.poll
         ),
     )
     .unwrap();

@@ -15,15 +15,16 @@
 //! tenants' p99 latency under flood is within 10% of the median baseline p99. Exits 1 when a
 //! check fails, 2 when the scenario could not run. Bounded in time and count, 127.0.0.1 only.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::Uri;
 
 use crate::common::{
-    Cpu, CpuMark, HttpClient, Proxy, ProxyArgs, Sample, cell_toml, client, driver_cpus, free_port,
-    host, median, ms, one, open_loop, pct, tenant_toml, verdict,
+    HttpClient, Sample, cell_toml, client, file_registry, flag_pairs, host, median, ms, one,
+    open_loop, pct, tenant_toml, verdict,
 };
+use crate::frame::{Ready, run_proxied};
+use crate::process::{Cpu, CpuMark, ProxyArgs, driver_cpus};
 
 const NOISY: &str = "noisy";
 const NOISY_LIMIT: f64 = 200.0;
@@ -52,11 +53,7 @@ fn args(argv: Vec<String>) -> Args {
         warmup: Duration::from_secs(3),
         proxy: ProxyArgs::default(),
     };
-    let mut it = argv.into_iter();
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+    for (flag, value) in flag_pairs(argv, usage) {
         let secs = |v: &str| Duration::from_secs(v.parse().unwrap_or_else(|_| usage(v)));
         match flag.as_str() {
             "--rounds" => a.rounds = value.parse().unwrap_or_else(|_| usage(&value)),
@@ -90,49 +87,20 @@ struct Phase {
 
 pub fn run(argv: Vec<String>) -> i32 {
     let a = args(argv);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(noisy(a))
-}
-
-async fn noisy(a: Args) -> i32 {
-    if !a.proxy.bin.is_file() {
-        eprintln!(
-            "noisy: no proxy binary at {} (cargo build --release --bin cellgate, or use loadtest/run.sh noisy)",
-            a.proxy.bin.display()
-        );
-        return 2;
-    }
-    let cells = cellgate::demo::spawn_cells(3, 1).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_port(), free_port());
-    std::fs::write(dir.path().join("registry.toml"), registry(&cells)).unwrap();
-    let config = dir.path().join("cellgate.toml");
-    std::fs::write(&config, proxy_config(listen, admin)).unwrap();
-    let log_path = dir.path().join("proxy.log");
-
     // The proxy ends by itself after this long even if the driver dies without stopping it.
     let bound = a.warmup + (a.phase + Duration::from_secs(8)) * (2 * a.rounds as u32);
     let bound = bound + Duration::from_secs(60);
-    let mut proxy = match Proxy::spawn(&a.proxy, &config, &log_path, bound) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("noisy: cannot start the proxy: {e}");
-            return 2;
-        }
-    };
-    let code = match drive(&a, &mut proxy, listen, admin).await {
-        Ok(pass) => i32::from(!pass),
-        Err(e) => {
-            eprintln!("noisy: {e}");
-            proxy.print_log_tail();
-            2
-        }
-    };
-    proxy.stop();
-    code
+    run_proxied(
+        "noisy",
+        &a.proxy,
+        bound,
+        async |dir, _| {
+            let cells = cellgate::demo::spawn_cells(3, 1).await.unwrap();
+            std::fs::write(dir.join("registry.toml"), registry(&cells)).unwrap();
+            Ok((cells, config_body()))
+        },
+        async |_cells, ready| drive(&a, ready).await,
+    )
 }
 
 fn quiet_name(i: usize) -> String {
@@ -149,7 +117,8 @@ fn registry(cells: &[Vec<cellgate::demo::EchoTarget>]) -> String {
     s
 }
 
-fn proxy_config(listen: SocketAddr, admin: SocketAddr) -> String {
+/// The config's `[registry]` and `[limits]` tables.
+fn config_body() -> String {
     let limits = format!(
         r#"
 [limits]
@@ -164,22 +133,13 @@ rate = {QUIET_LIMIT}
 burst = {QUIET_BURST}
 "#
     );
-    crate::common::proxy_config(
-        listen,
-        admin,
-        &(crate::common::file_registry("1s") + &limits),
-    )
+    file_registry("1s") + &limits
 }
 
-async fn drive(
-    a: &Args,
-    proxy: &mut Proxy,
-    listen: SocketAddr,
-    admin: SocketAddr,
-) -> Result<bool, String> {
-    let probe = client();
-    proxy.wait_ready(&probe, admin).await?;
-    let pid = proxy.pid();
+async fn drive(a: &Args, ready: Ready) -> Result<bool, String> {
+    let Ready {
+        listen, pid, probe, ..
+    } = ready;
     let uri: Uri = format!("http://{listen}/?sleep_ms={SLEEP_MS}")
         .parse()
         .unwrap();

@@ -21,16 +21,22 @@
 //! time between the scrapes around the phase; the median over rounds of the known tenants' p99
 //! under flood within 10% of the median baseline p99. Bounded in time and count, 127.0.0.1 only.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+mod load;
 
-use cellgate::ops::{self, CellCommand, TableArgs, TenantCommand};
-use http::{HeaderValue, Uri};
+use std::path::Path;
+use std::time::Duration;
 
+use cellgate::demo::EchoTarget;
+use cellgate::ops::{self, TenantCommand};
+use http::Uri;
+
+use self::load::{FloodStats, Lookups, Targets, phase};
 use crate::common::{
-    Cpu, CpuMark, HttpClient, Proxy, ProxyArgs, Sample, Scrape, cell_toml, client, driver_cpus,
-    free_port, host, median, ms, one, open_loop, pct, tenant_toml, verdict,
+    cell_toml, client, dynamodb_registry, file_registry, flag_pairs, host, median, ms, one, pct,
+    tenant_toml, verdict,
 };
+use crate::frame::{Ready, run_proxied};
+use crate::process::{ProxyArgs, driver_cpus};
 
 const KNOWN: usize = 10;
 const KNOWN_SEND: f64 = 50.0;
@@ -73,11 +79,7 @@ fn args(argv: Vec<String>) -> Args {
         lookup_rate: 20.0,
         proxy: ProxyArgs::default(),
     };
-    let mut it = argv.into_iter();
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+    for (flag, value) in flag_pairs(argv, usage) {
         let num = |v: &str| -> f64 { v.parse().unwrap_or_else(|_| usage(v)) };
         match flag.as_str() {
             "--registry" => {
@@ -125,11 +127,22 @@ fn usage(why: &str) -> ! {
 
 pub fn run(argv: Vec<String>) -> i32 {
     let a = args(argv);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(unknown(a))
+    // The proxy ends by itself after this long even if the driver dies without stopping it.
+    let bound = a.warmup + (a.phase + Duration::from_secs(8)) * (2 * a.rounds as u32);
+    let bound = bound + Duration::from_secs(60);
+    run_proxied(
+        "unknown",
+        &a.proxy,
+        bound,
+        async |dir, _| {
+            let cells = cellgate::demo::spawn_cells(3, 1).await.unwrap();
+            let registry = setup_registry(&a, dir, &cells)
+                .await
+                .map_err(|e| format!("cannot set up the registry: {e}"))?;
+            Ok((cells, registry))
+        },
+        async |_cells, ready| drive(&a, ready).await,
+    )
 }
 
 fn known_name(i: usize) -> String {
@@ -145,16 +158,8 @@ fn random_name(rng: &mut fastrand::Rng) -> String {
     format!("zz-{:016x}", rng.u64(..))
 }
 
-fn proxy_config(listen: SocketAddr, admin: SocketAddr, registry: &str) -> String {
-    crate::common::proxy_config(listen, admin, registry)
-}
-
 /// The `[registry]` section, after writing the registry itself (file or table).
-async fn setup_registry(
-    a: &Args,
-    dir: &std::path::Path,
-    cells: &[Vec<cellgate::demo::EchoTarget>],
-) -> Result<String, String> {
+async fn setup_registry(a: &Args, dir: &Path, cells: &[Vec<EchoTarget>]) -> Result<String, String> {
     match a.source {
         Source::File => {
             let mut s: String = cells.iter().map(|c| cell_toml(c)).collect();
@@ -162,8 +167,7 @@ async fn setup_registry(
                 s.push_str(&tenant_toml(&known_name(i), &cell_of(i), None, 1));
             }
             std::fs::write(dir.join("registry.toml"), s).map_err(|e| e.to_string())?;
-            Ok("[registry]\nsource = \"file\"\npath = \"registry.toml\"\npoll_interval = \"250ms\"\n"
-                .to_owned())
+            Ok(file_registry("250ms"))
         }
         Source::Dynamo => {
             let endpoint = std::env::var("CELLGATE_TEST_DYNAMODB").map_err(|_| {
@@ -171,31 +175,7 @@ async fn setup_registry(
                  (or --registry file)"
                     .to_owned()
             })?;
-            let table = format!("unknown-{}", fastrand::u32(..));
-            let args = TableArgs {
-                table: Some(table.clone()),
-                region: Some("us-east-1".to_owned()),
-                endpoint_url: Some(endpoint.clone()),
-            };
-            let reg = ops::registry(&args).await.map_err(|e| e.to_string())?;
-            ops::registry_command(&reg, ops::RegistryCommand::Init { streams: false })
-                .await
-                .map_err(|e| e.to_string())?;
-            for ts in cells {
-                let cmd = CellCommand::Put {
-                    cell: ts[0].cell.clone(),
-                    targets: ts.iter().map(|t| format!("http://{}", t.addr)).collect(),
-                    state: None,
-                    region: None,
-                    preserve_host: None,
-                    max_in_flight: None,
-                    wave: None,
-                    clear_wave: false,
-                };
-                ops::cell_command(&reg, cmd)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            let (reg, table) = dynamodb_registry("unknown", &endpoint, cells).await?;
             for i in 0..KNOWN {
                 ops::tenant_command(&reg, TenantCommand::place(&known_name(i), &cell_of(i)))
                     .await
@@ -211,240 +191,17 @@ async fn setup_registry(
     }
 }
 
-async fn unknown(a: Args) -> i32 {
-    if !a.proxy.bin.is_file() {
-        eprintln!(
-            "unknown: no proxy binary at {} (cargo build --release --bin cellgate, or use loadtest/run.sh unknown)",
-            a.proxy.bin.display()
-        );
-        return 2;
-    }
-    let cells = cellgate::demo::spawn_cells(3, 1).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_port(), free_port());
-    let registry = match setup_registry(&a, dir.path(), &cells).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("unknown: cannot set up the registry: {e}");
-            return 2;
-        }
-    };
-    let config = dir.path().join("cellgate.toml");
-    std::fs::write(&config, proxy_config(listen, admin, &registry)).unwrap();
-    let log_path = dir.path().join("proxy.log");
-    let bound = a.warmup + (a.phase + Duration::from_secs(8)) * (2 * a.rounds as u32);
-    let bound = bound + Duration::from_secs(60);
-    let mut proxy = match Proxy::spawn(&a.proxy, &config, &log_path, bound) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("unknown: cannot start the proxy: {e}");
-            return 2;
-        }
-    };
-    let code = match drive(&a, &mut proxy, listen, admin).await {
-        Ok(pass) => i32::from(!pass),
-        Err(e) => {
-            eprintln!("unknown: {e}");
-            2
-        }
-    };
-    if code != 0 {
-        proxy.print_log_tail();
-    }
-    proxy.stop();
-    code
-}
-
-/// What the flood's answers were.
-#[derive(Default, Clone, Copy)]
-struct FloodStats {
-    n: u64,
-    not_found: u64,
-    unavailable: u64,
-    /// Served by a cell: a leak.
-    served: u64,
-    other: u64,
-    errors: u64,
-}
-
-impl FloodStats {
-    fn of(s: &[Sample]) -> Self {
-        let mut f = Self::default();
-        for x in s {
-            f.n += 1;
-            let body = x.body.as_deref().unwrap_or_default();
-            let has = |code: &str| body.windows(code.len()).any(|w| w == code.as_bytes());
-            match x.status {
-                0 => f.errors += 1,
-                200..=299 => f.served += 1,
-                404 if has("\"unknown_tenant\"") => f.not_found += 1,
-                503 if has("\"registry_unavailable\"") => f.unavailable += 1,
-                _ => f.other += 1,
-            }
-        }
-        f
-    }
-
-    fn add(&mut self, o: &Self) {
-        self.n += o.n;
-        self.not_found += o.not_found;
-        self.unavailable += o.unavailable;
-        self.served += o.served;
-        self.other += o.other;
-        self.errors += o.errors;
-    }
-}
-
-/// `cellgate_registry_lookups_total` by result over a phase.
-#[derive(Default, Clone, Copy)]
-struct Lookups {
-    found: f64,
-    absent: f64,
-    error: f64,
-    coalesced: f64,
-    negative_hit: f64,
-    limited: f64,
-    registry_down: f64,
-}
-
-impl Lookups {
-    fn of(s: &Scrape) -> Self {
-        let r = |v: &str| s.sum(LOOKUPS, "result", v);
-        Self {
-            found: r("found"),
-            absent: r("absent"),
-            error: r("error"),
-            coalesced: r("coalesced"),
-            negative_hit: r("negative_hit"),
-            limited: r("limited"),
-            registry_down: r("registry_down"),
-        }
-    }
-
-    fn minus(&self, b: &Self) -> Self {
-        Self {
-            found: self.found - b.found,
-            absent: self.absent - b.absent,
-            error: self.error - b.error,
-            coalesced: self.coalesced - b.coalesced,
-            negative_hit: self.negative_hit - b.negative_hit,
-            limited: self.limited - b.limited,
-            registry_down: self.registry_down - b.registry_down,
-        }
-    }
-
-    /// Lookups that cost a registry read.
-    fn reads(&self) -> f64 {
-        self.found + self.absent + self.error
-    }
-}
-
-struct Phase {
-    known: Vec<Sample>,
-    flood: Vec<Sample>,
-    cpu: Cpu,
-    lookups: Lookups,
-    len: Duration,
-    /// From the scrape before the phase to the one after it: the window the lookup counts cover.
-    window: Duration,
-}
-
-struct Targets {
-    known: HttpClient,
-    flood: HttpClient,
-    known_uri: Uri,
-    flood_uri: Uri,
-}
-
-#[expect(clippy::too_many_arguments, reason = "one phase, spelled out")]
-async fn phase(
-    t: &Targets,
-    a: &Args,
-    flood: bool,
-    len: Duration,
-    pid: u32,
-    probe: &HttpClient,
-    admin: SocketAddr,
-    seed: u64,
-) -> Result<Phase, String> {
-    let before = Lookups::of(&Scrape::get(probe, admin).await?);
-    let scraped = Instant::now();
-    let mark = CpuMark::now(pid);
-    let start = Instant::now() + Duration::from_millis(20);
-    let known: Vec<_> = (0..KNOWN)
-        .map(|i| {
-            let h = host(&known_name(i));
-            tokio::spawn(open_loop(
-                t.known.clone(),
-                t.known_uri.clone(),
-                move || h.clone(),
-                KNOWN_SEND,
-                start,
-                i as f64 / KNOWN as f64,
-                len,
-                false,
-            ))
-        })
-        .collect();
-    let flood = flood.then(|| {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        // The pool is the same in every phase (so its names stay in the negative cache across
-        // phases only if the cache outlives the pause; it does not at 5 s).
-        let mut pool_rng = fastrand::Rng::with_seed(0x9001);
-        let pool: Vec<HeaderValue> = (0..a.pool)
-            .map(|_| host(&random_name(&mut pool_rng)))
-            .collect();
-        tokio::spawn(open_loop(
-            t.flood.clone(),
-            t.flood_uri.clone(),
-            move || {
-                if rng.bool() {
-                    pool[rng.usize(..pool.len())].clone()
-                } else {
-                    host(&random_name(&mut rng))
-                }
-            },
-            a.flood_rate,
-            start,
-            0.0,
-            len,
-            true,
-        ))
-    });
-    let mut known_samples = Vec::new();
-    for k in known {
-        known_samples.extend(k.await.unwrap());
-    }
-    let flood = match flood {
-        Some(f) => f.await.unwrap(),
-        None => Vec::new(),
-    };
-    let cpu = mark.since(pid);
-    let after = Lookups::of(&Scrape::get(probe, admin).await?);
-    let window = scraped.elapsed();
-    Ok(Phase {
-        known: known_samples,
-        flood,
-        cpu,
-        lookups: after.minus(&before),
-        len,
-        window,
-    })
-}
-
 #[expect(
     clippy::too_many_lines,
     reason = "setup, phases, then the checks in order"
 )]
-async fn drive(
-    a: &Args,
-    proxy: &mut Proxy,
-    listen: SocketAddr,
-    admin: SocketAddr,
-) -> Result<bool, String> {
-    let probe = client();
-    proxy.wait_ready(&probe, admin).await?;
-    let pid = proxy.pid();
+async fn drive(a: &Args, ready: Ready) -> Result<bool, String> {
+    let Ready {
+        listen,
+        admin,
+        pid,
+        probe,
+    } = ready;
     let known_uri: Uri = format!("http://{listen}/?sleep_ms={SLEEP_MS}")
         .parse()
         .unwrap();
