@@ -101,6 +101,19 @@ def svg_chart(names, summary, title):
     return "\n".join(out) + "\n"
 
 
+def write_results(out, md, doc, errors):
+    """Writes OUT.md and OUT.json, prints the table, and warns about any errors wrk counted."""
+    with open(out + ".md", "w", encoding="utf-8") as f:
+        f.write(md)
+    with open(out + ".json", "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    sys.stdout.write("\n" + md)
+    errors = {k: v for k, v in errors.items() if v}
+    if errors:
+        sys.stderr.write(f"WARNING: wrk reported non-2xx responses or socket errors: {errors}\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--meta", required=True)
@@ -215,15 +228,7 @@ def main():
     with open(args.out + ".svg", "w", encoding="utf-8") as f:
         f.write(svg)
     md += f"\n![chart](./{args.out.rsplit('/', 1)[-1]}.svg)\n"
-    with open(args.out + ".md", "w", encoding="utf-8") as f:
-        f.write(md)
-    with open(args.out + ".json", "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-    sys.stdout.write("\n" + md)
-    errors = {n: summary[n]["errors"] for n in names if summary[n]["errors"]}
-    if errors:
-        sys.stderr.write(f"WARNING: wrk reported non-2xx responses or socket errors: {errors}\n")
+    write_results(args.out, md, doc, {n: summary[n]["errors"] for n in names})
 
 
 if __name__ == "__main__":

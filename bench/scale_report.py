@@ -10,13 +10,12 @@ median req/s over the smallest N's median req/s from the same run; "per million 
 slope between the smallest and the largest N.
 """
 import argparse
-import json
 import os
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in bench/
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_report import fmt_int, fmt_k, med, parse_wrk  # noqa: E402
+from e2e_report import fmt_int, fmt_k, med, parse_wrk, write_results  # noqa: E402
 
 MIB = 1024.0  # the records are in KiB
 
@@ -217,15 +216,7 @@ def main():
         "rounds": [{"tenants": n, **r} for n in ns for r in runs.get(n, [])],
         "discarded_disturbed": discarded,
     }
-    with open(args.out + ".md", "w", encoding="utf-8") as f:
-        f.write(md)
-    with open(args.out + ".json", "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-    sys.stdout.write("\n" + md)
-    errors = {n: summary[n]["errors"] for n in ns if summary[n]["errors"]}
-    if errors:
-        sys.stderr.write(f"WARNING: wrk reported non-2xx responses or socket errors: {errors}\n")
+    write_results(args.out, md, doc, {n: summary[n]["errors"] for n in ns})
 
 
 if __name__ == "__main__":
