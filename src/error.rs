@@ -28,6 +28,8 @@ pub enum ErrorSource {
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error(transparent)]
+    Hygiene(#[from] crate::proxy::hygiene::Violation),
+    #[error(transparent)]
     Identify(#[from] IdentifyError),
     #[error(transparent)]
     Route(#[from] RouteError),
@@ -87,6 +89,9 @@ impl ProxyError {
         use Outcome as O;
         use StatusCode as S;
         match self {
+            Self::Hygiene(v) => {
+                ErrorResponse::new(S::BAD_REQUEST, v.code(), O::bad_request, Downstream)
+            }
             Self::Identify(IdentifyError::Tenant(e)) => match e {
                 TenantError::Invalid(_) => {
                     ErrorResponse::new(S::BAD_REQUEST, "invalid_tenant", O::bad_request, Downstream)

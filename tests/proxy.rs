@@ -345,6 +345,7 @@ async fn admin_endpoints_report_health_readiness_metrics_and_placement() {
         n::TARGET_ADDRESSES,
         n::DNS_RESOLUTIONS_TOTAL,
         n::RETRIES_TOTAL,
+        n::REQUESTS_REJECTED_TOTAL,
     ];
     for name in n::ALL
         .iter()
@@ -484,11 +485,12 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cell_sees_the_host_the_tenant_was_read_from() {
-    // Absolute-form target naming acme, Host header naming globex: the URI authority wins for
-    // routing (RFC 9112 §3.2.2), and the cell must be told the same host, not the other one.
+    // Absolute-form target naming acme: the URI authority is what routes (RFC 9112 §3.2.2), and
+    // the cell must be told that host. (A Host naming another tenant is refused with 400 by the
+    // hygiene stage: tests/ingress.rs.)
     let h = Harness::start().await;
     let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    s.write_all(b"GET http://acme.app.test/abs HTTP/1.1\r\nHost: globex.app.test\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET http://acme.app.test/abs HTTP/1.1\r\nHost: acme.app.test\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut out = Vec::new();

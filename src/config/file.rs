@@ -40,6 +40,7 @@ pub struct FileConfig {
 pub struct FileServer {
     pub workers: Option<usize>,
     pub shutdown_grace: Option<String>,
+    pub headers_with_underscores: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

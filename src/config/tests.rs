@@ -446,6 +446,7 @@ fn misc_ranges_are_checked() {
     let cases = [
         ("[server]\nworkers = 1000", "server.workers"),
         ("[server]\nshutdown_grace = \"5\"", "server.shutdown_grace"),
+        ("[server]\nheaders_with_underscores = \"strip\"", "server.headers_with_underscores"),
         ("[access_log]\nsample = 1.5", "access_log.sample"),
         ("[access_log]\nbuffer = 0", "access_log.buffer"),
         ("[auth]\nmax_token_bytes = 10", "auth.max_token_bytes"),

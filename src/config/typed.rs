@@ -44,6 +44,22 @@ pub struct ServerConfig {
     pub workers: usize,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// What a request header name with an underscore gets (`server.headers_with_underscores`).
+    pub underscores: HeaderUnderscores,
+}
+
+/// What happens to request header names containing `_`: a proxy in front of software that
+/// treats `_` and `-` alike (CGI, some frameworks) lets `x_tenant_id` slip past a check of
+/// `x-tenant-id`. Names as in Envoy's `headers_with_underscores_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderUnderscores {
+    /// 400 and close.
+    #[default]
+    Reject,
+    /// Removed before the request goes on.
+    Drop,
+    /// Passed through.
+    Allow,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +186,18 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
             raw.server.shutdown_grace.as_ref(),
             Duration::from_secs(30),
         )?,
+        underscores: match raw.server.headers_with_underscores.as_deref() {
+            None | Some("reject") => HeaderUnderscores::Reject,
+            Some("drop") => HeaderUnderscores::Drop,
+            Some("allow") => HeaderUnderscores::Allow,
+            Some(other) => {
+                return Err(FieldError::new(
+                    "server.headers_with_underscores",
+                    other,
+                    "one of \"reject\", \"drop\", \"allow\"",
+                ));
+            }
+        },
     };
 
     if raw.listeners.is_empty() {

@@ -151,6 +151,11 @@ struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RejectLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ListenerLabels {
     listener: String,
 }
@@ -185,6 +190,7 @@ pub struct Metrics {
     pub placement_deltas: Counter,
     pub placement_version_regressions: Counter,
     pub access_log_dropped: Counter,
+    rejected: Family<RejectLabels, Counter>,
     /// The verifier's counters.
     pub auth: AuthMetrics,
     /// On-demand lookup counters.
@@ -249,6 +255,7 @@ impl Metrics {
             placement_deltas: Counter::default(),
             placement_version_regressions: Counter::default(),
             access_log_dropped: Counter::default(),
+            rejected: Family::default(),
             auth: AuthMetrics::default(),
             lookups: LookupMetrics::default(),
             upstream: upstream::UpstreamMetrics::default(),
@@ -343,6 +350,11 @@ impl Metrics {
             m.access_log_dropped.clone(),
         );
         registry.register(
+            counter_name(n::REQUESTS_REJECTED_TOTAL),
+            "Requests refused as malformed or ambiguous (400 and close), by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
             counter_name(n::RATELIMIT_REJECTIONS_TOTAL),
             "Requests refused by a tenant limit, by tier, cell and limit",
             m.limited.clone(),
@@ -401,6 +413,11 @@ impl Metrics {
     }
 
     /// Counts a request refused by a token check (`reason` from a fixed set).
+    /// Counts a request refused before any stage looked at it (hygiene, or hyper's parser).
+    pub fn request_rejected(&self, reason: &'static str) {
+        self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
     pub fn auth_rejection(&self, reason: &'static str) {
         self.auth_families.rejection(reason);
     }

@@ -5,6 +5,8 @@
 
 /// Requests answered, by `cell` (`none` before a cell was chosen), `status_class` and `outcome`.
 pub const HTTP_REQUESTS_TOTAL: &str = "cellgate_http_requests_total";
+/// Requests refused by the hygiene stage (400 and close) or by hyper's parser, by `reason`.
+pub const REQUESTS_REJECTED_TOTAL: &str = "cellgate_requests_rejected_total";
 /// Time from request head received to response head sent, by `cell`.
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "cellgate_http_request_duration_seconds";
 /// Time from forwarding to the cell's response head, by `cell`.
@@ -109,6 +111,7 @@ pub const ALL: &[&str] = &[
     REGISTRY_LOOKUPS_TOTAL,
     PLACEMENT_DANGLING_TENANTS,
     ACCESS_LOG_DROPPED_TOTAL,
+    REQUESTS_REJECTED_TOTAL,
     HTTP_CONNECTIONS_TOTAL,
     HTTP_CONNECTIONS_OPEN,
     JWT_VERIFICATIONS_TOTAL,

@@ -20,6 +20,7 @@
 mod body;
 mod forward;
 pub mod headers;
+pub mod hygiene;
 pub mod moves;
 mod server;
 
@@ -177,6 +178,22 @@ pub async fn handle(
         method: parts.method.clone(),
         uri: parts.uri.clone(),
     };
+
+    // hygiene: ambiguous framing or addressing is refused, and an HTTP/1 connection closed.
+    let underscores = s.config.server.underscores;
+    if let Err(v) = hygiene::check(&parts, underscores) {
+        tracing::debug!(client = %client.peer, reason = v.reason(), "request refused: {v}");
+        s.metrics.request_rejected(v.reason());
+        let mut resp = refuse(s, &arrival, v.into(), None, None);
+        if parts.version < Version::HTTP_2 {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return Ok(resp);
+    }
+    if underscores == crate::config::HeaderUnderscores::Drop {
+        hygiene::drop_underscored(&mut parts.headers);
+    }
 
     // identify
     let identity = match identify(

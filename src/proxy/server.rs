@@ -481,6 +481,16 @@ fn serve_conn<I>(
     metrics.connections_open.inc();
     tokio::task::spawn_local(async move {
         if let Err(e) = conn.await {
+            // A head hyper could not parse (obs-fold, CR/LF/NUL in a header, a bad or
+            // conflicting Content-Length, an oversized head) never became a request: it is
+            // counted here, and hyper answered 400/431 and closed.
+            if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                if h.is_parse_too_large() {
+                    metrics.request_rejected("header_too_large");
+                } else if h.is_parse() {
+                    metrics.request_rejected("malformed");
+                }
+            }
             tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
         }
         metrics.connections_open.dec();

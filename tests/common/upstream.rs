@@ -301,6 +301,7 @@ async fn answer(
         "tenant": h("x-tenant-id"),
         "method": req.method().as_str(),
         "path": req.uri().path(),
+        "header_names": req.headers().keys().map(|k| k.as_str()).collect::<Vec<_>>(),
     });
     let received = req
         .into_body()

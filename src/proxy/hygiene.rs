@@ -1,0 +1,264 @@
+//! The *hygiene* stage: requests whose framing or addressing two HTTP implementations could
+//! read differently are refused before anything else looks at them (400, and the connection
+//! is closed, since where the next request starts is no longer certain).
+//!
+//! hyper already refuses malformed `Content-Length` values, differing duplicate lengths,
+//! obs-fold, and CR, LF or NUL inside names or values (those end the connection before a
+//! request exists; `server.rs` counts them as `malformed`). It settles `Content-Length` with
+//! `Transfer-Encoding` itself, as nginx and HAProxy do: chunked wins, the length is removed
+//! and the connection is closed after the answer, so this stage never sees that pair on an
+//! HTTP/1 request (the check stays for any other engine); a `Content-Length` repeated with the
+//! same value is kept once (RFC 9110 §8.6). This stage adds what hyper lets through: a
+//! repeated `Content-Length`
+//! (even with the same value), a `Transfer-Encoding` other than exactly `chunked`, several
+//! `Host` headers, a `Host` that disagrees with the request target's authority (absolute-form,
+//! or HTTP/2's `:authority`), a missing `Host` in HTTP/1.1, and header names with an underscore
+//! (`server.headers_with_underscores`). One pass over the header names, a few lookups.
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::request::Parts;
+use http::{HeaderValue, Version};
+
+use crate::config::HeaderUnderscores;
+
+/// Why a request was refused; `reason` is the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("both Content-Length and Transfer-Encoding")]
+    LengthAndChunked,
+    #[error("repeated or malformed Content-Length")]
+    ContentLength,
+    #[error("Transfer-Encoding other than exactly \"chunked\"")]
+    TransferEncoding,
+    #[error("several Host headers")]
+    SeveralHosts,
+    #[error("Host disagrees with the request target's authority")]
+    HostMismatch,
+    #[error("no Host header")]
+    HostMissing,
+    #[error("a header name with an underscore")]
+    Underscore,
+}
+
+impl Violation {
+    /// The `reason` label of `cellgate_requests_rejected_total`.
+    #[must_use]
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::LengthAndChunked => "content_length_and_transfer_encoding",
+            Self::ContentLength => "content_length",
+            Self::TransferEncoding => "transfer_encoding",
+            Self::SeveralHosts => "several_hosts",
+            Self::HostMismatch => "host_mismatch",
+            Self::HostMissing => "host_missing",
+            Self::Underscore => "underscore_header",
+        }
+    }
+
+    /// The `error` code of the JSON answer.
+    #[must_use]
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::LengthAndChunked | Self::ContentLength | Self::TransferEncoding => {
+                "invalid_framing"
+            }
+            Self::SeveralHosts | Self::HostMismatch | Self::HostMissing => "invalid_host",
+            Self::Underscore => "invalid_header_name",
+        }
+    }
+}
+
+/// Checks a request head. `Ok` means it may go on (after [`drop_underscored`] when
+/// underscores are to be dropped).
+pub fn check(parts: &Parts, underscores: HeaderUnderscores) -> Result<(), Violation> {
+    let h = &parts.headers;
+    if parts.version < Version::HTTP_2 {
+        framing(h)?;
+    }
+    host(parts)?;
+    if underscores == HeaderUnderscores::Reject && h.keys().any(underscored) {
+        return Err(Violation::Underscore);
+    }
+    Ok(())
+}
+
+/// Removes every header whose name has an underscore (`headers_with_underscores = "drop"`).
+pub fn drop_underscored(headers: &mut HeaderMap) {
+    if !headers.keys().any(underscored) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|k| underscored(k)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+fn underscored(name: &HeaderName) -> bool {
+    name.as_str().as_bytes().contains(&b'_')
+}
+
+/// HTTP/1 body framing: one way to find the end of the body, spelled one way.
+fn framing(h: &HeaderMap) -> Result<(), Violation> {
+    let mut te = h.get_all(header::TRANSFER_ENCODING).iter();
+    let mut cl = h.get_all(header::CONTENT_LENGTH).iter();
+    match (te.next(), cl.next()) {
+        (Some(_), Some(_)) => Err(Violation::LengthAndChunked),
+        (Some(v), None)
+            if te.next().is_some() || !v.as_bytes().eq_ignore_ascii_case(b"chunked") =>
+        {
+            Err(Violation::TransferEncoding)
+        }
+        (None, Some(v)) if cl.next().is_some() || !digits(v) => Err(Violation::ContentLength),
+        _ => Ok(()),
+    }
+}
+
+fn digits(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 19 && b.iter().all(u8::is_ascii_digit)
+}
+
+/// One `Host`, agreeing with the target's authority when there is one.
+fn host(parts: &Parts) -> Result<(), Violation> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Violation::SeveralHosts);
+    }
+    match (parts.uri.authority(), first) {
+        (Some(a), Some(h)) if !a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes()) => {
+            Err(Violation::HostMismatch)
+        }
+        (None, None) if parts.version == Version::HTTP_11 => Err(Violation::HostMissing),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parts(version: Version, uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::get(uri).version(version);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn h1(headers: &[(&str, &str)]) -> Result<(), Violation> {
+        check(
+            &parts(Version::HTTP_11, "/", headers),
+            HeaderUnderscores::Reject,
+        )
+    }
+
+    #[test]
+    fn ordinary_requests_pass() {
+        assert_eq!(h1(&[("host", "acme.localhost")]), Ok(()));
+        assert_eq!(h1(&[("host", "a"), ("content-length", "12")]), Ok(()));
+        assert_eq!(
+            h1(&[("host", "a"), ("transfer-encoding", "chunked")]),
+            Ok(())
+        );
+        assert_eq!(
+            h1(&[("host", "a"), ("transfer-encoding", "Chunked")]),
+            Ok(())
+        );
+        let absolute = parts(
+            Version::HTTP_11,
+            "http://acme.localhost/x",
+            &[("host", "ACME.localhost")],
+        );
+        assert_eq!(check(&absolute, HeaderUnderscores::Reject), Ok(()));
+        // HTTP/2: :authority alone, or with an agreeing Host.
+        let h2 = parts(Version::HTTP_2, "https://acme.localhost/", &[]);
+        assert_eq!(check(&h2, HeaderUnderscores::Reject), Ok(()));
+        // HTTP/1.0 may omit Host.
+        assert_eq!(
+            check(
+                &parts(Version::HTTP_10, "/", &[]),
+                HeaderUnderscores::Reject
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn each_smuggling_shape_is_refused_with_its_reason() {
+        use Violation as V;
+        let cases: &[(&[(&str, &str)], V)] = &[
+            (
+                &[
+                    ("host", "a"),
+                    ("content-length", "4"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                V::LengthAndChunked,
+            ),
+            (
+                &[
+                    ("host", "a"),
+                    ("content-length", "3"),
+                    ("content-length", "3"),
+                ],
+                V::ContentLength,
+            ),
+            (&[("host", "a"), ("content-length", "-1")], V::ContentLength),
+            (
+                &[("host", "a"), ("transfer-encoding", "gzip, chunked")],
+                V::TransferEncoding,
+            ),
+            (
+                &[
+                    ("host", "a"),
+                    ("transfer-encoding", "chunked"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                V::TransferEncoding,
+            ),
+            (
+                &[("host", "a"), ("transfer-encoding", "identity")],
+                V::TransferEncoding,
+            ),
+            (&[("host", "a"), ("host", "b")], V::SeveralHosts),
+            (&[], V::HostMissing),
+            (&[("host", "a"), ("x_tenant_id", "globex")], V::Underscore),
+        ];
+        for (headers, want) in cases {
+            assert_eq!(h1(headers), Err(*want), "{headers:?}");
+            assert!(!want.reason().is_empty() && !want.code().is_empty());
+        }
+        let absolute = parts(
+            Version::HTTP_11,
+            "http://globex.localhost/",
+            &[("host", "acme.localhost")],
+        );
+        assert_eq!(
+            check(&absolute, HeaderUnderscores::Reject),
+            Err(V::HostMismatch)
+        );
+        let h2 = parts(
+            Version::HTTP_2,
+            "https://globex.localhost/",
+            &[("host", "acme.localhost")],
+        );
+        assert_eq!(check(&h2, HeaderUnderscores::Reject), Err(V::HostMismatch));
+    }
+
+    #[test]
+    fn underscores_can_be_dropped_or_allowed() {
+        let p = parts(
+            Version::HTTP_11,
+            "/",
+            &[("host", "a"), ("x_tenant_id", "globex"), ("x-ok", "1")],
+        );
+        assert_eq!(check(&p, HeaderUnderscores::Allow), Ok(()));
+        assert_eq!(check(&p, HeaderUnderscores::Drop), Ok(()));
+        let mut headers = p.headers;
+        drop_underscored(&mut headers);
+        assert!(!headers.contains_key("x_tenant_id"));
+        assert!(headers.contains_key("x-ok") && headers.contains_key("host"));
+    }
+}
