@@ -101,6 +101,19 @@ def svg_chart(names, summary, title):
     return "\n".join(out) + "\n"
 
 
+def read_meta(path):
+    """The key=value header lines written by the bench script: (meta dict, list of notes)."""
+    meta, notes = {}, []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            key, _, value = line.rstrip("\n").partition("=")
+            if key == "note":
+                notes.append(value)
+            else:
+                meta[key] = value
+    return meta, notes
+
+
 def write_results(out, md, doc, errors):
     """Writes OUT.md and OUT.json, prints the table, and warns about any errors wrk counted."""
     with open(out + ".md", "w", encoding="utf-8") as f:
@@ -121,13 +134,7 @@ def main():
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    meta, notes = {}, []
-    for line in open(args.meta, encoding="utf-8"):
-        key, _, value = line.rstrip("\n").partition("=")
-        if key == "note":
-            notes.append(value)
-        else:
-            meta[key] = value
+    meta, notes = read_meta(args.meta)
 
     runs = {}
     quiet_cpu = float(meta.get("quiet_cpu_pct", "10"))

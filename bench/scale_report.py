@@ -15,7 +15,7 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in bench/
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_report import fmt_int, fmt_k, med, parse_wrk, write_results  # noqa: E402
+from e2e_report import fmt_int, fmt_k, med, parse_wrk, read_meta, write_results  # noqa: E402
 
 MIB = 1024.0  # the records are in KiB
 
@@ -56,13 +56,7 @@ def main():
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    meta, notes = {}, []
-    for line in open(args.meta, encoding="utf-8"):
-        key, _, value = line.rstrip("\n").partition("=")
-        if key == "note":
-            notes.append(value)
-        else:
-            meta[key] = value
+    meta, notes = read_meta(args.meta)
     quiet_cpu = float(meta.get("quiet_cpu_pct", "10"))
     ns = sorted({int(n) for n in meta.get("tenants", "").split(",") if n})
 

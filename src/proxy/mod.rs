@@ -1,15 +1,15 @@
 //! The engine adapter: hyper server and per-worker upstream pool, wired through the stages.
 //!
 //! ```text
-//!  client ──► identify ──► place+route ──► admit ─────► rewrite ──► forward ───► respond ──► log
-//!             tenant::     routing::       ratelimit::  proxy::     upstream::   proxy::     metrics +
-//!             identify     route_with      Limiter      headers     select +     headers     accesslog
-//!             (auth::      (one snapshot   (cell cap,   (strip,     Pool::send   (hop-by-
-//!             Verifier:    load, issuer    tier rate,   set trusted, (an address hop, id;
-//!             cached JWT,  binding, arm:   in-flight;   claims)      in rotation, moves::
-//!             host, header) forced > pin   Permit held               retries in  Watch on
-//!                          > weights)      by the body)              the arm,    long-lived)
-//!                                                                    budgeted)
+//!  client ──► hygiene ──► identify ──► place+route ──► admit ─────► rewrite ──► forward ───► respond ──► log
+//!             proxy::      tenant::     routing::       ratelimit::  proxy::     upstream::   proxy::     metrics +
+//!             hygiene      identify     route_with      Limiter      headers     select +     headers     accesslog
+//!                          (auth::      (one snapshot   (cell cap,   (strip,     Pool::send   (hop-by-
+//!                          Verifier:    load, issuer    tier rate,   set trusted, (an address hop, id;
+//!                          cached JWT,  binding, arm:   in-flight;   claims)      in rotation, moves::
+//!                          host, header) forced > pin   Permit held               retries in  Watch on
+//!                                       > weights)      by the body)              the arm,    long-lived)
+//!                                                                                 budgeted)
 //!  any stage may refuse ──► error::ProxyError::response ──► JSON body + status ──► log
 //! ```
 //!
