@@ -14,7 +14,7 @@ use crate::metrics::{Outcome, UpstreamErrorKind};
 use crate::ratelimit::{Limited, ceil_secs};
 use crate::routing::RouteError;
 use crate::tenant::{IdentifyError, TenantError};
-use crate::upstream::UpstreamError;
+use crate::upstream::{BodyLimit, UpstreamError};
 
 /// Whose fault a failure is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,17 @@ pub enum ProxyError {
     Limit(#[from] Limited),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The client's body broke a limit while it was being forwarded.
+    #[error(transparent)]
+    BodyLimit(#[from] BodyLimit),
+}
+
+impl ProxyError {
+    /// A failed exchange, blamed on the client's body when that is what broke a limit.
+    #[must_use]
+    pub fn from_exchange(error: UpstreamError) -> Self {
+        BodyLimit::of(&error).map_or(Self::Upstream(error), Self::BodyLimit)
+    }
 }
 
 /// How a [`ProxyError`] is answered.
@@ -90,7 +101,7 @@ impl ProxyError {
         use StatusCode as S;
         match self {
             Self::Hygiene(v) => {
-                ErrorResponse::new(S::BAD_REQUEST, v.code(), O::bad_request, Downstream)
+                ErrorResponse::new(v.status(), v.code(), O::bad_request, Downstream)
             }
             Self::Identify(IdentifyError::Tenant(e)) => match e {
                 TenantError::Invalid(_) => {
@@ -231,6 +242,18 @@ impl ProxyError {
                     )
                 },
             },
+            Self::BodyLimit(BodyLimit::TooLarge) => ErrorResponse::new(
+                S::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                O::bad_request,
+                Downstream,
+            ),
+            Self::BodyLimit(BodyLimit::Timeout) => ErrorResponse::new(
+                S::REQUEST_TIMEOUT,
+                "request_timeout",
+                O::bad_request,
+                Downstream,
+            ),
             Self::Upstream(e) => {
                 let (status, code, kind) = match e {
                     UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } => (

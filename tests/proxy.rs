@@ -346,6 +346,7 @@ async fn admin_endpoints_report_health_readiness_metrics_and_placement() {
         n::DNS_RESOLUTIONS_TOTAL,
         n::RETRIES_TOTAL,
         n::REQUESTS_REJECTED_TOTAL,
+        n::CONNECTIONS_REFUSED_TOTAL,
     ];
     for name in n::ALL
         .iter()

@@ -41,12 +41,39 @@ pub struct FileServer {
     pub workers: Option<usize>,
     pub shutdown_grace: Option<String>,
     pub headers_with_underscores: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_uri_bytes: Option<usize>,
+    pub max_body_bytes: Option<u64>,
+    pub header_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    #[serde(default)]
+    pub http2: FileHttp2,
+    #[serde(default)]
+    pub trusted_hops: Vec<String>,
+    pub trust_x_forwarded_for: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttp2 {
+    pub max_concurrent_streams: Option<u32>,
+    pub stream_window: Option<u32>,
+    pub connection_window: Option<u32>,
+    pub max_pending_resets: Option<usize>,
+    pub max_local_resets: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileListener {
     pub address: String,
+    /// Expect a PROXY protocol header from trusted hops.
+    #[serde(default)]
+    pub proxy_protocol: bool,
     pub tls: Option<FileTls>,
 }
 

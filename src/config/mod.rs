@@ -10,6 +10,7 @@ mod auth;
 mod canary;
 pub mod file;
 mod limits;
+mod server;
 mod typed;
 mod upstream;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 pub use auth::{AuthConfig, IssuerConfig, build_auth};
 pub use canary::{CanaryConfig, ForceArm, HashBy, build_canary};
 pub use limits::{LimitsConfig, RouteClassConfig, TierConfig, build_limits};
+pub use server::{ConnectionLimits, HeaderUnderscores, Http2Config, IngressLimits, ServerConfig};
 pub use typed::*;
 pub use upstream::{
     DnsConfig, HealthCheckConfig, MAX_POOL_IDLE, OutlierConfig, RetryConfig, UpstreamConfig,
@@ -129,6 +131,7 @@ fn apply_overrides(raw: &mut file::FileConfig, o: &Overrides) {
             Some(first) => first.address.clone_from(listen),
             None => raw.listeners.push(file::FileListener {
                 address: listen.clone(),
+                proxy_protocol: false,
                 tls: None,
             }),
         }

@@ -447,6 +447,16 @@ fn misc_ranges_are_checked() {
         ("[server]\nworkers = 1000", "server.workers"),
         ("[server]\nshutdown_grace = \"5\"", "server.shutdown_grace"),
         ("[server]\nheaders_with_underscores = \"strip\"", "server.headers_with_underscores"),
+        ("[server]\nmax_header_bytes = 1024", "server.max_header_bytes"),
+        ("[server]\nmax_headers = 5000", "server.max_headers"),
+        ("[server]\nmax_uri_bytes = 10", "server.max_uri_bytes"),
+        ("[server]\nheader_timeout = \"10ms\"", "server.header_timeout"),
+        ("[server]\nidle_timeout = \"2h\"", "server.idle_timeout"),
+        ("[server]\nrequest_timeout = \"soon\"", "server.request_timeout"),
+        ("[server]\nmax_connections = 0", "server.max_connections"),
+        ("[server.http2]\nmax_concurrent_streams = 0", "server.http2.max_concurrent_streams"),
+        ("[server.http2]\nstream_window = 100", "server.http2.stream_window"),
+        ("[server.http2]\nmax_pending_resets = 0", "server.http2.max_pending_resets"),
         ("[access_log]\nsample = 1.5", "access_log.sample"),
         ("[access_log]\nbuffer = 0", "access_log.buffer"),
         ("[auth]\nmax_token_bytes = 10", "auth.max_token_bytes"),
@@ -459,6 +469,28 @@ fn misc_ranges_are_checked() {
     for (extra, key) in cases {
         assert_eq!(invalid(&minimal_plus(extra)).key, key, "{extra}");
     }
+}
+
+#[test]
+fn ingress_defaults_are_the_documented_ones() {
+    let c = parse(MINIMAL).unwrap();
+    let l = c.server.limits;
+    assert_eq!(
+        (l.max_header_bytes, l.max_headers, l.max_uri_bytes),
+        (32 * 1024, 100, 8192)
+    );
+    assert_eq!(l.max_body_bytes, 100 * 1024 * 1024);
+    assert_eq!(l.header_timeout, Duration::from_secs(10));
+    assert_eq!(
+        (l.idle_timeout, l.request_timeout),
+        (Duration::from_secs(60), Duration::from_secs(60))
+    );
+    assert_eq!(
+        (c.server.connections.max, c.server.connections.per_ip),
+        (10_000, 1024)
+    );
+    assert_eq!(c.server.http2.max_concurrent_streams, 100);
+    assert_eq!(c.server.http2.max_pending_resets, 20);
 }
 
 #[test]

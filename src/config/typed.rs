@@ -9,7 +9,7 @@ use ipnet::IpNet;
 
 use super::auth::{AuthConfig, build_auth};
 use super::file::{FileConfig, FileRegistry};
-use super::{FieldError, parse_addr, parse_duration};
+use super::{FieldError, ServerConfig, parse_addr, parse_duration};
 use crate::placement::Cell;
 use crate::tenant::TenantSource;
 
@@ -39,32 +39,10 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Data-plane threads, one current-thread runtime each.
-    pub workers: usize,
-    /// How long in-flight requests may run after a shutdown signal.
-    pub shutdown_grace: Duration,
-    /// What a request header name with an underscore gets (`server.headers_with_underscores`).
-    pub underscores: HeaderUnderscores,
-}
-
-/// What happens to request header names containing `_`: a proxy in front of software that
-/// treats `_` and `-` alike (CGI, some frameworks) lets `x_tenant_id` slip past a check of
-/// `x-tenant-id`. Names as in Envoy's `headers_with_underscores_action`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum HeaderUnderscores {
-    /// 400 and close.
-    #[default]
-    Reject,
-    /// Removed before the request goes on.
-    Drop,
-    /// Passed through.
-    Allow,
-}
-
-#[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub address: SocketAddr,
+    /// Connections from `server.trusted_hops` start with a PROXY protocol header.
+    pub proxy_protocol: bool,
     pub tls: Option<TlsFiles>,
 }
 
@@ -174,31 +152,7 @@ pub(crate) fn resolve(base: &Path, p: &str) -> PathBuf {
 }
 
 pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config, FieldError> {
-    let workers = match raw.server.workers {
-        None | Some(0) => std::thread::available_parallelism().map_or(1, usize::from),
-        Some(n) if n > 256 => return Err(FieldError::new("server.workers", n, "at most 256")),
-        Some(n) => n,
-    };
-    let server = ServerConfig {
-        workers,
-        shutdown_grace: dur(
-            "server.shutdown_grace",
-            raw.server.shutdown_grace.as_ref(),
-            Duration::from_secs(30),
-        )?,
-        underscores: match raw.server.headers_with_underscores.as_deref() {
-            None | Some("reject") => HeaderUnderscores::Reject,
-            Some("drop") => HeaderUnderscores::Drop,
-            Some("allow") => HeaderUnderscores::Allow,
-            Some(other) => {
-                return Err(FieldError::new(
-                    "server.headers_with_underscores",
-                    other,
-                    "one of \"reject\", \"drop\", \"allow\"",
-                ));
-            }
-        },
-    };
+    let server = super::server::build_server(&raw.server)?;
 
     if raw.listeners.is_empty() {
         return Err(FieldError::new(
@@ -225,7 +179,18 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
                 }
             }
         }
-        listeners.push(ListenerConfig { address, tls });
+        if l.proxy_protocol && server.trusted_hops.is_empty() {
+            return Err(FieldError::new(
+                format!("listeners[{i}].proxy_protocol"),
+                true,
+                "needs server.trusted_hops: the header is only read from them",
+            ));
+        }
+        listeners.push(ListenerConfig {
+            address,
+            proxy_protocol: l.proxy_protocol,
+            tls,
+        });
     }
     let admin = AdminConfig {
         address: parse_addr(

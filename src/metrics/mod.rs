@@ -191,6 +191,9 @@ pub struct Metrics {
     pub placement_version_regressions: Counter,
     pub access_log_dropped: Counter,
     rejected: Family<RejectLabels, Counter>,
+    refused: Family<RejectLabels, Counter>,
+    /// Client connections closed for idleness.
+    pub idle_closed: Counter,
     /// The verifier's counters.
     pub auth: AuthMetrics,
     /// On-demand lookup counters.
@@ -256,6 +259,8 @@ impl Metrics {
             placement_version_regressions: Counter::default(),
             access_log_dropped: Counter::default(),
             rejected: Family::default(),
+            refused: Family::default(),
+            idle_closed: Counter::default(),
             auth: AuthMetrics::default(),
             lookups: LookupMetrics::default(),
             upstream: upstream::UpstreamMetrics::default(),
@@ -351,8 +356,18 @@ impl Metrics {
         );
         registry.register(
             counter_name(n::REQUESTS_REJECTED_TOTAL),
-            "Requests refused as malformed or ambiguous (400 and close), by reason",
+            "Requests refused as malformed, ambiguous, oversized or too slow, by reason",
             m.rejected.clone(),
+        );
+        registry.register(
+            counter_name(n::CONNECTIONS_REFUSED_TOTAL),
+            "Client connections closed as soon as accepted, by reason",
+            m.refused.clone(),
+        );
+        registry.register(
+            counter_name(n::CONNECTIONS_IDLE_CLOSED_TOTAL),
+            "Client connections closed after the idle timeout",
+            m.idle_closed.clone(),
         );
         registry.register(
             counter_name(n::RATELIMIT_REJECTIONS_TOTAL),
@@ -416,6 +431,11 @@ impl Metrics {
     /// Counts a request refused before any stage looked at it (hygiene, or hyper's parser).
     pub fn request_rejected(&self, reason: &'static str) {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    /// A client connection closed as soon as accepted.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&RejectLabels { reason }).inc();
     }
 
     pub fn auth_rejection(&self, reason: &'static str) {

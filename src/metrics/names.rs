@@ -5,8 +5,13 @@
 
 /// Requests answered, by `cell` (`none` before a cell was chosen), `status_class` and `outcome`.
 pub const HTTP_REQUESTS_TOTAL: &str = "cellgate_http_requests_total";
-/// Requests refused by the hygiene stage (400 and close) or by hyper's parser, by `reason`.
+/// Requests refused by the hygiene stage, the ingress limits or hyper's parser, by `reason`.
 pub const REQUESTS_REJECTED_TOTAL: &str = "cellgate_requests_rejected_total";
+/// Client connections closed as soon as accepted, by `reason` (`max_connections`,
+/// `max_connections_per_ip`, `proxy_protocol`).
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "cellgate_connections_refused_total";
+/// Client connections closed after `server.idle_timeout` with no request in flight.
+pub const CONNECTIONS_IDLE_CLOSED_TOTAL: &str = "cellgate_connections_idle_closed_total";
 /// Time from request head received to response head sent, by `cell`.
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "cellgate_http_request_duration_seconds";
 /// Time from forwarding to the cell's response head, by `cell`.
@@ -112,6 +117,8 @@ pub const ALL: &[&str] = &[
     PLACEMENT_DANGLING_TENANTS,
     ACCESS_LOG_DROPPED_TOTAL,
     REQUESTS_REJECTED_TOTAL,
+    CONNECTIONS_REFUSED_TOTAL,
+    CONNECTIONS_IDLE_CLOSED_TOTAL,
     HTTP_CONNECTIONS_TOTAL,
     HTTP_CONNECTIONS_OPEN,
     JWT_VERIFICATIONS_TOTAL,

@@ -17,9 +17,9 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
-use http::{HeaderValue, Version};
+use http::{HeaderValue, StatusCode, Version};
 
-use crate::config::HeaderUnderscores;
+use crate::config::{HeaderUnderscores, IngressLimits};
 
 /// Why a request was refused; `reason` is the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +38,12 @@ pub enum Violation {
     HostMissing,
     #[error("a header name with an underscore")]
     Underscore,
+    #[error("request target longer than server.max_uri_bytes")]
+    UriTooLong,
+    #[error("more header fields than server.max_headers")]
+    TooManyHeaders,
+    #[error("declared body longer than server.max_body_bytes")]
+    BodyTooLarge,
 }
 
 impl Violation {
@@ -52,6 +58,20 @@ impl Violation {
             Self::HostMismatch => "host_mismatch",
             Self::HostMissing => "host_missing",
             Self::Underscore => "underscore_header",
+            Self::UriTooLong => "uri_too_long",
+            Self::TooManyHeaders => "too_many_headers",
+            Self::BodyTooLarge => "body_too_large",
+        }
+    }
+
+    /// The answer's status: 400 for ambiguity, the size statuses for the limits.
+    #[must_use]
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -64,6 +84,9 @@ impl Violation {
             }
             Self::SeveralHosts | Self::HostMismatch | Self::HostMissing => "invalid_host",
             Self::Underscore => "invalid_header_name",
+            Self::UriTooLong => "uri_too_long",
+            Self::TooManyHeaders => "too_many_headers",
+            Self::BodyTooLarge => "body_too_large",
         }
     }
 }
@@ -78,6 +101,30 @@ pub fn check(parts: &Parts, underscores: HeaderUnderscores) -> Result<(), Violat
     host(parts)?;
     if underscores == HeaderUnderscores::Reject && h.keys().any(underscored) {
         return Err(Violation::Underscore);
+    }
+    Ok(())
+}
+
+/// Checks a request head against the size limits hyper does not enforce itself: the target's
+/// length, the field count of an HTTP/2 head (hyper counts HTTP/1 fields), and a declared
+/// body length (a streamed body is counted as it passes, see `upstream::RequestBody`).
+pub fn limits(parts: &Parts, l: &IngressLimits) -> Result<(), Violation> {
+    let uri = &parts.uri;
+    let uri_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    if uri_len > l.max_uri_bytes {
+        return Err(Violation::UriTooLong);
+    }
+    if parts.headers.len() > l.max_headers {
+        return Err(Violation::TooManyHeaders);
+    }
+    if let Some(v) = parts.headers.get(header::CONTENT_LENGTH)
+        && std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|n| n > l.max_body_bytes)
+    {
+        return Err(Violation::BodyTooLarge);
     }
     Ok(())
 }
@@ -245,6 +292,45 @@ mod tests {
             &[("host", "acme.localhost")],
         );
         assert_eq!(check(&h2, HeaderUnderscores::Reject), Err(V::HostMismatch));
+    }
+
+    #[test]
+    fn limits_refuse_long_targets_many_fields_and_large_declared_bodies() {
+        let l = IngressLimits {
+            max_uri_bytes: 20,
+            max_headers: 3,
+            max_body_bytes: 100,
+            ..IngressLimits::default()
+        };
+        let ok = parts(
+            Version::HTTP_11,
+            "/0123456789",
+            &[("host", "a"), ("content-length", "100")],
+        );
+        assert_eq!(limits(&ok, &l), Ok(()));
+        let long = parts(Version::HTTP_11, "/0123456789?abcdefghij", &[("host", "a")]);
+        assert_eq!(limits(&long, &l), Err(Violation::UriTooLong));
+        let absolute = parts(Version::HTTP_11, "http://acme.localhost.example/x", &[]);
+        assert_eq!(limits(&absolute, &l), Err(Violation::UriTooLong));
+        let many = parts(
+            Version::HTTP_2,
+            "/",
+            &[("a", "1"), ("b", "2"), ("c", "3"), ("c", "4")],
+        );
+        assert_eq!(limits(&many, &l), Err(Violation::TooManyHeaders));
+        let big = parts(
+            Version::HTTP_11,
+            "/",
+            &[("host", "a"), ("content-length", "101")],
+        );
+        assert_eq!(limits(&big, &l), Err(Violation::BodyTooLarge));
+        for v in [
+            Violation::UriTooLong,
+            Violation::TooManyHeaders,
+            Violation::BodyTooLarge,
+        ] {
+            assert_ne!(v.status(), StatusCode::BAD_REQUEST);
+        }
     }
 
     #[test]

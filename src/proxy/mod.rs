@@ -17,7 +17,11 @@
 //! turns their refusals into answers. Engine specifics (threads, sockets, TLS, shutdown) live in
 //! [`server`].
 
+mod accept;
 mod body;
+pub mod caps;
+pub mod client_addr;
+pub mod conn;
 mod forward;
 pub mod headers;
 pub mod hygiene;
@@ -25,7 +29,7 @@ pub mod moves;
 mod server;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -70,6 +74,11 @@ pub struct Shared {
     pub upstreams: Arc<Upstreams>,
     /// Client headers removed on top of the built-in internal ones.
     pub strip: Vec<HeaderName>,
+    /// Open client connections, against `server.max_connections[_per_ip]`.
+    pub caps: Arc<caps::ConnectionCaps>,
+    /// Set when the proxy stops (a signal, or a takeover by a new process): HTTP/1 answers
+    /// carry `Connection: close`.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     pub timeouts: Timeouts,
     none_cell: Arc<CellMetrics>,
 }
@@ -115,6 +124,8 @@ impl Shared {
             lookup,
             timeouts: Timeouts::from(&config.upstream),
             none_cell: metrics.unrouted(),
+            caps: Arc::new(caps::ConnectionCaps::new(config.server.connections)),
+            draining: Arc::default(),
             config,
             snapshot,
             metrics,
@@ -136,22 +147,39 @@ pub struct Worker {
 /// A client connection, as known when it was accepted (shared by its requests).
 #[derive(Debug)]
 pub struct Client {
+    /// The socket's peer.
     pub peer: SocketAddr,
+    /// The client's address: the peer's, or the one a trusted hop's PROXY header gave.
+    pub addr: IpAddr,
     pub tls: bool,
-    /// `x-forwarded-for` for `peer`, formatted once per connection rather than per request.
+    /// The client is a trusted hop, and `server.trust_x_forwarded_for` is on: each request's
+    /// `X-Forwarded-For` names the client.
+    pub xff: bool,
+    /// `x-forwarded-for` for `addr`, formatted once per connection rather than per request.
     pub forwarded_for: HeaderValue,
     /// The last bearer token this connection presented, and its verification.
     pub token: TokenMemo,
+    /// What the connection's clocks ([`conn::ConnIo`]) know of its requests.
+    pub conn: Arc<conn::ConnState>,
 }
 
 impl Client {
     #[must_use]
-    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+    pub fn new(
+        peer: SocketAddr,
+        addr: IpAddr,
+        tls: bool,
+        xff: bool,
+        conn: Arc<conn::ConnState>,
+    ) -> Self {
         Self {
             peer,
+            addr,
             tls,
-            forwarded_for: headers::ip_header(peer.ip()),
+            xff,
+            forwarded_for: headers::ip_header(addr),
             token: TokenMemo::default(),
+            conn,
         }
     }
 }
@@ -181,8 +209,10 @@ pub async fn handle(
 
     // hygiene: ambiguous framing or addressing is refused, and an HTTP/1 connection closed.
     let underscores = s.config.server.underscores;
-    if let Err(v) = hygiene::check(&parts, underscores) {
-        tracing::debug!(client = %client.peer, reason = v.reason(), "request refused: {v}");
+    if let Err(v) = hygiene::check(&parts, underscores)
+        .and_then(|()| hygiene::limits(&parts, &s.config.server.limits))
+    {
+        tracing::debug!(client = %client.addr, reason = v.reason(), "request refused: {v}");
         s.metrics.request_rejected(v.reason());
         let mut resp = refuse(s, &arrival, v.into(), None, None);
         if parts.version < Version::HTTP_2 {
@@ -195,10 +225,18 @@ pub async fn handle(
         hygiene::drop_underscored(&mut parts.headers);
     }
 
+    // who: the socket's peer, or what a trusted hop says of the client.
+    let forwarded = if client.xff {
+        client_addr::forwarded_client(&parts.headers, &s.config.server.trusted_hops)
+    } else {
+        None
+    };
+    let forwarded_for = forwarded.map(headers::ip_header);
+
     // identify
     let identity = match identify(
         &parts,
-        client.peer.ip(),
+        forwarded.unwrap_or(client.addr),
         &s.config.tenant,
         &s.verifier,
         &client.token,
@@ -256,7 +294,7 @@ pub async fn handle(
         &decision.tenant_header,
         &cell.id_header,
         &arrival.request_id,
-        &client.forwarded_for,
+        forwarded_for.as_ref().unwrap_or(&client.forwarded_for),
         client.tls,
         host,
         upgrade.clone(),
@@ -290,7 +328,14 @@ pub async fn handle(
         cell,
         cm,
         (decision.group, decision.target),
-        Request::from_parts(parts, RequestBody::from(body)),
+        Request::from_parts(
+            parts,
+            RequestBody::client(
+                body,
+                s.config.server.limits.max_body_bytes,
+                arrival.start + s.config.server.limits.request_timeout,
+            ),
+        ),
         (arrival.start, sent_at, deadline),
         upgrade.is_some(),
     )
@@ -299,11 +344,16 @@ pub async fn handle(
         Ok(ok) => ok,
         Err(Failed { error, target }) => {
             let target = target.map(|i| &*cell.targets[i].url);
-            tracing::warn!(
-                tenant.id = %tenant, cell.id = %cell.id, group = %group.name, target = ?target,
-                request.id = ?arrival.request_id, error = %error, "upstream request failed"
-            );
-            let err = ProxyError::from(error);
+            let err = ProxyError::from_exchange(error);
+            if let ProxyError::BodyLimit(l) = &err {
+                tracing::debug!(tenant.id = %tenant, request.id = ?arrival.request_id, "request body refused: {l}");
+                s.metrics.request_rejected(l.reason());
+            } else {
+                tracing::warn!(
+                    tenant.id = %tenant, cell.id = %cell.id, group = %group.name, target = ?target,
+                    request.id = ?arrival.request_id, error = %err, "upstream request failed"
+                );
+            }
             let status = err.response().status.as_u16();
             s.metrics
                 .upstream
@@ -346,6 +396,7 @@ pub async fn handle(
         });
     let body = if switching {
         drop(rbody);
+        client.conn.upgraded();
         if let (Some(client_upgrade), Some(upstream_upgrade)) =
             (on_upgrade, rparts.extensions.remove::<OnUpgrade>())
         {

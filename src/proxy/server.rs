@@ -16,17 +16,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::{Client, Shared, Worker, handle};
+use super::accept::{ConnTracker, ListenerCtx, accept_loop, http_builder};
+use super::{Shared, Worker};
 use crate::accesslog::AccessLog;
 use crate::auth::Verifier;
 use crate::config::{Config, RegistryConfig};
@@ -37,12 +34,6 @@ use crate::placement::file::FileSource;
 use crate::placement::lookup::Lookup;
 use crate::placement::refresh::{self, RefreshSettings};
 use crate::upstream::{Pool, tls};
-
-/// Full registry reload even when no change was detected (the TTL safety net).
-/// Longest time a client may take to send a request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest time a client may take to complete a TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -293,6 +284,9 @@ impl Server {
 
         shutdown.await;
         tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: draining in-flight requests");
+        shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = stop_tx.send(true);
         for t in threads {
             let _ = t.await;
@@ -327,15 +321,6 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct LocalExec;
-
-impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
-    fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
-    }
-}
-
 fn worker_main(
     shared: Arc<Shared>,
     upstream_tls: Arc<rustls::ClientConfig>,
@@ -367,23 +352,21 @@ fn worker_main(
                 pool.sweep();
             }
         });
-        let graceful = Rc::new(GracefulShutdown::new());
-        let mut builder = auto::Builder::new(LocalExec);
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true).writev(false);
-        builder.http2().timer(TokioTimer::new()).max_concurrent_streams(100);
-        let builder = Rc::new(builder);
+        let tracker = Rc::new(ConnTracker::default());
+        let builder = Rc::new(http_builder(&shared.config.server));
         let mut loops = Vec::with_capacity(listeners.len());
         for (index, std_listener, tls) in listeners {
             let listener = TcpListener::from_std(std_listener)?;
-            loops.push(tokio::task::spawn_local(accept_loop(
-                listener,
+            let ctx = ListenerCtx {
                 index,
                 tls,
-                Rc::clone(&worker),
-                Rc::clone(&builder),
-                Rc::clone(&graceful),
-                stop.clone(),
-            )));
+                proxy_protocol: shared.config.listeners[index].proxy_protocol,
+                worker: Rc::clone(&worker),
+                builder: Rc::clone(&builder),
+                tracker: Rc::clone(&tracker),
+                stop: stop.clone(),
+            };
+            loops.push(tokio::task::spawn_local(accept_loop(listener, ctx)));
         }
         stopped(&mut stop).await;
         for l in loops {
@@ -391,108 +374,9 @@ fn worker_main(
         }
         sweeper.abort();
         follower.abort();
-        match Rc::try_unwrap(graceful) {
-            Ok(g) => {
-                if tokio::time::timeout(grace, g.shutdown()).await.is_err() {
-                    tracing::warn!(grace = ?grace, "shutdown grace expired; closing the remaining connections");
-                }
-            }
-            Err(_) => tokio::time::sleep(grace).await,
+        if tokio::time::timeout(grace, tracker.all_closed()).await.is_err() {
+            tracing::warn!(grace = ?grace, "shutdown grace expired; closing the remaining connections");
         }
         Ok(())
     })
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    index: usize,
-    tls: Option<TlsAcceptor>,
-    worker: Rc<Worker>,
-    builder: Rc<auto::Builder<LocalExec>>,
-    graceful: Rc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let accepted = worker.shared.metrics.listener_connections(index);
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut stop) => return,
-        };
-        accepted.inc();
-        let _ = stream.set_nodelay(true);
-        let worker = Rc::clone(&worker);
-        let builder = Rc::clone(&builder);
-        let graceful = Rc::clone(&graceful);
-        match &tls {
-            None => serve_conn(
-                TokioIo::new(stream),
-                peer,
-                false,
-                worker,
-                &builder,
-                &graceful,
-            ),
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                tokio::task::spawn_local(async move {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(tls_stream)) => serve_conn(
-                            TokioIo::new(tls_stream),
-                            peer,
-                            true,
-                            worker,
-                            &builder,
-                            &graceful,
-                        ),
-                        Ok(Err(e)) => {
-                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        }
-    }
-}
-
-fn serve_conn<I>(
-    io: I,
-    peer: SocketAddr,
-    tls: bool,
-    worker: Rc<Worker>,
-    builder: &auto::Builder<LocalExec>,
-    graceful: &GracefulShutdown,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let metrics = Arc::clone(&worker.shared.metrics);
-    let client = Rc::new(Client::new(peer, tls));
-    let svc = service_fn(move |req| handle(Rc::clone(&worker), req, Rc::clone(&client)));
-    let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
-    metrics.connections_open.inc();
-    tokio::task::spawn_local(async move {
-        if let Err(e) = conn.await {
-            // A head hyper could not parse (obs-fold, CR/LF/NUL in a header, a bad or
-            // conflicting Content-Length, an oversized head) never became a request: it is
-            // counted here, and hyper answered 400/431 and closed.
-            if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                if h.is_parse_too_large() {
-                    metrics.request_rejected("header_too_large");
-                } else if h.is_parse() {
-                    metrics.request_rejected("malformed");
-                }
-            }
-            tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
-        }
-        metrics.connections_open.dec();
-    });
 }

@@ -24,44 +24,128 @@ use crate::accesslog::PendingLog;
 
 pin_project! {
     /// What a forwarded request carries: the client's body, or nothing (a retry of a bodiless
-    /// idempotent request, rebuilt from its head).
+    /// idempotent request, rebuilt from its head). The client's body is held to
+    /// `server.max_body_bytes` as it streams (a declared length was checked up front) and
+    /// must end by the request deadline (`server.request_timeout`): a slow or endless upload
+    /// cannot hold a cell's connection open.
     #[project = RequestBodyProj]
     pub enum RequestBody {
-        Client { #[pin] body: Incoming },
+        Client { #[pin] body: Incoming, left: u64, deadline: Instant, timer: Option<Pin<Box<Sleep>>> },
         Empty,
     }
 }
 
-impl From<Incoming> for RequestBody {
-    fn from(body: Incoming) -> Self {
-        Self::Client { body }
+/// A limit the client's request body ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyLimit {
+    #[error("request body longer than server.max_body_bytes")]
+    TooLarge,
+    #[error("request body not complete within server.request_timeout")]
+    Timeout,
+}
+
+impl BodyLimit {
+    /// The limit a failed exchange ran into, if its cause was the client's body.
+    #[must_use]
+    pub fn of(error: &super::UpstreamError) -> Option<Self> {
+        let super::UpstreamError::Protocol { source, .. } = error else {
+            return None;
+        };
+        let mut cause = std::error::Error::source(source);
+        while let Some(e) = cause {
+            if let Some(RequestBodyError::Limit(l)) = e.downcast_ref::<RequestBodyError>() {
+                return Some(*l);
+            }
+            cause = e.source();
+        }
+        None
+    }
+
+    /// The `reason` label of `cellgate_requests_rejected_total`.
+    #[must_use]
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::TooLarge => "body_too_large",
+            Self::Timeout => "request_timeout",
+        }
+    }
+}
+
+/// Why the client's request body ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error(transparent)]
+    Limit(BodyLimit),
+    #[error("reading the request body: {0}")]
+    Client(#[from] hyper::Error),
+}
+
+impl RequestBody {
+    /// The client's body, at most `max_bytes` long and complete by `deadline`.
+    #[must_use]
+    pub const fn client(body: Incoming, max_bytes: u64, deadline: Instant) -> Self {
+        Self::Client {
+            body,
+            left: max_bytes,
+            deadline,
+            timer: None,
+        }
     }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RequestBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         match self.project() {
-            RequestBodyProj::Client { body } => body.poll_frame(cx),
+            RequestBodyProj::Client {
+                body,
+                left,
+                deadline,
+                timer,
+            } => match body.poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if n > *left {
+                        return Poll::Ready(Some(Err(RequestBodyError::Limit(
+                            BodyLimit::TooLarge,
+                        ))));
+                    }
+                    *left -= n;
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => {
+                    // The timer exists only for bodies that have to wait.
+                    let t =
+                        timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*deadline)));
+                    match t.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            Poll::Ready(Some(Err(RequestBodyError::Limit(BodyLimit::Timeout))))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
+            },
             RequestBodyProj::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Client { body } => body.is_end_stream(),
+            Self::Client { body, .. } => body.is_end_stream(),
             Self::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Client { body } => body.size_hint(),
+            Self::Client { body, .. } => body.size_hint(),
             Self::Empty => SizeHint::with_exact(0),
         }
     }

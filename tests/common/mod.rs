@@ -3,6 +3,7 @@
 
 pub mod cells;
 pub mod dns;
+pub mod h2raw;
 pub mod jwks;
 pub mod limits;
 pub mod upstream;

@@ -302,6 +302,7 @@ async fn answer(
         "method": req.method().as_str(),
         "path": req.uri().path(),
         "header_names": req.headers().keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        "forwarded_for": h("x-forwarded-for"),
     });
     let received = req
         .into_body()
