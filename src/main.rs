@@ -36,6 +36,10 @@ enum Command {
         /// Replaces the admin address (else CELLGATE_ADMIN_LISTEN, else the file).
         #[arg(long)]
         admin: Option<String>,
+        /// Take the listening sockets over from the cellgate serving at
+        /// `server.handover_socket`; it drains and exits once this one serves.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Check a config file (and its registry file); exit non-zero with the reason.
     Validate {
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
             config,
             listen,
             admin,
+            takeover,
         } => serve(
             &config,
             Overrides {
@@ -109,6 +114,7 @@ fn main() -> ExitCode {
                 admin,
                 ..Overrides::default()
             },
+            takeover,
         ),
         Command::Validate { config } => validate(&config),
         Command::Demo { listen, admin } => run_demo(listen, admin),
@@ -185,11 +191,15 @@ async fn shutdown_signal() {
     }
 }
 
-fn serve(path: &std::path::Path, overrides: Overrides) -> anyhow::Result<()> {
+fn serve(path: &std::path::Path, overrides: Overrides, takeover: bool) -> anyhow::Result<()> {
     let config = Config::load(path, &overrides.with_env())?;
     telemetry::init(&config.log);
     runtime()?.block_on(async {
-        let server = Server::bind(config)?;
+        let server = if takeover {
+            Server::takeover(config)?
+        } else {
+            Server::bind(config)?
+        };
         server.run(shutdown_signal()).await?;
         Ok(())
     })

@@ -55,6 +55,7 @@ pub struct FileServer {
     #[serde(default)]
     pub trusted_hops: Vec<String>,
     pub trust_x_forwarded_for: Option<bool>,
+    pub handover_socket: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

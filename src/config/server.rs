@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub trusted_hops: Vec<IpNet>,
     /// From a trusted hop, the client is taken from `X-Forwarded-For`.
     pub trust_x_forwarded_for: bool,
+    /// A Unix socket where a new process can take the listening sockets over
+    /// (`cellgate serve --takeover`); none: no zero-downtime upgrade.
+    pub handover_socket: Option<std::path::PathBuf>,
 }
 
 /// What happens to request header names containing `_`: a proxy in front of software that
@@ -136,7 +139,10 @@ fn timeout(key: &str, v: Option<&String>, default: Duration) -> Result<Duration,
     Ok(d)
 }
 
-pub(super) fn build_server(s: &FileServer) -> Result<ServerConfig, FieldError> {
+pub(super) fn build_server(
+    s: &FileServer,
+    base: &std::path::Path,
+) -> Result<ServerConfig, FieldError> {
     let workers = match s.workers {
         None | Some(0) => std::thread::available_parallelism().map_or(1, usize::from),
         Some(n) if n > 256 => return Err(FieldError::new("server.workers", n, "at most 256")),
@@ -233,6 +239,10 @@ pub(super) fn build_server(s: &FileServer) -> Result<ServerConfig, FieldError> {
             (v, _) => v.unwrap_or(false),
         },
         trusted_hops,
+        handover_socket: s
+            .handover_socket
+            .as_deref()
+            .map(|p| super::typed::resolve(base, p)),
     })
 }
 

@@ -152,7 +152,7 @@ pub(crate) fn resolve(base: &Path, p: &str) -> PathBuf {
 }
 
 pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config, FieldError> {
-    let server = super::server::build_server(&raw.server)?;
+    let server = super::server::build_server(&raw.server, base)?;
 
     if raw.listeners.is_empty() {
         return Err(FieldError::new(

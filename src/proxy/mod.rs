@@ -23,6 +23,7 @@ pub mod caps;
 pub mod client_addr;
 pub mod conn;
 mod forward;
+pub mod handover;
 pub mod headers;
 pub mod hygiene;
 pub mod moves;

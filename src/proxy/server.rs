@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::accept::{ConnTracker, ListenerCtx, accept_loop, http_builder};
+use super::handover::{self, Inherited};
 use super::{Shared, Worker};
 use crate::accesslog::AccessLog;
 use crate::auth::Verifier;
@@ -48,6 +49,12 @@ pub enum ServeError {
     UpstreamTls(#[from] tls::TlsError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthSetupError),
+    #[error(transparent)]
+    Handover(#[from] handover::HandoverError),
+    #[error(
+        "not ready within {0:?} (no placement snapshot, or a JWKS not fetched): the running process goes on serving"
+    )]
+    NotReady(Duration),
     #[error("start: {0}")]
     Start(#[from] std::io::Error),
 }
@@ -68,6 +75,10 @@ pub struct Server {
     admin: std::net::TcpListener,
     admin_addr: SocketAddr,
     upstream_tls: Arc<rustls::ClientConfig>,
+    /// Taken over from a running process: told when this one serves.
+    inherited: Option<Inherited>,
+    /// The handover socket, bound at start (a successor binds it once it serves).
+    handover: Option<std::os::unix::net::UnixListener>,
 }
 
 fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -124,6 +135,29 @@ impl RefreshParts {
 impl Server {
     /// Builds shared state and binds every socket (so port 0 resolves now), starting nothing.
     pub fn bind(config: Config) -> Result<Self, ServeError> {
+        Self::bind_with(config, None)
+    }
+
+    /// Like [`Server::bind`], but takes the listening sockets from the process serving at
+    /// `server.handover_socket`; that one drains and exits once this one [`Server::run`]s.
+    pub fn takeover(config: Config) -> Result<Self, ServeError> {
+        let path = config
+            .server
+            .handover_socket
+            .clone()
+            .ok_or(handover::HandoverError::NotConfigured)?;
+        let inherited = handover::take(&path)?;
+        tracing::info!(path = %path.display(), "took the listening sockets over");
+        Self::bind_with(config, Some(inherited))
+    }
+
+    fn bind_with(config: Config, mut inherited: Option<Inherited>) -> Result<Self, ServeError> {
+        // A fresh process claims the handover socket first, failing (with the way out) if
+        // another proxy serves there; a successor claims it once it serves.
+        let handover = match (&config.server.handover_socket, &inherited) {
+            (Some(path), None) => Some(handover::listen(path, false)?),
+            _ => None,
+        };
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
         let access_log = Arc::new(AccessLog::start(
@@ -144,13 +178,19 @@ impl Server {
         let workers = config.server.workers;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for (index, l) in config.listeners.iter().enumerate() {
-            let first = bind_socket(l.address).map_err(|error| ServeError::Bind {
-                addr: l.address,
-                error,
-            })?;
-            let addr = first.local_addr()?;
-            let mut sockets = vec![first];
-            for _ in 1..workers {
+            let mut sockets = inherited
+                .as_mut()
+                .map(|i| i.take_listener(index, &l.address.to_string()))
+                .unwrap_or_default();
+            if sockets.is_empty() {
+                sockets.push(bind_socket(l.address).map_err(|error| ServeError::Bind {
+                    addr: l.address,
+                    error,
+                })?);
+            }
+            let addr = sockets[0].local_addr()?;
+            // One socket per worker at least (`SO_REUSEPORT`); inherited extras are served too.
+            while sockets.len() < workers {
                 sockets.push(bind_socket(addr).map_err(|error| ServeError::Bind { addr, error })?);
             }
             let tls = match &l.tls {
@@ -167,12 +207,18 @@ impl Server {
                 addr,
             });
         }
-        let admin = std::net::TcpListener::bind(config.admin.address).map_err(|error| {
-            ServeError::Bind {
-                addr: config.admin.address,
-                error,
-            }
-        })?;
+        let admin = match inherited
+            .as_mut()
+            .and_then(|i| i.take_admin(&config.admin.address.to_string()))
+        {
+            Some(admin) => admin,
+            None => std::net::TcpListener::bind(config.admin.address).map_err(|error| {
+                ServeError::Bind {
+                    addr: config.admin.address,
+                    error,
+                }
+            })?,
+        };
         admin.set_nonblocking(true)?;
         let admin_addr = admin.local_addr()?;
         let upstream_tls = tls::client_config(config.upstream.ca_file.as_deref())?;
@@ -183,6 +229,8 @@ impl Server {
             admin,
             admin_addr,
             upstream_tls,
+            inherited,
+            handover,
         })
     }
 
@@ -243,6 +291,21 @@ impl Server {
             Arc::clone(&self.upstream_tls),
             stop_rx.clone(),
         ));
+        let offer = match &config.server.handover_socket {
+            Some(_) => Some(handover::Offer {
+                listeners: config
+                    .listeners
+                    .iter()
+                    .zip(&self.listeners)
+                    .map(|(c, l)| {
+                        let dups = l.sockets.iter().map(std::net::TcpListener::try_clone);
+                        Ok((c.address.to_string(), dups.collect::<std::io::Result<_>>()?))
+                    })
+                    .collect::<std::io::Result<_>>()?,
+                admin: (config.admin.address.to_string(), self.admin.try_clone()?),
+            }),
+            None => None,
+        };
         let admin = TcpListener::from_std(self.admin)?;
         control.spawn(crate::admin::serve(
             admin,
@@ -250,12 +313,17 @@ impl Server {
             stop_rx.clone(),
         ));
 
+        if self.inherited.is_some() {
+            // The old process serves until this one can: accept nothing before a snapshot
+            // (and every JWKS) is loaded, or give up and leave it serving.
+            ready(&shared, TAKEOVER_READY_TIMEOUT).await?;
+        }
         let workers = config.server.workers;
         let mut threads = Vec::with_capacity(workers);
         for id in 0..workers {
             let mut mine = Vec::with_capacity(self.listeners.len());
             for l in &self.listeners {
-                if let Some(sock) = l.sockets.get(id) {
+                for sock in l.sockets.iter().skip(id).step_by(workers) {
                     mine.push((l.index, sock.try_clone()?, l.tls.clone()));
                 }
             }
@@ -282,7 +350,28 @@ impl Server {
             "cellgate serving"
         );
 
-        shutdown.await;
+        let (succeeded_tx, succeeded) = tokio::sync::oneshot::channel::<()>();
+        if let Some(inherited) = self.inherited.take() {
+            // Serving: the old process may drain now.
+            inherited.ready()?;
+        }
+        if let (Some(path), Some(offer)) = (&config.server.handover_socket, offer) {
+            let listener = match self.handover.take() {
+                Some(l) => l,
+                None => handover::listen(path, true)?,
+            };
+            let (path, stop) = (path.clone(), stop_rx.clone());
+            control.spawn(async move {
+                if handover::offer(listener, path, offer, stop).await {
+                    let _ = succeeded_tx.send(());
+                }
+            });
+        }
+
+        tokio::select! {
+            () = shutdown => {}
+            Ok(()) = succeeded => {}
+        }
         tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: draining in-flight requests");
         shared
             .draining
@@ -294,6 +383,24 @@ impl Server {
         while control.join_next().await.is_some() {}
         tracing::info!("cellgate stopped");
         Ok(())
+    }
+}
+
+/// How long a successor may take to load its snapshot before it gives the takeover up.
+const TAKEOVER_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until the proxy could answer: a placement snapshot loaded and every JWKS fetched.
+async fn ready(shared: &Shared, limit: Duration) -> Result<(), ServeError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let jwks = shared.verifier.jwks().all(|j| j.ready());
+        if shared.snapshot.load().generation > 0 && jwks {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ServeError::NotReady(limit));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
