@@ -1,19 +1,21 @@
 //! JWT verification: which issuer signed a token, for which tenant, and is it still good.
 //!
 //! Called by the *identify* stage. A token is checked against the `[[auth.issuers]]` entry its
-//! `iss` names (multi-issuer tenancy): the issuer's algorithm allow-list, keys bound to their
-//! algorithm family ([`keys`]), static keys and/or a JWKS refreshed in the background
-//! ([`jwks`]), `exp` always, `nbf`/`iat` when present, `iss` and `aud` required, an optional
-//! `typ`, required claims, and the tenant claim ([`claims`]). Keys never come from the token
-//! (`jku`, `x5u`, `jwk`, `x5c` are ignored) and a `kid` is charset-checked before any lookup.
-//! A verified token is cached by its hash until its `exp` ([`cache`]), so a client that sends
-//! the same token again pays for a hash and a lookup, not a signature check. Errors carry a
-//! fixed [`Reason`], never the token or its claims, so nothing secret reaches a log line.
+//! `iss` names (read with the header before any key is chosen, [`head`]; multi-issuer
+//! tenancy): the issuer's algorithm allow-list, keys bound to their algorithm family
+//! ([`keys`]), static keys and/or a JWKS refreshed in the background ([`jwks`]), `exp` always,
+//! `nbf`/`iat` when present, `iss` and `aud` required, an optional `typ`, required claims, and
+//! the tenant claim ([`claims`]). Keys never come from the token (`jku`, `x5u`, `jwk`, `x5c`
+//! are ignored) and a `kid` is charset-checked before any lookup. A verified token is cached by
+//! its hash until its `exp` ([`cache`]), so a client that sends the same token again pays for a
+//! hash and a lookup, not a signature check. Errors carry a fixed [`Reason`], never the token
+//! or its claims, so nothing secret reaches a log line.
 
 mod cache;
 pub mod claims;
 pub mod crypto;
 pub mod fetch;
+pub mod head;
 mod issuer;
 pub mod jwks;
 pub mod keys;
@@ -23,12 +25,12 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use jsonwebtoken::Header;
-use serde::Deserialize;
 use serde_json::Value;
 use tokio_rustls::TlsConnector;
 
 pub use cache::{TokenCache, TokenMemo, token_key, unix_now};
 pub use claims::{ClaimPath, ForcedArms, ForwardClaim};
+pub use head::{TokenHead, read_head};
 pub use issuer::{Issuer, IssuerPolicy};
 pub use jwks::{Jwks, JwksConfig};
 pub use keys::{AlgSet, KeySet, VerificationKey, load_key, valid_kid};
@@ -193,13 +195,6 @@ pub enum AuthSetupError {
     Keys { issuer: Arc<str>, reason: String },
 }
 
-/// The part of the claims read before the signature is checked, only to pick the issuer.
-/// `iss` must be one string; a duplicated `iss` fails to parse.
-#[derive(Deserialize)]
-struct Peek {
-    iss: Option<String>,
-}
-
 /// Verifies bearer tokens against the configured issuers.
 #[derive(Debug)]
 pub struct Verifier {
@@ -347,16 +342,7 @@ impl Verifier {
 
     async fn verify_cold(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
         use AuthError::Invalid;
-        if !well_formed(token) {
-            return Err(Invalid(Reason::Malformed));
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| Invalid(Reason::Malformed))?;
-        if header.crit.is_some() {
-            return Err(Invalid(Reason::CriticalHeader));
-        }
-        let peek: Peek = jsonwebtoken::dangerous::insecure_decode_claims(token)
-            .map_err(|_| Invalid(Reason::Malformed))?;
-        let iss = peek.iss.ok_or(Invalid(Reason::ClaimMissing))?;
+        let TokenHead { header, iss } = read_head(token).map_err(Invalid)?;
         let issuer = self
             .by_iss
             .get(iss.as_str())
@@ -450,19 +436,6 @@ impl Verifier {
 /// A token without a `kid` is tried against at most this many keys of its algorithm (an issuer
 /// publishing more must name its keys).
 pub const MAX_KIDLESS_KEYS: usize = 4;
-
-/// Three base64url segments (header, claims, signature) and nothing else.
-fn well_formed(token: &str) -> bool {
-    let mut dots = 0;
-    for &b in token.as_bytes() {
-        match b {
-            b'.' => dots += 1,
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
-            _ => return false,
-        }
-    }
-    dots == 2
-}
 
 fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> Reason {
     use jsonwebtoken::errors::ErrorKind as K;
