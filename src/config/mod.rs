@@ -10,6 +10,7 @@ mod auth;
 mod canary;
 pub mod file;
 mod limits;
+mod tls;
 mod typed;
 mod upstream;
 

@@ -15,9 +15,10 @@
 //!
 //! Each stage is a plain function over request parts; this module only calls them in order and
 //! turns their refusals into answers. Engine specifics (threads, sockets, TLS, shutdown) live in
-//! [`server`].
+//! [`server`]; the listener certificates, chosen by SNI and reloaded from disk, in [`certs`].
 
 mod body;
+pub mod certs;
 mod forward;
 pub mod headers;
 pub mod hygiene;
