@@ -347,6 +347,9 @@ async fn admin_endpoints_report_health_readiness_metrics_and_placement() {
         n::RETRIES_TOTAL,
         n::REQUESTS_REJECTED_TOTAL,
         n::CONNECTIONS_REFUSED_TOTAL,
+        // No TLS listener here (tests/tls.rs checks these).
+        n::TLS_RELOADS_TOTAL,
+        n::TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
     ];
     for name in n::ALL
         .iter()

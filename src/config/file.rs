@@ -78,9 +78,21 @@ pub struct FileListener {
     pub tls: Option<FileTls>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `[listeners.tls]`: one certificate (`cert`, `key`) or a list (`[[listeners.tls.certificates]]`).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    #[serde(default)]
+    pub certificates: Vec<FileCertificate>,
+    pub reload_interval: Option<String>,
+}
+
+/// One `[[listeners.tls.certificates]]` entry: a PEM chain and its private key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCertificate {
     pub cert: String,
     pub key: String,
 }

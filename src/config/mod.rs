@@ -11,6 +11,7 @@ mod canary;
 pub mod file;
 mod limits;
 mod server;
+mod tls;
 mod typed;
 mod upstream;
 

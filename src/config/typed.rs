@@ -43,9 +43,20 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// Connections from `server.trusted_hops` start with a PROXY protocol header.
     pub proxy_protocol: bool,
-    pub tls: Option<TlsFiles>,
+    /// TLS termination (`[listeners.tls]`), its certificates loaded once at config load.
+    pub tls: Option<ListenerTls>,
 }
 
+/// The certificates a TLS listener serves, chosen by SNI.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// In config order, never empty; the first is the default (no SNI, or an unknown name).
+    pub certificates: Vec<TlsFiles>,
+    /// How often the files' metadata is checked for a change (`reload_interval`).
+    pub reload_interval: Duration,
+}
+
+/// One certificate: a PEM chain (leaf first) and its PEM private key.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert: PathBuf,
@@ -164,21 +175,11 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
     let mut listeners = Vec::with_capacity(raw.listeners.len());
     for (i, l) in raw.listeners.iter().enumerate() {
         let address = parse_addr(&format!("listeners[{i}].address"), &l.address)?;
-        let tls = l.tls.as_ref().map(|t| TlsFiles {
-            cert: resolve(base, &t.cert),
-            key: resolve(base, &t.key),
-        });
-        if let Some(t) = &tls {
-            for (what, p) in [("cert", &t.cert), ("key", &t.key)] {
-                if !p.is_file() {
-                    return Err(FieldError::new(
-                        format!("listeners[{i}].tls.{what}"),
-                        p.display(),
-                        "file not found",
-                    ));
-                }
-            }
-        }
+        let tls = l
+            .tls
+            .as_ref()
+            .map(|t| super::tls::build_listener_tls(i, t, base))
+            .transpose()?;
         if l.proxy_protocol && server.trusted_hops.is_empty() {
             return Err(FieldError::new(
                 format!("listeners[{i}].proxy_protocol"),

@@ -7,6 +7,7 @@
 mod auth;
 mod histogram;
 pub mod names;
+mod tls;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use auth::{AuthMetrics, JwksMetrics};
+pub use tls::{ListenerTlsMetrics, TlsMetrics};
 
 use crate::ratelimit::{LimitKind, TierRef};
 
@@ -200,6 +202,8 @@ pub struct Metrics {
     pub lookups: LookupMetrics,
     /// Target groups, endpoint health, DNS and retries.
     pub upstream: upstream::UpstreamMetrics,
+    /// Listener certificate reloads and expiry.
+    pub tls: TlsMetrics,
     auth_families: auth::AuthFamilies,
     cells: Mutex<HashMap<Arc<str>, Arc<CellMetrics>>>,
     registry: Registry,
@@ -264,6 +268,7 @@ impl Metrics {
             auth: AuthMetrics::default(),
             lookups: LookupMetrics::default(),
             upstream: upstream::UpstreamMetrics::default(),
+            tls: TlsMetrics::default(),
             auth_families: auth::AuthFamilies::default(),
             cells: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -392,6 +397,7 @@ impl Metrics {
         );
         m.auth_families.register(&mut registry);
         m.upstream.register(&mut registry);
+        m.tls.register(&mut registry);
         let auth = m.auth_families.auth();
         let lookups_family = Family::<ResultLabel, Counter>::default();
         registry.register(

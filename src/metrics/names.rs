@@ -97,6 +97,12 @@ pub const DNS_RESOLUTIONS_TOTAL: &str = "cellgate_dns_resolutions_total";
 /// Retries to another target of the same cell, by `cell` and `result` (`sent`,
 /// `budget_exhausted`: refused by the cell's retry budget).
 pub const RETRIES_TOTAL: &str = "cellgate_retries_total";
+/// Listener certificate reloads after a change on disk, by `listener` and `result` (`ok`,
+/// `error`: the files did not load and the current certificates kept serving).
+pub const TLS_RELOADS_TOTAL: &str = "cellgate_tls_reloads_total";
+/// notAfter of each served leaf certificate as Unix seconds, by `listener` and `cert` (file).
+pub const TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "cellgate_tls_certificate_expiry_timestamp_seconds";
 
 /// Every exported name, for docs and for checks that dashboards only use real metrics.
 pub const ALL: &[&str] = &[
@@ -141,4 +147,6 @@ pub const ALL: &[&str] = &[
     TARGET_ADDRESSES,
     DNS_RESOLUTIONS_TOTAL,
     RETRIES_TOTAL,
+    TLS_RELOADS_TOTAL,
+    TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
 ];

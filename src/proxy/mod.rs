@@ -15,11 +15,12 @@
 //!
 //! Each stage is a plain function over request parts; this module only calls them in order and
 //! turns their refusals into answers. Engine specifics (threads, sockets, TLS, shutdown) live in
-//! [`server`].
+//! [`server`]; the listener certificates, chosen by SNI and reloaded from disk, in [`certs`].
 
 mod accept;
 mod body;
 pub mod caps;
+pub mod certs;
 pub mod client_addr;
 pub mod conn;
 mod forward;

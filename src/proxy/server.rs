@@ -79,6 +79,8 @@ pub struct Server {
     inherited: Option<Inherited>,
     /// The handover socket, bound at start (a successor binds it once it serves).
     handover: Option<std::os::unix::net::UnixListener>,
+    /// One certificate reload task per TLS listener, started by `run`.
+    cert_watches: Vec<super::certs::CertWatch>,
 }
 
 fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -92,20 +94,14 @@ fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-fn listener_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| e.to_string())?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(cfg)))
+/// The listener's acceptor and the watch that reloads its certificates (see [`super::certs`]).
+fn listener_tls(
+    index: usize,
+    tls: &crate::config::ListenerTls,
+    metrics: &Metrics,
+) -> Result<(TlsAcceptor, super::certs::CertWatch), super::certs::TlsSetupError> {
+    let (cfg, watch) = super::certs::listener(index, tls, metrics)?;
+    Ok((TlsAcceptor::from(cfg), watch))
 }
 
 /// What the registry refresh service needs, whichever source it serves.
@@ -177,6 +173,7 @@ impl Server {
         ));
         let workers = config.server.workers;
         let mut listeners = Vec::with_capacity(config.listeners.len());
+        let mut cert_watches = Vec::new();
         for (index, l) in config.listeners.iter().enumerate() {
             let mut sockets = inherited
                 .as_mut()
@@ -195,10 +192,17 @@ impl Server {
             }
             let tls = match &l.tls {
                 None => None,
-                Some(t) => Some(
-                    listener_tls(&t.cert, &t.key)
-                        .map_err(|reason| ServeError::ListenerTls { addr, reason })?,
-                ),
+                Some(t) => {
+                    let (acceptor, watch) =
+                        listener_tls(index, t, &shared.metrics).map_err(|e| {
+                            ServeError::ListenerTls {
+                                addr,
+                                reason: e.to_string(),
+                            }
+                        })?;
+                    cert_watches.push(watch);
+                    Some(acceptor)
+                }
             };
             listeners.push(BoundListener {
                 index,
@@ -231,6 +235,7 @@ impl Server {
             upstream_tls,
             inherited,
             handover,
+            cert_watches,
         })
     }
 
@@ -284,6 +289,9 @@ impl Server {
             control.spawn(Arc::clone(jwks).run(stop_rx.clone()));
         }
         control.spawn(sweep_limits(Arc::clone(&shared), stop_rx.clone()));
+        for watch in std::mem::take(&mut self.cert_watches) {
+            control.spawn(watch.run(stop_rx.clone()));
+        }
         control.spawn(crate::upstream::discovery::run(
             Arc::clone(&shared.upstreams),
             Arc::clone(&shared.snapshot),

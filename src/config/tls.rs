@@ -1,0 +1,142 @@
+//! `[listeners.tls]`: the certificates a listener terminates TLS with, checked at load.
+//!
+//! Two shapes. One certificate:
+//!
+//! ```toml
+//! [[listeners]]
+//! address = "0.0.0.0:443"
+//! tls = { cert = "certs/app.pem", key = "certs/app.key" }
+//! ```
+//!
+//! or several, chosen by SNI (the first is the default for clients without SNI or with a name
+//! no certificate covers):
+//!
+//! ```toml
+//! [listeners.tls]
+//! reload_interval = "30s"
+//!
+//! [[listeners.tls.certificates]]
+//! cert = "certs/app.pem"
+//! key = "certs/app.key"
+//!
+//! [[listeners.tls.certificates]]
+//! cert = "certs/other.pem"
+//! key = "certs/other.key"
+//! ```
+//!
+//! Every certificate is loaded here exactly as the listener will load it (the key must match
+//! the leaf; with several, each needs DNS names and no name may repeat), so `cellgate validate`
+//! catches what would otherwise fail at start.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::FieldError;
+use super::file::FileTls;
+use super::typed::{ListenerTls, TlsFiles, dur, resolve};
+use crate::proxy::certs::{CertSet, Part};
+
+/// How often certificate files are checked for a change, unless configured.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Validates listener `i`'s `[listeners.tls]` table and loads its certificates once.
+pub(super) fn build_listener_tls(
+    i: usize,
+    t: &FileTls,
+    base: &Path,
+) -> Result<ListenerTls, FieldError> {
+    let prefix = format!("listeners[{i}].tls");
+    let single = match (&t.cert, &t.key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(cert), None) => {
+            return Err(FieldError::new(
+                format!("{prefix}.key"),
+                "",
+                format!("missing: {prefix}.cert = {cert:?} needs its key"),
+            ));
+        }
+        (None, Some(key)) => {
+            return Err(FieldError::new(
+                format!("{prefix}.cert"),
+                "",
+                format!("missing: {prefix}.key = {key:?} needs its certificate"),
+            ));
+        }
+    };
+    let listed = !t.certificates.is_empty();
+    let certificates: Vec<TlsFiles> = match single {
+        Some(_) if listed => {
+            return Err(FieldError::new(
+                format!("{prefix}.certificates"),
+                format!("{} entries", t.certificates.len()),
+                "give either cert and key, or [[listeners.tls.certificates]] entries, not both",
+            ));
+        }
+        Some((cert, key)) => vec![TlsFiles {
+            cert: resolve(base, cert),
+            key: resolve(base, key),
+        }],
+        None if listed => t
+            .certificates
+            .iter()
+            .map(|c| TlsFiles {
+                cert: resolve(base, &c.cert),
+                key: resolve(base, &c.key),
+            })
+            .collect(),
+        None => {
+            return Err(FieldError::new(
+                prefix,
+                "{}",
+                "needs cert and key, or [[listeners.tls.certificates]] entries",
+            ));
+        }
+    };
+    // The config key an entry's file was written under, for errors.
+    let key_of = |index: usize, part: Part| {
+        if listed {
+            format!("{prefix}.certificates[{index}].{}", part.as_str())
+        } else {
+            format!("{prefix}.{}", part.as_str())
+        }
+    };
+    for (index, f) in certificates.iter().enumerate() {
+        for (part, p) in [(Part::Cert, &f.cert), (Part::Key, &f.key)] {
+            if !p.is_file() {
+                return Err(FieldError::new(
+                    key_of(index, part),
+                    p.display(),
+                    "file not found",
+                ));
+            }
+        }
+    }
+    let interval_key = format!("{prefix}.reload_interval");
+    let reload_interval = dur(
+        &interval_key,
+        t.reload_interval.as_ref(),
+        DEFAULT_RELOAD_INTERVAL,
+    )?;
+    if reload_interval.is_zero() {
+        return Err(FieldError::new(
+            interval_key,
+            "0s",
+            "must be above zero (e.g. \"30s\")",
+        ));
+    }
+    CertSet::load(&certificates).map_err(|e| {
+        FieldError::new(
+            key_of(e.index, e.part),
+            e.path.display(),
+            e.reason.to_string(),
+        )
+    })?;
+    Ok(ListenerTls {
+        certificates,
+        reload_interval,
+    })
+}
+
+#[cfg(test)]
+mod tests;
