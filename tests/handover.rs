@@ -312,3 +312,66 @@ async fn a_successor_that_never_gets_ready_leaves_the_old_process_serving() {
     })
     .await;
 }
+
+/// Runs `deploy/upgrade.sh` for the config in `dir`; the pid it recorded.
+fn run_script(dir: &Path) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/upgrade.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(dir.join("cellgate.toml"))
+        .arg(env!("CARGO_BIN_EXE_cellgate"))
+        .env("CELLGATE_RUN_DIR", dir.join("run"))
+        .env("CELLGATE_WAIT_SECS", "20")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.join("run/cellgate.pid"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// `deploy/upgrade.sh`: the first run starts cellgate, the second replaces it by a takeover.
+#[tokio::test]
+async fn the_deploy_script_starts_then_upgrades() {
+    within(async {
+        let s = setup().await;
+        let dir = s.dir.path().to_owned();
+        let first = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || run_script(&dir)
+        })
+        .await
+        .unwrap();
+        ready(s.admin).await;
+        let second = tokio::task::spawn_blocking(move || run_script(&dir))
+            .await
+            .unwrap();
+        assert_ne!(first, second, "the pid file still names the old process");
+        let alive = |pid: &str| Path::new(&format!("/proc/{pid}")).exists();
+        assert!(alive(&second));
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(
+            format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).await.unwrap();
+        assert!(
+            out.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let _ = Command::new("kill").arg("-TERM").arg(&second).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(&second) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}

@@ -14,6 +14,10 @@
 //! `Host` headers, a `Host` that disagrees with the request target's authority (absolute-form,
 //! or HTTP/2's `:authority`), a missing `Host` in HTTP/1.1, and header names with an underscore
 //! (`server.headers_with_underscores`). One pass over the header names, a few lookups.
+//!
+//! [`limits`] adds the size limits hyper does not enforce: the target's length (414), an
+//! HTTP/2 head's field count (431) and a declared body length (413); a streamed body is
+//! counted as it passes (`upstream::RequestBody`).
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;

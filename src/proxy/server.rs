@@ -6,9 +6,10 @@
 //! snapshot pointer and atomic metrics. The control plane (registry refresh, admin listener)
 //! runs on the runtime that calls [`Server::run`].
 //!
-//! Shutdown: on the signal, workers stop accepting, ask every connection to finish its
-//! in-flight requests (HTTP/1 closes after the current response, HTTP/2 sends GOAWAY), and
-//! wait up to `server.shutdown_grace` before cutting what is left.
+//! Shutdown: on the signal, or when a successor took the sockets over ([`handover`]), workers
+//! stop accepting and drain their connections ([`super::accept`]: HTTP/1 closed after its next
+//! answer or once quiet, HTTP/2 GOAWAY), waiting up to `server.shutdown_grace` before cutting
+//! what is left. A listener's connections, from accept to hyper, are in [`super::accept`].
 
 use std::future::Future;
 use std::net::SocketAddr;
