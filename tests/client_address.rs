@@ -9,35 +9,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::cells::{metric, urls, within};
-use common::upstream::Upstream;
-use common::{Harness, base_config, registry};
+use common::Harness;
+use common::cells::{metric, one_cell, within};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const HOST: &str = "acme.app.test";
-
-async fn proxy(server_keys: &str, listener_keys: &str) -> (Harness, std::sync::Arc<Upstream>) {
-    let up = Upstream::start("a", "a-1").await;
-    let config = base_config("")
-        .replace(
-            "shutdown_grace = \"5s\"",
-            &format!("shutdown_grace = \"5s\"\n{server_keys}"),
-        )
-        .replace(
-            "address = \"127.0.0.1:0\"\n\n[admin]",
-            &format!("address = \"127.0.0.1:0\"\n{listener_keys}\n\n[admin]"),
-        );
-    let cells = vec![("a".to_owned(), urls(&[&up]))];
-    let h = Harness::start_raw(
-        &config,
-        &registry(&cells, &[("acme", "a", "ACTIVE")]),
-        Vec::new(),
-    )
-    .await;
-    (h, up)
-}
 
 /// Sends `prefix` then a GET on one connection; the status line and the echoed JSON body.
 async fn get_after(h: &Harness, prefix: &[u8], headers: &str) -> (String, Option<Value>) {
@@ -75,7 +53,7 @@ fn v2(ip: [u8; 4], port: u16) -> Vec<u8> {
 #[tokio::test]
 async fn a_trusted_hops_proxy_header_names_the_client() {
     within(async {
-        let (h, _up) = proxy(
+        let (h, _up) = one_cell(
             "trusted_hops = [\"127.0.0.1/32\"]\nmax_connections_per_ip = 1",
             "proxy_protocol = true",
         )
@@ -140,7 +118,7 @@ async fn a_trusted_hops_proxy_header_names_the_client() {
 async fn nobody_else_is_believed() {
     within(async {
         // The hop is 10.0.0.0/8; the test connects from 127.0.0.1.
-        let (h, up) = proxy(
+        let (h, up) = one_cell(
             "trusted_hops = [\"10.0.0.0/8\"]\ntrust_x_forwarded_for = true",
             "proxy_protocol = true",
         )
@@ -166,7 +144,7 @@ async fn nobody_else_is_believed() {
 #[tokio::test]
 async fn x_forwarded_for_from_a_trusted_hop_gives_its_rightmost_untrusted_entry() {
     within(async {
-        let (h, _up) = proxy(
+        let (h, _up) = one_cell(
             "trusted_hops = [\"127.0.0.1/32\", \"10.0.0.0/8\"]\ntrust_x_forwarded_for = true",
             "",
         )
@@ -185,7 +163,7 @@ async fn x_forwarded_for_from_a_trusted_hop_gives_its_rightmost_untrusted_entry(
             "no header: the hop's own address"
         );
         // Off by default: the same header is replaced by the socket's address.
-        let (h, _up) = proxy("trusted_hops = [\"127.0.0.1/32\"]", "").await;
+        let (h, _up) = one_cell("trusted_hops = [\"127.0.0.1/32\"]", "").await;
         let (_, body) = get_after(&h, b"", "X-Forwarded-For: 203.0.113.9\r\n").await;
         assert_eq!(forwarded(body.as_ref()), "127.0.0.1");
     })

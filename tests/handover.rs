@@ -107,6 +107,21 @@ async fn ready(admin: SocketAddr) {
     panic!("cellgate never became ready");
 }
 
+/// One request on a new connection is answered 200.
+async fn served(addr: SocketAddr) {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).await.unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
 /// Waits for `child` to exit by itself; its exit status.
 async fn exited(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
@@ -294,19 +309,7 @@ async fn a_successor_that_never_gets_ready_leaves_the_old_process_serving() {
         drop(taken);
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(old.try_wait().unwrap().is_none(), "the old process stopped");
-        let mut c = TcpStream::connect(s.addr).await.unwrap();
-        c.write_all(
-            format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut out = Vec::new();
-        c.read_to_end(&mut out).await.unwrap();
-        assert!(
-            out.starts_with(b"HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&out)
-        );
+        served(s.addr).await;
         terminate(&mut old);
         assert!(exited(&mut old, Duration::from_secs(10)).await.success());
     })
@@ -354,19 +357,7 @@ async fn the_deploy_script_starts_then_upgrades() {
         assert_ne!(first, second, "the pid file still names the old process");
         let alive = |pid: &str| Path::new(&format!("/proc/{pid}")).exists();
         assert!(alive(&second));
-        let mut c = TcpStream::connect(s.addr).await.unwrap();
-        c.write_all(
-            format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut out = Vec::new();
-        c.read_to_end(&mut out).await.unwrap();
-        assert!(
-            out.starts_with(b"HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&out)
-        );
+        served(s.addr).await;
         let _ = Command::new("kill").arg("-TERM").arg(&second).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while alive(&second) && Instant::now() < deadline {

@@ -10,27 +10,15 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cells::{urls, within};
+use common::Harness;
+use common::cells::{one_cell, within};
 use common::h2raw::{self, Conn, frame};
 use common::upstream::Upstream;
-use common::{Harness, base_config, registry};
 
 const HOST: &str = "acme.app.test";
 
 async fn proxy(http2: &str) -> (Harness, Arc<Upstream>) {
-    let up = Upstream::start("a", "a-1").await;
-    let config = base_config("").replace(
-        "shutdown_grace = \"5s\"",
-        &format!("shutdown_grace = \"5s\"\n\n[server.http2]\n{http2}\n"),
-    );
-    let cells = vec![("a".to_owned(), urls(&[&up]))];
-    let h = Harness::start_raw(
-        &config,
-        &registry(&cells, &[("acme", "a", "ACTIVE")]),
-        Vec::new(),
-    )
-    .await;
-    (h, up)
+    one_cell(&format!("\n[server.http2]\n{http2}"), "").await
 }
 
 /// A request on a fresh raw connection is answered 200: the proxy is still fine.

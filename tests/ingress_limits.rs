@@ -7,33 +7,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cells::{eventually, metric, urls, within};
-use common::upstream::Upstream;
-use common::{Harness, base_config, registry};
+use common::Harness;
+use common::cells::{eventually, metric, one_cell, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const HOST: &str = "acme.app.test";
-
-/// A proxy with `server_keys` added to `[server]`, one cell `a` and tenant acme in it.
-async fn proxy(server_keys: &str) -> (Harness, Arc<Upstream>) {
-    let up = Upstream::start("a", "a-1").await;
-    let config = base_config("").replace(
-        "shutdown_grace = \"5s\"",
-        &format!("shutdown_grace = \"5s\"\n{server_keys}"),
-    );
-    let cells = vec![("a".to_owned(), urls(&[&up]))];
-    let h = Harness::start_raw(
-        &config,
-        &registry(&cells, &[("acme", "a", "ACTIVE")]),
-        Vec::new(),
-    )
-    .await;
-    (h, up)
-}
 
 /// Reads until the proxy closes the connection or `limit` passes: the bytes, and whether it
 /// closed.
@@ -72,7 +53,7 @@ async fn counted(h: &Harness, reason: &str, before: f64) {
 async fn each_size_limit_gets_its_status_and_never_reaches_the_cell() {
     within(async {
         let (h, up) =
-            proxy("max_header_bytes = 8192\nmax_uri_bytes = 256\nmax_body_bytes = 1024").await;
+            one_cell("max_header_bytes = 8192\nmax_uri_bytes = 256\nmax_body_bytes = 1024", "").await;
         let big_header = format!(
             "GET / HTTP/1.1\r\nHost: {HOST}\r\nX-Big: {}\r\n\r\n",
             "a".repeat(9000)
@@ -135,7 +116,7 @@ async fn each_size_limit_gets_its_status_and_never_reaches_the_cell() {
 #[tokio::test]
 async fn a_body_slower_than_the_request_timeout_gets_408() {
     within(async {
-        let (h, _up) = proxy("request_timeout = \"500ms\"").await;
+        let (h, _up) = one_cell("request_timeout = \"500ms\"", "").await;
         let before = rejected(&h, "request_timeout").await;
         let mut s = TcpStream::connect(h.addr).await.unwrap();
         s.write_all(
@@ -155,7 +136,7 @@ async fn a_body_slower_than_the_request_timeout_gets_408() {
 #[tokio::test]
 async fn a_slow_head_is_cut_at_the_deadline_while_others_are_served() {
     within(async {
-        let (h, up) = proxy("header_timeout = \"1s\"").await;
+        let (h, up) = one_cell("header_timeout = \"1s\"", "").await;
         let before = rejected(&h, "header_timeout").await;
         let addr = h.addr;
         // One byte every 100 ms: every read makes progress, the head never ends.
@@ -202,7 +183,7 @@ async fn a_slow_head_is_cut_at_the_deadline_while_others_are_served() {
 #[tokio::test]
 async fn a_quiet_keep_alive_connection_outlives_the_head_deadline_and_closes_at_idle() {
     within(async {
-        let (h, _up) = proxy("header_timeout = \"500ms\"\nidle_timeout = \"2s\"").await;
+        let (h, _up) = one_cell("header_timeout = \"500ms\"\nidle_timeout = \"2s\"", "").await;
         let idle_before = metric(&h, "cellgate_connections_idle_closed_total", &[]).await;
         let mut s = TcpStream::connect(h.addr).await.unwrap();
         let req = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
@@ -253,7 +234,7 @@ async fn served_on(s: &mut TcpStream) -> bool {
 async fn connections_beyond_the_caps_are_closed_at_once() {
     within(async {
         // Per client address: all of the test's connections come from 127.0.0.1.
-        let (h, _up) = proxy("max_connections_per_ip = 2").await;
+        let (h, _up) = one_cell("max_connections_per_ip = 2", "").await;
         let refused = || {
             metric(
                 &h,
@@ -287,7 +268,7 @@ async fn connections_beyond_the_caps_are_closed_at_once() {
         );
 
         // In all.
-        let (h, _up) = proxy("max_connections = 2\nmax_connections_per_ip = 0").await;
+        let (h, _up) = one_cell("max_connections = 2\nmax_connections_per_ip = 0", "").await;
         let mut a = TcpStream::connect(h.addr).await.unwrap();
         let mut b = TcpStream::connect(h.addr).await.unwrap();
         assert!(served_on(&mut a).await && served_on(&mut b).await);

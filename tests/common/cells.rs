@@ -30,6 +30,25 @@ pub async fn start(
     Harness::start_raw(&base_config(extra), &registry(&list, tenants), Vec::new()).await
 }
 
+/// The proxy with `server` keys added to `[server]` (sub-tables such as `[server.http2]` may
+/// follow them) and `listener` keys to its listener, in front of one cell `a` (one upstream)
+/// holding tenant `acme`: the set-up of the ingress tests.
+pub async fn one_cell(server: &str, listener: &str) -> (Harness, Arc<Upstream>) {
+    let up = Upstream::start("a", "a-1").await;
+    let config = base_config("")
+        .replace(
+            "shutdown_grace = \"5s\"",
+            &format!("shutdown_grace = \"5s\"\n{server}\n"),
+        )
+        .replace(
+            "address = \"127.0.0.1:0\"\n\n[admin]",
+            &format!("address = \"127.0.0.1:0\"\n{listener}\n\n[admin]"),
+        );
+    let cells = vec![("a".to_owned(), urls(&[&up]))];
+    let text = registry(&cells, &[("acme", "a", "ACTIVE")]);
+    (Harness::start_raw(&config, &text, Vec::new()).await, up)
+}
+
 /// The URLs of `ups`, for a cell's `targets`.
 pub fn urls(ups: &[&Arc<Upstream>]) -> Vec<String> {
     ups.iter().map(|u| u.url()).collect()
