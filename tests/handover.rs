@@ -37,6 +37,18 @@ struct Setup {
     _up: Arc<Upstream>,
 }
 
+/// Whatever happens in the test, no process it started outlives it: every cellgate serving
+/// this set-up's config is killed with it.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(self.dir.path().join("cellgate.toml"))
+            .status();
+    }
+}
+
 async fn setup() -> Setup {
     let up = Upstream::start("a", "a-1").await;
     let (addr, admin) = (free_port(), free_port());
