@@ -228,13 +228,14 @@ where
     ));
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let active = client.conn.begin();
-        let h1 = req.version() < http::Version::HTTP_2;
+        // A draining proxy closes each HTTP/1 connection after the answer to a request that
+        // arrived while it drains (one that arrived before is followed by a quiet close).
+        let close =
+            req.version() < http::Version::HTTP_2 && worker.shared.draining.load(Ordering::Relaxed);
         let served = handle(Rc::clone(&worker), req, Rc::clone(&client));
-        let draining = Arc::clone(&worker.shared.draining);
         async move {
             let mut resp = served.await?;
-            // A draining proxy closes each HTTP/1 connection after its current answer.
-            if h1 && draining.load(Ordering::Relaxed) {
+            if close {
                 resp.headers_mut().insert(
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),
