@@ -1,0 +1,75 @@
+# Three existing cells behind one cellgate fleet. Nothing is created for the cells: their ALBs
+# come in as variables and go into cellgate's config as [[cells]] entries.
+#
+# Why the config file (an SSM parameter the tasks load at start) and not the registry table:
+#   - registry writes must go through the CLI's transaction (record conditional on its version,
+#     epoch bump, change# item, src/placement/dynamo/write.rs). A Terraform table item would
+#     skip the epoch and the change log, so running proxies would not see it until the next
+#     full refresh, and the next apply would overwrite whatever operators wrote since (drained
+#     cells, canary groups and weights);
+#   - config cells are a seed: a registry cell with the same id wins. Operators take a cell over
+#     with `cellgate cell put <id> --target ...` (drain, canary groups, weights) and Terraform
+#     never fights them;
+#   - the config is versioned (SSM parameter history) and a change rolls the service, so a new
+#     ALB reaches every task through an ordinary deployment.
+# Why not the task's environment: cellgate reads cells only from the file or the registry, and
+# a config in one place is easier to review than one spread over variables.
+
+data "aws_subnet" "nlb" {
+  for_each = toset(var.public_subnet_ids)
+  id       = each.value
+}
+
+locals {
+  name           = "cellgate"
+  table          = "cellgate-registry"
+  shutdown_grace = 30
+
+  cell_urls = { for id, c in var.cells : id => "${c.scheme}://${coalesce(c.host, c.alb_dns_name)}" }
+
+  config_toml = templatefile("${path.module}/cellgate.toml.tftpl", {
+    shutdown_grace = local.shutdown_grace
+    trusted_hops   = jsonencode(sort([for s in data.aws_subnet.nlb : s.cidr_block]))
+    certificates   = [for c in var.tls_certificates : c.name]
+    base_domains   = jsonencode(var.base_domains)
+    issuer         = jsonencode(var.jwt_issuer.issuer)
+    audiences      = jsonencode(var.jwt_issuer.audiences)
+    jwks_url       = jsonencode(var.jwt_issuer.jwks_url)
+    table          = jsonencode(local.table)
+    cells          = local.cell_urls
+    waves          = { for id, c in var.cells : id => c.wave }
+  })
+}
+
+module "cellgate" {
+  source = "../../modules/cellgate"
+
+  name   = local.name
+  vpc_id = var.vpc_id
+
+  nlb_subnet_ids  = var.public_subnet_ids
+  task_subnet_ids = var.private_subnet_ids
+
+  image            = var.image
+  config_toml      = local.config_toml
+  tls_certificates = var.tls_certificates
+
+  registry_table_name    = local.table
+  shutdown_grace_seconds = local.shutdown_grace
+  # Both above the 30 s grace: the NLB stops sending new flows during the delay, then SIGTERM
+  # starts cellgate's drain, which stopTimeout leaves time to finish.
+  deregistration_delay_seconds = 45
+  stop_timeout_seconds         = 45
+
+  cell_security_group_ids = compact([for c in var.cells : c.security_group_id])
+  cell_ports              = distinct([for c in var.cells : c.scheme == "https" ? 443 : 80])
+
+  create_dynamodb_endpoint          = length(var.private_route_table_ids) > 0
+  dynamodb_endpoint_route_table_ids = var.private_route_table_ids
+
+  operator_principal_arns = var.operator_principal_arns
+
+  min_capacity  = 3
+  desired_count = 3
+  max_capacity  = 30
+}

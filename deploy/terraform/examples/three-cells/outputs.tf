@@ -1,0 +1,29 @@
+output "nlb_dns_name" {
+  description = "Point the tenant names (*.<base domain>) at this NLB."
+  value       = module.cellgate.nlb_dns_name
+}
+
+output "task_security_group_id" {
+  description = "Allow ingress from this group on each cell's ALB security group."
+  value       = module.cellgate.task_security_group_id
+}
+
+output "registry_table_name" {
+  description = "For `cellgate ... --table`, or CELLGATE_REGISTRY_TABLE."
+  value       = module.cellgate.registry_table_name
+}
+
+output "operator_role_arn" {
+  description = "Assume this role to run the CLI's registry writes."
+  value       = module.cellgate.operator_role_arn
+}
+
+output "cell_targets" {
+  description = "The target URL written into the config for each cell."
+  value       = local.cell_urls
+}
+
+output "config_parameter_name" {
+  description = "SSM parameter with the rendered config the tasks load."
+  value       = module.cellgate.config_parameter_name
+}

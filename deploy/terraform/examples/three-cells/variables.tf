@@ -1,0 +1,98 @@
+variable "region" {
+  description = "AWS region of the proxy, the registry table and (normally) the cells."
+  type        = string
+}
+
+variable "vpc_id" {
+  description = "VPC for the NLB and the tasks (it must reach the cells' ALBs: same VPC, peering or Transit Gateway)."
+  type        = string
+}
+
+variable "public_subnet_ids" {
+  description = "Public subnets of the internet-facing NLB, one per AZ."
+  type        = list(string)
+}
+
+variable "private_subnet_ids" {
+  description = "Private subnets of the tasks."
+  type        = list(string)
+}
+
+variable "private_route_table_ids" {
+  description = "Route tables of the private subnets, for the DynamoDB gateway endpoint. Empty: no endpoint is created (the VPC has one already)."
+  type        = list(string)
+  default     = []
+}
+
+variable "image" {
+  description = "cellgate image, e.g. <account>.dkr.ecr.<region>.amazonaws.com/cellgate@sha256:..."
+  type        = string
+}
+
+variable "cells" {
+  description = <<-EOT
+    The cells, by id. This example creates nothing for them: it takes each one's ALB and writes
+    it into cellgate's config as a [[cells]] entry. alb_dns_name is the ALB's DNS name; with
+    scheme = "https" (the default) cellgate verifies the ALB's certificate against the host it
+    connects to, and no certificate covers *.elb.amazonaws.com, so give host: a name the ALB's
+    certificate covers that resolves to the ALB (e.g. a Route 53 alias). security_group_id is the
+    ALB's security group (tasks get egress to it; the cell must allow ingress from the
+    task_security_group_id output). wave: the cell's canary wave.
+  EOT
+  type = map(object({
+    alb_dns_name      = string
+    host              = optional(string)
+    scheme            = optional(string, "https")
+    security_group_id = optional(string)
+    wave              = optional(number)
+  }))
+
+  validation {
+    condition     = length(var.cells) == 3
+    error_message = "cells: this example wires exactly three cells."
+  }
+
+  validation {
+    condition     = alltrue([for id, c in var.cells : can(regex("^[a-z0-9][a-z0-9-]{0,62}$", id))])
+    error_message = "cells: ids are lower-case letters, digits and '-'."
+  }
+
+  validation {
+    condition     = alltrue([for c in var.cells : c.scheme == "http" || (c.scheme == "https" && c.host != null)])
+    error_message = "cells: scheme is http or https, and https needs host (a name the ALB's certificate covers)."
+  }
+}
+
+variable "base_domains" {
+  description = "Tenant subdomain bases: {tenant}.<base> names the tenant."
+  type        = list(string)
+}
+
+variable "jwt_issuer" {
+  description = "The identity provider: its exact iss, the audiences accepted, and its JWKS URL."
+  type = object({
+    issuer    = string
+    audiences = list(string)
+    jwks_url  = string
+  })
+}
+
+variable "tls_certificates" {
+  description = "Certificates cellgate serves by SNI (the first is the default): PEM chain and PEM key in Secrets Manager. See the module's variable of the same name."
+  type = list(object({
+    name            = string
+    cert_secret_arn = string
+    key_secret_arn  = string
+  }))
+
+  validation {
+    condition     = length(var.tls_certificates) >= 1
+    error_message = "tls_certificates: at least one; cellgate terminates TLS (TCP passthrough on the NLB)."
+  }
+}
+
+variable "operator_principal_arns" {
+  description = "Who may assume the operator role for `cellgate tenant|cell|registry` writes."
+  type        = list(string)
+  default     = []
+}

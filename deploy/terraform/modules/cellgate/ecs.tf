@@ -1,0 +1,163 @@
+resource "aws_ecs_cluster" "this" {
+  name = var.name
+
+  setting {
+    name  = "containerInsights"
+    value = var.enable_container_insights ? "enabled" : "disabled"
+  }
+
+  tags = local.tags
+}
+
+locals {
+  health_check_command = var.container_health_check_command != null ? var.container_health_check_command : [
+    "CMD-SHELL",
+    "curl -fsS -o /dev/null http://127.0.0.1:${var.admin_port}/healthz || wget -q -O /dev/null http://127.0.0.1:${var.admin_port}/healthz || exit 1",
+  ]
+
+  log_configuration = {
+    logDriver = "awslogs"
+    options = {
+      awslogs-group         = aws_cloudwatch_log_group.this.name
+      awslogs-region        = local.region
+      awslogs-stream-prefix = "cellgate"
+      mode                  = "non-blocking"
+      max-buffer-size       = "8m"
+    }
+  }
+
+  # What the infrastructure decides, and so what the file must not: environment beats the file.
+  module_environment = {
+    CELLGATE_CONFIG          = local.config_path
+    CELLGATE_CONFIG_SHA256   = sha256(var.config_toml)
+    CELLGATE_REGISTRY_SOURCE = "dynamodb"
+    CELLGATE_REGISTRY_TABLE  = aws_dynamodb_table.registry.name
+    CELLGATE_LISTEN          = "0.0.0.0:${var.container_port}"
+    CELLGATE_ADMIN_LISTEN    = "0.0.0.0:${var.admin_port}"
+    AWS_REGION               = local.region
+  }
+
+  environment = [for k, v in merge(var.environment, local.module_environment) : { name = k, value = v }]
+
+  config_writer = {
+    name      = "config-writer"
+    image     = var.config_writer_image
+    essential = false
+    # Root only to chown the files to cellgate's user; it exits within a second.
+    user                   = "0"
+    readonlyRootFilesystem = true
+    entryPoint             = ["sh", "-c"]
+    command                = [local.writer_script]
+    secrets                = local.writer_secrets
+    mountPoints            = [{ sourceVolume = "config", containerPath = local.config_dir, readOnly = false }]
+    logConfiguration       = merge(local.log_configuration, { options = merge(local.log_configuration.options, { awslogs-stream-prefix = "config-writer" }) })
+  }
+
+  cellgate = {
+    name                   = "cellgate"
+    image                  = var.image
+    essential              = true
+    user                   = var.container_user
+    readonlyRootFilesystem = true
+    # Above server.shutdown_grace: SIGTERM starts the drain, SIGKILL would cut it short.
+    stopTimeout = var.stop_timeout_seconds
+    command     = ["serve", "--config", local.config_path]
+    environment = local.environment
+    portMappings = [
+      { containerPort = var.container_port, protocol = "tcp", name = "tls" },
+      { containerPort = var.admin_port, protocol = "tcp", name = "admin" },
+    ]
+    mountPoints = [{ sourceVolume = "config", containerPath = local.config_dir, readOnly = true }]
+    dependsOn   = [{ containerName = "config-writer", condition = "SUCCESS" }]
+    healthCheck = length(local.health_check_command) == 0 ? null : {
+      command     = local.health_check_command
+      interval    = 10
+      timeout     = 3
+      retries     = 3
+      startPeriod = 30
+    }
+    linuxParameters  = { initProcessEnabled = true }
+    ulimits          = [{ name = "nofile", softLimit = 65535, hardLimit = 65535 }]
+    logConfiguration = local.log_configuration
+  }
+}
+
+resource "aws_ecs_task_definition" "this" {
+  family                   = var.name
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = var.cpu
+  memory                   = var.memory
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = var.cpu_architecture
+  }
+
+  # Task-local storage shared by the two containers; gone with the task.
+  volume {
+    name = "config"
+  }
+
+  container_definitions = jsonencode([local.config_writer, local.cellgate])
+
+  tags = local.tags
+}
+
+resource "aws_ecs_service" "this" {
+  name                               = var.name
+  cluster                            = aws_ecs_cluster.this.id
+  task_definition                    = aws_ecs_task_definition.this.arn
+  desired_count                      = var.desired_count
+  launch_type                        = "FARGATE"
+  platform_version                   = "LATEST"
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
+  health_check_grace_period_seconds  = var.health_check_grace_period_seconds
+  enable_ecs_managed_tags            = true
+  propagate_tags                     = "SERVICE"
+  wait_for_steady_state              = false
+
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  network_configuration {
+    subnets          = var.task_subnet_ids
+    security_groups  = [aws_security_group.task.id]
+    assign_public_ip = false
+  }
+
+  load_balancer {
+    target_group_arn = aws_lb_target_group.tls.arn
+    container_name   = "cellgate"
+    container_port   = var.container_port
+  }
+
+  # Autoscaling owns the count after creation.
+  lifecycle {
+    ignore_changes = [desired_count]
+
+    precondition {
+      condition     = var.stop_timeout_seconds > var.shutdown_grace_seconds
+      error_message = "stop_timeout_seconds must exceed shutdown_grace_seconds, or ECS kills cellgate before its drain ends."
+    }
+
+    precondition {
+      condition     = var.deregistration_delay_seconds > var.shutdown_grace_seconds
+      error_message = "deregistration_delay_seconds must exceed shutdown_grace_seconds (see the README's draining section)."
+    }
+
+    precondition {
+      condition     = var.min_capacity <= var.max_capacity && var.desired_count >= var.min_capacity && var.desired_count <= var.max_capacity
+      error_message = "Need min_capacity <= desired_count <= max_capacity."
+    }
+  }
+
+  depends_on = [aws_lb_listener.tls]
+
+  tags = local.tags
+}

@@ -1,0 +1,197 @@
+data "aws_iam_policy_document" "ecs_tasks_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+
+    # Only tasks of this account may wear the roles (confused deputy).
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Task role: what the proxy itself calls. Read-only, on the registry table only.
+#   GetItem       src/placement/dynamo/mod.rs read_epoch (the epoch poll) and fetch_tenant
+#                 (an unknown tenant, POST /admin/tenants/{id}/invalidate)
+#   BatchGetItem  src/placement/dynamo/mod.rs batch_get (change# items and the records they name)
+#   Scan          src/placement/dynamo/mod.rs scan (start-up and full_refresh loads)
+# No Query and no index ARN: the code queries no index and the table has none. No stream
+# actions: no node tails the stream (README "Registry on DynamoDB").
+# ---------------------------------------------------------------------------------------------
+
+resource "aws_iam_role" "task" {
+  name               = "${var.name}-task"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "task" {
+  statement {
+    sid       = "ReadRegistry"
+    actions   = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Scan"]
+    resources = [aws_dynamodb_table.registry.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "task" {
+  name   = "registry-read"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task.json
+}
+
+# ---------------------------------------------------------------------------------------------
+# Execution role: what ECS does for the task before cellgate runs (image pull, log stream,
+# secrets into the init container's environment).
+# ---------------------------------------------------------------------------------------------
+
+resource "aws_iam_role" "execution" {
+  name               = "${var.name}-execution"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "execution" {
+  # ecr:GetAuthorizationToken has no resource-level permissions: AWS requires "*".
+  dynamic "statement" {
+    for_each = local.ecr_repository_arn == null ? [] : [1]
+    content {
+      sid       = "EcrLogin"
+      actions   = ["ecr:GetAuthorizationToken"]
+      resources = ["*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.ecr_repository_arn == null ? [] : [1]
+    content {
+      sid       = "PullCellgateImage"
+      actions   = ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"]
+      resources = [local.ecr_repository_arn]
+    }
+  }
+
+  statement {
+    sid       = "WriteLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.this.arn}:*"]
+  }
+
+  statement {
+    sid       = "ReadConfigParameter"
+    actions   = ["ssm:GetParameters"]
+    resources = [aws_ssm_parameter.config.arn]
+  }
+
+  statement {
+    sid       = "DecryptConfigParameter"
+    actions   = ["kms:Decrypt"]
+    resources = [local.kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["ssm.${local.region}.amazonaws.com"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.tls_certificates) == 0 ? [] : [1]
+    content {
+      sid       = "ReadTlsSecrets"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = distinct(flatten([for c in var.tls_certificates : [c.cert_secret_arn, c.key_secret_arn]]))
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.secrets_kms_key_arns) == 0 ? [] : [1]
+    content {
+      sid       = "DecryptTlsSecrets"
+      actions   = ["kms:Decrypt"]
+      resources = var.secrets_kms_key_arns
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["secretsmanager.${local.region}.amazonaws.com"]
+      }
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "execution" {
+  name   = "pull-logs-secrets"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.execution.json
+}
+
+# ---------------------------------------------------------------------------------------------
+# Operator role: the CLI's writes (`cellgate registry|tenant|cell ...`, src/ops.rs over
+# src/placement/dynamo/write.rs Registry). Assumed by the principals in
+# var.operator_principal_arns; the proxy's task role cannot write.
+#   CreateTable, DescribeTable, UpdateTimeToLive   Registry::init / wait_active (`registry init`
+#                 on the existing table answers ResourceInUse and "TTL already enabled", which
+#                 it treats as done, but IAM is checked first, so the actions must be allowed)
+#   PutItem       Registry::init seeds the epoch item; also each Put of a transaction
+#   UpdateItem    the epoch bump inside each transaction (Update)
+#   GetItem       Registry::get, Registry::epoch (every command reads before it writes)
+#   Scan          Registry::list (`tenant list`, `cell list`, `cell weights --wave`)
+#   TransactWriteItems is not an IAM action of its own: IAM checks each item's PutItem and
+#   UpdateItem. No DeleteItem: nothing in the code deletes (a removed tenant is OFFBOARDED).
+# ---------------------------------------------------------------------------------------------
+
+data "aws_iam_policy_document" "operator_assume" {
+  count = length(var.operator_principal_arns) == 0 ? 0 : 1
+
+  statement {
+    actions = ["sts:AssumeRole", "sts:TagSession"]
+
+    principals {
+      type        = "AWS"
+      identifiers = var.operator_principal_arns
+    }
+  }
+}
+
+resource "aws_iam_role" "operator" {
+  count = length(var.operator_principal_arns) == 0 ? 0 : 1
+
+  name                 = "${var.name}-operator"
+  assume_role_policy   = data.aws_iam_policy_document.operator_assume[0].json
+  max_session_duration = var.operator_max_session_seconds
+  tags                 = local.tags
+}
+
+data "aws_iam_policy_document" "operator" {
+  statement {
+    sid = "WriteRegistry"
+    actions = [
+      "dynamodb:GetItem",
+      "dynamodb:Scan",
+      "dynamodb:PutItem",
+      "dynamodb:UpdateItem",
+    ]
+    resources = [aws_dynamodb_table.registry.arn]
+  }
+
+  statement {
+    sid       = "InitRegistry"
+    actions   = ["dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:UpdateTimeToLive"]
+    resources = [aws_dynamodb_table.registry.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "operator" {
+  count = length(var.operator_principal_arns) == 0 ? 0 : 1
+
+  name   = "registry-write"
+  role   = aws_iam_role.operator[0].id
+  policy = data.aws_iam_policy_document.operator.json
+}

@@ -1,0 +1,52 @@
+data "aws_region" "current" {}
+
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
+# cellgate takes the client address from the PROXY protocol header only from server.trusted_hops,
+# and the NLB's own addresses are in these subnets.
+data "aws_subnet" "nlb" {
+  for_each = toset(var.nlb_subnet_ids)
+  id       = each.value
+}
+
+data "aws_ec2_managed_prefix_list" "dynamodb" {
+  name = "com.amazonaws.${data.aws_region.current.name}.dynamodb"
+}
+
+locals {
+  region     = data.aws_region.current.name
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+
+  kms_key_arn = var.kms_key_arn != null ? var.kms_key_arn : aws_kms_key.this[0].arn
+
+  nlb_subnet_cidrs = sort([for s in data.aws_subnet.nlb : s.cidr_block])
+
+  # Pull rights are scoped to the image's repository when it is in this account's ECR; an image
+  # from anywhere else needs no IAM permission to pull.
+  ecr_match = regexall("^([0-9]{12})\\.dkr\\.ecr\\.([a-z0-9-]+)\\.amazonaws\\.com(\\.cn)?/([^:@]+)", var.image)
+  ecr_repository_arn = length(local.ecr_match) == 0 ? null : format(
+    "arn:%s:ecr:%s:%s:repository/%s",
+    local.partition, local.ecr_match[0][1], local.ecr_match[0][0], local.ecr_match[0][3],
+  )
+
+  config_dir  = "/etc/cellgate"
+  config_path = "${local.config_dir}/cellgate.toml"
+
+  tags = merge({ "app" = "cellgate" }, var.tags)
+}
+
+# The two settings the infrastructure depends on and the environment cannot set.
+check "config_matches_the_nlb" {
+  assert {
+    condition     = strcontains(var.config_toml, "proxy_protocol = true")
+    error_message = "config_toml has no `proxy_protocol = true`: the NLB target group sends PROXY protocol v2, which a listener without it reads as a malformed request."
+  }
+
+  assert {
+    condition     = alltrue([for c in local.nlb_subnet_cidrs : strcontains(var.config_toml, c)])
+    error_message = "config_toml's server.trusted_hops does not list every NLB subnet CIDR (${join(", ", local.nlb_subnet_cidrs)}): cellgate would refuse the NLB's PROXY headers from the missing ones."
+  }
+}

@@ -1,0 +1,435 @@
+# ---------------------------------------------------------------------------------------------
+# Naming and placement
+# ---------------------------------------------------------------------------------------------
+
+variable "name" {
+  description = "Prefix of every resource name (NLB and target group names are capped at 32 characters, hence the short limit)."
+  type        = string
+  default     = "cellgate"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,19}$", var.name))
+    error_message = "name: 1-20 characters, lower-case letters, digits and '-', starting with a letter."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource that takes tags."
+  type        = map(string)
+  default     = {}
+}
+
+variable "vpc_id" {
+  description = "VPC the NLB and the tasks live in."
+  type        = string
+}
+
+variable "nlb_subnet_ids" {
+  description = "Subnets of the NLB (public subnets for an internet-facing NLB), one per AZ. Their CIDRs are what cellgate's server.trusted_hops must list (see the nlb_subnet_cidrs output)."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.nlb_subnet_ids) >= 2
+    error_message = "nlb_subnet_ids: at least two subnets (two AZs), or one AZ's outage takes the ingress down."
+  }
+}
+
+variable "task_subnet_ids" {
+  description = "Private subnets of the Fargate tasks (no public IP is assigned; they reach AWS APIs through NAT or VPC endpoints)."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.task_subnet_ids) >= 2
+    error_message = "task_subnet_ids: at least two subnets (two AZs)."
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Load balancer
+# ---------------------------------------------------------------------------------------------
+
+variable "nlb_internal" {
+  description = "true for an internal NLB (e.g. behind a CDN or a Global Accelerator), false for internet-facing."
+  type        = bool
+  default     = false
+}
+
+variable "nlb_ingress_cidrs" {
+  description = "IPv4 CIDRs allowed to connect to the NLB listener (the NLB's security group)."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = alltrue([for c in var.nlb_ingress_cidrs : can(cidrnetmask(c))])
+    error_message = "nlb_ingress_cidrs: every entry must be an IPv4 CIDR."
+  }
+}
+
+variable "nlb_deletion_protection" {
+  description = "Deletion protection on the NLB: the public entry point should not vanish on a stray destroy."
+  type        = bool
+  default     = true
+}
+
+variable "nlb_cross_zone" {
+  description = "Cross-zone load balancing on the NLB. On spreads flows evenly over all tasks whatever the AZ of the NLB node (inter-AZ data transfer is charged)."
+  type        = bool
+  default     = true
+}
+
+variable "listener_port" {
+  description = "Port the NLB listens on (TCP, TLS passed through to cellgate)."
+  type        = number
+  default     = 443
+
+  validation {
+    condition     = var.listener_port >= 1 && var.listener_port <= 65535
+    error_message = "listener_port: 1-65535."
+  }
+}
+
+variable "container_port" {
+  description = "cellgate's TLS listener port in the container. Above 1023 because the container runs as a non-root user and Fargate cannot grant CAP_NET_BIND_SERVICE. Set as CELLGATE_LISTEN=0.0.0.0:<port>, which replaces the first [[listeners]] address of the config."
+  type        = number
+  default     = 8443
+
+  validation {
+    condition     = var.container_port >= 1024 && var.container_port <= 65535
+    error_message = "container_port: 1024-65535 (the container is not root)."
+  }
+}
+
+variable "admin_port" {
+  description = "cellgate's admin listener port (/healthz, /readyz, /metrics). Set as CELLGATE_ADMIN_LISTEN=0.0.0.0:<port>; reachable only from inside the task's security group and from metric scrapers listed in admin_ingress_security_group_ids, never through the NLB."
+  type        = number
+  default     = 9090
+
+  validation {
+    condition     = var.admin_port >= 1024 && var.admin_port <= 65535
+    error_message = "admin_port: 1024-65535."
+  }
+}
+
+variable "admin_ingress_security_group_ids" {
+  description = "Security groups (e.g. a Prometheus or CloudWatch agent) allowed to reach the admin port for /metrics."
+  type        = list(string)
+  default     = []
+}
+
+variable "deregistration_delay_seconds" {
+  description = "Target group deregistration delay. ECS sends SIGTERM only once the task has left the target group, so this is the time NLB nodes get to stop sending new flows before cellgate starts draining. Must exceed shutdown_grace_seconds."
+  type        = number
+  default     = 45
+
+  validation {
+    condition     = var.deregistration_delay_seconds >= 0 && var.deregistration_delay_seconds <= 3600
+    error_message = "deregistration_delay_seconds: 0-3600."
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# The task
+# ---------------------------------------------------------------------------------------------
+
+variable "image" {
+  description = "cellgate container image (repository:tag or repository@digest; a digest makes deployments reproducible). An image in this account's ECR gets pull rights scoped to its repository."
+  type        = string
+}
+
+variable "cpu_architecture" {
+  description = "Fargate CPU architecture of the image: X86_64 or ARM64."
+  type        = string
+  default     = "X86_64"
+
+  validation {
+    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
+    error_message = "cpu_architecture: X86_64 or ARM64."
+  }
+}
+
+variable "cpu" {
+  description = "Task CPU units (1024 = one vCPU). cellgate starts one data-plane worker per core (server.workers = 0)."
+  type        = number
+  default     = 1024
+
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.cpu)
+    error_message = "cpu: one of Fargate's sizes 256, 512, 1024, 2048, 4096, 8192, 16384."
+  }
+}
+
+variable "memory" {
+  description = "Task memory in MiB (must be a valid Fargate pairing with cpu)."
+  type        = number
+  default     = 2048
+}
+
+variable "container_user" {
+  description = "uid:gid cellgate runs as (non-root). The config writer chowns the files it writes to this user."
+  type        = string
+  default     = "65532:65532"
+
+  validation {
+    condition     = can(regex("^[1-9][0-9]*:[1-9][0-9]*$", var.container_user))
+    error_message = "container_user: numeric uid:gid, neither 0 (root)."
+  }
+}
+
+variable "config_writer_image" {
+  description = "Small image with a POSIX shell for the init container that writes the config and certificates to the task's shared volume before cellgate starts (any busybox or alpine image; mirror it into ECR to avoid public pull limits)."
+  type        = string
+  default     = "public.ecr.aws/docker/library/busybox:1.36"
+}
+
+variable "container_health_check_command" {
+  description = "ECS container health check against the admin /healthz (run inside the container, so the image needs the tool it names). null: the default, curl or else wget on 127.0.0.1:<admin_port>/healthz. [] disables the container health check (e.g. a distroless image with neither)."
+  type        = list(string)
+  default     = null
+}
+
+variable "environment" {
+  description = "Extra environment for cellgate (e.g. CELLGATE_LOG_LEVEL). CELLGATE_CONFIG, CELLGATE_REGISTRY_SOURCE, CELLGATE_REGISTRY_TABLE, CELLGATE_LISTEN, CELLGATE_ADMIN_LISTEN and AWS_REGION are set by the module and cannot be overridden here."
+  type        = map(string)
+  default     = {}
+}
+
+variable "config_toml" {
+  description = "The whole cellgate config (TOML). Stored in an SSM SecureString parameter and written to /etc/cellgate/cellgate.toml by the init container. Must have server.trusted_hops = the NLB subnets' CIDRs and proxy_protocol = true on the first [[listeners]] (a check warns otherwise); registry table, listen and admin addresses come from the environment. Secrets (HS256 keys) belong in Secrets Manager, not here."
+  type        = string
+
+  validation {
+    condition     = length(var.config_toml) > 0 && length(var.config_toml) <= 8192
+    error_message = "config_toml: 1-8192 characters (the SSM Advanced tier's limit)."
+  }
+}
+
+variable "tls_certificates" {
+  description = "Certificates cellgate serves by SNI: each name's PEM chain and PEM key are Secrets Manager secrets (plain-text PEM), written to /etc/cellgate/tls/<name>.pem and <name>.key at task start. Reference those paths in [[listeners.tls.certificates]]. A renewed certificate reaches running tasks on the next deployment."
+  type = list(object({
+    name            = string
+    cert_secret_arn = string
+    key_secret_arn  = string
+  }))
+  default = []
+
+  validation {
+    condition     = alltrue([for c in var.tls_certificates : can(regex("^[a-z0-9][a-z0-9-]{0,62}$", c.name))])
+    error_message = "tls_certificates[*].name: lower-case letters, digits and '-' (it becomes a file name and an environment variable)."
+  }
+
+  validation {
+    condition     = alltrue(flatten([for c in var.tls_certificates : [for a in [c.cert_secret_arn, c.key_secret_arn] : can(regex("^arn:aws[a-z-]*:secretsmanager:", a))]]))
+    error_message = "tls_certificates: cert_secret_arn and key_secret_arn must be Secrets Manager ARNs."
+  }
+}
+
+variable "secrets_kms_key_arns" {
+  description = "Customer managed KMS keys encrypting the tls_certificates secrets (the execution role gets kms:Decrypt on them, through Secrets Manager only). Empty for secrets under the AWS managed key."
+  type        = list(string)
+  default     = []
+}
+
+variable "shutdown_grace_seconds" {
+  description = "cellgate's server.shutdown_grace in seconds, as written in config_toml. Used to check stop_timeout_seconds and deregistration_delay_seconds."
+  type        = number
+  default     = 30
+}
+
+variable "stop_timeout_seconds" {
+  description = "ECS stopTimeout: time between SIGTERM and SIGKILL. Above shutdown_grace_seconds so cellgate's drain ends before the kill (Fargate's maximum is 120)."
+  type        = number
+  default     = 45
+
+  validation {
+    condition     = var.stop_timeout_seconds >= 2 && var.stop_timeout_seconds <= 120
+    error_message = "stop_timeout_seconds: 2-120 (Fargate's range)."
+  }
+}
+
+variable "health_check_grace_period_seconds" {
+  description = "Time after a task starts during which ECS ignores failed NLB health checks (the first registry scan and JWKS fetch)."
+  type        = number
+  default     = 60
+}
+
+# ---------------------------------------------------------------------------------------------
+# Capacity and autoscaling
+# ---------------------------------------------------------------------------------------------
+
+variable "desired_count" {
+  description = "Tasks at creation. Later changes come from autoscaling (desired_count is ignored after creation)."
+  type        = number
+  default     = 3
+}
+
+variable "min_capacity" {
+  description = "Fewest tasks autoscaling keeps (at least one per AZ in production)."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.min_capacity >= 1
+    error_message = "min_capacity: at least 1."
+  }
+}
+
+variable "max_capacity" {
+  description = "Most tasks autoscaling starts."
+  type        = number
+  default     = 30
+}
+
+variable "cpu_target_percent" {
+  description = "Target of the ECSServiceAverageCPUUtilization tracking policy."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.cpu_target_percent > 10 && var.cpu_target_percent < 95
+    error_message = "cpu_target_percent: between 10 and 95."
+  }
+}
+
+variable "active_flows_per_task_target" {
+  description = "Target of the connection tracking policy: NLB ActiveFlowCount divided by the target group's HealthyHostCount (open client connections per task). Keep well below server.max_connections (10000 by default)."
+  type        = number
+  default     = 3000
+}
+
+variable "requests_metric" {
+  description = "Optional third tracking policy on requests per task from a custom CloudWatch metric (e.g. cellgate_requests_total scraped from /metrics by the CloudWatch agent as a per-second rate, summed over the service). metric_name/namespace/dimensions name it; target_per_task is requests per second per task."
+  type = object({
+    namespace       = string
+    metric_name     = string
+    dimensions      = map(string)
+    statistic       = optional(string, "Sum")
+    target_per_task = number
+  })
+  default = null
+}
+
+# ---------------------------------------------------------------------------------------------
+# Registry table
+# ---------------------------------------------------------------------------------------------
+
+variable "registry_table_name" {
+  description = "Name of the DynamoDB registry table (CELLGATE_REGISTRY_TABLE in the task)."
+  type        = string
+  default     = "cellgate-registry"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]{3,255}$", var.registry_table_name))
+    error_message = "registry_table_name: 3-255 characters of A-Z a-z 0-9 _ . -"
+  }
+}
+
+variable "registry_stream_enabled" {
+  description = "Enable a DynamoDB Stream (NEW_IMAGE, as `cellgate registry init --streams`) for other consumers. cellgate itself never reads it."
+  type        = bool
+  default     = false
+}
+
+variable "registry_deletion_protection" {
+  description = "Deletion protection on the registry table."
+  type        = bool
+  default     = true
+}
+
+variable "kms_key_arn" {
+  description = "Customer managed KMS key for the registry table, the log group and the config parameter. null: the module creates one (with rotation). A key passed here must allow DynamoDB, CloudWatch Logs and SSM use by this account."
+  type        = string
+  default     = null
+}
+
+variable "log_retention_days" {
+  description = "CloudWatch Logs retention of cellgate's logs (access log on stdout, application log on stderr)."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days: one of CloudWatch Logs' retention values."
+  }
+}
+
+variable "enable_container_insights" {
+  description = "Container Insights on the ECS cluster (per-task CPU, memory, network metrics)."
+  type        = bool
+  default     = true
+}
+
+# ---------------------------------------------------------------------------------------------
+# Operators
+# ---------------------------------------------------------------------------------------------
+
+variable "operator_principal_arns" {
+  description = "IAM principals (roles, users, or account roots) allowed to assume the operator role that runs `cellgate registry|tenant|cell` writes. Empty: no operator role is created."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for a in var.operator_principal_arns : can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:", a))])
+    error_message = "operator_principal_arns: IAM ARNs (arn:aws:iam::<account>:...)."
+  }
+}
+
+variable "operator_max_session_seconds" {
+  description = "Longest operator role session."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.operator_max_session_seconds >= 900 && var.operator_max_session_seconds <= 43200
+    error_message = "operator_max_session_seconds: 900-43200."
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Egress
+# ---------------------------------------------------------------------------------------------
+
+variable "cell_security_group_ids" {
+  description = "Security groups of the cells' ALBs: the tasks get egress to them on cell_ports. The cells' own security groups must allow ingress from the task_security_group_id output."
+  type        = list(string)
+  default     = []
+}
+
+variable "cell_cidrs" {
+  description = "CIDRs of cell targets that are not reached by security group (peered VPCs, Transit Gateway): egress on cell_ports."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.cell_cidrs : can(cidrnetmask(c))])
+    error_message = "cell_cidrs: every entry must be an IPv4 CIDR."
+  }
+}
+
+variable "cell_ports" {
+  description = "Ports the cells' targets listen on."
+  type        = list(number)
+  default     = [443]
+}
+
+variable "https_egress_cidrs" {
+  description = "CIDRs the tasks may reach on 443 besides the cells and DynamoDB: ECR, CloudWatch Logs, SSM and Secrets Manager (Fargate pulls images and secrets through the task's ENI), and the JWKS URLs of the config's issuers. Narrow it to interface endpoint subnets when every one of those has a VPC endpoint."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = alltrue([for c in var.https_egress_cidrs : can(cidrnetmask(c))])
+    error_message = "https_egress_cidrs: every entry must be an IPv4 CIDR."
+  }
+}
+
+variable "create_dynamodb_endpoint" {
+  description = "Create a DynamoDB gateway endpoint on dynamodb_endpoint_route_table_ids (registry reads stay on the AWS network, no NAT charges). false if the VPC already has one: egress to DynamoDB's prefix list is allowed either way."
+  type        = bool
+  default     = true
+}
+
+variable "dynamodb_endpoint_route_table_ids" {
+  description = "Route tables of the task subnets, for the DynamoDB gateway endpoint."
+  type        = list(string)
+  default     = []
+}
