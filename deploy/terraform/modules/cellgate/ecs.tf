@@ -33,7 +33,7 @@ locals {
     CELLGATE_REGISTRY_SOURCE = "dynamodb"
     CELLGATE_REGISTRY_TABLE  = aws_dynamodb_table.registry.name
     CELLGATE_LISTEN          = "0.0.0.0:${var.container_port}"
-    CELLGATE_ADMIN_LISTEN    = "0.0.0.0:${var.admin_port}"
+    CELLGATE_ADMIN_LISTEN    = "${length(var.admin_ingress_security_group_ids) > 0 ? "0.0.0.0" : "127.0.0.1"}:${var.admin_port}"
     AWS_REGION               = local.region
   }
 

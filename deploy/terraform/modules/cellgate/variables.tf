@@ -100,7 +100,7 @@ variable "container_port" {
 }
 
 variable "admin_port" {
-  description = "cellgate's admin listener port (/healthz, /readyz, /metrics). Set as CELLGATE_ADMIN_LISTEN=0.0.0.0:<port>; reachable only from inside the task's security group and from metric scrapers listed in admin_ingress_security_group_ids, never through the NLB."
+  description = "cellgate's admin listener port (/healthz, /readyz, /metrics, /admin/*). Set as CELLGATE_ADMIN_LISTEN: on 127.0.0.1 (the container health check's only client) unless admin_ingress_security_group_ids names scrapers, then on 0.0.0.0 with ingress from those groups only. Never behind the NLB."
   type        = number
   default     = 9090
 
