@@ -3,8 +3,8 @@
 #
 #   bash deploy/check_runbook.sh [BINARY] [RUNBOOK]
 #
-# BINARY defaults to target/debug/cellgate, RUNBOOK to deploy/RUNBOOK.md (both relative to
-# the repository root). A command is `cellgate` in command position inside a fenced code block:
+# BINARY defaults to target/debug/cellgate, RUNBOOK to deploy/RUNBOOK.md (both defaults relative
+# to the repository root). A command is `cellgate` in command position inside a fenced code block:
 # at the start of a line (after any VAR=value assignments), or after `|`, `;`, `&&`, `||`,
 # `(`, `$(` or a backquote, or after `do`/`then`/`else`/`xargs`/`sudo`. Its command path is
 # found by walking the binary's own help: a word is a subcommand only if `--help` of the path so
@@ -12,9 +12,14 @@
 # (the rest are its arguments). Each distinct path is then run as `BINARY PATH... --help`; a
 # path that fails is named and the script exits 1. Flags are not checked, only command paths.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
-bin=${1:-target/debug/cellgate}
+# A BINARY given is taken relative to the caller's directory; the default to the repository's.
+bin=${1:-}
+if [[ -n $bin && $bin != /* && -e $bin ]]; then
+  bin=$PWD/$bin
+fi
+cd "$(dirname "$0")/.."
+bin=${bin:-target/debug/cellgate}
 runbook=${2:-deploy/RUNBOOK.md}
 [[ -x $bin ]] || { echo "check_runbook: no executable at $bin (cargo build --bin cellgate)" >&2; exit 2; }
 [[ -f $runbook ]] || { echo "check_runbook: no $runbook" >&2; exit 2; }
