@@ -117,6 +117,20 @@ async fn metric(h: &Harness, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// One HTTP/2 GET of `uri` over an established TLS stream.
+async fn h2_get<S>(tls: S, uri: &str) -> http::Response<hyper::body::Incoming>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(uri).body(Full::<Bytes>::default()).unwrap();
+    sender.send_request(req).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminates_tls_with_http1_and_http2_by_alpn() {
     let h = start(&with_listener(&format!(
@@ -147,15 +161,7 @@ async fn terminates_tls_with_http1_and_http2_by_alpn() {
     // HTTP/2 over TLS.
     let tls = connect(h.addr, b"h2").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get("https://globex.app.test/tls")
-        .body(Full::<Bytes>::default())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
+    let resp = h2_get(tls, "https://globex.app.test/tls").await;
     assert_eq!(resp.version(), http::Version::HTTP_2);
     let v: serde_json::Value =
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
@@ -304,18 +310,8 @@ async fn tls12_clients_are_served_and_tls10_or_11_hellos_are_refused() {
             Some(rustls::ProtocolVersion::TLSv1_2)
         );
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let req = Request::get("https://acme.app.test/tls12")
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        assert_eq!(
-            sender.send_request(req).await.unwrap().status(),
-            StatusCode::OK
-        );
+        let resp = h2_get(tls, "https://acme.app.test/tls12").await;
+        assert_eq!(resp.status(), StatusCode::OK);
 
         // The same hello with legacy_version 3.3 gets a ServerHello (so the hello is sound);
         // with 3.1 (TLS 1.0) or 3.2 (TLS 1.1) and no supported_versions extension, a fatal

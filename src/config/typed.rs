@@ -372,20 +372,7 @@ fn build_tenant(raw: &FileConfig) -> Result<TenantConfig, FieldError> {
                 HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes()).map_err(|_| {
                     FieldError::new("tenant.header.name", &h.name, "not a valid header name")
                 })?;
-            let mut trusted = Vec::with_capacity(h.trusted_sources.len());
-            for (i, c) in h.trusted_sources.iter().enumerate() {
-                let net = c
-                    .parse::<IpNet>()
-                    .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        FieldError::new(
-                            format!("tenant.header.trusted_sources[{i}]"),
-                            c,
-                            "not a CIDR or IP address",
-                        )
-                    })?;
-                trusted.push(net);
-            }
+            let trusted = super::server::nets("tenant.header.trusted_sources", &h.trusted_sources)?;
             Some(TenantHeaderConfig {
                 name,
                 trusted_sources: trusted,
