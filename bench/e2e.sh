@@ -27,7 +27,7 @@ ROUNDS="${ROUNDS:-5}"               # interleaved rounds
 DURATION="${DURATION:-10}"          # seconds measured per contestant per round
 WARMUP="${WARMUP:-2}"               # seconds of unmeasured load before each measurement
 CONNECTIONS="${CONNECTIONS:-64}"    # wrk connections
-WRK_THREADS="${WRK_THREADS:-1}"     # wrk threads (1: see README "fairness")
+WRK_THREADS="${WRK_THREADS:-1}"     # wrk threads (1: see bench/README.md "Fairness")
 BASELINES="${BASELINES:-0}"         # 1 = also build + run hyper-minimal and pingora-minimal
 CONTESTANTS="${CONTESTANTS:-}"      # comma list to restrict the run (default: all available)
 CELLGATE_BUILD="${CELLGATE_BUILD:-1}"   # 0 = don't run cargo for cellgate, use the binary as is
