@@ -10,7 +10,8 @@
 #   bench/scale.sh --tenants 1,100000 --rounds 5
 #   TENANTS=1,10000 ROUNDS=1 DURATION=3 bench/scale.sh
 #
-# Results: a markdown table on stdout, and bench/results/scale-<UTC>.md + .json (raw values).
+# Results: a markdown table on stdout, and bench/results/scale-<UTC>.md + .json (raw values);
+# older scale-* results are then removed (bench/results/ keeps the latest; git keeps the rest).
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
@@ -292,3 +293,4 @@ OUT="$BENCH_DIR/results/scale-$STAMP"
 
 python3 "$BENCH_DIR/scale_report.py" --meta "$WORK/meta.txt" --starts "$STARTS_TSV" --rounds "$ROUNDS_TSV" --out "$OUT"
 log "wrote ${OUT#"$REPO_DIR"/}.md and .json"
+prune_results scale "$STAMP"
