@@ -10,7 +10,8 @@
 #   bench/e2e.sh --baselines --rounds 3 --duration 8
 #   bench/e2e.sh --only direct,nginx,cellgate
 #
-# Results: a markdown table on stdout, and bench/results/e2e-<UTC>.md + .json (raw round values).
+# Results: a markdown table on stdout, and bench/results/e2e-<UTC>.md + .json (raw round values)
+# + .svg; older e2e-* results are then removed (bench/results/ keeps the latest; git keeps the rest).
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
@@ -27,7 +28,7 @@ ROUNDS="${ROUNDS:-5}"               # interleaved rounds
 DURATION="${DURATION:-10}"          # seconds measured per contestant per round
 WARMUP="${WARMUP:-2}"               # seconds of unmeasured load before each measurement
 CONNECTIONS="${CONNECTIONS:-64}"    # wrk connections
-WRK_THREADS="${WRK_THREADS:-1}"     # wrk threads (1: see README "fairness")
+WRK_THREADS="${WRK_THREADS:-1}"     # wrk threads (1: see bench/README.md "Fairness")
 BASELINES="${BASELINES:-0}"         # 1 = also build + run hyper-minimal and pingora-minimal
 CONTESTANTS="${CONTESTANTS:-}"      # comma list to restrict the run (default: all available)
 CELLGATE_BUILD="${CELLGATE_BUILD:-1}"   # 0 = don't run cargo for cellgate, use the binary as is
@@ -344,3 +345,4 @@ OUT="$BENCH_DIR/results/e2e-$STAMP"
 
 python3 "$BENCH_DIR/e2e_report.py" --meta "$WORK/meta.txt" --index "$INDEX" --out "$OUT"
 log "wrote ${OUT#"$REPO_DIR"/}.md, .json and .svg"
+prune_results e2e "$STAMP"

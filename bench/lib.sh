@@ -22,6 +22,22 @@ command_line() {  # command_line "VAR VAR ..." "$0" "$@" — prints VAR=value ..
   printf '%s' "$out"
 }
 
+# bench/results/ keeps the latest run of each kind; older ones stay in git history.
+prune_results() {  # prune_results KIND STAMP — removes results/KIND-<UTC>.{md,json,svg} older than STAMP
+  local kind=$1 stamp=$2 f base old
+  [[ $stamp =~ ^[0-9]{8}T[0-9]{6}Z$ ]] || return 0
+  for f in "$BENCH_DIR/results/$kind"-*; do
+    [[ -f $f ]] || continue
+    base=${f##*/}
+    [[ $base =~ ^$kind-([0-9]{8}T[0-9]{6}Z)\.(md|json|svg)$ ]] || continue
+    old=${BASH_REMATCH[1]}
+    if [[ $old < $stamp ]]; then
+      rm -f -- "$f"
+      log "removed older result ${f#"$REPO_DIR"/} (a committed one stays in git history)"
+    fi
+  done
+}
+
 # Machine lines of a results header (key=value, read by the report scripts). The core count is
 # taken when this file is sourced, before a script pins itself to one core.
 MACHINE_NPROC="$(nproc)"

@@ -10,7 +10,8 @@
 #   bench/scale.sh --tenants 1,100000 --rounds 5
 #   TENANTS=1,10000 ROUNDS=1 DURATION=3 bench/scale.sh
 #
-# Results: a markdown table on stdout, and bench/results/scale-<UTC>.md + .json (raw values).
+# Results: a markdown table on stdout, and bench/results/scale-<UTC>.md + .json (raw values);
+# older scale-* results are then removed (bench/results/ keeps the latest; git keeps the rest).
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
@@ -30,7 +31,7 @@ ROUNDS="${ROUNDS:-3}"               # interleaved throughput rounds
 DURATION="${DURATION:-10}"          # seconds measured per N per round
 WARMUP="${WARMUP:-2}"               # seconds of unmeasured load before each measurement
 CONNECTIONS="${CONNECTIONS:-64}"    # wrk connections
-WRK_THREADS="${WRK_THREADS:-1}"     # wrk threads (1: see README "fairness")
+WRK_THREADS="${WRK_THREADS:-1}"     # wrk threads (1: see bench/README.md "Fairness")
 CELLGATE_BUILD="${CELLGATE_BUILD:-1}"   # 0 = don't run cargo, use the binary as is
 CELLGATE_BIN="${CELLGATE_BIN:-${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/cellgate}"
 PORT_BASE="${PORT_BASE:-18180}"     # upstream = PORT_BASE; the i-th N: proxy +1+2i, admin +2+2i
@@ -216,7 +217,7 @@ done
 
 # ------------------------------------------------------------------ throughput phase ---
 # One cellgate at a time: started fresh for every measurement (on its own ports), probed, warmed
-# up, measured, read (RSS, limiter keys, reloads) and stopped. See README "scale.sh" for why.
+# up, measured, read (RSS, limiter keys, reloads) and stopped. See bench/README.md "scale.sh" for why.
 run_wrk() {  # run_wrk N SECONDS OUTFILE (in the background so that a signal ends the run at once)
   local rc=0
   taskset -c "$LOAD_CORE" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${2}s" --timeout 5s --latency \
@@ -292,3 +293,4 @@ OUT="$BENCH_DIR/results/scale-$STAMP"
 
 python3 "$BENCH_DIR/scale_report.py" --meta "$WORK/meta.txt" --starts "$STARTS_TSV" --rounds "$ROUNDS_TSV" --out "$OUT"
 log "wrote ${OUT#"$REPO_DIR"/}.md and .json"
+prune_results scale "$STAMP"

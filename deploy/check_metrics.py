@@ -7,9 +7,9 @@ FILE defaults to deploy/grafana/cellgate.json and deploy/prometheus/alerts.yml. 
 `cellgate_*` name in them must be a constant in src/metrics/names.rs (`pub const X: &str =
 "cellgate_..."`), as exposed: counter constants already end in `_total`, and a histogram
 is read through `<name>_bucket`, `_sum` and `_count`, which are accepted only for metrics
-the README's Metrics table says are histograms. Each alert's runbook_url anchor must also
-exist in deploy/RUNBOOK.md. Exits 1 naming each unknown metric (with file and line) or
-missing anchor; 0 when everything is known.
+the Metrics table of docs/metrics.md says are histograms. Exits 1 naming each unknown metric
+(with file and line); 0 when everything is known. (The alerts' runbook_url anchors are checked
+with every other link by tests/check_links.py.)
 
 Python 3 standard library only (CI needs nothing installed): names are found by a regex over
 the text, so the YAML is not parsed, and a metric in a comment is checked too.
@@ -21,8 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES_RS = ROOT / "src/metrics/names.rs"
-README = ROOT / "README.md"
-RUNBOOK = ROOT / "deploy/RUNBOOK.md"
+METRICS_MD = ROOT / "docs/metrics.md"
 DEFAULT_FILES = [
     ROOT / "deploy/grafana/cellgate.json",
     ROOT / "deploy/prometheus/alerts.yml",
@@ -33,9 +32,8 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 CONST_RE = re.compile(r'pub const [A-Z0-9_]+: &str =\s*"(cellgate_[a-z0-9_]+)";')
 # A metric name: not preceded by a character that would make it part of a longer word.
 METRIC_RE = re.compile(r"(?<![A-Za-z0-9_])cellgate_[a-z0-9_]+")
-# README Metrics table rows: | `cellgate_x` | histogram | ... (one row may name two metrics).
-README_ROW_RE = re.compile(r"^\|((?:\s*`cellgate_[a-z0-9_]+`\s*/?)+)\|\s*([a-z]+)\s*\|", re.M)
-RUNBOOK_URL_RE = re.compile(r"runbook_url:\s*\"?[^\s\"#]*RUNBOOK\.md#([A-Za-z0-9_-]+)")
+# Metrics table rows: | `cellgate_x` | histogram | ... (one row may name two metrics).
+TABLE_ROW_RE = re.compile(r"^\|((?:\s*`cellgate_[a-z0-9_]+`\s*/?)+)\|\s*([a-z]+)\s*\|", re.M)
 
 
 def exported_names():
@@ -46,13 +44,13 @@ def exported_names():
 
 
 def histograms(known):
-    """Names the README documents as histograms; all non-counters if the table is unreadable."""
+    """Names docs/metrics.md documents as histograms; all non-counters if the table is unreadable."""
     found = set()
-    for names, kind in README_ROW_RE.findall(README.read_text(encoding="utf-8")):
+    for names, kind in TABLE_ROW_RE.findall(METRICS_MD.read_text(encoding="utf-8")):
         if kind == "histogram":
             found.update(re.findall(r"cellgate_[a-z0-9_]+", names))
     if not found:
-        print("check_metrics: no histogram in the README Metrics table; "
+        print(f"check_metrics: no histogram in the Metrics table of {METRICS_MD.relative_to(ROOT)}; "
               "accepting _bucket/_sum/_count on any non-counter", file=sys.stderr)
         return {n for n in known if not n.endswith("_total")}
     return found
@@ -69,21 +67,10 @@ def resolve(name, known, hists):
     return None
 
 
-def runbook_anchors():
-    """Explicit `<a id="x">` anchors and the GitHub slugs of the headings."""
-    text = RUNBOOK.read_text(encoding="utf-8") if RUNBOOK.exists() else ""
-    anchors = set(re.findall(r'<a (?:id|name)="([^"]+)"', text))
-    for heading in re.findall(r"^#+\s+(.+?)\s*$", text, re.M):
-        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
-        anchors.add(slug)
-    return anchors
-
-
 def main(argv):
     files = [Path(a) for a in argv] or DEFAULT_FILES
     known = exported_names()
     hists = histograms(known)
-    anchors = runbook_anchors()
     problems = []
     used = set()
     for path in files:
@@ -96,9 +83,6 @@ def main(argv):
                     problems.append(f"{rel}:{lineno}: unknown metric {name}")
                 else:
                     used.add(base)
-            for anchor in RUNBOOK_URL_RE.findall(line):
-                if anchor not in anchors:
-                    problems.append(f"{rel}:{lineno}: runbook anchor #{anchor} not in deploy/RUNBOOK.md")
     for p in problems:
         print(p)
     if problems:

@@ -115,7 +115,7 @@ pub fn file_registry(poll: &str) -> String {
     format!("[registry]\nsource = \"file\"\npath = \"registry.toml\"\npoll_interval = \"{poll}\"\n")
 }
 
-/// Writes by rename, as the README asks, so the proxy never reads half a file.
+/// Writes by rename, as docs/registry.md asks, so the proxy never reads half a file.
 pub fn write_registry(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text)?;

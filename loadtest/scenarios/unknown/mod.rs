@@ -15,8 +15,8 @@
 //! `--phase-secs` each, after an unmeasured warm-up. Checks (exit 1 when one fails, 2 when the
 //! scenario could not run): every known request answered 2xx in every phase; no unknown
 //! request served by a cell, and each answered 404 `unknown_tenant` (with lookups: or 503
-//! `registry_unavailable` when refused by the read cap, as the README documents; the 503s equal
-//! the proxy's `limited` + `registry_down` lookups); with lookups, registry reads (`found` +
+//! `registry_unavailable` when refused by the read cap, as docs/registry.md documents; the 503s
+//! equal the proxy's `limited` + `registry_down` lookups); with lookups, registry reads (`found` +
 //! `absent` + `error`) in each flood phase at most the bucket's burst plus `lookup_rate` x the
 //! time between the scrapes around the phase; the median over rounds of the known tenants' p99
 //! under flood within 10% of the median baseline p99. Bounded in time and count, 127.0.0.1 only.

@@ -148,7 +148,7 @@ resource "aws_ecs_service" "this" {
 
     precondition {
       condition     = var.deregistration_delay_seconds > var.shutdown_grace_seconds
-      error_message = "deregistration_delay_seconds must exceed shutdown_grace_seconds (see the README's draining section)."
+      error_message = "deregistration_delay_seconds must exceed shutdown_grace_seconds (see the Draining section of deploy/README.md)."
     }
 
     precondition {

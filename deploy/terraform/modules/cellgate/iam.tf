@@ -23,7 +23,7 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
 #   BatchGetItem  src/placement/dynamo/mod.rs batch_get (change# items and the records they name)
 #   Scan          src/placement/dynamo/mod.rs scan (start-up and full_refresh loads)
 # No Query and no index ARN: the code queries no index and the table has none. No stream
-# actions: no node tails the stream (README "Registry on DynamoDB").
+# actions: no node tails the stream (docs/registry.md, "Registry on DynamoDB").
 # ---------------------------------------------------------------------------------------------
 
 resource "aws_iam_role" "task" {
