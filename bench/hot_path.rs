@@ -162,7 +162,7 @@ fn bench_lookup(c: &mut Criterion) {
 }
 
 fn bench_rewrite(c: &mut Criterion) {
-    use cellgate::proxy::headers::{ip_header, rewrite_request};
+    use cellgate::proxy::rewrite::{ip_header, rewrite_request};
     use http::{HeaderMap, HeaderValue};
     let request = |extra: Option<(&'static str, &'static str)>| {
         let mut h = HeaderMap::new();

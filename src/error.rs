@@ -28,7 +28,7 @@ pub enum ErrorSource {
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error(transparent)]
-    Hygiene(#[from] crate::proxy::hygiene::Violation),
+    Hygiene(#[from] crate::hygiene::Violation),
     #[error(transparent)]
     Identify(#[from] IdentifyError),
     #[error(transparent)]

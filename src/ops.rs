@@ -14,9 +14,9 @@ use crate::placement::dynamo::schema::{
 };
 pub use crate::placement::dynamo::write::Registry;
 use crate::placement::dynamo::write::{InitOutcome, WriteError, updated_at};
-use crate::placement::group::{MAX_WEIGHT, valid_label};
+use crate::rules::{CELL_ID_RULE, MAX_WEIGHT, valid_cell_id, valid_label};
 use crate::placement::record::{RawTenant, tenant_record};
-use crate::placement::{TenantLimits, TenantRecord, TenantStatus, valid_cell_id};
+use crate::placement::{TenantLimits, TenantRecord, TenantStatus};
 
 /// Where the registry table is.
 #[derive(Debug, Clone, Args)]
@@ -548,7 +548,7 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
             clear_wave,
         } => {
             if !valid_cell_id(&cell) {
-                return Err(invalid("cell", &cell, crate::placement::CELL_ID_RULE));
+                return Err(invalid("cell", &cell, CELL_ID_RULE));
             }
             if let Some(n) = max_in_flight
                 && n > 1_000_000
@@ -694,7 +694,7 @@ async fn cell_group(
     remove: bool,
 ) -> Result<Value, OpsError> {
     if !valid_cell_id(cell) {
-        return Err(invalid("cell", cell, crate::placement::CELL_ID_RULE));
+        return Err(invalid("cell", cell, CELL_ID_RULE));
     }
     if !valid_label(&edit.name) {
         return Err(invalid("--name", &edit.name, LABEL_RULE));
@@ -896,7 +896,7 @@ async fn select_cells(
         }
         for id in cells {
             if !valid_cell_id(id) {
-                return Err(invalid("--cell", id, crate::placement::CELL_ID_RULE));
+                return Err(invalid("--cell", id, CELL_ID_RULE));
             }
             if out.iter().any(|c: &CellRecord| &c.id == id) {
                 continue;

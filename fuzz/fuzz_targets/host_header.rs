@@ -5,7 +5,7 @@
 #![no_main]
 
 use cellgate::config::HeaderUnderscores;
-use cellgate::proxy::hygiene;
+use cellgate::hygiene;
 use cellgate::tenant::{request_host, request_host_value, tenant_from_host};
 use http::{HeaderValue, Version, header::HOST, uri::Authority};
 use libfuzzer_sys::fuzz_target;

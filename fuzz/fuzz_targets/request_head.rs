@@ -1,15 +1,13 @@
 //! The *hygiene* and *rewrite* stages over a request head built from arbitrary bytes
-//! (`proxy::hygiene::check`, `proxy::headers::rewrite_request`): a head that passes has one
+//! (`hygiene::check`, `proxy::rewrite::rewrite_request`): a head that passes has one
 //! way to frame its body and one host, and after the rewrite the cell sees only the proxy's
 //! values for the headers it vouches for and no hop-by-hop header.
 #![no_main]
 
 use cellgate::config::HeaderUnderscores;
-use cellgate::proxy::headers::{
-    HOP_BY_HOP, INTERNAL, X_CELL_ID, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_TENANT_ID,
-    rewrite_request, upgrade_requested,
-};
-use cellgate::proxy::hygiene;
+use cellgate::headers::{HOP_BY_HOP, INTERNAL, X_CELL_ID, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_TENANT_ID};
+use cellgate::proxy::rewrite::{rewrite_request, upgrade_requested};
+use cellgate::hygiene;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue, Version};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};

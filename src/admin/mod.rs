@@ -15,13 +15,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::placement::lookup::LookupOutcome;
 use crate::proxy::Shared;
+use crate::shutdown::{Stop, stopped};
 
 /// Serves admin requests until `stop` turns true.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: Stop) {
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -32,7 +32,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                     continue;
                 }
             },
-            () = crate::proxy::stopped(&mut stop) => return,
+            () = stopped(&mut stop) => return,
         };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {

@@ -117,7 +117,7 @@ impl ForcedArms {
     pub fn from_claims(claims: &Value, path: &ClaimPath) -> Self {
         let name = |v: &Value| {
             v.as_str()
-                .filter(|s| crate::placement::group::valid_label(s))
+                .filter(|s| crate::rules::valid_label(s))
                 .map(Box::from)
         };
         match path.get(claims) {

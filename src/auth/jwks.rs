@@ -26,6 +26,7 @@ use super::cache::TokenCache;
 use super::fetch::{self, FetchError, FetchUrl};
 use super::keys::{AlgSet, KeySet, VerificationKey, from_jwk};
 use crate::metrics::JwksMetrics;
+use crate::shutdown::{Stop, stopped};
 
 /// Shortest refresh interval a server's `max-age` can impose.
 const MIN_SERVER_TTL: Duration = Duration::from_secs(30);
@@ -262,12 +263,12 @@ impl Jwks {
     }
 
     /// The refresher: fetches now, then on schedule and on demand, until `stop` turns true.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, mut stop: Stop) {
         let mut next = Instant::now();
         let mut retry = FIRST_RETRY;
         loop {
             let on_demand = tokio::select! {
-                () = crate::proxy::stopped(&mut stop) => return,
+                () = stopped(&mut stop) => return,
                 () = sleep_until(next) => false,
                 () = self.wake.notified() => true,
             };

@@ -15,7 +15,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, 
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use sha2::{Digest, Sha256};
 
-use crate::config::FieldError;
+use crate::rules::FieldError;
 use crate::config::file::FileKey;
 
 /// Every algorithm cellgate can verify, in a fixed order (the bit index of [`AlgSet`]).

@@ -189,7 +189,7 @@ pub enum AuthSetupError {
     #[error("auth.issuers {issuer}: JWKS TLS setup: {source}")]
     Tls {
         issuer: Arc<str>,
-        source: crate::upstream::tls::TlsError,
+        source: crate::tls_client::TlsError,
     },
     #[error("auth.issuers {issuer}: {reason}")]
     Keys { issuer: Arc<str>, reason: String },
@@ -221,7 +221,7 @@ impl Verifier {
             let jwks = match &ic.jwks {
                 None => None,
                 Some(j) => {
-                    let tls = crate::upstream::tls::client_config(j.ca_file.as_deref()).map_err(
+                    let tls = crate::tls_client::client_config(j.ca_file.as_deref()).map_err(
                         |source| AuthSetupError::Tls {
                             issuer: Arc::clone(&ic.name),
                             source,

@@ -13,7 +13,8 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::file::{FileAuth, FileIssuer, FileJwks};
-use super::{FieldError, dur, resolve};
+use crate::rules::FieldError;
+use super::{dur, resolve};
 use crate::auth::fetch::FetchUrl;
 use crate::auth::keys::parse_alg;
 use crate::auth::{AlgSet, ClaimPath, ForwardClaim, JwksConfig, VerificationKey, load_key};
@@ -57,7 +58,7 @@ pub struct IssuerConfig {
 /// Whether a forwarded claim may be written to `name`: never a header the proxy sets or strips
 /// itself (trusted, internal, hop-by-hop) nor one that frames or authenticates the request.
 pub(super) fn reserved(name: &HeaderName) -> bool {
-    use crate::proxy::headers::{HOP_BY_HOP, INTERNAL, X_REQUEST_ID};
+    use crate::headers::{HOP_BY_HOP, INTERNAL, X_REQUEST_ID};
     const OTHERS: [&str; 6] = [
         "host",
         "authorization",

@@ -9,7 +9,7 @@
 
 use http::HeaderName;
 
-use super::FieldError;
+use crate::rules::FieldError;
 use super::auth::{AuthConfig, reserved};
 use super::file::FileCanary;
 use super::typed::TenantHeaderConfig;

@@ -13,11 +13,10 @@ use std::time::Duration;
 use http::Method;
 
 use super::file::{FileLimits, FileRouteClass, FileTier};
-use super::{FieldError, dur};
-use crate::placement::record::valid_tier;
-use crate::ratelimit::{MAX_ROUTE_CLASSES, MAX_TIERS};
+use crate::rules::FieldError;
+use super::dur;
+use crate::rules::{MAX_ROUTE_CLASSES, MAX_TIERS, MIN_RATE, default_burst, valid_tier};
 
-use crate::ratelimit::gcra::MIN_RATE;
 
 const MAX_RATE: f64 = 1_000_000.0;
 
@@ -171,7 +170,7 @@ fn route_class(
     let rate = check_rate(&format!("{key}.rate"), r.rate)?;
     let burst = match r.burst {
         Some(b) => check_count(&format!("{key}.burst"), b)?,
-        None => crate::ratelimit::default_burst(rate),
+        None => default_burst(rate),
     };
     let mut idx = Vec::with_capacity(r.tiers.len());
     for (j, t) in r.tiers.iter().enumerate() {

@@ -19,6 +19,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::rules::FieldError;
+
 pub use auth::{AuthConfig, IssuerConfig, build_auth};
 pub use canary::{CanaryConfig, ForceArm, HashBy, build_canary};
 pub use limits::{LimitsConfig, RouteClassConfig, TierConfig, build_limits};
@@ -27,28 +29,6 @@ pub use typed::*;
 pub use upstream::{
     DnsConfig, HealthCheckConfig, MAX_POOL_IDLE, OutlierConfig, RetryConfig, UpstreamConfig,
 };
-
-/// A config value that failed validation: which key, what value, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub key: String,
-    pub value: String,
-    pub reason: String,
-}
-
-impl FieldError {
-    pub fn new(
-        key: impl Into<String>,
-        value: impl std::fmt::Display,
-        reason: impl Into<String>,
-    ) -> Self {
-        Self {
-            key: key.into(),
-            value: value.to_string(),
-            reason: reason.into(),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::FieldError;
+use crate::rules::FieldError;
 use super::file::{FileHttp2, FileServer};
 use super::typed::dur;
 use ipnet::IpNet;

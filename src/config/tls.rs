@@ -31,7 +31,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::FieldError;
+use crate::rules::FieldError;
 use super::file::FileTls;
 use super::typed::{ListenerTls, TlsFiles, dur, resolve};
 use crate::proxy::certs::{CertSet, Part};

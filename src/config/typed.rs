@@ -9,7 +9,8 @@ use ipnet::IpNet;
 
 use super::auth::{AuthConfig, build_auth};
 use super::file::{FileConfig, FileRegistry};
-use super::{FieldError, ServerConfig, parse_addr, parse_duration};
+use crate::rules::FieldError;
+use super::{ServerConfig, parse_addr, parse_duration};
 use crate::placement::Cell;
 use crate::tenant::TenantSource;
 

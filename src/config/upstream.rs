@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use super::file::{FileDns, FileHealthCheck, FileOutlier, FileRetry, FileUpstream};
 use super::typed::resolve;
-use super::{FieldError, dur};
+use crate::rules::FieldError;
+use super::dur;
 
 /// ALBs close idle connections after 60 s; a pooled connection must be dropped before that.
 pub const MAX_POOL_IDLE: Duration = Duration::from_secs(59);

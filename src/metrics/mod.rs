@@ -109,8 +109,7 @@ pub enum UpstreamErrorKind {
     protocol,
 }
 
-/// The `cell` label of requests answered before any cell was chosen (a reserved cell id).
-pub const NO_CELL: &str = "none";
+use crate::rules::NO_CELL;
 
 /// A shared, cheaply cloned label value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -221,7 +220,7 @@ pub struct CellMetrics {
     /// Requests in flight to the cell (`cellgate_cell_in_flight`), also its cap's counter.
     pub in_flight: Gauge,
     /// Rejections by tier index and limit kind.
-    limited: [[OnceLock<Counter>; 3]; crate::ratelimit::MAX_TIERS],
+    limited: [[OnceLock<Counter>; 3]; crate::rules::MAX_TIERS],
 }
 
 fn counter_name(name: &str) -> &str {

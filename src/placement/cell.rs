@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use http::HeaderValue;
 
 use super::group::Group;
-use crate::config::FieldError;
+use crate::rules::{CELL_ID_RULE, FieldError, valid_cell_id};
 use crate::config::file::FileCell;
 use crate::metrics::{CellMetrics, Metrics};
 use crate::upstream::{RetryBudget, Scheme, Target, Upstreams};
@@ -71,18 +71,6 @@ impl Clone for Cell {
     }
 }
 
-/// What cell ids must be, for error messages.
-pub const CELL_ID_RULE: &str = "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -, and not `none` (it labels requests that reached no cell)";
-
-/// A valid cell id: 1..=63 bytes of `[A-Za-z0-9._-]`, other than [`crate::metrics::NO_CELL`].
-pub fn valid_cell_id(id: &str) -> bool {
-    id != crate::metrics::NO_CELL
-        && !id.is_empty()
-        && id.len() <= 63
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
 
 impl Cell {
     /// Builds a cell from its file form; `key` is its path for error messages (`cells[2]`).

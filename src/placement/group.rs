@@ -9,13 +9,10 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::config::FieldError;
+use crate::rules::{FieldError, MAX_WEIGHT, valid_label};
 use crate::config::file::{FileCell, FileGroup};
 use crate::metrics::upstream::{GroupMetrics, UpstreamMetrics};
 use crate::upstream::Target;
-
-/// Largest weight of one group (weights are relative: 95/5 and 9500/500 are the same split).
-pub const MAX_WEIGHT: u32 = 10_000;
 
 /// One arm of a cell.
 #[derive(Debug)]
@@ -69,14 +66,6 @@ impl Group {
         let offset = idx.saturating_sub(self.targets.start);
         self.targets.start + (offset + 1) % n
     }
-}
-
-/// Group and version names: 1-64 characters of `A-Z a-z 0-9 . _ -`.
-pub fn valid_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// The cell's groups, and its targets flattened in group order; `key` is the cell's path for
@@ -160,7 +149,7 @@ pub fn build(c: &FileCell, key: &str) -> Result<(Vec<Group>, Vec<Target>), Field
             version: Arc::from(version),
             weight: g.weight,
             targets: start..targets.len(),
-            seed: crate::routing::canary::stable_hash(g.name.as_bytes()),
+            seed: crate::hash::stable_hash(g.name.as_bytes()),
             next: AtomicUsize::new(0),
             metrics: OnceLock::new(),
         });

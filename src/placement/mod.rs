@@ -17,7 +17,7 @@ mod snapshot;
 
 use std::future::Future;
 
-pub use cell::{CELL_ID_RULE, Cell, CellState, valid_cell_id};
+pub use cell::{Cell, CellState};
 pub use snapshot::{ApplyStats, PlacementSnapshot, RefreshStatus, SnapshotHandle, TenantPlacement};
 
 /// A tenant's lifecycle state.

@@ -4,7 +4,8 @@
 //! rules, cell id charset, status, tier, issuers, limit overrides) and names the offending field, so the file
 //! source can point at `tenants[3].tier` and the DynamoDB source at the item and attribute.
 
-use super::{TenantLimits, TenantRecord, TenantStatus, valid_cell_id};
+use super::{TenantLimits, TenantRecord, TenantStatus};
+use crate::rules::{CELL_ID_RULE, MAX_RATE, MIN_RATE, valid_cell_id, valid_label, valid_tier};
 use crate::tenant::TenantId;
 
 /// A tenant's fields as a source read them.
@@ -36,23 +37,13 @@ fn bad(field: impl Into<String>, value: &str, reason: impl Into<String>) -> BadF
     }
 }
 
-/// Whether `tier` is 1-32 characters of `A-Z a-z 0-9 _ -`.
-#[must_use]
-pub fn valid_tier(tier: &str) -> bool {
-    !tier.is_empty()
-        && tier.len() <= 32
-        && tier
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// Checks every field; defaults: status ACTIVE, tier `standard`, version 0.
 pub fn tenant_record(raw: RawTenant) -> Result<TenantRecord, BadField> {
     if let Err(e) = TenantId::parse(&raw.id) {
         return Err(bad("id", &raw.id, e.to_string()));
     }
     if !valid_cell_id(&raw.cell) {
-        return Err(bad("cell", &raw.cell, crate::placement::CELL_ID_RULE));
+        return Err(bad("cell", &raw.cell, CELL_ID_RULE));
     }
     let status_text = raw.status.as_deref().unwrap_or("ACTIVE");
     let Some(status) = TenantStatus::parse(status_text) else {
@@ -80,7 +71,7 @@ pub fn tenant_record(raw: RawTenant) -> Result<TenantRecord, BadField> {
         }
     }
     if let Some(a) = &raw.arm
-        && !super::group::valid_label(a)
+        && !valid_label(a)
     {
         return Err(bad(
             "arm",
@@ -90,7 +81,7 @@ pub fn tenant_record(raw: RawTenant) -> Result<TenantRecord, BadField> {
     }
     let l = raw.limits;
     if let Some(r) = l.rate
-        && !(r.is_finite() && (crate::ratelimit::gcra::MIN_RATE..=1_000_000.0).contains(&r))
+        && !(r.is_finite() && (MIN_RATE..=MAX_RATE).contains(&r))
     {
         return Err(bad(
             "limits.rate",

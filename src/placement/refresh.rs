@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::lookup::{Lookup, LookupOutcome, LookupRequest};
@@ -21,6 +21,7 @@ use super::{
     Cell, Delta, PlacementSnapshot, PlacementSource, RegistryError, SnapshotHandle, TenantRecord,
 };
 use crate::metrics::Metrics;
+use crate::shutdown::{Stop, stopped};
 
 /// Settings for [`run`].
 #[derive(Debug, Clone)]
@@ -166,7 +167,7 @@ pub async fn run<S: PlacementSource>(
     metrics: Arc<Metrics>,
     settings: RefreshSettings,
     lookups: Option<LookupService>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Stop,
 ) {
     let describe = source.describe();
     handle.set_source(&describe);
@@ -176,7 +177,7 @@ pub async fn run<S: PlacementSource>(
         failed(&metrics, &handle, &describe, &e);
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
+            () = stopped(&mut shutdown) => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
@@ -210,7 +211,7 @@ pub async fn run<S: PlacementSource>(
                 }
                 continue;
             }
-            _ = shutdown.changed() => return,
+            () = stopped(&mut shutdown) => return,
         }
         next_poll = Instant::now() + settings.poll_interval;
         let due = last_full.elapsed() >= settings.full_refresh;

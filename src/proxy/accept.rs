@@ -15,12 +15,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
 use super::caps::{Refused, Slot};
 use super::conn::{Clocks, ConnIo, ConnState, Tracked};
-use super::{Client, Shared, Worker, client_addr, handle, stopped};
+use super::{Client, Shared, Worker, client_addr, handle};
+
+use crate::shutdown::{Stop, stopped};
 
 /// Longest time a client may take to complete a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,7 +75,7 @@ pub(super) struct ListenerCtx {
     pub builder: Rc<auto::Builder<LocalExec>>,
     pub tracker: Rc<ConnTracker>,
     /// Set when the worker stops: open connections drain.
-    pub stop: watch::Receiver<bool>,
+    pub stop: Stop,
 }
 
 /// The worker's open connections, so a stopping worker can wait for the last one.

@@ -18,7 +18,7 @@ use http::HeaderMap;
 use ipnet::IpNet;
 use tokio::net::TcpStream;
 
-use super::headers::X_FORWARDED_FOR;
+use crate::headers::X_FORWARDED_FOR;
 
 /// The v2 signature (RFC-less, from HAProxy's PROXY protocol spec §2.2).
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";

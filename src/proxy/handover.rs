@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+
+use crate::shutdown::{Stop, stopped};
 
 const HELLO: &str = "cellgate-takeover 1\n";
 const READY: &str = "ready\n";
@@ -197,7 +198,7 @@ pub async fn offer(
     listener: UnixListener,
     path: PathBuf,
     offer: Offer,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
 ) -> bool {
     let inode = std::fs::metadata(&path).map(|m| m.ino()).ok();
     let listener = match tokio::net::UnixListener::from_std(listener) {
@@ -218,7 +219,7 @@ pub async fn offer(
                     continue;
                 }
             },
-            () = super::stopped(&mut stop) => {
+            () = stopped(&mut stop) => {
                 if inode.is_some() && std::fs::metadata(&path).map(|m| m.ino()).ok() == inode {
                     let _ = std::fs::remove_file(&path);
                 }

@@ -25,8 +25,8 @@ pub mod client_addr;
 pub mod conn;
 mod forward;
 pub mod handover;
-pub mod headers;
-pub mod hygiene;
+pub mod rewrite;
+
 pub mod moves;
 mod server;
 
@@ -46,12 +46,14 @@ use tokio::time::Instant;
 
 pub use body::ProxyBody;
 use forward::{Failed, Forwarded, forward};
-pub use server::{ServeError, Server, stopped};
+pub use server::{ServeError, Server};
 
 use crate::accesslog::{AccessLog, PendingLog, Record};
 use crate::auth::{TokenMemo, Verifier};
 use crate::config::Config;
 use crate::error::{ProxyError, error_body};
+use crate::headers::{RATELIMIT, RATELIMIT_POLICY, X_REQUEST_ID};
+use crate::hygiene;
 use crate::metrics::{CellMetrics, Metrics, Outcome};
 use crate::placement::lookup::{Lookup, LookupOutcome};
 use crate::placement::{Cell, SnapshotHandle};
@@ -179,7 +181,7 @@ impl Client {
             addr,
             tls,
             xff,
-            forwarded_for: headers::ip_header(addr),
+            forwarded_for: rewrite::ip_header(addr),
             token: TokenMemo::default(),
             conn,
         }
@@ -204,7 +206,7 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let arrival = Arrival {
         start: Instant::now(),
-        request_id: headers::request_id(&parts.headers),
+        request_id: rewrite::request_id(&parts.headers),
         method: parts.method.clone(),
         uri: parts.uri.clone(),
     };
@@ -233,7 +235,7 @@ pub async fn handle(
     } else {
         None
     };
-    let forwarded_for = forwarded.map(headers::ip_header);
+    let forwarded_for = forwarded.map(rewrite::ip_header);
 
     // identify
     let identity = match identify(
@@ -275,7 +277,7 @@ pub async fn handle(
     // rewrite
     let host = request_host_value(&parts);
     let upgrade = if parts.version == Version::HTTP_11 {
-        headers::upgrade_requested(&parts.headers)
+        rewrite::upgrade_requested(&parts.headers)
     } else {
         None
     };
@@ -290,7 +292,7 @@ pub async fn handle(
     } else {
         None
     };
-    headers::rewrite_request(
+    rewrite::rewrite_request(
         &mut parts.headers,
         &s.strip,
         &decision.tenant_header,
@@ -374,7 +376,7 @@ pub async fn handle(
     let (mut rparts, rbody) = exchange.response.into_parts();
     let status = rparts.status.as_u16();
     let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
-    headers::rewrite_response(&mut rparts.headers, &arrival.request_id, switching);
+    rewrite::rewrite_response(&mut rparts.headers, &arrival.request_id, switching);
     let elapsed = answered.saturating_duration_since(arrival.start);
     s.metrics
         .record_request(cm, status, Outcome::routed, elapsed);
@@ -564,7 +566,7 @@ fn refuse(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    h.insert(headers::X_REQUEST_ID, a.request_id.clone());
+    h.insert(X_REQUEST_ID, a.request_id.clone());
     if let Some(v) = r.www_authenticate {
         h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
     }
@@ -577,8 +579,8 @@ fn refuse(
     };
     if let ProxyError::Limit(l) = &err {
         if let Limited::Rate { policy, wait, .. } = l {
-            h.insert(headers::RATELIMIT_POLICY, policy.policy_header());
-            h.insert(headers::RATELIMIT, policy.state_header(*wait));
+            h.insert(RATELIMIT_POLICY, policy.policy_header());
+            h.insert(RATELIMIT, policy.state_header(*wait));
         }
         if let Some((tier, kind)) = l.tier() {
             s.metrics.rate_limited(cm, tier, kind);

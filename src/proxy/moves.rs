@@ -21,10 +21,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use tokio::sync::watch;
 
 use crate::placement::{CellState, PlacementSnapshot, SnapshotHandle, TenantStatus};
 use crate::tenant::TenantId;
+use crate::shutdown::{Stop, stopped};
 
 struct Entry {
     tenant: TenantId,
@@ -164,13 +164,13 @@ impl Drop for Watch {
 pub async fn follow(
     reg: Rc<LongLived>,
     snapshot: Arc<SnapshotHandle>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
     let mut changes = snapshot.subscribe();
     loop {
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
-            () = super::stopped(&mut stop) => return,
+            () = stopped(&mut stop) => return,
         }
         if reg.open() == 0 {
             continue;

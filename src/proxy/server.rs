@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -35,7 +34,9 @@ use crate::placement::dynamo::DynamoSource;
 use crate::placement::file::FileSource;
 use crate::placement::lookup::Lookup;
 use crate::placement::refresh::{self, RefreshSettings};
-use crate::upstream::{Pool, tls};
+use crate::tls_client as tls;
+use crate::upstream::Pool;
+use crate::shutdown::{Stop, stopped};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -112,7 +113,7 @@ struct RefreshParts {
     metrics: Arc<Metrics>,
     settings: RefreshSettings,
     lookups: Option<refresh::LookupService>,
-    stop: watch::Receiver<bool>,
+    stop: Stop,
 }
 
 impl RefreshParts {
@@ -259,7 +260,7 @@ impl Server {
 
     /// Runs until `shutdown` completes, then drains. Call from within a tokio runtime.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = crate::shutdown::Signal::new();
         let shared = Arc::clone(&self.shared);
         let config = Arc::clone(&shared.config);
         let mut control = JoinSet::new();
@@ -385,7 +386,7 @@ impl Server {
         shared
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = stop_tx.send(true);
+        stop_tx.stop();
         for t in threads {
             let _ = t.await;
         }
@@ -415,7 +416,7 @@ async fn ready(shared: &Shared, limit: Duration) -> Result<(), ServeError> {
 
 /// Forgets idle rate-limit state every `limits.sweep_interval` (it only ever drops state
 /// equal to a fresh one, so nobody gains a burst by it).
-async fn sweep_limits(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn sweep_limits(shared: Arc<Shared>, mut stop: Stop) {
     let every = shared.config.limits.sweep_interval;
     loop {
         tokio::select! {
@@ -428,20 +429,11 @@ async fn sweep_limits(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Resolves once the stop flag is set (or its sender is gone).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    while !*rx.borrow_and_update() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 fn worker_main(
     shared: Arc<Shared>,
     upstream_tls: Arc<rustls::ClientConfig>,
     listeners: Vec<(usize, std::net::TcpListener, Option<TlsAcceptor>)>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
     grace: Duration,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -10,9 +10,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::rules::MIN_RATE;
+
 const NANOS: f64 = 1_000_000_000.0;
-/// The slowest rate accepted anywhere: one request per 1000 s.
-pub const MIN_RATE: f64 = 0.001;
 
 /// One rate: `rate` requests per second, at most `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,12 +31,9 @@ use route::RouteClass;
 
 use crate::config::LimitsConfig;
 use crate::metrics::CellMetrics;
+use crate::rules::default_burst;
 use crate::placement::{Cell, TenantLimits};
 
-/// Most tiers a config may define (metric handles are cached per cell and tier).
-pub const MAX_TIERS: usize = 16;
-/// Most route classes a config may define.
-pub const MAX_ROUTE_CLASSES: usize = 32;
 
 /// Which limit refused a request; the `limit` label of the rejections metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,11 +195,6 @@ struct Tier {
     concurrency: Option<u32>,
 }
 
-/// The default burst for a rate with none given: one second's worth (at least 1).
-#[must_use]
-pub fn default_burst(rate: f64) -> u32 {
-    rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32
-}
 
 /// The admit stage's state: tiers, route classes, cell caps, a store and a clock.
 #[derive(Debug)]

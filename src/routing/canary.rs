@@ -8,49 +8,8 @@
 //! lowering it moves only its own tenants away. The hash is FNV-1a with a SplitMix64 finish,
 //! fixed forever, so a fleet on mixed builds agrees.
 
+use crate::hash::{StableHasher, mix};
 use crate::placement::group::Group;
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-/// A hash of `bytes` that never changes between builds, processes or machines.
-#[must_use]
-pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h = StableHasher::new();
-    h.write(bytes);
-    h.finish()
-}
-
-/// [`stable_hash`] fed in parts: hashing `a` then `b` gives `stable_hash` of `a` followed by
-/// `b`, without building the concatenation (the request path hashes a tenant and a `sub` this
-/// way, allocation-free).
-#[derive(Debug, Clone, Copy)]
-pub struct StableHasher(u64);
-
-impl Default for StableHasher {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl StableHasher {
-    #[must_use]
-    pub const fn new() -> Self {
-        Self(FNV_OFFSET)
-    }
-
-    pub fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(FNV_PRIME);
-        }
-    }
-
-    #[must_use]
-    pub const fn finish(self) -> u64 {
-        mix(self.0)
-    }
-}
 
 /// The hash a tenant's arm is chosen by: the tenant id alone, or with a per-request `key` (the
 /// token's `sub` under `canary.hash_by = "sub"`) the tenant id, a 0x00 byte and the key. Tenant
@@ -65,13 +24,6 @@ pub fn arm_hash(tenant: &str, key: Option<&str>) -> u64 {
         h.write(k.as_bytes());
     }
     h.finish()
-}
-
-/// SplitMix64's finaliser: spreads every input bit over the output.
-const fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The group serving `key` (a tenant id), or `None` when no group has both a weight and
@@ -148,24 +100,10 @@ mod tests {
     }
 
     #[test]
-    fn the_hash_is_fixed_forever() {
-        // Changing these values reshuffles every tenant's arm across a fleet: do not.
-        assert_eq!(stable_hash(b""), mix(0xcbf2_9ce4_8422_2325));
-        assert_eq!(stable_hash(b"acme"), stable_hash(b"acme"));
-        assert_ne!(stable_hash(b"acme"), stable_hash(b"acmf"));
-        assert_eq!(stable_hash(b"acme"), 0x130a_7622_2d44_27ef);
-    }
-
-    #[test]
-    fn hashing_in_parts_equals_hashing_the_whole() {
-        let mut h = StableHasher::new();
-        h.write(b"ac");
-        h.write(b"");
-        h.write(b"me");
-        assert_eq!(h.finish(), stable_hash(b"acme"));
+    fn the_arm_hash_is_the_tenant_then_its_key() {
         // Without a key the arm hash is the tenant's own; with one it is tenant, 0x00, key.
-        assert_eq!(arm_hash("acme", None), stable_hash(b"acme"));
-        assert_eq!(arm_hash("acme", Some("u1")), stable_hash(b"acme\0u1"));
+        assert_eq!(arm_hash("acme", None), crate::hash::stable_hash(b"acme"));
+        assert_eq!(arm_hash("acme", Some("u1")), crate::hash::stable_hash(b"acme\0u1"));
         assert_ne!(arm_hash("acme", Some("u1")), arm_hash("acmeu", Some("1")));
     }
 

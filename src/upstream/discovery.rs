@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_rustls::TlsConnector;
 
@@ -27,6 +26,7 @@ use super::endpoint::{Endpoint, TargetState, Upstreams};
 use super::health;
 use crate::config::{DnsConfig, HealthCheckConfig, UpstreamConfig};
 use crate::placement::SnapshotHandle;
+use crate::shutdown::{Stop, stopped};
 
 /// Looks host names up, with the TTL of the answer.
 #[derive(Clone)]
@@ -136,7 +136,7 @@ pub async fn run(
     snapshot: Arc<SnapshotHandle>,
     cfg: UpstreamConfig,
     tls: Arc<rustls::ClientConfig>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
     let ctx = Ctx {
         dns: Dns::new(&cfg.dns),
@@ -152,7 +152,7 @@ pub async fn run(
         tokio::select! {
             r = changes.changed() => if r.is_err() { break },
             () = up.wake.notified() => {}
-            () = crate::proxy::stopped(&mut stop) => break,
+            () = stopped(&mut stop) => break,
         }
         // Reap tasks that ended (they only end by being aborted).
         while set.try_join_next().is_some() {}

@@ -12,7 +12,6 @@ pub mod endpoint;
 pub mod health;
 pub mod pool;
 pub mod retry;
-pub mod tls;
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};

@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, FieldError, Overrides};
+use crate::config::{Config, ConfigError, Overrides};
+use crate::rules::FieldError;
 
 const TLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
 const CONFIG_PATH: &str = "/etc/cellgate/cellgate.toml";

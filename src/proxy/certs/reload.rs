@@ -12,11 +12,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
 
 use super::{CertSet, SniResolver};
 use crate::config::{ListenerTls, TlsFiles};
 use crate::metrics::ListenerTlsMetrics;
+use crate::shutdown::{Stop, stopped};
 
 /// What identifies a file's content without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,14 +90,14 @@ impl CertWatch {
     }
 
     /// Polls until `stop` is set.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: Stop) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tokio::select! {
                 _ = tick.tick() => self.poll().await,
-                () = crate::proxy::stopped(&mut stop) => return,
+                () = stopped(&mut stop) => return,
             }
         }
     }

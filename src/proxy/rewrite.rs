@@ -9,43 +9,10 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// The trusted tenant id, set by the proxy.
-pub const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
-/// The cell the request was routed to, set by the proxy.
-pub const X_CELL_ID: HeaderName = HeaderName::from_static("x-cell-id");
-/// Request correlation id: a valid incoming one is kept, else one is generated.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// The quota a 429 was judged under (IETF httpapi RateLimit draft): `"tier";q=50;w=1`.
-pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-/// What is left of it: `"tier";r=0;t=1`.
-pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Headers meaningful for one hop only.
-pub const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHENTICATE,
-];
-
-/// Headers a client must never be able to set for the cell (the proxy sets the trusted ones).
-pub const INTERNAL: [HeaderName; 8] = [
-    X_TENANT_ID,
-    X_CELL_ID,
-    X_FORWARDED_FOR,
-    X_FORWARDED_PROTO,
-    X_FORWARDED_HOST,
-    header::FORWARDED,
-    HeaderName::from_static("x-real-ip"),
-    header::PROXY_AUTHORIZATION,
-];
+use crate::headers::{
+    HOP_BY_HOP, INTERNAL, X_CELL_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    X_REQUEST_ID, X_TENANT_ID,
+};
 
 /// Whether the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
 /// An upgrade to `h2c` is never passed on (the request goes on as plain HTTP/1.1): a cell that

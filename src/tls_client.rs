@@ -1,5 +1,6 @@
-//! The rustls client config for https targets (ALBs): public web roots plus an optional CA
-//! bundle from `upstream.ca_file`, TLS 1.2+, HTTP/1.1 over ALPN.
+//! The rustls client config for https peers (targets such as ALBs, and JWKS servers): public
+//! web roots plus an optional CA bundle, TLS 1.2+, HTTP/1.1 over ALPN. It imports nothing of
+//! ours.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,0 +1,82 @@
+//! What a valid name or number is, wherever it is read: cell ids, group and version labels,
+//! tier names, rates, and the bounds on tiers, route classes and weights; and the
+//! [`FieldError`] a broken one is reported as. Config, the registry sources, the operator CLI
+//! and the metrics all check against these, so a value one accepts the others accept too. It
+//! imports nothing of ours.
+
+/// A value that failed validation: which key, what value, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub key: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(
+        key: impl Into<String>,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The cell label of requests that reached no cell; no cell may take it as its id.
+pub const NO_CELL: &str = "none";
+
+/// What [`valid_cell_id`] accepts, for error messages.
+pub const CELL_ID_RULE: &str = "cell ids are 1-63 characters of A-Z a-z 0-9 . _ -, and not `none` (it labels requests that reached no cell)";
+
+/// A valid cell id: 1..=63 bytes of `[A-Za-z0-9._-]`, other than [`NO_CELL`].
+#[must_use]
+pub fn valid_cell_id(id: &str) -> bool {
+    id != NO_CELL
+        && !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Group and version names: 1-64 characters of `A-Z a-z 0-9 . _ -`.
+#[must_use]
+pub fn valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Largest weight of one group (weights are relative: 95/5 and 9500/500 are the same split).
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// Whether `tier` is 1-32 characters of `A-Z a-z 0-9 _ -`.
+#[must_use]
+pub fn valid_tier(tier: &str) -> bool {
+    !tier.is_empty()
+        && tier.len() <= 32
+        && tier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Most tiers a config may define (metric handles are cached per cell and tier).
+pub const MAX_TIERS: usize = 16;
+/// Most route classes a config may define.
+pub const MAX_ROUTE_CLASSES: usize = 32;
+
+/// The slowest rate accepted anywhere: one request per 1000 s.
+pub const MIN_RATE: f64 = 0.001;
+/// The fastest rate a tenant record may set, in requests per second.
+pub const MAX_RATE: f64 = 1_000_000.0;
+
+/// The default burst for a rate with none given: one second's worth (at least 1).
+#[must_use]
+pub fn default_burst(rate: f64) -> u32 {
+    rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32
+}
