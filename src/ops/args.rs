@@ -2,7 +2,10 @@
 //! and the `registry`, `tenant` and `cell` subcommands. `src/main.rs` puts these on its command
 //! line; the sibling modules carry them out.
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
+
+use crate::placement::{CellState, TenantStatus};
 
 /// Where the registry table is.
 #[derive(Debug, Clone, Args)]
@@ -41,8 +44,8 @@ pub enum TenantCommand {
         #[arg(long)]
         tier: Option<String>,
         /// ACTIVE, SUSPENDED, MIGRATING or OFFBOARDED (default: the current status, else ACTIVE).
-        #[arg(long)]
-        status: Option<String>,
+        #[arg(long, value_parser = tenant_status())]
+        status: Option<TenantStatus>,
         /// Bind the tenant to a token issuer (exact `iss`); repeat for several.
         #[arg(long = "issuer")]
         issuers: Vec<String>,
@@ -130,8 +133,8 @@ pub enum CellCommand {
         #[arg(long = "target")]
         targets: Vec<String>,
         /// ACTIVE, DRAINING or DOWN (default: the current state, else ACTIVE).
-        #[arg(long)]
-        state: Option<String>,
+        #[arg(long, value_parser = cell_state())]
+        state: Option<CellState>,
         #[arg(long)]
         region: Option<String>,
         /// Forward the client's Host (default: true when every target is http).
@@ -193,4 +196,14 @@ pub enum CellCommand {
     List,
     /// Mark a cell DRAINING: its tenants are still served; place no new tenants there.
     Drain { cell: String },
+}
+
+/// `--state`: a cell state as the registry spells it; clap lists the accepted ones on a miss.
+fn cell_state() -> impl TypedValueParser<Value = CellState> {
+    PossibleValuesParser::new(CellState::ALL.map(CellState::as_str)).try_map(|s| s.parse())
+}
+
+/// `--status`: a tenant status as the registry spells it.
+fn tenant_status() -> impl TypedValueParser<Value = TenantStatus> {
+    PossibleValuesParser::new(TenantStatus::ALL.map(TenantStatus::as_str)).try_map(|s| s.parse())
 }

@@ -11,7 +11,7 @@ use super::{OpsError, invalid, not_found};
 use crate::placement::dynamo::schema::{CellRecord, TargetGroup, cell_key, item_json};
 use crate::placement::dynamo::write::Registry;
 use crate::placement::group::{MAX_WEIGHT, valid_label};
-use crate::placement::valid_cell_id;
+use crate::placement::{CellState, valid_cell_id};
 
 pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, OpsError> {
     match cmd {
@@ -57,8 +57,8 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
             let record = CellRecord {
                 id: cell.clone(),
                 state: state
-                    .or_else(|| current.as_ref().map(|c| c.state.clone()))
-                    .unwrap_or_else(|| "ACTIVE".to_owned()),
+                    .or_else(|| current.as_ref().map(|c| c.state))
+                    .unwrap_or(CellState::Active),
                 region: region.or_else(|| current.as_ref().and_then(|c| c.region.clone())),
                 groups,
                 preserve_host,
@@ -104,7 +104,7 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
             };
             let expected = current.version;
             let next = CellRecord {
-                state: "DRAINING".to_owned(),
+                state: CellState::Draining,
                 ..current
             };
             write_cell(reg, next, Some(expected)).await
@@ -183,7 +183,7 @@ async fn cell_group(
             .groups
             .iter()
             .any(|g| g.weight > 0 && !g.targets.is_empty());
-        if !weighted && next.state != "DOWN" {
+        if !weighted && next.state != CellState::Down {
             return Err(invalid(
                 "--remove",
                 &edit.name,

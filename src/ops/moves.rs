@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::io::{current_cell, current_tenant, write_tenant};
 use super::{OpsError, invalid, not_found};
 use crate::placement::dynamo::write::Registry;
-use crate::placement::{TenantRecord, TenantStatus, valid_cell_id};
+use crate::placement::{CellState, TenantRecord, TenantStatus, valid_cell_id};
 
 /// `tenant move`, parsed.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub async fn move_tenant(reg: &Registry, plan: &MovePlan) -> Result<Value, OpsEr
     let mut steps: Vec<Value> = Vec::new();
     let target = current_cell(reg, &plan.to).await?;
     match &target {
-        Some(c) if c.state != "ACTIVE" && !plan.force => {
+        Some(c) if c.state != CellState::Active && !plan.force => {
             return Err(invalid(
                 "--to",
                 &plan.to,

@@ -10,7 +10,7 @@ use super::{OpsError, invalid, not_found};
 use crate::placement::dynamo::schema::{item_json, tenant_key};
 use crate::placement::dynamo::write::Registry;
 use crate::placement::record::{RawTenant, tenant_record};
-use crate::placement::{TenantLimits, TenantRecord, TenantStatus};
+use crate::placement::{CellState, TenantLimits, TenantRecord, TenantStatus};
 
 pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value, OpsError> {
     match cmd {
@@ -40,10 +40,14 @@ pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value,
                 burst: burst.or(held.burst),
                 concurrency: concurrency.or(held.concurrency),
             };
+            // The status is typed already (clap parsed it); the rest is checked as a source's.
+            let status = status
+                .or_else(|| current.as_ref().map(|c| c.status))
+                .unwrap_or(TenantStatus::Active);
             let record = tenant_record(RawTenant {
                 id: tenant.clone(),
                 cell,
-                status: status.or_else(|| current.as_ref().map(|c| c.status.as_str().to_owned())),
+                status: None,
                 tier: tier.or_else(|| current.as_ref().map(|c| c.tier.clone())),
                 version: None,
                 issuers: if issuers.is_empty() {
@@ -61,13 +65,14 @@ pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value,
                     arm.or_else(|| current.as_ref().and_then(|c| c.arm.clone()))
                 },
             })
+            .map(|r| TenantRecord { status, ..r })
             .map_err(|b| invalid(b.field, &b.value, b.reason))?;
             // Like `tenant move`: no new placement lands in a cell being emptied or down.
             let placing = current.as_ref().is_none_or(|c| c.cell != record.cell);
             if placing
                 && !force
                 && let Some(c) = current_cell(reg, &record.cell).await?
-                && c.state != "ACTIVE"
+                && c.state != CellState::Active
             {
                 return Err(invalid(
                     "--cell",
