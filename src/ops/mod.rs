@@ -32,26 +32,38 @@ pub enum OpsError {
     NoTable,
     #[error(transparent)]
     Write(#[from] WriteError),
-    #[error("{what} {id:?} not found in table {table}")]
+    #[error("{what} {id} not found in table {table}")]
     NotFound {
         what: &'static str,
         id: String,
         table: String,
     },
-    #[error("{field} = {value:?}: {reason}")]
+    #[error("{field} = `{value}`: {reason}")]
     Invalid {
         field: String,
         value: String,
         reason: String,
     },
     /// A multi-cell write stopped part-way: which cells were written and which were not.
-    #[error("cell {cell}: {source}; written before it: {written:?}; not attempted: {pending:?}")]
+    /// (`error`, not `source`: the message carries it, and a source would be printed twice.)
+    #[error(
+        "cell {cell}: {error}; written before it: {}; not attempted: {}",
+        names(.written), names(.pending)
+    )]
     Partial {
         cell: String,
-        source: Box<OpsError>,
+        error: Box<OpsError>,
         written: Vec<String>,
         pending: Vec<String>,
     },
+}
+
+fn names(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "none".to_owned()
+    } else {
+        ids.join(", ")
+    }
 }
 
 pub(super) fn invalid(
@@ -77,10 +89,29 @@ pub(super) fn not_found(reg: &Registry, what: &'static str, id: &str) -> OpsErro
 /// Connects to the table named by `args`.
 pub async fn registry(args: &TableArgs) -> Result<Registry, OpsError> {
     let table = args.table.clone().ok_or(OpsError::NoTable)?;
+    if let Some(url) = &args.endpoint_url {
+        check_endpoint(url)?;
+    }
     let client =
         crate::placement::dynamo::client(args.region.as_deref(), args.endpoint_url.as_deref())
             .await;
     Ok(Registry::new(client, table))
+}
+
+/// An endpoint the SDK can use: it would otherwise fail at the first call, quoting the request.
+fn check_endpoint(url: &str) -> Result<(), OpsError> {
+    let ok = url
+        .parse::<http::Uri>()
+        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "--endpoint-url",
+            url,
+            "expected http(s)://host[:port]",
+        ))
+    }
 }
 
 pub async fn registry_command(reg: &Registry, cmd: RegistryCommand) -> Result<Value, OpsError> {

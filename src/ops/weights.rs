@@ -92,7 +92,7 @@ pub(super) async fn set_weights(
             Err(e) => {
                 return Err(OpsError::Partial {
                     cell: id,
-                    source: Box::new(e),
+                    error: Box::new(e),
                     written,
                     pending: ids[i + 1..].to_vec(),
                 });
