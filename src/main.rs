@@ -281,7 +281,7 @@ fn token(
     issuer: String,
     audience: String,
 ) -> anyhow::Result<()> {
-    let ttl: Duration = humantime::parse_duration(ttl).with_context(|| format!("--ttl {ttl:?}"))?;
+    let ttl: Duration = humantime::parse_duration(ttl).with_context(|| format!("--ttl `{ttl}`"))?;
     let mut spec = demo::TokenSpec::demo(&tenant);
     spec.ttl = ttl;
     spec.issuer = issuer;
@@ -293,7 +293,7 @@ fn token(
         spec.key_pem = std::fs::read(&path).with_context(|| format!("--key {}", path.display()))?;
         spec.algorithm = alg
             .parse()
-            .map_err(|_| anyhow::anyhow!("--alg {alg:?}: unknown algorithm"))?;
+            .map_err(|_| anyhow::anyhow!("--alg `{alg}`: unknown algorithm"))?;
         spec.kid = kid;
     } else if let Some(k) = kid {
         spec.kid = Some(k);

@@ -197,7 +197,7 @@ async fn writes_are_versioned_and_exactly_one_of_racing_writers_wins() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.starts_with("id = \"Bad Id\""), "{err}");
+    assert!(err.starts_with("id = `Bad Id`"), "{err}");
 }
 
 // Property: a paginated, parallel scan loads every tenant; a flip reaches the proxy within 1 s.
@@ -883,7 +883,7 @@ async fn canary_groups_and_wave_weights_from_the_cli_reach_the_proxy() {
         group("cell-1", "stable", None, Some(20_000), &[], false),
     )
     .await;
-    assert!(e.starts_with("--weight = \"20000\""), "{e}");
+    assert!(e.starts_with("--weight = `20000`"), "{e}");
     let e = err(&reg, group("cell-1", "can ary", None, None, &c1, false)).await;
     assert!(e.starts_with("--name"), "{e}");
     let e = err(&reg, group("cell-9", "canary", None, None, &c1, false)).await;
@@ -931,10 +931,10 @@ async fn canary_groups_and_wave_weights_from_the_cli_reach_the_proxy() {
     let e = err(&reg, weights(&[], None, &["canary=10"])).await;
     assert!(e.starts_with("--cell"), "{e}");
     let e = err(&reg, weights(&[], Some(7), &["canary=10"])).await;
-    assert!(e.starts_with("--wave = \"7\""), "{e}");
+    assert!(e.starts_with("--wave = `7`"), "{e}");
     for bad in ["canary", "canary=ten", "canary=10001", "can ary=1"] {
         let e = err(&reg, weights(&["cell-1"], None, &[bad])).await;
-        assert!(e.starts_with(&format!("--set = {bad:?}")), "{e}");
+        assert!(e.starts_with(&format!("--set = `{bad}`")), "{e}");
     }
     // Every group at weight 0 in an ACTIVE cell: refused before writing.
     let e = err(&reg, weights(&["cell-1"], None, &["stable=0"])).await;

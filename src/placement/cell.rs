@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use http::HeaderValue;
 
+use super::UnknownName;
 use super::group::Group;
 use crate::rules::{CELL_ID_RULE, FieldError, valid_cell_id};
 use crate::config::file::FileCell;
@@ -22,6 +23,11 @@ pub enum CellState {
 }
 
 impl CellState {
+    /// Every state, in the order error messages list them.
+    pub const ALL: [Self; 3] = [Self::Active, Self::Draining, Self::Down];
+    /// The accepted names, for error messages.
+    pub const EXPECTED: &'static str = "ACTIVE, DRAINING or DOWN";
+
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -29,6 +35,24 @@ impl CellState {
             Self::Draining => "DRAINING",
             Self::Down => "DOWN",
         }
+    }
+}
+
+impl std::str::FromStr for CellState {
+    type Err = UnknownName;
+
+    /// The registry's spelling only (`DRAINING`, not `draining`).
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownName::new("cell state", s, Self::EXPECTED))
+    }
+}
+
+impl std::fmt::Display for CellState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -78,15 +102,14 @@ impl Cell {
         if !valid_cell_id(&c.id) {
             return Err(FieldError::new(format!("{key}.id"), &c.id, CELL_ID_RULE));
         }
-        let state = match c.state.as_deref().unwrap_or("ACTIVE") {
-            "ACTIVE" => CellState::Active,
-            "DRAINING" => CellState::Draining,
-            "DOWN" => CellState::Down,
-            other => {
+        let state = match c.state.as_deref().map(str::parse::<CellState>) {
+            None => CellState::Active,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
                 return Err(FieldError::new(
                     format!("{key}.state"),
-                    other,
-                    "expected ACTIVE, DRAINING or DOWN",
+                    &e.value,
+                    format!("expected {}", e.expected),
                 ));
             }
         };

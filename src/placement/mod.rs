@@ -33,15 +33,19 @@ pub enum TenantStatus {
 }
 
 impl TenantStatus {
+    /// Every status, in the order error messages list them.
+    pub const ALL: [Self; 4] = [
+        Self::Active,
+        Self::Suspended,
+        Self::Migrating,
+        Self::Offboarded,
+    ];
+    /// The accepted names, for error messages.
+    pub const EXPECTED: &'static str = "ACTIVE, SUSPENDED, MIGRATING or OFFBOARDED";
+
     #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "ACTIVE" => Self::Active,
-            "SUSPENDED" => Self::Suspended,
-            "MIGRATING" => Self::Migrating,
-            "OFFBOARDED" => Self::Offboarded,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
     #[must_use]
@@ -51,6 +55,41 @@ impl TenantStatus {
             Self::Suspended => "SUSPENDED",
             Self::Migrating => "MIGRATING",
             Self::Offboarded => "OFFBOARDED",
+        }
+    }
+}
+
+impl std::str::FromStr for TenantStatus {
+    type Err = UnknownName;
+
+    /// The registry's spelling only (`SUSPENDED`, not `suspended`).
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Self::parse(s).ok_or_else(|| UnknownName::new("tenant status", s, Self::EXPECTED))
+    }
+}
+
+impl std::fmt::Display for TenantStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name outside a closed set (a cell state, a tenant status), with the names accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not a {what}: expected {expected}")]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl UnknownName {
+    #[must_use]
+    pub fn new(what: &'static str, value: &str, expected: &'static str) -> Self {
+        Self {
+            what,
+            value: value.to_owned(),
+            expected,
         }
     }
 }

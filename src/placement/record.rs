@@ -50,7 +50,7 @@ pub fn tenant_record(raw: RawTenant) -> Result<TenantRecord, BadField> {
         return Err(bad(
             "status",
             status_text,
-            "expected ACTIVE, SUSPENDED, MIGRATING or OFFBOARDED",
+            format!("expected {}", TenantStatus::EXPECTED),
         ));
     };
     let tier = raw.tier.unwrap_or_else(|| "standard".to_owned());

@@ -19,6 +19,7 @@
 //! The source itself is thin: `changed` is the epoch poll, `load` the scan; the refresh service
 //! ([`super::refresh`]) decides when to call them and keeps the last good snapshot on failure.
 
+pub mod error;
 pub mod schema;
 pub mod write;
 
@@ -30,9 +31,9 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::Region;
-use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use self::error::{DynamoError, describe};
 use self::schema::{
     EPOCH_KEY, Item, PK, cell_from_item, change_key, get_n, kind, tenant_from_item,
 };
@@ -78,8 +79,21 @@ pub async fn client(region: Option<&str>, endpoint_url: Option<&str>) -> Client 
     Client::new(&loader.load().await)
 }
 
+/// Why the epoch could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum EpochError {
+    #[error(transparent)]
+    Dynamo(#[from] DynamoError),
+    #[error("table {table}: the epoch item's {field} is invalid: {reason}")]
+    Invalid {
+        table: String,
+        field: String,
+        reason: String,
+    },
+}
+
 /// The `epoch` item's value (0 when the table has none yet).
-pub async fn read_epoch(client: &Client, table: &str, consistent: bool) -> Result<u64, String> {
+pub async fn read_epoch(client: &Client, table: &str, consistent: bool) -> Result<u64, EpochError> {
     let out = client
         .get_item()
         .table_name(table)
@@ -87,12 +101,16 @@ pub async fn read_epoch(client: &Client, table: &str, consistent: bool) -> Resul
         .consistent_read(consistent)
         .send()
         .await
-        .map_err(|e| DisplayErrorContext(e).to_string())?;
+        .map_err(|e| describe("GetItem", table, &e))?;
     match out.item {
         None => Ok(0),
         Some(item) => get_n(&item, "epoch")
             .map(Option::unwrap_or_default)
-            .map_err(|b| format!("epoch item: {}: {}", b.field, b.reason)),
+            .map_err(|b| EpochError::Invalid {
+                table: table.to_owned(),
+                field: b.field,
+                reason: b.reason,
+            }),
     }
 }
 
@@ -150,7 +168,7 @@ impl DynamoSource {
                     .request_items(&self.settings.table, request)
                     .send()
                     .await
-                    .map_err(|e| self.err(format!("batch get: {}", DisplayErrorContext(e))))?;
+                    .map_err(|e| self.err(describe("BatchGetItem", &self.settings.table, &e)))?;
                 if let Some(mut r) = got.responses {
                     out.extend(r.remove(&self.settings.table).unwrap_or_default());
                 }
@@ -167,10 +185,10 @@ impl DynamoSource {
         Ok(out)
     }
 
-    fn err(&self, message: impl Into<String>) -> RegistryError {
+    fn err(&self, message: impl ToString) -> RegistryError {
         RegistryError::Remote {
             source_name: self.describe(),
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 
@@ -195,11 +213,11 @@ impl DynamoSource {
                         .set_exclusive_start_key(start)
                         .send()
                         .await
-                        .map_err(|e| DisplayErrorContext(e).to_string())?;
+                        .map_err(|e| describe("Scan", &table, &e))?;
                     items.extend(page.items.unwrap_or_default());
                     start = page.last_evaluated_key;
                     if start.is_none() {
-                        return Ok::<_, String>(items);
+                        return Ok::<_, DynamoError>(items);
                     }
                 }
             });
@@ -208,7 +226,7 @@ impl DynamoSource {
         while let Some(joined) = tasks.join_next().await {
             let items = joined
                 .map_err(|e| self.err(format!("scan task: {e}")))?
-                .map_err(|e| self.err(format!("scan: {e}")))?;
+                .map_err(|e| self.err(e))?;
             all.extend(items);
         }
         Ok(all)
@@ -295,12 +313,17 @@ impl PlacementSource for DynamoSource {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| self.err(format!("get {id}: {}", DisplayErrorContext(e))))?;
+            .map_err(|e| {
+                self.err(format!(
+                    "{id}: {}",
+                    describe("GetItem", &self.settings.table, &e)
+                ))
+            })?;
         match out.item {
             None => Ok(None),
             Some(item) => tenant_from_item(&item).map(Some).map_err(|b| {
                 self.err(format!(
-                    "tenant#{id}: {} = {:?}: {}",
+                    "tenant#{id}: {} = `{}`: {}",
                     b.field, b.value, b.reason
                 ))
             }),

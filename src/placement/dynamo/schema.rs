@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::config::file::{FileCell, FileGroup};
 use crate::placement::record::{BadField, RawTenant, tenant_record};
-use crate::placement::{TenantLimits, TenantRecord};
+use crate::placement::{CellState, TenantLimits, TenantRecord, UnknownName};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -202,7 +202,7 @@ pub struct TargetGroup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CellRecord {
     pub id: String,
-    pub state: String,
+    pub state: CellState,
     pub region: Option<String>,
     pub groups: Vec<TargetGroup>,
     pub preserve_host: Option<bool>,
@@ -218,7 +218,7 @@ impl CellRecord {
     pub fn to_file_cell(&self) -> FileCell {
         FileCell {
             id: self.id.clone(),
-            state: Some(self.state.clone()),
+            state: Some(self.state.as_str().to_owned()),
             targets: Vec::new(),
             groups: self
                 .groups
@@ -259,7 +259,7 @@ pub fn cell_item(c: &CellRecord, updated_at: &str) -> Item {
         (PK.to_owned(), s(cell_key(&c.id))),
         ("kind".to_owned(), s("cell")),
         ("cell".to_owned(), s(&c.id)),
-        ("state".to_owned(), s(&c.state)),
+        ("state".to_owned(), s(c.state.as_str())),
         ("target_groups".to_owned(), AttributeValue::L(groups)),
         ("version".to_owned(), n(c.version)),
         ("updated_at".to_owned(), s(updated_at)),
@@ -319,7 +319,12 @@ pub fn cell_from_item(item: &Item) -> Result<CellRecord, BadField> {
         .transpose()?;
     Ok(CellRecord {
         id: id.to_owned(),
-        state: get_s(item, "state")?.unwrap_or("ACTIVE").to_owned(),
+        state: match get_s(item, "state")? {
+            None => CellState::Active,
+            Some(text) => text.parse().map_err(|e: UnknownName| {
+                bad("state", text, &format!("expected {}", e.expected))
+            })?,
+        },
         region: get_s(item, "region")?.map(str::to_owned),
         groups,
         preserve_host,
@@ -395,7 +400,7 @@ mod tests {
     fn cell_items_round_trip_with_their_groups() {
         let c = CellRecord {
             id: "cell-1".to_owned(),
-            state: "DRAINING".to_owned(),
+            state: CellState::Draining,
             region: Some("eu-west-1".to_owned()),
             groups: vec![
                 TargetGroup {
@@ -431,6 +436,12 @@ mod tests {
             AttributeValue::N("4294967296".to_owned()),
         );
         assert_eq!(cell_from_item(&broken).unwrap_err().field, "wave");
+        // A state outside the three is named, with the accepted ones.
+        let mut bad_state = item.clone();
+        bad_state.insert("state".to_owned(), s("UP"));
+        let e = cell_from_item(&bad_state).unwrap_err();
+        assert_eq!((e.field.as_str(), e.value.as_str()), ("state", "UP"));
+        assert!(e.reason.contains("ACTIVE, DRAINING or DOWN"), "{e:?}");
         // The data plane gets every group with its weight and version.
         let cell = crate::placement::Cell::from_file(&c.to_file_cell(), "cell#cell-1").unwrap();
         assert_eq!(cell.wave, Some(2));

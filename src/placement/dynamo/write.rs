@@ -7,12 +7,14 @@
 //! 3. a `change#<new>` item naming the record's key, expiring after a day (TTL).
 //!
 //! A lost race on the record is a [`WriteError::Conflict`] (the caller re-reads and decides); a
-//! lost race on the epoch only (another record was written at the same moment) is retried.
+//! lost race on the epoch only (another record was written at the same moment) is retried. Every
+//! other failed call is a [`DynamoError`]: one line, with a hint ([`super::error`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
@@ -20,8 +22,9 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 
-use super::read_epoch;
+use super::error::{DynamoError, describe};
 use super::schema::{EPOCH_KEY, Item, PK, TTL_ATTRIBUTE, change_key, get_n, kind};
+use super::{EpochError, read_epoch};
 
 /// How long a change item is kept: a node further behind than this reloads in full.
 pub const CHANGE_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -30,8 +33,15 @@ const EPOCH_RETRIES: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
+    /// A DynamoDB call failed (one line: operation, table, the service's words, a hint).
+    #[error(transparent)]
+    Dynamo(#[from] DynamoError),
+    #[error(transparent)]
+    Epoch(#[from] EpochError),
+    /// Something other than a call: a request that could not be built, a table that stayed
+    /// CREATING.
     #[error("table {table}: {message}")]
-    Aws { table: String, message: String },
+    Other { table: String, message: String },
     #[error(
         "{key}: the record changed underneath (expected version {}, found {}); re-read and retry",
         fmt_version(*.expected), fmt_version(*.found)
@@ -83,11 +93,19 @@ impl Registry {
         &self.table
     }
 
-    fn aws(&self, e: impl std::fmt::Display) -> WriteError {
-        WriteError::Aws {
+    fn other(&self, e: impl std::fmt::Display) -> WriteError {
+        WriteError::Other {
             table: self.table.clone(),
             message: e.to_string(),
         }
+    }
+
+    /// The one-line form of a failed `operation` on this table.
+    fn failed<E>(&self, operation: &'static str, e: &SdkError<E, HttpResponse>) -> WriteError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        WriteError::Dynamo(describe(operation, &self.table, e))
     }
 
     /// Creates the table (on-demand billing, `pk` hash key, TTL on change items, optionally a
@@ -103,14 +121,14 @@ impl Registry {
                     .attribute_name(PK)
                     .key_type(KeyType::Hash)
                     .build()
-                    .map_err(|e| self.aws(e))?,
+                    .map_err(|e| self.other(e))?,
             )
             .attribute_definitions(
                 AttributeDefinition::builder()
                     .attribute_name(PK)
                     .attribute_type(ScalarAttributeType::S)
                     .build()
-                    .map_err(|e| self.aws(e))?,
+                    .map_err(|e| self.other(e))?,
             );
         if streams {
             create = create.stream_specification(
@@ -118,7 +136,7 @@ impl Registry {
                     .stream_enabled(true)
                     .stream_view_type(StreamViewType::NewImage)
                     .build()
-                    .map_err(|e| self.aws(e))?,
+                    .map_err(|e| self.other(e))?,
             );
         }
         let outcome = match create.send().await {
@@ -129,7 +147,7 @@ impl Registry {
             {
                 InitOutcome::AlreadyExists
             }
-            Err(e) => return Err(self.aws(DisplayErrorContext(e))),
+            Err(e) => return Err(self.failed("CreateTable", &e)),
         };
         self.wait_active().await?;
         let ttl = self
@@ -141,17 +159,15 @@ impl Registry {
                     .enabled(true)
                     .attribute_name(TTL_ATTRIBUTE)
                     .build()
-                    .map_err(|e| self.aws(e))?,
+                    .map_err(|e| self.other(e))?,
             )
             .send()
             .await;
         // Enabling TTL twice is refused; the wanted state is reached either way.
         if let Err(e) = ttl
-            && !DisplayErrorContext(&e)
-                .to_string()
-                .contains("already enabled")
+            && !e.message().is_some_and(|m| m.contains("already enabled"))
         {
-            return Err(self.aws(DisplayErrorContext(e)));
+            return Err(self.failed("UpdateTimeToLive", &e));
         }
         let seeded = self
             .client
@@ -167,7 +183,7 @@ impl Registry {
                 .as_service_error()
                 .is_some_and(|s| s.is_conditional_check_failed_exception())
         {
-            return Err(self.aws(DisplayErrorContext(e)));
+            return Err(self.failed("PutItem", &e));
         }
         Ok(outcome)
     }
@@ -180,13 +196,13 @@ impl Registry {
                 .table_name(&self.table)
                 .send()
                 .await
-                .map_err(|e| self.aws(DisplayErrorContext(e)))?;
+                .map_err(|e| self.failed("DescribeTable", &e))?;
             if d.table.and_then(|t| t.table_status) == Some(TableStatus::Active) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(self.aws("the table did not become ACTIVE within 60 s"))
+        Err(self.other("the table did not become ACTIVE within 60 s"))
     }
 
     /// One item by key (strongly consistent).
@@ -199,7 +215,7 @@ impl Registry {
             .send()
             .await
             .map(|o| o.item)
-            .map_err(|e| self.aws(DisplayErrorContext(e)))
+            .map_err(|e| self.failed("GetItem", &e))
     }
 
     /// Every item of `kind` (`tenant`, `cell`), paginated.
@@ -218,7 +234,7 @@ impl Registry {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| self.aws(DisplayErrorContext(e)))?;
+                .map_err(|e| self.failed("Scan", &e))?;
             out.extend(
                 page.items
                     .unwrap_or_default()
@@ -234,9 +250,7 @@ impl Registry {
 
     /// The current epoch (strongly consistent).
     pub async fn epoch(&self) -> Result<u64, WriteError> {
-        read_epoch(&self.client, &self.table, true)
-            .await
-            .map_err(|e| self.aws(e))
+        Ok(read_epoch(&self.client, &self.table, true).await?)
     }
 
     /// Writes `item` (whose `version` must be `expected + 1`, or 1 for a new record) in one
@@ -244,7 +258,7 @@ impl Registry {
     pub async fn commit(&self, item: Item, expected: Option<u64>) -> Result<u64, WriteError> {
         let key = match item.get(PK) {
             Some(AttributeValue::S(k)) => k.clone(),
-            _ => return Err(self.aws("the item has no pk")),
+            _ => return Err(self.other("the item has no pk")),
         };
         for _ in 0..EPOCH_RETRIES {
             let old = self.epoch().await?;
@@ -281,13 +295,13 @@ impl Registry {
                 .item("updated_at", AttributeValue::S(updated_at()));
             let items = [
                 TransactWriteItem::builder()
-                    .put(put.build().map_err(|e| self.aws(e))?)
+                    .put(put.build().map_err(|e| self.other(e))?)
                     .build(),
                 TransactWriteItem::builder()
-                    .update(epoch.build().map_err(|e| self.aws(e))?)
+                    .update(epoch.build().map_err(|e| self.other(e))?)
                     .build(),
                 TransactWriteItem::builder()
-                    .put(change.build().map_err(|e| self.aws(e))?)
+                    .put(change.build().map_err(|e| self.other(e))?)
                     .build(),
             ];
             let sent = self
@@ -314,7 +328,7 @@ impl Registry {
                     Some((false, _)) => {
                         tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
                     }
-                    None => return Err(self.aws(DisplayErrorContext(e))),
+                    None => return Err(self.failed("TransactWriteItems", &e)),
                 },
             }
         }

@@ -1,0 +1,209 @@
+//! The operator commands' arguments, as clap parses them: where the table is ([`TableArgs`])
+//! and the `registry`, `tenant` and `cell` subcommands. `src/main.rs` puts these on its command
+//! line; the sibling modules carry them out.
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Subcommand};
+
+use crate::placement::{CellState, TenantStatus};
+
+/// Where the registry table is.
+#[derive(Debug, Clone, Args)]
+pub struct TableArgs {
+    /// Registry table name.
+    #[arg(long, env = "CELLGATE_REGISTRY_TABLE", global = true)]
+    pub table: Option<String>,
+    /// AWS region (else AWS_REGION and the standard chain).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// DynamoDB endpoint, e.g. a local server (else AWS_ENDPOINT_URL).
+    #[arg(long, global = true)]
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RegistryCommand {
+    /// Create the registry table (idempotent): on-demand billing, TTL on change items, the epoch.
+    Init {
+        /// Also enable a DynamoDB Stream (NEW_IMAGE) for consumers other than the proxies.
+        #[arg(long)]
+        streams: bool,
+    },
+    /// Print the current epoch (bumped by every write).
+    Epoch,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TenantCommand {
+    /// Create or update a tenant (version + 1; fails if someone else wrote it meanwhile).
+    Put {
+        tenant: String,
+        #[arg(long)]
+        cell: String,
+        /// Default: the current tier, else `standard`.
+        #[arg(long)]
+        tier: Option<String>,
+        /// ACTIVE, SUSPENDED, MIGRATING or OFFBOARDED (default: the current status, else ACTIVE).
+        #[arg(long, value_parser = tenant_status())]
+        status: Option<TenantStatus>,
+        /// Bind the tenant to a token issuer (exact `iss`); repeat for several.
+        #[arg(long = "issuer")]
+        issuers: Vec<String>,
+        /// Rate-limit override: requests per second (default: keep the current one).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Rate-limit override: burst size.
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Rate-limit override: requests in flight at once.
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Drop every rate-limit override (the tier's limits apply).
+        #[arg(long)]
+        clear_limits: bool,
+        /// Pin the tenant to this target group of its cell (e.g. `canary`), whatever the weights.
+        #[arg(long, conflicts_with = "clear_arm")]
+        arm: Option<String>,
+        /// Unpin: the tenant's arm follows the weights again.
+        #[arg(long)]
+        clear_arm: bool,
+        /// Write only if the stored version is this one (default: the version just read).
+        #[arg(long)]
+        expect_version: Option<u64>,
+        /// Place a new tenant, or move one, into a cell that is DRAINING or DOWN anyway.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a tenant's record.
+    Get { tenant: String },
+    /// Print every tenant record.
+    List,
+    /// Evacuate a tenant to another cell: MIGRATING, settle (and hook), flip, ACTIVE. Every step
+    /// is a conditional write; re-running after an interruption resumes where it stopped.
+    Move {
+        tenant: String,
+        #[arg(long)]
+        to: String,
+        /// Wait after marking MIGRATING, so every proxy has stopped sending writes.
+        #[arg(long, default_value = "5s")]
+        settle: String,
+        /// A command run (by `sh -c`) after settling and before the flip, with TENANT,
+        /// FROM_CELL and TO_CELL in its environment (e.g. a data copy); non-zero aborts.
+        #[arg(long)]
+        hook: Option<String>,
+        /// Move even when the target cell is DRAINING or DOWN in the registry.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Refuse the tenant's requests (403) until resumed.
+    Suspend { tenant: String },
+    /// Serve a suspended tenant again.
+    Resume { tenant: String },
+}
+
+impl TenantCommand {
+    /// `tenant put TENANT --cell CELL` with every other field kept as stored.
+    #[must_use]
+    pub fn place(tenant: &str, cell: &str) -> Self {
+        Self::Put {
+            tenant: tenant.to_owned(),
+            cell: cell.to_owned(),
+            tier: None,
+            status: None,
+            issuers: Vec::new(),
+            rate: None,
+            burst: None,
+            concurrency: None,
+            clear_limits: false,
+            arm: None,
+            clear_arm: false,
+            expect_version: None,
+            force: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CellCommand {
+    /// Create or update a cell. With `--target`, its targets become one group (`stable`); an
+    /// existing cell written without `--target` keeps its target groups.
+    Put {
+        cell: String,
+        /// A target URL (http(s)://host[:port]); repeat for several. Required for a new cell.
+        #[arg(long = "target")]
+        targets: Vec<String>,
+        /// ACTIVE, DRAINING or DOWN (default: the current state, else ACTIVE).
+        #[arg(long, value_parser = cell_state())]
+        state: Option<CellState>,
+        #[arg(long)]
+        region: Option<String>,
+        /// Forward the client's Host (default: true when every target is http).
+        #[arg(long)]
+        preserve_host: Option<bool>,
+        /// Requests in flight to the cell at most; beyond it, 503 `cell_overloaded`
+        /// (default: the current value; `0` removes it, so `limits.cell_max_in_flight` applies).
+        #[arg(long)]
+        max_in_flight: Option<u32>,
+        /// The cell's canary wave, selected by `cell weights --wave N` (default: the current one).
+        #[arg(long, conflicts_with = "clear_wave")]
+        wave: Option<u32>,
+        /// Take the cell out of its wave.
+        #[arg(long)]
+        clear_wave: bool,
+    },
+    /// Create or update one target group (deployment arm) of a cell, keeping the others; or
+    /// remove one with `--remove`.
+    Group {
+        cell: String,
+        /// The group's name (1-64 of A-Z a-z 0-9 . _ -).
+        #[arg(long)]
+        name: String,
+        /// Version label (default: the current one; for a new group, its name).
+        #[arg(long)]
+        version: Option<String>,
+        /// Relative share of the cell's tenants, 0-10000 (default: the current one; for a new
+        /// group 0, a dark arm only pinned or forced requests reach).
+        #[arg(long)]
+        weight: Option<u32>,
+        /// A target URL; repeat for several. Replaces the group's targets; required for a new
+        /// group.
+        #[arg(long = "target")]
+        targets: Vec<String>,
+        /// Remove the group (refused for the last group with a weight unless the cell is DOWN).
+        #[arg(long, conflicts_with_all = ["version", "weight", "targets"])]
+        remove: bool,
+    },
+    /// Set the weights of named groups in several cells: every cell is checked first, then
+    /// written with one conditional write each.
+    Weights {
+        /// A cell to change; repeat for several.
+        #[arg(
+            long = "cell",
+            required_unless_present = "wave",
+            conflicts_with = "wave"
+        )]
+        cells: Vec<String>,
+        /// Change every cell of this wave.
+        #[arg(long)]
+        wave: Option<u32>,
+        /// GROUP=WEIGHT (0-10000); repeat for several groups.
+        #[arg(long = "set", required = true)]
+        set: Vec<String>,
+    },
+    /// Print a cell's record.
+    Get { cell: String },
+    /// Print every cell record.
+    List,
+    /// Mark a cell DRAINING: its tenants are still served; place no new tenants there.
+    Drain { cell: String },
+}
+
+/// `--state`: a cell state as the registry spells it; clap lists the accepted ones on a miss.
+fn cell_state() -> impl TypedValueParser<Value = CellState> {
+    PossibleValuesParser::new(CellState::ALL.map(CellState::as_str)).try_map(|s| s.parse())
+}
+
+/// `--status`: a tenant status as the registry spells it.
+fn tenant_status() -> impl TypedValueParser<Value = TenantStatus> {
+    PossibleValuesParser::new(TenantStatus::ALL.map(TenantStatus::as_str)).try_map(|s| s.parse())
+}

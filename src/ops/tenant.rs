@@ -1,0 +1,129 @@
+//! `cellgate tenant ...`: place (put), read, list, suspend and resume tenant records; `move`
+//! hands over to [`super::moves`]. Every write is conditional on the version just read.
+
+use serde_json::Value;
+
+use super::args::TenantCommand;
+use super::io::{current_cell, current_tenant, list, write_tenant};
+use super::moves::{MovePlan, move_tenant};
+use super::{OpsError, invalid, not_found};
+use crate::placement::dynamo::schema::{item_json, tenant_key};
+use crate::placement::dynamo::write::Registry;
+use crate::placement::record::{RawTenant, tenant_record};
+use crate::placement::{CellState, TenantLimits, TenantRecord, TenantStatus};
+
+pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value, OpsError> {
+    match cmd {
+        TenantCommand::Put {
+            tenant,
+            cell,
+            tier,
+            status,
+            issuers,
+            rate,
+            burst,
+            concurrency,
+            clear_limits,
+            arm,
+            clear_arm,
+            expect_version,
+            force,
+        } => {
+            let current = current_tenant(reg, &tenant).await?;
+            let held = if clear_limits {
+                TenantLimits::default()
+            } else {
+                current.as_ref().map(|c| c.limits).unwrap_or_default()
+            };
+            let limits = TenantLimits {
+                rate: rate.or(held.rate),
+                burst: burst.or(held.burst),
+                concurrency: concurrency.or(held.concurrency),
+            };
+            // The status is typed already (clap parsed it); the rest is checked as a source's.
+            let status = status
+                .or_else(|| current.as_ref().map(|c| c.status))
+                .unwrap_or(TenantStatus::Active);
+            let record = tenant_record(RawTenant {
+                id: tenant.clone(),
+                cell,
+                status: None,
+                tier: tier.or_else(|| current.as_ref().map(|c| c.tier.clone())),
+                version: None,
+                issuers: if issuers.is_empty() {
+                    current
+                        .as_ref()
+                        .map(|c| c.issuers.clone())
+                        .unwrap_or_default()
+                } else {
+                    issuers
+                },
+                limits,
+                arm: if clear_arm {
+                    None
+                } else {
+                    arm.or_else(|| current.as_ref().and_then(|c| c.arm.clone()))
+                },
+            })
+            .map(|r| TenantRecord { status, ..r })
+            .map_err(|b| invalid(b.field, &b.value, b.reason))?;
+            // Like `tenant move`: no new placement lands in a cell being emptied or down.
+            let placing = current.as_ref().is_none_or(|c| c.cell != record.cell);
+            if placing
+                && !force
+                && let Some(c) = current_cell(reg, &record.cell).await?
+                && c.state != CellState::Active
+            {
+                return Err(invalid(
+                    "--cell",
+                    &record.cell,
+                    format!(
+                        "the cell is {} (use --force to place the tenant there anyway)",
+                        c.state
+                    ),
+                ));
+            }
+            let expected = expect_version.or(current.map(|c| c.version));
+            write_tenant(reg, record, expected).await
+        }
+        TenantCommand::Get { tenant } => match reg.get(&tenant_key(&tenant)).await? {
+            Some(item) => Ok(item_json(&item)),
+            None => Err(not_found(reg, "tenant", &tenant)),
+        },
+        TenantCommand::List => list(reg, "tenant").await,
+        TenantCommand::Move {
+            tenant,
+            to,
+            settle,
+            hook,
+            force,
+        } => {
+            let settle = humantime::parse_duration(&settle)
+                .map_err(|e| invalid("--settle", &settle, e.to_string()))?;
+            let plan = MovePlan {
+                tenant,
+                to,
+                settle,
+                hook,
+                force,
+            };
+            move_tenant(reg, &plan).await
+        }
+        TenantCommand::Suspend { tenant } => {
+            set_status(reg, &tenant, TenantStatus::Suspended).await
+        }
+        TenantCommand::Resume { tenant } => set_status(reg, &tenant, TenantStatus::Active).await,
+    }
+}
+
+pub(super) async fn set_status(
+    reg: &Registry,
+    id: &str,
+    status: TenantStatus,
+) -> Result<Value, OpsError> {
+    let Some(current) = current_tenant(reg, id).await? else {
+        return Err(not_found(reg, "tenant", id));
+    };
+    let expected = current.version;
+    write_tenant(reg, TenantRecord { status, ..current }, Some(expected)).await
+}
