@@ -14,9 +14,10 @@ use std::path::Path;
 
 use cellgate::config::file::FileCell;
 use cellgate::config::{Config, Overrides};
+use cellgate::identify::identify;
 use cellgate::placement::{Cell, PlacementSnapshot, RegistryData, TenantRecord, TenantStatus};
 use cellgate::routing::route;
-use cellgate::tenant::{TenantId, identify, tenant_from_host};
+use cellgate::tenant::{TenantId, tenant_from_host};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::Method;
 

@@ -10,10 +10,11 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::auth::AuthError;
+use crate::identify::IdentifyError;
 use crate::metrics::{Outcome, UpstreamErrorKind};
 use crate::ratelimit::{Limited, ceil_secs};
 use crate::routing::RouteError;
-use crate::tenant::{IdentifyError, TenantError};
+use crate::tenant::TenantError;
 use crate::upstream::{BodyLimit, UpstreamError};
 
 /// Whose fault a failure is.

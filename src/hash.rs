@@ -51,7 +51,6 @@ pub const fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

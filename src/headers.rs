@@ -40,4 +40,3 @@ pub const INTERNAL: [HeaderName; 8] = [
     HeaderName::from_static("x-real-ip"),
     header::PROXY_AUTHORIZATION,
 ];
-

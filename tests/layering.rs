@@ -147,8 +147,7 @@ fn code_only(src: &str) -> String {
             let end = (j + 1).min(rest.len());
             blank(&mut out, &rest[..end]);
             i += end;
-        } else if rest[0] == b'\''
-            && (rest.get(2) == Some(&b'\'') || (rest.get(1) == Some(&b'\\')))
+        } else if rest[0] == b'\'' && (rest.get(2) == Some(&b'\'') || (rest.get(1) == Some(&b'\\')))
         {
             // a char literal ('x', '\n', '\''), not a lifetime
             let end = rest[2..]
@@ -186,8 +185,7 @@ fn drop_test_items(code: &mut String) -> Vec<String> {
                 }
                 Some(b';') if depth == 0 => {
                     let item = &code[at..j];
-                    if let Some(name) = item.split_whitespace().skip_while(|w| *w != "mod").nth(1)
-                    {
+                    if let Some(name) = item.split_whitespace().skip_while(|w| *w != "mod").nth(1) {
                         test_mods.push(name.to_owned());
                     }
                     break j + 1;
@@ -304,7 +302,12 @@ fn imports_point_down_the_layer_table() {
         }
         let rel = path.strip_prefix(&src).unwrap();
         let shown = format!("src/{}", rel.display());
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let module = first.trim_end_matches(".rs").to_owned();
         if module == "lib" {
             continue; // the crate root only declares the modules
@@ -353,7 +356,10 @@ fn imports_point_down_the_layer_table() {
     }
     for m in table.keys() {
         if !seen_modules.contains(m) {
-            let _ = writeln!(problems, "docs/architecture.md: module `{m}` has no file in src/");
+            let _ = writeln!(
+                problems,
+                "docs/architecture.md: module `{m}` has no file in src/"
+            );
         }
     }
     for (file, used) in EXCEPTIONS {

@@ -1,12 +1,13 @@
 //! The host a request addresses, from arbitrary bytes split into a request-target authority
-//! and a `Host` header (`tenant::request_host`, `request_host_value`, `proxy::hygiene::check`):
+//! and a `Host` header (`identify::request_host`, `request_host_value`, `hygiene::check`):
 //! the host forwarded to the cell is the host the tenant was read from, and a head that passes
 //! hygiene names the same tenant whether it is read from the authority or from `Host`.
 #![no_main]
 
 use cellgate::config::HeaderUnderscores;
 use cellgate::hygiene;
-use cellgate::tenant::{request_host, request_host_value, tenant_from_host};
+use cellgate::identify::{request_host, request_host_value};
+use cellgate::tenant::tenant_from_host;
 use http::{HeaderValue, Version, header::HOST, uri::Authority};
 use libfuzzer_sys::fuzz_target;
 

@@ -15,8 +15,8 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, 
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use sha2::{Digest, Sha256};
 
-use crate::rules::FieldError;
 use crate::config::file::FileKey;
+use crate::rules::FieldError;
 
 /// Every algorithm cellgate can verify, in a fixed order (the bit index of [`AlgSet`]).
 const ALGORITHMS: [Algorithm; 12] = [

@@ -13,11 +13,11 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::file::{FileAuth, FileIssuer, FileJwks};
-use crate::rules::FieldError;
 use super::{dur, resolve};
 use crate::auth::fetch::FetchUrl;
 use crate::auth::keys::parse_alg;
 use crate::auth::{AlgSet, ClaimPath, ForwardClaim, JwksConfig, VerificationKey, load_key};
+use crate::rules::FieldError;
 use crate::tenant::TenantId;
 
 #[derive(Debug, Clone)]

@@ -9,11 +9,11 @@
 
 use http::HeaderName;
 
-use crate::rules::FieldError;
 use super::auth::{AuthConfig, reserved};
 use super::file::FileCanary;
 use super::typed::TenantHeaderConfig;
 use crate::auth::ClaimPath;
+use crate::rules::FieldError;
 
 /// What the weighted arm choice hashes, besides the tenant id.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use http::Method;
 
+use super::dur;
 use super::file::{FileLimits, FileRouteClass, FileTier};
 use crate::rules::FieldError;
-use super::dur;
 use crate::rules::{MAX_ROUTE_CLASSES, MAX_TIERS, MIN_RATE, default_burst, valid_tier};
-
 
 const MAX_RATE: f64 = 1_000_000.0;
 

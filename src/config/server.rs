@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use crate::rules::FieldError;
 use super::file::{FileHttp2, FileServer};
 use super::typed::dur;
+use crate::rules::FieldError;
 use ipnet::IpNet;
 
 #[derive(Debug, Clone)]

@@ -31,10 +31,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::rules::FieldError;
 use super::file::FileTls;
 use super::typed::{ListenerTls, TlsFiles, dur, resolve};
 use crate::proxy::certs::{CertSet, Part};
+use crate::rules::FieldError;
 
 /// How often certificate files are checked for a change, unless configured.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(30);

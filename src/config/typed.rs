@@ -9,9 +9,9 @@ use ipnet::IpNet;
 
 use super::auth::{AuthConfig, build_auth};
 use super::file::{FileConfig, FileRegistry};
-use crate::rules::FieldError;
 use super::{ServerConfig, parse_addr, parse_duration};
 use crate::placement::Cell;
+use crate::rules::FieldError;
 use crate::tenant::TenantSource;
 
 #[derive(Debug, Clone)]

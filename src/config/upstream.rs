@@ -12,10 +12,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::dur;
 use super::file::{FileDns, FileHealthCheck, FileOutlier, FileRetry, FileUpstream};
 use super::typed::resolve;
 use crate::rules::FieldError;
-use super::dur;
 
 /// ALBs close idle connections after 60 s; a pooled connection must be dropped before that.
 pub const MAX_POOL_IDLE: Duration = Duration::from_secs(59);

@@ -8,11 +8,11 @@ use super::args::CellCommand;
 use super::io::{current_cell, list, write_cell};
 use super::weights::set_weights;
 use super::{OpsError, invalid, not_found};
+use crate::placement::CellState;
 use crate::placement::dynamo::schema::{CellRecord, TargetGroup, cell_key, item_json};
 use crate::placement::dynamo::write::Registry;
-use crate::rules::{MAX_WEIGHT, valid_label};
-use crate::placement::CellState;
 use crate::rules::valid_cell_id;
+use crate::rules::{MAX_WEIGHT, valid_label};
 
 pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, OpsError> {
     match cmd {

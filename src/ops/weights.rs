@@ -9,8 +9,8 @@ use super::io::{current_cell, write_cell};
 use super::{OpsError, invalid, not_found};
 use crate::placement::dynamo::schema::{CellRecord, cell_from_item};
 use crate::placement::dynamo::write::Registry;
-use crate::rules::{MAX_WEIGHT, valid_label};
 use crate::rules::valid_cell_id;
+use crate::rules::{MAX_WEIGHT, valid_label};
 
 /// `cell weights`: the cells named, or every cell of `wave`; each must have every group in
 /// `set` and stay valid with the new weights, all checked before the first write. Then one

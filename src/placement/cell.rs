@@ -6,9 +6,9 @@ use http::HeaderValue;
 
 use super::UnknownName;
 use super::group::Group;
-use crate::rules::{CELL_ID_RULE, FieldError, valid_cell_id};
 use crate::config::file::FileCell;
 use crate::metrics::{CellMetrics, Metrics};
+use crate::rules::{CELL_ID_RULE, FieldError, valid_cell_id};
 use crate::upstream::{RetryBudget, Scheme, Target, Upstreams};
 
 /// Operator-set state of a cell.
@@ -94,7 +94,6 @@ impl Clone for Cell {
         }
     }
 }
-
 
 impl Cell {
     /// Builds a cell from its file form; `key` is its path for error messages (`cells[2]`).

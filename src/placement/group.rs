@@ -9,9 +9,9 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::rules::{FieldError, MAX_WEIGHT, valid_label};
 use crate::config::file::{FileCell, FileGroup};
 use crate::metrics::upstream::{GroupMetrics, UpstreamMetrics};
+use crate::rules::{FieldError, MAX_WEIGHT, valid_label};
 use crate::upstream::Target;
 
 /// One arm of a cell.

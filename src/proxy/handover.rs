@@ -194,12 +194,7 @@ pub fn listen(path: &Path, successor: bool) -> Result<UnixListener, HandoverErro
 
 /// Offers the sockets to whoever connects, until one successor reports ready (`true`: this
 /// process should drain) or `stop` is set (then the socket file is removed, if still ours).
-pub async fn offer(
-    listener: UnixListener,
-    path: PathBuf,
-    offer: Offer,
-    mut stop: Stop,
-) -> bool {
+pub async fn offer(listener: UnixListener, path: PathBuf, offer: Offer, mut stop: Stop) -> bool {
     let inode = std::fs::metadata(&path).map(|m| m.ino()).ok();
     let listener = match tokio::net::UnixListener::from_std(listener) {
         Ok(l) => l,

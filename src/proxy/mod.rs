@@ -54,12 +54,13 @@ use crate::config::Config;
 use crate::error::{ProxyError, error_body};
 use crate::headers::{RATELIMIT, RATELIMIT_POLICY, X_REQUEST_ID};
 use crate::hygiene;
+use crate::identify::{identify, request_host_value};
 use crate::metrics::{CellMetrics, Metrics, Outcome};
 use crate::placement::lookup::{Lookup, LookupOutcome};
 use crate::placement::{Cell, SnapshotHandle};
 use crate::ratelimit::{Ask, Limited, Limiter, LocalStore, MonotonicClock};
 use crate::routing::{arm_hint, route_with};
-use crate::tenant::{TenantId, identify, request_host_value};
+use crate::tenant::TenantId;
 use crate::upstream::{Pool, RequestBody, Reuse, Timeouts, UpstreamBody, Upstreams};
 
 /// State shared by every worker.

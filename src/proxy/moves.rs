@@ -21,10 +21,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-
 use crate::placement::{CellState, PlacementSnapshot, SnapshotHandle, TenantStatus};
-use crate::tenant::TenantId;
 use crate::shutdown::{Stop, stopped};
+use crate::tenant::TenantId;
 
 struct Entry {
     tenant: TenantId,
@@ -161,11 +160,7 @@ impl Drop for Watch {
 }
 
 /// The per-worker task: sweeps the registry on every published generation until `stop`.
-pub async fn follow(
-    reg: Rc<LongLived>,
-    snapshot: Arc<SnapshotHandle>,
-    mut stop: Stop,
-) {
+pub async fn follow(reg: Rc<LongLived>, snapshot: Arc<SnapshotHandle>, mut stop: Stop) {
     let mut changes = snapshot.subscribe();
     loop {
         tokio::select! {

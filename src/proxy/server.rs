@@ -34,9 +34,9 @@ use crate::placement::dynamo::DynamoSource;
 use crate::placement::file::FileSource;
 use crate::placement::lookup::Lookup;
 use crate::placement::refresh::{self, RefreshSettings};
+use crate::shutdown::{Stop, stopped};
 use crate::tls_client as tls;
 use crate::upstream::Pool;
-use crate::shutdown::{Stop, stopped};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

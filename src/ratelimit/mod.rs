@@ -31,9 +31,8 @@ use route::RouteClass;
 
 use crate::config::LimitsConfig;
 use crate::metrics::CellMetrics;
-use crate::rules::default_burst;
 use crate::placement::{Cell, TenantLimits};
-
+use crate::rules::default_burst;
 
 /// Which limit refused a request; the `limit` label of the rejections metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +193,6 @@ struct Tier {
     rate: Option<Gcra>,
     concurrency: Option<u32>,
 }
-
 
 /// The admit stage's state: tiers, route classes, cell caps, a store and a clock.
 #[derive(Debug)]

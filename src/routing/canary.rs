@@ -103,7 +103,10 @@ mod tests {
     fn the_arm_hash_is_the_tenant_then_its_key() {
         // Without a key the arm hash is the tenant's own; with one it is tenant, 0x00, key.
         assert_eq!(arm_hash("acme", None), crate::hash::stable_hash(b"acme"));
-        assert_eq!(arm_hash("acme", Some("u1")), crate::hash::stable_hash(b"acme\0u1"));
+        assert_eq!(
+            arm_hash("acme", Some("u1")),
+            crate::hash::stable_hash(b"acme\0u1")
+        );
         assert_ne!(arm_hash("acme", Some("u1")), arm_hash("acmeu", Some("1")));
     }
 

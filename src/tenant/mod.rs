@@ -1,14 +1,10 @@
-//! Tenant identity: the [`TenantId`] newtype and the rules that extract it from a request.
-//!
-//! Called by the *identify* stage. A tenant id is validated (length, charset) before it is used
-//! for anything, so a lookup never sees attacker-shaped keys. `TenantId` lives inline (no heap),
+//! Tenant identity: the [`TenantId`] newtype, where an id may come from, and reading one from
+//! a host name. It imports nothing of ours; the *identify* stage ([`crate::identify`]) asks it.
+//! A tenant id is validated (length, charset) before it is used for anything, so a lookup
+//! never sees attacker-shaped keys. `TenantId` lives inline (no heap),
 //! so extracting one on the request path costs a copy of at most 63 bytes.
 
-mod identify;
-
 use std::fmt;
-
-pub use identify::{IdentifyError, Identity, identify, request_host, request_host_value};
 
 /// Longest tenant id accepted (a DNS label's limit, so every id can also be a subdomain).
 pub const MAX_TENANT_LEN: usize = 63;

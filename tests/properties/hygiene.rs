@@ -4,9 +4,12 @@
 //! the cell.
 
 use cellgate::config::HeaderUnderscores;
-use cellgate::headers::{HOP_BY_HOP, INTERNAL, X_CELL_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, X_TENANT_ID};
-use cellgate::proxy::rewrite::{rewrite_request, upgrade_requested};
+use cellgate::headers::{
+    HOP_BY_HOP, INTERNAL, X_CELL_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    X_REQUEST_ID, X_TENANT_ID,
+};
 use cellgate::hygiene::{Violation, check, drop_underscored};
+use cellgate::proxy::rewrite::{rewrite_request, upgrade_requested};
 use http::header::{CONNECTION, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Version};

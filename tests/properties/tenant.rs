@@ -4,9 +4,9 @@
 
 use std::net::Ipv6Addr;
 
+use cellgate::identify::{request_host, request_host_value};
 use cellgate::tenant::{
-    MAX_TENANT_LEN, TenantError, TenantId, host_without_port, request_host, request_host_value,
-    tenant_from_host,
+    MAX_TENANT_LEN, TenantError, TenantId, host_without_port, tenant_from_host,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-
 use super::{CertSet, SniResolver};
 use crate::config::{ListenerTls, TlsFiles};
 use crate::metrics::ListenerTlsMetrics;

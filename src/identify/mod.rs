@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use http::request::Parts;
 
-use super::{TenantError, TenantId, TenantSource, tenant_from_host};
 use crate::auth::{AuthError, TokenMemo, VerifiedToken, Verifier, bearer_token};
 use crate::config::TenantConfig;
+use crate::tenant::{TenantError, TenantId, TenantSource, tenant_from_host};
 
 /// The outcome of the identify stage.
 #[derive(Debug, Clone)]
@@ -157,3 +157,6 @@ fn header_tenant(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
