@@ -24,8 +24,6 @@ use prometheus_client::registry::Registry;
 pub use auth::{AuthMetrics, JwksMetrics};
 pub use tls::{ListenerTlsMetrics, TlsMetrics};
 
-use crate::ratelimit::{LimitKind, TierRef};
-
 /// Handles for on-demand registry lookups (`cellgate_registry_lookups_total{result}`).
 #[derive(Debug, Clone, Default)]
 pub struct LookupMetrics {
@@ -110,6 +108,25 @@ pub enum UpstreamErrorKind {
 }
 
 use crate::rules::NO_CELL;
+
+/// Which limit refused a request; the `limit` label of the rejections metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    Rate,
+    Concurrency,
+    Route,
+}
+
+impl LimitKind {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Rate => "rate",
+            Self::Concurrency => "concurrency",
+            Self::Route => "route",
+        }
+    }
+}
 
 /// A shared, cheaply cloned label value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -534,15 +551,16 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a request refused by a tenant limit (`tier` from the config's bounded set).
-    pub fn rate_limited(&self, cell: &CellMetrics, tier: &TierRef, kind: LimitKind) {
-        let Some(row) = cell.limited.get(tier.index) else {
+    /// Counts a request refused by a tenant limit: `tier` is the tier's index in the config's
+    /// bounded set (at most [`MAX_TIERS`](crate::rules::MAX_TIERS)) and `name` its name.
+    pub fn rate_limited(&self, cell: &CellMetrics, tier: usize, name: &Arc<str>, kind: LimitKind) {
+        let Some(row) = cell.limited.get(tier) else {
             return;
         };
         row[kind as usize]
             .get_or_init(|| {
                 self.limited.get_or_create_owned(&LimitedLabels {
-                    tier: Label(Arc::clone(&tier.name)),
+                    tier: Label(Arc::clone(name)),
                     cell: cell.label.clone(),
                     limit: kind.as_str(),
                 })

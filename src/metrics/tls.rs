@@ -13,7 +13,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::{counter_name, names as n};
-use crate::proxy::certs::LoadedCert;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReloadLabels {
@@ -80,9 +79,10 @@ pub struct ListenerTlsMetrics {
 
 impl ListenerTlsMetrics {
     /// Sets the expiry gauge of every certificate of a set just swapped in.
-    pub fn set_expiry(&self, certs: &[LoadedCert]) {
-        for c in certs {
-            self.expiry_gauge(&c.cert_path).set(c.not_after);
+    /// `certs`: each certificate's file and its `notAfter` in Unix seconds.
+    pub fn set_expiry<'a>(&self, certs: impl IntoIterator<Item = (&'a Path, i64)>) {
+        for (path, not_after) in certs {
+            self.expiry_gauge(path).set(not_after);
         }
     }
 

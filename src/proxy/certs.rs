@@ -139,6 +139,11 @@ impl CertSet {
     pub fn certificates(&self) -> &[LoadedCert] {
         &self.certs
     }
+
+    /// Each certificate's file and its `notAfter` (Unix seconds), for the expiry metric.
+    pub fn expiries(&self) -> impl Iterator<Item = (&std::path::Path, i64)> {
+        self.certs.iter().map(|c| (&*c.cert_path, c.not_after))
+    }
 }
 
 /// The rustls hook: one atomic load of the current set per handshake.
@@ -192,7 +197,7 @@ pub fn listener(
     let seen = reload::stamps(&tls.certificates);
     let set = CertSet::load(&tls.certificates)?;
     let handles = metrics.tls.listener(index);
-    handles.set_expiry(set.certificates());
+    handles.set_expiry(set.expiries());
     let resolver = Arc::new(SniResolver::new(set));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)

@@ -584,7 +584,7 @@ fn refuse(
             h.insert(RATELIMIT, policy.state_header(*wait));
         }
         if let Some((tier, kind)) = l.tier() {
-            s.metrics.rate_limited(cm, tier, kind);
+            s.metrics.rate_limited(cm, tier.index, &tier.name, kind);
         }
     }
     if let Some(kind) = r.upstream_kind {

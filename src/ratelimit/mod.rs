@@ -30,28 +30,9 @@ pub use store::{Hold, Key, LimitStore, LocalStore, Release, StoreRefusal};
 use route::RouteClass;
 
 use crate::config::LimitsConfig;
-use crate::metrics::CellMetrics;
+use crate::metrics::{CellMetrics, LimitKind};
 use crate::placement::{Cell, TenantLimits};
 use crate::rules::default_burst;
-
-/// Which limit refused a request; the `limit` label of the rejections metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitKind {
-    Rate,
-    Concurrency,
-    Route,
-}
-
-impl LimitKind {
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Rate => "rate",
-            Self::Concurrency => "concurrency",
-            Self::Route => "route",
-        }
-    }
-}
 
 /// The tier a request was judged under (for metrics: an index and its configured name).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -122,7 +122,7 @@ impl CertWatch {
             Ok(Poll::Settling(now)) => self.pending = Some(now),
             Ok(Poll::Loaded(now, Ok(set))) => {
                 self.seen = now;
-                self.metrics.set_expiry(set.certificates());
+                self.metrics.set_expiry(set.expiries());
                 let count = set.certificates().len();
                 self.resolver.swap(set);
                 self.metrics.reloads_ok.inc();
