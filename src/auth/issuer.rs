@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, Validation};
 
+use super::IssuerConfig;
 use super::claims::ClaimPath;
 use super::jwks::Jwks;
 use super::keys::{AlgSet, KeySet, VerificationKey};
 use super::{AuthError, Reason};
-use crate::config::IssuerConfig;
 use crate::tenant::TenantId;
 
 /// What a verified token carries about its issuer: enough to apply the issuer-to-tenant

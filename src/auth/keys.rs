@@ -13,10 +13,23 @@ use std::sync::Arc;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::file::FileKey;
 use crate::rules::FieldError;
+
+/// A static key as the config file gives it (`[[auth.issuers.keys]]`); [`load_key`] checks
+/// and loads it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKey {
+    pub kid: Option<String>,
+    pub algorithm: String,
+    pub public_key_file: Option<String>,
+    pub public_key_pem: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+}
 
 /// Every algorithm cellgate can verify, in a fixed order (the bit index of [`AlgSet`]).
 const ALGORITHMS: [Algorithm; 12] = [

@@ -19,6 +19,7 @@ pub mod head;
 mod issuer;
 pub mod jwks;
 pub mod keys;
+mod settings;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,9 +34,9 @@ pub use claims::{ClaimPath, ForcedArms, ForwardClaim};
 pub use head::{TokenHead, read_head};
 pub use issuer::{Issuer, IssuerPolicy};
 pub use jwks::{Jwks, JwksConfig};
-pub use keys::{AlgSet, KeySet, VerificationKey, load_key, valid_kid};
+pub use keys::{AlgSet, FileKey, KeySet, VerificationKey, load_key, valid_kid};
+pub use settings::{AuthConfig, IssuerConfig};
 
-use crate::config::AuthConfig;
 use crate::metrics::{AuthMetrics, Metrics};
 use crate::tenant::TenantId;
 

@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
 
 use super::testing::{KEYS, block, verifier_from};
-use crate::config::file::{FileAuth, FileKey};
+use crate::config::file::FileAuth;
 
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "cellgate";

@@ -16,44 +16,11 @@ use super::file::{FileAuth, FileIssuer, FileJwks};
 use super::{dur, resolve};
 use crate::auth::fetch::FetchUrl;
 use crate::auth::keys::parse_alg;
-use crate::auth::{AlgSet, ClaimPath, ForwardClaim, JwksConfig, VerificationKey, load_key};
+use crate::auth::{
+    AlgSet, AuthConfig, ClaimPath, ForwardClaim, IssuerConfig, JwksConfig, load_key,
+};
 use crate::rules::FieldError;
 use crate::tenant::TenantId;
-
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    /// Reject requests without a bearer token (401).
-    pub required: bool,
-    /// Longest `Authorization` header accepted (431 beyond).
-    pub max_token_bytes: usize,
-    /// Verified-token cache size; 0 turns the cache off.
-    pub cache_max_entries: u64,
-    /// Longest a verified token stays cached (never past its `exp`).
-    pub cache_max_ttl: Duration,
-    pub forward_claims: Vec<ForwardClaim>,
-    pub issuers: Vec<IssuerConfig>,
-    /// The claim read into [`crate::auth::VerifiedToken::arms`] at verification: a copy of
-    /// `canary.force_claim`, set by the config loader (none from [`build_auth`] alone).
-    pub arm_claim: Option<ClaimPath>,
-}
-
-#[derive(Debug, Clone)]
-pub struct IssuerConfig {
-    pub name: Arc<str>,
-    pub issuer: Arc<str>,
-    pub audiences: Vec<String>,
-    pub algorithms: AlgSet,
-    pub tenant_claim: ClaimPath,
-    /// A token without the tenant claim is refused (401) rather than left to other sources.
-    pub tenant_claim_required: bool,
-    pub leeway: Duration,
-    pub required_claims: Vec<ClaimPath>,
-    pub typ: Option<String>,
-    /// When set, the only tenants this issuer may speak for.
-    pub tenants: Option<Vec<TenantId>>,
-    pub jwks: Option<JwksConfig>,
-    pub keys: Vec<VerificationKey>,
-}
 
 /// Whether a forwarded claim may be written to `name`: never a header the proxy sets or strips
 /// itself (trusted, internal, hop-by-hop) nor one that frames or authenticates the request.

@@ -9,9 +9,10 @@
 
 use http::HeaderName;
 
-use super::auth::{AuthConfig, reserved};
+use super::auth::reserved;
 use super::file::FileCanary;
 use super::typed::TenantHeaderConfig;
+use crate::auth::AuthConfig;
 use crate::auth::ClaimPath;
 use crate::rules::FieldError;
 

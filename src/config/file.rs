@@ -159,7 +159,7 @@ pub struct FileIssuer {
     pub tenants: Option<Vec<String>>,
     pub jwks: Option<FileJwks>,
     #[serde(default)]
-    pub keys: Vec<FileKey>,
+    pub keys: Vec<crate::auth::FileKey>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -172,17 +172,6 @@ pub struct FileJwks {
     pub timeout: Option<String>,
     pub max_keys: Option<usize>,
     pub max_bytes: Option<usize>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileKey {
-    pub kid: Option<String>,
-    pub algorithm: String,
-    pub public_key_file: Option<String>,
-    pub public_key_pem: Option<String>,
-    pub secret_env: Option<String>,
-    pub secret_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

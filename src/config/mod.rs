@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::rules::FieldError;
 
-pub use auth::{AuthConfig, IssuerConfig, build_auth};
+pub use auth::build_auth;
 pub use canary::{CanaryConfig, ForceArm, HashBy, build_canary};
 pub use limits::{LimitsConfig, RouteClassConfig, TierConfig, build_limits};
 pub use server::{ConnectionLimits, HeaderUnderscores, Http2Config, IngressLimits, ServerConfig};

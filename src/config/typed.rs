@@ -7,9 +7,10 @@ use std::time::Duration;
 use http::HeaderName;
 use ipnet::IpNet;
 
-use super::auth::{AuthConfig, build_auth};
+use super::auth::build_auth;
 use super::file::{FileConfig, FileRegistry};
 use super::{ServerConfig, parse_addr, parse_duration};
+use crate::auth::AuthConfig;
 use crate::placement::Cell;
 use crate::rules::FieldError;
 use crate::tenant::TenantSource;
