@@ -8,6 +8,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod auth;
+pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod routing;
 pub mod rules;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tenant;

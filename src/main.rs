@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cellgate::config::{Config, Overrides, RegistryConfig};
-use cellgate::{demo, ops, proxy::Server, telemetry};
+use cellgate::{demo, ops, server::Server, telemetry};
 use clap::{Parser, Subcommand};
 
 #[global_allocator]

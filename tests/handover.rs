@@ -314,7 +314,7 @@ async fn a_successor_that_never_gets_ready_leaves_the_old_process_serving() {
 
         // Take the sockets, then go away without saying ready.
         let path = s.dir.path().join("handover.sock");
-        let taken = tokio::task::spawn_blocking(move || cellgate::proxy::handover::take(&path))
+        let taken = tokio::task::spawn_blocking(move || cellgate::server::handover::take(&path))
             .await
             .unwrap()
             .unwrap();

@@ -537,7 +537,7 @@ async fn readyz_waits_for_the_first_jwks_and_admin_auth_shows_no_key_material() 
     std::fs::write(reg, registry(&cell_list(&cells), DEFAULT_TENANTS)).unwrap();
     std::fs::write(&path, config(&(idp(&server, "1s") + &hs_key()))).unwrap();
     let cfg = cellgate::config::Config::load(&path, &Default::default()).unwrap();
-    let proxy = cellgate::proxy::Server::bind(cfg).unwrap();
+    let proxy = cellgate::server::Server::bind(cfg).unwrap();
     let (addr, c) = (proxy.admin_addr(), client());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async { stopped.await.unwrap_or_default() };

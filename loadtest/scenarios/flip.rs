@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cellgate::config::{Config, Overrides};
 use cellgate::ops::{self, TenantCommand};
-use cellgate::proxy::Server;
+use cellgate::server::Server;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use super::file::FileTls;
 use super::typed::{ListenerTls, TlsFiles, dur, resolve};
-use crate::proxy::certs::{CertSet, Part};
+use crate::certs::{CertSet, Part};
 use crate::rules::FieldError;
 
 /// How often certificate files are checked for a change, unless configured.

@@ -1,6 +1,6 @@
 //! Metric handles for TLS listeners: certificate reloads and certificate expiry.
 //!
-//! The reload task of each TLS listener ([`crate::proxy::certs::reload`]) holds one
+//! The reload task of each TLS listener ([`crate::certs::reload`]) holds one
 //! [`ListenerTlsMetrics`]. Labels are bounded by the config: listener index, result, and the
 //! certificate files it names.
 

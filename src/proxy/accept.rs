@@ -28,7 +28,7 @@ use crate::shutdown::{Stop, stopped};
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug)]
-pub(super) struct LocalExec;
+pub struct LocalExec;
 
 impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
     fn execute(&self, fut: F) {
@@ -39,7 +39,7 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
 /// The hyper server settings: the ingress limits hyper enforces itself (HTTP/1 head size and
 /// field count, HTTP/2 streams, windows and reset budgets). The head deadline and the idle
 /// timeout are [`ConnIo`]'s, so hyper's own header timer is off.
-pub(super) fn http_builder(cfg: &crate::config::ServerConfig) -> auto::Builder<LocalExec> {
+pub fn http_builder(cfg: &crate::config::ServerConfig) -> auto::Builder<LocalExec> {
     let (limits, h2) = (&cfg.limits, &cfg.http2);
     let mut builder = auto::Builder::new(LocalExec);
     let mut h1 = builder.http1();
@@ -66,7 +66,7 @@ pub(super) fn http_builder(cfg: &crate::config::ServerConfig) -> auto::Builder<L
 }
 
 /// What every connection of one listener shares.
-pub(super) struct ListenerCtx {
+pub struct ListenerCtx {
     pub index: usize,
     pub tls: Option<TlsAcceptor>,
     /// Connections from trusted hops start with a PROXY protocol header.
@@ -80,7 +80,7 @@ pub(super) struct ListenerCtx {
 
 /// The worker's open connections, so a stopping worker can wait for the last one.
 #[derive(Debug, Default)]
-pub(super) struct ConnTracker {
+pub struct ConnTracker {
     open: Cell<usize>,
     idle: Notify,
 }
@@ -119,7 +119,7 @@ const DRAIN_TICK: Duration = Duration::from_millis(250);
 
 /// Accepts until stopped. A plain connection from anyone but a trusted hop is served at once
 /// (the fast path); a PROXY header or a TLS handshake is awaited in the connection's own task.
-pub(super) async fn accept_loop(listener: TcpListener, ctx: ListenerCtx) {
+pub async fn accept_loop(listener: TcpListener, ctx: ListenerCtx) {
     let mut stop = ctx.stop.clone();
     let ctx = Rc::new(ctx);
     let shared = &ctx.worker.shared;

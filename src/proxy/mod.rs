@@ -17,18 +17,16 @@
 //! turns their refusals into answers. Engine specifics (threads, sockets, TLS, shutdown) live in
 //! [`server`]; the listener certificates, chosen by SNI and reloaded from disk, in [`certs`].
 
-mod accept;
+pub mod accept;
 mod body;
 pub mod caps;
-pub mod certs;
+
 pub mod client_addr;
 pub mod conn;
 mod forward;
-pub mod handover;
 pub mod rewrite;
 
 pub mod moves;
-mod server;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -46,7 +44,6 @@ use tokio::time::Instant;
 
 pub use body::ProxyBody;
 use forward::{Failed, Forwarded, forward};
-pub use server::{ServeError, Server};
 
 use crate::accesslog::{AccessLog, PendingLog, Record};
 use crate::auth::{TokenMemo, Verifier};

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cellgate::config::{Config, Overrides};
 use cellgate::demo::{EchoTarget, spawn_cells};
-use cellgate::proxy::Server;
+use cellgate::server::Server;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;

@@ -1,7 +1,7 @@
 //! Reading one certificate from disk: the PEM chain (leaf first) and the PEM private key, the
 //! key checked against the leaf, and the leaf's DNS names and expiry read from its DER.
 //!
-//! Called by config validation, by [`crate::proxy::Server::bind`] and by the reload task (off
+//! Called by config validation, by [`crate::server::Server::bind`] and by the reload task (off
 //! the runtime: it is blocking file I/O and parsing). Errors name the file, never its content.
 
 use std::path::{Path, PathBuf};

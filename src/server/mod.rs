@@ -7,9 +7,11 @@
 //! runs on the runtime that calls [`Server::run`].
 //!
 //! Shutdown: on the signal, or when a successor took the sockets over ([`handover`]), workers
-//! stop accepting and drain their connections ([`super::accept`]: HTTP/1 closed after its next
+//! stop accepting and drain their connections ([`crate::proxy::accept`]: HTTP/1 closed after its next
 //! answer or once quiet, HTTP/2 GOAWAY), waiting up to `server.shutdown_grace` before cutting
-//! what is left. A listener's connections, from accept to hyper, are in [`super::accept`].
+//! what is left. A listener's connections, from accept to hyper, are in [`crate::proxy::accept`].
+
+pub mod handover;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,9 +24,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::accept::{ConnTracker, ListenerCtx, accept_loop, http_builder};
-use super::handover::{self, Inherited};
-use super::{Shared, Worker};
+use handover::Inherited;
+
 use crate::accesslog::AccessLog;
 use crate::auth::Verifier;
 use crate::config::{Config, RegistryConfig};
@@ -34,6 +35,8 @@ use crate::placement::dynamo::DynamoSource;
 use crate::placement::file::FileSource;
 use crate::placement::lookup::Lookup;
 use crate::placement::refresh::{self, RefreshSettings};
+use crate::proxy::accept::{ConnTracker, ListenerCtx, accept_loop, http_builder};
+use crate::proxy::{Shared, Worker};
 use crate::shutdown::{Stop, stopped};
 use crate::tls_client as tls;
 use crate::upstream::Pool;
@@ -82,7 +85,7 @@ pub struct Server {
     /// The handover socket, bound at start (a successor binds it once it serves).
     handover: Option<std::os::unix::net::UnixListener>,
     /// One certificate reload task per TLS listener, started by `run`.
-    cert_watches: Vec<super::certs::CertWatch>,
+    cert_watches: Vec<crate::certs::CertWatch>,
 }
 
 fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -96,13 +99,13 @@ fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// The listener's acceptor and the watch that reloads its certificates (see [`super::certs`]).
+/// The listener's acceptor and the watch that reloads its certificates (see [`crate::certs`]).
 fn listener_tls(
     index: usize,
     tls: &crate::config::ListenerTls,
     metrics: &Metrics,
-) -> Result<(TlsAcceptor, super::certs::CertWatch), super::certs::TlsSetupError> {
-    let (cfg, watch) = super::certs::listener(index, tls, metrics)?;
+) -> Result<(TlsAcceptor, crate::certs::CertWatch), crate::certs::TlsSetupError> {
+    let (cfg, watch) = crate::certs::listener(index, tls, metrics)?;
     Ok((TlsAcceptor::from(cfg), watch))
 }
 
@@ -442,13 +445,13 @@ fn worker_main(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let pool = Pool::new(&shared.config.upstream, upstream_tls);
-        let long_lived = Rc::new(super::moves::LongLived::default());
+        let long_lived = Rc::new(crate::proxy::moves::LongLived::default());
         let worker = Rc::new(Worker {
             shared: Arc::clone(&shared),
             pool: Rc::clone(&pool),
             long_lived: Rc::clone(&long_lived),
         });
-        let follower = tokio::task::spawn_local(super::moves::follow(
+        let follower = tokio::task::spawn_local(crate::proxy::moves::follow(
             long_lived,
             Arc::clone(&shared.snapshot),
             stop.clone(),
