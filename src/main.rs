@@ -207,6 +207,7 @@ fn serve(path: &std::path::Path, overrides: Overrides, takeover: bool) -> anyhow
 
 fn validate(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path, &Overrides::default().with_env())?;
+    cellgate::server::preflight(&config)?;
     let registry = match &config.registry {
         RegistryConfig::File { path: registry, .. } => {
             let text = std::fs::read_to_string(registry)

@@ -133,6 +133,7 @@ async fn a_change_is_loaded_once_settled_and_a_bad_one_is_kept_out() {
             key: dir.path().join("c.key"),
         }],
         reload_interval: Duration::from_secs(3600),
+        listed: false,
     };
     let metrics = Metrics::new();
     let (_, mut watch) = listener(0, &tls, &metrics).unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::file::{FileAuth, FileIssuer, FileJwks};
-use super::{dur, resolve};
+use super::parse::{dur, resolve};
 use crate::auth::fetch::FetchUrl;
 use crate::auth::keys::parse_alg;
 use crate::auth::{

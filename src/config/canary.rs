@@ -11,7 +11,7 @@ use http::HeaderName;
 
 use super::auth::reserved;
 use super::file::FileCanary;
-use super::typed::TenantHeaderConfig;
+use super::tenant::TenantHeaderConfig;
 use crate::auth::AuthConfig;
 use crate::auth::ClaimPath;
 use crate::rules::FieldError;

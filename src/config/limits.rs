@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use http::Method;
 
-use super::dur;
 use super::file::{FileLimits, FileRouteClass, FileTier};
+use super::parse::dur;
 use crate::rules::FieldError;
 use crate::rules::{MAX_ROUTE_CLASSES, MAX_TIERS, MIN_RATE, default_burst, valid_tier};
 

@@ -10,22 +10,28 @@ mod auth;
 mod canary;
 pub mod file;
 mod limits;
+mod logs;
+mod parse;
+mod registry;
 mod server;
+mod tenant;
 mod tls;
 mod typed;
 mod upstream;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::rules::FieldError;
 
 pub use auth::build_auth;
 pub use canary::{CanaryConfig, ForceArm, HashBy, build_canary};
 pub use limits::{LimitsConfig, RouteClassConfig, TierConfig, build_limits};
+pub use logs::{AccessLogConfig, LogConfig, LogFormat};
+pub use parse::{parse_addr, parse_duration};
+pub use registry::{DynamoSettings, LookupConfig, LookupSettings, RegistryConfig};
 pub use server::{ConnectionLimits, HeaderUnderscores, Http2Config, IngressLimits, ServerConfig};
-pub use typed::*;
+pub use tenant::{RoutePolicy, TenantConfig, TenantHeaderConfig};
+pub use typed::{AdminConfig, Config, ListenerConfig, ListenerTls, TlsFiles};
 pub use upstream::{
     DnsConfig, HealthCheckConfig, MAX_POOL_IDLE, OutlierConfig, RetryConfig, UpstreamConfig,
 };
@@ -138,28 +144,6 @@ fn apply_overrides(raw: &mut file::FileConfig, o: &Overrides) {
     if let Some(level) = &o.log_level {
         raw.log.level = Some(level.clone());
     }
-}
-
-/// Parses a duration such as `250ms`, `2s` or `1m 30s`.
-pub fn parse_duration(key: &str, value: &str) -> Result<Duration, FieldError> {
-    humantime::parse_duration(value).map_err(|e| {
-        FieldError::new(
-            key,
-            value,
-            format!("not a duration ({e}); use e.g. \"2s\" or \"250ms\""),
-        )
-    })
-}
-
-/// Parses `ip:port`.
-pub fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, FieldError> {
-    value.parse().map_err(|_| {
-        FieldError::new(
-            key,
-            value,
-            "not a socket address; use ip:port, e.g. \"127.0.0.1:8080\"",
-        )
-    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::file::{FileHttp2, FileServer};
-use super::typed::dur;
+use super::parse::dur;
 use crate::rules::FieldError;
 use ipnet::IpNet;
 
@@ -242,7 +242,7 @@ pub(super) fn build_server(
         handover_socket: s
             .handover_socket
             .as_deref()
-            .map(|p| super::typed::resolve(base, p)),
+            .map(|p| super::parse::resolve(base, p)),
     })
 }
 

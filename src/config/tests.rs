@@ -2,6 +2,8 @@
 
 use super::*;
 
+use std::time::Duration;
+
 use crate::tenant::TenantSource;
 
 const CONFIG_PATH: &str = "/etc/cellgate/cellgate.toml";
@@ -20,8 +22,12 @@ base_domains = ["example.com"]
 source = "file"
 "#;
 
+/// The config, checked as `cellgate validate` checks it: loaded, then the preflight (the
+/// config's cells and certificates).
 fn parse_with(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
-    Config::from_toml(text, Path::new(CONFIG_PATH), overrides)
+    let config = Config::from_toml(text, Path::new(CONFIG_PATH), overrides)?;
+    crate::server::preflight(&config)?;
+    Ok(config)
 }
 
 fn parse(text: &str) -> Result<Config, ConfigError> {

@@ -24,16 +24,17 @@
 //! key = "certs/other.key"
 //! ```
 //!
-//! Every certificate is loaded here exactly as the listener will load it (the key must match
-//! the leaf; with several, each needs DNS names and no name may repeat), so `cellgate validate`
-//! catches what would otherwise fail at start.
+//! Here the shape is checked and the files must exist; the preflight
+//! (`server::preflight`, run by `cellgate validate` and at start) then loads every certificate
+//! exactly as the listener will (the key must match the leaf; with several, each needs DNS
+//! names and no name may repeat), so validation catches what would otherwise fail at start.
 
 use std::path::Path;
 use std::time::Duration;
 
 use super::file::FileTls;
-use super::typed::{ListenerTls, TlsFiles, dur, resolve};
-use crate::certs::{CertSet, Part};
+use super::parse::{dur, resolve};
+use super::typed::{ListenerTls, TlsFiles};
 use crate::rules::FieldError;
 
 /// How often certificate files are checked for a change, unless configured.
@@ -93,19 +94,16 @@ pub(super) fn build_listener_tls(
             ));
         }
     };
-    // The config key an entry's file was written under, for errors.
-    let key_of = |index: usize, part: Part| {
-        if listed {
-            format!("{prefix}.certificates[{index}].{}", part.as_str())
-        } else {
-            format!("{prefix}.{}", part.as_str())
-        }
+    let tls = ListenerTls {
+        certificates,
+        reload_interval: DEFAULT_RELOAD_INTERVAL,
+        listed,
     };
-    for (index, f) in certificates.iter().enumerate() {
-        for (part, p) in [(Part::Cert, &f.cert), (Part::Key, &f.key)] {
+    for (index, f) in tls.certificates.iter().enumerate() {
+        for (part, p) in [("cert", &f.cert), ("key", &f.key)] {
             if !p.is_file() {
                 return Err(FieldError::new(
-                    key_of(index, part),
+                    tls.file_key(i, index, part),
                     p.display(),
                     "file not found",
                 ));
@@ -125,16 +123,9 @@ pub(super) fn build_listener_tls(
             "must be above zero (e.g. \"30s\")",
         ));
     }
-    CertSet::load(&certificates).map_err(|e| {
-        FieldError::new(
-            key_of(e.index, e.part),
-            e.path.display(),
-            e.reason.to_string(),
-        )
-    })?;
     Ok(ListenerTls {
-        certificates,
         reload_interval,
+        ..tls
     })
 }
 

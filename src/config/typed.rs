@@ -1,17 +1,20 @@
-//! The validated runtime config and the conversion from [`FileConfig`].
+//! The validated runtime [`Config`] and the conversion from [`FileConfig`]: listeners, admin,
+//! and the assembly of every section's own builder.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::HeaderName;
-use ipnet::IpNet;
 
+use super::ServerConfig;
 use super::auth::build_auth;
-use super::file::{FileConfig, FileRegistry};
-use super::{ServerConfig, parse_addr, parse_duration};
+use super::file::{FileCell, FileConfig};
+use super::logs::{AccessLogConfig, LogConfig, build_access_log, build_log};
+use super::parse::parse_addr;
+use super::registry::{LookupConfig, RegistryConfig, build_lookup, build_registry};
+use super::tenant::{TenantConfig, build_tenant};
 use crate::auth::AuthConfig;
-use crate::placement::Cell;
 use crate::rules::FieldError;
 use crate::tenant::TenantSource;
 
@@ -29,8 +32,10 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// On-demand lookups and forced re-reads (`registry.lookup_*`, `registry.negative_*`).
     pub lookup: LookupConfig,
-    /// Cells defined in the config file; a registry cell with the same id wins.
-    pub cells: Vec<Cell>,
+    /// Cells defined in the config file, as written (ids unique); the server builds them at
+    /// start-up, and [`crate::config`]'s callers check them with the preflight. A registry
+    /// cell with the same id wins.
+    pub cells: Vec<FileCell>,
     /// Rate-limit tiers, route classes and cell caps (`[limits]`).
     pub limits: super::LimitsConfig,
     pub upstream: super::UpstreamConfig,
@@ -45,7 +50,7 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// Connections from `server.trusted_hops` start with a PROXY protocol header.
     pub proxy_protocol: bool,
-    /// TLS termination (`[listeners.tls]`), its certificates loaded once at config load.
+    /// TLS termination (`[listeners.tls]`); its certificates are loaded by the preflight.
     pub tls: Option<ListenerTls>,
 }
 
@@ -56,6 +61,21 @@ pub struct ListenerTls {
     pub certificates: Vec<TlsFiles>,
     /// How often the files' metadata is checked for a change (`reload_interval`).
     pub reload_interval: Duration,
+    /// Given as a `[[listeners.tls.certificates]]` list (else as one `cert` and `key`).
+    pub listed: bool,
+}
+
+impl ListenerTls {
+    /// The config key certificate `index`'s `part` (`cert` or `key`) was written under, for
+    /// errors: `listeners[0].tls.certificates[1].key`, or `listeners[0].tls.cert`.
+    #[must_use]
+    pub fn file_key(&self, listener: usize, index: usize, part: &str) -> String {
+        if self.listed {
+            format!("listeners[{listener}].tls.certificates[{index}].{part}")
+        } else {
+            format!("listeners[{listener}].tls.{part}")
+        }
+    }
 }
 
 /// One certificate: a PEM chain (leaf first) and its PEM private key.
@@ -68,100 +88,6 @@ pub struct TlsFiles {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub address: SocketAddr,
-}
-
-#[derive(Debug, Clone)]
-pub struct TenantConfig {
-    /// Sources in precedence order.
-    pub sources: Vec<TenantSource>,
-    /// Lower-case, without a leading dot, longest first (so the most specific one matches).
-    pub base_domains: Vec<String>,
-    pub header: Option<TenantHeaderConfig>,
-    /// What a MIGRATING tenant is refused (`tenant.migrating_refuses`).
-    pub route_policy: crate::routing::RoutePolicy,
-}
-
-#[derive(Debug, Clone)]
-pub struct TenantHeaderConfig {
-    pub name: HeaderName,
-    pub trusted_sources: Vec<IpNet>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct LookupConfig {
-    /// Look tenants missing from the snapshot up in the registry (default: DynamoDB only).
-    pub unknown: bool,
-    pub settings: crate::placement::lookup::LookupSettings,
-}
-
-#[derive(Debug, Clone)]
-pub enum RegistryConfig {
-    /// A TOML file re-read when it changes.
-    File {
-        path: PathBuf,
-        poll_interval: Duration,
-        full_refresh: Duration,
-    },
-    /// A DynamoDB table, its `epoch` item polled for changes.
-    Dynamo {
-        settings: crate::placement::dynamo::DynamoSettings,
-        poll_interval: Duration,
-        full_refresh: Duration,
-    },
-}
-
-impl RegistryConfig {
-    #[must_use]
-    pub const fn poll_interval(&self) -> Duration {
-        match self {
-            Self::File { poll_interval, .. } | Self::Dynamo { poll_interval, .. } => *poll_interval,
-        }
-    }
-
-    #[must_use]
-    pub const fn full_refresh(&self) -> Duration {
-        match self {
-            Self::File { full_refresh, .. } | Self::Dynamo { full_refresh, .. } => *full_refresh,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AccessLogConfig {
-    pub enabled: bool,
-    /// Fraction of routed requests logged; errors and rejections are always logged.
-    pub sample: f64,
-    /// Lines buffered between the request path and the writer; beyond it lines are dropped.
-    pub buffer: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-#[derive(Debug, Clone)]
-pub struct LogConfig {
-    pub level: String,
-    pub format: LogFormat,
-}
-
-pub(super) fn dur(
-    key: &str,
-    value: Option<&String>,
-    default: Duration,
-) -> Result<Duration, FieldError> {
-    value.map_or(Ok(default), |v| parse_duration(key, v))
-}
-
-pub(crate) fn resolve(base: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
 }
 
 pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config, FieldError> {
@@ -227,17 +153,14 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
 
     let registry = build_registry(raw.registry.as_ref(), base)?;
     let lookup = build_lookup(raw.registry.as_ref(), &registry)?;
-    let mut cells = Vec::with_capacity(raw.cells.len());
     for (i, c) in raw.cells.iter().enumerate() {
-        let cell = Cell::from_file(c, &format!("cells[{i}]"))?;
-        if cells.iter().any(|known: &Cell| known.id == cell.id) {
+        if raw.cells[..i].iter().any(|known| known.id == c.id) {
             return Err(FieldError::new(
                 format!("cells[{i}].id"),
-                &cell.id,
+                &c.id,
                 "duplicate cell id",
             ));
         }
-        cells.push(cell);
     }
 
     let upstream = super::upstream::build_upstream(&raw.upstream, base)?;
@@ -249,47 +172,8 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
         strip_headers.push(name);
     }
 
-    let sample = raw.access_log.sample.unwrap_or(1.0);
-    if !(0.0..=1.0).contains(&sample) {
-        return Err(FieldError::new(
-            "access_log.sample",
-            sample,
-            "must be between 0.0 and 1.0",
-        ));
-    }
-    let buffer = raw.access_log.buffer.unwrap_or(16_384);
-    if buffer == 0 {
-        return Err(FieldError::new(
-            "access_log.buffer",
-            0,
-            "must be at least 1",
-        ));
-    }
-    let access_log = AccessLogConfig {
-        enabled: raw.access_log.enabled.unwrap_or(true),
-        sample,
-        buffer,
-    };
-
-    let level = raw.log.level.clone().unwrap_or_else(|| "info".to_owned());
-    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-        return Err(FieldError::new(
-            "log.level",
-            &level,
-            "not a log level or filter (e.g. \"info\", \"cellgate=debug\")",
-        ));
-    }
-    let format = match raw.log.format.as_deref().unwrap_or("json") {
-        "json" => LogFormat::Json,
-        "text" => LogFormat::Text,
-        other => {
-            return Err(FieldError::new(
-                "log.format",
-                other,
-                "expected \"json\" or \"text\"",
-            ));
-        }
-    };
+    let access_log = build_access_log(&raw.access_log)?;
+    let log = build_log(&raw.log)?;
 
     Ok(Config {
         source_path: path.to_path_buf(),
@@ -301,304 +185,11 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
         canary,
         registry,
         lookup,
-        cells,
+        cells: raw.cells,
         limits: super::build_limits(raw.limits.as_ref())?,
         upstream,
         strip_headers,
         access_log,
-        log: LogConfig { level, format },
-    })
-}
-
-fn build_tenant(raw: &FileConfig) -> Result<TenantConfig, FieldError> {
-    let names = raw
-        .tenant
-        .sources
-        .clone()
-        .unwrap_or_else(|| vec!["jwt".to_owned(), "subdomain".to_owned()]);
-    if names.is_empty() {
-        return Err(FieldError::new(
-            "tenant.sources",
-            "[]",
-            "name at least one of \"jwt\", \"subdomain\", \"header\"",
-        ));
-    }
-    let mut sources = Vec::with_capacity(names.len());
-    for (i, n) in names.iter().enumerate() {
-        let key = format!("tenant.sources[{i}]");
-        let s = match n.as_str() {
-            "jwt" => TenantSource::Jwt,
-            "subdomain" => TenantSource::Subdomain,
-            "header" => TenantSource::Header,
-            other => {
-                return Err(FieldError::new(
-                    key,
-                    other,
-                    "expected \"jwt\", \"subdomain\" or \"header\"",
-                ));
-            }
-        };
-        if sources.contains(&s) {
-            return Err(FieldError::new(key, n, "listed twice"));
-        }
-        sources.push(s);
-    }
-    let mut base_domains = Vec::with_capacity(raw.tenant.base_domains.len());
-    for (i, d) in raw.tenant.base_domains.iter().enumerate() {
-        let norm = d.trim_start_matches('.').to_ascii_lowercase();
-        let valid = !norm.is_empty()
-            && norm.split('.').all(|l| {
-                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
-        if !valid {
-            return Err(FieldError::new(
-                format!("tenant.base_domains[{i}]"),
-                d,
-                "not a domain name",
-            ));
-        }
-        base_domains.push(norm);
-    }
-    base_domains.sort_by_key(|d| std::cmp::Reverse(d.len()));
-    if sources.contains(&TenantSource::Subdomain) && base_domains.is_empty() {
-        return Err(FieldError::new(
-            "tenant.base_domains",
-            "[]",
-            "the subdomain source needs at least one base domain",
-        ));
-    }
-    let header = match &raw.tenant.header {
-        None => None,
-        Some(h) => {
-            let name =
-                HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes()).map_err(|_| {
-                    FieldError::new("tenant.header.name", &h.name, "not a valid header name")
-                })?;
-            let trusted = super::server::nets("tenant.header.trusted_sources", &h.trusted_sources)?;
-            Some(TenantHeaderConfig {
-                name,
-                trusted_sources: trusted,
-            })
-        }
-    };
-    if sources.contains(&TenantSource::Header) {
-        match &header {
-            None => {
-                return Err(FieldError::new(
-                    "tenant.sources",
-                    "header",
-                    "the header source needs a [tenant.header] table",
-                ));
-            }
-            Some(h) if h.trusted_sources.is_empty() => {
-                return Err(FieldError::new(
-                    "tenant.header.trusted_sources",
-                    "[]",
-                    "a tenant header is only accepted from trusted sources; list at least one CIDR",
-                ));
-            }
-            Some(_) => {}
-        }
-    }
-    let migrating_refuses_all = match raw.tenant.migrating_refuses.as_deref().unwrap_or("writes") {
-        "writes" => false,
-        "all" => true,
-        other => {
-            return Err(FieldError::new(
-                "tenant.migrating_refuses",
-                other,
-                "expected \"writes\" (reads pass) or \"all\"",
-            ));
-        }
-    };
-    Ok(TenantConfig {
-        sources,
-        base_domains,
-        header,
-        route_policy: crate::routing::RoutePolicy {
-            migrating_refuses_all,
-        },
-    })
-}
-
-fn build_registry(reg: Option<&FileRegistry>, base: &Path) -> Result<RegistryConfig, FieldError> {
-    let Some(reg) = reg else {
-        return Err(FieldError::new(
-            "registry",
-            "(missing)",
-            "a [registry] table is required, e.g. source = \"file\"",
-        ));
-    };
-    let poll_interval = dur(
-        "registry.poll_interval",
-        reg.poll_interval.as_ref(),
-        Duration::from_millis(if reg.source == "file" { 500 } else { 250 }),
-    )?;
-    if poll_interval < Duration::from_millis(10) || poll_interval > Duration::from_secs(3600) {
-        return Err(FieldError::new(
-            "registry.poll_interval",
-            humantime::format_duration(poll_interval),
-            "must be between 10ms and 1h",
-        ));
-    }
-    let full_refresh = dur(
-        "registry.full_refresh",
-        reg.full_refresh.as_ref(),
-        Duration::from_secs(if reg.source == "file" { 60 } else { 300 }),
-    )?;
-    if full_refresh < Duration::from_secs(1) || full_refresh > Duration::from_secs(86_400) {
-        return Err(FieldError::new(
-            "registry.full_refresh",
-            humantime::format_duration(full_refresh),
-            "must be between 1s and 24h",
-        ));
-    }
-    let only = |key: &str, set: bool, source: &str| {
-        if set {
-            Err(FieldError::new(
-                format!("registry.{key}"),
-                "(set)",
-                format!("not used by source = \"{source}\""),
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    match reg.source.as_str() {
-        "file" => {
-            for (key, set) in [
-                ("table", reg.table.is_some()),
-                ("region", reg.region.is_some()),
-                ("endpoint_url", reg.endpoint_url.is_some()),
-                ("scan_segments", reg.scan_segments.is_some()),
-                ("scan_page_size", reg.scan_page_size.is_some()),
-            ] {
-                only(key, set, "file")?;
-            }
-            let p = reg.path.as_deref().unwrap_or("registry.toml");
-            Ok(RegistryConfig::File {
-                path: resolve(base, p),
-                poll_interval,
-                full_refresh,
-            })
-        }
-        "dynamodb" => {
-            only("path", reg.path.is_some(), "dynamodb")?;
-            let Some(table) = reg.table.clone() else {
-                return Err(FieldError::new(
-                    "registry.table",
-                    "(missing)",
-                    "the DynamoDB table name (or CELLGATE_REGISTRY_TABLE)",
-                ));
-            };
-            let valid_table = (3..=255).contains(&table.len())
-                && table
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-            if !valid_table {
-                return Err(FieldError::new(
-                    "registry.table",
-                    &table,
-                    "DynamoDB table names are 3-255 characters of A-Z a-z 0-9 _ - .",
-                ));
-            }
-            if let Some(u) = &reg.endpoint_url
-                && !(u.starts_with("http://") || u.starts_with("https://"))
-            {
-                return Err(FieldError::new(
-                    "registry.endpoint_url",
-                    u,
-                    "an http(s) URL, e.g. http://127.0.0.1:8000",
-                ));
-            }
-            let scan_segments = reg.scan_segments.unwrap_or(4);
-            if !(1..=64).contains(&scan_segments) {
-                return Err(FieldError::new(
-                    "registry.scan_segments",
-                    scan_segments,
-                    "must be between 1 and 64",
-                ));
-            }
-            if reg.scan_page_size == Some(0) {
-                return Err(FieldError::new(
-                    "registry.scan_page_size",
-                    0,
-                    "must be at least 1 (leave it out to page at 1 MB)",
-                ));
-            }
-            Ok(RegistryConfig::Dynamo {
-                settings: crate::placement::dynamo::DynamoSettings {
-                    table,
-                    region: reg.region.clone(),
-                    endpoint_url: reg.endpoint_url.clone(),
-                    scan_segments,
-                    scan_page_size: reg.scan_page_size,
-                },
-                poll_interval,
-                full_refresh,
-            })
-        }
-        other => Err(FieldError::new(
-            "registry.source",
-            other,
-            "expected \"file\" or \"dynamodb\"",
-        )),
-    }
-}
-
-fn build_lookup(
-    reg: Option<&FileRegistry>,
-    registry: &RegistryConfig,
-) -> Result<LookupConfig, FieldError> {
-    let dynamo = matches!(registry, RegistryConfig::Dynamo { .. });
-    let (rate, burst, ttl, capacity, unknown) = reg.map_or((None, None, None, None, None), |r| {
-        (
-            r.lookup_rate,
-            r.lookup_burst,
-            r.negative_ttl.as_ref(),
-            r.negative_capacity,
-            r.lookup_unknown,
-        )
-    });
-    let rate = rate.unwrap_or(20.0);
-    if !(0.1..=10_000.0).contains(&rate) {
-        return Err(FieldError::new(
-            "registry.lookup_rate",
-            rate,
-            "registry reads per second for unknown tenants: 0.1 to 10000",
-        ));
-    }
-    let burst = burst.unwrap_or(rate * 2.0);
-    if !(1.0..=100_000.0).contains(&burst) {
-        return Err(FieldError::new(
-            "registry.lookup_burst",
-            burst,
-            "must be between 1 and 100000",
-        ));
-    }
-    let negative_ttl = dur("registry.negative_ttl", ttl, Duration::from_secs(5))?;
-    if negative_ttl < Duration::from_millis(100) || negative_ttl > Duration::from_secs(3600) {
-        return Err(FieldError::new(
-            "registry.negative_ttl",
-            humantime::format_duration(negative_ttl),
-            "must be between 100ms and 1h",
-        ));
-    }
-    let negative_capacity = capacity.unwrap_or(100_000);
-    if !(1..=10_000_000).contains(&negative_capacity) {
-        return Err(FieldError::new(
-            "registry.negative_capacity",
-            negative_capacity,
-            "must be between 1 and 10000000",
-        ));
-    }
-    Ok(LookupConfig {
-        unknown: unknown.unwrap_or(dynamo),
-        settings: crate::placement::lookup::LookupSettings {
-            rate,
-            burst,
-            negative_ttl,
-            negative_capacity,
-        },
+        log,
     })
 }

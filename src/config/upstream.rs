@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::dur;
 use super::file::{FileDns, FileHealthCheck, FileOutlier, FileRetry, FileUpstream};
-use super::typed::resolve;
+use super::parse::dur;
+use super::parse::resolve;
 use crate::rules::FieldError;
 
 /// ALBs close idle connections after 60 s; a pooled connection must be dropped before that.

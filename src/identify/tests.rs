@@ -30,7 +30,7 @@ fn config(sources: &[TenantSource]) -> TenantConfig {
             name: HeaderName::from_static("x-tenant"),
             trusted_sources: vec!["10.0.0.0/8".parse().unwrap()],
         }),
-        route_policy: crate::routing::RoutePolicy::default(),
+        route_policy: crate::config::RoutePolicy::default(),
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::config::LookupSettings;
 use crate::metrics::LookupMetrics;
 
 /// How long a request waits for a lookup before answering 503.
@@ -32,16 +33,6 @@ pub enum LookupOutcome {
     Absent,
     /// The registry could not be asked (failing, too many misses, timeout).
     Unavailable,
-}
-
-/// `registry.lookup_*` settings.
-#[derive(Debug, Clone, Copy)]
-pub struct LookupSettings {
-    /// Registry reads per second for unknown tenants (token bucket rate).
-    pub rate: f64,
-    pub burst: f64,
-    pub negative_ttl: Duration,
-    pub negative_capacity: u64,
 }
 
 /// A read the refresh service must make.

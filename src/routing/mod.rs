@@ -12,7 +12,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue, Method};
 
 use crate::auth::VerifiedToken;
-use crate::config::{CanaryConfig, HashBy};
+use crate::config::{CanaryConfig, HashBy, RoutePolicy};
 use crate::placement::{Cell, CellState, PlacementSnapshot, TenantLimits, TenantStatus};
 use crate::tenant::TenantId;
 
@@ -67,13 +67,6 @@ impl RouteError {
             _ => None,
         }
     }
-}
-
-/// Operator choices the route decision honours.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RoutePolicy {
-    /// Refuse every request of a MIGRATING tenant, not only the non-safe methods.
-    pub migrating_refuses_all: bool,
 }
 
 /// What one request adds to the choice of its tenant's arm, resolved by the caller (the proxy

@@ -12,6 +12,7 @@
 //! what is left. A listener's connections, from accept to hyper, are in [`crate::proxy::accept`].
 
 pub mod handover;
+mod preflight;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use handover::Inherited;
+pub use preflight::{Prepared, preflight};
 
 use crate::accesslog::AccessLog;
 use crate::auth::Verifier;
@@ -60,6 +62,8 @@ pub enum ServeError {
         "not ready within {0:?} (no placement snapshot, or a JWKS not fetched): the running process goes on serving"
     )]
     NotReady(Duration),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("start: {0}")]
     Start(#[from] std::io::Error),
 }
@@ -86,6 +90,8 @@ pub struct Server {
     handover: Option<std::os::unix::net::UnixListener>,
     /// One certificate reload task per TLS listener, started by `run`.
     cert_watches: Vec<crate::certs::CertWatch>,
+    /// The config file's cells, built by the preflight.
+    cells: Arc<[crate::placement::Cell]>,
 }
 
 fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -153,6 +159,7 @@ impl Server {
     }
 
     fn bind_with(config: Config, mut inherited: Option<Inherited>) -> Result<Self, ServeError> {
+        let prepared = preflight(&config)?;
         // A fresh process claims the handover socket first, failing (with the way out) if
         // another proxy serves there; a successor claims it once it serves.
         let handover = match (&config.server.handover_socket, &inherited) {
@@ -241,6 +248,7 @@ impl Server {
             inherited,
             handover,
             cert_watches,
+            cells: Arc::from(prepared.cells),
         })
     }
 
@@ -270,7 +278,7 @@ impl Server {
 
         let refresh = RefreshParts {
             handle: Arc::clone(&shared.snapshot),
-            cells: Arc::from(config.cells.clone()),
+            cells: Arc::clone(&self.cells),
             metrics: Arc::clone(&shared.metrics),
             settings: RefreshSettings {
                 poll_interval: config.registry.poll_interval(),

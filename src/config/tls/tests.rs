@@ -26,8 +26,11 @@ source = "file"
     )
 }
 
+/// Loaded and preflighted, as `cellgate validate` does: the preflight loads the certificates.
 fn parse(tls: &str) -> Result<Config, ConfigError> {
-    Config::from_toml(&config(tls), Path::new(CONFIG_PATH), &Overrides::default())
+    let cfg = Config::from_toml(&config(tls), Path::new(CONFIG_PATH), &Overrides::default())?;
+    crate::server::preflight(&cfg)?;
+    Ok(cfg)
 }
 
 fn invalid(tls: &str) -> FieldError {

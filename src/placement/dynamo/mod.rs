@@ -38,20 +38,7 @@ use self::schema::{
     EPOCH_KEY, Item, PK, cell_from_item, change_key, get_n, kind, tenant_from_item,
 };
 use super::{Cell, Delta, PlacementSource, RegistryData, RegistryError, TenantRecord};
-
-/// Where the registry table is, and how the proxy reads it.
-#[derive(Debug, Clone)]
-pub struct DynamoSettings {
-    pub table: String,
-    /// Overrides `AWS_REGION` and the rest of the standard chain.
-    pub region: Option<String>,
-    /// Overrides `AWS_ENDPOINT_URL` (a local DynamoDB-API server).
-    pub endpoint_url: Option<String>,
-    /// Parallel segments of the start-up scan.
-    pub scan_segments: u32,
-    /// Items per scan page (`Limit`); `None` lets DynamoDB page at 1 MB.
-    pub scan_page_size: Option<u32>,
-}
+use crate::config::DynamoSettings;
 
 /// A DynamoDB client over the proxy's own TLS stack (rustls + ring), honouring the standard
 /// AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, the credentials chain).
