@@ -35,11 +35,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cellgate::config::file::FileCell;
 use cellgate::config::{LimitsConfig, TierConfig};
 use cellgate::metrics::{CellMetrics, Metrics};
-use cellgate::placement::{Cell, TenantLimits};
-use cellgate::ratelimit::{Ask, LimitStore, Limited, Limiter, LocalStore, MonotonicClock};
+use cellgate::ratelimit::{
+    Ask, CellCap, LimitStore, Limited, Limiter, LocalStore, MonotonicClock, TenantLimits,
+};
 use criterion::{BenchmarkId, Criterion, criterion_group};
 use http::Method;
 use prometheus_client::metrics::counter::Counter;
@@ -101,18 +101,21 @@ fn fixture() -> Fixture {
     }
 }
 
-fn cell() -> (Cell, Arc<CellMetrics>) {
-    let fc = FileCell {
-        id: "cell-1".to_owned(),
-        state: None,
-        targets: vec!["http://127.0.0.1:9001".to_owned()],
-        groups: Vec::new(),
-        preserve_host: None,
-        max_in_flight: None,
-        wave: None,
-    };
+/// The cell every request is admitted into: `cell-1`, with no cap of its own.
+struct BenchCell(Arc<str>);
+
+impl BenchCell {
+    fn cap(&self) -> CellCap<'_> {
+        CellCap {
+            id: &self.0,
+            max_in_flight: None,
+        }
+    }
+}
+
+fn cell() -> (BenchCell, Arc<CellMetrics>) {
     (
-        Cell::from_file(&fc, "cells[0]").unwrap(),
+        BenchCell(Arc::from("cell-1")),
         Metrics::new().cell("cell-1"),
     )
 }
@@ -141,12 +144,14 @@ fn rss() -> u64 {
 }
 
 /// Admits one request for each of `tenant-0000000..n` (no allocation but the store's own).
-fn populate(f: &Fixture, cell: &Cell, cm: &Arc<CellMetrics>, n: usize) {
+fn populate(f: &Fixture, cell: &BenchCell, cm: &Arc<CellMetrics>, n: usize) {
     let mut name = String::with_capacity(32);
     for i in 0..n {
         name.clear();
         write!(name, "tenant-{i:07}").unwrap();
-        f.limiter.admit(&ask(&name, "rate"), cell, cm).unwrap();
+        f.limiter
+            .admit(&ask(&name, "rate"), &cell.cap(), cm)
+            .unwrap();
     }
     assert_eq!(f.store.tracked(), n, "every tenant holds state");
     assert_eq!(f.forced.get() + f.idle.get(), 0, "nothing was evicted");
@@ -231,9 +236,9 @@ fn bench_admit(c: &mut Criterion) {
         let mut refused = 0u64;
         g.bench_function(BenchmarkId::new(tier, 1), |b| {
             b.iter(|| {
-                let r = one
-                    .limiter
-                    .admit(&ask(black_box("tenant-0000000"), tier), &cell, &cm);
+                let r =
+                    one.limiter
+                        .admit(&ask(black_box("tenant-0000000"), tier), &cell.cap(), &cm);
                 refused += u64::from(r.is_err());
                 r
             })
@@ -248,7 +253,9 @@ fn bench_admit(c: &mut Criterion) {
                 if i == big {
                     i = 0;
                 }
-                let r = many.limiter.admit(&ask(black_box(name), tier), &cell, &cm);
+                let r = many
+                    .limiter
+                    .admit(&ask(black_box(name), tier), &cell.cap(), &cm);
                 refused += u64::from(r.is_err());
                 r
             })
@@ -264,13 +271,15 @@ fn bench_admit(c: &mut Criterion) {
     let over = fixture();
     let _ = over
         .limiter
-        .admit(&ask("tenant-0000000", "refused"), &cell, &cm);
+        .admit(&ask("tenant-0000000", "refused"), &cell.cap(), &cm);
     let mut admitted = 0u64;
     g.bench_function(BenchmarkId::new("refused", 1), |b| {
         b.iter(|| {
-            let r = over
-                .limiter
-                .admit(&ask(black_box("tenant-0000000"), "refused"), &cell, &cm);
+            let r = over.limiter.admit(
+                &ask(black_box("tenant-0000000"), "refused"),
+                &cell.cap(),
+                &cm,
+            );
             admitted += u64::from(!matches!(r, Err(Limited::Rate { .. })));
             r
         })

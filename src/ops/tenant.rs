@@ -10,7 +10,8 @@ use super::{OpsError, invalid, not_found};
 use crate::placement::dynamo::schema::{item_json, tenant_key};
 use crate::placement::dynamo::write::Registry;
 use crate::placement::record::{RawTenant, tenant_record};
-use crate::placement::{CellState, TenantLimits, TenantRecord, TenantStatus};
+use crate::placement::{CellState, TenantRecord, TenantStatus};
+use crate::ratelimit::TenantLimits;
 
 pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value, OpsError> {
     match cmd {

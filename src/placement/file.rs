@@ -13,8 +13,9 @@ use std::sync::Mutex;
 use serde::Deserialize;
 
 use super::record::{RawTenant, tenant_record};
-use super::{Cell, PlacementSource, RegistryData, RegistryError, TenantLimits, TenantRecord};
+use super::{Cell, PlacementSource, RegistryData, RegistryError, TenantRecord};
 use crate::config::file::FileCell;
+use crate::ratelimit::TenantLimits;
 use crate::tenant::TenantId;
 
 #[derive(Debug, Deserialize)]

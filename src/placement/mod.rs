@@ -107,28 +107,10 @@ pub struct TenantRecord {
     /// other issuer is refused for it (403), e.g. an enterprise tenant with its own IdP.
     pub issuers: Vec<String>,
     /// Per-tenant rate-limit overrides; each set field wins over the tenant's tier.
-    pub limits: TenantLimits,
+    pub limits: crate::ratelimit::TenantLimits,
     /// Pins the tenant to this target group of its cell (a canary arm, for testing), whatever
     /// the weights; a cell without such a group serves it by weight as usual.
     pub arm: Option<String>,
-}
-
-/// Rate-limit overrides carried by a tenant record (all optional).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct TenantLimits {
-    /// Requests per second.
-    pub rate: Option<f64>,
-    /// Requests allowed above the rate in a burst.
-    pub burst: Option<u32>,
-    /// Requests in flight at once.
-    pub concurrency: Option<u32>,
-}
-
-impl TenantLimits {
-    #[must_use]
-    pub const fn is_empty(&self) -> bool {
-        self.rate.is_none() && self.burst.is_none() && self.concurrency.is_none()
-    }
 }
 
 /// Everything a source knows, at one point in time.

@@ -4,7 +4,8 @@
 //! rules, cell id charset, status, tier, issuers, limit overrides) and names the offending field, so the file
 //! source can point at `tenants[3].tier` and the DynamoDB source at the item and attribute.
 
-use super::{TenantLimits, TenantRecord, TenantStatus};
+use super::{TenantRecord, TenantStatus};
+use crate::ratelimit::TenantLimits;
 use crate::rules::{CELL_ID_RULE, MAX_RATE, MIN_RATE, valid_cell_id, valid_label, valid_tier};
 use crate::tenant::TenantId;
 

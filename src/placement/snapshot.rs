@@ -24,7 +24,7 @@ pub struct TenantPlacement {
     /// Issuers bound to the tenant (`None`: any issuer no other tenant claims as its own).
     pub issuers: Option<Arc<[Box<str>]>>,
     /// Rate-limit overrides from the record (each set field wins over the tier).
-    pub limits: super::TenantLimits,
+    pub limits: crate::ratelimit::TenantLimits,
     /// The target group the tenant is pinned to, if any.
     pub arm: Option<Arc<str>>,
 }

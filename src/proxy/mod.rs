@@ -55,7 +55,7 @@ use crate::identify::{identify, request_host_value};
 use crate::metrics::{CellMetrics, Metrics, Outcome};
 use crate::placement::lookup::{Lookup, LookupOutcome};
 use crate::placement::{Cell, SnapshotHandle};
-use crate::ratelimit::{Ask, Limited, Limiter, LocalStore, MonotonicClock};
+use crate::ratelimit::{Ask, CellCap, Limited, Limiter, LocalStore, MonotonicClock};
 use crate::routing::{arm_hint, route_with};
 use crate::tenant::TenantId;
 use crate::upstream::{Pool, RequestBody, Reuse, Timeouts, UpstreamBody, Upstreams};
@@ -267,7 +267,11 @@ pub async fn handle(
         method: &parts.method,
         path: parts.uri.path(),
     };
-    let permit = match s.limiter.admit(&ask, cell, cm) {
+    let cap = CellCap {
+        id: &cell.id,
+        max_in_flight: cell.max_in_flight,
+    };
+    let permit = match s.limiter.admit(&ask, &cap, cm) {
         Ok(p) => p,
         Err(e) => return Ok(refuse(s, &arrival, e.into(), Some(tenant), Some(cell))),
     };

@@ -31,8 +31,26 @@ use route::RouteClass;
 
 use crate::config::LimitsConfig;
 use crate::metrics::{CellMetrics, LimitKind};
-use crate::placement::{Cell, TenantLimits};
 use crate::rules::default_burst;
+
+/// Rate-limit overrides a tenant record carries (all optional); each set field wins over the
+/// tenant's tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TenantLimits {
+    /// Requests per second.
+    pub rate: Option<f64>,
+    /// Requests allowed above the rate in a burst.
+    pub burst: Option<u32>,
+    /// Requests in flight at once.
+    pub concurrency: Option<u32>,
+}
+
+impl TenantLimits {
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.rate.is_none() && self.burst.is_none() && self.concurrency.is_none()
+    }
+}
 
 /// The tier a request was judged under (for metrics: an index and its configured name).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +186,14 @@ pub struct Ask<'a> {
     pub path: &'a str,
 }
 
+/// The cell a request is admitted into: its id (named in a refusal) and its own in-flight cap
+/// (`None`: `limits.cell_max_in_flight` applies).
+#[derive(Debug, Clone, Copy)]
+pub struct CellCap<'a> {
+    pub id: &'a Arc<str>,
+    pub max_in_flight: Option<u32>,
+}
+
 #[derive(Debug)]
 struct Tier {
     name: Arc<str>,
@@ -260,7 +286,7 @@ impl Limiter {
     pub fn admit(
         &self,
         ask: &Ask<'_>,
-        cell: &Cell,
+        cell: &CellCap<'_>,
         cm: &Arc<CellMetrics>,
     ) -> Result<Permit, Limited> {
         let mut permit = Permit::default();
@@ -272,7 +298,7 @@ impl Limiter {
         let cap = cell.max_in_flight.or(self.cell_max_in_flight);
         if !take_place(&cm.in_flight, cap) {
             self.refund(ask.tenant, &charged);
-            return Err(Limited::CellOverloaded(Arc::clone(&cell.id)));
+            return Err(Limited::CellOverloaded(Arc::clone(cell.id)));
         }
         permit.cell = Some(Arc::clone(cm));
         Ok(permit)

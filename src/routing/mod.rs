@@ -13,7 +13,8 @@ use http::{HeaderMap, HeaderValue, Method};
 
 use crate::auth::VerifiedToken;
 use crate::config::{CanaryConfig, HashBy, RoutePolicy};
-use crate::placement::{Cell, CellState, PlacementSnapshot, TenantLimits, TenantStatus};
+use crate::placement::{Cell, CellState, PlacementSnapshot, TenantStatus};
+use crate::ratelimit::TenantLimits;
 use crate::tenant::TenantId;
 
 /// Where a request goes.

@@ -18,7 +18,8 @@ use serde_json::Value;
 
 use crate::config::file::{FileCell, FileGroup};
 use crate::placement::record::{BadField, RawTenant, tenant_record};
-use crate::placement::{CellState, TenantLimits, TenantRecord, UnknownName};
+use crate::placement::{CellState, TenantRecord, UnknownName};
+use crate::ratelimit::TenantLimits;
 
 pub type Item = HashMap<String, AttributeValue>;
 
