@@ -41,11 +41,12 @@ fn bench_select(c: &mut Criterion) {
         UpstreamMetrics::default(),
     );
     let group = &cell.groups[0];
+    let arm = group.arm(&cell);
     let tried = Tried::default();
     c.bench_function("select_endpoint_3_targets", |b| {
         b.iter(|| {
             let first = group.next_target();
-            match select(&cell, group, black_box(first), &up, &tried) {
+            match select(&arm, black_box(first), &up, &tried) {
                 Pick::Endpoint(i, ep) => black_box((i, ep)),
                 _ => panic!("no endpoint"),
             }

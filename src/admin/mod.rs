@@ -192,7 +192,7 @@ fn cell_json(shared: &Shared, c: &crate::placement::Cell) -> serde_json::Value {
                 "version": &*g.version,
                 "weight": g.weight,
                 "share_percent": (share * 100.0).round() / 100.0,
-                "healthy_addresses": crate::upstream::endpoint::group_usable(c, g, up),
+                "healthy_addresses": crate::upstream::endpoint::usable(&c.targets[g.targets.clone()], up),
                 "targets": c.targets[g.targets.clone()].iter().map(|t| &*t.url).collect::<Vec<_>>(),
             })
         })
@@ -230,7 +230,7 @@ fn cell_json(shared: &Shared, c: &crate::placement::Cell) -> serde_json::Value {
         .groups
         .iter()
         .filter(|g| g.weight > 0)
-        .any(|g| crate::upstream::endpoint::group_usable(c, g, up) > 0);
+        .any(|g| crate::upstream::endpoint::usable(&c.targets[g.targets.clone()], up) > 0);
     json!({
         "cell": &*c.id,
         "state": c.state.as_str(),

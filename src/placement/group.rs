@@ -9,10 +9,11 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use super::Cell;
 use crate::config::file::{FileCell, FileGroup};
 use crate::metrics::upstream::{GroupMetrics, UpstreamMetrics};
 use crate::rules::{FieldError, MAX_WEIGHT, valid_label};
-use crate::upstream::Target;
+use crate::upstream::{Arm, Target};
 
 /// One arm of a cell.
 #[derive(Debug)]
@@ -59,12 +60,16 @@ impl Group {
         self.targets.start + self.next.fetch_add(1, Ordering::Relaxed) % n
     }
 
-    /// The target after `idx` within this group (for failover), wrapping around.
+    /// This group as the request path's [`Arm`] of `cell`: the cell's targets and this
+    /// group's run of them.
     #[must_use]
-    pub fn after(&self, idx: usize) -> usize {
-        let n = self.targets.len().max(1);
-        let offset = idx.saturating_sub(self.targets.start);
-        self.targets.start + (offset + 1) % n
+    pub fn arm<'a>(&self, cell: &'a Cell) -> Arm<'a> {
+        Arm {
+            cell: &cell.id,
+            targets: &cell.targets,
+            start: self.targets.start,
+            end: self.targets.end,
+        }
     }
 }
 

@@ -337,3 +337,17 @@ impl SnapshotHandle {
         self.current.load().generation > 0
     }
 }
+
+/// Discovery follows the targets of the current generation's cells.
+impl crate::upstream::discovery::Watched for SnapshotHandle {
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.subscribe()
+    }
+
+    fn each_target(&self, f: &mut dyn FnMut(&crate::upstream::Target)) {
+        let snap = self.load_full();
+        for cell in snap.cells() {
+            cell.targets.iter().for_each(&mut *f);
+        }
+    }
+}

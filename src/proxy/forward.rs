@@ -77,6 +77,7 @@ pub(super) async fn forward(
     let s = &*w.shared;
     let up = &*s.upstreams;
     let group = &cell.groups[group];
+    let arm = group.arm(cell);
     let retry = &s.config.upstream.retry;
     let budget = cell.retry_budget(up);
     budget.deposit(arrived.into_std());
@@ -87,7 +88,7 @@ pub(super) async fn forward(
         && http_body::Body::is_end_stream(req.body()))
     .then(|| Replay::of(&req));
     let mut tried = Tried::default();
-    let mut pick = select(cell, group, first, up, &tried);
+    let mut pick = select(&arm, first, up, &tried);
     let mut waited = false;
     // The time this attempt starts (one clock read per attempt).
     let mut now = sent;
@@ -100,7 +101,7 @@ pub(super) async fn forward(
                 let state = Arc::clone(cell.targets[i].state(up));
                 let _ = tokio::time::timeout(s.timeouts.connect, state.wait_resolved()).await;
                 now = Instant::now();
-                pick = select(cell, group, first, up, &tried);
+                pick = select(&arm, first, up, &tried);
                 continue;
             }
             Pick::Unresolved(_) | Pick::None => {
@@ -132,7 +133,7 @@ pub(super) async fn forward(
                 });
             }
             Ok(exchange) => {
-                health::gateway_failed(up, cell, group, target, &ep);
+                health::gateway_failed(up, &arm, target, &ep);
                 (replay.as_ref().map(Replay::request), Ok(exchange))
             }
             Err(SendFailure { error, request }) => {
@@ -143,7 +144,7 @@ pub(super) async fn forward(
                     matches!(&error, UpstreamError::Protocol { source, .. } if source.is_user());
                 let timeout = matches!(error, UpstreamError::ResponseTimeout { .. });
                 if !client_side && !timeout {
-                    health::gateway_failed(up, cell, group, target, &ep);
+                    health::gateway_failed(up, &arm, target, &ep);
                 }
                 let reset = matches!(error, UpstreamError::Protocol { .. }) && !client_side;
                 let again =
@@ -157,12 +158,10 @@ pub(super) async fn forward(
                 now = Instant::now();
                 (now < deadline).then_some(r)
             })
-            .and_then(
-                |r| match select(cell, group, group.after(idx), up, &tried) {
-                    Pick::Endpoint(i, e) => Some((r, i, e)),
-                    _ => None,
-                },
-            );
+            .and_then(|r| match select(&arm, arm.after(idx), up, &tried) {
+                Pick::Endpoint(i, e) => Some((r, i, e)),
+                _ => None,
+            });
         let Some((r, i, e)) = next else {
             return settle(result, idx, ep);
         };

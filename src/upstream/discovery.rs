@@ -25,7 +25,6 @@ use super::Target;
 use super::endpoint::{Endpoint, TargetState, Upstreams};
 use super::health;
 use crate::config::{DnsConfig, HealthCheckConfig, UpstreamConfig};
-use crate::placement::SnapshotHandle;
 use crate::shutdown::{Stop, stopped};
 
 /// Looks host names up, with the TTL of the answer.
@@ -130,10 +129,19 @@ struct Ctx {
     tls: TlsConnector,
 }
 
-/// Runs until `stop`: follows snapshot generations and targets first met by requests.
-pub async fn run(
+/// What discovery follows: the targets named now, and a signal whenever they may have changed.
+/// The placement snapshot handle is one: each generation may name other targets.
+pub trait Watched: Send + Sync + 'static {
+    /// A receiver that sees a change whenever the targets may have changed.
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Calls `f` with every target named now (a target may come more than once).
+    fn each_target(&self, f: &mut dyn FnMut(&Target));
+}
+
+/// Runs until `stop`: follows what `watched` names and targets first met by requests.
+pub async fn run<W: Watched>(
     up: Arc<Upstreams>,
-    snapshot: Arc<SnapshotHandle>,
+    watched: Arc<W>,
     cfg: UpstreamConfig,
     tls: Arc<rustls::ClientConfig>,
     mut stop: Stop,
@@ -144,11 +152,11 @@ pub async fn run(
         tls: TlsConnector::from(tls),
         up: Arc::clone(&up),
     };
-    let mut changes = snapshot.subscribe();
+    let mut changes = watched.changes();
     let mut tasks: HashMap<Arc<str>, (Arc<TargetState>, AbortHandle)> = HashMap::new();
     let mut set = JoinSet::new();
     loop {
-        sync(&ctx, &snapshot, &mut tasks, &mut set);
+        sync(&ctx, &*watched, &mut tasks, &mut set);
         tokio::select! {
             r = changes.changed() => if r.is_err() { break },
             () = up.wake.notified() => {}
@@ -160,36 +168,33 @@ pub async fn run(
     set.shutdown().await;
 }
 
-/// Starts a task for every target of the current snapshot that has none, and drops targets
-/// the snapshot no longer names.
-fn sync(
+/// Starts a task for every target named now that has none, and drops targets no longer
+/// named.
+fn sync<W: Watched + ?Sized>(
     ctx: &Ctx,
-    snapshot: &SnapshotHandle,
+    watched: &W,
     tasks: &mut HashMap<Arc<str>, (Arc<TargetState>, AbortHandle)>,
     set: &mut JoinSet<()>,
 ) {
-    let snap = snapshot.load_full();
-    for cell in snap.cells() {
-        for t in &cell.targets {
-            let state = Arc::clone(t.state(&ctx.up));
-            let running = tasks
-                .get(&t.url)
-                .is_some_and(|(s, _)| Arc::ptr_eq(s, &state));
-            if !running {
-                if let Some((_, old)) = tasks.remove(&t.url) {
-                    old.abort();
-                }
-                let h = set.spawn(target_task(ctx.clone(), t.clone(), Arc::clone(&state)));
-                tasks.insert(Arc::clone(&t.url), (state, h));
+    watched.each_target(&mut |t| {
+        let state = Arc::clone(t.state(&ctx.up));
+        let running = tasks
+            .get(&t.url)
+            .is_some_and(|(s, _)| Arc::ptr_eq(s, &state));
+        if !running {
+            if let Some((_, old)) = tasks.remove(&t.url) {
+                old.abort();
             }
+            let h = set.spawn(target_task(ctx.clone(), t.clone(), Arc::clone(&state)));
+            tasks.insert(Arc::clone(&t.url), (state, h));
         }
-    }
+    });
     let gone = ctx.up.retain(|| {
-        let snap = snapshot.load_full();
-        snap.cells()
-            .iter()
-            .flat_map(|c| c.targets.iter().map(|t| Arc::clone(&t.url)))
-            .collect::<HashSet<_>>()
+        let mut named = HashSet::new();
+        watched.each_target(&mut |t| {
+            named.insert(Arc::clone(&t.url));
+        });
+        named
     });
     for state in gone {
         if let Some((_, h)) = tasks.remove(&state.url) {

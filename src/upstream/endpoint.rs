@@ -22,8 +22,6 @@ use super::health::Health;
 use super::retry::RetryBudget;
 use crate::config::OutlierConfig;
 use crate::metrics::upstream::UpstreamMetrics;
-use crate::placement::Cell;
-use crate::placement::group::Group;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -332,29 +330,58 @@ pub enum Pick {
     None,
 }
 
-/// Picks a usable endpoint of `group`: round robin over its targets, starting at `first`,
+/// The targets one request may go to: a cell's targets, and the run of them that the
+/// request's arm (target group) holds. Indices are into `targets`, as the route decision
+/// gives them.
+#[derive(Debug, Clone, Copy)]
+pub struct Arm<'a> {
+    /// The cell's id, for logs.
+    pub cell: &'a str,
+    pub targets: &'a [Target],
+    /// `targets[start..end]` are the arm's.
+    pub start: usize,
+    pub end: usize,
+}
+
+impl<'a> Arm<'a> {
+    /// The arm's own targets.
+    #[must_use]
+    pub fn members(&self) -> &'a [Target] {
+        &self.targets[self.start..self.end]
+    }
+
+    /// The target after `idx` within the arm (for failover), wrapping around.
+    #[must_use]
+    pub fn after(&self, idx: usize) -> usize {
+        let n = (self.end - self.start).max(1);
+        let offset = idx.saturating_sub(self.start);
+        self.start + (offset + 1) % n
+    }
+}
+
+/// Picks a usable endpoint of `arm`: round robin over its targets, starting at `first`,
 /// then over each target's addresses, skipping `tried`.
-pub fn select(cell: &Cell, group: &Group, first: usize, up: &Upstreams, tried: &Tried) -> Pick {
-    let n = group.targets.len();
+pub fn select(arm: &Arm<'_>, first: usize, up: &Upstreams, tried: &Tried) -> Pick {
+    let n = arm.end - arm.start;
     let mut unresolved = None;
     let mut idx = first;
     for _ in 0..n {
-        let state = cell.targets[idx].state(up);
+        let state = arm.targets[idx].state(up);
         if let Some(ep) = state.pick(tried) {
             return Pick::Endpoint(idx, ep);
         }
         if unresolved.is_none() && !state.is_resolved() {
             unresolved = Some(idx);
         }
-        idx = group.after(idx);
+        idx = arm.after(idx);
     }
     unresolved.map_or(Pick::None, Pick::Unresolved)
 }
 
-/// How many endpoints of `group` are in rotation (for the admin API).
+/// How many endpoints of these targets (an arm's) are in rotation (for the admin API).
 #[must_use]
-pub fn group_usable(cell: &Cell, group: &Group, up: &Upstreams) -> usize {
-    cell.targets[group.targets.clone()]
+pub fn usable(targets: &[Target], up: &Upstreams) -> usize {
+    targets
         .iter()
         .map(|t| {
             t.state(up)

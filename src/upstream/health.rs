@@ -26,10 +26,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::Target;
-use super::endpoint::{Endpoint, Upstreams};
+use super::endpoint::{Arm, Endpoint, Upstreams};
 use crate::config::{HealthCheckConfig, OutlierConfig};
-use crate::placement::Cell;
-use crate::placement::group::Group;
 
 const ACTIVE_DOWN: u8 = 1;
 const EJECTED: u8 = 2;
@@ -142,19 +140,13 @@ impl Health {
 }
 
 /// Records a gateway failure (connect failure, reset, or a 502/503/504) of `ep`, an address of
-/// `target` in `group` of `cell`. One that crosses the threshold ejects the address, unless
-/// that would put more than `max_ejection_percent` of the group's addresses out at once (one
-/// ejection is always allowed), and schedules its return on the current runtime.
-pub fn gateway_failed(
-    up: &Upstreams,
-    cell: &Cell,
-    group: &Group,
-    target: &Target,
-    ep: &Arc<Endpoint>,
-) {
+/// `target` in `arm`. One that crosses the threshold ejects the address, unless that would put
+/// more than `max_ejection_percent` of the arm's addresses out at once (one ejection is always
+/// allowed), and schedules its return on the current runtime.
+pub fn gateway_failed(up: &Upstreams, arm: &Arm<'_>, target: &Target, ep: &Arc<Endpoint>) {
     let room = || {
         let (mut total, mut ejected) = (0usize, 0usize);
-        for t in &cell.targets[group.targets.clone()] {
+        for t in arm.members() {
             for e in t.state(up).endpoints().iter() {
                 total += 1;
                 ejected += usize::from(e.health.ejected());
@@ -166,7 +158,7 @@ pub fn gateway_failed(
         return;
     };
     up.metrics.ejected(&target.url, ep.addr);
-    tracing::warn!(cell.id = %cell.id, target = %target.url, address = %ep.addr, ejection = ?d,
+    tracing::warn!(cell.id = %arm.cell, target = %target.url, address = %ep.addr, ejection = ?d,
         "target address ejected after consecutive gateway failures");
     let ep = Arc::clone(ep);
     let url = Arc::clone(&target.url);

@@ -20,7 +20,7 @@ use http::HeaderValue;
 use rustls_pki_types::ServerName;
 
 pub use body::{BodyError, BodyLimit, RequestBody, RequestBodyError, Reuse, UpstreamBody};
-pub use endpoint::{Endpoint, Pick, TargetState, Tried, Upstreams, select};
+pub use endpoint::{Arm, Endpoint, Pick, TargetState, Tried, Upstreams, select};
 pub use pool::{Pool, Timeouts};
 pub use retry::RetryBudget;
 
