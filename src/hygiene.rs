@@ -23,7 +23,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, Version};
 
-use crate::config::{HeaderUnderscores, IngressLimits};
+use crate::config::{HeaderUnderscores, IngressLimits, ServerConfig};
 
 /// Why a request was refused; `reason` is the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +93,17 @@ impl Violation {
             Self::BodyTooLarge => "body_too_large",
         }
     }
+}
+
+/// The stage in one call: [`check`], then [`limits`]; a head that passes loses its
+/// underscored header names when `server.headers_with_underscores = "drop"`.
+pub fn screen(parts: &mut Parts, server: &ServerConfig) -> Result<(), Violation> {
+    check(parts, server.underscores)?;
+    limits(parts, &server.limits)?;
+    if server.underscores == HeaderUnderscores::Drop {
+        drop_underscored(&mut parts.headers);
+    }
+    Ok(())
 }
 
 /// Checks a request head. `Ok` means it may go on (after [`drop_underscored`] when

@@ -96,6 +96,15 @@ impl Clone for Cell {
 }
 
 impl Cell {
+    /// What the admit stage needs of the cell: its id and its own in-flight cap.
+    #[must_use]
+    pub const fn cap(&self) -> crate::ratelimit::CellCap<'_> {
+        crate::ratelimit::CellCap {
+            id: &self.id,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+
     /// Builds a cell from its file form; `key` is its path for error messages (`cells[2]`).
     pub fn from_file(c: &FileCell, key: &str) -> Result<Self, FieldError> {
         if !valid_cell_id(&c.id) {

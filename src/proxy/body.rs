@@ -1,5 +1,8 @@
 //! The response body type the engine serves: a cell's streamed body, or a small body the proxy
 //! wrote itself (error JSON). An enum rather than a boxed trait object, so no allocation.
+//!
+//! A cell's body also finishes the request's access-log line when it ends: with the bytes
+//! sent, and marked incomplete when it failed or the client went away first.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::moves::Watch;
+use crate::accesslog::PendingLog;
 use crate::ratelimit::Permit;
 use crate::upstream::{BodyError, UpstreamBody};
 
@@ -18,7 +22,12 @@ pin_project! {
     /// length) also carries a [`Watch`], and ends early if its tenant leaves the cell.
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
-        Upstream { #[pin] body: UpstreamBody, permit: Option<Permit>, watch: Option<Watch> },
+        Upstream {
+            #[pin] body: UpstreamBody,
+            permit: Option<Permit>,
+            watch: Option<Watch>,
+            log: BodyLog,
+        },
         Full { data: Option<Bytes> },
     }
 }
@@ -38,12 +47,43 @@ impl ProxyBody {
     }
 
     #[must_use]
-    pub const fn upstream(body: UpstreamBody, permit: Permit, watch: Option<Watch>) -> Self {
+    pub const fn upstream(
+        body: UpstreamBody,
+        permit: Permit,
+        watch: Option<Watch>,
+        log: Option<PendingLog>,
+    ) -> Self {
         Self::Upstream {
             body,
             permit: Some(permit),
             watch,
+            log: BodyLog {
+                pending: log,
+                bytes: 0,
+            },
         }
+    }
+}
+
+/// The access-log line of a routed request while its body streams: the bytes sent so far, and
+/// the line written once, when the body ends (complete) or is dropped before (incomplete).
+#[derive(Debug)]
+pub struct BodyLog {
+    pending: Option<PendingLog>,
+    bytes: u64,
+}
+
+impl BodyLog {
+    fn finish(&mut self, complete: bool) {
+        if let Some(p) = self.pending.take() {
+            p.finish(self.bytes, complete);
+        }
+    }
+}
+
+impl Drop for BodyLog {
+    fn drop(&mut self) {
+        self.finish(false);
     }
 }
 
@@ -57,20 +97,39 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
             ProxyBodyProj::Upstream {
-                body,
+                mut body,
                 permit,
                 watch,
+                log,
             } => {
                 let frame = if watch.as_ref().is_some_and(|w| w.poll_closed(cx).is_ready()) {
                     // The tenant left this cell: end the stream cleanly (the client reconnects
                     // and is routed anew); the upstream connection goes with the unfinished body.
                     watch.take();
+                    log.finish(false);
                     Poll::Ready(None)
                 } else {
-                    body.poll_frame(cx)
+                    body.as_mut().poll_frame(cx)
                 };
-                if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
-                    permit.take();
+                match &frame {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(data) = f.data_ref() {
+                            log.bytes += data.len() as u64;
+                        }
+                        // A sized body may never be polled past its last frame.
+                        if body.is_end_stream() {
+                            log.finish(true);
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        permit.take();
+                        log.finish(true);
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        permit.take();
+                        log.finish(false);
+                    }
+                    Poll::Pending => {}
                 }
                 frame
             }

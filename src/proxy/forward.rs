@@ -14,15 +14,27 @@ use http::Request;
 use http::header;
 use tokio::time::Instant;
 
-use super::Worker;
-use crate::metrics::CellMetrics;
+use crate::config::RetryConfig;
+use crate::metrics::{CellMetrics, Metrics};
 use crate::placement::Cell;
 use crate::upstream::health;
 use crate::upstream::pool::{Exchange, SendFailure};
-use crate::upstream::{Endpoint, Pick, RequestBody, Tried, UpstreamError, select};
+use crate::upstream::{
+    Endpoint, Pick, Pool, RequestBody, Timeouts, Tried, UpstreamError, Upstreams, select,
+};
+
+/// What the forward stage works with: this worker's pool, the address table, the retry rules
+/// and timeouts, and the metrics it feeds.
+pub struct Upstream<'a> {
+    pub pool: &'a Pool,
+    pub upstreams: &'a Upstreams,
+    pub retry: &'a RetryConfig,
+    pub timeouts: &'a Timeouts,
+    pub metrics: &'a Metrics,
+}
 
 /// A response head from one endpoint of the cell.
-pub(super) struct Forwarded {
+pub struct Forwarded {
     pub exchange: Exchange,
     /// Index into `cell.targets`.
     pub target: usize,
@@ -30,7 +42,7 @@ pub(super) struct Forwarded {
 }
 
 /// Why forwarding failed, and the target of the last attempt (none when nothing was tried).
-pub(super) struct Failed {
+pub struct Failed {
     pub error: UpstreamError,
     pub target: Option<usize>,
 }
@@ -66,7 +78,7 @@ impl Replay {
 /// cell's retry budget is spent. Never to another arm, never to another cell. Every exchange
 /// feeds passive outlier detection.
 pub(super) async fn forward(
-    w: &Worker,
+    u: &Upstream<'_>,
     cell: &Cell,
     cm: &CellMetrics,
     (group, first): (usize, usize),
@@ -74,11 +86,10 @@ pub(super) async fn forward(
     (arrived, sent, deadline): (Instant, Instant, Instant),
     upgrade: bool,
 ) -> Result<Forwarded, Failed> {
-    let s = &*w.shared;
-    let up = &*s.upstreams;
+    let up = u.upstreams;
     let group = &cell.groups[group];
     let arm = group.arm(cell);
-    let retry = &s.config.upstream.retry;
+    let retry = u.retry;
     let budget = cell.retry_budget(up);
     budget.deposit(arrived.into_std());
     let replay = (retry.idempotent
@@ -99,7 +110,7 @@ pub(super) async fn forward(
                 // A target named by DNS that was never resolved (new in this generation).
                 waited = true;
                 let state = Arc::clone(cell.targets[i].state(up));
-                let _ = tokio::time::timeout(s.timeouts.connect, state.wait_resolved()).await;
+                let _ = tokio::time::timeout(u.timeouts.connect, state.wait_resolved()).await;
                 now = Instant::now();
                 pick = select(&arm, first, up, &tried);
                 continue;
@@ -119,9 +130,9 @@ pub(super) async fn forward(
             req.headers_mut()
                 .insert(header::HOST, target.authority.clone());
         }
-        let (again, result) = match w
+        let (again, result) = match u
             .pool
-            .send(target, &ep, req, &s.timeouts, (now, deadline), upgrade)
+            .send(target, &ep, req, u.timeouts, (now, deadline), upgrade)
             .await
         {
             Ok(exchange) if !health::gateway_failure(exchange.response.status().as_u16()) => {
@@ -166,11 +177,11 @@ pub(super) async fn forward(
             return settle(result, idx, ep);
         };
         if !budget.withdraw(retry, now.into_std()) {
-            s.metrics.upstream.retry(&cell.id, false);
+            u.metrics.upstream.retry(&cell.id, false);
             tracing::debug!(cell.id = %cell.id, "retry budget spent; not retrying");
             return settle(result, idx, ep);
         }
-        s.metrics.upstream.retry(&cell.id, true);
+        u.metrics.upstream.retry(&cell.id, true);
         match &result {
             Ok(exchange) => {
                 tracing::debug!(cell.id = %cell.id, target = %target.url, address = %ep.addr,
@@ -178,7 +189,7 @@ pub(super) async fn forward(
             }
             Err(error) => {
                 if let Some(kind) = error.metric_kind() {
-                    s.metrics.record_upstream_error(cm, kind);
+                    u.metrics.record_upstream_error(cm, kind);
                 }
                 tracing::debug!(cell.id = %cell.id, target = %target.url, address = %ep.addr,
                     error = %error, "upstream failure; retrying on another target");

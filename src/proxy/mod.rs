@@ -1,64 +1,62 @@
 //! The engine adapter: hyper server and per-worker upstream pool, wired through the stages.
 //!
 //! ```text
-//!  client ──► hygiene ──► identify ──► place+route ──► admit ─────► rewrite ──► forward ───► respond ──► log
-//!             proxy::      tenant::     routing::       ratelimit::  proxy::     upstream::   proxy::     metrics +
-//!             hygiene      identify     route_with      Limiter      headers     select +     headers     accesslog
-//!                          (auth::      (one snapshot   (cell cap,   (strip,     Pool::send   (hop-by-
-//!                          Verifier:    load, issuer    tier rate,   set trusted, (an address hop, id;
-//!                          cached JWT,  binding, arm:   in-flight;   claims)      in rotation, moves::
-//!                          host, header) forced > pin   Permit held               retries in  Watch on
-//!                                       > weights)      by the body)              the arm,    long-lived)
-//!                                                                                 budgeted)
-//!  any stage may refuse ──► error::ProxyError::response ──► JSON body + status ──► log
+//!  client ──► hygiene ──► identify ──► place+route ──► admit ────────► rewrite ──► forward ───► respond ──► log
+//!             hygiene::   identify::   routing::       ratelimit::     proxy::     proxy::      proxy::     metrics +
+//!             screen      identify     Placer::place   Limiter::admit  rewrite::   forward      respond     accesslog
+//!                         (auth::      (one snapshot   (tenant         request     (upstream::  (hop-by-    (the line
+//!                         Verifier:    load, issuer    in-flight and   (strip,     select +     hop, id;    finished by
+//!                         cached JWT,  binding, arm:   rate, route     set trusted, Pool::send, moves::    ProxyBody
+//!                         host, header) forced > pin   classes, then   claims,     retries in   Watch on    when the
+//!                                      > weights)      the cell cap)   origin-form) the arm,    long-lived) body ends)
+//!                                                                                   budgeted)
+//!  any stage may refuse ──► proxy::refuse (error::ProxyError::response: status, JSON body) ──► metrics + accesslog
 //! ```
 //!
-//! Each stage is a plain function over request parts; this module only calls them in order and
-//! turns their refusals into answers. Engine specifics (threads, sockets, TLS, shutdown) live in
-//! [`server`]; the listener certificates, chosen by SNI and reloaded from disk, in [`certs`].
+//! Each stage is a plain function over request parts, owned by its module; [`handle`] calls
+//! them in order, one call a stage, and turns their refusals into answers. The threads,
+//! sockets, TLS and shutdown are the composition root's ([`crate::server`]); a listener's
+//! connections, from accept to hyper, are [`accept`]'s.
 
 pub mod accept;
+mod arrival;
 mod body;
 pub mod caps;
-
 pub mod client_addr;
 pub mod conn;
 mod forward;
-pub mod rewrite;
-
 pub mod moves;
+mod refuse;
+mod respond;
+pub mod rewrite;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
-use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio::time::Instant;
 
+use arrival::Arrival;
 pub use body::ProxyBody;
-use forward::{Failed, Forwarded, forward};
+use forward::{Upstream, forward};
+pub use refuse::Ledger;
+use refuse::refuse;
+use respond::{Routed, respond, unforwarded};
 
-use crate::accesslog::{AccessLog, PendingLog, Record};
+use crate::accesslog::AccessLog;
 use crate::auth::{TokenMemo, Verifier};
 use crate::config::Config;
-use crate::error::{ProxyError, error_body};
-use crate::headers::{RATELIMIT, RATELIMIT_POLICY, X_REQUEST_ID};
 use crate::hygiene;
-use crate::identify::{identify, request_host_value};
-use crate::metrics::{CellMetrics, Metrics, Outcome};
-use crate::placement::lookup::{Lookup, LookupOutcome};
-use crate::placement::{Cell, SnapshotHandle};
-use crate::ratelimit::{Ask, CellCap, Limited, Limiter, LocalStore, MonotonicClock};
-use crate::routing::{arm_hint, route_with};
-use crate::tenant::TenantId;
-use crate::upstream::{Pool, RequestBody, Reuse, Timeouts, UpstreamBody, Upstreams};
+use crate::identify::identify;
+use crate::metrics::{CellMetrics, Metrics};
+use crate::placement::SnapshotHandle;
+use crate::placement::lookup::Lookup;
+use crate::ratelimit::{Limiter, LocalStore, MonotonicClock};
+use crate::routing::Placer;
+use crate::upstream::{Pool, RequestBody, Timeouts, Upstreams};
 
 /// State shared by every worker.
 #[derive(Debug)]
@@ -82,6 +80,8 @@ pub struct Shared {
     /// carry `Connection: close`.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     pub timeouts: Timeouts,
+    /// The place stage: snapshot, on-demand lookups, the route policy and `[canary]`.
+    pub placer: Placer,
     none_cell: Arc<CellMetrics>,
 }
 
@@ -119,7 +119,15 @@ impl Shared {
             config.upstream.outlier,
             metrics.upstream.clone(),
         ));
+        let placer = Placer {
+            snapshot: Arc::clone(&snapshot),
+            lookup: Arc::clone(&lookup),
+            policy: config.tenant.route_policy,
+            lookup_unknown: config.lookup.unknown,
+            canary: config.canary.clone(),
+        };
         Self {
+            placer,
             limiter,
             upstreams,
             verifier,
@@ -133,6 +141,28 @@ impl Shared {
             metrics,
             access_log,
             strip,
+        }
+    }
+
+    /// Where answers are recorded.
+    #[must_use]
+    pub fn ledger(&self) -> Ledger<'_> {
+        Ledger {
+            metrics: &self.metrics,
+            access_log: &self.access_log,
+            none_cell: &self.none_cell,
+        }
+    }
+
+    /// What the forward stage uses, with `pool` this worker's.
+    #[must_use]
+    pub fn upstream<'a>(&'a self, pool: &'a Pool) -> Upstream<'a> {
+        Upstream {
+            pool,
+            upstreams: &self.upstreams,
+            retry: &self.config.upstream.retry,
+            timeouts: &self.timeouts,
+            metrics: &self.metrics,
         }
     }
 }
@@ -184,14 +214,24 @@ impl Client {
             conn,
         }
     }
-}
 
-/// What the request looked like when it arrived, for refusals and logs.
-struct Arrival {
-    start: Instant,
-    request_id: HeaderValue,
-    method: http::Method,
-    uri: Uri,
+    /// The client's address, and its `x-forwarded-for` value, for this request: the
+    /// connection's, or what a trusted hop's `X-Forwarded-For` says (`server.trust_x_forwarded_for`).
+    fn address(
+        &self,
+        headers: &http::HeaderMap,
+        hops: &[ipnet::IpNet],
+    ) -> (IpAddr, Option<HeaderValue>) {
+        let forwarded = if self.xff {
+            client_addr::forwarded_client(headers, hops)
+        } else {
+            None
+        };
+        (
+            forwarded.unwrap_or(self.addr),
+            forwarded.map(rewrite::ip_header),
+        )
+    }
 }
 
 /// Serves one request through all stages.
@@ -202,402 +242,115 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let s = &*w.shared;
     let (mut parts, body) = req.into_parts();
-    let arrival = Arrival {
-        start: Instant::now(),
-        request_id: rewrite::request_id(&parts.headers),
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-    };
+    let arrival = Arrival::of(&parts);
 
     // hygiene: ambiguous framing or addressing is refused, and an HTTP/1 connection closed.
-    let underscores = s.config.server.underscores;
-    if let Err(v) = hygiene::check(&parts, underscores)
-        .and_then(|()| hygiene::limits(&parts, &s.config.server.limits))
-    {
-        tracing::debug!(client = %client.addr, reason = v.reason(), "request refused: {v}");
-        s.metrics.request_rejected(v.reason());
-        let mut resp = refuse(s, &arrival, v.into(), None, None);
-        if parts.version < Version::HTTP_2 {
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        return Ok(resp);
-    }
-    if underscores == crate::config::HeaderUnderscores::Drop {
-        hygiene::drop_underscored(&mut parts.headers);
+    if let Err(v) = hygiene::screen(&mut parts, &s.config.server) {
+        let version = parts.version;
+        return Ok(refuse::hygiene(
+            s.ledger(),
+            &arrival,
+            v,
+            client.addr,
+            version,
+        ));
     }
 
-    // who: the socket's peer, or what a trusted hop says of the client.
-    let forwarded = if client.xff {
-        client_addr::forwarded_client(&parts.headers, &s.config.server.trusted_hops)
-    } else {
-        None
-    };
-    let forwarded_for = forwarded.map(rewrite::ip_header);
-
-    // identify
-    let identity = match identify(
-        &parts,
-        forwarded.unwrap_or(client.addr),
-        &s.config.tenant,
-        &s.verifier,
-        &client.token,
-    )
-    .await
+    // identify: who the client is (its own address, or what a trusted hop says), which tenant.
+    let (addr, forwarded_for) = client.address(&parts.headers, &s.config.server.trusted_hops);
+    let identity = match identify(&parts, addr, &s.config.tenant, &s.verifier, &client.token).await
     {
         Ok(i) => i,
-        Err(e) => return Ok(refuse(s, &arrival, e.into(), None, None)),
+        Err(e) => return Ok(refuse(s.ledger(), &arrival, e.into(), None, None)),
     };
-    let tenant = identity.tenant;
+    let (tenant, token) = (identity.tenant, identity.token.as_deref());
 
     // place + route: one snapshot generation for the whole decision.
-    let decision = place(s, &tenant, &parts, identity.token.as_deref()).await;
-    let decision = match decision {
+    let upgrade = rewrite::upgrade_of(&parts);
+    let decision = match s
+        .placer
+        .place(&tenant, &parts, token, upgrade.is_some())
+        .await
+    {
         Ok(d) => d,
-        Err(e) => return Ok(refuse(s, &arrival, e.into(), Some(tenant), None)),
+        Err(e) => return Ok(refuse(s.ledger(), &arrival, e.into(), Some(tenant), None)),
     };
     let cell = &decision.cell;
     let cm = cell.metrics(&s.metrics);
 
-    // admit: tenant limits by tier and route class, the cell's in-flight cap.
-    let ask = Ask {
-        tenant: tenant.as_str(),
-        tier: &decision.tier,
-        overrides: decision.limits,
-        method: &parts.method,
-        path: parts.uri.path(),
-    };
-    let cap = CellCap {
-        id: &cell.id,
-        max_in_flight: cell.max_in_flight,
-    };
-    let permit = match s.limiter.admit(&ask, &cap, cm) {
+    // admit: the tenant's limits by tier and route class, then the cell's in-flight cap.
+    let permit = match s
+        .limiter
+        .admit(&decision.ask(&tenant, &parts), &cell.cap(), cm)
+    {
         Ok(p) => p,
-        Err(e) => return Ok(refuse(s, &arrival, e.into(), Some(tenant), Some(cell))),
-    };
-
-    // rewrite
-    let host = request_host_value(&parts);
-    let upgrade = if parts.version == Version::HTTP_11 {
-        rewrite::upgrade_requested(&parts.headers)
-    } else {
-        None
-    };
-    // An upgrade opens a two-way channel that outlives the request: for a MIGRATING tenant
-    // (writes frozen) it counts as a write, and is refused like one.
-    if upgrade.is_some() && decision.migrating {
-        let err = crate::routing::RouteError::Migrating.into();
-        return Ok(refuse(s, &arrival, err, Some(tenant), Some(cell)));
-    }
-    let on_upgrade = if upgrade.is_some() {
-        parts.extensions.remove::<OnUpgrade>()
-    } else {
-        None
-    };
-    rewrite::rewrite_request(
-        &mut parts.headers,
-        &s.strip,
-        &decision.tenant_header,
-        &cell.id_header,
-        &arrival.request_id,
-        forwarded_for.as_ref().unwrap_or(&client.forwarded_for),
-        client.tls,
-        host,
-        upgrade.clone(),
-    );
-    if let Some(token) = &identity.token {
-        for (name, value) in &*token.forward {
-            parts.headers.insert(name.clone(), value.clone());
+        Err(e) => {
+            return Ok(refuse(
+                s.ledger(),
+                &arrival,
+                e.into(),
+                Some(tenant),
+                Some(cell),
+            ));
         }
-    }
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        let pq = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::from(pq);
-    }
-    parts.version = Version::HTTP_11;
+    };
 
-    // forward
+    // rewrite: what the cell may believe, set by the proxy alone.
+    let upgrading = upgrade.is_some();
+    let trusted = rewrite::Trusted {
+        strip: &s.strip,
+        tenant: &decision.tenant_header,
+        cell: &cell.id_header,
+        request_id: &arrival.request_id,
+        forwarded_for: forwarded_for.as_ref().unwrap_or(&client.forwarded_for),
+        tls: client.tls,
+        claims: token.map_or(&[], |t| &t.forward),
+    };
+    let on_upgrade = rewrite::request(&mut parts, &trusted, upgrade);
+
+    // forward: one address of the tenant's arm, retried within the arm when safe.
+    let sent_at = tokio::time::Instant::now();
     let deadline = arrival.start + s.timeouts.total;
-    let sent_at = Instant::now();
-    let group = &cell.groups[decision.group];
-    let gm = group.metrics(&cell.id, &s.metrics.upstream);
-    let Forwarded {
-        exchange,
-        target: target_idx,
-        endpoint,
-    } = match forward(
-        &w,
+    let limits = &s.config.server.limits;
+    let body = RequestBody::client(
+        body,
+        limits.max_body_bytes,
+        arrival.start + limits.request_timeout,
+    );
+    let forwarded = match forward(
+        &s.upstream(&w.pool),
         cell,
         cm,
         (decision.group, decision.target),
-        Request::from_parts(
-            parts,
-            RequestBody::client(
-                body,
-                s.config.server.limits.max_body_bytes,
-                arrival.start + s.config.server.limits.request_timeout,
-            ),
-        ),
+        Request::from_parts(parts, body),
         (arrival.start, sent_at, deadline),
-        upgrade.is_some(),
+        upgrading,
     )
     .await
     {
-        Ok(ok) => ok,
-        Err(Failed { error, target }) => {
-            let target = target.map(|i| &*cell.targets[i].url);
-            let err = ProxyError::from_exchange(error);
-            if let ProxyError::BodyLimit(l) = &err {
-                tracing::debug!(tenant.id = %tenant, request.id = ?arrival.request_id, "request body refused: {l}");
-                s.metrics.request_rejected(l.reason());
-            } else {
-                tracing::warn!(
-                    tenant.id = %tenant, cell.id = %cell.id, group = %group.name, target = ?target,
-                    request.id = ?arrival.request_id, error = %err, "upstream request failed"
-                );
-            }
-            let status = err.response().status.as_u16();
-            s.metrics
-                .upstream
-                .group_request(gm, status, arrival.start.elapsed());
-            return Ok(refuse(s, &arrival, err, Some(tenant), Some(cell)));
-        }
-    };
-    let answered = Instant::now();
-    let upstream_time = answered.saturating_duration_since(sent_at);
-    cm.upstream_response.observe(upstream_time);
-    if exchange.connected {
-        cm.upstream_connects.inc();
-    }
-
-    // respond
-    let (mut rparts, rbody) = exchange.response.into_parts();
-    let status = rparts.status.as_u16();
-    let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
-    rewrite::rewrite_response(&mut rparts.headers, &arrival.request_id, switching);
-    let elapsed = answered.saturating_duration_since(arrival.start);
-    s.metrics
-        .record_request(cm, status, Outcome::routed, elapsed);
-    s.metrics.upstream.group_request(gm, status, elapsed);
-    let target = &cell.targets[target_idx];
-    let log = s
-        .access_log
-        .wants(Outcome::routed, status)
-        .then(|| PendingLog {
-            log: Arc::clone(&s.access_log),
-            record: record(
+        Ok(f) => f,
+        Err(failed) => {
+            let group = decision.group;
+            return Ok(unforwarded(
+                s.ledger(),
                 &arrival,
-                Some(tenant),
-                Some(&cell.id),
-                Some(&target.url),
-                status,
-                Some(upstream_time),
-                Outcome::routed,
-            ),
-            start: arrival.start,
-        });
-    let body = if switching {
-        drop(rbody);
-        client.conn.upgraded();
-        if let (Some(client_upgrade), Some(upstream_upgrade)) =
-            (on_upgrade, rparts.extensions.remove::<OnUpgrade>())
-        {
-            // The tunnel holds the permit: a WebSocket counts as in flight (against its
-            // tenant's concurrency and its cell's cap) for as long as it is open.
-            let watch = w
-                .long_lived
-                .register(tenant, &cell.id, decision.migrating, &s.snapshot);
-            tokio::task::spawn_local(tunnel(client_upgrade, upstream_upgrade, permit, watch));
-        }
-        if let Some(l) = log {
-            l.finish(0, true);
-        }
-        ProxyBody::empty()
-    } else {
-        let reuse = exchange.sender.map(|sender| Reuse {
-            pool: Rc::clone(&w.pool),
-            endpoint,
-            sender,
-        });
-        // A body streamed without a length (SSE, long polls, gRPC streams) may outlive a
-        // tenant's move; it is watched. A sized body is over in moments.
-        let streamed = !rparts.headers.contains_key(header::CONTENT_LENGTH)
-            && arrival.method != http::Method::HEAD
-            && !matches!(status, 204 | 304);
-        let watch = streamed.then(|| {
-            w.long_lived
-                .register(tenant, &cell.id, decision.migrating, &s.snapshot)
-        });
-        ProxyBody::upstream(
-            UpstreamBody::new(rbody, s.timeouts.read, deadline, reuse, log),
-            permit,
-            watch,
-        )
-    };
-    Ok(Response::from_parts(rparts, body))
-}
-
-/// The place stage: the snapshot's decision, or, for a tenant the snapshot does not hold, one
-/// coalesced and rate-capped registry lookup first (never a default cell). The verified token
-/// names the issuer to check and, under `[canary]`, the arm hint (its `sub`, and whether the
-/// request's force header is honoured).
-async fn place(
-    s: &Shared,
-    tenant: &TenantId,
-    parts: &http::request::Parts,
-    token: Option<&crate::auth::VerifiedToken>,
-) -> Result<crate::routing::RouteDecision, crate::routing::RouteError> {
-    use crate::routing::RouteError;
-    let policy = s.config.tenant.route_policy;
-    let (method, issuer) = (&parts.method, token.map(|t| &*t.issuer.iss));
-    let hint = arm_hint(&s.config.canary, &parts.headers, token);
-    if let Some(arm) = hint.forced {
-        tracing::debug!(tenant.id = %tenant, canary.arm = arm, "arm forced by header");
-    }
-    {
-        let snap = s.snapshot.load();
-        match route_with(tenant, method, issuer, &snap, policy, hint) {
-            Err(RouteError::UnknownTenant)
-                if s.config.lookup.unknown && snap.tenant(tenant.as_str()).is_none() => {}
-            decided => return decided,
-        }
-    }
-    match s.lookup.resolve(tenant.as_str()).await {
-        LookupOutcome::Found => {
-            route_with(tenant, method, issuer, &s.snapshot.load(), policy, hint)
-        }
-        LookupOutcome::Absent => Err(RouteError::UnknownTenant),
-        LookupOutcome::Unavailable => Err(RouteError::RegistryUnavailable),
-    }
-}
-
-/// Copies an upgraded connection both ways until either side closes or the tenant leaves the
-/// cell (then both sides are shut down).
-async fn tunnel(
-    client: OnUpgrade,
-    upstream: OnUpgrade,
-    _permit: crate::ratelimit::Permit,
-    watch: moves::Watch,
-) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade did not complete");
-            return;
+                tenant,
+                cell,
+                group,
+                failed,
+            ));
         }
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "upgraded connection ended with an error");
-            }
-        }
-        () = watch.closed() => {
-            use tokio::io::AsyncWriteExt;
-            let _ = tokio::join!(client.shutdown(), upstream.shutdown());
-            tracing::debug!("upgraded connection closed: its tenant left the cell");
-        }
-    }
-}
 
-fn record(
-    a: &Arrival,
-    tenant: Option<TenantId>,
-    cell: Option<&Arc<str>>,
-    target: Option<&Arc<str>>,
-    status: u16,
-    upstream: Option<std::time::Duration>,
-    outcome: Outcome,
-) -> Record {
-    Record {
-        time: std::time::SystemTime::now()
-            .checked_sub(a.start.elapsed())
-            .unwrap_or_else(std::time::SystemTime::now),
-        request_id: a.request_id.clone(),
+    // respond (the access-log line is finished when the body ends).
+    let routed = Routed {
         tenant,
-        cell: cell.cloned(),
-        target: target.cloned(),
-        method: a.method.clone(),
-        uri: a.uri.clone(),
-        status,
-        bytes: 0,
-        upstream,
-        total: a.start.elapsed(),
-        outcome,
-        incomplete: false,
-    }
-}
-
-/// Answers a request the proxy refuses or could not forward: status, JSON body, metrics, log.
-fn refuse(
-    s: &Shared,
-    a: &Arrival,
-    err: ProxyError,
-    tenant: Option<TenantId>,
-    cell: Option<&Cell>,
-) -> Response<ProxyBody> {
-    let r = err.response();
-    if let Some(reason) = err.auth_label() {
-        s.metrics.auth_rejection(reason);
-    }
-    let cell_id = cell.map(|c| &c.id).or_else(|| match &err {
-        ProxyError::Route(e) => e.cell(),
-        _ => None,
-    });
-    // A tenant's own limit is not about its cell: the body does not name the cell.
-    let tenant_limit = matches!(
-        &err,
-        ProxyError::Limit(Limited::Rate { .. } | Limited::Concurrency { .. })
-    );
-    let body = error_body(
-        r.code,
-        a.request_id.to_str().unwrap_or(""),
-        cell_id.filter(|_| !tenant_limit).map(|c| &**c),
-    );
-    let len = body.len() as u64;
-    let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
-    *resp.status_mut() = r.status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(X_REQUEST_ID, a.request_id.clone());
-    if let Some(v) = r.www_authenticate {
-        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
-    }
-    if let Some(d) = r.retry_after {
-        h.insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs()));
-    }
-    let cm = match cell {
-        Some(c) => c.metrics(&s.metrics),
-        None => &s.none_cell,
+        decision,
+        permit,
+        upgrade: on_upgrade,
+        upgrading,
+        sent_at,
+        deadline,
     };
-    if let ProxyError::Limit(l) = &err {
-        if let Limited::Rate { policy, wait, .. } = l {
-            h.insert(RATELIMIT_POLICY, policy.policy_header());
-            h.insert(RATELIMIT, policy.state_header(*wait));
-        }
-        if let Some((tier, kind)) = l.tier() {
-            s.metrics.rate_limited(cm, tier.index, &tier.name, kind);
-        }
-    }
-    if let Some(kind) = r.upstream_kind {
-        s.metrics.record_upstream_error(cm, kind);
-    }
-    let status = r.status.as_u16();
-    s.metrics
-        .record_request(cm, status, r.outcome, a.start.elapsed());
-    if s.access_log.wants(r.outcome, status) {
-        let mut rec = record(a, tenant, cell_id, None, status, None, r.outcome);
-        rec.bytes = len;
-        s.access_log.log(rec);
-    }
-    resp
+    Ok(respond(&w, &client, &arrival, routed, forwarded))
 }

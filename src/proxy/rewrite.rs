@@ -3,16 +3,23 @@
 //! Requests lose their hop-by-hop headers (RFC 9110 §7.6.1, plus any header the `Connection`
 //! header names) and every client-supplied copy of a header the proxy vouches for
 //! (`x-tenant-id`, `x-cell-id`, `x-forwarded-*`, `forwarded`, ...), and then get the trusted
-//! values. A WebSocket upgrade keeps `Upgrade` and `Connection: upgrade` so it can pass through.
+//! values, then the verified token's forwarded claims; the target becomes origin-form and the
+//! version HTTP/1.1. A WebSocket upgrade keeps `Upgrade` and `Connection: upgrade` so it can
+//! pass through.
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{Uri, Version};
+use hyper::upgrade::OnUpgrade;
 
 use crate::headers::{
     HOP_BY_HOP, INTERNAL, X_CELL_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
     X_REQUEST_ID, X_TENANT_ID,
 };
+use crate::identify::request_host_value;
 
 /// Whether the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
 /// An upgrade to `h2c` is never passed on (the request goes on as plain HTTP/1.1): a cell that
@@ -92,6 +99,71 @@ pub fn rewrite_request(
     if let Some(proto) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto);
+    }
+}
+
+/// What the proxy vouches for to the cell, as the earlier stages decided it.
+#[derive(Debug)]
+pub struct Trusted<'a> {
+    /// Client headers removed on top of the built-in internal ones.
+    pub strip: &'a [HeaderName],
+    pub tenant: &'a HeaderValue,
+    pub cell: &'a HeaderValue,
+    pub request_id: &'a HeaderValue,
+    pub forwarded_for: &'a HeaderValue,
+    pub tls: bool,
+    /// Claims of the verified token, as the headers `auth.forward_claims` names.
+    pub claims: &'a [(HeaderName, HeaderValue)],
+}
+
+/// The whole request rewrite: the headers ([`rewrite_request`], then the forwarded claims),
+/// an origin-form target (`/path?query`, whatever form the client used), and HTTP/1.1 toward
+/// the cell. Returns the client side of an upgrade, when one was asked for, to be joined with
+/// the cell's once it agrees.
+pub fn request(
+    parts: &mut Parts,
+    trusted: &Trusted<'_>,
+    upgrade: Option<HeaderValue>,
+) -> Option<OnUpgrade> {
+    let host = request_host_value(parts);
+    let on_upgrade = if upgrade.is_some() {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
+    rewrite_request(
+        &mut parts.headers,
+        trusted.strip,
+        trusted.tenant,
+        trusted.cell,
+        trusted.request_id,
+        trusted.forwarded_for,
+        trusted.tls,
+        host,
+        upgrade,
+    );
+    for (name, value) in trusted.claims {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(pq);
+    }
+    parts.version = Version::HTTP_11;
+    on_upgrade
+}
+
+/// The upgrade an HTTP/1.1 request asks for ([`upgrade_requested`]); HTTP/2 has none.
+#[must_use]
+pub fn upgrade_of(parts: &Parts) -> Option<HeaderValue> {
+    if parts.version == Version::HTTP_11 {
+        upgrade_requested(&parts.headers)
+    } else {
+        None
     }
 }
 

@@ -6,6 +6,7 @@
 //! down or missing gets a refusal naming that cell; there is no default or fallback cell, ever.
 
 pub mod canary;
+mod place;
 
 use std::sync::Arc;
 
@@ -14,8 +15,10 @@ use http::{HeaderMap, HeaderValue, Method};
 use crate::auth::VerifiedToken;
 use crate::config::{CanaryConfig, HashBy, RoutePolicy};
 use crate::placement::{Cell, CellState, PlacementSnapshot, TenantStatus};
-use crate::ratelimit::TenantLimits;
+use crate::ratelimit::{Ask, TenantLimits};
 use crate::tenant::TenantId;
+
+pub use place::Placer;
 
 /// Where a request goes.
 #[derive(Debug, Clone)]
@@ -33,6 +36,21 @@ pub struct RouteDecision {
     /// The tenant is MIGRATING (only safe methods got this far): a long-lived exchange opened
     /// now may stay open through the migration, and an upgrade is refused like a write.
     pub migrating: bool,
+}
+
+impl RouteDecision {
+    /// What the admit stage is asked about this request: the tenant, the tier and overrides
+    /// its record names, and the method and path its route classes match on.
+    #[must_use]
+    pub fn ask<'a>(&'a self, tenant: &'a TenantId, parts: &'a http::request::Parts) -> Ask<'a> {
+        Ask {
+            tenant: tenant.as_str(),
+            tier: &self.tier,
+            overrides: self.limits,
+            method: &parts.method,
+            path: parts.uri.path(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

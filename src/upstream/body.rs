@@ -20,7 +20,6 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::{Endpoint, Pool};
-use crate::accesslog::PendingLog;
 
 pin_project! {
     /// What a forwarded request carries: the client's body, or nothing (a retry of a bodiless
@@ -178,9 +177,7 @@ pin_project! {
         deadline: Instant,
         rearm: bool,
         done: bool,
-        bytes: u64,
         reuse: Option<Reuse>,
-        log: Option<PendingLog>,
     }
 
     impl PinnedDrop for UpstreamBody {
@@ -189,9 +186,6 @@ pin_project! {
             let complete = *this.done || this.inner.is_end_stream();
             if complete && let Some(r) = this.reuse.take() {
                 r.pool.checkin(&r.endpoint, r.sender);
-            }
-            if let Some(log) = this.log.take() {
-                log.finish(*this.bytes, complete);
             }
         }
     }
@@ -204,7 +198,6 @@ impl UpstreamBody {
         read_timeout: Duration,
         deadline: Instant,
         reuse: Option<Reuse>,
-        log: Option<PendingLog>,
     ) -> Self {
         Self {
             inner,
@@ -213,9 +206,7 @@ impl UpstreamBody {
             deadline,
             rearm: true,
             done: false,
-            bytes: 0,
             reuse,
-            log,
         }
     }
 }
@@ -236,9 +227,6 @@ impl Body for UpstreamBody {
             }
             Poll::Ready(Some(Ok(frame))) => {
                 *this.rearm = true;
-                if let Some(data) = frame.data_ref() {
-                    *this.bytes += data.len() as u64;
-                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {

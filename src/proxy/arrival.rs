@@ -1,0 +1,67 @@
+//! What a request looked like when it arrived: its start, id, method and target, kept apart
+//! from the parts the stages rewrite, for the answer, the metrics and the access-log line.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::header::HeaderValue;
+use http::request::Parts;
+use http::{Method, Uri};
+use tokio::time::Instant;
+
+use super::rewrite;
+use crate::accesslog::Record;
+use crate::metrics::Outcome;
+use crate::tenant::TenantId;
+
+#[derive(Debug)]
+pub struct Arrival {
+    pub start: Instant,
+    pub request_id: HeaderValue,
+    pub method: Method,
+    pub uri: Uri,
+}
+
+impl Arrival {
+    /// Reads the request id (a valid incoming one, else a fresh one) and starts the clock.
+    #[must_use]
+    pub fn of(parts: &Parts) -> Self {
+        Self {
+            start: Instant::now(),
+            request_id: rewrite::request_id(&parts.headers),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+        }
+    }
+
+    /// The access-log record of this request so far (bytes and the total are filled in when
+    /// its body ends).
+    #[must_use]
+    pub fn record(
+        &self,
+        tenant: Option<TenantId>,
+        cell: Option<&Arc<str>>,
+        target: Option<&Arc<str>>,
+        status: u16,
+        upstream: Option<Duration>,
+        outcome: Outcome,
+    ) -> Record {
+        Record {
+            time: SystemTime::now()
+                .checked_sub(self.start.elapsed())
+                .unwrap_or_else(SystemTime::now),
+            request_id: self.request_id.clone(),
+            tenant,
+            cell: cell.cloned(),
+            target: target.cloned(),
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            status,
+            bytes: 0,
+            upstream,
+            total: self.start.elapsed(),
+            outcome,
+            incomplete: false,
+        }
+    }
+}

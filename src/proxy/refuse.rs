@@ -1,0 +1,118 @@
+//! Refusals: a request the proxy refuses, or could not forward, gets its status, a small JSON
+//! body naming the code, the request id and (when it is about the cell) the cell, the
+//! `RateLimit` headers of a 429, and its metrics and access-log line.
+//!
+//! [`crate::error`] decides what each refusal means; this module writes the answer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, Version};
+
+use super::ProxyBody;
+use super::arrival::Arrival;
+use crate::accesslog::AccessLog;
+use crate::error::{ProxyError, error_body};
+use crate::headers::{RATELIMIT, RATELIMIT_POLICY, X_REQUEST_ID};
+use crate::hygiene::Violation;
+use crate::metrics::{CellMetrics, Metrics};
+use crate::placement::Cell;
+use crate::ratelimit::Limited;
+use crate::tenant::TenantId;
+
+/// Where answers are recorded: the metrics, the access log, and the handles of requests that
+/// reached no cell.
+#[derive(Debug, Clone, Copy)]
+pub struct Ledger<'a> {
+    pub metrics: &'a Metrics,
+    pub access_log: &'a AccessLog,
+    pub none_cell: &'a Arc<CellMetrics>,
+}
+
+/// A head the hygiene stage refused: 400 (or 413/414/431), and an HTTP/1 connection closed,
+/// since where its next request starts is no longer certain.
+pub fn hygiene(
+    ledger: Ledger<'_>,
+    a: &Arrival,
+    v: Violation,
+    client: std::net::IpAddr,
+    version: Version,
+) -> Response<ProxyBody> {
+    tracing::debug!(client = %client, reason = v.reason(), "request refused: {v}");
+    ledger.metrics.request_rejected(v.reason());
+    let mut resp = refuse(ledger, a, v.into(), None, None);
+    if version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Answers a request the proxy refuses or could not forward: status, JSON body, metrics, log.
+pub fn refuse(
+    ledger: Ledger<'_>,
+    a: &Arrival,
+    err: ProxyError,
+    tenant: Option<TenantId>,
+    cell: Option<&Cell>,
+) -> Response<ProxyBody> {
+    let r = err.response();
+    let metrics = ledger.metrics;
+    if let Some(reason) = err.auth_label() {
+        metrics.auth_rejection(reason);
+    }
+    let cell_id = cell.map(|c| &c.id).or_else(|| match &err {
+        ProxyError::Route(e) => e.cell(),
+        _ => None,
+    });
+    // A tenant's own limit is not about its cell: the body does not name the cell.
+    let tenant_limit = matches!(
+        &err,
+        ProxyError::Limit(Limited::Rate { .. } | Limited::Concurrency { .. })
+    );
+    let body = error_body(
+        r.code,
+        a.request_id.to_str().unwrap_or(""),
+        cell_id.filter(|_| !tenant_limit).map(|c| &**c),
+    );
+    let len = body.len() as u64;
+    let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
+    *resp.status_mut() = r.status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(X_REQUEST_ID, a.request_id.clone());
+    if let Some(v) = r.www_authenticate {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+    }
+    if let Some(d) = r.retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs()));
+    }
+    let cm = match cell {
+        Some(c) => c.metrics(metrics),
+        None => ledger.none_cell,
+    };
+    if let ProxyError::Limit(l) = &err {
+        if let Limited::Rate { policy, wait, .. } = l {
+            h.insert(RATELIMIT_POLICY, policy.policy_header());
+            h.insert(RATELIMIT, policy.state_header(*wait));
+        }
+        if let Some((tier, kind)) = l.tier() {
+            metrics.rate_limited(cm, tier.index, &tier.name, kind);
+        }
+    }
+    if let Some(kind) = r.upstream_kind {
+        metrics.record_upstream_error(cm, kind);
+    }
+    let status = r.status.as_u16();
+    metrics.record_request(cm, status, r.outcome, a.start.elapsed());
+    if ledger.access_log.wants(r.outcome, status) {
+        let mut rec = a.record(tenant, cell_id, None, status, None, r.outcome);
+        rec.bytes = len;
+        ledger.access_log.log(rec);
+    }
+    resp
+}
