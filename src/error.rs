@@ -1,9 +1,9 @@
 //! The one place where module errors become HTTP answers.
 //!
-//! Each refusal gets a status, a stable machine-readable `error` code, an outcome for metrics
-//! and logs, and a source (downstream = the client's fault, upstream = a cell's, internal =
-//! ours), as Pingora classifies errors. Bodies are small JSON objects that carry the request id
-//! and never echo tokens or other client input.
+//! Each refusal gets a status, a stable machine-readable `error` code, and an outcome for
+//! metrics and logs (the outcome also says whose fault it was: the client's, `bad_request`,
+//! `unauthorized`...; a cell's, `upstream_error`; or none, `not_ready`). Bodies are small JSON
+//! objects that carry the request id and never echo tokens or other client input.
 
 use std::time::Duration;
 
@@ -16,14 +16,6 @@ use crate::ratelimit::{Limited, ceil_secs};
 use crate::routing::RouteError;
 use crate::tenant::TenantError;
 use crate::upstream::{BodyLimit, UpstreamError};
-
-/// Whose fault a failure is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorSource {
-    Downstream,
-    Upstream,
-    Internal,
-}
 
 /// Any reason the proxy answers a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +49,6 @@ pub struct ErrorResponse {
     pub status: StatusCode,
     pub code: &'static str,
     pub outcome: Outcome,
-    pub source: ErrorSource,
     /// `WWW-Authenticate` value, for 401.
     pub www_authenticate: Option<&'static str>,
     pub retry_after: Option<Duration>,
@@ -66,17 +57,11 @@ pub struct ErrorResponse {
 }
 
 impl ErrorResponse {
-    const fn new(
-        status: StatusCode,
-        code: &'static str,
-        outcome: Outcome,
-        source: ErrorSource,
-    ) -> Self {
+    const fn new(status: StatusCode, code: &'static str, outcome: Outcome) -> Self {
         Self {
             status,
             code,
             outcome,
-            source,
             www_authenticate: None,
             retry_after: None,
             upstream_kind: None,
@@ -97,79 +82,48 @@ impl ProxyError {
 
     #[must_use]
     pub fn response(&self) -> ErrorResponse {
-        use ErrorSource::{Downstream, Internal, Upstream};
         use Outcome as O;
         use StatusCode as S;
         match self {
-            Self::Hygiene(v) => {
-                ErrorResponse::new(v.status(), v.code(), O::bad_request, Downstream)
-            }
+            Self::Hygiene(v) => ErrorResponse::new(v.status(), v.code(), O::bad_request),
             Self::Identify(IdentifyError::Tenant(e)) => match e {
                 TenantError::Invalid(_) => {
-                    ErrorResponse::new(S::BAD_REQUEST, "invalid_tenant", O::bad_request, Downstream)
+                    ErrorResponse::new(S::BAD_REQUEST, "invalid_tenant", O::bad_request)
                 }
-                TenantError::Missing => ErrorResponse::new(
-                    S::BAD_REQUEST,
-                    "tenant_required",
-                    O::bad_request,
-                    Downstream,
-                ),
-                TenantError::Mismatch { .. } => ErrorResponse::new(
-                    S::FORBIDDEN,
-                    "tenant_mismatch",
-                    O::tenant_mismatch,
-                    Downstream,
-                ),
+                TenantError::Missing => {
+                    ErrorResponse::new(S::BAD_REQUEST, "tenant_required", O::bad_request)
+                }
+                TenantError::Mismatch { .. } => {
+                    ErrorResponse::new(S::FORBIDDEN, "tenant_mismatch", O::tenant_mismatch)
+                }
             },
             Self::Identify(IdentifyError::Auth(e)) => match e {
                 AuthError::Missing => ErrorResponse {
                     www_authenticate: Some(
                         "Bearer realm=\"cellgate\", error=\"invalid_request\", error_description=\"bearer token required\"",
                     ),
-                    ..ErrorResponse::new(
-                        S::UNAUTHORIZED,
-                        "token_required",
-                        O::unauthorized,
-                        Downstream,
-                    )
+                    ..ErrorResponse::new(S::UNAUTHORIZED, "token_required", O::unauthorized)
                 },
                 AuthError::Invalid(_) => ErrorResponse {
                     www_authenticate: Some("Bearer realm=\"cellgate\", error=\"invalid_token\""),
-                    ..ErrorResponse::new(
-                        S::UNAUTHORIZED,
-                        "invalid_token",
-                        O::unauthorized,
-                        Downstream,
-                    )
+                    ..ErrorResponse::new(S::UNAUTHORIZED, "invalid_token", O::unauthorized)
                 },
-                AuthError::Duplicate => ErrorResponse::new(
-                    S::BAD_REQUEST,
-                    "duplicate_authorization",
-                    O::bad_request,
-                    Downstream,
-                ),
-                AuthError::IssuerNotAllowed => ErrorResponse::new(
-                    S::FORBIDDEN,
-                    "issuer_not_allowed",
-                    O::issuer_not_allowed,
-                    Downstream,
-                ),
+                AuthError::Duplicate => {
+                    ErrorResponse::new(S::BAD_REQUEST, "duplicate_authorization", O::bad_request)
+                }
+                AuthError::IssuerNotAllowed => {
+                    ErrorResponse::new(S::FORBIDDEN, "issuer_not_allowed", O::issuer_not_allowed)
+                }
                 AuthError::TooLarge(_) => ErrorResponse::new(
                     S::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "authorization_too_large",
                     O::unauthorized,
-                    Downstream,
                 ),
             },
             Self::Route(e) => match e {
                 RouteError::NotReady => ErrorResponse {
                     retry_after: Some(Duration::from_secs(1)),
-                    ..ErrorResponse::new(
-                        S::SERVICE_UNAVAILABLE,
-                        "not_ready",
-                        O::not_ready,
-                        Internal,
-                    )
+                    ..ErrorResponse::new(S::SERVICE_UNAVAILABLE, "not_ready", O::not_ready)
                 },
                 RouteError::RegistryUnavailable => ErrorResponse {
                     retry_after: Some(Duration::from_secs(1)),
@@ -177,52 +131,35 @@ impl ProxyError {
                         S::SERVICE_UNAVAILABLE,
                         "registry_unavailable",
                         O::not_ready,
-                        Internal,
                     )
                 },
-                RouteError::UnknownTenant => ErrorResponse::new(
-                    S::NOT_FOUND,
-                    "unknown_tenant",
-                    O::unknown_tenant,
-                    Downstream,
-                ),
-                RouteError::IssuerNotAllowed => ErrorResponse::new(
-                    S::FORBIDDEN,
-                    "issuer_not_allowed",
-                    O::issuer_not_allowed,
-                    Downstream,
-                ),
-                RouteError::Suspended => ErrorResponse::new(
-                    S::FORBIDDEN,
-                    "tenant_suspended",
-                    O::tenant_suspended,
-                    Downstream,
-                ),
-                RouteError::Migrating => ErrorResponse {
+                RouteError::UnknownTenant => {
+                    ErrorResponse::new(S::NOT_FOUND, "unknown_tenant", O::unknown_tenant)
+                }
+                RouteError::IssuerNotAllowed => {
+                    ErrorResponse::new(S::FORBIDDEN, "issuer_not_allowed", O::issuer_not_allowed)
+                }
+                RouteError::Suspended => {
+                    ErrorResponse::new(S::FORBIDDEN, "tenant_suspended", O::tenant_suspended)
+                }
+                RouteError::Migrating | RouteError::MigratingUpgrade(_) => ErrorResponse {
                     retry_after: Some(Duration::from_secs(5)),
                     ..ErrorResponse::new(
                         S::SERVICE_UNAVAILABLE,
                         "tenant_migrating",
                         O::cell_unavailable,
-                        Internal,
                     )
                 },
                 RouteError::CellMissing(_) | RouteError::CellDown(_) => ErrorResponse::new(
                     S::SERVICE_UNAVAILABLE,
                     "cell_unavailable",
                     O::cell_unavailable,
-                    Upstream,
                 ),
             },
             Self::Limit(e) => match e {
                 Limited::Rate { wait, .. } => ErrorResponse {
                     retry_after: Some(Duration::from_secs(ceil_secs(*wait).max(1))),
-                    ..ErrorResponse::new(
-                        S::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        O::rate_limited,
-                        Downstream,
-                    )
+                    ..ErrorResponse::new(S::TOO_MANY_REQUESTS, "rate_limited", O::rate_limited)
                 },
                 Limited::Concurrency { .. } => ErrorResponse {
                     retry_after: Some(Duration::from_secs(1)),
@@ -230,7 +167,6 @@ impl ProxyError {
                         S::TOO_MANY_REQUESTS,
                         "concurrency_limited",
                         O::rate_limited,
-                        Downstream,
                     )
                 },
                 Limited::CellOverloaded(_) => ErrorResponse {
@@ -239,22 +175,15 @@ impl ProxyError {
                         S::SERVICE_UNAVAILABLE,
                         "cell_overloaded",
                         O::cell_overloaded,
-                        Upstream,
                     )
                 },
             },
-            Self::BodyLimit(BodyLimit::TooLarge) => ErrorResponse::new(
-                S::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                O::bad_request,
-                Downstream,
-            ),
-            Self::BodyLimit(BodyLimit::Timeout) => ErrorResponse::new(
-                S::REQUEST_TIMEOUT,
-                "request_timeout",
-                O::bad_request,
-                Downstream,
-            ),
+            Self::BodyLimit(BodyLimit::TooLarge) => {
+                ErrorResponse::new(S::PAYLOAD_TOO_LARGE, "body_too_large", O::bad_request)
+            }
+            Self::BodyLimit(BodyLimit::Timeout) => {
+                ErrorResponse::new(S::REQUEST_TIMEOUT, "request_timeout", O::bad_request)
+            }
             Self::Upstream(e) => {
                 let (status, code, kind) = match e {
                     UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } => (
@@ -278,14 +207,13 @@ impl ProxyError {
                                 S::SERVICE_UNAVAILABLE,
                                 "no_healthy_target",
                                 O::cell_unavailable,
-                                Upstream,
                             )
                         };
                     }
                 };
                 ErrorResponse {
                     upstream_kind: Some(kind),
-                    ..ErrorResponse::new(status, code, O::upstream_error, Upstream)
+                    ..ErrorResponse::new(status, code, O::upstream_error)
                 }
             }
         }

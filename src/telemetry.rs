@@ -1,4 +1,5 @@
-//! Application logging through `tracing`, to stderr (stdout carries the access log).
+//! Application logging through `tracing`, to stderr (stdout carries the access log). Colours
+//! only when stderr is a terminal: a log file or a collector gets plain text.
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -11,6 +12,7 @@ pub fn init(cfg: &LogConfig) {
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second init (tests, demo after validate) is harmless: keep the first subscriber.
     let _ = match cfg.format {

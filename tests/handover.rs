@@ -328,6 +328,26 @@ async fn a_successor_that_never_gets_ready_leaves_the_old_process_serving() {
     .await;
 }
 
+#[tokio::test]
+async fn a_log_written_to_a_file_carries_no_terminal_colours() {
+    within(async {
+        let s = setup().await;
+        let path = s.dir.path().join("cellgate.toml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        let text = config.replace("level = \"info\"", "level = \"info\"\nformat = \"text\"");
+        assert_ne!(config, text, "the set-up's [log] table changed");
+        std::fs::write(&path, text).unwrap();
+        let mut proxy = spawn(s.dir.path(), false, "text.log");
+        ready(s.admin).await;
+        terminate(&mut proxy);
+        assert!(exited(&mut proxy, Duration::from_secs(10)).await.success());
+        let log = std::fs::read_to_string(s.dir.path().join("text.log.err")).unwrap();
+        assert!(log.contains("cellgate serving"), "{log}");
+        assert!(!log.contains('\x1b'), "ANSI escapes in a log file: {log:?}");
+    })
+    .await;
+}
+
 /// Runs `deploy/upgrade.sh` for the config in `dir`; the pid it recorded.
 fn run_script(dir: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/upgrade.sh");

@@ -131,7 +131,8 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         }
         "/metrics" => {
             let m = &shared.metrics;
-            m.snapshot_age_seconds
+            m.placement
+                .age_seconds
                 .set(shared.snapshot.age().as_secs_f64());
             m.set_token_cache_entries(shared.verifier.cache_entries());
             m.ratelimit_tracked

@@ -19,7 +19,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::{Label, LatencyHistogram, STATUS_CLASSES, counter_name, names as n};
+use super::labels::STATUS_CLASSES;
+use super::{Label, LatencyHistogram, counter_name, names as n};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct GroupLabels {

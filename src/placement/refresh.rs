@@ -45,7 +45,7 @@ pub async fn reload<S: PlacementSource>(
         PlacementSnapshot::build(&data, &cells, generation)
     })
     .await?;
-    metrics.placement_reloads.inc();
+    metrics.placement.reloads.inc();
     tracing::info!(
         registry.generation = generation,
         registry.tenants = snap.tenant_count(),
@@ -73,10 +73,11 @@ pub async fn update<S: PlacementSource>(
     let cells = config_cells.to_vec();
     let (snap, stats) =
         off_runtime(source, move || current.apply(&delta, &cells, generation)).await?;
-    metrics.placement_deltas.inc();
+    metrics.placement.deltas.inc();
     if stats.regressions > 0 {
         metrics
-            .placement_version_regressions
+            .placement
+            .version_regressions
             .inc_by(u64::try_from(stats.regressions).unwrap_or(u64::MAX));
         tracing::warn!(
             registry.regressions = stats.regressions,
@@ -99,16 +100,20 @@ fn publish(snap: PlacementSnapshot, handle: &SnapshotHandle, metrics: &Metrics) 
         tracing::warn!(tenant.id = %tenant, cell.id = %cell, "tenant record names an unknown cell; its requests get 503");
     }
     metrics
-        .placement_tenants
+        .placement
+        .tenants
         .set(i64::try_from(snap.tenant_count()).unwrap_or(i64::MAX));
     metrics
-        .placement_cells
+        .placement
+        .cells
         .set(i64::try_from(snap.cell_count()).unwrap_or(i64::MAX));
     metrics
-        .placement_dangling
+        .placement
+        .dangling
         .set(i64::try_from(snap.dangling.len()).unwrap_or(i64::MAX));
     metrics
-        .snapshot_generation
+        .placement
+        .generation
         .set(i64::try_from(snap.generation).unwrap_or(i64::MAX));
     retire(handle.replace(snap));
 }
@@ -151,7 +156,7 @@ enum Step {
 }
 
 fn failed(metrics: &Metrics, handle: &SnapshotHandle, source: &str, e: &RegistryError) {
-    metrics.placement_refresh_failures.inc();
+    metrics.placement.refresh_failures.inc();
     handle.record_failure(&e.to_string());
     tracing::warn!(registry.source = %source, error = %e, "registry refresh failed; keeping the last good snapshot");
 }
@@ -285,7 +290,7 @@ fn apply_lookup(
     };
     let (snap, stats) = current.apply(&delta, config_cells, current.generation + 1);
     if stats.regressions > 0 {
-        metrics.placement_version_regressions.inc();
+        metrics.placement.version_regressions.inc();
     }
     tracing::info!(tenant.id = %req.tenant, registry.generation = snap.generation, "tenant re-read from the registry");
     publish(snap, handle, metrics);

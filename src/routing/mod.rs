@@ -71,6 +71,10 @@ pub enum RouteError {
     IssuerNotAllowed,
     #[error("tenant is migrating; writes are paused")]
     Migrating,
+    /// An upgrade (a two-way channel that outlives the request) of a MIGRATING tenant, placed
+    /// in this cell: refused like a write.
+    #[error("tenant is migrating; an upgrade counts as a write")]
+    MigratingUpgrade(Arc<str>),
     #[error("cell {0} is not defined")]
     CellMissing(Arc<str>),
     #[error("cell {0} is down")]
@@ -82,7 +86,7 @@ impl RouteError {
     #[must_use]
     pub fn cell(&self) -> Option<&Arc<str>> {
         match self {
-            Self::CellMissing(c) | Self::CellDown(c) => Some(c),
+            Self::CellMissing(c) | Self::CellDown(c) | Self::MigratingUpgrade(c) => Some(c),
             _ => None,
         }
     }

@@ -41,7 +41,7 @@ impl Placer {
     ) -> Result<RouteDecision, RouteError> {
         let decision = self.decide(tenant, parts, token).await?;
         if upgrade && decision.migrating {
-            return Err(RouteError::Migrating);
+            return Err(RouteError::MigratingUpgrade(Arc::clone(&decision.cell.id)));
         }
         Ok(decision)
     }
