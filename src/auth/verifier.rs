@@ -10,7 +10,12 @@ use serde_json::Value;
 use tokio_rustls::TlsConnector;
 
 use super::reasons::reason;
-use super::*;
+use super::{
+    AuthConfig, AuthError, ClaimPath, ForcedArms, ForwardClaim, Issuer, IssuerPolicy, Jwks, Reason,
+    TokenCache, TokenHead, TokenMemo, VerificationKey, read_head, token_key, unix_now, valid_kid,
+};
+use super::{claims, crypto};
+
 use crate::metrics::{AuthMetrics, Metrics};
 use crate::tenant::TenantId;
 
@@ -47,7 +52,7 @@ pub enum AuthSetupError {
 pub struct Verifier {
     issuers: Vec<Issuer>,
     by_iss: HashMap<Box<str>, usize>,
-    cache: Arc<TokenCache>,
+    pub(super) cache: Arc<TokenCache>,
     forward: Vec<ForwardClaim>,
     /// `canary.force_claim`, read into [`VerifiedToken::arms`].
     arm_claim: Option<ClaimPath>,

@@ -80,7 +80,7 @@ pub(super) async fn spawn(control: &mut JoinSet<()>, shared: &Arc<Shared>, parts
     for jwks in shared.verifier.jwks() {
         control.spawn(Arc::clone(jwks).run(parts.stop.clone()));
     }
-    control.spawn(sweep_limits(Arc::clone(&shared), parts.stop.clone()));
+    control.spawn(sweep_limits(Arc::clone(shared), parts.stop.clone()));
     for watch in parts.cert_watches {
         control.spawn(watch.run(parts.stop.clone()));
     }

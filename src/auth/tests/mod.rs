@@ -5,10 +5,15 @@
 use super::*;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use http::HeaderMap;
 use jsonwebtoken::{Algorithm, EncodingKey};
-use serde_json::json;
+use serde_json::{Value, json};
+
+use crate::metrics::Metrics;
+use crate::tenant::TenantId;
 
 use super::testing::{KEYS, block, verifier_from};
 
