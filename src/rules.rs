@@ -43,6 +43,9 @@ pub fn valid_cell_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// What [`valid_label`] accepts, for error messages.
+pub const LABEL_RULE: &str = "1-64 characters of A-Z a-z 0-9 . _ -";
+
 /// Group and version names: 1-64 characters of `A-Z a-z 0-9 . _ -`.
 #[must_use]
 pub fn valid_label(s: &str) -> bool {

@@ -3,9 +3,9 @@
 //! Installed once as jsonwebtoken's process-wide `CryptoProvider` (by [`install`], called at
 //! start and by the verifier). jsonwebtoken still does everything else (header and claim
 //! decoding, `exp`/`nbf`/`iss`/`aud`); only the signature check moves to ring, which is several
-//! times faster than the pure-Rust backend on a cold verification (see `bench/jwt.rs` and the
-//! README), and that is the cost an attacker with a flood of fresh tokens makes us pay. RSA
-//! keys must be 2048 to 8192 bits. Signing (demo and test tokens) stays with the pure-Rust
+//! times faster than the pure-Rust backend on a cold verification (see `bench/jwt.rs` and
+//! docs/performance.md), and that is the cost an attacker with a flood of fresh tokens makes us
+//! pay. RSA keys must be 2048 to 8192 bits. Signing (demo and test tokens) stays with the pure-Rust
 //! backend.
 
 use std::sync::OnceLock;

@@ -31,7 +31,8 @@ pub use parse::{parse_addr, parse_duration};
 pub use registry::{DynamoSettings, LookupConfig, LookupSettings, RegistryConfig};
 pub use server::{ConnectionLimits, HeaderUnderscores, Http2Config, IngressLimits, ServerConfig};
 pub use tenant::{RoutePolicy, TenantConfig, TenantHeaderConfig};
-pub use typed::{AdminConfig, Config, ListenerConfig, ListenerTls, TlsFiles};
+pub use tls::{ListenerTls, TlsFiles};
+pub use typed::{AdminConfig, Config, ListenerConfig};
 pub use upstream::{
     DnsConfig, HealthCheckConfig, MAX_POOL_IDLE, OutlierConfig, RetryConfig, UpstreamConfig,
 };

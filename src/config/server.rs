@@ -1,7 +1,7 @@
 //! `[server]`, validated: worker threads, shutdown, and what a public listener tolerates from
 //! a client before it answers or hangs up (request hygiene, head and body sizes, timeouts,
 //! connection caps, HTTP/2 stream and window limits). The defaults are safe for the open
-//! internet; each one is a key to change, named in the README's security section.
+//! internet; each one is a key to change, named in docs/security.md.
 
 use std::time::Duration;
 

@@ -29,13 +29,43 @@
 //! exactly as the listener will (the key must match the leaf; with several, each needs DNS
 //! names and no name may repeat), so validation catches what would otherwise fail at start.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::FileTls;
 use super::parse::{dur, resolve};
-use super::typed::{ListenerTls, TlsFiles};
 use crate::rules::FieldError;
+
+/// The certificates a TLS listener serves, chosen by SNI.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// In config order, never empty; the first is the default (no SNI, or an unknown name).
+    pub certificates: Vec<TlsFiles>,
+    /// How often the files' metadata is checked for a change (`reload_interval`).
+    pub reload_interval: Duration,
+    /// Given as a `[[listeners.tls.certificates]]` list (else as one `cert` and `key`).
+    pub listed: bool,
+}
+
+impl ListenerTls {
+    /// The config key certificate `index`'s `part` (`cert` or `key`) was written under, for
+    /// errors: `listeners[0].tls.certificates[1].key`, or `listeners[0].tls.cert`.
+    #[must_use]
+    pub fn file_key(&self, listener: usize, index: usize, part: &str) -> String {
+        if self.listed {
+            format!("listeners[{listener}].tls.certificates[{index}].{part}")
+        } else {
+            format!("listeners[{listener}].tls.{part}")
+        }
+    }
+}
+
+/// One certificate: a PEM chain (leaf first) and its PEM private key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 /// How often certificate files are checked for a change, unless configured.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(30);

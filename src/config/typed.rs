@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use http::HeaderName;
 
@@ -14,6 +13,7 @@ use super::logs::{AccessLogConfig, LogConfig, build_access_log, build_log};
 use super::parse::parse_addr;
 use super::registry::{LookupConfig, RegistryConfig, build_lookup, build_registry};
 use super::tenant::{TenantConfig, build_tenant};
+use super::tls::{ListenerTls, build_listener_tls};
 use crate::auth::AuthConfig;
 use crate::rules::FieldError;
 use crate::tenant::TenantSource;
@@ -54,37 +54,6 @@ pub struct ListenerConfig {
     pub tls: Option<ListenerTls>,
 }
 
-/// The certificates a TLS listener serves, chosen by SNI.
-#[derive(Debug, Clone)]
-pub struct ListenerTls {
-    /// In config order, never empty; the first is the default (no SNI, or an unknown name).
-    pub certificates: Vec<TlsFiles>,
-    /// How often the files' metadata is checked for a change (`reload_interval`).
-    pub reload_interval: Duration,
-    /// Given as a `[[listeners.tls.certificates]]` list (else as one `cert` and `key`).
-    pub listed: bool,
-}
-
-impl ListenerTls {
-    /// The config key certificate `index`'s `part` (`cert` or `key`) was written under, for
-    /// errors: `listeners[0].tls.certificates[1].key`, or `listeners[0].tls.cert`.
-    #[must_use]
-    pub fn file_key(&self, listener: usize, index: usize, part: &str) -> String {
-        if self.listed {
-            format!("listeners[{listener}].tls.certificates[{index}].{part}")
-        } else {
-            format!("listeners[{listener}].tls.{part}")
-        }
-    }
-}
-
-/// One certificate: a PEM chain (leaf first) and its PEM private key.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub address: SocketAddr,
@@ -106,7 +75,7 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
         let tls = l
             .tls
             .as_ref()
-            .map(|t| super::tls::build_listener_tls(i, t, base))
+            .map(|t| build_listener_tls(i, t, base))
             .transpose()?;
         if l.proxy_protocol && server.trusted_hops.is_empty() {
             return Err(FieldError::new(

@@ -1,4 +1,4 @@
-//! Every metric name cellgate exports, in one place (each is documented in the README table).
+//! Every metric name cellgate exports, in one place (each is documented in the table of docs/metrics.md).
 //!
 //! Names follow `cellgate_<subsystem>_<thing>_{total|seconds|bytes}`; labels stay bounded
 //! (cell, status class, outcome, kind) and never carry a raw tenant id.
@@ -53,7 +53,7 @@ pub const HTTP_CONNECTIONS_OPEN: &str = "cellgate_http_connections_open";
 /// Bearer tokens checked, by `result`: `cache_hit` (no signature check), `verified`, `rejected`.
 pub const JWT_VERIFICATIONS_TOTAL: &str = "cellgate_jwt_verifications_total";
 /// Requests refused by token checks, by `reason` (a fixed set: `expired`, `signature`,
-/// `unknown_kid`, `issuer_not_allowed`, ...; see the README).
+/// `unknown_kid`, `issuer_not_allowed`, ...; see docs/identity.md).
 pub const JWT_REJECTIONS_TOTAL: &str = "cellgate_jwt_rejections_total";
 /// Verified tokens held in the cache.
 pub const JWT_CACHE_ENTRIES: &str = "cellgate_jwt_cache_entries";
@@ -73,7 +73,7 @@ pub const RATELIMIT_REJECTIONS_TOTAL: &str = "cellgate_ratelimit_rejections_tota
 /// Limiter state entries held now (tenants, and tenant x route class, seen recently).
 pub const RATELIMIT_TRACKED_KEYS: &str = "cellgate_ratelimit_tracked_keys";
 /// Limiter state entries forgotten, by `reason`: `idle` (bucket full again, nothing in flight:
-/// forgetting grants nothing) or `forced` (the state was full; the debt is kept, see README).
+/// forgetting grants nothing) or `forced` (the state was full; the debt is kept, see docs/limits.md).
 pub const RATELIMIT_EVICTIONS_TOTAL: &str = "cellgate_ratelimit_evictions_total";
 /// Requests in flight to each cell now, by `cell` (the gauge the per-cell cap checks).
 pub const CELL_IN_FLIGHT: &str = "cellgate_cell_in_flight";

@@ -6,13 +6,13 @@ use serde_json::Value;
 
 use super::args::CellCommand;
 use super::io::{current_cell, list, write_cell};
-use super::weights::set_weights;
+use super::weights::{check_weight, group_names, set_weights};
 use super::{OpsError, invalid, not_found};
 use crate::placement::CellState;
 use crate::placement::dynamo::schema::{CellRecord, TargetGroup, cell_key, item_json};
 use crate::placement::dynamo::write::Registry;
 use crate::rules::valid_cell_id;
-use crate::rules::{MAX_WEIGHT, valid_label};
+use crate::rules::{LABEL_RULE, valid_label};
 
 pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, OpsError> {
     match cmd {
@@ -120,24 +120,6 @@ pub struct GroupEdit {
     pub version: Option<String>,
     pub weight: Option<u32>,
     pub targets: Vec<String>,
-}
-
-pub(super) const LABEL_RULE: &str = "1-64 characters of A-Z a-z 0-9 . _ -";
-
-pub(super) fn check_weight(field: &str, value: &str, weight: u32) -> Result<u32, OpsError> {
-    if weight > MAX_WEIGHT {
-        return Err(invalid(field, value, format!("a weight is 0-{MAX_WEIGHT}")));
-    }
-    Ok(weight)
-}
-
-pub(super) fn group_names(c: &CellRecord) -> String {
-    let names: Vec<&str> = c.groups.iter().map(|g| g.name.as_str()).collect();
-    if names.is_empty() {
-        "none".to_owned()
-    } else {
-        names.join(", ")
-    }
 }
 
 /// Creates, updates or removes one target group of a registry cell; the other groups are kept

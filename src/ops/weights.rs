@@ -4,13 +4,12 @@
 
 use serde_json::{Value, json};
 
-use super::cell::{LABEL_RULE, check_weight, group_names};
 use super::io::{current_cell, write_cell};
 use super::{OpsError, invalid, not_found};
 use crate::placement::dynamo::schema::{CellRecord, cell_from_item};
 use crate::placement::dynamo::write::Registry;
 use crate::rules::valid_cell_id;
-use crate::rules::{MAX_WEIGHT, valid_label};
+use crate::rules::{LABEL_RULE, MAX_WEIGHT, valid_label};
 
 /// `cell weights`: the cells named, or every cell of `wave`; each must have every group in
 /// `set` and stay valid with the new weights, all checked before the first write. Then one
@@ -146,4 +145,20 @@ async fn select_cells(
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
+}
+
+pub(super) fn check_weight(field: &str, value: &str, weight: u32) -> Result<u32, OpsError> {
+    if weight > MAX_WEIGHT {
+        return Err(invalid(field, value, format!("a weight is 0-{MAX_WEIGHT}")));
+    }
+    Ok(weight)
+}
+
+pub(super) fn group_names(c: &CellRecord) -> String {
+    let names: Vec<&str> = c.groups.iter().map(|g| g.name.as_str()).collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
 }

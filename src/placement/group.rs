@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use super::Cell;
 use crate::config::file::{FileCell, FileGroup};
 use crate::metrics::upstream::{GroupMetrics, UpstreamMetrics};
-use crate::rules::{FieldError, MAX_WEIGHT, valid_label};
+use crate::rules::{FieldError, LABEL_RULE, MAX_WEIGHT, valid_label};
 use crate::upstream::{Arm, Target};
 
 /// One arm of a cell.
@@ -106,11 +106,7 @@ pub fn build(c: &FileCell, key: &str) -> Result<(Vec<Group>, Vec<Target>), Field
             format!("{key}.groups[{i}]")
         };
         if !valid_label(&g.name) {
-            return Err(FieldError::new(
-                format!("{gkey}.name"),
-                &g.name,
-                "1-64 characters of A-Z a-z 0-9 . _ -",
-            ));
+            return Err(FieldError::new(format!("{gkey}.name"), &g.name, LABEL_RULE));
         }
         if out.iter().any(|o: &Group| *o.name == *g.name) {
             return Err(FieldError::new(
@@ -124,7 +120,7 @@ pub fn build(c: &FileCell, key: &str) -> Result<(Vec<Group>, Vec<Target>), Field
             return Err(FieldError::new(
                 format!("{gkey}.version"),
                 version,
-                "1-64 characters of A-Z a-z 0-9 . _ -",
+                LABEL_RULE,
             ));
         }
         if g.weight > MAX_WEIGHT {

@@ -6,7 +6,9 @@
 
 use super::{TenantRecord, TenantStatus};
 use crate::ratelimit::TenantLimits;
-use crate::rules::{CELL_ID_RULE, MAX_RATE, MIN_RATE, valid_cell_id, valid_label, valid_tier};
+use crate::rules::{
+    CELL_ID_RULE, LABEL_RULE, MAX_RATE, MIN_RATE, valid_cell_id, valid_label, valid_tier,
+};
 use crate::tenant::TenantId;
 
 /// A tenant's fields as a source read them.
@@ -74,11 +76,7 @@ pub fn tenant_record(raw: RawTenant) -> Result<TenantRecord, BadField> {
     if let Some(a) = &raw.arm
         && !valid_label(a)
     {
-        return Err(bad(
-            "arm",
-            a,
-            "a group name: 1-64 characters of A-Z a-z 0-9 . _ -",
-        ));
+        return Err(bad("arm", a, format!("a group name: {LABEL_RULE}")));
     }
     let l = raw.limits;
     if let Some(r) = l.rate

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::config::RetryConfig;
 use crate::metrics::{CellMetrics, Metrics};
 use crate::placement::Cell;
-use crate::upstream::health;
+use crate::upstream::checks;
 use crate::upstream::pool::{Exchange, SendFailure};
 use crate::upstream::{
     Endpoint, Pick, Pool, RequestBody, Timeouts, Tried, UpstreamError, Upstreams, select,
@@ -135,7 +135,7 @@ pub(super) async fn forward(
             .send(target, &ep, req, u.timeouts, (now, deadline), upgrade)
             .await
         {
-            Ok(exchange) if !health::gateway_failure(exchange.response.status().as_u16()) => {
+            Ok(exchange) if !checks::gateway_failure(exchange.response.status().as_u16()) => {
                 ep.health.success();
                 return Ok(Forwarded {
                     exchange,
@@ -144,7 +144,7 @@ pub(super) async fn forward(
                 });
             }
             Ok(exchange) => {
-                health::gateway_failed(up, &arm, target, &ep);
+                checks::gateway_failed(up, &arm, target, &ep);
                 (replay.as_ref().map(Replay::request), Ok(exchange))
             }
             Err(SendFailure { error, request }) => {
@@ -155,7 +155,7 @@ pub(super) async fn forward(
                     matches!(&error, UpstreamError::Protocol { source, .. } if source.is_user());
                 let timeout = matches!(error, UpstreamError::ResponseTimeout { .. });
                 if !client_side && !timeout {
-                    health::gateway_failed(up, &arm, target, &ep);
+                    checks::gateway_failed(up, &arm, target, &ep);
                 }
                 let reset = matches!(error, UpstreamError::Protocol { .. }) && !client_side;
                 let again =

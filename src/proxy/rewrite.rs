@@ -230,6 +230,61 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 mod tests {
     use super::*;
 
+    fn trusted<'a>(v: &'a HeaderValue, claims: &'a [(HeaderName, HeaderValue)]) -> Trusted<'a> {
+        Trusted {
+            strip: &[],
+            tenant: v,
+            cell: v,
+            request_id: v,
+            forwarded_for: v,
+            tls: true,
+            claims,
+        }
+    }
+
+    #[test]
+    fn the_whole_rewrite_sets_claims_origin_form_and_http_1_1() {
+        let (mut parts, ()) = http::Request::get("https://acme.app.test/orders?id=7")
+            .version(Version::HTTP_2)
+            .header("x-user", "client-value")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let v = HeaderValue::from_static("x");
+        let claims = [(
+            HeaderName::from_static("x-user"),
+            HeaderValue::from_static("u-1"),
+        )];
+        let upgrade = request(&mut parts, &trusted(&v, &claims), None);
+        assert!(upgrade.is_none());
+        assert_eq!(parts.uri, "/orders?id=7");
+        assert_eq!(parts.version, Version::HTTP_11);
+        // The claim replaces the client's copy; the host the client addressed is kept.
+        assert_eq!(parts.headers.get_all("x-user").iter().count(), 1);
+        assert_eq!(parts.headers["x-user"], "u-1");
+        assert_eq!(parts.headers[header::HOST], "acme.app.test");
+        assert_eq!(parts.headers[X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn an_origin_form_target_is_kept_and_no_upgrade_is_asked_of_http_2() {
+        let (mut parts, ()) = http::Request::get("/a?b")
+            .header(header::HOST, "acme.app.test")
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert!(upgrade_of(&parts).is_none());
+        parts.version = Version::HTTP_11;
+        assert_eq!(upgrade_of(&parts).unwrap(), "websocket");
+        let v = HeaderValue::from_static("x");
+        request(&mut parts, &trusted(&v, &[]), None);
+        assert_eq!(parts.uri, "/a?b");
+        assert!(!parts.headers.contains_key(header::UPGRADE));
+    }
+
     #[test]
     fn strips_hop_by_hop_and_connection_listed_headers() {
         let mut h = HeaderMap::new();

@@ -22,8 +22,8 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_rustls::TlsConnector;
 
 use super::Target;
+use super::checks;
 use super::endpoint::{Endpoint, TargetState, Upstreams};
-use super::health;
 use crate::config::{DnsConfig, HealthCheckConfig, UpstreamConfig};
 use crate::shutdown::{Stop, stopped};
 
@@ -274,7 +274,7 @@ fn start_checker(
 ) {
     ctx.up.metrics.set_up(&target.url, ep.addr, ep.usable());
     if let Some(cfg) = &ctx.health {
-        let h = set.spawn(health::check_loop(
+        let h = set.spawn(checks::check_loop(
             Arc::clone(&ctx.up),
             target.clone(),
             Arc::clone(ep),

@@ -7,6 +7,7 @@
 //! ALB's 60 s), and go back to the pool only once their response body has been read to the end.
 
 mod body;
+pub mod checks;
 pub mod discovery;
 pub mod endpoint;
 pub mod health;

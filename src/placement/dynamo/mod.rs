@@ -1,6 +1,6 @@
 //! The DynamoDB placement source and the registry's write path.
 //!
-//! Design (the README's "Registry on DynamoDB" section is the public version):
+//! Design (the "Registry on DynamoDB" section of docs/registry.md is the public version):
 //! - **Start**: a full snapshot from a paginated, parallel `Scan` (`scan_segments` segments,
 //!   strongly consistent), after reading the `epoch` item so no write can slip between the two
 //!   unnoticed.

@@ -1,4 +1,4 @@
-//! The registry table's item layout (a public contract, documented in the README).
+//! The registry table's item layout (a public contract, documented in docs/registry.md).
 //!
 //! One table, one string hash key `pk`:
 //!
