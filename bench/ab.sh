@@ -7,7 +7,7 @@
 # after: CPU µs per request = tick delta / requests counted by wrk. Medians over rounds and B/A.
 #
 #   bench/ab.sh A_BINARY B_BINARY [--rounds N] [--duration S] [--warmup S] [--mode subdomain|jwt]
-#   bench/ab.sh /work/bench-bins/cellgate-before target/release/cellgate     # 5 rounds x 10 s
+#   bench/ab.sh /work/bench-bins/cellgate-before target/release/cellgate     # 6 rounds x 10 s
 #   bench/ab.sh old new --rounds 8 --duration 6 --mode jwt
 #
 # Results: markdown on stdout and in bench/results/ab-<UTC>.md (older ab-* files are removed).
@@ -20,10 +20,10 @@ LOG_TAG=ab
 source "$BENCH_DIR/lib.sh"
 
 CMDLINE="$(command_line "ROUNDS DURATION WARMUP MODE CONNECTIONS WRK_THREADS PORT_BASE LOAD_CORE
-  PROXY_CORE QUIET_WAIT QUIET_POLL QUIET_CPU KEEP_TMP" "$0" "$@")"
+  PROXY_CORE QUIET_WAIT QUIET_POLL QUIET_CPU RETRIES KEEP_TMP" "$0" "$@")"
 
 # ---------------------------------------------------------------------------- settings ---
-ROUNDS="${ROUNDS:-5}"               # rounds; each measures A and B once, the order alternating
+ROUNDS="${ROUNDS:-6}"               # rounds; each measures A and B once, the order alternating (even: balanced)
 DURATION="${DURATION:-10}"          # seconds measured per contestant per round
 WARMUP="${WARMUP:-2}"               # seconds of unmeasured load before each measurement
 MODE="${MODE:-subdomain}"           # subdomain = e2e.sh's cellgate, jwt = its cellgate-jwt
@@ -34,7 +34,8 @@ LOAD_CORE="${LOAD_CORE:-0}"         # wrk + upstream (+ this script)
 PROXY_CORE="${PROXY_CORE:-1}"       # the proxy under test, alone
 QUIET_WAIT="${QUIET_WAIT:-300}"     # max total seconds spent waiting for a quiet machine; 0 = never wait
 QUIET_POLL="${QUIET_POLL:-15}"      # seconds between quiet checks while waiting
-QUIET_CPU="${QUIET_CPU:-10}"        # other processes above this % of one core = not quiet (row marked *)
+QUIET_CPU="${QUIET_CPU:-10}"        # other processes above this % of one core = not quiet
+RETRIES="${RETRIES:-3}"             # measure a disturbed one again up to this many times (then: marked *)
 KEEP_TMP="${KEEP_TMP:-0}"           # 1 = keep the temp dir (configs, logs, raw wrk output)
 
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -89,19 +90,7 @@ id = "bench"
 cell = "cell-1"
 EOF
   if [[ $MODE == jwt ]]; then
-    cp "$REPO_DIR/config/demo/jwt-ed25519.pub.pem" "$WORK/$c/key.pub.pem"
-    sed -i 's/^sources = \["subdomain"\]/sources = ["jwt", "subdomain"]/' "$WORK/$c/cellgate.toml"
-    cat >>"$WORK/$c/cellgate.toml" <<EOF
-[auth]
-required = true
-[[auth.issuers]]
-issuer = "cellgate-demo"
-audiences = ["cellgate-demo"]
-[[auth.issuers.keys]]
-kid = "demo-ed25519"
-algorithm = "EdDSA"
-public_key_file = "key.pub.pem"
-EOF
+    with_jwt_auth "$WORK/$c"
     TOKEN[$c]="$("${BIN[$c]}" token --tenant bench --ttl 6h --kid demo-ed25519)" ||
       { echo "$c: could not mint a token with ${BIN[$c]}" >&2; exit 1; }
   fi
@@ -152,25 +141,36 @@ run_wrk() {  # run_wrk NAME SECONDS OUTFILE — pinned to LOAD_CORE, killed if i
   return "$rc"
 }
 
-measure() {  # measure ROUND POSITION NAME — one TSV line in $ROWS
+measure_once() {  # measure_once ROUND POSITION NAME — sets ROW (a TSV line) and CPU_OTHER
   local r=$1 pos=$2 c=$3 out="$WORK/raw/r$1-$3.txt" u0 s0 u1 s1 cpu reqs rps errs
-  start_proxy "$c" || { note "$c: round $r not measured"; return 0; }
+  start_proxy "$c" || { note "$c: round $r not measured"; return 1; }
   if [[ $WARMUP -gt 0 ]]; then run_wrk "$c" "$WARMUP" "$WORK/raw/warmup.txt" || true; sleep 0.2; fi
   read -r u0 s0 < <(cpu_ticks "${PID[$c]}")
   cpu_watch_start "$out.cpu" "$((DURATION + 30))"
   run_wrk "$c" "$DURATION" "$out" || note "wrk exited non-zero for $c in round $r"
   sleep 0.2   # the proxy finishes closing wrk's connections
   cpu_watch_stop "$out.cpu"; cpu=$CPU_OTHER
-  kill -0 "${PID[$c]}" 2>/dev/null || { fail_start "$c" "died during round $r" || true; return 0; }
+  kill -0 "${PID[$c]}" 2>/dev/null || { fail_start "$c" "died during round $r" || true; return 1; }
   read -r u1 s1 < <(cpu_ticks "${PID[$c]}")
   stop "$c"
   reqs="$(sed -n 's/^WRK_JSON .*"requests":\([0-9]*\),.*/\1/p' "$out")"
   rps="$(sed -n 's/^WRK_JSON .*"rps":\([0-9.]*\),.*/\1/p' "$out")"
   errs="$(grep -E '^ *(Non-2xx|Socket errors)' "$out" | tr -s ' ' | paste -sd';' || true)"
-  [[ -n $reqs && $reqs -gt 0 ]] || { note "$c: round $r: no request count from wrk"; tail -n 5 "$out" >&2; return 0; }
+  [[ -n $reqs && $reqs -gt 0 ]] || { note "$c: round $r: no request count from wrk"; tail -n 5 "$out" >&2; return 1; }
   log "round $r/$ROUNDS  $c  $rps req/s  user+sys $((u1 - u0))+$((s1 - s0)) ticks  (other CPU ${cpu%% *}%)${errs:+  ERRORS: $errs}"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$pos" "$c" "$reqs" "$rps" \
-    "$((u1 - u0))" "$((s1 - s0))" "${errs:-0}" "${cpu%% *}" "${cpu#* }" >>"$ROWS"
+  ROW="$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$r" "$pos" "$c" "$reqs" "$rps" \
+    "$((u1 - u0))" "$((s1 - s0))" "${errs:-0}" "${cpu%% *}" "${cpu#* }")"
+}
+measure() {  # measure ROUND POSITION NAME — appends to ROWS; a disturbed one is measured again
+  local attempt
+  for ((attempt = 1; ; attempt++)); do
+    measure_once "$@" || return 0
+    if over "${CPU_OTHER%% *}" "$QUIET_CPU" && [[ $attempt -le $RETRIES && $QUIET_SPENT -lt $QUIET_WAIT ]]; then
+      log "  disturbed by other processes (${CPU_OTHER#* }); measuring $3 again after a quiet moment"
+      wait_quiet; continue
+    fi
+    echo "$ROW" >>"$ROWS"; return 0
+  done
 }
 
 # ---------------------------------------------------------------------------- measure ---

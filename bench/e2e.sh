@@ -178,23 +178,11 @@ write_cellgate_conf "$WORK/cellgate/cellgate.toml" "${PORT[cellgate]}" "$CELLGAT
 # the first verification, as in production where a client reuses its token), checked against
 # the subdomain, with the same rate limiting.
 mkdir -p "$WORK/cellgate-jwt"
-cp "$REPO_DIR/config/demo/jwt-ed25519.pub.pem" "$WORK/cellgate-jwt/key.pub.pem"
 sed -e "s/127.0.0.1:${PORT[cellgate]}/127.0.0.1:${PORT[cellgate-jwt]}/" \
     -e "s/127.0.0.1:$CELLGATE_ADMIN_PORT/127.0.0.1:$CELLGATE_JWT_ADMIN_PORT/" \
-    -e 's/^sources = \["subdomain"\]/sources = ["jwt", "subdomain"]/' \
     -e 's|^path = "registry.toml".*|path = "../cellgate/registry.toml"|' \
     "$WORK/cellgate/cellgate.toml" >"$WORK/cellgate-jwt/cellgate.toml"
-cat >>"$WORK/cellgate-jwt/cellgate.toml" <<EOF
-[auth]
-required = true
-[[auth.issuers]]
-issuer = "cellgate-demo"
-audiences = ["cellgate-demo"]
-[[auth.issuers.keys]]
-kid = "demo-ed25519"
-algorithm = "EdDSA"
-public_key_file = "key.pub.pem"
-EOF
+with_jwt_auth "$WORK/cellgate-jwt"
 JWT_TOKEN=""
 if [[ -n "${AVAILABLE[cellgate-jwt]:-}" ]]; then
   JWT_TOKEN="$("$CELLGATE_BIN" token --tenant bench --ttl 6h --kid demo-ed25519)" ||

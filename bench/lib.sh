@@ -227,6 +227,26 @@ start_upstream() {  # start_upstream PORT — nginx, 1 worker, on LOAD_CORE; exi
   wait_port upstream "$1" || { tail "$WORK/upstream.log" "$WORK/upstream/error.log" >&2 || true; echo "upstream nginx did not start" >&2; exit 1; }
 }
 
+# with_jwt_auth DIR: turns the cellgate config in DIR into cellgate-jwt's: the tenant comes
+# from a verified bearer token (EdDSA, the demo key; `cellgate token --tenant bench --kid
+# demo-ed25519` mints one), checked against the subdomain.
+with_jwt_auth() {
+  local dir=$1
+  cp "$REPO_DIR/config/demo/jwt-ed25519.pub.pem" "$dir/key.pub.pem"
+  sed -i 's/^sources = \["subdomain"\]/sources = ["jwt", "subdomain"]/' "$dir/cellgate.toml"
+  cat >>"$dir/cellgate.toml" <<EOF
+[auth]
+required = true
+[[auth.issuers]]
+issuer = "cellgate-demo"
+audiences = ["cellgate-demo"]
+[[auth.issuers.keys]]
+kid = "demo-ed25519"
+algorithm = "EdDSA"
+public_key_file = "key.pub.pem"
+EOF
+}
+
 # ------------------------------------------------------------------ cellgate config ---
 # The bench's cellgate config: 1 worker, tenant from the subdomain of `localhost`, a file
 # registry next to the config, rate limiting on far above what the bench can send (every

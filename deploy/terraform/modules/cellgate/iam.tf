@@ -133,7 +133,7 @@ resource "aws_iam_role_policy" "execution" {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Operator role: the CLI's writes (`cellgate registry|tenant|cell ...`, src/ops.rs over
+# Operator role: the CLI's writes (`cellgate registry|tenant|cell ...`, src/ops/ over
 # src/placement/dynamo/write.rs Registry). Assumed by the principals in
 # var.operator_principal_arns; the proxy's task role cannot write.
 #   CreateTable, DescribeTable, UpdateTimeToLive   Registry::init / wait_active (`registry init`
