@@ -1,15 +1,18 @@
-//! Threads, sockets, TLS and shutdown: everything engine-specific.
+//! The composition root: the one module that knows every other. It checks what config alone
+//! cannot ([`preflight`]), builds the shared state, binds the sockets (`bind.rs`), starts the
+//! control plane's services (`services.rs`: registry refresh, JWKS, limiter sweep, certificate
+//! reloads, discovery) and the admin listener, then the workers (`worker.rs`), and stops them.
 //!
 //! Thread-per-core: each worker thread runs its own current-thread tokio runtime with its own
 //! `SO_REUSEPORT` listening socket per listener (the kernel spreads connections) and its own
-//! upstream pool, so the request path shares nothing mutable between threads but the
-//! snapshot pointer and atomic metrics. The control plane (registry refresh, admin listener)
-//! runs on the runtime that calls [`Server::run`].
+//! upstream pool, so the request path shares nothing mutable between threads but the snapshot
+//! pointer and atomic metrics. The control plane runs on the runtime that calls
+//! [`Server::run`].
 //!
 //! Shutdown: on the signal, or when a successor took the sockets over ([`handover`]), workers
-//! stop accepting and drain their connections ([`crate::proxy::accept`]: HTTP/1 closed after its next
-//! answer or once quiet, HTTP/2 GOAWAY), waiting up to `server.shutdown_grace` before cutting
-//! what is left. A listener's connections, from accept to hyper, are in [`crate::proxy::accept`].
+//! stop accepting and drain their connections ([`crate::proxy::accept`]: HTTP/1 closed after
+//! its next answer or once quiet, HTTP/2 GOAWAY), waiting up to `server.shutdown_grace` before
+//! cutting what is left.
 
 mod bind;
 pub mod handover;
