@@ -1,3 +1,4 @@
+//! The identify stage over real verifiers and tokens: sources, precedence, agreement, trust.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;

@@ -1,3 +1,4 @@
+//! Tenant ids and reading them from hosts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;
