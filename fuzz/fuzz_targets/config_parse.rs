@@ -1,5 +1,6 @@
-//! Config text (`config::Config::from_toml`): never a panic; an accepted config validates the
-//! same way twice; a refused one says why, under a key of a known table.
+//! Config text (`config::Config::from_toml`, then `server::preflight`): never a panic; an
+//! accepted config validates the same way twice; a refused one says why, under a key of a
+//! known table.
 //!
 //! Paths resolve under a directory that does not exist, but an absolute path in the input
 //! (`secret_file = "/dev/zero"`) is still read: run this target where that is harmless.
@@ -26,9 +27,12 @@ const TOP: &[&str] = &[
     "log",
 ];
 
+/// Checked as `cellgate validate` checks it: loaded, then the preflight.
 fn parse(text: &str) -> Result<Config, ConfigError> {
     let path = Path::new("/nonexistent/cellgate-fuzz/cellgate.toml");
-    Config::from_toml(text, path, &Overrides::default())
+    let config = Config::from_toml(text, path, &Overrides::default())?;
+    cellgate::server::preflight(&config)?;
+    Ok(config)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -44,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
             let top = field.key.split(['.', '[']).next().unwrap_or_default();
             assert!(TOP.contains(&top), "{} is under no known table", field.key);
         }
-        Err(ConfigError::Read { .. }) => unreachable!("from_toml reads no config file"),
+        Err(ConfigError::Read { .. }) => unreachable!("neither step reads a config file"),
     }
     assert_eq!(format!("{first:?}"), format!("{:?}", parse(text)));
 });

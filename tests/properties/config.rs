@@ -1,4 +1,4 @@
-//! Config text (`Config::from_toml`): whatever the operator writes, parsing never panics, an
+//! Config text (`Config::from_toml`, then `server::preflight`): whatever the operator writes, parsing never panics, an
 //! accepted config validates the same way twice, and a refused one names the key that was
 //! wrong. Values come from a catalogue of good and bad values per key; every good value is
 //! good on its own, whatever else is set, so the first error must name a key given a bad one.
@@ -142,8 +142,12 @@ fn render(picks: &[(usize, bool, usize)]) -> (String, Vec<String>) {
     (text, bad_keys)
 }
 
+/// Checked as `cellgate validate` checks it: loaded, then the preflight (config cells and
+/// listener certificates).
 fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::from_toml(text, Path::new(PATH), &Overrides::default())
+    let config = Config::from_toml(text, Path::new(PATH), &Overrides::default())?;
+    cellgate::server::preflight(&config)?;
+    Ok(config)
 }
 
 /// Text that is sometimes TOML: fragments of real tables and keys with junk between them.
