@@ -5,9 +5,11 @@
 #![no_main]
 
 use cellgate::config::HeaderUnderscores;
-use cellgate::headers::{HOP_BY_HOP, INTERNAL, X_CELL_ID, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_TENANT_ID};
-use cellgate::proxy::rewrite::{rewrite_request, upgrade_requested};
+use cellgate::headers::{
+    HOP_BY_HOP, INTERNAL, X_CELL_ID, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_TENANT_ID,
+};
 use cellgate::hygiene;
+use cellgate::proxy::rewrite::{rewrite_request, upgrade_requested};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue, Version};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
