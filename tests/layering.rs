@@ -31,14 +31,21 @@ struct Row {
     peers: BTreeSet<String>,
 }
 
-/// Reads the table under `## Layers` in docs/architecture.md: `| layer | modules | may also use |`.
+/// Reads the table under `## Layers` in docs/architecture.md.
 fn layer_table() -> BTreeMap<String, Row> {
     let path = root().join("docs/architecture.md");
-    let text = std::fs::read_to_string(&path).unwrap();
+    parse_table(
+        &std::fs::read_to_string(&path).unwrap(),
+        &path.display().to_string(),
+    )
+}
+
+/// The rows of the table under `## Layers`: `| layer | modules | may also use | ... |`.
+fn parse_table(text: &str, shown: &str) -> BTreeMap<String, Row> {
     let section = text
         .split("\n## ")
         .find(|s| s.starts_with("Layers"))
-        .unwrap_or_else(|| panic!("{}: no `## Layers` section", path.display()));
+        .unwrap_or_else(|| panic!("{shown}: no `## Layers` section"));
     let mut table = BTreeMap::new();
     for line in section.lines().filter(|l| l.starts_with('|')) {
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
@@ -64,12 +71,11 @@ fn layer_table() -> BTreeMap<String, Row> {
             };
             assert!(
                 table.insert(m.clone(), row).is_none(),
-                "{}: module `{m}` is listed twice",
-                path.display()
+                "{shown}: module `{m}` is listed twice"
             );
         }
     }
-    assert!(!table.is_empty(), "{}: empty layer table", path.display());
+    assert!(!table.is_empty(), "{shown}: empty layer table");
     table
 }
 
@@ -268,18 +274,34 @@ fn uses(code: &str, own: &str, depth: usize) -> Vec<(usize, String)> {
 
 #[test]
 fn imports_point_down_the_layer_table() {
-    let table = layer_table();
     let src = root().join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
+    let files: Vec<(PathBuf, String)> = files
+        .iter()
+        .map(|p| {
+            let rel = p.strip_prefix(&src).unwrap().to_path_buf();
+            (rel, std::fs::read_to_string(p).unwrap())
+        })
+        .collect();
+    let problems = check(&layer_table(), &files, EXCEPTIONS);
+    assert!(problems.is_empty(), "layering:\n{problems}");
+}
 
+/// Every problem with `files` (paths relative to `src/`, and their text) under `table`, one a
+/// line; empty when the imports point down.
+fn check(
+    table: &BTreeMap<String, Row>,
+    files: &[(PathBuf, String)],
+    exceptions: &[(&str, &str)],
+) -> String {
     // Pass one: every file's code, and which files are test modules.
     let mut test_files = BTreeSet::new();
     let mut read = Vec::new();
-    for path in &files {
-        let mut code = code_only(&std::fs::read_to_string(path).unwrap());
-        let dir = path.parent().unwrap();
-        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+    for (rel, text) in files {
+        let mut code = code_only(text);
+        let dir = rel.parent().unwrap_or_else(|| Path::new(""));
+        let stem = rel.file_stem().unwrap().to_string_lossy().into_owned();
         // `mod x;` in a/mod.rs lives at a/x.rs; in a/b.rs at a/b/x.rs.
         let base = if matches!(stem.as_str(), "mod" | "lib" | "main") {
             dir.to_path_buf()
@@ -289,20 +311,19 @@ fn imports_point_down_the_layer_table() {
         for m in drop_test_items(&mut code) {
             test_files.insert(base.join(&m));
         }
-        read.push((path, code));
+        read.push((rel, code));
     }
 
     let mut problems = String::new();
     let mut used_exceptions = BTreeSet::new();
     let mut seen_modules = BTreeSet::new();
-    for (path, code) in read {
+    for (rel, code) in read {
         let is_test = test_files
             .iter()
-            .any(|t| path.with_extension("") == *t || path.starts_with(t));
+            .any(|t| rel.with_extension("") == *t || rel.starts_with(t));
         if is_test {
             continue;
         }
-        let rel = path.strip_prefix(&src).unwrap();
         let shown = format!("src/{}", rel.display());
         let first = rel
             .components()
@@ -340,7 +361,7 @@ fn imports_point_down_the_layer_table() {
             if allowed {
                 continue;
             }
-            if EXCEPTIONS.contains(&(shown.as_str(), used.as_str())) {
+            if exceptions.contains(&(shown.as_str(), used.as_str())) {
                 used_exceptions.insert((shown.clone(), used.clone()));
                 continue;
             }
@@ -364,7 +385,7 @@ fn imports_point_down_the_layer_table() {
             );
         }
     }
-    for (file, used) in EXCEPTIONS {
+    for (file, used) in exceptions {
         if !used_exceptions.contains(&((*file).to_owned(), (*used).to_owned())) {
             let _ = writeln!(
                 problems,
@@ -372,7 +393,7 @@ fn imports_point_down_the_layer_table() {
             );
         }
     }
-    assert!(problems.is_empty(), "layering:\n{problems}");
+    problems
 }
 
 #[test]
@@ -390,4 +411,48 @@ fn the_reader_sees_uses_and_skips_comments_strings_and_tests() {
     let mut decl = code_only("#[cfg(test)]\nmod tests;\nuse crate::z;\n");
     assert_eq!(drop_test_items(&mut decl), vec!["tests".to_owned()]);
     assert_eq!(uses(&decl, "own", 1), vec![(3, "z".to_owned())]);
+}
+
+#[test]
+fn the_check_names_upward_uses_forbidden_peers_unknown_modules_and_stale_exceptions() {
+    let table = parse_table(
+        "# x\n\n## Layers\n\n| layer | modules | may also use |\n|---|---|---|\n\
+         | 0 | `leaf` | — |\n| 1 | `low`, `side` | `side` |\n| 2 | `top`, `ghost` | — |\n",
+        "test table",
+    );
+    let file = |path: &str, text: &str| (PathBuf::from(path), text.to_owned());
+    let files = [
+        file("lib.rs", "pub mod leaf;\npub mod low;\n"),
+        file("leaf.rs", "use crate::low::X;\n"),
+        file(
+            "low/mod.rs",
+            "use crate::leaf::Y;\nuse crate::side::Z;\nmod inner;\n",
+        ),
+        file("low/inner.rs", "fn f() { super::super::top::g(); }\n"),
+        file("side.rs", "use crate::low::A;\n#[cfg(test)]\nmod tests;\n"),
+        file("side/tests.rs", "use crate::top::B;\n"),
+        file(
+            "top.rs",
+            "use crate::nowhere::C;\nuse crate::{leaf::D, low::E};\n",
+        ),
+    ];
+    let got = check(&table, &files, &[("src/top.rs", "leaf")]);
+    let want = "\
+        src/leaf.rs:1: `leaf` (layer 0) uses `crate::low` (layer 1): a higher layer\n\
+        src/low/inner.rs:1: `low` (layer 1) uses `crate::top` (layer 2): a higher layer\n\
+        src/side.rs:1: `side` (layer 1) uses `crate::low` (layer 1): a peer it may not use\n\
+        src/top.rs:1: uses `crate::nowhere`, which is not in the layer table\n\
+        docs/architecture.md: module `ghost` has no file in src/\n\
+        tests/layering.rs: the exception (src/top.rs, leaf) is no longer needed: remove it\n";
+    assert_eq!(got, want);
+    // The same tree without its faults passes.
+    let clean = [
+        file("leaf.rs", ""),
+        file("low/mod.rs", "use crate::leaf::Y;\nuse crate::side::Z;\n"),
+        file("side.rs", "#[cfg(test)]\nmod tests;\n"),
+        file("side/tests.rs", "use crate::top::B;\n"),
+        file("top.rs", "use crate::{leaf::D, low::E};\n"),
+        file("ghost.rs", ""),
+    ];
+    assert_eq!(check(&table, &clean, &[]), "");
 }
