@@ -142,7 +142,7 @@ impl ProxyError {
                 RouteError::Suspended => {
                     ErrorResponse::new(S::FORBIDDEN, "tenant_suspended", O::tenant_suspended)
                 }
-                RouteError::Migrating | RouteError::MigratingUpgrade(_) => ErrorResponse {
+                RouteError::Migrating => ErrorResponse {
                     retry_after: Some(Duration::from_secs(5)),
                     ..ErrorResponse::new(
                         S::SERVICE_UNAVAILABLE,

@@ -267,16 +267,16 @@ pub async fn handle(
 
     // place + route: one snapshot generation for the whole decision.
     let upgrade = rewrite::upgrade_of(&parts);
-    let decision = match s
-        .placer
-        .place(&tenant, &parts, token, upgrade.is_some())
-        .await
-    {
+    let decision = match s.placer.place(&tenant, &parts, token).await {
         Ok(d) => d,
         Err(e) => return Ok(refuse(s.ledger(), &arrival, e.into(), Some(tenant), None)),
     };
     let cell = &decision.cell;
     let cm = cell.metrics(&s.metrics);
+    if let Err(e) = decision.admits_upgrade(upgrade.is_some()) {
+        let cell = Some(&**cell);
+        return Ok(refuse(s.ledger(), &arrival, e.into(), Some(tenant), cell));
+    }
 
     // admit: the tenant's limits by tier and route class, then the cell's in-flight cap.
     let permit = match s

@@ -39,6 +39,16 @@ pub struct RouteDecision {
 }
 
 impl RouteDecision {
+    /// An upgrade opens a two-way channel that outlives the request: for a MIGRATING tenant
+    /// (writes frozen) it counts as a write, and is refused like one.
+    pub const fn admits_upgrade(&self, upgrade: bool) -> Result<(), RouteError> {
+        if upgrade && self.migrating {
+            Err(RouteError::Migrating)
+        } else {
+            Ok(())
+        }
+    }
+
     /// What the admit stage is asked about this request: the tenant, the tier and overrides
     /// its record names, and the method and path its route classes match on.
     #[must_use]
@@ -71,10 +81,6 @@ pub enum RouteError {
     IssuerNotAllowed,
     #[error("tenant is migrating; writes are paused")]
     Migrating,
-    /// An upgrade (a two-way channel that outlives the request) of a MIGRATING tenant, placed
-    /// in this cell: refused like a write.
-    #[error("tenant is migrating; an upgrade counts as a write")]
-    MigratingUpgrade(Arc<str>),
     #[error("cell {0} is not defined")]
     CellMissing(Arc<str>),
     #[error("cell {0} is down")]
@@ -86,7 +92,7 @@ impl RouteError {
     #[must_use]
     pub fn cell(&self) -> Option<&Arc<str>> {
         match self {
-            Self::CellMissing(c) | Self::CellDown(c) | Self::MigratingUpgrade(c) => Some(c),
+            Self::CellMissing(c) | Self::CellDown(c) => Some(c),
             _ => None,
         }
     }

@@ -2,9 +2,7 @@
 //! does not hold, one coalesced and rate-capped registry lookup first (never a default cell).
 //!
 //! The verified token names the issuer to check and, under `[canary]`, the arm hint (its
-//! `sub`, and whether the request's force header is honoured). An upgrade opens a two-way
-//! channel that outlives the request, so for a MIGRATING tenant (writes frozen) it counts as a
-//! write and is refused like one.
+//! `sub`, and whether the request's force header is honoured).
 
 use std::sync::Arc;
 
@@ -31,22 +29,8 @@ pub struct Placer {
 
 impl Placer {
     /// Where `tenant`'s request goes, decided on one snapshot generation (a second load only
-    /// after a lookup brought the tenant in). `upgrade`: the request asks to switch protocols.
+    /// after a lookup brought the tenant in).
     pub async fn place(
-        &self,
-        tenant: &TenantId,
-        parts: &Parts,
-        token: Option<&VerifiedToken>,
-        upgrade: bool,
-    ) -> Result<RouteDecision, RouteError> {
-        let decision = self.decide(tenant, parts, token).await?;
-        if upgrade && decision.migrating {
-            return Err(RouteError::MigratingUpgrade(Arc::clone(&decision.cell.id)));
-        }
-        Ok(decision)
-    }
-
-    async fn decide(
         &self,
         tenant: &TenantId,
         parts: &Parts,
