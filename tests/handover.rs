@@ -348,6 +348,67 @@ async fn a_log_written_to_a_file_carries_no_terminal_colours() {
     .await;
 }
 
+/// One request over a fresh connection: the status line and the body.
+async fn exchange(addr: SocketAddr, host: &str) -> (String, Vec<u8>) {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).await.unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        out[split + 4..].to_vec(),
+    )
+}
+
+#[tokio::test]
+async fn each_answer_is_logged_once_with_the_bytes_of_its_body() {
+    within(async {
+        let s = setup().await;
+        let path = s.dir.path().join("cellgate.toml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        let logged = config.replace(
+            "[access_log]\nenabled = false",
+            "[access_log]\nenabled = true",
+        );
+        assert_ne!(config, logged, "the set-up's [access_log] table changed");
+        std::fs::write(&path, logged).unwrap();
+        let mut proxy = spawn(s.dir.path(), false, "access.log");
+        ready(s.admin).await;
+        let (routed, routed_body) = exchange(s.addr, HOST).await;
+        assert!(routed.starts_with("HTTP/1.1 200"), "{routed}");
+        let (refused, refused_body) = exchange(s.addr, "nobody.app.test").await;
+        assert!(refused.starts_with("HTTP/1.1 404"), "{refused}");
+        terminate(&mut proxy);
+        assert!(exited(&mut proxy, Duration::from_secs(10)).await.success());
+
+        let log = std::fs::read_to_string(s.dir.path().join("access.log")).unwrap();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let by = |outcome: &str| -> Vec<&serde_json::Value> {
+            lines.iter().filter(|l| l["outcome"] == outcome).collect()
+        };
+        // The routed line is written by the response body when it ends: once, with its bytes.
+        let routed = by("routed");
+        assert_eq!(routed.len(), 1, "{log}");
+        assert_eq!(routed[0]["bytes"], routed_body.len(), "{log}");
+        assert_eq!(routed[0]["status"], 200);
+        assert_eq!(routed[0]["cell"], "a");
+        assert!(routed[0].get("incomplete").is_none(), "{log}");
+        // A refusal is logged when it is answered, with the JSON body's length.
+        let refused = by("unknown_tenant");
+        assert_eq!(refused.len(), 1, "{log}");
+        assert_eq!(refused[0]["bytes"], refused_body.len(), "{log}");
+        assert_eq!(lines.len(), 2, "{log}");
+    })
+    .await;
+}
+
 /// Runs `deploy/upgrade.sh` for the config in `dir`; the pid it recorded.
 fn run_script(dir: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/upgrade.sh");
