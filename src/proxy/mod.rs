@@ -80,8 +80,6 @@ pub struct Shared {
     /// carry `Connection: close`.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     pub timeouts: Timeouts,
-    /// The place stage: snapshot, on-demand lookups, the route policy and `[canary]`.
-    pub placer: Placer,
     none_cell: Arc<CellMetrics>,
 }
 
@@ -119,15 +117,7 @@ impl Shared {
             config.upstream.outlier,
             metrics.upstream.clone(),
         ));
-        let placer = Placer {
-            snapshot: Arc::clone(&snapshot),
-            lookup: Arc::clone(&lookup),
-            policy: config.tenant.route_policy,
-            lookup_unknown: config.lookup.unknown,
-            canary: config.canary.clone(),
-        };
         Self {
-            placer,
             limiter,
             upstreams,
             verifier,
@@ -141,6 +131,19 @@ impl Shared {
             metrics,
             access_log,
             strip,
+        }
+    }
+
+    /// The place stage over this state: snapshot, on-demand lookups, the route policy and
+    /// `[canary]`.
+    #[must_use]
+    pub fn placer(&self) -> Placer<'_> {
+        Placer {
+            snapshot: &self.snapshot,
+            lookup: &self.lookup,
+            policy: self.config.tenant.route_policy,
+            lookup_unknown: self.config.lookup.unknown,
+            canary: &self.config.canary,
         }
     }
 
@@ -267,7 +270,7 @@ pub async fn handle(
 
     // place + route: one snapshot generation for the whole decision.
     let upgrade = rewrite::upgrade_of(&parts);
-    let decision = match s.placer.place(&tenant, &parts, token).await {
+    let decision = match s.placer().place(&tenant, &parts, token).await {
         Ok(d) => d,
         Err(e) => return Ok(refuse(s.ledger(), &arrival, e.into(), Some(tenant), None)),
     };

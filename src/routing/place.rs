@@ -4,8 +4,6 @@
 //! The verified token names the issuer to check and, under `[canary]`, the arm hint (its
 //! `sub`, and whether the request's force header is honoured).
 
-use std::sync::Arc;
-
 use http::request::Parts;
 
 use super::{RouteDecision, RouteError, arm_hint, route_with};
@@ -16,18 +14,18 @@ use crate::placement::lookup::{Lookup, LookupOutcome};
 use crate::tenant::TenantId;
 
 /// What placing a request reads: the snapshot, the on-demand lookup, and the operator's
-/// choices.
-#[derive(Debug)]
-pub struct Placer {
-    pub snapshot: Arc<SnapshotHandle>,
-    pub lookup: Arc<Lookup>,
+/// choices (borrowed from the proxy's shared state for the request).
+#[derive(Debug, Clone, Copy)]
+pub struct Placer<'a> {
+    pub snapshot: &'a SnapshotHandle,
+    pub lookup: &'a Lookup,
     pub policy: RoutePolicy,
     /// Look tenants missing from the snapshot up in the registry (`registry.lookup_unknown`).
     pub lookup_unknown: bool,
-    pub canary: CanaryConfig,
+    pub canary: &'a CanaryConfig,
 }
 
-impl Placer {
+impl Placer<'_> {
     /// Where `tenant`'s request goes, decided on one snapshot generation (a second load only
     /// after a lookup brought the tenant in).
     pub async fn place(
@@ -37,7 +35,7 @@ impl Placer {
         token: Option<&VerifiedToken>,
     ) -> Result<RouteDecision, RouteError> {
         let (method, issuer) = (&parts.method, token.map(|t| &*t.issuer.iss));
-        let hint = arm_hint(&self.canary, &parts.headers, token);
+        let hint = arm_hint(self.canary, &parts.headers, token);
         if let Some(arm) = hint.forced {
             tracing::debug!(tenant.id = %tenant, canary.arm = arm, "arm forced by header");
         }
