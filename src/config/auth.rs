@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::file::{FileAuth, FileIssuer, FileJwks};
-use super::parse::{dur, resolve};
+use super::parse::{dur, dur_in_range, resolve};
 use crate::auth::fetch::FetchUrl;
 use crate::auth::keys::parse_alg;
 use crate::auth::{
@@ -62,7 +62,12 @@ pub fn build_auth(a: &FileAuth, base: &Path) -> Result<AuthConfig, FieldError> {
         a.cache_max_ttl.as_ref(),
         Duration::from_secs(300),
     )?;
-    in_range("auth.cache_max_ttl", cache_max_ttl, 1, 3600)?;
+    dur_in_range(
+        "auth.cache_max_ttl",
+        cache_max_ttl,
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    )?;
 
     let mut forward_claims: Vec<ForwardClaim> = Vec::with_capacity(a.forward_claims.len());
     for (i, f) in a.forward_claims.iter().enumerate() {
@@ -121,21 +126,6 @@ pub fn build_auth(a: &FileAuth, base: &Path) -> Result<AuthConfig, FieldError> {
         issuers,
         arm_claim: None,
     })
-}
-
-fn in_range(key: &str, d: Duration, min_secs: u64, max_secs: u64) -> Result<(), FieldError> {
-    if d < Duration::from_secs(min_secs) || d > Duration::from_secs(max_secs) {
-        return Err(FieldError::new(
-            key,
-            humantime::format_duration(d),
-            format!(
-                "must be between {} and {}",
-                humantime::format_duration(Duration::from_secs(min_secs)),
-                humantime::format_duration(Duration::from_secs(max_secs))
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn build_issuer(raw: &FileIssuer, base: &Path, key: &str) -> Result<IssuerConfig, FieldError> {
@@ -307,19 +297,34 @@ fn build_jwks(j: &FileJwks, base: &Path, key: &str) -> Result<JwksConfig, FieldE
         j.refresh.as_ref(),
         Duration::from_secs(600),
     )?;
-    in_range(&format!("{key}.refresh"), refresh, 1, 86_400)?;
+    dur_in_range(
+        &format!("{key}.refresh"),
+        refresh,
+        Duration::from_secs(1),
+        Duration::from_secs(86_400),
+    )?;
     let cooldown = dur(
         &format!("{key}.cooldown"),
         j.cooldown.as_ref(),
         Duration::from_secs(30),
     )?;
-    in_range(&format!("{key}.cooldown"), cooldown, 1, 3600)?;
+    dur_in_range(
+        &format!("{key}.cooldown"),
+        cooldown,
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    )?;
     let timeout = dur(
         &format!("{key}.timeout"),
         j.timeout.as_ref(),
         Duration::from_secs(5),
     )?;
-    in_range(&format!("{key}.timeout"), timeout, 1, 60)?;
+    dur_in_range(
+        &format!("{key}.timeout"),
+        timeout,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )?;
     let max_keys = j.max_keys.unwrap_or(64);
     if !(1..=1000).contains(&max_keys) {
         return Err(FieldError::new(

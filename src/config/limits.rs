@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::Method;
 
 use super::file::{FileLimits, FileRouteClass, FileTier};
-use super::parse::dur;
+use super::parse::{dur, dur_in_range};
 use crate::rules::FieldError;
 use crate::rules::{MAX_ROUTE_CLASSES, MAX_TIERS, MIN_RATE, default_burst, valid_tier};
 
@@ -261,13 +261,12 @@ pub fn build_limits(raw: Option<&FileLimits>) -> Result<LimitsConfig, FieldError
         raw.sweep_interval.as_ref(),
         Duration::from_secs(10),
     )?;
-    if sweep_interval < Duration::from_millis(100) || sweep_interval > Duration::from_secs(3600) {
-        return Err(FieldError::new(
-            "limits.sweep_interval",
-            humantime::format_duration(sweep_interval),
-            "must be between 100ms and 1h",
-        ));
-    }
+    dur_in_range(
+        "limits.sweep_interval",
+        sweep_interval,
+        Duration::from_millis(100),
+        Duration::from_secs(3600),
+    )?;
     Ok(LimitsConfig {
         tiers,
         default_tier,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::file::{FileHttp2, FileServer};
-use super::parse::dur;
+use super::parse::{dur, dur_in_range, in_range};
 use crate::rules::FieldError;
 use ipnet::IpNet;
 
@@ -120,23 +120,17 @@ fn within<T>(key: &str, v: Option<T>, default: T, lo: T, hi: T) -> Result<T, Fie
 where
     T: PartialOrd + Copy + std::fmt::Display,
 {
-    let v = v.unwrap_or(default);
-    if v < lo || v > hi {
-        return Err(FieldError::new(key, v, format!("between {lo} and {hi}")));
-    }
-    Ok(v)
+    in_range(key, v.unwrap_or(default), lo, hi)
 }
 
 fn timeout(key: &str, v: Option<&String>, default: Duration) -> Result<Duration, FieldError> {
     let d = dur(key, v, default)?;
-    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
-        return Err(FieldError::new(
-            key,
-            humantime::format_duration(d),
-            "between 100ms and 1h",
-        ));
-    }
-    Ok(d)
+    dur_in_range(
+        key,
+        d,
+        Duration::from_millis(100),
+        Duration::from_secs(3600),
+    )
 }
 
 pub(super) fn build_server(

@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::{FileDns, FileHealthCheck, FileOutlier, FileRetry, FileUpstream};
-use super::parse::dur;
-use super::parse::resolve;
+use super::parse::{dur, in_range, resolve};
 use crate::rules::FieldError;
 
 /// ALBs close idle connections after 60 s; a pooled connection must be dropped before that.
@@ -163,14 +162,6 @@ fn positive(key: &str, v: Option<&String>, default: Duration) -> Result<Duration
         return Err(FieldError::new(key, "0s", "must be above zero"));
     }
     Ok(d)
-}
-
-fn in_range(key: &str, v: u32, lo: u32, hi: u32) -> Result<u32, FieldError> {
-    if (lo..=hi).contains(&v) {
-        Ok(v)
-    } else {
-        Err(FieldError::new(key, v, format!("between {lo} and {hi}")))
-    }
 }
 
 fn build_health(h: &FileHealthCheck) -> Result<HealthCheckConfig, FieldError> {
