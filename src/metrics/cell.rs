@@ -111,7 +111,7 @@ impl Metrics {
     }
 
     /// Counts a request refused by a tenant limit: `tier` is the tier's index in the config's
-    /// bounded set (at most [`MAX_TIERS`](crate::rules::MAX_TIERS)) and `name` its name.
+    /// bounded set (at most [`MAX_TIERS`]) and `name` its name.
     pub fn rate_limited(&self, cell: &CellMetrics, tier: usize, name: &Arc<str>, kind: LimitKind) {
         let Some(row) = cell.limited.get(tier) else {
             return;

@@ -129,7 +129,7 @@ pub enum CellCommand {
     /// existing cell written without `--target` keeps its target groups.
     Put {
         cell: String,
-        /// A target URL (http(s)://host[:port]); repeat for several. Required for a new cell.
+        /// A target URL (`http(s)://host[:port]`); repeat for several. Required for a new cell.
         #[arg(long = "target")]
         targets: Vec<String>,
         /// ACTIVE, DRAINING or DOWN (default: the current state, else ACTIVE).

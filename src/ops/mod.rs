@@ -6,8 +6,8 @@
 //! commands script well. Every write goes through
 //! [`Registry::commit`]: versioned, change-logged, and visible to every proxy at its next poll.
 //!
-//! Layout: [`args`] (the clap types), [`io`] (reading, writing and printing records),
-//! [`tenant`], [`moves`] (`tenant move`), [`cell`] and [`weights`] (`cell weights`); this file
+//! Layout: `args` (the clap types), `io` (reading, writing and printing records), `tenant`,
+//! `moves` (`tenant move`), `cell` and `weights` (`cell weights`); this file
 //! holds the shared error type, the connection and the `registry` commands.
 
 mod args;
