@@ -52,15 +52,8 @@ fn snapshot(tenants: usize) -> PlacementSnapshot {
             Cell::from_file(&fc, "cells[0]").unwrap()
         })
         .collect();
-    let records = (0..tenants).map(|i| record(i, i, 1)).collect();
-    PlacementSnapshot::build(
-        &RegistryData {
-            tenants: records,
-            cells,
-        },
-        &[],
-        1,
-    )
+    let records = (0..tenants).map(|i| record(i, i, 1));
+    PlacementSnapshot::build(&RegistryData::from_records(records, cells), &[], 1)
 }
 
 /// Polls a future that never waits (no token, or a cached one) to completion, without a runtime.

@@ -217,8 +217,8 @@ fn validate(path: &std::path::Path) -> anyhow::Result<()> {
             format!(
                 "registry {}: {} tenant(s), {} cell(s)",
                 registry.display(),
-                data.tenants.len(),
-                data.cells.len()
+                data.tenant_count(),
+                data.cells().len()
             )
         }
         // Not contacted here: validation must work offline.

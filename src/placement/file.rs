@@ -137,7 +137,7 @@ impl PlacementSource for FileSource {
 
     async fn fetch_tenant(&self, id: &str) -> Result<Option<TenantRecord>, RegistryError> {
         let data = self.parse().await?;
-        Ok(data.tenants.into_iter().find(|t| t.id == id))
+        Ok(data.tenants().find(|t| t.id == id).cloned())
     }
 }
 
@@ -153,7 +153,7 @@ pub fn parse_registry(text: &str, file: &str) -> Result<RegistryData, RegistryEr
         value: value.to_owned(),
         reason: reason.to_owned(),
     };
-    let mut cells = Vec::with_capacity(raw.cells.len());
+    let mut data = RegistryData::new();
     let mut cell_ids = HashSet::with_capacity(raw.cells.len());
     for (i, c) in raw.cells.iter().enumerate() {
         let cell =
@@ -170,21 +170,13 @@ pub fn parse_registry(text: &str, file: &str) -> Result<RegistryData, RegistryEr
                 "duplicate cell id",
             ));
         }
-        cells.push(cell);
+        data.push_cell(cell);
     }
-    let mut tenants = Vec::with_capacity(raw.tenants.len());
-    let mut seen = HashSet::with_capacity(raw.tenants.len());
     for (i, t) in raw.tenants.into_iter().enumerate() {
         if let Err(e) = TenantId::parse(&t.id) {
             return Err(invalid(format!("tenants[{i}].id"), &t.id, &e.to_string()));
         }
-        if !seen.insert(t.id.clone()) {
-            return Err(invalid(
-                format!("tenants[{i}].id"),
-                &t.id,
-                "duplicate tenant id",
-            ));
-        }
+        let id = t.id.clone();
         let record = tenant_record(RawTenant {
             id: t.id,
             cell: t.cell,
@@ -202,7 +194,13 @@ pub fn parse_registry(text: &str, file: &str) -> Result<RegistryData, RegistryEr
                 }),
         })
         .map_err(|b| invalid(format!("tenants[{i}].{}", b.field), &b.value, &b.reason))?;
-        tenants.push(record);
+        if !data.push_tenant(record) {
+            return Err(invalid(
+                format!("tenants[{i}].id"),
+                &id,
+                "duplicate tenant id",
+            ));
+        }
     }
-    Ok(RegistryData { tenants, cells })
+    Ok(data)
 }

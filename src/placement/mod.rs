@@ -113,12 +113,68 @@ pub struct TenantRecord {
     pub arm: Option<String>,
 }
 
-/// Everything a source knows, at one point in time.
-#[derive(Debug, Clone, Default)]
+/// Everything a source knows, at one point in time, filled record by record as the source
+/// reads them (a file line by line, a table page by page), so a load never holds the whole
+/// registry twice.
+#[derive(Debug, Default)]
 pub struct RegistryData {
-    pub tenants: Vec<TenantRecord>,
+    tenants: Vec<TenantRecord>,
+    ids: std::collections::HashSet<String>,
     /// Cells defined by the source; they win over config cells with the same id.
-    pub cells: Vec<Cell>,
+    cells: Vec<Cell>,
+}
+
+impl RegistryData {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Data holding `tenants` and `cells` (a later tenant record with an id already held is
+    /// dropped, as [`Self::push_tenant`] does).
+    #[must_use]
+    pub fn from_records(tenants: impl IntoIterator<Item = TenantRecord>, cells: Vec<Cell>) -> Self {
+        let mut data = Self::new();
+        for t in tenants {
+            data.push_tenant(t);
+        }
+        for c in cells {
+            data.push_cell(c);
+        }
+        data
+    }
+
+    /// Adds a tenant record; `false` (and the record is dropped) when one with the same id is
+    /// already held.
+    pub fn push_tenant(&mut self, t: TenantRecord) -> bool {
+        if !self.ids.insert(t.id.clone()) {
+            return false;
+        }
+        self.tenants.push(t);
+        true
+    }
+
+    /// Adds a cell the source defines (a later one with the same id wins).
+    pub fn push_cell(&mut self, c: Cell) {
+        self.cells.retain(|held| held.id != c.id);
+        self.cells.push(c);
+    }
+
+    #[must_use]
+    pub fn tenant_count(&self) -> usize {
+        self.tenants.len()
+    }
+
+    /// The cells the source defines, in the order read.
+    #[must_use]
+    pub fn cells(&self) -> &[Cell] {
+        &self.cells
+    }
+
+    /// The tenant records, in no particular order.
+    pub fn tenants(&self) -> impl Iterator<Item = &TenantRecord> {
+        self.tenants.iter()
+    }
 }
 
 /// What changed since the source's last load or delta: each entry is the record as it is now,

@@ -88,12 +88,12 @@ impl PlacementSnapshot {
     #[must_use]
     pub fn build(data: &RegistryData, config_cells: &[Cell], generation: u64) -> Self {
         let mut cells: HashMap<Box<str>, Arc<Cell>> =
-            HashMap::with_capacity(config_cells.len() + data.cells.len());
-        for c in config_cells.iter().chain(&data.cells) {
+            HashMap::with_capacity(config_cells.len() + data.cells().len());
+        for c in config_cells.iter().chain(data.cells()) {
             cells.insert(Box::from(&*c.id), Arc::new(c.clone()));
         }
-        let mut tenants = HashMap::with_capacity(data.tenants.len());
-        for t in &data.tenants {
+        let mut tenants = HashMap::with_capacity(data.tenant_count());
+        for t in data.tenants() {
             if let Some(p) = placement(t, &cells) {
                 tenants.insert(t.id.clone().into_boxed_str(), p);
             }

@@ -191,9 +191,8 @@ mod tests {
             "id = \"{cell}\"\ntargets = [\"http://127.0.0.1:1\"]"
         ))
         .unwrap();
-        let data = RegistryData {
-            cells: vec![Cell::from_file(&fc, "cells[0]").unwrap()],
-            tenants: vec![TenantRecord {
+        let data = RegistryData::from_records(
+            vec![TenantRecord {
                 id: "acme".into(),
                 cell: cell.into(),
                 status,
@@ -203,7 +202,8 @@ mod tests {
                 limits: Default::default(),
                 arm: None,
             }],
-        };
+            vec![Cell::from_file(&fc, "cells[0]").unwrap()],
+        );
         let h = SnapshotHandle::new();
         h.store(PlacementSnapshot::build(&data, &[], 1));
         h

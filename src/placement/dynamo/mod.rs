@@ -225,21 +225,19 @@ impl DynamoSource {
 #[must_use]
 pub fn registry_data(items: &[Item], source: &str) -> RegistryData {
     let mut data = RegistryData::default();
-    let mut seen = std::collections::HashSet::new();
     for item in items {
         let pk = match item.get(PK) {
             Some(AttributeValue::S(k)) => k.as_str(),
             _ => "(no pk)",
         };
-        // A scan segment repeated by a retry must not yield a record twice.
-        if !seen.insert(pk.to_owned()) {
-            continue;
-        }
+        // A scan segment repeated by a retry yields a record twice: the data keeps one.
         let parsed = match kind(item) {
-            Some("tenant") => tenant_from_item(item).map(|t| data.tenants.push(t)),
+            Some("tenant") => tenant_from_item(item).map(|t| {
+                data.push_tenant(t);
+            }),
             Some("cell") => cell_from_item(item).and_then(|c| {
                 Cell::from_file(&c.to_file_cell(), "cell")
-                    .map(|cell| data.cells.push(cell))
+                    .map(|cell| data.push_cell(cell))
                     .map_err(|f| schema_bad(&f.key, &f.value, &f.reason))
             }),
             _ => Ok(()),

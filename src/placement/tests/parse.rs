@@ -19,13 +19,15 @@ fn invalid(text: &str) -> (String, String) {
 #[test]
 fn good_registry_parses_with_defaults() {
     let data = parse_registry(GOOD, "reg.toml").unwrap();
-    assert_eq!(data.cells.len(), 2);
-    assert_eq!(&*data.cells[0].id, "cell-1");
-    assert_eq!(data.cells[0].state, CellState::Active);
-    assert_eq!(data.cells[0].targets.len(), 2);
-    assert_eq!(data.cells[1].state, CellState::Draining);
+    assert_eq!(data.cells().len(), 2);
+    assert_eq!(&*data.cells()[0].id, "cell-1");
+    assert_eq!(data.cells()[0].state, CellState::Active);
+    assert_eq!(data.cells()[0].targets.len(), 2);
+    assert_eq!(data.cells()[1].state, CellState::Draining);
+    let mut tenants: Vec<TenantRecord> = data.tenants().cloned().collect();
+    tenants.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(
-        data.tenants,
+        tenants,
         vec![
             TenantRecord {
                 id: "acme".into(),
@@ -157,7 +159,7 @@ fn tenant_status_round_trips() {
 fn tenant_limit_overrides_parse_and_are_checked() {
     let text = "[[tenants]]\nid = \"acme\"\ncell = \"c1\"\nlimits = { rate = 50, burst = 20 }\n";
     let data = parse_registry(text, "reg.toml").unwrap();
-    let l = data.tenants[0].limits;
+    let l = data.tenants().next().unwrap().limits;
     assert_eq!(
         (l.rate, l.burst, l.concurrency),
         (Some(50.0), Some(20), None)
@@ -185,7 +187,7 @@ fn a_cell_may_carry_a_canary_wave() {
     let text = "[[cells]]\nid = \"c1\"\nwave = 2\ntargets = [\"http://10.0.0.1:80\"]\n\
                 [[cells]]\nid = \"c2\"\ntargets = [\"http://10.0.0.2:80\"]\n";
     let data = parse_registry(text, "reg.toml").unwrap();
-    let waves: Vec<_> = data.cells.iter().map(|c| (&*c.id, c.wave)).collect();
+    let waves: Vec<_> = data.cells().iter().map(|c| (&*c.id, c.wave)).collect();
     assert_eq!(waves, [("c1", Some(2)), ("c2", None)]);
     // A snapshot carries it (for /admin/cells), cloned into later generations.
     let snap = PlacementSnapshot::build(&data, &[], 1);

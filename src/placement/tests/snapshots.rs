@@ -8,10 +8,10 @@ fn registry_cells_override_config_cells_with_the_same_id() {
         cell("cell-1", &["http://10.0.0.1:9001"]),
         cell("cfg-only", &["http://10.0.0.9:1"]),
     ];
-    let data = RegistryData {
-        tenants: vec![tenant("acme", "cell-1", TenantStatus::Active)],
-        cells: vec![cell("cell-1", &["http://10.0.0.2:9100"])],
-    };
+    let data = RegistryData::from_records(
+        vec![tenant("acme", "cell-1", TenantStatus::Active)],
+        vec![cell("cell-1", &["http://10.0.0.2:9100"])],
+    );
     let snap = PlacementSnapshot::build(&data, &config, 3);
     assert_eq!(snap.generation, 3);
     assert_eq!(snap.cell_count(), 2);
@@ -27,13 +27,13 @@ fn registry_cells_override_config_cells_with_the_same_id() {
 
 #[test]
 fn tenants_naming_a_missing_cell_are_dangling() {
-    let data = RegistryData {
-        tenants: vec![
+    let data = RegistryData::from_records(
+        vec![
             tenant("acme", "cell-1", TenantStatus::Active),
             tenant("globex", "cell-9", TenantStatus::Suspended),
         ],
-        cells: vec![cell("cell-1", &["http://10.0.0.1:1"])],
-    };
+        vec![cell("cell-1", &["http://10.0.0.1:1"])],
+    );
     let snap = PlacementSnapshot::build(&data, &[], 1);
     assert_eq!(
         snap.dangling,
@@ -53,10 +53,10 @@ fn snapshot_handle_is_ready_only_after_a_store() {
     assert!(!handle.ready());
     assert_eq!(handle.load().generation, 0);
     assert_eq!(handle.load().tenant_count(), 0);
-    let data = RegistryData {
-        tenants: vec![tenant("acme", "cell-1", TenantStatus::Active)],
-        cells: vec![cell("cell-1", &["http://10.0.0.1:1"])],
-    };
+    let data = RegistryData::from_records(
+        vec![tenant("acme", "cell-1", TenantStatus::Active)],
+        vec![cell("cell-1", &["http://10.0.0.1:1"])],
+    );
     let held = handle.load();
     handle.store(PlacementSnapshot::build(&data, &[], 1));
     assert!(handle.ready());
@@ -71,8 +71,8 @@ fn snapshot_handle_is_ready_only_after_a_store() {
 
 #[test]
 fn a_delta_updates_deletes_and_never_goes_back_a_version() {
-    let data = RegistryData {
-        tenants: vec![
+    let data = RegistryData::from_records(
+        vec![
             TenantRecord {
                 version: 5,
                 ..tenant("acme", "cell-1", TenantStatus::Active)
@@ -80,11 +80,11 @@ fn a_delta_updates_deletes_and_never_goes_back_a_version() {
             tenant("globex", "cell-2", TenantStatus::Active),
             tenant("gone", "cell-1", TenantStatus::Active),
         ],
-        cells: vec![
+        vec![
             cell("cell-1", &["http://127.0.0.1:9001"]),
             cell("cell-2", &["http://127.0.0.1:9002"]),
         ],
-    };
+    );
     let config_cells = [cell("cell-2", &["http://127.0.0.1:7777"])];
     let snap = PlacementSnapshot::build(&data, &config_cells, 1);
     let delta = Delta {

@@ -17,7 +17,7 @@ async fn file_source_notices_changes() {
     );
 
     let data = src.load().await.unwrap();
-    assert_eq!(data.tenants.len(), 2);
+    assert_eq!(data.tenant_count(), 2);
     assert!(!src.changed().await.unwrap());
     assert!(
         !src.changed().await.unwrap(),
@@ -27,7 +27,7 @@ async fn file_source_notices_changes() {
     std::fs::write(&path, "[[tenants]]\nid = \"acme\"\ncell = \"cell-1\"\n").unwrap();
     assert!(src.changed().await.unwrap());
     let data = src.load().await.unwrap();
-    assert_eq!(data.tenants.len(), 1);
+    assert_eq!(data.tenant_count(), 1);
     assert!(!src.changed().await.unwrap());
 }
 

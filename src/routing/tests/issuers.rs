@@ -6,10 +6,10 @@ use super::*;
 fn a_tenant_bound_to_its_own_idp_refuses_tokens_from_other_issuers() {
     let mut initech = record("initech", "cell-1", TenantStatus::Active, 1);
     initech.issuers = vec!["https://initech.idp".to_owned()];
-    let data = RegistryData {
-        tenants: vec![initech, record("acme", "cell-1", TenantStatus::Active, 1)],
-        cells: vec![cell("cell-1", "ACTIVE", &["http://10.0.0.1:8080"])],
-    };
+    let data = RegistryData::from_records(
+        vec![initech, record("acme", "cell-1", TenantStatus::Active, 1)],
+        vec![cell("cell-1", "ACTIVE", &["http://10.0.0.1:8080"])],
+    );
     let snap = PlacementSnapshot::build(&data, &[], 1);
     let get = Method::GET;
     assert!(route(&t("initech"), &get, Some("https://initech.idp"), &snap).is_ok());

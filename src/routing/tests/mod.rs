@@ -42,8 +42,8 @@ fn record(id: &str, cell: &str, status: TenantStatus, version: u64) -> TenantRec
 /// Generation 1: cell-1 (two targets), cell-2 (draining), cell-down (DOWN) and one tenant per
 /// interesting status; `lost` names a cell nobody defines.
 fn snapshot() -> PlacementSnapshot {
-    let data = RegistryData {
-        tenants: vec![
+    let data = RegistryData::from_records(
+        vec![
             record("acme", "cell-1", TenantStatus::Active, 7),
             record("globex", "cell-2", TenantStatus::Active, 1),
             record("sus", "cell-1", TenantStatus::Suspended, 1),
@@ -53,7 +53,7 @@ fn snapshot() -> PlacementSnapshot {
             record("lost", "cell-nowhere", TenantStatus::Active, 1),
             record("lost-sus", "cell-nowhere", TenantStatus::Suspended, 1),
         ],
-        cells: vec![
+        vec![
             cell(
                 "cell-1",
                 "ACTIVE",
@@ -62,7 +62,7 @@ fn snapshot() -> PlacementSnapshot {
             cell("cell-2", "DRAINING", &["http://10.0.1.1:8080"]),
             cell("cell-down", "DOWN", &["http://10.0.2.1:8080"]),
         ],
-    };
+    );
     PlacementSnapshot::build(&data, &[], 1)
 }
 
@@ -99,17 +99,17 @@ fn canary_snapshot(
         max_in_flight: None,
         wave: None,
     };
-    let data = RegistryData {
-        tenants: tenants
+    let data = RegistryData::from_records(
+        tenants
             .iter()
             .map(|(id, arm)| {
                 let mut r = record(id, "cell-c", TenantStatus::Active, 1);
                 r.arm = arm.map(str::to_owned);
                 r
             })
-            .collect(),
-        cells: vec![Cell::from_file(&fc, "cells[0]").unwrap()],
-    };
+            .collect::<Vec<_>>(),
+        vec![Cell::from_file(&fc, "cells[0]").unwrap()],
+    );
     PlacementSnapshot::build(&data, &[], 1)
 }
 

@@ -88,10 +88,10 @@ fn generation_zero_is_not_ready() {
         RouteError::NotReady
     );
     // Even with data in it, a generation-0 snapshot is never used.
-    let data = RegistryData {
-        tenants: vec![record("acme", "cell-1", TenantStatus::Active, 1)],
-        cells: vec![cell("cell-1", "ACTIVE", &["http://10.0.0.1:8080"])],
-    };
+    let data = RegistryData::from_records(
+        vec![record("acme", "cell-1", TenantStatus::Active, 1)],
+        vec![cell("cell-1", "ACTIVE", &["http://10.0.0.1:8080"])],
+    );
     let snap = PlacementSnapshot::build(&data, &[], 0);
     assert_eq!(
         route(&t("acme"), &Method::GET, None, &snap).unwrap_err(),
