@@ -35,6 +35,9 @@ pub const PLACEMENT_DELTAS_TOTAL: &str = "cellgate_placement_deltas_total";
 /// Tenant records older than the one held, ignored (versions never go backwards in a node).
 pub const PLACEMENT_VERSION_REGRESSIONS_TOTAL: &str =
     "cellgate_placement_version_regressions_total";
+/// Registry records skipped (an invalid item, or a tier or arm beyond the 65,535 a snapshot
+/// holds); each is also logged with its key.
+pub const PLACEMENT_RECORDS_SKIPPED_TOTAL: &str = "cellgate_placement_records_skipped_total";
 /// On-demand registry lookups of tenants missing from the snapshot, by `result`: `found`,
 /// `absent`, `error` (each one registry read), `coalesced` (joined a read in flight),
 /// `negative_hit` (known absent, no read), `limited` (refused by the miss rate cap),
@@ -119,6 +122,7 @@ pub const ALL: &[&str] = &[
     PLACEMENT_REFRESH_FAILURES_TOTAL,
     PLACEMENT_DELTAS_TOTAL,
     PLACEMENT_VERSION_REGRESSIONS_TOTAL,
+    PLACEMENT_RECORDS_SKIPPED_TOTAL,
     REGISTRY_LOOKUPS_TOTAL,
     PLACEMENT_DANGLING_TENANTS,
     ACCESS_LOG_DROPPED_TOTAL,

@@ -23,6 +23,7 @@ pub struct PlacementMetrics {
     pub refresh_failures: Counter,
     pub deltas: Counter,
     pub version_regressions: Counter,
+    pub records_skipped: Counter,
 }
 
 impl PlacementMetrics {
@@ -71,6 +72,11 @@ impl PlacementMetrics {
             counter_name(n::PLACEMENT_VERSION_REGRESSIONS_TOTAL),
             "Tenant records older than the one held, ignored",
             self.version_regressions.clone(),
+        );
+        registry.register(
+            counter_name(n::PLACEMENT_RECORDS_SKIPPED_TOTAL),
+            "Registry records skipped: invalid, or beyond what a snapshot holds",
+            self.records_skipped.clone(),
         );
     }
 }

@@ -137,7 +137,7 @@ impl PlacementSource for FileSource {
 
     async fn fetch_tenant(&self, id: &str) -> Result<Option<TenantRecord>, RegistryError> {
         let data = self.parse().await?;
-        Ok(data.tenants().find(|t| t.id == id).cloned())
+        Ok(data.tenant(id))
     }
 }
 

@@ -10,15 +10,19 @@ mod cell;
 pub mod dynamo;
 pub mod file;
 pub mod group;
+mod handle;
 pub mod lookup;
 pub mod record;
 pub mod refresh;
 mod snapshot;
+mod tables;
+mod tenants;
 
 use std::future::Future;
 
 pub use cell::{Cell, CellState};
-pub use snapshot::{ApplyStats, PlacementSnapshot, RefreshStatus, SnapshotHandle, TenantPlacement};
+pub use handle::{RefreshStatus, SnapshotHandle};
+pub use snapshot::{ApplyStats, PlacementSnapshot, TenantPlacement};
 
 /// A tenant's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,12 +118,11 @@ pub struct TenantRecord {
 }
 
 /// Everything a source knows, at one point in time, filled record by record as the source
-/// reads them (a file line by line, a table page by page), so a load never holds the whole
-/// registry twice.
+/// reads them (a file line by line, a table page by page): each tenant is placed in the
+/// snapshot's own compact form as it arrives, so a load never holds the registry twice.
 #[derive(Debug, Default)]
 pub struct RegistryData {
-    tenants: Vec<TenantRecord>,
-    ids: std::collections::HashSet<String>,
+    filling: snapshot::Filling,
     /// Cells defined by the source; they win over config cells with the same id.
     cells: Vec<Cell>,
 }
@@ -145,13 +148,10 @@ impl RegistryData {
     }
 
     /// Adds a tenant record; `false` (and the record is dropped) when one with the same id is
-    /// already held.
+    /// already held, or when it names a 65,536th distinct tier or arm (counted in
+    /// [`Self::skipped`]).
     pub fn push_tenant(&mut self, t: TenantRecord) -> bool {
-        if !self.ids.insert(t.id.clone()) {
-            return false;
-        }
-        self.tenants.push(t);
-        true
+        self.filling.push(&t)
     }
 
     /// Adds a cell the source defines (a later one with the same id wins).
@@ -162,7 +162,13 @@ impl RegistryData {
 
     #[must_use]
     pub fn tenant_count(&self) -> usize {
-        self.tenants.len()
+        self.filling.map.len()
+    }
+
+    /// Records dropped because a table was full.
+    #[must_use]
+    pub const fn skipped(&self) -> usize {
+        self.filling.skipped
     }
 
     /// The cells the source defines, in the order read.
@@ -171,9 +177,23 @@ impl RegistryData {
         &self.cells
     }
 
+    /// The tenant held for `id`, as a record.
+    #[must_use]
+    pub fn tenant(&self, id: &str) -> Option<TenantRecord> {
+        let slot = self.filling.map.get(id)?;
+        Some(snapshot::record_of(&self.filling.tables, id, &slot))
+    }
+
     /// The tenant records, in no particular order.
-    pub fn tenants(&self) -> impl Iterator<Item = &TenantRecord> {
-        self.tenants.iter()
+    pub fn tenants(&self) -> impl Iterator<Item = TenantRecord> + '_ {
+        self.filling
+            .map
+            .iter()
+            .map(|(id, s)| snapshot::record_of(&self.filling.tables, id, s))
+    }
+
+    fn into_parts(self) -> (tenants::TenantMapBuilder, tables::Tables, Vec<Cell>) {
+        (self.filling.map, self.filling.tables, self.cells)
     }
 }
 

@@ -39,10 +39,11 @@ pub async fn reload<S: PlacementSource>(
     metrics: &Metrics,
 ) -> Result<(), RegistryError> {
     let data = source.load().await?;
+    skipped(metrics, data.skipped());
     let generation = handle.load().generation + 1;
     let cells = config_cells.to_vec();
     let snap = off_runtime(source, move || {
-        PlacementSnapshot::build(&data, &cells, generation)
+        PlacementSnapshot::build(data, &cells, generation)
     })
     .await?;
     metrics.placement.reloads.inc();
@@ -74,6 +75,7 @@ pub async fn update<S: PlacementSource>(
     let (snap, stats) =
         off_runtime(source, move || current.apply(&delta, &cells, generation)).await?;
     metrics.placement.deltas.inc();
+    skipped(metrics, stats.skipped);
     if stats.regressions > 0 {
         metrics
             .placement
@@ -95,9 +97,22 @@ pub async fn update<S: PlacementSource>(
     Ok(())
 }
 
+fn skipped(metrics: &Metrics, n: usize) {
+    if n > 0 {
+        metrics
+            .placement
+            .records_skipped
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+        tracing::warn!(
+            registry.skipped = n,
+            "tenant records beyond 65,535 distinct tiers or arms were skipped"
+        );
+    }
+}
+
 fn publish(snap: PlacementSnapshot, handle: &SnapshotHandle, metrics: &Metrics) {
-    for (tenant, cell) in &snap.dangling {
-        tracing::warn!(tenant.id = %tenant, cell.id = %cell, "tenant record names an unknown cell; its requests get 503");
+    for (cell, tenants) in snap.dangling() {
+        tracing::warn!(cell.id = %cell, registry.tenants = tenants, "tenant records name an unknown cell; their requests get 503");
     }
     metrics
         .placement
@@ -110,7 +125,7 @@ fn publish(snap: PlacementSnapshot, handle: &SnapshotHandle, metrics: &Metrics) 
     metrics
         .placement
         .dangling
-        .set(i64::try_from(snap.dangling.len()).unwrap_or(i64::MAX));
+        .set(i64::try_from(snap.dangling_tenants()).unwrap_or(i64::MAX));
     metrics
         .placement
         .generation
@@ -292,6 +307,7 @@ fn apply_lookup(
     if stats.regressions > 0 {
         metrics.placement.version_regressions.inc();
     }
+    skipped(metrics, stats.skipped);
     tracing::info!(tenant.id = %req.tenant, registry.generation = snap.generation, "tenant re-read from the registry");
     publish(snap, handle, metrics);
     outcome

@@ -1,32 +1,198 @@
-//! The immutable placement snapshot and the `ArcSwap` that publishes it.
+//! The immutable placement snapshot: one registry generation, built in full or from the last
+//! one plus a delta.
+//!
+//! A generation is a [`TenantMap`] (a persistent hash trie shared with the generation before)
+//! and the [`Tables`] its slots point into. Applying a delta copies only what it touches: the
+//! trie path of each changed tenant, and the tables whose counts or values change, so one
+//! change costs microseconds at a million tenants, and a cell change costs O(cells). A
+//! [`TenantPlacement`] is a borrowed view of one tenant in one generation.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
 use http::HeaderValue;
-use tokio::time::Instant;
 
+use super::tables::{Tables, limits_key};
+use super::tenants::{Leaf, Slot, TenantMap, TenantMapBuilder};
 use super::{Cell, Delta, RegistryData, TenantRecord, TenantStatus};
+use crate::ratelimit::TenantLimits;
 
-/// Where a tenant is placed, resolved against the cells of the same generation.
-#[derive(Debug, Clone)]
-pub struct TenantPlacement {
-    pub cell_id: Arc<str>,
-    /// `None` when no source defines the cell the record names (requests get 503).
-    pub cell: Option<Arc<Cell>>,
-    pub status: TenantStatus,
-    pub tier: Arc<str>,
-    pub version: u64,
-    /// The trusted `x-tenant-id` value, built once.
-    pub tenant_header: HeaderValue,
+/// One tenant as a generation places it (borrowed from the snapshot).
+#[derive(Debug, Clone, Copy)]
+pub struct TenantPlacement<'a> {
+    tables: &'a Tables,
+    leaf: &'a Leaf,
+    slot: &'a Slot,
+}
+
+impl<'a> TenantPlacement<'a> {
+    /// The cell id the record names.
+    #[must_use]
+    pub fn cell_id(&self) -> &'a Arc<str> {
+        &self.tables.cells.entry(self.slot.cell).id
+    }
+
+    /// The cell, resolved in the same generation (`None`: no source defines it; 503).
+    #[must_use]
+    pub fn cell(&self) -> Option<&'a Arc<Cell>> {
+        self.tables.cells.entry(self.slot.cell).cell.as_ref()
+    }
+
+    #[must_use]
+    pub fn status(&self) -> TenantStatus {
+        status_of(self.slot.status)
+    }
+
+    #[must_use]
+    pub fn tier(&self) -> &'a Arc<str> {
+        self.tables.tiers.get(u32::from(self.slot.tier))
+    }
+
+    #[must_use]
+    pub const fn version(&self) -> u64 {
+        self.slot.version()
+    }
+
+    /// The trusted `x-tenant-id` value: the stored id, shared (a reference count, no copy).
+    #[must_use]
+    pub fn tenant_header(&self) -> HeaderValue {
+        // Stored ids are validated tenant ids (`[a-z0-9_-]`), always a valid header value.
+        HeaderValue::from_maybe_shared(self.leaf.id_bytes(self.slot))
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
     /// Issuers bound to the tenant (`None`: any issuer no other tenant claims as its own).
-    pub issuers: Option<Arc<[Box<str>]>>,
+    #[must_use]
+    pub fn issuers(&self) -> Option<&'a [Box<str>]> {
+        self.tables.issuers.lists.get(self.slot.issuers).as_deref()
+    }
+
     /// Rate-limit overrides from the record (each set field wins over the tier).
-    pub limits: crate::ratelimit::TenantLimits,
+    #[must_use]
+    pub fn limits(&self) -> TenantLimits {
+        *self.tables.limits.get(self.slot.limits)
+    }
+
     /// The target group the tenant is pinned to, if any.
-    pub arm: Option<Arc<str>>,
+    #[must_use]
+    pub fn arm(&self) -> Option<&'a str> {
+        self.tables.arms.get(u32::from(self.slot.arm)).as_deref()
+    }
+
+    /// The record as a source would hand it over.
+    #[must_use]
+    pub fn record(&self, id: &str) -> TenantRecord {
+        record_of(self.tables, id, self.slot)
+    }
+}
+
+fn status_of(code: u8) -> TenantStatus {
+    TenantStatus::ALL
+        .get(usize::from(code))
+        .copied()
+        .unwrap_or(TenantStatus::Offboarded)
+}
+
+fn status_code(s: TenantStatus) -> u8 {
+    #[allow(clippy::cast_possible_truncation)]
+    let code = TenantStatus::ALL.iter().position(|x| *x == s).unwrap_or(3) as u8;
+    code
+}
+
+pub(super) fn record_of(tables: &Tables, id: &str, s: &Slot) -> TenantRecord {
+    TenantRecord {
+        id: id.to_owned(),
+        cell: tables.cells.entry(s.cell).id.to_string(),
+        status: status_of(s.status),
+        tier: tables.tiers.get(u32::from(s.tier)).to_string(),
+        version: s.version(),
+        issuers: tables
+            .issuers
+            .lists
+            .get(s.issuers)
+            .as_deref()
+            .map(|l| l.iter().map(|i| i.to_string()).collect())
+            .unwrap_or_default(),
+        limits: *tables.limits.get(s.limits),
+        arm: tables
+            .arms
+            .get(u32::from(s.arm))
+            .as_deref()
+            .map(str::to_owned),
+    }
+}
+
+/// Too many distinct tiers or arms (more than 65,535) to give the record a handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TablesFull;
+
+/// The slot for `t`, adding what it names to `tables` (each table copied only when a new value
+/// must be added while it is shared with an older generation).
+pub(super) fn intern(tables: &mut Tables, t: &TenantRecord) -> Result<Slot, TablesFull> {
+    let cell = match tables.cells.find(&t.cell) {
+        Some(h) => h,
+        None => Arc::make_mut(&mut tables.cells).handle(&t.cell),
+    };
+    let tier_key: Arc<str> = Arc::from(t.tier.as_str());
+    let tier = match tables.tiers.find(&tier_key) {
+        Some(h) => h,
+        None => Arc::make_mut(&mut tables.tiers)
+            .handle(Arc::clone(&tier_key), || tier_key)
+            .ok_or(TablesFull)?,
+    };
+    let arm = match t.arm.as_deref() {
+        None => 0,
+        Some(a) => {
+            let key: Arc<str> = Arc::from(a);
+            match tables.arms.find(&key) {
+                Some(h) => h,
+                None => Arc::make_mut(&mut tables.arms)
+                    .handle(Arc::clone(&key), || Some(key))
+                    .ok_or(TablesFull)?,
+            }
+        }
+    };
+    let issuers = if t.issuers.is_empty() {
+        0
+    } else {
+        match tables.issuers.lists.find(&t.issuers) {
+            Some(h) => h,
+            None => Arc::make_mut(&mut tables.issuers)
+                .lists
+                .handle(t.issuers.clone(), || {
+                    Some(t.issuers.iter().map(|i| Box::from(i.as_str())).collect())
+                })
+                .ok_or(TablesFull)?,
+        }
+    };
+    let limits = if t.limits.is_empty() {
+        0
+    } else {
+        let key = limits_key(&t.limits);
+        match tables.limits.find(&key) {
+            Some(h) => h,
+            None => Arc::make_mut(&mut tables.limits)
+                .handle(key, || t.limits)
+                .ok_or(TablesFull)?,
+        }
+    };
+    Ok(Slot::new(
+        t.version,
+        status_code(t.status),
+        cell,
+        u16::try_from(tier).map_err(|_| TablesFull)?,
+        u16::try_from(arm).map_err(|_| TablesFull)?,
+        issuers,
+        limits,
+    ))
+}
+
+/// Counts (or uncounts) the tenant of `s` in the tables' derived sets.
+pub(super) fn count(tables: &mut Tables, s: &Slot, add: bool) {
+    Arc::make_mut(&mut tables.cells).count(s.cell, add);
+    if s.issuers != 0 {
+        Arc::make_mut(&mut tables.issuers).count(s.issuers, add);
+    }
 }
 
 /// What applying a delta did.
@@ -35,24 +201,8 @@ pub struct ApplyStats {
     pub applied: usize,
     /// Records older than the one held, ignored (versions never go backwards in a node).
     pub regressions: usize,
-}
-
-/// A tenant's placement resolved against `cells` (`None` for an id that is not a header value,
-/// which sources never hand over).
-fn placement(t: &TenantRecord, cells: &HashMap<Box<str>, Arc<Cell>>) -> Option<TenantPlacement> {
-    let tenant_header = HeaderValue::from_str(&t.id).ok()?;
-    Some(TenantPlacement {
-        cell_id: Arc::from(t.cell.as_str()),
-        cell: cells.get(t.cell.as_str()).cloned(),
-        status: t.status,
-        tier: Arc::from(t.tier.as_str()),
-        version: t.version,
-        tenant_header,
-        issuers: (!t.issuers.is_empty())
-            .then(|| t.issuers.iter().map(|i| Box::from(i.as_str())).collect()),
-        limits: t.limits,
-        arm: t.arm.as_deref().map(Arc::from),
-    })
+    /// Records that could not be held (a table full), skipped.
+    pub skipped: usize,
 }
 
 /// One registry generation, never mutated after it is built.
@@ -61,13 +211,8 @@ pub struct PlacementSnapshot {
     /// Increments on every swap in this process; 0 means nothing was loaded yet.
     pub generation: u64,
     pub loaded_at: SystemTime,
-    tenants: HashMap<Box<str>, TenantPlacement>,
-    cells: HashMap<Box<str>, Arc<Cell>>,
-    /// Tenant records whose cell no source defines.
-    pub dangling: Vec<(String, String)>,
-    /// Issuers some tenant record names as its own: each may speak only for the tenants that
-    /// name it.
-    bound_issuers: HashSet<Box<str>>,
+    tenants: TenantMap,
+    tables: Tables,
 }
 
 impl PlacementSnapshot {
@@ -77,61 +222,31 @@ impl PlacementSnapshot {
         Self {
             generation: 0,
             loaded_at: SystemTime::UNIX_EPOCH,
-            tenants: HashMap::new(),
-            cells: HashMap::new(),
-            dangling: Vec::new(),
-            bound_issuers: HashSet::new(),
+            tenants: TenantMap::new(),
+            tables: Tables::default(),
         }
     }
 
-    /// Builds a snapshot; cells from `data` win over `config_cells` with the same id.
+    /// Builds a snapshot from a full load; cells from `data` win over `config_cells` with the
+    /// same id. The tenants were placed as the source read them: this only freezes them.
     #[must_use]
-    pub fn build(data: &RegistryData, config_cells: &[Cell], generation: u64) -> Self {
-        let mut cells: HashMap<Box<str>, Arc<Cell>> =
-            HashMap::with_capacity(config_cells.len() + data.cells().len());
-        for c in config_cells.iter().chain(data.cells()) {
-            cells.insert(Box::from(&*c.id), Arc::new(c.clone()));
+    pub fn build(data: RegistryData, config_cells: &[Cell], generation: u64) -> Self {
+        let (map, mut tables, cells) = data.into_parts();
+        let table = Arc::make_mut(&mut tables.cells);
+        for c in config_cells.iter().chain(&cells) {
+            table.define(&c.id, Some(Arc::new(c.clone())));
         }
-        let mut tenants = HashMap::with_capacity(data.tenant_count());
-        for t in data.tenants() {
-            if let Some(p) = placement(t, &cells) {
-                tenants.insert(t.id.clone().into_boxed_str(), p);
-            }
-        }
-        Self::finish(tenants, cells, generation)
-    }
-
-    /// Computes the derived parts (dangling records, bound issuers) and stamps the generation.
-    fn finish(
-        tenants: HashMap<Box<str>, TenantPlacement>,
-        cells: HashMap<Box<str>, Arc<Cell>>,
-        generation: u64,
-    ) -> Self {
-        let mut dangling = Vec::new();
-        let mut bound_issuers = HashSet::new();
-        for (id, p) in &tenants {
-            if p.cell.is_none() {
-                dangling.push((id.to_string(), p.cell_id.to_string()));
-            }
-            if let Some(list) = &p.issuers {
-                bound_issuers.extend(list.iter().cloned());
-            }
-        }
-        dangling.sort();
         Self {
             generation,
             loaded_at: SystemTime::now(),
-            tenants,
-            cells,
-            dangling,
-            bound_issuers,
+            tenants: map.freeze(),
+            tables,
         }
     }
 
     /// The next generation: this one with `delta` applied. A tenant record older than the one
     /// held (a late read) never replaces it; a deleted registry cell falls back to the config
-    /// cell with the same id, if any. Costs a copy of the maps (memory and CPU, not registry
-    /// reads).
+    /// cell with the same id, if any. Costs what the delta touches, not the tenant count.
     #[must_use]
     pub fn apply(
         &self,
@@ -140,63 +255,75 @@ impl PlacementSnapshot {
         generation: u64,
     ) -> (Self, ApplyStats) {
         let mut stats = ApplyStats::default();
-        let mut cells = self.cells.clone();
-        for (id, cell) in &delta.cells {
-            match cell {
-                Some(c) => cells.insert(Box::from(id.as_str()), Arc::new(c.clone())),
-                None => match config_cells.iter().find(|c| &*c.id == id.as_str()) {
-                    Some(c) => cells.insert(Box::from(id.as_str()), Arc::new(c.clone())),
-                    None => cells.remove(id.as_str()),
-                },
-            };
-        }
+        let mut tables = self.tables.clone();
         let mut tenants = self.tenants.clone();
-        if !delta.cells.is_empty() {
-            // Tenants hold their cell by pointer: re-resolve those whose cell changed.
-            for p in tenants.values_mut() {
-                if delta.cells.iter().any(|(id, _)| id.as_str() == &*p.cell_id) {
-                    p.cell = cells.get(&*p.cell_id).cloned();
-                }
-            }
+        for (id, cell) in &delta.cells {
+            let def = match cell {
+                Some(c) => Some(Arc::new(c.clone())),
+                None => config_cells
+                    .iter()
+                    .find(|c| &*c.id == id.as_str())
+                    .map(|c| Arc::new(c.clone())),
+            };
+            Arc::make_mut(&mut tables.cells).define(id, def);
         }
         for (id, record) in &delta.tenants {
-            let held = tenants.get(id.as_str()).map(|p| p.version);
-            match record {
-                Some(t) if held.is_some_and(|v| v > t.version) => stats.regressions += 1,
-                Some(t) => {
-                    if let Some(p) = placement(t, &cells) {
-                        tenants.insert(Box::from(id.as_str()), p);
-                        stats.applied += 1;
+            let held = tenants.get(id).map(|(_, s)| *s);
+            let slot = match record {
+                Some(t) if held.is_some_and(|h| h.version() > t.version) => {
+                    stats.regressions += 1;
+                    continue;
+                }
+                Some(t) => match intern(&mut tables, t) {
+                    Ok(s) => Some(s),
+                    Err(TablesFull) => {
+                        stats.skipped += 1;
+                        continue;
                     }
-                }
-                None => {
-                    tenants.remove(id.as_str());
-                    stats.applied += 1;
-                }
+                },
+                None => None,
+            };
+            if let Some(h) = &held {
+                count(&mut tables, h, false);
             }
+            if let Some(s) = &slot {
+                count(&mut tables, s, true);
+            }
+            tenants.set(id, slot);
+            stats.applied += 1;
         }
-        (Self::finish(tenants, cells, generation), stats)
+        let next = Self {
+            generation,
+            loaded_at: SystemTime::now(),
+            tenants,
+            tables,
+        };
+        (next, stats)
     }
 
     /// Whether a token from issuer `iss` may speak for the tenant placed at `p`: a tenant that
     /// names its issuers takes only those, and an issuer some tenant names as its own speaks
     /// for no tenant that does not name it (so one tenant's IdP cannot mint for another).
     #[must_use]
-    pub fn issuer_allowed(&self, p: &TenantPlacement, iss: &str) -> bool {
-        match &p.issuers {
+    pub fn issuer_allowed(&self, p: &TenantPlacement<'_>, iss: &str) -> bool {
+        match p.issuers() {
             Some(list) => list.iter().any(|i| &**i == iss),
-            None => self.bound_issuers.is_empty() || !self.bound_issuers.contains(iss),
+            None => !self.tables.issuers.is_bound(iss),
         }
     }
 
     #[must_use]
-    pub fn tenant(&self, id: &str) -> Option<&TenantPlacement> {
-        self.tenants.get(id)
+    pub fn tenant(&self, id: &str) -> Option<TenantPlacement<'_>> {
+        self.tenants.get(id).map(|(leaf, slot)| TenantPlacement {
+            tables: &self.tables,
+            leaf,
+            slot,
+        })
     }
 
     #[must_use]
     pub fn cell(&self, id: &str) -> Option<&Arc<Cell>> {
-        self.cells.get(id)
+        self.tables.cells.get(id).and_then(|e| e.cell.as_ref())
     }
 
     #[must_use]
@@ -206,148 +333,90 @@ impl PlacementSnapshot {
 
     #[must_use]
     pub fn cell_count(&self) -> usize {
-        self.cells.len()
+        self.tables
+            .cells
+            .entries()
+            .filter(|e| e.cell.is_some())
+            .count()
     }
 
     /// Cells, sorted by id.
     #[must_use]
     pub fn cells(&self) -> Vec<&Arc<Cell>> {
-        let mut v: Vec<_> = self.cells.values().collect();
+        let mut v: Vec<_> = self
+            .tables
+            .cells
+            .entries()
+            .filter_map(|e| e.cell.as_ref())
+            .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
-}
 
-/// The one published snapshot, plus when the source last confirmed it.
-#[derive(Debug)]
-pub struct SnapshotHandle {
-    current: ArcSwap<PlacementSnapshot>,
-    /// The generation last published, for tasks that follow changes (target discovery,
-    /// long-lived connections of moved tenants).
-    published: tokio::sync::watch::Sender<u64>,
-    confirmed: std::sync::Mutex<Instant>,
-    status: std::sync::Mutex<RefreshStatus>,
-}
+    /// Tenants per cell id, for every cell a tenant names or a source defines, sorted by id.
+    #[must_use]
+    pub fn cell_tenants(&self) -> Vec<(&Arc<str>, u32, bool)> {
+        let mut v: Vec<_> = self
+            .tables
+            .cells
+            .entries()
+            .filter(|e| e.cell.is_some() || e.tenants > 0)
+            .map(|e| (&e.id, e.tenants, e.cell.is_some()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
 
-/// What the refresh service last did, for `GET /admin/registry`.
-#[derive(Debug, Clone, Default)]
-pub struct RefreshStatus {
-    /// The source's description (`file:...`, `dynamodb:...`).
-    pub source: String,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<SystemTime>,
-    pub failures: u64,
-}
+    /// Cell ids that tenant records name but no source defines, with how many tenants name
+    /// each, sorted by id.
+    #[must_use]
+    pub fn dangling(&self) -> Vec<(&Arc<str>, u32)> {
+        self.cell_tenants()
+            .into_iter()
+            .filter(|(_, n, defined)| !defined && *n > 0)
+            .map(|(id, n, _)| (id, n))
+            .collect()
+    }
 
-impl Default for SnapshotHandle {
-    fn default() -> Self {
-        Self::new()
+    /// Tenant records whose cell no source defines.
+    #[must_use]
+    pub fn dangling_tenants(&self) -> u64 {
+        self.dangling().iter().map(|(_, n)| u64::from(*n)).sum()
+    }
+
+    /// Every tenant record (the order is the map's), for exports and checks.
+    pub fn records(&self) -> impl Iterator<Item = TenantRecord> + '_ {
+        self.tenants
+            .iter()
+            .map(|(id, s)| record_of(&self.tables, id, s))
+    }
+
+    /// Bytes the tenant map holds (nodes, slots, ids), for the memory benchmark.
+    #[must_use]
+    pub fn tenant_map_bytes(&self) -> usize {
+        self.tenants.heap_bytes()
     }
 }
 
-impl SnapshotHandle {
-    #[must_use]
-    pub fn new() -> Self {
-        Self {
-            current: ArcSwap::from_pointee(PlacementSnapshot::empty()),
-            published: tokio::sync::watch::Sender::new(0),
-            confirmed: std::sync::Mutex::new(Instant::now()),
-            status: std::sync::Mutex::new(RefreshStatus::default()),
+/// A full load being filled: the map and tables the snapshot will keep.
+#[derive(Debug, Default)]
+pub(super) struct Filling {
+    pub map: TenantMapBuilder,
+    pub tables: Tables,
+    pub skipped: usize,
+}
+
+impl Filling {
+    /// Places `t`; `false` when its id is already held (or it cannot be held: counted).
+    pub fn push(&mut self, t: &TenantRecord) -> bool {
+        if self.map.get(&t.id).is_some() {
+            return false;
         }
-    }
-
-    /// The current snapshot (cheap; hold it for one request, not across long waits).
-    #[must_use]
-    pub fn load(&self) -> arc_swap::Guard<Arc<PlacementSnapshot>> {
-        self.current.load()
-    }
-
-    /// The current snapshot as an owned `Arc` (for building the next generation from it).
-    #[must_use]
-    pub fn load_full(&self) -> Arc<PlacementSnapshot> {
-        self.current.load_full()
-    }
-
-    /// Publishes a new generation.
-    pub fn store(&self, snapshot: PlacementSnapshot) {
-        drop(self.replace(snapshot));
-    }
-
-    /// Publishes a new generation and hands back the one it replaced (whoever drops the last
-    /// reference frees every tenant entry of it).
-    pub fn replace(&self, snapshot: PlacementSnapshot) -> Arc<PlacementSnapshot> {
-        let generation = snapshot.generation;
-        let old = self.current.swap(Arc::new(snapshot));
-        self.confirm();
-        self.published.send_replace(generation);
-        old
-    }
-
-    /// Follows published generations (the receiver sees the latest one, never a backlog).
-    #[must_use]
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.published.subscribe()
-    }
-
-    /// Records that the source was checked and the snapshot is still current.
-    pub fn confirm(&self) {
-        *self
-            .confirmed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
-    }
-
-    /// Time since the source last confirmed the snapshot (what "stale" means).
-    #[must_use]
-    pub fn age(&self) -> std::time::Duration {
-        self.confirmed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .elapsed()
-    }
-
-    /// Records the source's name (once, at start) and each failure.
-    pub fn set_source(&self, source: &str) {
-        self.status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .source = source.to_owned();
-    }
-
-    pub fn record_failure(&self, error: &str) {
-        let mut st = self
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        st.last_error = Some(error.to_owned());
-        st.last_error_at = Some(SystemTime::now());
-        st.failures += 1;
-    }
-
-    #[must_use]
-    pub fn status(&self) -> RefreshStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    #[must_use]
-    pub fn ready(&self) -> bool {
-        self.current.load().generation > 0
-    }
-}
-
-/// Discovery follows the targets of the current generation's cells.
-impl crate::upstream::discovery::Watched for SnapshotHandle {
-    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.subscribe()
-    }
-
-    fn each_target(&self, f: &mut dyn FnMut(&crate::upstream::Target)) {
-        let snap = self.load_full();
-        for cell in snap.cells() {
-            cell.targets.iter().for_each(&mut *f);
-        }
+        let Ok(slot) = intern(&mut self.tables, t) else {
+            self.skipped += 1;
+            return false;
+        };
+        count(&mut self.tables, &slot, true);
+        self.map.insert(&t.id, slot)
     }
 }

@@ -122,9 +122,9 @@ impl LongLived {
 /// exchange opened while migrating).
 fn still_served(snap: &PlacementSnapshot, tenant: &TenantId, cell: &str, migrating: bool) -> bool {
     snap.tenant(tenant.as_str()).is_some_and(|p| {
-        (p.status == TenantStatus::Active || (migrating && p.status == TenantStatus::Migrating))
-            && &*p.cell_id == cell
-            && p.cell.as_ref().is_some_and(|c| c.state != CellState::Down)
+        (p.status() == TenantStatus::Active || (migrating && p.status() == TenantStatus::Migrating))
+            && &**p.cell_id() == cell
+            && p.cell().is_some_and(|c| c.state != CellState::Down)
     })
 }
 
@@ -205,7 +205,7 @@ mod tests {
             vec![Cell::from_file(&fc, "cells[0]").unwrap()],
         );
         let h = SnapshotHandle::new();
-        h.store(PlacementSnapshot::build(&data, &[], 1));
+        h.store(PlacementSnapshot::build(data, &[], 1));
         h
     }
 

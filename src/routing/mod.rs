@@ -172,7 +172,7 @@ pub fn route_with(
     let placement = snap
         .tenant(tenant.as_str())
         .ok_or(RouteError::UnknownTenant)?;
-    match placement.status {
+    match placement.status() {
         TenantStatus::Active => {}
         TenantStatus::Offboarded => return Err(RouteError::UnknownTenant),
         TenantStatus::Suspended => return Err(RouteError::Suspended),
@@ -182,16 +182,15 @@ pub fn route_with(
         TenantStatus::Migrating => {}
     }
     if let Some(iss) = issuer
-        && !snap.issuer_allowed(placement, iss)
+        && !snap.issuer_allowed(&placement, iss)
     {
         return Err(RouteError::IssuerNotAllowed);
     }
     let cell = placement
-        .cell
-        .as_ref()
-        .ok_or_else(|| RouteError::CellMissing(Arc::clone(&placement.cell_id)))?;
+        .cell()
+        .ok_or_else(|| RouteError::CellMissing(Arc::clone(placement.cell_id())))?;
     if cell.state == CellState::Down {
-        return Err(RouteError::CellDown(Arc::clone(&placement.cell_id)));
+        return Err(RouteError::CellDown(Arc::clone(placement.cell_id())));
     }
     let usable = |name: &str| {
         cell.groups
@@ -201,20 +200,20 @@ pub fn route_with(
     let chosen = hint
         .forced
         .and_then(usable)
-        .or_else(|| placement.arm.as_deref().and_then(usable))
+        .or_else(|| placement.arm().and_then(usable))
         .or_else(|| canary::arm_keyed(&cell.groups, tenant.as_str(), hint.key));
     let Some(group) = chosen else {
-        return Err(RouteError::CellDown(Arc::clone(&placement.cell_id)));
+        return Err(RouteError::CellDown(Arc::clone(placement.cell_id())));
     };
     Ok(RouteDecision {
         cell: Arc::clone(cell),
         group,
         target: cell.groups[group].next_target(),
-        tenant_header: placement.tenant_header.clone(),
-        version: placement.version,
-        tier: Arc::clone(&placement.tier),
-        limits: placement.limits,
-        migrating: placement.status == TenantStatus::Migrating,
+        tenant_header: placement.tenant_header(),
+        version: placement.version(),
+        tier: Arc::clone(placement.tier()),
+        limits: placement.limits(),
+        migrating: placement.status() == TenantStatus::Migrating,
     })
 }
 

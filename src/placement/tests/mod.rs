@@ -7,6 +7,7 @@ use super::*;
 use crate::config::file::FileCell;
 
 mod cells;
+mod generations;
 mod parse;
 mod snapshots;
 mod source;

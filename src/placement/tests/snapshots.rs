@@ -12,17 +12,18 @@ fn registry_cells_override_config_cells_with_the_same_id() {
         vec![tenant("acme", "cell-1", TenantStatus::Active)],
         vec![cell("cell-1", &["http://10.0.0.2:9100"])],
     );
-    let snap = PlacementSnapshot::build(&data, &config, 3);
+    let snap = PlacementSnapshot::build(data, &config, 3);
     assert_eq!(snap.generation, 3);
     assert_eq!(snap.cell_count(), 2);
     assert_eq!(snap.cell("cell-1").unwrap().targets[0].port, 9100);
     assert!(snap.cell("cfg-only").is_some());
     let placed = snap.tenant("acme").unwrap();
-    assert_eq!(placed.cell.as_ref().unwrap().targets[0].port, 9100);
-    assert_eq!(placed.tenant_header, "acme");
+    assert_eq!(placed.cell().unwrap().targets[0].port, 9100);
+    assert_eq!(placed.tenant_header(), "acme");
     let ids: Vec<&str> = snap.cells().iter().map(|c| &*c.id).collect();
     assert_eq!(ids, ["cell-1", "cfg-only"]);
-    assert!(snap.dangling.is_empty());
+    assert!(snap.dangling().is_empty());
+    assert_eq!(snap.dangling_tenants(), 0);
 }
 
 #[test]
@@ -34,15 +35,18 @@ fn tenants_naming_a_missing_cell_are_dangling() {
         ],
         vec![cell("cell-1", &["http://10.0.0.1:1"])],
     );
-    let snap = PlacementSnapshot::build(&data, &[], 1);
-    assert_eq!(
-        snap.dangling,
-        vec![("globex".to_owned(), "cell-9".to_owned())]
-    );
+    let snap = PlacementSnapshot::build(data, &[], 1);
+    let dangling: Vec<(&str, u32)> = snap
+        .dangling()
+        .into_iter()
+        .map(|(c, n)| (&**c, n))
+        .collect();
+    assert_eq!(dangling, [("cell-9", 1)]);
+    assert_eq!(snap.dangling_tenants(), 1);
     let g = snap.tenant("globex").unwrap();
-    assert!(g.cell.is_none());
-    assert_eq!(&*g.cell_id, "cell-9");
-    assert_eq!(g.status, TenantStatus::Suspended);
+    assert!(g.cell().is_none());
+    assert_eq!(&**g.cell_id(), "cell-9");
+    assert_eq!(g.status(), TenantStatus::Suspended);
     assert_eq!(snap.tenant_count(), 2);
     assert!(snap.tenant("initech").is_none());
 }
@@ -58,7 +62,7 @@ fn snapshot_handle_is_ready_only_after_a_store() {
         vec![cell("cell-1", &["http://10.0.0.1:1"])],
     );
     let held = handle.load();
-    handle.store(PlacementSnapshot::build(&data, &[], 1));
+    handle.store(PlacementSnapshot::build(data, &[], 1));
     assert!(handle.ready());
     assert_eq!(handle.load().generation, 1);
     assert!(handle.load().tenant("acme").is_some());
@@ -86,7 +90,7 @@ fn a_delta_updates_deletes_and_never_goes_back_a_version() {
         ],
     );
     let config_cells = [cell("cell-2", &["http://127.0.0.1:7777"])];
-    let snap = PlacementSnapshot::build(&data, &config_cells, 1);
+    let snap = PlacementSnapshot::build(data, &config_cells, 1);
     let delta = Delta {
         tenants: vec![
             // Older than the held version 5: a late read, ignored.
@@ -124,29 +128,30 @@ fn a_delta_updates_deletes_and_never_goes_back_a_version() {
         stats,
         ApplyStats {
             applied: 3,
-            regressions: 1
+            regressions: 1,
+            skipped: 0,
         }
     );
     assert_eq!(next.generation, 2);
     let acme = next.tenant("acme").unwrap();
-    assert_eq!((&*acme.cell_id, acme.version), ("cell-1", 5));
+    assert_eq!((&**acme.cell_id(), acme.version()), ("cell-1", 5));
     // Tenants hold the new cell-1, not the old one.
     assert_eq!(
-        &*acme.cell.as_ref().unwrap().targets[0].url,
+        &*acme.cell().unwrap().targets[0].url,
         "http://127.0.0.1:9011"
     );
     let globex = next.tenant("globex").unwrap();
     assert_eq!(
-        (&*globex.cell_id, globex.status),
+        (&**globex.cell_id(), globex.status()),
         ("cell-1", TenantStatus::Suspended)
     );
     assert!(next.tenant("gone").is_none());
     let new = next.tenant("new").unwrap();
     assert_eq!(
-        &*new.cell.as_ref().unwrap().targets[0].url,
+        &*new.cell().unwrap().targets[0].url,
         "http://127.0.0.1:7777"
     );
     // The old generation is untouched.
-    assert_eq!(&*snap.tenant("globex").unwrap().cell_id, "cell-2");
+    assert_eq!(&**snap.tenant("globex").unwrap().cell_id(), "cell-2");
     assert!(snap.tenant("gone").is_some());
 }

@@ -26,7 +26,7 @@ fn a_pinned_tenant_gets_its_arm_whatever_the_weights() {
     tenants[7].arm = Some("canary".to_owned());
     tenants[8].arm = Some("no-such-group".to_owned());
     let data = RegistryData::from_records(tenants, vec![Cell::from_file(&fc, "cells[0]").unwrap()]);
-    let snap = PlacementSnapshot::build(&data, &[], 1);
+    let snap = PlacementSnapshot::build(data, &[], 1);
     for i in 0..200 {
         let d = route(&t(&format!("t{i}")), &Method::GET, None, &snap).unwrap();
         let want = if i == 7 { 1 } else { 0 };

@@ -10,7 +10,7 @@ fn a_tenant_bound_to_its_own_idp_refuses_tokens_from_other_issuers() {
         vec![initech, record("acme", "cell-1", TenantStatus::Active, 1)],
         vec![cell("cell-1", "ACTIVE", &["http://10.0.0.1:8080"])],
     );
-    let snap = PlacementSnapshot::build(&data, &[], 1);
+    let snap = PlacementSnapshot::build(data, &[], 1);
     let get = Method::GET;
     assert!(route(&t("initech"), &get, Some("https://initech.idp"), &snap).is_ok());
     assert_eq!(

@@ -63,7 +63,7 @@ fn snapshot() -> PlacementSnapshot {
             cell("cell-down", "DOWN", &["http://10.0.2.1:8080"]),
         ],
     );
-    PlacementSnapshot::build(&data, &[], 1)
+    PlacementSnapshot::build(data, &[], 1)
 }
 
 fn t(id: &str) -> TenantId {
@@ -110,7 +110,7 @@ fn canary_snapshot(
             .collect::<Vec<_>>(),
         vec![Cell::from_file(&fc, "cells[0]").unwrap()],
     );
-    PlacementSnapshot::build(&data, &[], 1)
+    PlacementSnapshot::build(data, &[], 1)
 }
 
 /// The name of the arm `tenant` gets under `hint`.

@@ -92,7 +92,7 @@ fn generation_zero_is_not_ready() {
         vec![record("acme", "cell-1", TenantStatus::Active, 1)],
         vec![cell("cell-1", "ACTIVE", &["http://10.0.0.1:8080"])],
     );
-    let snap = PlacementSnapshot::build(&data, &[], 0);
+    let snap = PlacementSnapshot::build(data, &[], 0);
     assert_eq!(
         route(&t("acme"), &Method::GET, None, &snap).unwrap_err(),
         RouteError::NotReady
