@@ -316,6 +316,13 @@ async fn a_registry_outage_keeps_the_last_placements_and_is_reported() {
         format!("dynamodb:{}", args.table.as_deref().unwrap())
     );
     assert_eq!(reg_status["tenants"], 1);
+    let per_cell: u64 = reg_status["cell_tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["tenants"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_cell, 1, "{reg_status}");
     assert!(
         reg_status["refresh_failures"].as_u64().unwrap() >= 2,
         "{reg_status}"

@@ -123,6 +123,11 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                     "tenants": snap.tenant_count(),
                     "cells": snap.cell_count(),
                     "dangling_tenants": snap.dangling_tenants(),
+                    "cell_tenants": snap
+                        .cell_tenants()
+                        .into_iter()
+                        .map(|(id, n, defined)| json!({"cell": &**id, "tenants": n, "defined": defined}))
+                        .collect::<Vec<_>>(),
                     "refresh_failures": st.failures,
                     "last_error": st.last_error,
                     "last_error_at": st.last_error_at.map(time),

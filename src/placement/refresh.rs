@@ -5,10 +5,11 @@
 //! full reload every `full_refresh` as a safety net. A failed read or parse is never swallowed:
 //! it logs a warning, bumps the failures counter and leaves the last good snapshot serving.
 //!
-//! Building a generation and freeing the one it replaces both run on the blocking pool: at a
-//! million tenants each takes hundreds of milliseconds, which must neither stall this runtime
-//! (it also answers `/readyz` and `/metrics`) nor land on a worker thread that happened to drop
-//! the last reference to the old generation in the middle of serving requests.
+//! A delta costs what it touches (the snapshot shares every unchanged node with the generation
+//! before). A full build and freeing a fully replaced generation still cost O(tenants): both
+//! run on the blocking pool, so they neither stall this runtime (it also answers `/readyz` and
+//! `/metrics`) nor land on a worker thread that happened to drop the last reference to the old
+//! generation in the middle of serving requests.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -133,29 +133,31 @@ pub(super) fn intern(tables: &mut Tables, t: &TenantRecord) -> Result<Slot, Tabl
         Some(h) => h,
         None => Arc::make_mut(&mut tables.cells).handle(&t.cell),
     };
-    let tier_key: Arc<str> = Arc::from(t.tier.as_str());
-    let tier = match tables.tiers.find(&tier_key) {
+    let tier = match tables.tiers.find(t.tier.as_str()) {
         Some(h) => h,
-        None => Arc::make_mut(&mut tables.tiers)
-            .handle(Arc::clone(&tier_key), || tier_key)
-            .ok_or(TablesFull)?,
+        None => {
+            let key: Arc<str> = Arc::from(t.tier.as_str());
+            Arc::make_mut(&mut tables.tiers)
+                .handle(Arc::clone(&key), || key)
+                .ok_or(TablesFull)?
+        }
     };
     let arm = match t.arm.as_deref() {
         None => 0,
-        Some(a) => {
-            let key: Arc<str> = Arc::from(a);
-            match tables.arms.find(&key) {
-                Some(h) => h,
-                None => Arc::make_mut(&mut tables.arms)
+        Some(a) => match tables.arms.find(a) {
+            Some(h) => h,
+            None => {
+                let key: Arc<str> = Arc::from(a);
+                Arc::make_mut(&mut tables.arms)
                     .handle(Arc::clone(&key), || Some(key))
-                    .ok_or(TablesFull)?,
+                    .ok_or(TablesFull)?
             }
-        }
+        },
     };
     let issuers = if t.issuers.is_empty() {
         0
     } else {
-        match tables.issuers.lists.find(&t.issuers) {
+        match tables.issuers.lists.find(t.issuers.as_slice()) {
             Some(h) => h,
             None => Arc::make_mut(&mut tables.issuers)
                 .lists

@@ -116,8 +116,11 @@ impl<T: Clone + Default, K: Hash + Eq> Interned<T, K> {
         Some(h)
     }
 
-    /// The handle `key` has, if any (no insertion).
-    pub fn find(&self, key: &K) -> Option<u32> {
+    /// The handle `key` has, if any (no insertion, no allocation).
+    pub fn find<Q: ?Sized + Hash + Eq>(&self, key: &Q) -> Option<u32>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         self.index.get(key).copied()
     }
 
