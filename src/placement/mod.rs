@@ -189,7 +189,7 @@ impl RegistryData {
         self.filling
             .map
             .iter()
-            .map(|(id, s)| snapshot::record_of(&self.filling.tables, id, s))
+            .map(|(id, s)| snapshot::record_of(&self.filling.tables, id, &s))
     }
 
     fn into_parts(self) -> (tenants::TenantMapBuilder, tables::Tables, Vec<Cell>) {

@@ -22,7 +22,7 @@ use crate::ratelimit::TenantLimits;
 pub struct TenantPlacement<'a> {
     tables: &'a Tables,
     leaf: &'a Leaf,
-    slot: &'a Slot,
+    slot: Slot,
 }
 
 impl<'a> TenantPlacement<'a> {
@@ -57,7 +57,7 @@ impl<'a> TenantPlacement<'a> {
     #[must_use]
     pub fn tenant_header(&self) -> HeaderValue {
         // Stored ids are validated tenant ids (`[a-z0-9_-]`), always a valid header value.
-        HeaderValue::from_maybe_shared(self.leaf.id_bytes(self.slot))
+        HeaderValue::from_maybe_shared(self.leaf.id_bytes(&self.slot))
             .unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
@@ -82,7 +82,7 @@ impl<'a> TenantPlacement<'a> {
     /// The record as a source would hand it over.
     #[must_use]
     pub fn record(&self, id: &str) -> TenantRecord {
-        record_of(self.tables, id, self.slot)
+        record_of(self.tables, id, &self.slot)
     }
 }
 
@@ -270,7 +270,7 @@ impl PlacementSnapshot {
             Arc::make_mut(&mut tables.cells).define(id, def);
         }
         for (id, record) in &delta.tenants {
-            let held = tenants.get(id).map(|(_, s)| *s);
+            let held = tenants.get(id).map(|(_, s)| s);
             let slot = match record {
                 Some(t) if held.is_some_and(|h| h.version() > t.version) => {
                     stats.regressions += 1;
@@ -390,7 +390,7 @@ impl PlacementSnapshot {
     pub fn records(&self) -> impl Iterator<Item = TenantRecord> + '_ {
         self.tenants
             .iter()
-            .map(|(id, s)| record_of(&self.tables, id, s))
+            .map(|(id, s)| record_of(&self.tables, id, &s))
     }
 
     /// Bytes the tenant map holds (nodes, slots, ids), for the memory benchmark.

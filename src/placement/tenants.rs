@@ -2,12 +2,13 @@
 //!
 //! A tenant id's 64-bit hash picks one of 256 branches at the root (its top byte), one of 256
 //! leaves below that (the next byte), and a 16-bit tag (the two bytes after) to compare before
-//! the id itself. A leaf holds its tenants as fixed 32-byte [`Slot`]s plus one byte buffer of
-//! their ids, so a tenant costs its slot, its id and a share of its leaf, with no allocation of
-//! its own. A new generation shares every node it does not change: changing one tenant copies
-//! the root (256 pointers), one branch (256 pointers) and one leaf (about N / 65,536 tenants),
-//! whatever the number of tenants; a batch copies each touched node once (`Arc::make_mut`).
-//! Readers never lock: a generation is immutable once published.
+//! the id itself. A leaf is one shared buffer, held in its branch: its tenants' 32-byte encoded
+//! [`Slot`]s, then their ids, so a tenant costs its slot, its id and a share of its leaf, with no
+//! allocation of its own, and a lookup reads the branch's line and the leaf's buffer. A new
+//! generation shares every node it does not change: changing one tenant copies the root (256
+//! pointers), one branch (256 leaf handles) and one leaf (about N / 65,536 tenants), whatever
+//! the number of tenants; a batch copies each touched node once (`Arc::make_mut`). Readers
+//! never lock: a generation is immutable once published.
 //!
 //! At 1M tenants a leaf holds about 15; at 16M about 250, when a third level would start to
 //! pay. [`TenantMapBuilder`] fills the leaves in place for a full load, then freezes them.
@@ -19,18 +20,22 @@ use bytes::Bytes;
 /// Branches per node (the root and each branch).
 const FANOUT: usize = 256;
 
+/// Bytes of one encoded slot.
+const SLOT: usize = 32;
+/// Bytes before the first slot of a leaf (the slot count).
+const HEAD: usize = 4;
+
 /// A tenant's record in the map, with the table handles it names (see `tables.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
-    version_lo: u32,
-    version_hi: u32,
-    id_at: u32,
+    version: u64,
     pub cell: u32,
     pub issuers: u32,
     pub limits: u32,
     pub tier: u16,
     pub arm: u16,
     tag: u16,
+    id_at: u32,
     id_len: u8,
     pub status: u8,
 }
@@ -49,16 +54,14 @@ impl Slot {
         limits: u32,
     ) -> Self {
         Self {
-            #[allow(clippy::cast_possible_truncation)]
-            version_lo: version as u32,
-            version_hi: (version >> 32) as u32,
-            id_at: 0,
+            version,
             cell,
             issuers,
             limits,
             tier,
             arm,
             tag: 0,
+            id_at: 0,
             id_len: 0,
             status,
         }
@@ -66,43 +69,96 @@ impl Slot {
 
     #[must_use]
     pub const fn version(&self) -> u64 {
-        ((self.version_hi as u64) << 32) | self.version_lo as u64
+        self.version
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&self.cell.to_le_bytes());
+        out.extend_from_slice(&self.issuers.to_le_bytes());
+        out.extend_from_slice(&self.limits.to_le_bytes());
+        out.extend_from_slice(&self.tier.to_le_bytes());
+        out.extend_from_slice(&self.arm.to_le_bytes());
+        out.extend_from_slice(&self.tag.to_le_bytes());
+        // Ids of one leaf take far less than 16 MiB: 24 bits of offset.
+        out.extend_from_slice(&self.id_at.to_le_bytes()[..3]);
+        out.push(self.id_len);
+        out.push(self.status);
+        out.push(0);
+    }
+
+    fn decode(b: &[u8]) -> Self {
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Self {
+            version: u64::from(u32_at(0)) | (u64::from(u32_at(4)) << 32),
+            cell: u32_at(8),
+            issuers: u32_at(12),
+            limits: u32_at(16),
+            tier: u16_at(20),
+            arm: u16_at(22),
+            tag: u16_at(24),
+            id_at: u32::from_le_bytes([b[26], b[27], b[28], 0]),
+            id_len: b[29],
+            status: b[30],
+        }
     }
 }
 
-/// A leaf: its tenants' slots and their ids, back to back.
-#[derive(Debug)]
-pub struct Leaf {
-    slots: Box<[Slot]>,
-    ids: Bytes,
-}
+/// A leaf: its slot count, its encoded slots, then their ids, in one shared buffer.
+#[derive(Debug, Clone, Default)]
+pub struct Leaf(Bytes);
 
 impl Leaf {
+    fn count(&self) -> usize {
+        self.0
+            .get(..HEAD)
+            .map_or(0, |h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize)
+    }
+
+    fn ids_start(&self) -> usize {
+        HEAD + self.count() * SLOT
+    }
+
+    fn slot(&self, i: usize) -> Slot {
+        Slot::decode(&self.0[HEAD + i * SLOT..HEAD + (i + 1) * SLOT])
+    }
+
+    fn tag(&self, i: usize) -> u16 {
+        let at = HEAD + i * SLOT + 24;
+        u16::from_le_bytes([self.0[at], self.0[at + 1]])
+    }
+
     fn id(&self, s: &Slot) -> &[u8] {
-        let at = s.id_at as usize;
-        &self.ids[at..at + usize::from(s.id_len)]
+        let at = self.ids_start() + s.id_at as usize;
+        &self.0[at..at + usize::from(s.id_len)]
     }
 
     /// The id of `s` as shared bytes (a reference count, no copy).
     #[must_use]
     pub fn id_bytes(&self, s: &Slot) -> Bytes {
-        let at = s.id_at as usize;
-        self.ids.slice(at..at + usize::from(s.id_len))
+        let at = self.ids_start() + s.id_at as usize;
+        self.0.slice(at..at + usize::from(s.id_len))
     }
 
-    fn find(&self, tag: u16, id: &[u8]) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| s.tag == tag && self.id(s) == id)
+    fn find(&self, tag: u16, id: &[u8]) -> Option<Slot> {
+        (0..self.count())
+            .filter(|&i| self.tag(i) == tag)
+            .map(|i| self.slot(i))
+            .find(|s| self.id(s) == id)
+    }
+
+    fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
+        (0..self.count()).map(|i| self.slot(i))
     }
 
     /// This leaf with `id` set to `slot` (`None`: removed); `None` when nothing is left.
     fn with(&self, tag: u16, id: &[u8], slot: Option<Slot>) -> Option<Self> {
         let mut b = BuildLeaf::default();
-        for s in self.slots.iter() {
-            let own = self.id(s);
+        for s in self.slots() {
+            let own = self.id(&s);
             if !(s.tag == tag && own == id) {
-                b.push(*s, own);
+                b.push(s, own);
             }
         }
         if let Some(mut s) = slot {
@@ -136,16 +192,27 @@ impl BuildLeaf {
     }
 
     fn freeze(self) -> Option<Leaf> {
-        (!self.slots.is_empty()).then(|| Leaf {
-            slots: self.slots.into_boxed_slice(),
-            ids: Bytes::from(self.ids.into_boxed_slice()),
-        })
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(HEAD + self.slots.len() * SLOT + self.ids.len());
+        buf.extend_from_slice(
+            &u32::try_from(self.slots.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
+        for s in &self.slots {
+            s.encode(&mut buf);
+        }
+        debug_assert_eq!(buf.len(), HEAD + self.slots.len() * SLOT);
+        buf.extend_from_slice(&self.ids);
+        Some(Leaf(Bytes::from(buf)))
     }
 }
 
 #[derive(Debug, Clone)]
 struct Branch {
-    leaves: [Option<Arc<Leaf>>; FANOUT],
+    leaves: [Option<Leaf>; FANOUT],
 }
 
 #[derive(Debug, Clone)]
@@ -198,18 +265,17 @@ impl TenantMap {
 
     /// The leaf and slot holding `id`.
     #[must_use]
-    pub fn get(&self, id: &str) -> Option<(&Leaf, &Slot)> {
+    pub fn get(&self, id: &str) -> Option<(&Leaf, Slot)> {
         let p = place(id.as_bytes());
         let branch = self.root.branches[p.branch].as_deref()?;
-        let leaf = branch.leaves[p.leaf].as_deref()?;
-        let i = leaf.find(p.tag, id.as_bytes())?;
-        Some((leaf, &leaf.slots[i]))
+        let leaf = branch.leaves[p.leaf].as_ref()?;
+        Some((leaf, leaf.find(p.tag, id.as_bytes())?))
     }
 
     /// Sets `id` to `slot` (`None`: removes it), copying only the nodes on its path that this
     /// map still shares with another generation. Returns the slot it replaced.
     pub fn set(&mut self, id: &str, slot: Option<Slot>) -> Option<Slot> {
-        let held = self.get(id).map(|(_, s)| *s);
+        let held = self.get(id).map(|(_, s)| s);
         if held.is_none() && slot.is_none() {
             return None;
         }
@@ -221,15 +287,10 @@ impl TenantMap {
             })
         }));
         let entry = &mut branch.leaves[p.leaf];
-        let next = match entry.as_deref() {
-            Some(leaf) => leaf.with(p.tag, id.as_bytes(), slot),
-            None => Leaf {
-                slots: Box::new([]),
-                ids: Bytes::new(),
-            }
-            .with(p.tag, id.as_bytes(), slot),
-        };
-        *entry = next.map(Arc::new);
+        *entry = entry
+            .take()
+            .unwrap_or_default()
+            .with(p.tag, id.as_bytes(), slot);
         match (held.is_some(), slot.is_some()) {
             (false, true) => self.len += 1,
             (true, false) => self.len -= 1,
@@ -239,31 +300,27 @@ impl TenantMap {
     }
 
     /// Every tenant: its id and slot, in hash order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Slot)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Slot)> {
         self.root
             .branches
             .iter()
             .flatten()
             .flat_map(|b| b.leaves.iter().flatten())
             .flat_map(|leaf| {
-                leaf.slots.iter().map(move |s| {
+                leaf.slots().map(move |s| {
                     // Ids are stored from `&str`s: the bytes are UTF-8.
-                    (std::str::from_utf8(leaf.id(s)).unwrap_or_default(), s)
+                    (std::str::from_utf8(leaf.id(&s)).unwrap_or_default(), s)
                 })
             })
     }
 
-    /// Bytes the map holds (nodes, slots and ids; not allocator overhead).
+    /// Bytes the map holds (nodes and leaf buffers; not allocator overhead).
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
         let mut n = std::mem::size_of::<Root>();
         for b in self.root.branches.iter().flatten() {
             n += std::mem::size_of::<Branch>();
-            for leaf in b.leaves.iter().flatten() {
-                n += std::mem::size_of::<Leaf>()
-                    + std::mem::size_of_val(&*leaf.slots)
-                    + leaf.ids.len();
-            }
+            n += b.leaves.iter().flatten().map(|l| l.0.len()).sum::<usize>();
         }
         n
     }
@@ -316,12 +373,12 @@ impl TenantMapBuilder {
     }
 
     /// Every tenant held so far: id and slot.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Slot)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Slot)> {
         self.leaves.iter().flat_map(|leaf| {
             leaf.slots.iter().map(move |s| {
                 let at = s.id_at as usize;
                 let id = &leaf.ids[at..at + usize::from(s.id_len)];
-                (std::str::from_utf8(id).unwrap_or_default(), s)
+                (std::str::from_utf8(id).unwrap_or_default(), *s)
             })
         })
     }
@@ -341,7 +398,7 @@ impl TenantMapBuilder {
                 let mut any = false;
                 for entry in &mut branch.leaves {
                     if let Some(leaf) = leaves.next().and_then(BuildLeaf::freeze) {
-                        *entry = Some(Arc::new(leaf));
+                        *entry = Some(leaf);
                         any = true;
                     }
                 }
