@@ -212,11 +212,17 @@ impl Parser<'_, '_> {
 
 /// Orders two wire values of one type (numbers by value); `None` when they cannot be compared.
 fn compare(a: &Value, b: &Value) -> Option<Ordering> {
-    if let (Some(x), Some(y)) = (a.get("N").and_then(Value::as_str), b.get("N").and_then(Value::as_str)) {
+    if let (Some(x), Some(y)) = (
+        a.get("N").and_then(Value::as_str),
+        b.get("N").and_then(Value::as_str),
+    ) {
         let (x, y) = (x.parse::<f64>().ok()?, y.parse::<f64>().ok()?);
         return x.partial_cmp(&y);
     }
-    if let (Some(x), Some(y)) = (a.get("S").and_then(Value::as_str), b.get("S").and_then(Value::as_str)) {
+    if let (Some(x), Some(y)) = (
+        a.get("S").and_then(Value::as_str),
+        b.get("S").and_then(Value::as_str),
+    ) {
         return Some(x.cmp(y));
     }
     (a == b).then_some(Ordering::Equal)
@@ -258,11 +264,13 @@ pub fn update(expr: &str, b: &Bindings<'_>, item: &mut WireItem) -> Result<(), F
         match action.as_str() {
             "SET" => {
                 if toks.get(i + 1).map(String::as_str) != Some("=") {
-                    return Err(Fault::validation(format!("Invalid UpdateExpression: {expr}")));
+                    return Err(Fault::validation(format!(
+                        "Invalid UpdateExpression: {expr}"
+                    )));
                 }
-                let operand = toks
-                    .get(i + 2)
-                    .ok_or_else(|| Fault::validation(format!("Invalid UpdateExpression: {expr}")))?;
+                let operand = toks.get(i + 2).ok_or_else(|| {
+                    Fault::validation(format!("Invalid UpdateExpression: {expr}"))
+                })?;
                 if toks
                     .get(i + 3)
                     .is_some_and(|n| n != "," && !n.eq_ignore_ascii_case("REMOVE"))
@@ -288,7 +296,11 @@ pub fn update(expr: &str, b: &Bindings<'_>, item: &mut WireItem) -> Result<(), F
                 item.remove(&name);
                 i += 1;
             }
-            _ => return Err(Fault::unsupported(format!("this update expression: {expr}"))),
+            _ => {
+                return Err(Fault::unsupported(format!(
+                    "this update expression: {expr}"
+                )));
+            }
         }
     }
     Ok(())
@@ -316,7 +328,14 @@ mod tests {
         assert!(!holds("attribute_not_exists(pk)", &b, Some(&item)).unwrap());
         assert!(holds("#v = :expected", &b, Some(&item)).unwrap());
         assert!(!holds("#v = :expected", &b, None).unwrap());
-        assert!(holds("NOT (#v <> :expected) AND attribute_exists(pk)", &b, Some(&item)).unwrap());
+        assert!(
+            holds(
+                "NOT (#v <> :expected) AND attribute_exists(pk)",
+                &b,
+                Some(&item)
+            )
+            .unwrap()
+        );
         assert!(holds("begins_with(pk, :new)", &b, Some(&item)).is_err());
         let mut epoch = WireItem::new();
         update("SET #e = :new", &b, &mut epoch).unwrap();

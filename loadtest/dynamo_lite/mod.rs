@@ -31,8 +31,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use cellgate::placement::dynamo::schema::{CellRecord, TargetGroup};
 use cellgate::placement::CellState;
+use cellgate::placement::dynamo::schema::{CellRecord, TargetGroup};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -47,7 +47,10 @@ pub type Shared = Arc<Mutex<Store>>;
 const TARGET_PREFIX: &str = "DynamoDB_20120810.";
 
 /// Answers one request.
-async fn handle(req: Request<Incoming>, store: Shared) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    store: Shared,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let op = req
         .headers()
         .get("x-amz-target")
@@ -182,11 +185,14 @@ fn usage(why: &str) -> ! {
 
 /// `loadtest dynamo-lite`: serves until interrupted.
 pub fn run(argv: Vec<String>) -> i32 {
-    let (mut port, mut table, mut tenants, mut cells) = (8000u16, "cellgate".to_owned(), 0usize, 3usize);
+    let (mut port, mut table, mut tenants, mut cells) =
+        (8000u16, "cellgate".to_owned(), 0usize, 3usize);
     let mut targets: Vec<String> = Vec::new();
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let value = it
+            .next()
+            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         let num = |v: &str| -> usize { v.parse().unwrap_or_else(|_| usage(v)) };
         match flag.as_str() {
             "--port" => port = u16::try_from(num(&value)).unwrap_or_else(|_| usage(&value)),
@@ -203,7 +209,12 @@ pub fn run(argv: Vec<String>) -> i32 {
             Vec::new()
         } else {
             (0..cells)
-                .map(|k| cell_record(&format!("cell-{}", k + 1), vec![targets[k % targets.len()].clone()]))
+                .map(|k| {
+                    cell_record(
+                        &format!("cell-{}", k + 1),
+                        vec![targets[k % targets.len()].clone()],
+                    )
+                })
                 .collect()
         };
         let began = std::time::Instant::now();

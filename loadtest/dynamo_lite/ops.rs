@@ -159,17 +159,20 @@ fn scan(store: &Store, req: &Value) -> Result<String, Fault> {
     };
     let after = match req.get("ExclusiveStartKey") {
         None | Some(Value::Null) => None,
-        Some(k) => Some(table.key_of(
-            k.as_object()
-                .ok_or_else(|| Fault::validation("ExclusiveStartKey must be a map"))?,
-        )?),
+        Some(k) => Some(
+            table.key_of(
+                k.as_object()
+                    .ok_or_else(|| Fault::validation("ExclusiveStartKey must be a map"))?,
+            )?,
+        ),
     };
     let limit = num("Limit").map(|l| usize::try_from(l).unwrap_or(usize::MAX));
     let page = table.scan(segment, total, after.as_deref(), limit);
     let scanned = page.items.len();
     let filter = req.get("FilterExpression").and_then(Value::as_str);
     let b = Bindings::of(req);
-    let mut body = String::with_capacity(page.items.iter().map(|t| t.len() + 1).sum::<usize>() + 128);
+    let mut body =
+        String::with_capacity(page.items.iter().map(|t| t.len() + 1).sum::<usize>() + 128);
     body.push_str("{\"Items\":[");
     let mut count = 0;
     for text in page.items {
@@ -214,9 +217,9 @@ fn satisfied(table: &Table, pk: &str, req: &Value) -> Result<bool, Fault> {
 /// The item `pk` after the request's `UpdateExpression` (created when missing, as DynamoDB
 /// does).
 fn updated(table: &Table, pk: &str, req: &Value) -> Result<WireItem, Fault> {
-    let mut item = table.get(pk)?.unwrap_or_else(|| {
-        WireItem::from_iter([(table.key.clone(), json!({ "S": pk }))])
-    });
+    let mut item = table
+        .get(pk)?
+        .unwrap_or_else(|| WireItem::from_iter([(table.key.clone(), json!({ "S": pk }))]));
     expr::update(
         str_field(req, "UpdateExpression")?,
         &Bindings::of(req),
@@ -250,7 +253,9 @@ fn transact(store: &mut Store, req: &Value) -> Result<String, Fault> {
         let (kind, body) = ["Put", "Update", "Delete", "ConditionCheck"]
             .into_iter()
             .find_map(|k| entry.get(k).map(|b| (k, b)))
-            .ok_or_else(|| Fault::validation("a TransactItem needs one of Put, Update, Delete, ConditionCheck"))?;
+            .ok_or_else(|| {
+                Fault::validation("a TransactItem needs one of Put, Update, Delete, ConditionCheck")
+            })?;
         let name = str_field(body, "TableName")?;
         let table = store.table(name)?;
         let pk = match kind {
@@ -277,10 +282,7 @@ fn transact(store: &mut Store, req: &Value) -> Result<String, Fault> {
         });
     }
     if failed {
-        let codes: Vec<&str> = reasons
-            .iter()
-            .filter_map(|r| r["Code"].as_str())
-            .collect();
+        let codes: Vec<&str> = reasons.iter().filter_map(|r| r["Code"].as_str()).collect();
         let mut f = Fault::new(
             "TransactionCanceledException",
             format!(

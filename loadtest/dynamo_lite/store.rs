@@ -178,7 +178,13 @@ pub fn seeded_cell(i: usize, cells: usize) -> String {
 /// A registry table `name` as `cellgate registry init` leaves it (key `pk`, TTL on
 /// `expires_at`, epoch 0), holding `tenants` tenants (`tenant_name(i)` in `seeded_cell(i)`,
 /// version 1) and `cells`; built in process with cellgate's `schema` item conversions.
-pub fn seed(store: &mut Store, name: &str, tenants: usize, cell_count: usize, cells: &[CellRecord]) {
+pub fn seed(
+    store: &mut Store,
+    name: &str,
+    tenants: usize,
+    cell_count: usize,
+    cells: &[CellRecord],
+) {
     let mut table = Table::new(schema::PK);
     table.ttl = Some(schema::TTL_ATTRIBUTE.to_owned());
     let at = cellgate::placement::dynamo::write::updated_at();

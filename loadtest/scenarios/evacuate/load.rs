@@ -151,7 +151,12 @@ pub async fn write_moves(
                 probing.deadline,
                 Some(tx),
                 None,
-                (client.clone(), uri.clone(), Arc::clone(&log), Arc::clone(&slots)),
+                (
+                    client.clone(),
+                    uri.clone(),
+                    Arc::clone(&log),
+                    Arc::clone(&slots),
+                ),
             ));
             for &i in &b.tenants[1..] {
                 probes.spawn(probe(
@@ -160,7 +165,12 @@ pub async fn write_moves(
                     probing.deadline,
                     None,
                     Some(rx.clone()),
-                    (client.clone(), uri.clone(), Arc::clone(&log), Arc::clone(&slots)),
+                    (
+                        client.clone(),
+                        uri.clone(),
+                        Arc::clone(&log),
+                        Arc::clone(&slots),
+                    ),
                 ));
             }
         }

@@ -214,7 +214,10 @@ fn pick(a: &Args) -> (Vec<usize>, Vec<bool>) {
     (moved, is_moved)
 }
 
-#[expect(clippy::too_many_lines, reason = "setup, phases, then the checks in order")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "setup, phases, then the checks in order"
+)]
 async fn drive(a: &Args, world: World, ready: Ready) -> Result<bool, String> {
     let ready_after = world.proxy_started.elapsed();
     let Ready { listen, pid, .. } = ready;
@@ -414,11 +417,17 @@ async fn drive(a: &Args, world: World, ready: Ready) -> Result<bool, String> {
         window.control <= CPU_TARGET,
     );
     check(
-        format!("no answer from an old cell after the new one had answered: {}", r.stale),
+        format!(
+            "no answer from an old cell after the new one had answered: {}",
+            r.stale
+        ),
         r.stale == 0,
     );
     check(
-        format!("no answer from a cell the tenant never had: {}", r.wrong_cell),
+        format!(
+            "no answer from a cell the tenant never had: {}",
+            r.wrong_cell
+        ),
         r.wrong_cell == 0,
     );
     check(

@@ -93,13 +93,19 @@ pub fn analyse(obs: &[Obs], batches: &[Batch], tenants: usize) -> Analysis {
             if first.sent < ack {
                 a.before_ack += 1;
             }
-            a.propagation.push(first.sent.saturating_duration_since(ack));
-            let floor = [last_old(i, first.sent), last_old(rep, first.sent), Some(b.started)]
-                .into_iter()
-                .flatten()
-                .max()
-                .unwrap_or(b.started);
-            a.resolution.push(first.recv.saturating_duration_since(floor));
+            a.propagation
+                .push(first.sent.saturating_duration_since(ack));
+            let floor = [
+                last_old(i, first.sent),
+                last_old(rep, first.sent),
+                Some(b.started),
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(b.started);
+            a.resolution
+                .push(first.recv.saturating_duration_since(floor));
             a.stale += v
                 .iter()
                 .filter(|o| o.cell == old_cell(i) && o.sent > first.recv)

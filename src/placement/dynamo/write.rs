@@ -274,10 +274,7 @@ impl Registry {
     /// version it replaces) in one transaction with one epoch bump and one change item listing
     /// their keys (`keys`). All or nothing: a record whose version moved fails the whole batch
     /// with a [`WriteError::Conflict`] naming the first such record. Returns the new epoch.
-    pub async fn commit_batch(
-        &self,
-        writes: Vec<(Item, Option<u64>)>,
-    ) -> Result<u64, WriteError> {
+    pub async fn commit_batch(&self, writes: Vec<(Item, Option<u64>)>) -> Result<u64, WriteError> {
         if writes.is_empty() || writes.len() > MAX_BATCH {
             return Err(self.other(format!(
                 "a batch holds 1 to {MAX_BATCH} records, not {}",
