@@ -31,6 +31,8 @@ pub struct Obs {
     pub recv: Instant,
     /// 0-based cell index, or [`NO_CELL`].
     pub cell: u8,
+    /// The answer's status, 0 when none came (timeout, connection error).
+    pub status: u16,
     pub probe: bool,
 }
 
@@ -52,8 +54,10 @@ pub async fn ask(client: &HttpClient, uri: &Uri, i: usize, probe: bool) -> Obs {
         .body(Empty::new())
         .unwrap();
     let sent = Instant::now();
+    let mut status = 0;
     let cell = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let resp = client.request(req).await.ok()?;
+        status = resp.status().as_u16();
         if !resp.status().is_success() {
             return None;
         }
@@ -72,6 +76,7 @@ pub async fn ask(client: &HttpClient, uri: &Uri, i: usize, probe: bool) -> Obs {
         sent,
         recv: Instant::now(),
         cell,
+        status,
         probe,
     }
 }

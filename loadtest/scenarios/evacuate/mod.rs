@@ -375,6 +375,22 @@ async fn drive(a: &Args, world: World, ready: Ready) -> Result<bool, String> {
          one had answered {}; a cell the tenant never had {}; new cell before the write returned {}",
         r.probes, r.traffic, r.failed_probe, r.failed_traffic, r.stale, r.wrong_cell, r.before_ack
     );
+    if !r.failed_by_status.is_empty() {
+        let by: Vec<String> = r
+            .failed_by_status
+            .iter()
+            .map(|(s, n)| match s {
+                0 => format!("no answer {n}"),
+                s => format!("status {s} {n}"),
+            })
+            .collect();
+        println!(
+            "failed requests: {}; slowest answer {}, slowest failed {}",
+            by.join(", "),
+            ms(r.slowest),
+            ms(r.slowest_failed)
+        );
+    }
     if let Some(e) = failed_writes.first() {
         println!("first failed write: {e}");
     }

@@ -27,6 +27,11 @@ pub struct Analysis {
     /// Requests with no cell in the answer (error status, no answer, unreadable body).
     pub failed_probe: usize,
     pub failed_traffic: usize,
+    /// The failed requests by status (0: no answer).
+    pub failed_by_status: std::collections::BTreeMap<u16, usize>,
+    /// The slowest answer, and the slowest failed one.
+    pub slowest: Duration,
+    pub slowest_failed: Duration,
     pub probes: usize,
     pub traffic: usize,
 }
@@ -49,7 +54,10 @@ pub fn analyse(obs: &[Obs], batches: &[Batch], tenants: usize) -> Analysis {
         } else {
             a.traffic += 1;
         }
+        a.slowest = a.slowest.max(o.recv - o.sent);
         if o.cell == NO_CELL {
+            *a.failed_by_status.entry(o.status).or_default() += 1;
+            a.slowest_failed = a.slowest_failed.max(o.recv - o.sent);
             if o.probe {
                 a.failed_probe += 1;
             } else {
