@@ -150,7 +150,7 @@ fn scan(store: &Store, req: &Value) -> Result<String, Fault> {
     let num = |f: &str| req.get(f).and_then(Value::as_u64);
     let (segment, total) = match (num("Segment"), num("TotalSegments")) {
         (None, None) => (0, 1),
-        (Some(s), Some(t)) if t >= 1 && t <= 1_000_000 && s < t => (s, t),
+        (Some(s), Some(t)) if (1..=1_000_000).contains(&t) && s < t => (s, t),
         _ => {
             return Err(Fault::validation(
                 "Segment and TotalSegments go together, 0 <= Segment < TotalSegments",
