@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod dynamo_lite;
 mod frame;
 mod process;
 mod scenarios;
@@ -26,6 +27,9 @@ fn main() {
             for s in SCENARIOS {
                 println!("  {:<8} {}", s.name, s.about);
             }
+            println!(
+                "tools:\n  dynamo-lite  a fast in-memory DynamoDB-API server on 127.0.0.1 (--port P --tenants N --cells C --targets URL,..)"
+            );
             return;
         }
         // For run.sh: what a scenario needs around it, as shell words.
@@ -42,6 +46,7 @@ fn main() {
             );
             return;
         }
+        "dynamo-lite" => std::process::exit(dynamo_lite::run(rest)),
         _ => {}
     }
     let Some(s) = scenarios::find(&name) else {

@@ -22,6 +22,10 @@ const TICKS_PER_SEC: f64 = 100.0;
 pub struct ProxyArgs {
     pub bin: PathBuf,
     pub cpu: Option<String>,
+    /// Extra environment for the proxy (a local DynamoDB-API server's test credentials).
+    pub env: Vec<(String, String)>,
+    /// How long the proxy may take to turn ready (a first scan of a million items takes a while).
+    pub ready_within: Duration,
 }
 
 impl Default for ProxyArgs {
@@ -29,6 +33,8 @@ impl Default for ProxyArgs {
         Self {
             bin: Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/cellgate"),
             cpu: None,
+            env: Vec::new(),
+            ready_within: Duration::from_secs(15),
         }
     }
 }
@@ -90,6 +96,7 @@ fn stop_pid(pid: u32) {
 pub struct Proxy {
     child: Child,
     log: PathBuf,
+    ready_within: Duration,
 }
 
 impl Proxy {
@@ -120,6 +127,7 @@ impl Proxy {
         let out = std::fs::File::create(log)?;
         let child = Command::new(&argv[0])
             .args(&argv[1..])
+            .envs(a.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -128,6 +136,7 @@ impl Proxy {
         Ok(Self {
             child,
             log: log.to_owned(),
+            ready_within: a.ready_within,
         })
     }
 
@@ -145,13 +154,13 @@ impl Proxy {
             .unwrap_or(wrapper)
     }
 
-    /// Waits (15 s at most) until `/readyz` answers 200.
+    /// Waits (`ProxyArgs::ready_within`, 15 s by default, at most) until `/readyz` answers 200.
     pub async fn wait_ready(
         &mut self,
         probe: &HttpClient,
         admin: SocketAddr,
     ) -> Result<(), String> {
-        let ready_by = Instant::now() + Duration::from_secs(15);
+        let ready_by = Instant::now() + self.ready_within;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("the proxy exited at start-up ({status})"));
@@ -267,6 +276,57 @@ impl CpuMark {
             proxy: pct(p),
             driver: pct(d),
             other: pct((now.machine - self.machine).saturating_sub(p + d)),
+        }
+    }
+}
+
+/// CPU ticks of a process split by thread name: its request workers (`cellgate-worker-N`,
+/// shown as `cellgate-worke` in the 15-character `comm`) and everything else, its control
+/// plane (the runtime `Server::run` is called on: registry refresh, admin, lookups, and its
+/// blocking pool, where snapshots are built). The rest is the process total (which keeps the
+/// time of threads that have exited) less the workers (which live as long as the process).
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadMark {
+    at: Instant,
+    total: u64,
+    workers: u64,
+}
+
+/// CPU over an interval, in % of one core.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ThreadCpu {
+    pub control: f64,
+    pub workers: f64,
+}
+
+impl ThreadMark {
+    pub fn now(pid: u32) -> Self {
+        let mut workers = 0;
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in dir.flatten() {
+                let tid = t.file_name().to_string_lossy().into_owned();
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                    .unwrap_or_default();
+                if comm.starts_with("cellgate-worke") {
+                    workers += process_ticks(&format!("{pid}/task/{tid}"));
+                }
+            }
+        }
+        Self {
+            at: Instant::now(),
+            total: process_ticks(&pid.to_string()),
+            workers,
+        }
+    }
+
+    pub fn since(&self, pid: u32) -> ThreadCpu {
+        let now = Self::now(pid);
+        let secs = now.at.duration_since(self.at).as_secs_f64();
+        let pct = |ticks: u64| ticks as f64 / TICKS_PER_SEC / secs * 100.0;
+        let workers = now.workers.saturating_sub(self.workers);
+        ThreadCpu {
+            control: pct((now.total.saturating_sub(self.total)).saturating_sub(workers)),
+            workers: pct(workers),
         }
     }
 }

@@ -14,6 +14,8 @@ TARGET="${CARGO_TARGET_DIR:-target}/release"
 DRIVER="$TARGET/examples/loadtest"
 case "$scenario" in
   list | -h | --help | help) exec "$DRIVER" list ;;
+  # A tool, not a scenario: the fast local DynamoDB-API server, in the foreground.
+  dynamo-lite) exec "$DRIVER" dynamo-lite "$@" ;;
 esac
 plan=$("$DRIVER" plan "$scenario" "$@") || exit 2
 moto=0 proxy_process=0

@@ -1,6 +1,7 @@
 //! The scenario table: name, one line on what it measures, what it needs, its entry point.
 
 mod canary;
+mod evacuate;
 mod flip;
 mod noisy;
 mod outage;
@@ -18,6 +19,13 @@ pub struct Scenario {
 }
 
 pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "evacuate",
+        about: "1M tenants in dynamo-lite, 10,000 batched moves in 10 s under traffic: propagation p50/p99, control-plane cpu, old-cell answers",
+        needs_dynamodb: |_| false,
+        proxy_process: true,
+        run: evacuate::run,
+    },
     Scenario {
         name: "flip",
         about: "a tenant flipped between cells through the DynamoDB registry under load: propagation p50/p99, answers from the old cell",

@@ -3,23 +3,28 @@
 //! Design (the "Registry on DynamoDB" section of docs/registry.md is the public version):
 //! - **Start**: a full snapshot from a paginated, parallel `Scan` (`scan_segments` segments,
 //!   strongly consistent), after reading the `epoch` item so no write can slip between the two
-//!   unnoticed.
+//!   unnoticed. Pages become records as they arrive (`scan.rs`), so the table is never held
+//!   whole as items.
 //! - **Change detection**: every write ([`write::Registry`]) is one `TransactWriteItems` that
 //!   puts the record (conditional on its version), bumps the `epoch` item (conditional on its
 //!   old value) and appends a `change#<epoch>` item. Each proxy polls only the `epoch` item
 //!   (`GetItem`, one eventually consistent read of a tiny item, 0.5 RCU) every `poll_interval`,
 //!   so the read cost per node is fixed whatever the number of tenants, and no node tails the
 //!   Stream (which allows about two readers per shard).
-//! - **Deltas**: when the epoch moved by at most [`MAX_DELTA`], the node reads the change items
-//!   in between and then only the records they name (`BatchGetItem`, strongly consistent), so a
-//!   change costs reads in proportion to the change, not to the table; a gap in the log (an
-//!   expired change item) falls back to a full reload.
+//! - **Deltas** ([`delta`]): when the epoch moved by at most [`MAX_DELTA`], the node reads the
+//!   change items in between and then only the records they name (`BatchGetItem`, strongly
+//!   consistent), so a change costs reads in proportion to the change, not to the table, and at
+//!   most [`delta::MAX_DELTA_RECORDS`] records per poll; a gap in the log (an expired change
+//!   item) falls back to a full reload. A change item names one record (`key`, a single write)
+//!   or up to [`write::MAX_BATCH`] (`keys`, a batched write such as a mass evacuation).
 //! - **Safety net**: a full reload every `full_refresh`.
 //!
 //! The source itself is thin: `changed` is the epoch poll, `load` the scan; the refresh service
 //! ([`super::refresh`]) decides when to call them and keeps the last good snapshot on failure.
 
+pub mod delta;
 pub mod error;
+mod scan;
 pub mod schema;
 pub mod write;
 
@@ -34,10 +39,8 @@ use aws_sdk_dynamodb::config::Region;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use self::error::{DynamoError, describe};
-use self::schema::{
-    EPOCH_KEY, Item, PK, cell_from_item, change_key, get_n, kind, tenant_from_item,
-};
-use super::{Cell, Delta, PlacementSource, RegistryData, RegistryError, TenantRecord};
+use self::schema::{EPOCH_KEY, PK, get_n, tenant_from_item};
+use super::{Delta, PlacementSource, RegistryData, RegistryError, TenantRecord};
 use crate::config::DynamoSettings;
 
 /// A DynamoDB client over the proxy's own TLS stack (rustls + ring), honouring the standard
@@ -112,10 +115,9 @@ pub struct DynamoSource {
     latest: Mutex<Option<u64>>,
 }
 
-/// Beyond this many changes since the last read, a full reload is cheaper than the change log.
+/// Beyond this many changes (epochs) since the last read, a full reload is cheaper than the
+/// change log.
 pub const MAX_DELTA: u64 = 500;
-/// Keys per `BatchGetItem` (DynamoDB's limit).
-const BATCH: usize = 100;
 
 impl DynamoSource {
     pub async fn new(settings: DynamoSettings) -> Self {
@@ -128,50 +130,6 @@ impl DynamoSource {
         }
     }
 
-    /// Reads `keys` (strongly consistent), 100 per call, retrying unprocessed keys.
-    async fn batch_get(&self, keys: Vec<String>) -> Result<Vec<Item>, RegistryError> {
-        use aws_sdk_dynamodb::types::KeysAndAttributes;
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(BATCH) {
-            let mut pending: Vec<Item> = chunk
-                .iter()
-                .map(|k| Item::from([(PK.to_owned(), AttributeValue::S(k.clone()))]))
-                .collect();
-            for attempt in 0..8 {
-                if pending.is_empty() {
-                    break;
-                }
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut pending)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| self.err(e.to_string()))?;
-                let got = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.settings.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| self.err(describe("BatchGetItem", &self.settings.table, &e)))?;
-                if let Some(mut r) = got.responses {
-                    out.extend(r.remove(&self.settings.table).unwrap_or_default());
-                }
-                if let Some(mut u) = got.unprocessed_keys
-                    && let Some(k) = u.remove(&self.settings.table)
-                {
-                    pending = k.keys;
-                }
-            }
-            if !pending.is_empty() {
-                return Err(self.err("batch get: keys left unprocessed after retries"));
-            }
-        }
-        Ok(out)
-    }
-
     fn err(&self, message: impl ToString) -> RegistryError {
         RegistryError::Remote {
             source_name: self.describe(),
@@ -179,88 +137,12 @@ impl DynamoSource {
         }
     }
 
-    async fn scan(&self) -> Result<Vec<Item>, RegistryError> {
-        let total = self.settings.scan_segments.max(1);
-        let mut tasks = tokio::task::JoinSet::new();
-        for segment in 0..total {
-            let client = self.client.clone();
-            let table = self.settings.table.clone();
-            let limit = self.settings.scan_page_size;
-            tasks.spawn(async move {
-                let mut items = Vec::new();
-                let mut start = None;
-                loop {
-                    let page = client
-                        .scan()
-                        .table_name(&table)
-                        .segment(i32::try_from(segment).unwrap_or(0))
-                        .total_segments(i32::try_from(total).unwrap_or(1))
-                        .consistent_read(true)
-                        .set_limit(limit.and_then(|l| i32::try_from(l).ok()))
-                        .set_exclusive_start_key(start)
-                        .send()
-                        .await
-                        .map_err(|e| describe("Scan", &table, &e))?;
-                    items.extend(page.items.unwrap_or_default());
-                    start = page.last_evaluated_key;
-                    if start.is_none() {
-                        return Ok::<_, DynamoError>(items);
-                    }
-                }
-            });
+    fn log(&self) -> delta::Log {
+        delta::Log {
+            client: self.client.clone(),
+            table: self.settings.table.clone(),
+            source: self.describe(),
         }
-        let mut all = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            let items = joined
-                .map_err(|e| self.err(format!("scan task: {e}")))?
-                .map_err(|e| self.err(e))?;
-            all.extend(items);
-        }
-        Ok(all)
-    }
-}
-
-/// Splits scanned items into records; an invalid item is skipped with a warning (one bad write
-/// must not take the whole registry down), never half-used.
-#[must_use]
-pub fn registry_data(items: &[Item], source: &str) -> RegistryData {
-    let mut data = RegistryData::default();
-    for item in items {
-        let pk = match item.get(PK) {
-            Some(AttributeValue::S(k)) => k.as_str(),
-            _ => "(no pk)",
-        };
-        // A scan segment repeated by a retry yields a record twice: the data keeps one.
-        let parsed = match kind(item) {
-            Some("tenant") => tenant_from_item(item).map(|t| {
-                data.push_tenant(t);
-            }),
-            Some("cell") => cell_from_item(item).and_then(|c| {
-                Cell::from_file(&c.to_file_cell(), "cell")
-                    .map(|cell| data.push_cell(cell))
-                    .map_err(|f| schema_bad(&f.key, &f.value, &f.reason))
-            }),
-            _ => Ok(()),
-        };
-        if let Err(b) = parsed {
-            skip(source, pk, &b);
-        }
-    }
-    data
-}
-
-fn skip(source: &str, key: &str, b: &super::record::BadField) {
-    tracing::warn!(
-        registry.source = %source, item = %key, field = %b.field, value = %b.value,
-        reason = %b.reason, "invalid registry item skipped"
-    );
-}
-
-fn schema_bad(field: &str, value: &str, reason: &str) -> super::record::BadField {
-    super::record::BadField {
-        field: field.to_owned(),
-        value: value.to_owned(),
-        reason: reason.to_owned(),
     }
 }
 
@@ -275,8 +157,13 @@ impl PlacementSource for DynamoSource {
         let epoch = read_epoch(&self.client, &self.settings.table, true).await;
         *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = epoch.as_ref().ok().copied();
         epoch.map_err(|e| self.err(format!("reading the epoch: {e}")))?;
-        let items = self.scan().await?;
-        Ok(registry_data(&items, &self.describe()))
+        let plan = scan::ScanPlan {
+            table: self.settings.table.clone(),
+            segments: self.settings.scan_segments,
+            page_size: self.settings.scan_page_size,
+            source: self.describe(),
+        };
+        scan::scan(&self.client, &plan).await
     }
 
     async fn changed(&self) -> Result<bool, RegistryError> {
@@ -316,7 +203,8 @@ impl PlacementSource for DynamoSource {
     }
 
     /// Reads the change items between the snapshot's epoch and the newest one polled, then
-    /// the records they name: a cost in reads proportional to the changes, not the tenants.
+    /// the records they name: a cost in reads proportional to the changes, not the tenants, and
+    /// bounded per call ([`delta::MAX_DELTA_RECORDS`]; the next poll reads the rest).
     async fn delta(&self) -> Result<Option<Delta>, RegistryError> {
         let seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let latest = *self.latest.lock().unwrap_or_else(PoisonError::into_inner);
@@ -326,54 +214,10 @@ impl PlacementSource for DynamoSource {
         if to <= from || to - from > MAX_DELTA {
             return Ok(None);
         }
-        let changes = self
-            .batch_get(((from + 1)..=to).map(change_key).collect())
-            .await?;
-        if u64::try_from(changes.len()).unwrap_or(0) < to - from {
-            // A change item expired (or a write is not visible yet): the log cannot be trusted.
+        let Some((delta, reached)) = self.log().read(from, to).await? else {
             return Ok(None);
-        }
-        let mut keys: Vec<String> = changes
-            .iter()
-            .filter_map(|c| match c.get("key") {
-                Some(AttributeValue::S(k)) => Some(k.clone()),
-                _ => None,
-            })
-            .collect();
-        keys.sort();
-        keys.dedup();
-        let records = self.batch_get(keys.clone()).await?;
-        let by_key: std::collections::HashMap<&str, &Item> = records
-            .iter()
-            .filter_map(|i| match i.get(PK) {
-                Some(AttributeValue::S(k)) => Some((k.as_str(), i)),
-                _ => None,
-            })
-            .collect();
-        let mut delta = Delta::default();
-        for key in &keys {
-            let item = by_key.get(key.as_str()).copied();
-            if let Some(id) = key.strip_prefix("tenant#") {
-                match item.map(tenant_from_item) {
-                    None => delta.tenants.push((id.to_owned(), None)),
-                    Some(Ok(t)) => delta.tenants.push((id.to_owned(), Some(t))),
-                    Some(Err(b)) => skip(&self.describe(), key, &b),
-                }
-            } else if let Some(id) = key.strip_prefix("cell#") {
-                let parsed = item.map(|i| {
-                    cell_from_item(i).and_then(|c| {
-                        Cell::from_file(&c.to_file_cell(), "cell")
-                            .map_err(|f| schema_bad(&f.key, &f.value, &f.reason))
-                    })
-                });
-                match parsed {
-                    None => delta.cells.push((id.to_owned(), None)),
-                    Some(Ok(c)) => delta.cells.push((id.to_owned(), Some(c))),
-                    Some(Err(b)) => skip(&self.describe(), key, &b),
-                }
-            }
-        }
-        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(to);
+        };
+        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(reached);
         Ok(Some(delta))
     }
 }

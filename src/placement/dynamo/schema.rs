@@ -7,7 +7,7 @@
 //! | `tenant#<id>` | `kind = "tenant"`, `tenant`, `cell`, `status`, `tier`, `version` (N), `issuers` (L of S, optional), `limits` (M: `rate`, `burst`, `concurrency`, each optional), `arm` (S, optional: a pinned target group), `updated_at` |
 //! | `cell#<id>` | `kind = "cell"`, `cell`, `state`, `region` (optional), `target_groups` (L of M: `name`, `targets` (L of S), `weight` (N), `version`), `preserve_host` (BOOL, optional), `max_in_flight` (N, optional), `wave` (N, optional: the canary wave), `version` (N), `updated_at` |
 //! | `epoch` | `epoch` (N): bumped by every write, in the same transaction |
-//! | `change#<epoch, 20 digits>` | `kind = "change"`, `key` (the `pk` written), `epoch` (N), `expires_at` (N, TTL) |
+//! | `change#<epoch, 20 digits>` | `kind = "change"`, `key` (the `pk` written: a single write) or `keys` (L of S: every `pk` a batched write wrote, at most 98), `epoch` (N), `expires_at` (N, TTL) |
 //!
 //! Conversions here are pure, so they are unit-tested without a server.
 

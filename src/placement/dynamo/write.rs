@@ -9,6 +9,14 @@
 //! A lost race on the record is a [`WriteError::Conflict`] (the caller re-reads and decides); a
 //! lost race on the epoch only (another record was written at the same moment) is retried. Every
 //! other failed call is a [`DynamoError`]: one line, with a hint ([`super::error`]).
+//!
+//! [`Registry::commit_batch`] writes up to [`MAX_BATCH`] records in one transaction the same
+//! way, with one epoch bump and one change item whose `keys` lists them all. A mass evacuation
+//! needs it: in DynamoDB one item takes about 1,000 write units a second and a transaction
+//! costs two per item, so single writes, all bumping the `epoch` item, top out at a few hundred
+//! a second; batched, the epoch moves once per 98 records. Proxies read `keys` since this
+//! change; older ones read only `key` and would miss a batch until their next full reload, so
+//! upgrade the proxies before writing batches.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +38,9 @@ use super::{EpochError, read_epoch};
 pub const CHANGE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Attempts when only the epoch race is lost.
 const EPOCH_RETRIES: usize = 20;
+/// Records per [`Registry::commit_batch`]: DynamoDB's 100 actions per transaction, less the
+/// epoch and the change item.
+pub const MAX_BATCH: usize = 98;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -256,99 +267,153 @@ impl Registry {
     /// Writes `item` (whose `version` must be `expected + 1`, or 1 for a new record) in one
     /// transaction with the epoch bump and the change item. Returns the new epoch.
     pub async fn commit(&self, item: Item, expected: Option<u64>) -> Result<u64, WriteError> {
-        let key = match item.get(PK) {
-            Some(AttributeValue::S(k)) => k.clone(),
-            _ => return Err(self.other("the item has no pk")),
-        };
-        for _ in 0..EPOCH_RETRIES {
-            let old = self.epoch().await?;
-            let new = old + 1;
-            let expires = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-                + CHANGE_TTL.as_secs();
-            let mut put = Put::builder()
+        self.commit_all(vec![(item, expected)], false).await
+    }
+
+    /// Writes up to [`MAX_BATCH`] records (each as [`Self::commit`] takes it: the item and the
+    /// version it replaces) in one transaction with one epoch bump and one change item listing
+    /// their keys (`keys`). All or nothing: a record whose version moved fails the whole batch
+    /// with a [`WriteError::Conflict`] naming the first such record. Returns the new epoch.
+    pub async fn commit_batch(&self, writes: Vec<(Item, Option<u64>)>) -> Result<u64, WriteError> {
+        if writes.is_empty() || writes.len() > MAX_BATCH {
+            return Err(self.other(format!(
+                "a batch holds 1 to {MAX_BATCH} records, not {}",
+                writes.len()
+            )));
+        }
+        self.commit_all(writes, true).await
+    }
+
+    async fn commit_all(
+        &self,
+        writes: Vec<(Item, Option<u64>)>,
+        batch: bool,
+    ) -> Result<u64, WriteError> {
+        let mut keys = Vec::with_capacity(writes.len());
+        for (item, _) in &writes {
+            match item.get(PK) {
+                Some(AttributeValue::S(k)) if !keys.contains(k) => keys.push(k.clone()),
+                Some(AttributeValue::S(k)) => {
+                    return Err(self.other(format!("{k} appears twice in one batch")));
+                }
+                _ => return Err(self.other("the item has no pk")),
+            }
+        }
+        let mut records = Vec::with_capacity(writes.len() + 2);
+        for (item, expected) in &writes {
+            let put = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(item.clone()));
-            put = match expected {
+            let put = match expected {
                 None => put.condition_expression("attribute_not_exists(pk)"),
                 Some(v) => put
                     .condition_expression("#v = :expected")
                     .expression_attribute_names("#v", "version")
                     .expression_attribute_values(":expected", AttributeValue::N(v.to_string())),
             };
-            let epoch = Update::builder()
-                .table_name(&self.table)
-                .key(PK, AttributeValue::S(EPOCH_KEY.to_owned()))
-                .update_expression("SET #e = :new")
-                .condition_expression("#e = :old")
-                .expression_attribute_names("#e", "epoch")
-                .expression_attribute_values(":new", AttributeValue::N(new.to_string()))
-                .expression_attribute_values(":old", AttributeValue::N(old.to_string()));
-            let change = Put::builder()
-                .table_name(&self.table)
-                .item(PK, AttributeValue::S(change_key(new)))
-                .item("kind", AttributeValue::S("change".to_owned()))
-                .item("key", AttributeValue::S(key.clone()))
-                .item("epoch", AttributeValue::N(new.to_string()))
-                .item(TTL_ATTRIBUTE, AttributeValue::N(expires.to_string()))
-                .item("updated_at", AttributeValue::S(updated_at()));
-            let items = [
+            records.push(
                 TransactWriteItem::builder()
                     .put(put.build().map_err(|e| self.other(e))?)
                     .build(),
-                TransactWriteItem::builder()
-                    .update(epoch.build().map_err(|e| self.other(e))?)
-                    .build(),
-                TransactWriteItem::builder()
-                    .put(change.build().map_err(|e| self.other(e))?)
-                    .build(),
-            ];
+            );
+        }
+        for _ in 0..EPOCH_RETRIES {
+            let old = self.epoch().await?;
+            let new = old + 1;
+            let mut items = records.clone();
+            items.push(self.epoch_bump(old, new)?);
+            items.push(self.change_item(new, &keys, batch)?);
             let sent = self
                 .client
                 .transact_write_items()
-                .set_transact_items(Some(items.to_vec()))
+                .set_transact_items(Some(items))
                 .send()
                 .await;
-            match sent {
+            let e = match sent {
                 Ok(_) => return Ok(new),
-                Err(e) => match cancelled(&e) {
-                    Some((true, _)) => {
-                        let found = self
-                            .get(&key)
-                            .await?
-                            .and_then(|i| get_n(&i, "version").ok().flatten());
-                        return Err(WriteError::Conflict {
-                            key,
-                            expected,
-                            found,
-                        });
-                    }
-                    // Only the epoch moved (or the transaction collided): read it and retry.
-                    Some((false, _)) => {
-                        tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
-                    }
-                    None => return Err(self.failed("TransactWriteItems", &e)),
-                },
+                Err(e) => e,
+            };
+            let Some(failed) = cancelled(&e) else {
+                return Err(self.failed("TransactWriteItems", &e));
+            };
+            if let Some(&i) = failed.iter().find(|&&i| i < writes.len()) {
+                let found = self
+                    .get(&keys[i])
+                    .await?
+                    .and_then(|i| get_n(&i, "version").ok().flatten());
+                return Err(WriteError::Conflict {
+                    key: keys[i].clone(),
+                    expected: writes[i].1,
+                    found,
+                });
             }
+            // Only the epoch moved (or the transaction collided): read it and retry.
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
         }
         Err(WriteError::Busy {
             table: self.table.clone(),
         })
     }
+
+    /// `SET epoch = new`, conditional on it still being `old`.
+    fn epoch_bump(&self, old: u64, new: u64) -> Result<TransactWriteItem, WriteError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(EPOCH_KEY.to_owned()))
+            .update_expression("SET #e = :new")
+            .condition_expression("#e = :old")
+            .expression_attribute_names("#e", "epoch")
+            .expression_attribute_values(":new", AttributeValue::N(new.to_string()))
+            .expression_attribute_values(":old", AttributeValue::N(old.to_string()))
+            .build()
+            .map_err(|e| self.other(e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// The `change#<epoch>` item: `key` for a single write (readable by every proxy), `keys`
+    /// for a batch; it expires after [`CHANGE_TTL`].
+    fn change_item(
+        &self,
+        epoch: u64,
+        keys: &[String],
+        batch: bool,
+    ) -> Result<TransactWriteItem, WriteError> {
+        let expires = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + CHANGE_TTL.as_secs();
+        let named = match keys {
+            [one] if !batch => ("key", AttributeValue::S(one.clone())),
+            _ => (
+                "keys",
+                AttributeValue::L(keys.iter().cloned().map(AttributeValue::S).collect()),
+            ),
+        };
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item(PK, AttributeValue::S(change_key(epoch)))
+            .item("kind", AttributeValue::S("change".to_owned()))
+            .item(named.0, named.1)
+            .item("epoch", AttributeValue::N(epoch.to_string()))
+            .item(TTL_ATTRIBUTE, AttributeValue::N(expires.to_string()))
+            .item("updated_at", AttributeValue::S(updated_at()))
+            .build()
+            .map_err(|e| self.other(e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
 }
 
-/// For a cancelled transaction: (the record's condition failed, the epoch's failed).
-fn cancelled(e: &SdkError<TransactWriteItemsError>) -> Option<(bool, bool)> {
+/// For a cancelled transaction: the positions of the actions whose condition failed.
+fn cancelled(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<usize>> {
     let TransactWriteItemsError::TransactionCanceledException(c) = e.as_service_error()? else {
         return None;
     };
-    let reasons = c.cancellation_reasons();
-    let failed = |i: usize| {
-        reasons
-            .get(i)
-            .and_then(|r| r.code())
-            .is_some_and(|code| code == "ConditionalCheckFailed")
-    };
-    Some((failed(0), failed(1)))
+    Some(
+        c.cancellation_reasons()
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+            .map(|(i, _)| i)
+            .collect(),
+    )
 }
