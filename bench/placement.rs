@@ -146,6 +146,7 @@ fn bench_apply(c: &mut Criterion) {
                 Some(record(n / 2, n / 2 + 1, 2)),
             )],
             cells: Vec::new(),
+            skipped: 0,
         };
         g.bench_with_input(BenchmarkId::new("one_change", n), &n, |b, _| {
             b.iter(|| snap.apply(black_box(&one), &[], 2))
@@ -158,6 +159,7 @@ fn bench_apply(c: &mut Criterion) {
                 })
                 .collect(),
             cells: Vec::new(),
+            skipped: 0,
         };
         g.bench_with_input(BenchmarkId::new("batch_500", n), &n, |b, _| {
             b.iter(|| snap.apply(black_box(&batch), &[], 2))
@@ -165,6 +167,7 @@ fn bench_apply(c: &mut Criterion) {
         let cell_change = Delta {
             tenants: Vec::new(),
             cells: vec![("cell-2".to_owned(), Some(cell(2, 9100)))],
+            skipped: 0,
         };
         g.bench_with_input(BenchmarkId::new("one_cell_change", n), &n, |b, _| {
             b.iter(|| snap.apply(black_box(&cell_change), &[], 2))

@@ -165,7 +165,12 @@ impl RegistryData {
         self.filling.map.len()
     }
 
-    /// Records dropped because a table was full.
+    /// Records the source could not use (invalid; each logged with its key by the source).
+    pub const fn count_skipped(&mut self, n: usize) {
+        self.filling.skipped += n;
+    }
+
+    /// Records left out: invalid ones the source counted, and those beyond a full table.
     #[must_use]
     pub const fn skipped(&self) -> usize {
         self.filling.skipped
@@ -203,6 +208,8 @@ impl RegistryData {
 pub struct Delta {
     pub tenants: Vec<(String, Option<TenantRecord>)>,
     pub cells: Vec<(String, Option<Cell>)>,
+    /// Records the source read but could not use (invalid; each logged with its key).
+    pub skipped: usize,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -72,11 +72,12 @@ pub async fn update<S: PlacementSource>(
     let current = handle.load_full();
     let generation = current.generation + 1;
     let (changed_tenants, changed_cells) = (delta.tenants.len(), delta.cells.len());
+    let delta_skipped = delta.skipped;
     let cells = config_cells.to_vec();
     let (snap, stats) =
         off_runtime(source, move || current.apply(&delta, &cells, generation)).await?;
     metrics.placement.deltas.inc();
-    skipped(metrics, stats.skipped);
+    skipped(metrics, stats.skipped + delta_skipped);
     if stats.regressions > 0 {
         metrics
             .placement
@@ -106,7 +107,7 @@ fn skipped(metrics: &Metrics, n: usize) {
             .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
         tracing::warn!(
             registry.skipped = n,
-            "tenant records beyond 65,535 distinct tiers or arms were skipped"
+            "registry records skipped (invalid, or beyond 65,535 distinct tiers or arms)"
         );
     }
 }
@@ -303,6 +304,7 @@ fn apply_lookup(
     let delta = Delta {
         tenants: vec![(req.tenant.to_string(), record)],
         cells: Vec::new(),
+        skipped: 0,
     };
     let (snap, stats) = current.apply(&delta, config_cells, current.generation + 1);
     if stats.regressions > 0 {

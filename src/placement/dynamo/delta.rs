@@ -151,13 +151,19 @@ impl Log {
                 match item.map(tenant_from_item) {
                     None => delta.tenants.push((id.to_owned(), None)),
                     Some(Ok(t)) => delta.tenants.push((id.to_owned(), Some(t))),
-                    Some(Err(b)) => skip(&self.source, key, &b),
+                    Some(Err(b)) => {
+                        skip(&self.source, key, &b);
+                        delta.skipped += 1;
+                    }
                 }
             } else if let Some(id) = key.strip_prefix("cell#") {
                 match item.map(cell_of) {
                     None => delta.cells.push((id.to_owned(), None)),
                     Some(Ok(c)) => delta.cells.push((id.to_owned(), Some(c))),
-                    Some(Err(b)) => skip(&self.source, key, &b),
+                    Some(Err(b)) => {
+                        skip(&self.source, key, &b);
+                        delta.skipped += 1;
+                    }
                 }
             }
         }

@@ -141,6 +141,7 @@ pub(super) async fn scan(client: &Client, plan: &ScanPlan) -> Result<RegistryDat
             "registry scan skipped invalid items"
         );
     }
+    data.count_skipped(skipped);
     Ok(data)
 }
 

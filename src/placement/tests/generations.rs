@@ -114,6 +114,7 @@ fn a_cell_change_reaches_every_tenant_of_the_cell_and_only_them() {
             "cell-a".to_owned(),
             Some(cell("cell-a", &["http://127.0.0.1:3"])),
         )],
+        skipped: 0,
     };
     let (next, _) = snap.apply(&delta, &[], 2);
     for i in 0..500 {
@@ -157,6 +158,7 @@ fn dangling_cells_and_bound_issuers_follow_each_change() {
     let delta = Delta {
         tenants: vec![("bound".to_owned(), Some(moved))],
         cells: Vec::new(),
+        skipped: 0,
     };
     let (next, _) = snap.apply(&delta, &[], 2);
     let other = next.tenant("other").unwrap();
@@ -175,6 +177,7 @@ fn dangling_cells_and_bound_issuers_follow_each_change() {
     let delta = Delta {
         tenants: vec![("bound".to_owned(), None)],
         cells: Vec::new(),
+        skipped: 0,
     };
     let (last, _) = next.apply(&delta, &[], 3);
     assert!(last.dangling().is_empty());
@@ -201,6 +204,7 @@ fn a_large_map_keeps_every_tenant_through_inserts_and_removals() {
             .map(|i| (format!("tenant-{i}"), None))
             .collect(),
         cells: Vec::new(),
+        skipped: 0,
     };
     snap = snap.apply(&delta, &[], 2).0;
     assert_eq!(snap.tenant_count(), 35_000);

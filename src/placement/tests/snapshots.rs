@@ -122,6 +122,7 @@ fn a_delta_updates_deletes_and_never_goes_back_a_version() {
             ),
             ("cell-2".to_owned(), None),
         ],
+        skipped: 0,
     };
     let (next, stats) = snap.apply(&delta, &config_cells, 2);
     assert_eq!(
