@@ -20,8 +20,10 @@ use bytes::Bytes;
 /// Branches per node (the root and each branch).
 const FANOUT: usize = 256;
 
-/// Bytes of one encoded slot.
-const SLOT: usize = 32;
+/// Bytes of one encoded slot (its tag is kept apart, with the other tags).
+const SLOT: usize = 29;
+/// Bytes of one tag.
+const TAG: usize = 2;
 /// Bytes before the first slot of a leaf (the slot count).
 const HEAD: usize = 4;
 
@@ -79,15 +81,13 @@ impl Slot {
         out.extend_from_slice(&self.limits.to_le_bytes());
         out.extend_from_slice(&self.tier.to_le_bytes());
         out.extend_from_slice(&self.arm.to_le_bytes());
-        out.extend_from_slice(&self.tag.to_le_bytes());
         // Ids of one leaf take far less than 16 MiB: 24 bits of offset.
         out.extend_from_slice(&self.id_at.to_le_bytes()[..3]);
         out.push(self.id_len);
         out.push(self.status);
-        out.push(0);
     }
 
-    fn decode(b: &[u8]) -> Self {
+    fn decode(b: &[u8], tag: u16) -> Self {
         let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         Self {
@@ -97,15 +97,16 @@ impl Slot {
             limits: u32_at(16),
             tier: u16_at(20),
             arm: u16_at(22),
-            tag: u16_at(24),
-            id_at: u32::from_le_bytes([b[26], b[27], b[28], 0]),
-            id_len: b[29],
-            status: b[30],
+            tag,
+            id_at: u32::from_le_bytes([b[24], b[25], b[26], 0]),
+            id_len: b[27],
+            status: b[28],
         }
     }
 }
 
-/// A leaf: its slot count, its encoded slots, then their ids, in one shared buffer.
+/// A leaf: its slot count, its slots' tags, its encoded slots, then their ids, in one shared
+/// buffer (a lookup scans the tags, one cache line for a typical leaf, then reads one slot).
 #[derive(Debug, Clone, Default)]
 pub struct Leaf(Bytes);
 
@@ -116,17 +117,25 @@ impl Leaf {
             .map_or(0, |h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize)
     }
 
+    fn slots_start(&self) -> usize {
+        HEAD + self.count() * TAG
+    }
+
     fn ids_start(&self) -> usize {
-        HEAD + self.count() * SLOT
+        HEAD + self.count() * (TAG + SLOT)
     }
 
-    fn slot(&self, i: usize) -> Slot {
-        Slot::decode(&self.0[HEAD + i * SLOT..HEAD + (i + 1) * SLOT])
+    fn slot(&self, i: usize, tag: u16) -> Slot {
+        let at = self.slots_start() + i * SLOT;
+        Slot::decode(&self.0[at..at + SLOT], tag)
     }
 
-    fn tag(&self, i: usize) -> u16 {
-        let at = HEAD + i * SLOT + 24;
-        u16::from_le_bytes([self.0[at], self.0[at + 1]])
+    fn tags(&self) -> impl Iterator<Item = u16> + '_ {
+        self.0
+            .get(HEAD..self.slots_start())
+            .unwrap_or_default()
+            .chunks_exact(TAG)
+            .map(|t| u16::from_le_bytes([t[0], t[1]]))
     }
 
     fn id(&self, s: &Slot) -> &[u8] {
@@ -142,14 +151,15 @@ impl Leaf {
     }
 
     fn find(&self, tag: u16, id: &[u8]) -> Option<Slot> {
-        (0..self.count())
-            .filter(|&i| self.tag(i) == tag)
-            .map(|i| self.slot(i))
+        self.tags()
+            .enumerate()
+            .filter(|&(_, t)| t == tag)
+            .map(|(i, t)| self.slot(i, t))
             .find(|s| self.id(s) == id)
     }
 
     fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
-        (0..self.count()).map(|i| self.slot(i))
+        self.tags().enumerate().map(|(i, t)| self.slot(i, t))
     }
 
     /// This leaf with `id` set to `slot` (`None`: removed); `None` when nothing is left.
@@ -195,16 +205,16 @@ impl BuildLeaf {
         if self.slots.is_empty() {
             return None;
         }
-        let mut buf = Vec::with_capacity(HEAD + self.slots.len() * SLOT + self.ids.len());
-        buf.extend_from_slice(
-            &u32::try_from(self.slots.len())
-                .unwrap_or(u32::MAX)
-                .to_le_bytes(),
-        );
+        let n = self.slots.len();
+        let mut buf = Vec::with_capacity(HEAD + n * (TAG + SLOT) + self.ids.len());
+        buf.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+        for s in &self.slots {
+            buf.extend_from_slice(&s.tag.to_le_bytes());
+        }
         for s in &self.slots {
             s.encode(&mut buf);
         }
-        debug_assert_eq!(buf.len(), HEAD + self.slots.len() * SLOT);
+        debug_assert_eq!(buf.len(), HEAD + n * (TAG + SLOT));
         buf.extend_from_slice(&self.ids);
         Some(Leaf(Bytes::from(buf)))
     }
