@@ -210,10 +210,8 @@ fn validate(path: &std::path::Path) -> anyhow::Result<()> {
     cellgate::server::preflight(&config)?;
     let registry = match &config.registry {
         RegistryConfig::File { path: registry, .. } => {
-            let text = std::fs::read_to_string(registry)
+            let data = cellgate::placement::file::read_registry(registry)
                 .with_context(|| format!("{}: registry.path", path.display()))?;
-            let data =
-                cellgate::placement::file::parse_registry(&text, &registry.display().to_string())?;
             format!(
                 "registry {}: {} tenant(s), {} cell(s)",
                 registry.display(),

@@ -7,6 +7,7 @@ use super::*;
 use crate::config::file::FileCell;
 
 mod cells;
+mod jsonl;
 mod parse;
 mod snapshots;
 mod source;
