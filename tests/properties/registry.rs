@@ -1,7 +1,8 @@
 //! Registry files: the same records written as TOML and as JSON Lines load the same, or are
 //! refused for the same field of the same record. Records are drawn from pools of good and bad
 //! values per field (ids that repeat, cells named `none`, statuses in lower case, rates out of
-//! range, empty issuers), cells first in both files so the first error is the same one.
+//! range, empty issuers), cells first in both files so the first error is the same one. And
+//! JSON-ish junk never panics the JSON Lines reader, whose errors name a line of the text.
 
 use cellgate::placement::file::jsonl::parse_jsonl;
 use cellgate::placement::file::parse_registry;
@@ -235,6 +236,56 @@ proptest! {
                 prop_assert_eq!(va, vb);
             }
             (a, b) => prop_assert!(false, "TOML: {a:?}\nJSONL: {b:?}\n{toml}\n{jsonl}"),
+        }
+    }
+}
+
+/// Lines that are sometimes records: fragments of real ones with junk between them.
+fn jsonl_ish() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        select(
+            &[
+                "{\"tenant\": {\"id\": \"acme\", \"cell\": \"c\"}}",
+                "{\"cell\": {\"id\": \"c\", \"state\": \"DOWN\"}}",
+                "{\"tenant\": ",
+                "{\"cell\": {",
+                "\"limits\": {\"rate\": 1e400}",
+                "\"id\": \"\\u0000\"",
+                "}}",
+                "# comment",
+                "\u{feff}",
+                "\r",
+                "[]",
+                "null"
+            ][..]
+        )
+        .prop_map(str::to_owned),
+        Just("\n".to_owned()),
+        ".{0,8}",
+    ];
+    vec(piece, 0..16).prop_map(|p| p.concat())
+}
+
+proptest! {
+    #![proptest_config(crate::cases(300))]
+
+    #[test]
+    fn jsonl_junk_never_panics_and_errors_name_a_line_of_it(text in jsonl_ish()) {
+        let lines = text.split('\n').count();
+        match parse_jsonl(&text, "r") {
+            Ok(_) => {}
+            Err(RegistryError::Parse { message, .. }) => {
+                let n: usize = message
+                    .strip_prefix("line ")
+                    .and_then(|m| m.split([',', ':']).next())
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(0);
+                prop_assert!((1..=lines).contains(&n), "{message}:\n{text:?}");
+            }
+            Err(RegistryError::Invalid { key, .. }) => {
+                prop_assert!(key.starts_with("line "), "{key}:\n{text:?}");
+            }
+            Err(e) => prop_assert!(false, "{e}:\n{text:?}"),
         }
     }
 }
