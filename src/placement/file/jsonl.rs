@@ -92,7 +92,7 @@ pub fn read_jsonl(path: &Path, file: &str) -> Result<RegistryData, RegistryError
     let mut data = RegistryData::new();
     match read(open(path, file)?, file, &mut data) {
         Ok(()) => Ok(data),
-        Err(stop) => Err(resolve(stop, file, open(path, file)?)),
+        Err(stop) => Err(resolve_at(stop, path, file)),
     }
 }
 
@@ -106,7 +106,7 @@ pub fn find_tenant_jsonl(
     let mut find = Find { id, found: None };
     match read(open(path, file)?, file, &mut find) {
         Ok(()) => Ok(find.found),
-        Err(stop) => Err(resolve(stop, file, open(path, file)?)),
+        Err(stop) => Err(resolve_at(stop, path, file)),
     }
 }
 
@@ -225,6 +225,15 @@ fn read<R: BufRead>(reader: R, file: &str, sink: &mut impl Sink) -> Result<(), S
         }
         Ok(())
     })
+}
+
+/// [`resolve`] over the file at `path`, opened again (if it cannot be, the duplicate's first
+/// line goes unnamed).
+fn resolve_at(stop: Stop, path: &Path, file: &str) -> RegistryError {
+    match open(path, file) {
+        Ok(again) => resolve(stop, file, again),
+        Err(_) => resolve(stop, file, std::io::empty()),
+    }
 }
 
 /// The error for `stop`; for a duplicate tenant, `again` (the same text, from the start) is
