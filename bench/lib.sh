@@ -252,7 +252,7 @@ EOF
 # registry next to the config, rate limiting on far above what the bench can send (every
 # request pays the admit stage: tier lookup, GCRA charge, in-flight places; none is refused),
 # access log off, log level warn.
-write_cellgate_conf() {  # write_cellgate_conf FILE LISTEN_PORT ADMIN_PORT
+write_cellgate_conf() {  # write_cellgate_conf FILE LISTEN_PORT ADMIN_PORT [REGISTRY_FILE]
   cat >"$1" <<EOF
 [server]
 workers = 1
@@ -265,7 +265,7 @@ sources = ["subdomain"]
 base_domains = ["localhost"]
 [registry]
 source = "file"
-path = "registry.toml"     # relative to the config file's directory
+path = "${4:-registry.toml}"     # relative to the config file's directory
 [limits]
 cell_max_in_flight = 100000
 [limits.tiers.standard]

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # bench/scale.sh — how cellgate scales with the number of tenants in its placement snapshot.
 #
-# For each N (default 1, 10k, 1M) it writes a file registry with tenants t0..t{N-1} over 3 cells
-# (all on one fast nginx upstream) and measures: startup to ready (exec to /readyz 200), RSS at
-# ready and after load, and throughput with every request naming a random tenant of the N.
+# For each N (default 1, 10k, 1M) it writes a file registry (TOML, or JSON Lines with --format
+# jsonl) with tenants t0..t{N-1} over 3 cells (all on one fast nginx upstream) and measures:
+# startup to ready (exec to /readyz 200), RSS at ready and after load, and throughput with every
+# request naming a random tenant of the N.
 # Same pinning as e2e.sh: wrk + upstream on core 0, cellgate alone on core 1, one worker.
 #
 #   bench/scale.sh                              # N = 1, 10000, 1000000; 3 starts, 3 rounds x 10 s
 #   bench/scale.sh --tenants 1,100000 --rounds 5
+#   bench/scale.sh --tenants 1,1000000 --format jsonl   # the registry as JSON Lines (streamed)
 #   TENANTS=1,10000 ROUNDS=1 DURATION=3 bench/scale.sh
 #
 # Results: a markdown table on stdout, and bench/results/scale-<UTC>.md + .json (raw values);
@@ -20,12 +22,13 @@ LOG_TAG=scale
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-CMDLINE="$(command_line "TENANTS STARTS ROUNDS DURATION WARMUP CONNECTIONS WRK_THREADS CELLGATE_BUILD
+CMDLINE="$(command_line "TENANTS FORMAT STARTS ROUNDS DURATION WARMUP CONNECTIONS WRK_THREADS CELLGATE_BUILD
   CELLGATE_BIN PORT_BASE LOAD_CORE PROXY_CORE READY_TIMEOUT QUIET_WAIT QUIET_POLL QUIET_CPU RETRIES
   KEEP_TMP" "$0" "$@")"
 
 # ---------------------------------------------------------------------------- settings ---
 TENANTS="${TENANTS:-1,10000,1000000}"  # tenant counts in the snapshot, comma list
+FORMAT="${FORMAT:-toml}"            # registry file format: toml or jsonl
 STARTS="${STARTS:-3}"               # timed starts per N (startup to ready, RSS at ready)
 ROUNDS="${ROUNDS:-3}"               # interleaved throughput rounds
 DURATION="${DURATION:-10}"          # seconds measured per N per round
@@ -44,10 +47,11 @@ QUIET_CPU="${QUIET_CPU:-10}"        # other processes above this % of one core =
 RETRIES="${RETRIES:-3}"             # re-measure a disturbed measurement up to this many times
 KEEP_TMP="${KEEP_TMP:-0}"           # 1 = keep the temp dir (registries, configs, logs, raw output)
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --tenants) TENANTS="$2"; shift ;;
+    --format) FORMAT="$2"; shift ;;
     --starts) STARTS="$2"; shift ;;
     --rounds) ROUNDS="$2"; shift ;;
     --duration) DURATION="$2"; shift ;;
@@ -67,6 +71,8 @@ for n in ${TENANTS//,/ }; do
   [[ " ${NS[*]} " == *" $n "* ]] || NS+=("$n")
 done
 [[ ${#NS[@]} -gt 0 ]] || { echo "TENANTS is empty" >&2; exit 2; }
+[[ "$FORMAT" == toml || "$FORMAT" == jsonl ]] || { echo "FORMAT must be toml or jsonl" >&2; exit 2; }
+REGISTRY="registry.$FORMAT"
 for v in STARTS ROUNDS DURATION; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer" >&2; exit 2; }
 done
@@ -96,11 +102,17 @@ taskset -pc "$LOAD_CORE" $$ >/dev/null
 write_upstream_conf "$UPSTREAM_PORT"
 
 gen_registry() {  # gen_registry N FILE — 3 cells on the upstream, tenants t0..t{N-1} round robin
-  awk -v n="$1" -v port="$UPSTREAM_PORT" 'BEGIN {
+  awk -v n="$1" -v port="$UPSTREAM_PORT" -v format="$FORMAT" 'BEGIN {
     for (c = 1; c <= 3; c++)
-      printf "[[cells]]\nid = \"cell-%d\"\ntargets = [\"http://127.0.0.1:%d\"]\n\n", c, port
+      if (format == "jsonl")
+        printf "{\"cell\": {\"id\": \"cell-%d\", \"targets\": [\"http://127.0.0.1:%d\"]}}\n", c, port
+      else
+        printf "[[cells]]\nid = \"cell-%d\"\ntargets = [\"http://127.0.0.1:%d\"]\n\n", c, port
     for (k = 0; k < n; k++)
-      printf "[[tenants]]\nid = \"t%d\"\ncell = \"cell-%d\"\ntier = \"standard\"\n\n", k, k % 3 + 1
+      if (format == "jsonl")
+        printf "{\"tenant\": {\"id\": \"t%d\", \"cell\": \"cell-%d\", \"tier\": \"standard\"}}\n", k, k % 3 + 1
+      else
+        printf "[[tenants]]\nid = \"t%d\"\ncell = \"cell-%d\"\ntier = \"standard\"\n\n", k, k % 3 + 1
   }' >"$2"
 }
 
@@ -108,9 +120,9 @@ gen_registry() {  # gen_registry N FILE — 3 cells on the upstream, tenants t0.
 for n in "${NS[@]}"; do
   mkdir -p "$WORK/n$n"
   t0=$SECONDS
-  gen_registry "$n" "$WORK/n$n/registry.toml"
-  write_cellgate_conf "$WORK/n$n/cellgate.toml" "${PORT[$n]}" "${ADMIN[$n]}"
-  log "registry for N=$n: $(du -h "$WORK/n$n/registry.toml" | cut -f1) in $((SECONDS - t0)) s"
+  gen_registry "$n" "$WORK/n$n/$REGISTRY"
+  write_cellgate_conf "$WORK/n$n/cellgate.toml" "${PORT[$n]}" "${ADMIN[$n]}" "$REGISTRY"
+  log "registry for N=$n: $(du -h "$WORK/n$n/$REGISTRY" | cut -f1) in $((SECONDS - t0)) s"
 done
 
 # ------------------------------------------------------------------------------ start ---
@@ -285,7 +297,8 @@ OUT="$BENCH_DIR/results/scale-$STAMP"
   echo "rustc=$(rustc --version 2>/dev/null || echo n/a)"
   echo "cellgate_git=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$REPO_DIR" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
   echo "cellgate_bin=$CELLGATE_BIN built $(date -u -r "$CELLGATE_BIN" +%Y-%m-%dT%H:%M:%SZ)"
-  for n in "${NS[@]}"; do echo "registry_bytes_$n=$(stat -c %s "$WORK/n$n/registry.toml")"; done
+  echo "registry_format=$FORMAT"
+  for n in "${NS[@]}"; do echo "registry_bytes_$n=$(stat -c %s "$WORK/n$n/$REGISTRY")"; done
   echo "quiet_wait_spent_s=$QUIET_SPENT"
   echo "quiet_cpu_pct=$QUIET_CPU"
   for x in "${NOTES[@]}"; do echo "note=$x"; done

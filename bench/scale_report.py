@@ -135,7 +135,8 @@ def main():
         "",
         f"- command: `{meta.get('command', '')}`",
         f"- machine: {meta.get('nproc')} cores, {meta.get('cpu')}, kernel {meta.get('kernel')}",
-        f"- method: file registry of N tenants `t0..t{{N-1}}` over 3 cells (one nginx upstream, 1 "
+        f"- method: file registry ({meta.get('registry_format', 'toml')}) of N tenants "
+        f"`t0..t{{N-1}}` over 3 cells (one nginx upstream, 1 "
         f"worker, core {meta.get('load_core')}); cellgate alone on core {meta.get('proxy_core')}, 1 "
         f"worker, subdomain routing, rate limiting on (far above the load), access log off. "
         f"Startup: {meta.get('starts')} timed starts per N (exec to admin `/readyz` 200, polled "

@@ -75,7 +75,7 @@ enum Command {
         #[arg(long, default_value = demo::DEMO_AUDIENCE)]
         audience: String,
     },
-    /// The DynamoDB registry table: create it, read its epoch.
+    /// The DynamoDB registry table: create it, read its epoch, export it to a file.
     Registry {
         #[command(flatten)]
         table: ops::TableArgs,
@@ -128,9 +128,12 @@ fn main() -> ExitCode {
             issuer,
             audience,
         } => token(tenant, &ttl, sub, key, &alg, kid, issuer, audience),
-        Command::Registry { table, command } => operate(&table, |r| async move {
-            ops::registry_command(&r, command).await
-        }),
+        Command::Registry { table, command } => {
+            let to_stderr = command.writes_stdout();
+            operate_to(&table, to_stderr, |r| async move {
+                ops::registry_command(&r, command).await
+            })
+        }
         Command::Tenant { table, command } => {
             operate(
                 &table,
@@ -159,11 +162,25 @@ where
     F: FnOnce(ops::Registry) -> Fut,
     Fut: Future<Output = Result<serde_json::Value, ops::OpsError>>,
 {
+    operate_to(table, false, command)
+}
+
+/// As [`operate`]; the result goes to stderr when the command writes its records to stdout.
+fn operate_to<F, Fut>(table: &ops::TableArgs, to_stderr: bool, command: F) -> anyhow::Result<()>
+where
+    F: FnOnce(ops::Registry) -> Fut,
+    Fut: Future<Output = Result<serde_json::Value, ops::OpsError>>,
+{
     let out = runtime()?.block_on(async {
         let registry = ops::registry(table).await?;
         command(registry).await
     })?;
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    let text = serde_json::to_string_pretty(&out)?;
+    if to_stderr {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
     Ok(())
 }
 
@@ -210,10 +227,8 @@ fn validate(path: &std::path::Path) -> anyhow::Result<()> {
     cellgate::server::preflight(&config)?;
     let registry = match &config.registry {
         RegistryConfig::File { path: registry, .. } => {
-            let text = std::fs::read_to_string(registry)
+            let data = cellgate::placement::file::read_registry(registry)
                 .with_context(|| format!("{}: registry.path", path.display()))?;
-            let data =
-                cellgate::placement::file::parse_registry(&text, &registry.display().to_string())?;
             format!(
                 "registry {}: {} tenant(s), {} cell(s)",
                 registry.display(),

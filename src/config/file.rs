@@ -4,7 +4,7 @@
 //! setting. Values stay as the operator wrote them (strings for durations, addresses and URLs);
 //! `super::Config::from_file` turns them into real types and names the key on any failure.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -193,34 +193,40 @@ pub struct FileRegistry {
     pub negative_capacity: Option<u64>,
 }
 
-/// A cell as written in the config file or in a registry file.
-#[derive(Debug, Clone, Deserialize)]
+/// A cell as written in the config file or in a registry file (serialized too: `cellgate
+/// registry export` writes registry cells in this shape).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileCell {
     pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// One group (`stable`, weight 100) of these targets; or use `groups`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
     /// Target groups (deployment arms) with weights and version labels.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<FileGroup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preserve_host: Option<bool>,
     /// Requests in flight to this cell at most (503 beyond); overrides `limits.cell_max_in_flight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
     /// Canary wave: a label operators select cells by (`cellgate cell weights --wave N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave: Option<u32>,
 }
 
 /// `[[cells.groups]]`: one deployment arm of a cell.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileGroup {
     pub name: String,
     /// Version label (default: the group's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     pub weight: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
 }
 

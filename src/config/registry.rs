@@ -17,7 +17,7 @@ pub struct LookupConfig {
 
 #[derive(Debug, Clone)]
 pub enum RegistryConfig {
-    /// A TOML file re-read when it changes.
+    /// A registry file (TOML, or JSON Lines by its extension) re-read when it changes.
     File {
         path: PathBuf,
         poll_interval: Duration,

@@ -31,6 +31,24 @@ pub enum RegistryCommand {
     },
     /// Print the current epoch (bumped by every write).
     Epoch,
+    /// Write every tenant and cell as a JSON Lines registry file (for `registry.source =
+    /// "file"`), replaced atomically; prints the counts (to stderr with `--out -`).
+    Export {
+        /// The file (`.jsonl` or `.ndjson`), or `-` for stdout.
+        #[arg(long)]
+        out: String,
+        /// Parallel scan segments.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+        segments: u32,
+    },
+}
+
+impl RegistryCommand {
+    /// Whether the command's records go to stdout (its JSON result then goes to stderr).
+    #[must_use]
+    pub fn writes_stdout(&self) -> bool {
+        matches!(self, Self::Export { out, .. } if out == "-")
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]

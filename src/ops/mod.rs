@@ -7,11 +7,13 @@
 //! [`Registry::commit`]: versioned, change-logged, and visible to every proxy at its next poll.
 //!
 //! Layout: `args` (the clap types), `io` (reading, writing and printing records), `tenant`,
-//! `moves` (`tenant move`), `cell` and `weights` (`cell weights`); this file
-//! holds the shared error type, the connection and the `registry` commands.
+//! `moves` (`tenant move`), `cell`, `weights` (`cell weights`) and `export` (`registry
+//! export`, the table as a JSON Lines registry file); this file holds the shared error type,
+//! the connection and the `registry` commands.
 
 mod args;
 mod cell;
+mod export;
 mod io;
 mod moves;
 mod tenant;
@@ -38,6 +40,8 @@ pub enum OpsError {
         id: String,
         table: String,
     },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{field} = `{value}`: {reason}")]
     Invalid {
         field: String,
@@ -125,5 +129,6 @@ pub async fn registry_command(reg: &Registry, cmd: RegistryCommand) -> Result<Va
             }))
         }
         RegistryCommand::Epoch => Ok(json!({"table": reg.table(), "epoch": reg.epoch().await?})),
+        RegistryCommand::Export { out, segments } => export::export(reg, &out, segments).await,
     }
 }

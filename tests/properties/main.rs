@@ -1,6 +1,7 @@
 //! Property tests for the parsers that face the client and the operator: tenant extraction
-//! from the Host, the bearer token and JWT header read before any key, config text, and the
-//! hygiene and rewrite stages over arbitrary header lists.
+//! from the Host, the bearer token and JWT header read before any key, config text, registry
+//! files (TOML and JSON Lines agree), and the hygiene and rewrite stages over arbitrary header
+//! lists.
 //!
 //! They state the same properties as the cargo-fuzz targets in `fuzz/` (which need a nightly
 //! toolchain and run by hand), bounded so the whole file runs in seconds in CI. A crash input
@@ -10,6 +11,7 @@
 mod config;
 mod hygiene;
 mod jwt;
+mod registry;
 mod tenant;
 
 use proptest::test_runner::{Config, FileFailurePersistence};

@@ -259,6 +259,30 @@ impl Registry {
         }
     }
 
+    /// One page of segment `segment` of `total` of a parallel, strongly consistent scan of every
+    /// item, from `start` (`None`: the segment's first page); with the key to continue from
+    /// (`None`: the segment is done). Callers handle a page before asking for the next, so a
+    /// whole-table read holds a page per segment, not the table.
+    pub async fn scan_page(
+        &self,
+        segment: u32,
+        total: u32,
+        start: Option<Item>,
+    ) -> Result<(Vec<Item>, Option<Item>), WriteError> {
+        let page = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .segment(i32::try_from(segment).map_err(|e| self.other(e))?)
+            .total_segments(i32::try_from(total).map_err(|e| self.other(e))?)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| self.failed("Scan", &e))?;
+        Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
+    }
+
     /// The current epoch (strongly consistent).
     pub async fn epoch(&self) -> Result<u64, WriteError> {
         Ok(read_epoch(&self.client, &self.table, true).await?)

@@ -8,6 +8,7 @@ use crate::config::file::FileCell;
 
 mod cells;
 mod generations;
+mod jsonl;
 mod parse;
 mod snapshots;
 mod source;

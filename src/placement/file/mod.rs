@@ -1,9 +1,16 @@
-//! The file-backed [`PlacementSource`]: a TOML registry, re-read when the file changes.
+//! The file-backed [`PlacementSource`]: a registry file, re-read when it changes.
 //!
-//! `changed` compares the file's (modification time, length, inode) with those of the last
-//! load, so polling it every few hundred milliseconds costs one `stat`. Writing the file by
-//! rename (`mv new registry.toml`) is atomic; a half-written file fails to parse, is reported,
-//! and the last good snapshot stays in place until the next change.
+//! Two formats, chosen by the file's extension ([`Format`]): TOML (`[[tenants]]` and
+//! `[[cells]]` tables, parsed whole by [`parse_registry`]; the demo and small fleets) and JSON
+//! Lines (`.jsonl`, `.ndjson`: one record per line, streamed by [`jsonl`]; large registries).
+//! Both carry the same records ([`shape`]) through the same checks. `changed` compares the
+//! file's (modification time, length, inode) with those of the last load, so polling it every
+//! few hundred milliseconds costs one `stat`. Writing the file by rename (`mv new
+//! registry.toml`) is atomic; a half-written file fails to parse, is reported, and the last good
+//! snapshot stays in place until the next change.
+
+pub mod jsonl;
+pub mod shape;
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -12,12 +19,13 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
-use super::record::{RawTenant, tenant_record};
+use self::shape::FileTenant;
+use super::record::tenant_record;
 use super::{Cell, PlacementSource, RegistryData, RegistryError, TenantRecord};
 use crate::config::file::FileCell;
-use crate::ratelimit::TenantLimits;
 use crate::tenant::TenantId;
 
+/// A TOML registry document.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegistryFile {
@@ -27,31 +35,56 @@ struct RegistryFile {
     cells: Vec<FileCell>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileTenant {
-    id: String,
-    cell: String,
-    status: Option<String>,
-    tier: Option<String>,
-    version: Option<u64>,
-    #[serde(default)]
-    issuers: Vec<String>,
-    limits: Option<FileLimits>,
-    arm: Option<String>,
+/// A registry file's format, by its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Anything but the two below: `[[tenants]]` and `[[cells]]` tables.
+    Toml,
+    /// `.jsonl` or `.ndjson` (any case): one JSON record per line.
+    JsonLines,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileLimits {
-    rate: Option<f64>,
-    burst: Option<u32>,
-    concurrency: Option<u32>,
+impl Format {
+    #[must_use]
+    pub fn of(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("ndjson") => {
+                Self::JsonLines
+            }
+            _ => Self::Toml,
+        }
+    }
+}
+
+/// Reads, parses and validates the registry file at `path` in the format its extension names.
+/// Blocking (a million tenants take about a second of CPU): the file source calls it on the
+/// blocking pool; `cellgate validate` calls it directly.
+pub fn read_registry(path: &Path) -> Result<RegistryData, RegistryError> {
+    let file = path.display().to_string();
+    match Format::of(path) {
+        Format::JsonLines => jsonl::read_jsonl(path, &file),
+        Format::Toml => {
+            let text = std::fs::read_to_string(path).map_err(|error| RegistryError::Read {
+                file: file.clone(),
+                error,
+            })?;
+            parse_registry(&text, &file)
+        }
+    }
+}
+
+/// One tenant's record from the registry file at `path` (blocking). A JSON Lines file is
+/// streamed and only that record kept; a TOML file is parsed whole.
+pub fn find_tenant(path: &Path, id: &str) -> Result<Option<TenantRecord>, RegistryError> {
+    match Format::of(path) {
+        Format::JsonLines => jsonl::find_tenant_jsonl(path, &path.display().to_string(), id),
+        Format::Toml => Ok(read_registry(path)?.tenant(id)),
+    }
 }
 
 type Signature = (i64, i64, u64, u64);
 
-/// Placements from a TOML file.
+/// Placements from a registry file (TOML or JSON Lines, by its extension).
 #[derive(Debug)]
 pub struct FileSource {
     path: PathBuf,
@@ -87,17 +120,18 @@ impl FileSource {
     }
 
     /// Reads and parses the whole file. The parse runs on the blocking pool: a registry of a
-    /// million tenants takes over a second of CPU to parse, which must not stall the runtime
+    /// million tenants takes about a second of CPU to parse, which must not stall the runtime
     /// that also answers `/readyz` and `/metrics`.
     async fn parse(&self) -> Result<RegistryData, RegistryError> {
-        let text = tokio::fs::read_to_string(&self.path)
-            .await
-            .map_err(|error| RegistryError::Read {
-                file: self.shown(),
-                error,
-            })?;
-        let file = self.shown();
-        tokio::task::spawn_blocking(move || parse_registry(&text, &file))
+        let path = self.path.clone();
+        self.blocking(move || read_registry(&path)).await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, RegistryError> + Send + 'static,
+    ) -> Result<T, RegistryError> {
+        tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| RegistryError::Parse {
                 file: self.shown(),
@@ -136,8 +170,8 @@ impl PlacementSource for FileSource {
     }
 
     async fn fetch_tenant(&self, id: &str) -> Result<Option<TenantRecord>, RegistryError> {
-        let data = self.parse().await?;
-        Ok(data.tenant(id))
+        let (path, id) = (self.path.clone(), id.to_owned());
+        self.blocking(move || find_tenant(&path, &id)).await
     }
 }
 
@@ -177,23 +211,8 @@ pub fn parse_registry(text: &str, file: &str) -> Result<RegistryData, RegistryEr
             return Err(invalid(format!("tenants[{i}].id"), &t.id, &e.to_string()));
         }
         let id = t.id.clone();
-        let record = tenant_record(RawTenant {
-            id: t.id,
-            cell: t.cell,
-            status: t.status,
-            tier: t.tier,
-            version: t.version,
-            issuers: t.issuers,
-            arm: t.arm,
-            limits: t
-                .limits
-                .map_or_else(TenantLimits::default, |l| TenantLimits {
-                    rate: l.rate,
-                    burst: l.burst,
-                    concurrency: l.concurrency,
-                }),
-        })
-        .map_err(|b| invalid(format!("tenants[{i}].{}", b.field), &b.value, &b.reason))?;
+        let record = tenant_record(t.into_raw())
+            .map_err(|b| invalid(format!("tenants[{i}].{}", b.field), &b.value, &b.reason))?;
         if !data.push_tenant(record) {
             return Err(invalid(
                 format!("tenants[{i}].id"),
