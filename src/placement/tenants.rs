@@ -150,12 +150,24 @@ impl Leaf {
         self.0.slice(at..at + usize::from(s.id_len))
     }
 
+    /// The slot of `id` (the request path: one pass over the tags, one slot decoded).
     fn find(&self, tag: u16, id: &[u8]) -> Option<Slot> {
-        self.tags()
-            .enumerate()
-            .filter(|&(_, t)| t == tag)
-            .map(|(i, t)| self.slot(i, t))
-            .find(|s| self.id(s) == id)
+        let n = self.count();
+        let (slots_at, ids_at) = (HEAD + n * TAG, HEAD + n * (TAG + SLOT));
+        let tags = self.0.get(HEAD..slots_at)?;
+        let want = tag.to_le_bytes();
+        for (i, t) in tags.chunks_exact(TAG).enumerate() {
+            if t != want {
+                continue;
+            }
+            let at = slots_at + i * SLOT;
+            let s = Slot::decode(self.0.get(at..at + SLOT)?, tag);
+            let from = ids_at + s.id_at as usize;
+            if self.0.get(from..from + usize::from(s.id_len)) == Some(id) {
+                return Some(s);
+            }
+        }
+        None
     }
 
     fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
@@ -241,7 +253,7 @@ struct Place {
 fn place(id: &[u8]) -> Place {
     use std::hash::BuildHasher;
     // Fixed seed: the map lives in one process; the ids are the operator's, not a client's.
-    let h = foldhash::quality::FixedState::with_seed(0x6365_6c6c_6761_7465).hash_one(id);
+    let h = foldhash::fast::FixedState::with_seed(0x6365_6c6c_6761_7465).hash_one(id);
     #[allow(clippy::cast_possible_truncation)]
     Place {
         branch: (h >> 56) as usize,
