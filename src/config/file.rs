@@ -254,6 +254,23 @@ pub struct FileLimits {
     pub tiers: std::collections::HashMap<String, FileTier>,
     #[serde(default)]
     pub routes: Vec<FileRouteClass>,
+    /// `[limits.fleet]`: fleet-wide limits on Redis/Valkey.
+    pub fleet: Option<FileFleet>,
+}
+
+/// `[limits.fleet]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileFleet {
+    pub redis_url: Option<String>,
+    pub redis_password_file: Option<String>,
+    pub key_prefix: Option<String>,
+    pub sync_interval: Option<String>,
+    pub timeout: Option<String>,
+    pub heartbeat_interval: Option<String>,
+    pub breaker_cooldown: Option<String>,
+    pub mode: Option<String>,
+    pub max_flush_keys: Option<usize>,
 }
 
 /// `[limits.tiers.<name>]`.

@@ -1,18 +1,21 @@
 //! `[limits]`, validated: rate-limit tiers, route classes, per-cell in-flight caps, and the
 //! bound on limiter state.
 //!
-//! A tier has a `rate` (requests per second per tenant, per proxy node) with a `burst` (most
+//! A tier has a `rate` (requests per second per tenant: per proxy node, or fleet-wide with
+//! `[limits.fleet]`) with a `burst` (most
 //! requests admitted at once; default one second's worth) and/or a `concurrency` (requests in
 //! flight at once). Records name their tier; a record naming no configured tier gets
 //! `default_tier`. Route classes add a stricter rate for matching requests (by method and/or
 //! path prefix), optionally only for some tiers.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use http::Method;
 
 use super::file::{FileLimits, FileRouteClass, FileTier};
+use super::fleet::{FleetConfig, build_fleet};
 use super::parse::{dur, dur_in_range};
 use crate::rules::FieldError;
 use crate::rules::{MAX_ROUTE_CLASSES, MAX_TIERS, MIN_RATE, default_burst, valid_tier};
@@ -32,6 +35,8 @@ pub struct LimitsConfig {
     pub cell_max_in_flight: Option<u32>,
     /// How often idle limiter state is forgotten.
     pub sweep_interval: Duration,
+    /// Fleet-wide limits on Redis/Valkey (`[limits.fleet]`); `None`: limits are per node.
+    pub fleet: Option<FleetConfig>,
 }
 
 impl Default for LimitsConfig {
@@ -43,6 +48,7 @@ impl Default for LimitsConfig {
             max_tenants: 1 << 20,
             cell_max_in_flight: None,
             sweep_interval: Duration::from_secs(10),
+            fleet: None,
         }
     }
 }
@@ -195,7 +201,7 @@ fn route_class(
 }
 
 /// Builds [`LimitsConfig`] from `[limits]` (absent: no tenant limits, no cell caps).
-pub fn build_limits(raw: Option<&FileLimits>) -> Result<LimitsConfig, FieldError> {
+pub fn build_limits(raw: Option<&FileLimits>, base: &Path) -> Result<LimitsConfig, FieldError> {
     let Some(raw) = raw else {
         return Ok(LimitsConfig::default());
     };
@@ -274,5 +280,6 @@ pub fn build_limits(raw: Option<&FileLimits>) -> Result<LimitsConfig, FieldError
         max_tenants,
         cell_max_in_flight,
         sweep_interval,
+        fleet: build_fleet(raw.fleet.as_ref(), base)?,
     })
 }

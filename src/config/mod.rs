@@ -9,6 +9,7 @@
 mod auth;
 mod canary;
 pub mod file;
+mod fleet;
 mod limits;
 mod logs;
 mod parse;
@@ -25,6 +26,7 @@ use crate::rules::FieldError;
 
 pub use auth::build_auth;
 pub use canary::{CanaryConfig, ForceArm, HashBy, build_canary};
+pub use fleet::{FleetConfig, FleetMode, RedisTarget, parse_redis_url};
 pub use limits::{LimitsConfig, RouteClassConfig, TierConfig, build_limits};
 pub use logs::{AccessLogConfig, LogConfig, LogFormat};
 pub use parse::{parse_addr, parse_duration};

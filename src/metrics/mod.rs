@@ -9,6 +9,7 @@
 
 mod auth;
 mod cell;
+mod fleet;
 mod histogram;
 mod labels;
 pub mod names;
@@ -26,6 +27,10 @@ use prometheus_client::registry::Registry;
 
 pub use auth::{AuthMetrics, JwksMetrics};
 pub use cell::CellMetrics;
+pub use fleet::{
+    BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN, FleetMetrics, RedisErrorKind,
+    TierFleetCounters,
+};
 pub use histogram::{LATENCY_BUCKETS, LatencyHistogram};
 use labels::{CellLabels, LimitedLabels, ListenerLabels, ReasonLabel, RejectLabels};
 pub use labels::{Label, LimitKind, Outcome, UpstreamErrorKind};
@@ -66,6 +71,8 @@ pub struct Metrics {
     pub upstream: upstream::UpstreamMetrics,
     /// Listener certificate reloads and expiry.
     pub tls: TlsMetrics,
+    /// The fleet-wide limiter (registered whether or not it is on, so dashboards see zeros).
+    pub fleet: FleetMetrics,
     auth_families: auth::AuthFamilies,
     cells: Mutex<HashMap<Arc<str>, Arc<CellMetrics>>>,
     registry: Registry,
@@ -108,6 +115,7 @@ impl Metrics {
             lookups: LookupMetrics::default(),
             upstream: upstream::UpstreamMetrics::default(),
             tls: TlsMetrics::default(),
+            fleet: FleetMetrics::default(),
             auth_families: auth::AuthFamilies::default(),
             cells: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -193,6 +201,7 @@ impl Metrics {
         m.auth_families.register(&mut registry);
         m.upstream.register(&mut registry);
         m.tls.register(&mut registry);
+        m.fleet.register(&mut registry);
         let auth = m.auth_families.auth();
         let lookups = LookupMetrics::register(&mut registry);
         Self {

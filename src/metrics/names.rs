@@ -78,6 +78,22 @@ pub const RATELIMIT_TRACKED_KEYS: &str = "cellgate_ratelimit_tracked_keys";
 /// Limiter state entries forgotten, by `reason`: `idle` (bucket full again, nothing in flight:
 /// forgetting grants nothing) or `forced` (the state was full; the debt is kept, see docs/limits.md).
 pub const RATELIMIT_EVICTIONS_TOTAL: &str = "cellgate_ratelimit_evictions_total";
+/// One flush round trip to Redis of the fleet-wide limiter (every tenant key in it).
+pub const FLEET_SYNC_SECONDS: &str = "cellgate_fleet_sync_seconds";
+/// Tenant keys reconciled with Redis per flush.
+pub const FLEET_FLUSH_KEYS: &str = "cellgate_fleet_flush_keys";
+/// Failed Redis exchanges, by `kind` (`timeout`, `connect`, `io`, `auth`, `script`, `response`).
+pub const FLEET_REDIS_ERRORS_TOTAL: &str = "cellgate_fleet_redis_errors_total";
+/// The Redis circuit breaker: 0 closed, 1 open (local fallback), 2 half-open (probing).
+pub const FLEET_BREAKER_STATE: &str = "cellgate_fleet_breaker_state";
+/// Live nodes in the fleet membership set, as this node last saw it.
+pub const FLEET_NODES: &str = "cellgate_fleet_nodes";
+/// Seconds this node enforced the local fallback (limit ÷ nodes) instead of fleet accounting.
+pub const FLEET_FALLBACK_SECONDS_TOTAL: &str = "cellgate_fleet_fallback_seconds_total";
+/// Shadow mode: requests fleet accounting would have refused, by `tier`.
+pub const FLEET_WOULD_REFUSE_TOTAL: &str = "cellgate_fleet_would_refuse_total";
+/// Enforce mode: requests fleet accounting refused, by `tier` (also in the rejections total).
+pub const FLEET_REFUSED_TOTAL: &str = "cellgate_fleet_refused_total";
 /// Requests in flight to each cell now, by `cell` (the gauge the per-cell cap checks).
 pub const CELL_IN_FLIGHT: &str = "cellgate_cell_in_flight";
 /// Routed requests by `cell`, target `group`, `version` and `status_class`: compare a canary
@@ -142,6 +158,14 @@ pub const ALL: &[&str] = &[
     RATELIMIT_REJECTIONS_TOTAL,
     RATELIMIT_TRACKED_KEYS,
     RATELIMIT_EVICTIONS_TOTAL,
+    FLEET_SYNC_SECONDS,
+    FLEET_FLUSH_KEYS,
+    FLEET_REDIS_ERRORS_TOTAL,
+    FLEET_BREAKER_STATE,
+    FLEET_NODES,
+    FLEET_FALLBACK_SECONDS_TOTAL,
+    FLEET_WOULD_REFUSE_TOTAL,
+    FLEET_REFUSED_TOTAL,
     CELL_IN_FLIGHT,
     GROUP_REQUESTS_TOTAL,
     GROUP_REQUEST_DURATION_SECONDS,

@@ -54,7 +54,7 @@ use crate::identify::identify;
 use crate::metrics::{CellMetrics, Metrics};
 use crate::placement::SnapshotHandle;
 use crate::placement::lookup::Lookup;
-use crate::ratelimit::{Limiter, LocalStore, MonotonicClock};
+use crate::ratelimit::Limiter;
 use crate::routing::Placer;
 use crate::upstream::{Pool, RequestBody, Timeouts, Upstreams};
 
@@ -92,6 +92,7 @@ impl Shared {
         lookup: Arc<Lookup>,
         metrics: Arc<Metrics>,
         access_log: Arc<AccessLog>,
+        limiter: Limiter,
     ) -> Self {
         let mut strip = config.strip_headers.clone();
         if let Some(h) = &config.tenant.header {
@@ -103,16 +104,6 @@ impl Shared {
         if let Some(f) = &config.canary.force {
             strip.push(f.header.clone());
         }
-        let store = LocalStore::with_counters(
-            config.limits.max_tenants,
-            metrics.ratelimit_idle_evictions.clone(),
-            metrics.ratelimit_forced_evictions.clone(),
-        );
-        let limiter = Limiter::new(
-            &config.limits,
-            Arc::new(store),
-            Arc::new(MonotonicClock::new()),
-        );
         let upstreams = Arc::new(Upstreams::new(
             config.upstream.outlier,
             metrics.upstream.clone(),

@@ -64,6 +64,22 @@ impl Gcra {
         self.tolerance / self.interval
     }
 
+    /// One node's share of this rate across `nodes` nodes: 1/`nodes` of the rate and of the
+    /// burst (at least one request), so the bucket refills in the same time as the whole.
+    #[must_use]
+    pub fn share(&self, nodes: u32) -> Self {
+        if nodes <= 1 {
+            return *self;
+        }
+        let n = u64::from(nodes);
+        let interval = self.interval.saturating_mul(n);
+        let burst = self.burst().div_ceil(n).max(1);
+        Self {
+            interval,
+            tolerance: interval.saturating_mul(burst),
+        }
+    }
+
     /// A fingerprint of these limits (never 0), so state can tell when its limits changed.
     #[must_use]
     pub fn fingerprint(&self) -> u32 {
@@ -233,6 +249,18 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 20, "two seconds later: the new, full burst");
+    }
+
+    #[test]
+    fn a_share_is_a_fraction_of_the_rate_and_burst_never_below_one() {
+        let g = Gcra::new(300.0, 30);
+        assert_eq!(g.share(1), g);
+        let third = g.share(3);
+        assert!((third.rate() - 100.0).abs() < 1e-6);
+        assert_eq!(third.burst(), 10);
+        assert_eq!(Gcra::new(1.0, 1).share(4).burst(), 1);
+        assert_eq!(Gcra::new(10.0, 10).share(4).burst(), 3, "rounded up");
+        assert!((Gcra::new(1.0, 1).share(4).rate() - 0.25).abs() < 1e-9);
     }
 
     #[test]

@@ -8,11 +8,14 @@
 //! placement (unknown tenants never take state) and before forwarding; it returns a [`Permit`]
 //! that holds the in-flight places until the response body ends, fails, or is abandoned.
 //!
-//! Limits are per node: with N proxies behind a load balancer, a tenant may send up to N times
-//! its tier's rate in total, so set per-node values to the fleet-wide figure divided by N.
+//! Without `[limits.fleet]` limits are per node: with N proxies behind a load balancer, a tenant
+//! may send up to N times its tier's rate in total. With it, [`fleet::FleetStore`] makes a
+//! tenant's rate fleet-wide (reconciled through Redis off the request path); in-flight limits
+//! and route classes stay per node.
 
 mod clock;
 mod debt;
+pub mod fleet;
 pub mod gcra;
 mod route;
 mod store;
@@ -313,10 +316,12 @@ impl Limiter {
         charged: &mut Charged,
     ) -> Result<Hold, Limited> {
         let mut hold = Hold::default();
+        charged.tier = eff.index;
         if eff.rate.is_some() || eff.concurrency.is_some() {
             let key = Key {
                 tenant: ask.tenant,
                 class: 0,
+                tier: eff.index,
             };
             match self
                 .store
@@ -351,6 +356,7 @@ impl Limiter {
             let key = Key {
                 tenant: ask.tenant,
                 class: class_tag(i),
+                tier: eff.index,
             };
             if let Err(StoreRefusal::Rate { wait }) =
                 self.store.acquire(key, Some(&class.rate), None, now)
@@ -375,13 +381,19 @@ impl Limiter {
     /// Gives back the rate charges of a request refused by a later check.
     fn refund(&self, tenant: &str, charged: &Charged) {
         if let Some(g) = &charged.tenant {
-            self.store.refund(Key { tenant, class: 0 }, g, charged.now);
+            let key = Key {
+                tenant,
+                class: 0,
+                tier: charged.tier,
+            };
+            self.store.refund(key, g, charged.now);
         }
         for (i, class) in self.routes.iter().enumerate() {
             if charged.classes & (1 << i) != 0 {
                 let key = Key {
                     tenant,
                     class: class_tag(i),
+                    tier: charged.tier,
                 };
                 self.store.refund(key, &class.rate, charged.now);
             }
@@ -396,6 +408,8 @@ struct Charged {
     /// Bit i: route class i was charged (at most [`MAX_ROUTE_CLASSES`] = 32).
     classes: u32,
     now: u64,
+    /// The tier judged under.
+    tier: usize,
 }
 
 /// The store key's class byte for route class `i` (0 is the tenant's own limit).

@@ -30,6 +30,8 @@ pub struct Key<'a> {
     pub tenant: &'a str,
     /// The route class (index + 1), or 0 for the tenant's own limit.
     pub class: u8,
+    /// The tier's index, for a store's metrics (not part of the key's identity).
+    pub tier: usize,
 }
 
 /// Why a store refused.
@@ -190,6 +192,7 @@ impl LocalStore {
         let mut h = self.hasher.build_hasher();
         h.write(key.tenant.as_bytes());
         h.write_u8(key.class);
+        // `tier` is not hashed: a tenant moved to another tier keeps its state.
         h.finish()
     }
 
@@ -262,6 +265,28 @@ impl LocalStore {
                  (their debt is kept); raise limits.max_tenants"
             );
         }
+    }
+}
+
+impl LocalStore {
+    /// How far ahead of `now` `key`'s bucket is charged (0: full or no state); a time, so it
+    /// reads the same under any share of a rate.
+    #[must_use]
+    pub fn debt(&self, key: Key<'_>, now: u64) -> u64 {
+        let h = self.hash(key);
+        self.shard(h)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&h)
+            .map_or(0, |s| s.tat.load(Ordering::Relaxed).saturating_sub(now))
+    }
+
+    /// Sets `key`'s bucket to be charged `debt` ns ahead of `now` (creating the key), so a
+    /// fallback to local limits starts from the fleet's state instead of a full bucket.
+    pub fn set_debt(&self, key: Key<'_>, debt: u64, now: u64) {
+        self.with_slot(key, now, |s| {
+            s.tat.store(now.saturating_add(debt), Ordering::Relaxed);
+        });
     }
 }
 

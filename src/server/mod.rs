@@ -82,6 +82,8 @@ pub struct Server {
     cert_watches: Vec<crate::certs::CertWatch>,
     /// The config file's cells, built by the preflight.
     cells: Arc<[crate::placement::Cell]>,
+    /// The fleet limiter's sync task, started by `run`.
+    fleet: Option<crate::ratelimit::fleet::FleetSync>,
 }
 
 impl Server {
@@ -120,6 +122,8 @@ impl Server {
         let snapshot = Arc::new(SnapshotHandle::new());
         let verifier = Verifier::new(&config.auth, &metrics)?;
         let (lookup, lookups) = Lookup::new(config.lookup.settings, metrics.lookups.clone());
+        let (limiter, fleet) =
+            services::limiter(&config, &metrics, prepared.redis_password.as_ref())?;
         let shared = Arc::new(Shared::new(
             Arc::clone(&config),
             snapshot,
@@ -127,6 +131,7 @@ impl Server {
             Arc::new(lookup),
             metrics,
             access_log,
+            limiter,
         ));
         let (listeners, cert_watches) =
             bind::listeners(&config, inherited.as_mut(), &shared.metrics)?;
@@ -145,6 +150,7 @@ impl Server {
             handover,
             cert_watches,
             cells: Arc::from(prepared.cells),
+            fleet,
         })
     }
 
@@ -180,6 +186,7 @@ impl Server {
                 lookups: self.lookups.take(),
                 cert_watches: std::mem::take(&mut self.cert_watches),
                 upstream_tls: Arc::clone(&self.upstream_tls),
+                fleet: self.fleet.take(),
                 stop: stop_rx.clone(),
             },
         )

@@ -1,6 +1,6 @@
 //! The control plane's background services, on the runtime that runs the server: the registry
-//! refresh (file or DynamoDB), each issuer's JWKS, the limiter sweep, certificate reloads and
-//! target discovery. Each ends when the stop signal is given.
+//! refresh (file or DynamoDB), each issuer's JWKS, the limiter sweep, the fleet limiter's sync,
+//! certificate reloads and target discovery. Each ends when the stop signal is given.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use super::ServeError;
 use crate::certs::CertWatch;
-use crate::config::RegistryConfig;
+use crate::config::{Config, RegistryConfig};
 use crate::metrics::Metrics;
 use crate::placement::dynamo::DynamoSource;
 use crate::placement::file::FileSource;
@@ -18,6 +18,8 @@ use crate::placement::lookup::LookupRequest;
 use crate::placement::refresh::{self, RefreshSettings};
 use crate::placement::{Cell, PlacementSource, SnapshotHandle};
 use crate::proxy::Shared;
+use crate::ratelimit::fleet::{self, FleetSync, Secret};
+use crate::ratelimit::{Clock, LimitStore, Limiter, LocalStore, MonotonicClock};
 use crate::shutdown::{Stop, stopped};
 
 /// What the services are started with, besides the shared state.
@@ -28,7 +30,40 @@ pub(super) struct Parts {
     pub lookups: Option<mpsc::Receiver<LookupRequest>>,
     pub cert_watches: Vec<CertWatch>,
     pub upstream_tls: Arc<rustls::ClientConfig>,
+    /// The fleet limiter's sync task, when `[limits.fleet]` is on.
+    pub fleet: Option<FleetSync>,
     pub stop: Stop,
+}
+
+/// The admit stage's limiter: per node, or fleet-wide with its sync task (to be spawned).
+pub(super) fn limiter(
+    config: &Config,
+    metrics: &Metrics,
+    password: Option<&Secret>,
+) -> Result<(Limiter, Option<FleetSync>), ServeError> {
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
+    let local = LocalStore::with_counters(
+        config.limits.max_tenants,
+        metrics.ratelimit_idle_evictions.clone(),
+        metrics.ratelimit_forced_evictions.clone(),
+    );
+    let (store, sync): (Arc<dyn LimitStore>, _) = match &config.limits.fleet {
+        Some(f) => {
+            let (store, sync) = fleet::fleet(
+                f,
+                &config.limits.tiers,
+                local,
+                password,
+                Arc::clone(&clock),
+                metrics.fleet.clone(),
+            )
+            .map_err(|e| ServeError::Start(std::io::Error::other(format!("fleet limits: {e}"))))?;
+            tracing::info!(redis = %f.redis, mode = ?f.mode, node = sync.node(), "fleet-wide tenant limits on");
+            (Arc::new(store), Some(sync))
+        }
+        None => (Arc::new(local), None),
+    };
+    Ok((Limiter::new(&config.limits, store, clock), sync))
 }
 
 /// What the registry refresh service needs, whichever source it serves.
@@ -81,6 +116,9 @@ pub(super) async fn spawn(control: &mut JoinSet<()>, shared: &Arc<Shared>, parts
         control.spawn(Arc::clone(jwks).run(parts.stop.clone()));
     }
     control.spawn(sweep_limits(Arc::clone(shared), parts.stop.clone()));
+    if let Some(sync) = parts.fleet {
+        control.spawn(sync.run(parts.stop.clone()));
+    }
     for watch in parts.cert_watches {
         control.spawn(watch.run(parts.stop.clone()));
     }

@@ -6,6 +6,7 @@ pub mod dns;
 pub mod h2raw;
 pub mod jwks;
 pub mod limits;
+pub mod redis_server;
 pub mod upstream;
 
 use std::net::SocketAddr;

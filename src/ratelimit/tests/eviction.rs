@@ -49,6 +49,7 @@ fn eviction_from_a_full_store_grants_no_burst() {
     let acme_key = Key {
         tenant: "acme",
         class: 0,
+        tier: 0,
     };
     let mut j = 0;
     while r.store.holds(acme_key) {

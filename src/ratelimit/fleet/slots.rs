@@ -1,0 +1,184 @@
+//! What this node knows about each tenant the fleet limiter has seen: the fleet credit it may
+//! spend until the next flush, what it admitted since the last one, and the rate to report in.
+//!
+//! One [`FleetSlot`] per active tenant, in 64 shards of `RwLock<HashMap>` keyed by a hash of
+//! the tenant id (the slot keeps the id itself: the flush names the tenant's Redis key). A
+//! request takes one shard's read lock and touches only its slot's atomics; only a tenant's
+//! first request takes the write lock and allocates. Slots idle for a while are swept.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::ratelimit::gcra::Gcra;
+
+/// One tenant's fleet state on this node.
+#[derive(Debug)]
+pub(super) struct FleetSlot {
+    pub(super) tenant: Box<str>,
+    /// Fleet credit (nanoseconds of the fleet bucket) this node may spend until the next flush;
+    /// below one interval, nothing is admitted on it.
+    pub(super) credit: AtomicI64,
+    /// The flush epoch that set `credit`; the credit counts only while it is the latest.
+    pub(super) synced: AtomicU64,
+    /// Requests admitted and not yet reported.
+    pub(super) admitted: AtomicU64,
+    /// Admitted on the local fallback since the last report: the next report carries the
+    /// local bucket's debt as a floor, so recovery starts from where the fallback left off.
+    pub(super) fell_back: AtomicBool,
+    /// A request arrived since the last flush took this slot.
+    pub(super) active: AtomicBool,
+    /// The fleet rate last applied: nanoseconds per request and bucket tolerance.
+    pub(super) interval: AtomicU64,
+    pub(super) tolerance: AtomicU64,
+    /// Clock reading (ns) of the last request, for the sweep.
+    pub(super) last_seen: AtomicU64,
+}
+
+impl FleetSlot {
+    fn new(tenant: &str, now: u64) -> Self {
+        Self {
+            tenant: Box::from(tenant),
+            credit: AtomicI64::new(0),
+            synced: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            fell_back: AtomicBool::new(false),
+            active: AtomicBool::new(false),
+            interval: AtomicU64::new(0),
+            tolerance: AtomicU64::new(0),
+            last_seen: AtomicU64::new(now),
+        }
+    }
+
+    /// Marks a request under `rate` at `now`. Stores only what changed, so a busy tenant's
+    /// requests mostly read.
+    pub(super) fn touch(&self, rate: &Gcra, now: u64) {
+        if !self.active.load(Ordering::Relaxed) {
+            self.active.store(true, Ordering::Relaxed);
+        }
+        if self.interval.load(Ordering::Relaxed) != rate.interval {
+            self.interval.store(rate.interval, Ordering::Relaxed);
+        }
+        if self.tolerance.load(Ordering::Relaxed) != rate.tolerance {
+            self.tolerance.store(rate.tolerance, Ordering::Relaxed);
+        }
+        // Coarse: the sweep needs seconds, not nanoseconds; skip the store within 10 ms.
+        if now.saturating_sub(self.last_seen.load(Ordering::Relaxed)) > 10_000_000 {
+            self.last_seen.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes one request's worth (`interval` ns) of credit, if there is that much.
+    pub(super) fn spend(&self, interval: u64) -> bool {
+        let cost = i64::try_from(interval).unwrap_or(i64::MAX);
+        self.credit
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| {
+                (c >= cost).then(|| c - cost)
+            })
+            .is_ok()
+    }
+}
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Map = HashMap<u64, Arc<FleetSlot>, BuildHasherDefault<IdHasher>>;
+
+#[repr(align(64))]
+#[derive(Debug, Default)]
+struct Shard(RwLock<Map>);
+
+const SHARDS: usize = 64;
+
+/// Every tenant's [`FleetSlot`], sharded.
+#[derive(Debug)]
+pub(super) struct Slots {
+    shards: Box<[Shard]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Slots {
+    pub(super) fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn shard(&self, tenant: &str) -> (u64, &RwLock<Map>) {
+        let h = self.hasher.hash_one(tenant);
+        (h, &self.shards[(h >> 32) as usize % SHARDS].0)
+    }
+
+    /// Runs `f` on `tenant`'s slot, creating it on first use. Two tenants whose 64-bit hashes
+    /// collide would share a slot; the slot keeps the first one's id, so the second is
+    /// accounted under the first's key (a stricter limit for both, never a looser one).
+    pub(super) fn with<R>(&self, tenant: &str, now: u64, f: impl FnOnce(&FleetSlot) -> R) -> R {
+        let (h, shard) = self.shard(tenant);
+        {
+            let map = shard.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(slot) = map.get(&h) {
+                return f(slot);
+            }
+        }
+        let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
+        let slot = map
+            .entry(h)
+            .or_insert_with(|| Arc::new(FleetSlot::new(tenant, now)));
+        f(slot)
+    }
+
+    /// Slots with a request since the last flush, at most `max`, starting at shard `start`
+    /// (rotated by the caller so a cap never starves the same tenants); clears their marks.
+    pub(super) fn take_active(&self, max: usize, start: usize) -> Vec<Arc<FleetSlot>> {
+        let mut out = Vec::new();
+        for i in 0..SHARDS {
+            let map = self.shards[(start + i) % SHARDS]
+                .0
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            for slot in map.values() {
+                if out.len() >= max {
+                    return out;
+                }
+                if slot.active.swap(false, Ordering::AcqRel)
+                    || slot.admitted.load(Ordering::Relaxed) > 0
+                {
+                    out.push(Arc::clone(slot));
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets slots with no request for `idle` ns and nothing left to report.
+    pub(super) fn sweep(&self, now: u64, idle: u64) -> usize {
+        let mut n = 0;
+        for s in &*self.shards {
+            let mut map = s.0.write().unwrap_or_else(PoisonError::into_inner);
+            let before = map.len();
+            map.retain(|_, slot| {
+                now.saturating_sub(slot.last_seen.load(Ordering::Relaxed)) < idle
+                    || slot.admitted.load(Ordering::Relaxed) > 0
+                    || slot.fell_back.load(Ordering::Relaxed)
+            });
+            n += before - map.len();
+        }
+        n
+    }
+}
