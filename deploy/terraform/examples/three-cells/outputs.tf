@@ -27,3 +27,8 @@ output "config_parameter_name" {
   description = "SSM parameter with the rendered config the tasks load."
   value       = module.cellgate.config_parameter_name
 }
+
+output "fleet_redis_url" {
+  description = "The [limits.fleet] redis_url written into the config (null unless fleet_limits_enabled)."
+  value       = module.cellgate.fleet_redis_url
+}
