@@ -38,7 +38,20 @@ locals {
     table          = jsonencode(local.table)
     cells          = local.cell_urls
     waves          = { for id, c in var.cells : id => c.wave }
+    tiers          = var.limit_tiers
+    # The module's output, fed back into its own config_toml: the primary endpoint exists
+    # before the config parameter is written. null while fleet limits are off.
+    fleet_redis_url = module.cellgate.fleet_redis_url
+    fleet_mode      = var.fleet_limits_mode
   })
+}
+
+# Fleet limits without tiers would reconcile nothing.
+check "fleet_limits_have_tiers" {
+  assert {
+    condition     = !var.fleet_limits_enabled || length(var.limit_tiers) > 0
+    error_message = "fleet_limits_enabled with no limit_tiers: there is no rate to hold fleet-wide."
+  }
 }
 
 module "cellgate" {
@@ -68,6 +81,10 @@ module "cellgate" {
   dynamodb_endpoint_route_table_ids = var.private_route_table_ids
 
   operator_principal_arns = var.operator_principal_arns
+
+  # Off by default. On: an ElastiCache Valkey primary with a replica in another AZ (the module's
+  # elasticache_* defaults), on the private subnets, reachable from the tasks only.
+  fleet_limits_enabled = var.fleet_limits_enabled
 
   min_capacity  = 3
   desired_count = 3

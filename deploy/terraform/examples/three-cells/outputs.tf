@@ -27,3 +27,18 @@ output "config_parameter_name" {
   description = "SSM parameter with the rendered config the tasks load."
   value       = module.cellgate.config_parameter_name
 }
+
+output "fleet_redis_url" {
+  description = "The [limits.fleet] redis_url written into the config (null unless fleet_limits_enabled)."
+  value       = module.cellgate.fleet_redis_url
+}
+
+output "elasticache_replication_group_id" {
+  description = "The fleet-limits replication group (null unless fleet_limits_enabled), for `aws elasticache`."
+  value       = module.cellgate.elasticache_replication_group_id
+}
+
+output "elasticache_auth_secret_arn" {
+  description = "Secret holding its AUTH token (null unless fleet_limits_enabled)."
+  value       = module.cellgate.elasticache_auth_secret_arn
+}

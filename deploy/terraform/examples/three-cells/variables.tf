@@ -96,3 +96,46 @@ variable "operator_principal_arns" {
   type        = list(string)
   default     = []
 }
+
+variable "limit_tiers" {
+  description = <<-EOT
+    Tenant limit tiers, rendered as [limits.tiers.<name>] (tenant records name their tier): rate
+    in requests per second, burst, concurrency, each optional. Without fleet limits every figure
+    is per proxy task (with N tasks, a fleet-wide 300 req/s is rate = 300 / N); with
+    fleet_limits_enabled, rate and burst are fleet-wide figures. Empty: no tenant limits, as
+    before. When not empty it must define "standard" (the tier of records naming an unknown one).
+  EOT
+  type = map(object({
+    rate        = optional(number)
+    burst       = optional(number)
+    concurrency = optional(number)
+  }))
+  default = {}
+
+  validation {
+    condition     = length(var.limit_tiers) == 0 || contains(keys(var.limit_tiers), "standard")
+    error_message = "limit_tiers: define a \"standard\" tier (cellgate's default_tier)."
+  }
+
+  validation {
+    condition     = alltrue([for name in keys(var.limit_tiers) : can(regex("^[a-z][a-z0-9_-]{0,31}$", name))])
+    error_message = "limit_tiers: names are lower-case letters, digits, '_' and '-'."
+  }
+}
+
+variable "fleet_limits_enabled" {
+  description = "Fleet-wide tenant limits: the module creates an ElastiCache Valkey (TLS, AUTH token in Secrets Manager) and the config gets a [limits.fleet] section pointing at it, so limit_tiers' rate and burst hold for the whole fleet rather than per task. Off by default; see deploy/RUNBOOK.md, \"Fleet limits\", before turning it on."
+  type        = bool
+  default     = false
+}
+
+variable "fleet_limits_mode" {
+  description = "[limits.fleet] mode: \"shadow\" counts what the fleet-wide limits would refuse and refuses nothing beyond each task's share (rate / tasks); \"enforce\" refuses. Start with shadow."
+  type        = string
+  default     = "shadow"
+
+  validation {
+    condition     = contains(["shadow", "enforce"], var.fleet_limits_mode)
+    error_message = "fleet_limits_mode: \"shadow\" or \"enforce\"."
+  }
+}

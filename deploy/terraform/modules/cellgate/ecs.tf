@@ -37,7 +37,21 @@ locals {
     AWS_REGION               = local.region
   }
 
-  environment = [for k, v in merge(var.environment, local.module_environment) : { name = k, value = v }]
+  # Fleet limits: the AUTH token's secret version, which cellgate ignores, makes a new token a
+  # new task definition revision (a rolling deployment), as CELLGATE_CONFIG_SHA256 does a config.
+  fleet_environment = {
+    for k, v in {
+      CELLGATE_REDIS_PASSWORD_VERSION = one(aws_secretsmanager_secret_version.fleet_redis_auth[*].version_id)
+    } : k => v if var.fleet_limits_enabled
+  }
+
+  environment = [for k, v in merge(var.environment, local.module_environment, local.fleet_environment) : { name = k, value = v }]
+
+  # Read by ECS (the execution role) at task start into cellgate's environment: the password
+  # is never in the config file or in the task definition.
+  cellgate_secrets = var.fleet_limits_enabled ? [
+    { name = "CELLGATE_REDIS_PASSWORD", valueFrom = aws_secretsmanager_secret.fleet_redis_auth[0].arn },
+  ] : null
 
   config_writer = {
     name      = "config-writer"
@@ -63,6 +77,7 @@ locals {
     stopTimeout = var.stop_timeout_seconds
     command     = ["serve", "--config", local.config_path]
     environment = local.environment
+    secrets     = local.cellgate_secrets
     portMappings = [
       { containerPort = var.container_port, protocol = "tcp", name = "tls" },
       { containerPort = var.admin_port, protocol = "tcp", name = "admin" },
@@ -104,6 +119,10 @@ resource "aws_ecs_task_definition" "this" {
   container_definitions = jsonencode([local.config_writer, local.cellgate])
 
   tags = local.tags
+
+  # A rotated AUTH token is a new revision (CELLGATE_REDIS_PASSWORD_VERSION); its tasks must
+  # start only once the replication group accepts the new token.
+  depends_on = [aws_elasticache_replication_group.fleet]
 }
 
 resource "aws_ecs_service" "this" {

@@ -110,6 +110,32 @@ data "aws_iam_policy_document" "execution" {
     }
   }
 
+  # Fleet limits: the one AUTH token secret, for cellgate's CELLGATE_REDIS_PASSWORD, and the
+  # module's key through Secrets Manager only.
+  dynamic "statement" {
+    for_each = var.fleet_limits_enabled ? [1] : []
+    content {
+      sid       = "ReadFleetRedisAuthSecret"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = [aws_secretsmanager_secret.fleet_redis_auth[0].arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.fleet_limits_enabled ? [1] : []
+    content {
+      sid       = "DecryptFleetRedisAuthSecret"
+      actions   = ["kms:Decrypt"]
+      resources = [local.kms_key_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["secretsmanager.${local.region}.amazonaws.com"]
+      }
+    }
+  }
+
   dynamic "statement" {
     for_each = length(var.secrets_kms_key_arns) == 0 ? [] : [1]
     content {

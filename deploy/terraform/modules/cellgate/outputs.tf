@@ -87,3 +87,28 @@ output "service_name" {
   description = "ECS service name."
   value       = aws_ecs_service.this.name
 }
+
+output "fleet_redis_url" {
+  description = "What [limits.fleet] redis_url must be in config_toml: rediss://<primary endpoint>:6379 (null unless fleet_limits_enabled). The password reaches the tasks as CELLGATE_REDIS_PASSWORD."
+  value       = local.fleet_redis_url
+}
+
+output "elasticache_primary_endpoint" {
+  description = "Primary endpoint address of the fleet-limits replication group; it follows a failover (null unless fleet_limits_enabled)."
+  value       = local.elasticache_primary_endpoint
+}
+
+output "elasticache_replication_group_id" {
+  description = "ID of the fleet-limits replication group, for the aws elasticache CLI (null unless fleet_limits_enabled)."
+  value       = one(aws_elasticache_replication_group.fleet[*].id)
+}
+
+output "elasticache_security_group_id" {
+  description = "Security group of the fleet-limits replication group: ingress on 6379 from the task group only (null unless fleet_limits_enabled)."
+  value       = one(aws_security_group.elasticache[*].id)
+}
+
+output "elasticache_auth_secret_arn" {
+  description = "Secrets Manager secret holding the AUTH token, passed to the tasks as CELLGATE_REDIS_PASSWORD (null unless fleet_limits_enabled)."
+  value       = one(aws_secretsmanager_secret.fleet_redis_auth[*].arn)
+}

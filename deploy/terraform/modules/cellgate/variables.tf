@@ -188,9 +188,14 @@ variable "container_health_check_command" {
 }
 
 variable "environment" {
-  description = "Extra environment for cellgate (e.g. CELLGATE_LOG_LEVEL). CELLGATE_CONFIG, CELLGATE_REGISTRY_SOURCE, CELLGATE_REGISTRY_TABLE, CELLGATE_LISTEN, CELLGATE_ADMIN_LISTEN and AWS_REGION are set by the module and cannot be overridden here."
+  description = "Extra environment for cellgate (e.g. CELLGATE_LOG_LEVEL). CELLGATE_CONFIG, CELLGATE_REGISTRY_SOURCE, CELLGATE_REGISTRY_TABLE, CELLGATE_LISTEN, CELLGATE_ADMIN_LISTEN and AWS_REGION are set by the module and cannot be overridden here. CELLGATE_REDIS_PASSWORD is refused: with fleet_limits_enabled it comes from Secrets Manager, never as plain text in the task definition."
   type        = map(string)
   default     = {}
+
+  validation {
+    condition     = !contains(keys(var.environment), "CELLGATE_REDIS_PASSWORD")
+    error_message = "environment: CELLGATE_REDIS_PASSWORD would be plain text in the task definition; fleet_limits_enabled passes it from Secrets Manager."
+  }
 }
 
 variable "config_toml" {
@@ -336,7 +341,7 @@ variable "registry_deletion_protection" {
 }
 
 variable "kms_key_arn" {
-  description = "Customer managed KMS key for the registry table, the log group and the config parameter. null: the module creates one (with rotation). A key passed here must allow DynamoDB, CloudWatch Logs and SSM use by this account."
+  description = "Customer managed KMS key for the registry table, the log group and the config parameter (and, with fleet_limits_enabled, the ElastiCache data at rest and its AUTH token secret). null: the module creates one (with rotation). A key passed here must allow DynamoDB, CloudWatch Logs and SSM use by this account (and ElastiCache and Secrets Manager use with fleet_limits_enabled)."
   type        = string
   default     = null
 }
@@ -432,4 +437,71 @@ variable "dynamodb_endpoint_route_table_ids" {
   description = "Route tables of the task subnets, for the DynamoDB gateway endpoint."
   type        = list(string)
   default     = []
+}
+
+# ---------------------------------------------------------------------------------------------
+# Fleet-wide limits (ElastiCache)
+# ---------------------------------------------------------------------------------------------
+
+variable "fleet_limits_enabled" {
+  description = "Create the Valkey/Redis that fleet-wide tenant limits ([limits.fleet]) reconcile through: an ElastiCache replication group (cluster mode disabled, TLS, AUTH token in Secrets Manager passed to cellgate as CELLGATE_REDIS_PASSWORD), reachable from the tasks only. config_toml must then have [limits.fleet] with redis_url = the fleet_redis_url output (a check warns otherwise). Off: nothing is created."
+  type        = bool
+  default     = false
+}
+
+variable "elasticache_engine" {
+  description = "Engine of the fleet-limits replication group: valkey or redis (Redis OSS)."
+  type        = string
+  default     = "valkey"
+
+  validation {
+    condition     = contains(["valkey", "redis"], var.elasticache_engine)
+    error_message = "elasticache_engine: valkey or redis."
+  }
+}
+
+variable "elasticache_engine_version" {
+  description = "Engine version (major.minor, e.g. 8.0 for Valkey, 7.1 for Redis OSS). null: 8.0 for valkey, 7.1 for redis. 7.0 or later (TLS is required, with an AUTH token)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.elasticache_engine_version == null || can(regex("^([7-9]|[1-9][0-9])\\.[0-9]+$", var.elasticache_engine_version))
+    error_message = "elasticache_engine_version: major.minor, 7.0 or later (e.g. 8.0)."
+  }
+}
+
+variable "elasticache_node_type" {
+  description = "Node type of the fleet-limits replication group. Each task runs one Lua script round trip per sync_interval (20 ms: 50 per second per task) on the primary's single engine thread; burstable (t4g) nodes run out of CPU credits under that steady load, so the default is not one."
+  type        = string
+  default     = "cache.m7g.large"
+}
+
+variable "elasticache_num_cache_clusters" {
+  description = "Nodes in the replication group: the primary plus replicas (1-6). Above 1: automatic failover and Multi-AZ, the replicas in other AZs. cellgate uses the primary only; replicas are for failover."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.elasticache_num_cache_clusters >= 1 && var.elasticache_num_cache_clusters <= 6 && floor(var.elasticache_num_cache_clusters) == var.elasticache_num_cache_clusters
+    error_message = "elasticache_num_cache_clusters: 1 to 6."
+  }
+}
+
+variable "elasticache_subnet_ids" {
+  description = "Private subnets of the replication group's subnet group. Empty: task_subnet_ids."
+  type        = list(string)
+  default     = []
+}
+
+variable "elasticache_maintenance_window" {
+  description = "Weekly maintenance window (UTC, ddd:hh24:mi-ddd:hh24:mi, at least 60 minutes). null: one AWS picks. A patch fails the primary over; the tasks ride it out on their local share of each limit."
+  type        = string
+  default     = null
+}
+
+variable "elasticache_apply_immediately" {
+  description = "Apply replication group changes (node type, engine version, AUTH token) when Terraform applies them rather than in the next maintenance window. true, so that a change lands while the operator who made it is watching."
+  type        = bool
+  default     = true
 }
