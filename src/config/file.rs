@@ -271,6 +271,7 @@ pub struct FileFleet {
     pub breaker_cooldown: Option<String>,
     pub mode: Option<String>,
     pub max_flush_keys: Option<usize>,
+    pub initial_nodes: Option<u32>,
 }
 
 /// `[limits.tiers.<name>]`.

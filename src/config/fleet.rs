@@ -65,6 +65,9 @@ pub struct FleetConfig {
     pub mode: FleetMode,
     /// Tenant keys reconciled in one flush, at most (the rest on later flushes).
     pub max_flush_keys: usize,
+    /// The node count a node assumes until it has read the membership set (a node that starts
+    /// while Redis is down divides by this).
+    pub initial_nodes: u32,
 }
 
 const KEY: &str = "limits.fleet";
@@ -224,6 +227,12 @@ pub fn build_fleet(
         1,
         1_000_000,
     )?;
+    let initial_nodes = in_range(
+        &format!("{KEY}.initial_nodes"),
+        raw.initial_nodes.unwrap_or(1),
+        1,
+        100_000,
+    )?;
     Ok(Some(FleetConfig {
         redis,
         password_file: raw.redis_password_file.as_deref().map(|p| resolve(base, p)),
@@ -234,6 +243,7 @@ pub fn build_fleet(
         breaker_cooldown,
         mode,
         max_flush_keys,
+        initial_nodes,
     }))
 }
 

@@ -89,10 +89,10 @@ pub fn fleet(
         slots: Slots::new(),
         epoch: AtomicU64::new(1),
         fresh_until: AtomicU64::new(0),
-        nodes: AtomicU32::new(1),
+        nodes: AtomicU32::new(config.initial_nodes.max(1)),
         sync_interval: u64::try_from(config.sync_interval.as_nanos()).unwrap_or(u64::MAX),
     });
-    metrics.nodes.set(1);
+    metrics.nodes.set(i64::from(config.initial_nodes.max(1)));
     let store = FleetStore {
         inner: Arc::clone(&inner),
         tiers: tiers.iter().map(|t| metrics.tier(&t.name)).collect(),
