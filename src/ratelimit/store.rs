@@ -268,28 +268,6 @@ impl LocalStore {
     }
 }
 
-impl LocalStore {
-    /// How far ahead of `now` `key`'s bucket is charged (0: full or no state); a time, so it
-    /// reads the same under any share of a rate.
-    #[must_use]
-    pub fn debt(&self, key: Key<'_>, now: u64) -> u64 {
-        let h = self.hash(key);
-        self.shard(h)
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&h)
-            .map_or(0, |s| s.tat.load(Ordering::Relaxed).saturating_sub(now))
-    }
-
-    /// Sets `key`'s bucket to be charged `debt` ns ahead of `now` (creating the key), so a
-    /// fallback to local limits starts from the fleet's state instead of a full bucket.
-    pub fn set_debt(&self, key: Key<'_>, debt: u64, now: u64) {
-        self.with_slot(key, now, |s| {
-            s.tat.store(now.saturating_add(debt), Ordering::Relaxed);
-        });
-    }
-}
-
 #[cfg(test)]
 impl LocalStore {
     /// Whether `key` has state now.

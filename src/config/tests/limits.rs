@@ -125,3 +125,53 @@ fn limits_errors_name_the_key_and_value() {
     let err = parse(&minimal_plus("[limits.tiers.standard]\nrps = 5\n")).unwrap_err();
     assert!(err.to_string().contains("rps"), "{err}");
 }
+
+#[test]
+fn the_fleet_section_parses_and_its_errors_name_the_key() {
+    let ok = minimal_plus(
+        "[limits]\n[limits.tiers.standard]\nrate = 100\n\n[limits.fleet]\n\
+         redis_url = \"rediss://cache.internal:6380/1\"\nmode = \"shadow\"\nsync_interval = \"10ms\"\n",
+    );
+    let cfg = parse(&ok).unwrap();
+    let f = cfg.limits.fleet.as_ref().unwrap();
+    assert_eq!(f.redis.to_string(), "rediss://cache.internal:6380/1");
+    assert_eq!(f.mode, FleetMode::Shadow);
+    assert_eq!(f.sync_interval, Duration::from_millis(10));
+    assert!(
+        parse(MINIMAL).unwrap().limits.fleet.is_none(),
+        "off unless present"
+    );
+
+    let fleet = |body: &str| invalid(&minimal_plus(&format!("[limits.fleet]\n{body}\n")));
+    let e = fleet("redis_url = \"redis://:hunter2@cache:6379\"");
+    assert_eq!(kv(&e), ("limits.fleet.redis_url", "redis://***@cache:6379"));
+    assert!(e.reason.contains("CELLGATE_REDIS_PASSWORD"), "{}", e.reason);
+    assert_eq!(
+        kv(&fleet("redis_url = \"redis://c\"\nkey_prefix = \"{t}\"")),
+        ("limits.fleet.key_prefix", "{t}")
+    );
+    assert_eq!(
+        fleet("redis_url = \"redis://c\"\nmode = \"off\"").key,
+        "limits.fleet.mode"
+    );
+    assert_eq!(fleet("mode = \"shadow\"").key, "limits.fleet.redis_url");
+}
+
+#[test]
+fn an_unreadable_or_empty_password_file_fails_validation_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let missing = dir.path().join("missing");
+    for (path, why) in [(&empty, "empty"), (&missing, "cannot read")] {
+        let e = invalid(&minimal_plus(&format!(
+            "[limits.fleet]\nredis_url = \"redis://c\"\nredis_password_file = \"{}\"\n",
+            path.display()
+        )));
+        assert_eq!(
+            kv(&e),
+            ("limits.fleet.redis_password_file", path.to_str().unwrap())
+        );
+        assert!(e.reason.contains(why), "{}", e.reason);
+    }
+}

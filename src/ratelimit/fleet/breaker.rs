@@ -1,8 +1,9 @@
 //! The circuit breaker in front of Redis: closed while exchanges succeed, open for a cooldown
 //! after one fails, then half-open for a single probe whose outcome closes or reopens it.
 //!
-//! One failure opens it: the request path never waits on Redis, so what a failure costs is the
-//! freshness of fleet credit, and the local fallback (limit ÷ nodes) is always safe to take.
+//! One failure opens it: the request path never waits on Redis, so what a failure costs is
+//! fleet accounting's freshness, and the fallback (each node on its share, limit ÷ nodes) is
+//! always safe to take.
 //! A second consecutive failure doubles the cooldown, and it grows no further: a long outage
 //! costs Redis one probe per node every two cooldowns (one a second by default) rather than
 //! fifty, and a recovery is noticed within that.

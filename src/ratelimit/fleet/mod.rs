@@ -1,25 +1,26 @@
 //! Fleet-wide tenant rates on Redis/Valkey, with no Redis round trip on the request path.
 //!
 //! [`FleetStore`] is a [`LimitStore`] in front of the per-node [`LocalStore`]. A tenant's own
-//! rate (route class 0) is judged against *fleet credit*: every `sync_interval` the sync task
+//! rate (route class 0) is judged on this node's *share* of it: a GCRA at rate ÷ live nodes
+//! ([`Gcra::share`]) in the tenant's [`slots::FleetSlot`]. Every `sync_interval` the sync task
 //! ([`FleetSync`]) reports to Redis what this node admitted for each active tenant and learns
-//! the credit left in that tenant's fleet-wide bucket (a GCRA kept by a Lua script on Redis's
-//! clock); this node may spend its share of it (credit ÷ live nodes, at least one request when
-//! the fleet has one) until the next flush. Requests go on being admitted from memory; what they
-//! cost reaches Redis one flush later.
+//! the credit left in the tenant's fleet-wide bucket (a GCRA kept by a Lua script on Redis's
+//! clock), and sets the share's bucket to this node's part of that credit (credit ÷ nodes, at
+//! least one request when the fleet has one). Between flushes the share refills at rate ÷
+//! nodes. So a node whose neighbours leave their part unused gets it at the next flush, and a
+//! fleet over its limit leaves every node's share empty. Requests are admitted from memory;
+//! what they cost reaches Redis one flush later.
 //!
-//! So the fleet can overshoot by what the other nodes admit before their next report: about
-//! (nodes − 1) × rate × sync interval in the worst case, paid back by the fleet's bucket running
-//! ahead afterwards, so the long-run rate stays the configured one. docs/limits.md has the bound
-//! and the measurement.
+//! The fleet can overshoot by what the other nodes admit before their next report: about
+//! (nodes − 1) × rate × sync interval in the worst case, charged to the fleet's bucket
+//! afterwards (admitted requests are charged, never refused), so the long-run rate stays the
+//! configured one. docs/limits.md has the bound and the measurement.
 //!
-//! When fleet credit is not current (Redis unreachable or slow, the breaker open, a tenant's
-//! first request since it went idle), the tenant's rate is judged locally at this node's share
-//! (rate ÷ last known node count, [`Gcra::share`]): *fail static*, never closed, never open.
-//! After each flush the local bucket is set to the fleet's debt, so a fallback starts where the
-//! fleet stood; after a fallback, the next report carries the local debt as a floor, so
-//! recovery starts where the fallback left off, without a burst. In-flight limits and route
-//! classes stay per node: they are local facts.
+//! When Redis is unreachable or slow (the breaker open), nothing re-seeds the share: each node
+//! goes on at rate ÷ the last known node count from where the fleet last stood: *fail static*,
+//! never closed, never open. The first report after a fallback carries the share's debt as a
+//! floor, so recovery starts where the fallback left off, without a burst. In-flight limits and
+//! route classes stay per node: they are local facts.
 
 mod breaker;
 mod remote;
@@ -33,7 +34,7 @@ pub use remote::Secret;
 pub use sync::FleetSync;
 
 use self::slots::{FleetSlot, Slots};
-use super::gcra::Gcra;
+use super::gcra::{Charge, Gcra};
 use super::store::{Hold, Key, LimitStore, LocalStore, StoreRefusal};
 use crate::config::{FleetConfig, FleetMode, TierConfig};
 use crate::metrics::{FleetMetrics, TierFleetCounters};
@@ -44,10 +45,9 @@ struct Inner {
     mode: FleetMode,
     local: LocalStore,
     slots: Slots,
-    /// Successful flushes so far; a slot's credit counts while its `synced` equals this.
-    epoch: AtomicU64,
-    /// Fleet credit is used only before this instant (ns on the limiter's clock): a flush
-    /// that succeeds moves it on, a failure sets it to 0.
+    /// Fleet accounting is current until this instant (ns on the limiter's clock): a flush
+    /// that succeeds moves it on, a failure sets it to 0. Admissions while current are
+    /// reported; others are a fallback.
     fresh_until: AtomicU64,
     /// Live nodes, as last seen (at least 1).
     nodes: AtomicU32,
@@ -55,7 +55,7 @@ struct Inner {
 }
 
 impl Inner {
-    /// Whether fleet credit set by the latest flush may be used at `now`.
+    /// Whether fleet accounting is current at `now`.
     fn fresh(&self, now: u64) -> bool {
         now < self.fresh_until.load(Ordering::Acquire)
     }
@@ -73,8 +73,8 @@ pub struct FleetStore {
     tiers: Box<[TierFleetCounters]>,
 }
 
-/// Builds the store and its sync task (which must be run for fleet credit to flow; until then
-/// every request is judged at this node's share).
+/// Builds the store and its sync task (which must be run for fleet accounting to happen; until
+/// then every tenant is held to this node's share of its rate).
 pub fn fleet(
     config: &FleetConfig,
     tiers: &[TierConfig],
@@ -87,7 +87,6 @@ pub fn fleet(
         mode: config.mode,
         local,
         slots: Slots::new(),
-        epoch: AtomicU64::new(1),
         fresh_until: AtomicU64::new(0),
         nodes: AtomicU32::new(config.initial_nodes.max(1)),
         sync_interval: u64::try_from(config.sync_interval.as_nanos()).unwrap_or(u64::MAX),
@@ -107,82 +106,60 @@ impl FleetStore {
         self.tiers.get(tier)
     }
 
-    /// Enforce mode: fleet credit decides when it is current; else this node's share.
+    /// Enforce mode: the share's bucket decides (fleet-seeded while Redis answers).
     fn enforce(
         &self,
         slot: &FleetSlot,
         key: Key<'_>,
-        rate: &Gcra,
+        share: &Gcra,
         max_in_flight: Option<u32>,
         now: u64,
-        current: bool,
+        fresh: bool,
     ) -> Result<Hold, StoreRefusal> {
-        let inner = &*self.inner;
-        if current {
-            let hold = inner.local.acquire(key, None, max_in_flight, now)?;
-            if slot.spend(rate.interval) {
-                slot.admitted.fetch_add(1, Ordering::Relaxed);
-                return Ok(hold);
-            }
-            if let Some(c) = self.counters(key.tier) {
+        let hold = self.inner.local.acquire(key, None, max_in_flight, now)?;
+        if let Charge::Refused { wait } = share.charge(&slot.tat, now) {
+            if fresh && let Some(c) = self.counters(key.tier) {
                 c.refused.inc();
             }
-            return Err(StoreRefusal::Rate {
-                wait: self.wait(slot, rate),
-            });
+            return Err(StoreRefusal::Rate { wait });
         }
-        let hold =
-            inner
-                .local
-                .acquire(key, Some(&rate.share(inner.nodes())), max_in_flight, now)?;
-        self.record_local(slot, now);
+        self.record(slot, now);
         Ok(hold)
     }
 
-    /// Shadow mode: this node's share decides; fleet credit only counts what it would refuse.
+    /// Shadow mode: an unseeded per-node share decides; the fleet-seeded one only counts what
+    /// it would refuse.
     fn shadow(
         &self,
         slot: &FleetSlot,
         key: Key<'_>,
-        rate: &Gcra,
+        share: &Gcra,
         max_in_flight: Option<u32>,
         now: u64,
-        current: bool,
+        fresh: bool,
     ) -> Result<Hold, StoreRefusal> {
-        let inner = &*self.inner;
-        let hold =
-            inner
-                .local
-                .acquire(key, Some(&rate.share(inner.nodes())), max_in_flight, now)?;
-        if current
-            && !slot.spend(rate.interval)
+        let hold = self
+            .inner
+            .local
+            .acquire(key, Some(share), max_in_flight, now)?;
+        if let Charge::Refused { .. } = share.charge(&slot.tat, now)
+            && fresh
             && let Some(c) = self.counters(key.tier)
         {
             c.would_refuse.inc();
         }
-        self.record_local(slot, now);
+        self.record(slot, now);
         Ok(hold)
     }
 
-    /// A request admitted outside fleet credit: reported with the next flush while Redis is
-    /// reachable, else remembered as a fallback (the next report carries the local debt).
-    fn record_local(&self, slot: &FleetSlot, now: u64) {
-        if !self.inner.fresh(now) {
-            slot.fell_back.store(true, Ordering::Relaxed);
-        } else {
+    /// An admitted request: reported with the next flush while fleet accounting is current,
+    /// else remembered as a fallback (the next report carries the share's debt).
+    fn record(&self, slot: &FleetSlot, now: u64) {
+        if self.inner.fresh(now) {
             slot.admitted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            slot.fell_back.store(true, Ordering::Relaxed);
         }
-    }
-
-    /// How long until a refused tenant may try again: the shortfall at this node's share,
-    /// and never less than one flush.
-    fn wait(&self, slot: &FleetSlot, rate: &Gcra) -> u64 {
-        let credit = slot.credit.load(Ordering::Relaxed);
-        let short = u64::try_from(i64::try_from(rate.interval).unwrap_or(i64::MAX) - credit)
-            .unwrap_or(rate.interval);
-        short
-            .saturating_mul(u64::from(self.inner.nodes()))
-            .max(self.inner.sync_interval)
     }
 }
 
@@ -198,14 +175,13 @@ impl LimitStore for FleetStore {
         let (Some(rate), 0) = (rate, key.class) else {
             return inner.local.acquire(key, rate, max_in_flight, now);
         };
-        let epoch = inner.epoch.load(Ordering::Acquire);
         let fresh = inner.fresh(now);
+        let share = rate.share(inner.nodes());
         inner.slots.with(key.tenant, now, |slot| {
             slot.touch(rate, now);
-            let current = fresh && slot.synced.load(Ordering::Acquire) == epoch;
             match inner.mode {
-                FleetMode::Enforce => self.enforce(slot, key, rate, max_in_flight, now, current),
-                FleetMode::Shadow => self.shadow(slot, key, rate, max_in_flight, now, current),
+                FleetMode::Enforce => self.enforce(slot, key, &share, max_in_flight, now, fresh),
+                FleetMode::Shadow => self.shadow(slot, key, &share, max_in_flight, now, fresh),
             }
         })
     }
@@ -215,18 +191,17 @@ impl LimitStore for FleetStore {
         if key.class != 0 {
             return inner.local.refund(key, rate, now);
         }
-        let epoch = inner.epoch.load(Ordering::Acquire);
-        let fresh = inner.fresh(now);
+        let share = rate.share(inner.nodes());
+        if inner.mode == FleetMode::Shadow {
+            inner.local.refund(key, &share, now);
+        }
         inner.slots.with(key.tenant, now, |slot| {
-            let _ = slot
-                .admitted
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-            let current = fresh && slot.synced.load(Ordering::Acquire) == epoch;
-            if current && inner.mode == FleetMode::Enforce {
-                let cost = i64::try_from(rate.interval).unwrap_or(i64::MAX);
-                slot.credit.fetch_add(cost, Ordering::Relaxed);
-            } else {
-                inner.local.refund(key, &rate.share(inner.nodes()), now);
+            share.refund(&slot.tat, now);
+            if inner.fresh(now) {
+                // It was counted for the next report (a fallback admission was not).
+                let _ = slot
+                    .admitted
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
             }
         });
     }

@@ -1,5 +1,6 @@
-//! What this node knows about each tenant the fleet limiter has seen: the fleet credit it may
-//! spend until the next flush, what it admitted since the last one, and the rate to report in.
+//! What this node knows about each tenant the fleet limiter has seen: its bucket for this
+//! node's share of the tenant's fleet rate (re-seeded from the fleet at every flush), what it
+//! admitted since the last report, and the rate to report in.
 //!
 //! One [`FleetSlot`] per active tenant, in 64 shards of `RwLock<HashMap>` keyed by a hash of
 //! the tenant id (the slot keeps the id itself: the flush names the tenant's Redis key). A
@@ -8,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::ratelimit::gcra::Gcra;
@@ -17,11 +18,10 @@ use crate::ratelimit::gcra::Gcra;
 #[derive(Debug)]
 pub(super) struct FleetSlot {
     pub(super) tenant: Box<str>,
-    /// Fleet credit (nanoseconds of the fleet bucket) this node may spend until the next flush;
-    /// below one interval, nothing is admitted on it.
-    pub(super) credit: AtomicI64,
-    /// The flush epoch that set `credit`; the credit counts only while it is the latest.
-    pub(super) synced: AtomicU64,
+    /// The TAT of this node's share of the tenant's fleet bucket (a GCRA at rate ÷ nodes,
+    /// [`Gcra::share`]): set from the fleet's credit at each flush, refilling at the share's
+    /// rate in between and through a fallback.
+    pub(super) tat: AtomicU64,
     /// Requests admitted and not yet reported.
     pub(super) admitted: AtomicU64,
     /// Admitted on the local fallback since the last report: the next report carries the
@@ -40,8 +40,7 @@ impl FleetSlot {
     fn new(tenant: &str, now: u64) -> Self {
         Self {
             tenant: Box::from(tenant),
-            credit: AtomicI64::new(0),
-            synced: AtomicU64::new(0),
+            tat: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
             fell_back: AtomicBool::new(false),
             active: AtomicBool::new(false),
@@ -67,16 +66,6 @@ impl FleetSlot {
         if now.saturating_sub(self.last_seen.load(Ordering::Relaxed)) > 10_000_000 {
             self.last_seen.store(now, Ordering::Relaxed);
         }
-    }
-
-    /// Takes one request's worth (`interval` ns) of credit, if there is that much.
-    pub(super) fn spend(&self, interval: u64) -> bool {
-        let cost = i64::try_from(interval).unwrap_or(i64::MAX);
-        self.credit
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| {
-                (c >= cost).then(|| c - cost)
-            })
-            .is_ok()
     }
 }
 

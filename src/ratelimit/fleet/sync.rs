@@ -2,11 +2,11 @@
 //! this node admitted for each active tenant and brings back each one's fleet credit, plus a
 //! membership heartbeat every `heartbeat_interval`; behind a [`Breaker`], with a timeout.
 //!
-//! A failure never reaches the request path: fleet credit stops being current (so every tenant
-//! is judged at this node's share), the unreported counts are kept for the next report, the
-//! connection is dropped, and the breaker decides when to probe again. The first failure after
-//! a success is logged as a warning and the recovery as info; failures in between are counted,
-//! not logged, so an outage writes two lines per node, not fifty a second.
+//! A failure never reaches the request path: the shares stop being re-seeded (every tenant goes
+//! on at this node's share as it stood), the unreported counts are kept for the next report, the
+//! connection is dropped, and the breaker decides when to probe again. The first failure after a
+//! success is logged as a warning and the recovery as info; failures in between are counted, not
+//! logged, so an outage writes two lines per node, not fifty a second.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,10 +18,10 @@ use super::Inner;
 use super::breaker::{Breaker, State};
 use super::remote::{self, Failure, Remote, Secret};
 use super::slots::FleetSlot;
-use crate::config::{FleetConfig, FleetMode};
+use crate::config::FleetConfig;
 use crate::metrics::{BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN, FleetMetrics};
 use crate::ratelimit::Clock;
-use crate::ratelimit::store::Key;
+use crate::ratelimit::gcra::Gcra;
 use crate::shutdown::{Stop, stopped};
 
 /// One tenant in a flush: the slot and what was taken from it (restored if the flush fails).
@@ -43,7 +43,8 @@ pub struct FleetSync {
     members_key: String,
     heartbeat: Duration,
     max_keys: usize,
-    /// How long after a successful flush its credit counts: three flushes and one timeout.
+    /// How long after a successful flush fleet accounting counts as current: three flushes
+    /// and one timeout.
     fresh_for: u64,
     /// Shard the next flush starts at (rotated, so a capped flush starves nobody).
     rotation: usize,
@@ -77,15 +78,23 @@ fn micros(ns: u64) -> String {
     format!("{:.3}", ns as f64 / 1000.0)
 }
 
-/// This node's part of `credit` fleet nanoseconds across `nodes` nodes: a whole share, and at
-/// least one request whenever the fleet has one; below one request it is kept as it is (it
-/// admits nothing and says how far the fleet is over).
-pub(super) fn node_share(credit: i64, interval: u64, nodes: u32) -> i64 {
-    let one = i64::try_from(interval).unwrap_or(i64::MAX);
-    if credit < one {
-        return credit;
-    }
-    (credit / i64::from(nodes.max(1))).max(one)
+/// The TAT of this node's share bucket ([`Gcra::share`] of `fleet` across `nodes`) holding its
+/// part of `credit`, the fleet's credit in nanoseconds. A bucket's credit is a time (how long the
+/// bucket has refilled beyond its debt), and a share refills in the same time as the whole, so
+/// this node's part of the fleet's credit is the same time in the share's bucket: credit ÷ nodes
+/// in requests. At least one request whenever the fleet has one, at most the share's burst, and
+/// as far behind as the fleet is over.
+pub(super) fn seeded_tat(fleet: &Gcra, credit: i64, nodes: u32, now: u64) -> u64 {
+    let share = fleet.share(nodes);
+    let one = i128::from(share.interval);
+    let credit = i128::from(credit);
+    let credit = if credit >= i128::from(fleet.interval) {
+        credit.max(one)
+    } else {
+        credit
+    };
+    let tat = i128::from(now) + i128::from(share.tolerance) - credit;
+    u64::try_from(tat.clamp(i128::from(now), i128::from(u64::MAX))).unwrap_or(u64::MAX)
 }
 
 impl FleetSync {
@@ -195,12 +204,8 @@ impl FleetSync {
             .map(|slot| {
                 let admitted = slot.admitted.swap(0, Ordering::AcqRel);
                 let floor = if slot.fell_back.swap(false, Ordering::AcqRel) {
-                    let key = Key {
-                        tenant: &slot.tenant,
-                        class: 0,
-                        tier: 0,
-                    };
-                    self.inner.local.debt(key, now).max(1)
+                    // How far the share's bucket ran ahead: a time, the same at any share.
+                    slot.tat.load(Ordering::Relaxed).saturating_sub(now).max(1)
                 } else {
                     0
                 };
@@ -211,13 +216,11 @@ impl FleetSync {
                 }
             })
             .collect();
-        if reports.is_empty() && !heartbeat {
+        if reports.is_empty() && !heartbeat && self.breaker.state() == State::Closed {
             // Nothing to say: Redis was fine at the last exchange and the next heartbeat
             // checks it again within one heartbeat interval.
-            if self.breaker.state() == State::Closed {
-                self.mark_fresh(now);
-                return Ok(());
-            }
+            self.mark_fresh(now);
+            return Ok(());
         }
         let started = Instant::now();
         match self.exchange(&reports, heartbeat).await {
@@ -272,7 +275,7 @@ impl FleetSync {
         self.remote.exchange(&pipe).await
     }
 
-    /// Sets each reported tenant's credit and local debt, then the new epoch.
+    /// Seeds each reported tenant's share bucket with this node's part of the fleet's credit.
     fn apply(
         &self,
         reports: &[Report],
@@ -288,37 +291,21 @@ impl FleetSync {
             self.metrics.nodes.set(i64::from(n));
         }
         let nodes = self.inner.nodes();
-        let epoch = self.inner.epoch.load(Ordering::Acquire) + 1;
         for r in reports {
             let credit = remote::int(replies.next().unwrap_or(&redis::Value::Nil))?;
             let slot = &r.slot;
-            let interval = slot.interval.load(Ordering::Relaxed);
-            slot.credit
-                .store(node_share(credit, interval, nodes), Ordering::Release);
-            slot.synced.store(epoch, Ordering::Release);
-            if self.inner.mode == FleetMode::Enforce {
-                // The local bucket follows the fleet's, for a fallback to start from.
-                let tolerance = slot.tolerance.load(Ordering::Relaxed);
-                let debt = i64::try_from(tolerance)
-                    .unwrap_or(i64::MAX)
-                    .saturating_sub(credit)
-                    .clamp(0, i64::try_from(tolerance).unwrap_or(i64::MAX));
-                let key = Key {
-                    tenant: &slot.tenant,
-                    class: 0,
-                    tier: 0,
-                };
-                self.inner
-                    .local
-                    .set_debt(key, u64::try_from(debt).unwrap_or(0), now);
-            }
+            let fleet = Gcra {
+                interval: slot.interval.load(Ordering::Relaxed),
+                tolerance: slot.tolerance.load(Ordering::Relaxed),
+            };
+            slot.tat
+                .store(seeded_tat(&fleet, credit, nodes, now), Ordering::Release);
         }
-        self.inner.epoch.store(epoch, Ordering::Release);
         self.mark_fresh(now);
         Ok(())
     }
 
-    /// Fleet credit may be used for three more flushes and one timeout from `now`.
+    /// Fleet accounting is current for three more flushes and one timeout from `now`.
     fn mark_fresh(&self, now: u64) {
         let until = now.saturating_add(self.fresh_for);
         self.inner.fresh_until.store(until, Ordering::Release);
@@ -345,22 +332,30 @@ impl FleetSync {
 
 #[cfg(test)]
 mod tests {
-    use super::node_share;
+    use super::seeded_tat;
+    use crate::ratelimit::gcra::{Charge, Gcra};
 
     #[test]
-    fn a_node_takes_its_share_and_at_least_one_request_when_the_fleet_has_one() {
-        assert_eq!(node_share(900, 10, 3), 300);
-        assert_eq!(
-            node_share(25, 10, 3),
-            10,
-            "less than a share's request: one"
-        );
-        assert_eq!(
-            node_share(9, 10, 3),
-            9,
-            "not one request in the fleet: nothing"
-        );
-        assert_eq!(node_share(-500, 10, 3), -500, "over: says by how much");
-        assert_eq!(node_share(900, 10, 0), 900, "no count yet: one node");
+    fn a_seeded_share_admits_this_nodes_part_of_the_fleet_credit_then_refills_at_its_rate() {
+        let fleet = Gcra::new(100.0, 30); // 10 ms a request, 30 at once
+        let now = 1_000_000_000;
+        let count = |tat: u64, at: u64| {
+            let t = std::sync::atomic::AtomicU64::new(tat);
+            let share = fleet.share(3);
+            (0..100)
+                .take_while(|_| matches!(share.charge(&t, at), Charge::Admitted { .. }))
+                .count()
+        };
+        // 12 fleet requests of credit over 3 nodes: 4 here.
+        assert_eq!(count(seeded_tat(&fleet, 12 * 10_000_000, 3, now), now), 4);
+        // A full fleet bucket: the share's own burst (10), no more.
+        assert_eq!(count(seeded_tat(&fleet, 300_000_000, 3, now), now), 10);
+        // The fleet 5 requests over: nothing now; the share's first request 50 + 30 ms later.
+        let over = seeded_tat(&fleet, -50_000_000, 3, now);
+        assert_eq!(count(over, now), 0);
+        assert_eq!(count(over, now + 80_000_000 - 1), 0);
+        assert_eq!(count(over, now + 80_000_000), 1);
+        // One fleet request left: any node may take it.
+        assert_eq!(count(seeded_tat(&fleet, 10_000_000, 3, now), now), 1);
     }
 }

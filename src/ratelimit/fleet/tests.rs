@@ -1,12 +1,14 @@
-//! The fleet store's request path without Redis: which bucket judges a request (fleet credit
-//! when current, this node's share otherwise), what is reported, and what shadow mode counts.
-//! A flush is stood in for by setting a slot's credit and epoch as the sync task would.
+//! The fleet store's request path without Redis: every tenant is held to this node's share of
+//! its rate, in a bucket a flush seeds with this node's part of the fleet's credit; what is
+//! reported, what a fallback leaves for the next report, and what shadow mode counts. A flush is
+//! stood in for by seeding a slot as the sync task does.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::slots::Slots;
+use super::sync::seeded_tat;
 use super::{FleetStore, Inner};
 use crate::config::FleetMode;
 use crate::metrics::FleetMetrics;
@@ -22,7 +24,6 @@ fn store(mode: FleetMode, nodes: u32) -> (FleetStore, FleetMetrics) {
         mode,
         local: LocalStore::new(1024),
         slots: Slots::new(),
-        epoch: AtomicU64::new(1),
         fresh_until: AtomicU64::new(0),
         nodes: AtomicU32::new(nodes),
         sync_interval: 20 * MS,
@@ -39,15 +40,13 @@ fn key(tenant: &str) -> Key<'_> {
     }
 }
 
-/// What a successful flush does for `tenant`: `requests` whole requests of credit, current.
+/// What a successful flush does for `tenant`: the fleet has `requests` of credit left.
 fn flushed(s: &FleetStore, tenant: &str, rate: &Gcra, requests: i64, now: u64) {
-    let epoch = s.inner.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+    let nodes = s.inner.nodes();
     s.inner.slots.with(tenant, now, |slot| {
-        slot.credit.store(
-            requests * i64::try_from(rate.interval).unwrap(),
-            Ordering::Release,
-        );
-        slot.synced.store(epoch, Ordering::Release);
+        let credit = requests * i64::try_from(rate.interval).unwrap();
+        slot.tat
+            .store(seeded_tat(rate, credit, nodes, now), Ordering::Release);
     });
     s.inner.fresh_until.store(now + 100 * MS, Ordering::Release);
 }
@@ -68,8 +67,8 @@ fn slot_counts(s: &FleetStore, tenant: &str) -> (u64, bool) {
 }
 
 #[test]
-fn without_current_credit_a_tenant_gets_this_nodes_share_and_it_is_remembered_as_fallback() {
-    let (s, _) = store(FleetMode::Enforce, 2);
+fn before_any_flush_a_tenant_gets_this_nodes_share_and_it_is_remembered_as_fallback() {
+    let (s, m) = store(FleetMode::Enforce, 2);
     let rate = Gcra::new(10.0, 10);
     assert_eq!(
         admitted(&s, "acme", &rate, 20, T0),
@@ -79,66 +78,70 @@ fn without_current_credit_a_tenant_gets_this_nodes_share_and_it_is_remembered_as
     assert_eq!(
         slot_counts(&s, "acme"),
         (0, true),
-        "not fresh: a floor, not a count"
+        "not current: a floor, not a count"
     );
-    assert!(s.inner.local.debt(key("acme"), T0) > 0);
+    assert_eq!(m.tier("standard").refused.get(), 0, "not a fleet refusal");
 }
 
 #[test]
-fn current_credit_decides_and_what_it_admits_is_reported() {
+fn a_flush_gives_this_node_its_part_of_the_fleet_credit_and_admissions_are_reported() {
     let (s, m) = store(FleetMode::Enforce, 2);
     let rate = Gcra::new(10.0, 10);
-    flushed(&s, "acme", &rate, 3, T0);
+    flushed(&s, "acme", &rate, 6, T0);
     assert_eq!(
         admitted(&s, "acme", &rate, 10, T0),
         3,
-        "the credit, not the local share"
+        "6 left in the fleet, 2 nodes"
     );
     assert_eq!(slot_counts(&s, "acme"), (3, false));
     assert_eq!(m.tier("standard").refused.get(), 7);
-    match s.acquire(key("acme"), Some(&rate), None, T0) {
-        Err(StoreRefusal::Rate { wait }) => assert!(wait >= 20 * MS, "at least one flush: {wait}"),
+    // Between flushes the share refills at rate / nodes: one request per 200 ms here.
+    assert_eq!(admitted(&s, "acme", &rate, 5, T0 + 199 * MS), 0);
+    match s.acquire(key("acme"), Some(&rate), None, T0 + 199 * MS) {
+        Err(StoreRefusal::Rate { wait }) => assert_eq!(wait, MS),
         other => panic!("{other:?}"),
     }
+    assert_eq!(admitted(&s, "acme", &rate, 5, T0 + 200 * MS), 1);
 }
 
 #[test]
-fn a_tenant_not_in_the_latest_flush_is_judged_locally_and_counted_for_the_next() {
+fn a_fleet_over_its_limit_leaves_the_share_empty_for_as_long_as_it_is_over() {
     let (s, _) = store(FleetMode::Enforce, 2);
     let rate = Gcra::new(10.0, 10);
-    flushed(&s, "acme", &rate, 0, T0);
-    // Another flush without acme: its zero credit is no longer current.
-    flushed(&s, "globex", &rate, 5, T0);
-    assert_eq!(admitted(&s, "acme", &rate, 20, T0), 5);
-    assert_eq!(
-        slot_counts(&s, "acme"),
-        (5, false),
-        "fresh: counted, reported next"
-    );
+    flushed(&s, "acme", &rate, -3, T0);
+    assert_eq!(admitted(&s, "acme", &rate, 5, T0), 0);
+    // 3 fleet requests over (300 ms) plus one share interval (200 ms).
+    assert_eq!(admitted(&s, "acme", &rate, 5, T0 + 499 * MS), 0);
+    assert_eq!(admitted(&s, "acme", &rate, 5, T0 + 500 * MS), 1);
 }
 
 #[test]
-fn stale_credit_is_not_used_once_the_flushes_stop() {
-    let (s, _) = store(FleetMode::Enforce, 1);
+fn when_fleet_accounting_stops_the_share_goes_on_from_where_the_fleet_stood() {
+    let (s, _) = store(FleetMode::Enforce, 2);
     let rate = Gcra::new(10.0, 10);
-    flushed(&s, "acme", &rate, 0, T0);
-    assert_eq!(admitted(&s, "acme", &rate, 1, T0), 0, "no credit");
-    let later = T0 + 200 * MS;
-    assert_eq!(
-        admitted(&s, "acme", &rate, 20, later),
-        10,
-        "stale: the local share, full"
-    );
+    flushed(&s, "acme", &rate, 2, T0);
+    // No flush for a second: stale, so a fallback; the share refilled 5 (capped at its burst 5).
+    let later = T0 + 1_000 * MS;
+    assert_eq!(admitted(&s, "acme", &rate, 20, later), 5);
+    assert_eq!(slot_counts(&s, "acme"), (0, true));
 }
 
 #[test]
 fn shadow_mode_admits_by_the_share_and_counts_what_the_fleet_would_refuse() {
     let (s, m) = store(FleetMode::Shadow, 2);
     let rate = Gcra::new(10.0, 10);
-    flushed(&s, "acme", &rate, 1, T0);
-    assert_eq!(admitted(&s, "acme", &rate, 20, T0), 5, "the share decides");
+    flushed(&s, "acme", &rate, 2, T0);
+    assert_eq!(
+        admitted(&s, "acme", &rate, 20, T0),
+        5,
+        "the unseeded share decides"
+    );
     let c = m.tier("standard");
-    assert_eq!((c.would_refuse.get(), c.refused.get()), (4, 0));
+    assert_eq!(
+        (c.would_refuse.get(), c.refused.get()),
+        (4, 0),
+        "the fleet had 1 for us"
+    );
     assert_eq!(
         slot_counts(&s, "acme"),
         (5, false),
@@ -147,7 +150,7 @@ fn shadow_mode_admits_by_the_share_and_counts_what_the_fleet_would_refuse() {
 }
 
 #[test]
-fn a_refund_gives_the_credit_back() {
+fn a_refund_gives_the_request_back() {
     let (s, _) = store(FleetMode::Enforce, 1);
     let rate = Gcra::new(10.0, 10);
     flushed(&s, "acme", &rate, 1, T0);
