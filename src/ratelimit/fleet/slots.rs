@@ -155,16 +155,19 @@ impl Slots {
         out
     }
 
-    /// Forgets slots with no request for `idle` ns and nothing left to report.
+    /// Forgets slots with no request for `idle` ns and nothing left to report (or with
+    /// something to report but no request for ten times that: Redis has been away too long).
     pub(super) fn sweep(&self, now: u64, idle: u64) -> usize {
         let mut n = 0;
         for s in &*self.shards {
             let mut map = s.0.write().unwrap_or_else(PoisonError::into_inner);
             let before = map.len();
             map.retain(|_, slot| {
-                now.saturating_sub(slot.last_seen.load(Ordering::Relaxed)) < idle
-                    || slot.admitted.load(Ordering::Relaxed) > 0
-                    || slot.fell_back.load(Ordering::Relaxed)
+                let quiet = now.saturating_sub(slot.last_seen.load(Ordering::Relaxed));
+                let unreported = slot.admitted.load(Ordering::Relaxed) > 0
+                    || slot.fell_back.load(Ordering::Relaxed);
+                // Something still to report waits for Redis, but not forever.
+                quiet < idle || (unreported && quiet < idle.saturating_mul(10))
             });
             n += before - map.len();
         }

@@ -134,7 +134,6 @@ impl FleetSync {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut next_heartbeat = 0u64;
         let mut last = self.clock.now();
-        let mut last_sweep = last;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -147,10 +146,6 @@ impl FleetSync {
                     .inc_by(now.saturating_sub(last) as f64 / 1e9);
             }
             last = now;
-            if now.saturating_sub(last_sweep) >= 10_000_000_000 {
-                last_sweep = now;
-                self.inner.slots.sweep(now, 60_000_000_000);
-            }
             if !self.breaker.allow(now) {
                 self.show_breaker();
                 continue;
