@@ -132,6 +132,19 @@ async fn two_nodes_hold_a_tenant_to_one_fleet_wide_rate() {
                 "the neighbour"
             );
             assert_eq!(metric(h, "cellgate_fleet_breaker_state", &[]).await, 0.0);
+            let status = h.admin_get("/admin/limits").await.unwrap().json();
+            let f = &status["fleet"];
+            assert_eq!(f["mode"], "enforce", "{status}");
+            assert_eq!(f["breaker"], "closed", "{status}");
+            assert_eq!(f["nodes"], 2, "{status}");
+            assert_eq!(f["current"], true, "{status}");
+            assert!(
+                f["redis"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("redis://127.0.0.1:")
+            );
+            assert_eq!(status["tiers"][0]["rate"], 0.5, "{status}");
         }
         let refused = metric(&a, "cellgate_fleet_refused_total", &[("tier", "standard")]).await
             + metric(&b, "cellgate_fleet_refused_total", &[("tier", "standard")]).await;
@@ -315,6 +328,9 @@ async fn unreachable_redis_at_start_still_serves_on_the_share() {
         )
         .await;
         assert_eq!(metric(&h, "cellgate_fleet_breaker_state", &[]).await, 1.0);
+        let status = h.admin_get("/admin/limits").await.unwrap().json();
+        assert_eq!(status["fleet"]["breaker"], "open", "{status}");
+        assert_eq!(status["fleet"]["current"], false, "{status}");
         let ready = h.admin_get("/readyz").await.unwrap();
         assert_eq!(
             ready.status,

@@ -328,6 +328,8 @@ async fn admin_endpoints_report_health_readiness_metrics_and_placement() {
     let ready = h.admin_get("/readyz").await.unwrap();
     assert_eq!(ready.status, StatusCode::OK);
     assert_eq!(ready.json()["ready"], true);
+    let limits = h.admin_get("/admin/limits").await.unwrap().json();
+    assert!(limits["fleet"].is_null(), "per-node limits: {limits}");
     h.get("acme.app.test", "/").await;
     h.get("nobody.app.test", "/").await;
     let m = h.admin_get("/metrics").await.unwrap().body;

@@ -157,6 +157,19 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                 ),
             }
         }
+        "/admin/limits" => json_response(
+            StatusCode::OK,
+            &json!({
+                "tracked_keys": shared.limiter.tracked(),
+                "tiers": shared.config.limits.tiers.iter().map(|t| json!({
+                    "tier": t.name,
+                    "rate": t.rate,
+                    "burst": t.burst,
+                    "concurrency": t.concurrency,
+                })).collect::<Vec<_>>(),
+                "fleet": shared.limiter.fleet(),
+            }),
+        ),
         "/admin/cells" => {
             let snap = shared.snapshot.load();
             let cells: Vec<_> = snap

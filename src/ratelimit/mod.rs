@@ -245,6 +245,12 @@ impl Limiter {
         self.store.tracked()
     }
 
+    /// The fleet-wide store's state (`None`: limits are per node).
+    #[must_use]
+    pub fn fleet(&self) -> Option<fleet::FleetStatus> {
+        self.store.fleet()
+    }
+
     /// Forgets idle state; run periodically.
     pub fn sweep(&self) -> usize {
         self.store.sweep(self.clock.now())

@@ -99,6 +99,10 @@ pub trait LimitStore: Send + Sync + fmt::Debug {
     fn tracked(&self) -> usize;
     /// Forgets keys that carry no information at `now`; returns how many.
     fn sweep(&self, now: u64) -> usize;
+    /// The fleet-wide store's state, for the admin listener (`None`: limits are per node).
+    fn fleet(&self) -> Option<super::fleet::FleetStatus> {
+        None
+    }
 }
 
 /// One key's state: 16 bytes.

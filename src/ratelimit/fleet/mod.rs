@@ -28,7 +28,7 @@ mod slots;
 mod sync;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 pub use remote::Secret;
 pub use sync::FleetSync;
@@ -37,7 +37,7 @@ use self::slots::{FleetSlot, Slots};
 use super::gcra::{Charge, Gcra};
 use super::store::{Hold, Key, LimitStore, LocalStore, StoreRefusal};
 use crate::config::{FleetConfig, FleetMode, TierConfig};
-use crate::metrics::{FleetMetrics, TierFleetCounters};
+use crate::metrics::{BREAKER_CLOSED, BREAKER_OPEN, FleetMetrics, TierFleetCounters};
 
 /// What the store and the sync task share.
 #[derive(Debug)]
@@ -52,6 +52,29 @@ struct Inner {
     /// Live nodes, as last seen (at least 1).
     nodes: AtomicU32,
     sync_interval: u64,
+    /// What the admin listener shows: this node's id and Redis, and the breaker as the sync
+    /// task last set it (one of the `BREAKER_*` gauge values).
+    node: String,
+    redis: String,
+    breaker: AtomicI64,
+}
+
+/// The fleet-wide store's state, as `/admin/limits` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FleetStatus {
+    pub mode: &'static str,
+    /// This node's id in the membership set.
+    pub node: String,
+    /// The Redis it reconciles with (no password).
+    pub redis: String,
+    /// Live nodes, as last seen.
+    pub nodes: u32,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
+    /// Whether fleet accounting is current (the last flush succeeded recently).
+    pub current: bool,
+    /// Tenants this node keeps a share for.
+    pub tenants: usize,
 }
 
 impl Inner {
@@ -90,6 +113,9 @@ pub fn fleet(
         fresh_until: AtomicU64::new(0),
         nodes: AtomicU32::new(config.initial_nodes.max(1)),
         sync_interval: u64::try_from(config.sync_interval.as_nanos()).unwrap_or(u64::MAX),
+        node: sync::node_id(),
+        redis: config.redis.to_string(),
+        breaker: AtomicI64::new(BREAKER_CLOSED),
     });
     metrics.nodes.set(i64::from(config.initial_nodes.max(1)));
     let store = FleetStore {
@@ -208,6 +234,26 @@ impl LimitStore for FleetStore {
 
     fn tracked(&self) -> usize {
         self.inner.local.tracked()
+    }
+
+    fn fleet(&self) -> Option<FleetStatus> {
+        let inner = &*self.inner;
+        Some(FleetStatus {
+            mode: match inner.mode {
+                FleetMode::Enforce => "enforce",
+                FleetMode::Shadow => "shadow",
+            },
+            node: inner.node.clone(),
+            redis: inner.redis.clone(),
+            nodes: inner.nodes(),
+            breaker: match inner.breaker.load(Ordering::Relaxed) {
+                BREAKER_CLOSED => "closed",
+                BREAKER_OPEN => "open",
+                _ => "half_open",
+            },
+            current: inner.fresh_until.load(Ordering::Relaxed) > 0,
+            tenants: inner.slots.len(),
+        })
     }
 
     fn sweep(&self, now: u64) -> usize {

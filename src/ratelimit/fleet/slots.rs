@@ -173,4 +173,11 @@ impl Slots {
         }
         n
     }
+
+    pub(super) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.0.read().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
 }

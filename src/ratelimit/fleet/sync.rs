@@ -60,7 +60,7 @@ impl std::fmt::Debug for FleetSync {
 
 /// This process's name in the membership set: host, pid and a random suffix (a restarted
 /// process is a new member; the old one ages out).
-fn node_id() -> String {
+pub(super) fn node_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
@@ -107,11 +107,11 @@ impl FleetSync {
     ) -> Result<Self, Failure> {
         Ok(Self {
             remote: Remote::new(&config.redis, password, config.timeout)?,
+            node: inner.node.clone(),
             inner,
             clock,
             metrics,
             breaker: Breaker::new(config.breaker_cooldown),
-            node: node_id(),
             tenant_prefix: format!("{}t:", config.key_prefix),
             members_key: format!("{}nodes", config.key_prefix),
             heartbeat: config.heartbeat_interval,
@@ -183,11 +183,13 @@ impl FleetSync {
     }
 
     fn show_breaker(&self) {
-        self.metrics.breaker_state.set(match self.breaker.state() {
+        let state = match self.breaker.state() {
             State::Closed => BREAKER_CLOSED,
             State::Open { .. } => BREAKER_OPEN,
             State::HalfOpen => BREAKER_HALF_OPEN,
-        });
+        };
+        self.metrics.breaker_state.set(state);
+        self.inner.breaker.store(state, Ordering::Relaxed);
     }
 
     /// One flush: report and learn every active tenant, heartbeat if due.

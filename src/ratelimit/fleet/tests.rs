@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use super::slots::Slots;
 use super::sync::seeded_tat;
@@ -28,6 +28,9 @@ fn store(mode: FleetMode, nodes: u32) -> (FleetStore, FleetMetrics) {
         fresh_until: AtomicU64::new(0),
         nodes: AtomicU32::new(nodes),
         sync_interval: 20 * MS,
+        node: "test-node".to_owned(),
+        redis: "redis://127.0.0.1:6379/0".to_owned(),
+        breaker: AtomicI64::new(0),
     });
     let tiers = vec![metrics.tier("standard")].into_boxed_slice();
     (FleetStore { inner, tiers }, metrics)
