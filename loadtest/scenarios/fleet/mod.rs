@@ -16,7 +16,8 @@
 //! node started, watched for `--node4-secs`. Every node's `/metrics` is scraped every 50 ms
 //! throughout. Then the nodes stop, and an A/B on one proxy at a time: `--ab-rate` req/s over
 //! `--ab-tenants` tenants under every limit, fleet on (one node) against off (the same tiers,
-//! per node), `--ab-rounds` interleaved rounds of `--ab-secs`.
+//! per node), `--ab-rounds` interleaved rounds of `--ab-secs`, each on a quiet machine when it
+//! comes within `--quiet-wait` (as `bench/ab.sh` waits).
 //!
 //! Checks (exit 1 when one fails, 2 when the scenario could not run): every node sees 3 nodes
 //! before the load; `noisy`'s fleet-wide admitted rate within 10% of the rate over the accuracy
@@ -55,6 +56,8 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The A/B: p99 with the fleet on may exceed off by this share or this much, whichever is more.
 const AB_P99_SHARE: f64 = 0.20;
 const AB_P99_FLOOR: Duration = Duration::from_millis(1);
+/// The A/B measures on a quiet machine: other processes under this % of a core (as `bench/ab.sh`).
+const QUIET_CPU: f64 = 10.0;
 
 pub struct Args {
     pub rate: f64,
@@ -70,6 +73,8 @@ pub struct Args {
     pub ab_secs: Duration,
     pub ab_rate: f64,
     pub ab_tenants: usize,
+    /// The most the A/B waits, in all, for a quiet machine.
+    pub quiet_wait: Duration,
     pub redis_bin: String,
     pub proxy: ProxyArgs,
 }
@@ -88,6 +93,7 @@ fn args(argv: Vec<String>) -> Args {
         ab_secs: Duration::from_secs(6),
         ab_rate: 2000.0,
         ab_tenants: 100,
+        quiet_wait: Duration::from_secs(60),
         redis_bin: "redis-server".to_owned(),
         proxy: ProxyArgs::default(),
     };
@@ -112,6 +118,9 @@ fn args(argv: Vec<String>) -> Args {
             "--ab-secs" => a.ab_secs = secs(&value),
             "--ab-rate" => a.ab_rate = num(&value),
             "--ab-tenants" => a.ab_tenants = num(&value) as usize,
+            "--quiet-wait" => {
+                a.quiet_wait = Duration::from_secs(value.parse().unwrap_or_else(|_| usage(&value)));
+            }
             "--redis-bin" => a.redis_bin = value,
             other if a.proxy.take(other, &value) => {}
             other => usage(&format!("unknown flag {other}")),
@@ -129,12 +138,13 @@ fn args(argv: Vec<String>) -> Args {
         || !(1.0..=60.0).contains(&s(a.ab_secs))
         || !(100.0..=20000.0).contains(&a.ab_rate)
         || !(1..=10_000).contains(&a.ab_tenants)
+        || a.quiet_wait > Duration::from_secs(600)
     {
         usage(
             "--rate is 10..2000, --burst >= 1, --overload 1.5..20, --split three percentages \
              summing to 100, --accuracy-secs 2..60, \
              --outage-secs 3..60, --recovery-secs 2..60, --node4-secs 3..30, --ab-rounds 1..10, \
-             --ab-secs 1..60, --ab-rate 100..20000, --ab-tenants 1..10000",
+             --ab-secs 1..60, --ab-rate 100..20000, --ab-tenants 1..10000, --quiet-wait 0..600",
         );
     }
     a
@@ -155,7 +165,7 @@ fn usage(why: &str) -> ! {
         "fleet: {why}\nflags: --rate R (200) --burst B (20) --overload X (5) --split A,B,C (70,20,10) \
          --accuracy-secs S (10) \
          --outage-secs S (8) --recovery-secs S (8) --node4-secs S (4) --ab-rounds N (5) \
-         --ab-secs S (6) --ab-rate R (2000) --ab-tenants N (100) --redis-bin PATH (redis-server) \
+         --ab-secs S (6) --ab-rate R (2000) --ab-tenants N (100) --quiet-wait S (60) --redis-bin PATH (redis-server) \
          --proxy-bin PATH (target/release/cellgate) --proxy-cpu CPU (no pinning)"
     );
     std::process::exit(2)
@@ -171,7 +181,7 @@ impl Args {
     /// How long any process this scenario starts may live: the whole run and a margin.
     fn bound(&self) -> Duration {
         let ab = (self.ab_secs + Duration::from_secs(1)) * (2 * self.ab_rounds as u32 + 2);
-        self.load_len() + ab + Duration::from_secs(90)
+        self.load_len() + ab + self.quiet_wait + Duration::from_secs(90)
     }
 }
 
