@@ -2,7 +2,8 @@
 # The loadtest driver (loadtest/main.rs, example `loadtest`): one scenario against a local cellgate.
 # Usage: bash loadtest/run.sh <scenario> [flags]     bash loadtest/run.sh list
 # Builds the proxy and the driver (release; honours CARGO_TARGET_DIR), starts a local
-# DynamoDB-API server (moto, tests/dynamodb.sh) only when the scenario needs one, and, for the
+# DynamoDB-API server (moto, tests/dynamodb.sh) only when the scenario needs one, installs
+# redis-server (tests/redis.sh) for `fleet`, which starts its own, and, for the
 # scenarios that run the proxy as its own process, pins the proxy alone to PROXY_CORE (0) and
 # the driver with its echo cells to LOAD_CORE (1) when the machine has two cores and taskset.
 set -euo pipefail
@@ -27,6 +28,11 @@ if [ "$moto" = 1 ]; then
   export CELLGATE_TEST_DYNAMODB="$DYNAMODB_URL"
   export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
   export AWS_EC2_METADATA_DISABLED=true
+fi
+if [ "$scenario" = fleet ]; then
+  # The scenario starts (and kills, and restarts) its own redis-server; this only installs it.
+  source tests/redis.sh
+  install_redis || { echo "fleet: redis-server is missing and could not be installed" >&2; exit 2; }
 fi
 if [ "$proxy_process" != 1 ]; then
   # The proxy runs inside the driver: nothing to pin apart.

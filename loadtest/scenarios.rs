@@ -2,6 +2,7 @@
 
 mod canary;
 mod evacuate;
+mod fleet;
 mod flip;
 mod noisy;
 mod outage;
@@ -25,6 +26,13 @@ pub const SCENARIOS: &[Scenario] = &[
         needs_dynamodb: |_| false,
         proxy_process: true,
         run: evacuate::run,
+    },
+    Scenario {
+        name: "fleet",
+        about: "3 nodes share tenant rates through Redis: accuracy at 5x, Redis killed and restarted, a 4th node, fleet on/off p99 and cpu",
+        needs_dynamodb: |_| false,
+        proxy_process: true,
+        run: fleet::run,
     },
     Scenario {
         name: "flip",
