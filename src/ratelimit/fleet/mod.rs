@@ -137,13 +137,13 @@ impl FleetStore {
         &self,
         slot: &FleetSlot,
         key: Key<'_>,
-        share: &Gcra,
+        rate: &Gcra,
         max_in_flight: Option<u32>,
         now: u64,
         fresh: bool,
     ) -> Result<Hold, StoreRefusal> {
         let hold = self.inner.local.acquire(key, None, max_in_flight, now)?;
-        if let Charge::Refused { wait } = share.charge(&slot.tat, now) {
+        if let Charge::Refused { wait } = self.seeded(rate).charge(&slot.tat, now) {
             if fresh && let Some(c) = self.counters(key.tier) {
                 c.refused.inc();
             }
@@ -159,16 +159,17 @@ impl FleetStore {
         &self,
         slot: &FleetSlot,
         key: Key<'_>,
-        share: &Gcra,
+        rate: &Gcra,
         max_in_flight: Option<u32>,
         now: u64,
         fresh: bool,
     ) -> Result<Hold, StoreRefusal> {
+        let share = rate.share(self.inner.nodes());
         let hold = self
             .inner
             .local
-            .acquire(key, Some(share), max_in_flight, now)?;
-        if let Charge::Refused { .. } = share.charge(&slot.tat, now)
+            .acquire(key, Some(&share), max_in_flight, now)?;
+        if let Charge::Refused { .. } = self.seeded(rate).charge(&slot.tat, now)
             && fresh
             && let Some(c) = self.counters(key.tier)
         {
@@ -176,6 +177,12 @@ impl FleetStore {
         }
         self.record(slot, now);
         Ok(hold)
+    }
+
+    /// The bucket a tenant of `rate` is held to on this node (its share, with room for late
+    /// flushes: [`sync::seeded_share`]).
+    fn seeded(&self, rate: &Gcra) -> Gcra {
+        sync::seeded_share(rate, self.inner.nodes(), self.inner.sync_interval)
     }
 
     /// An admitted request: reported with the next flush while fleet accounting is current,
@@ -202,12 +209,11 @@ impl LimitStore for FleetStore {
             return inner.local.acquire(key, rate, max_in_flight, now);
         };
         let fresh = inner.fresh(now);
-        let share = rate.share(inner.nodes());
         inner.slots.with(key.tenant, now, |slot| {
             slot.touch(rate, now);
             match inner.mode {
-                FleetMode::Enforce => self.enforce(slot, key, &share, max_in_flight, now, fresh),
-                FleetMode::Shadow => self.shadow(slot, key, &share, max_in_flight, now, fresh),
+                FleetMode::Enforce => self.enforce(slot, key, rate, max_in_flight, now, fresh),
+                FleetMode::Shadow => self.shadow(slot, key, rate, max_in_flight, now, fresh),
             }
         })
     }
@@ -217,12 +223,11 @@ impl LimitStore for FleetStore {
         if key.class != 0 {
             return inner.local.refund(key, rate, now);
         }
-        let share = rate.share(inner.nodes());
         if inner.mode == FleetMode::Shadow {
-            inner.local.refund(key, &share, now);
+            inner.local.refund(key, &rate.share(inner.nodes()), now);
         }
         inner.slots.with(key.tenant, now, |slot| {
-            share.refund(&slot.tat, now);
+            self.seeded(rate).refund(&slot.tat, now);
             if inner.fresh(now) {
                 // It was counted for the next report (a fallback admission was not).
                 let _ = slot

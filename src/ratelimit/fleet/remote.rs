@@ -23,7 +23,10 @@ use crate::config::RedisTarget;
 use crate::metrics::RedisErrorKind;
 
 /// Charges `ARGV[1]` requests to tenant key `KEYS[1]` and answers the fleet credit (ns).
-/// ARGV: admitted, interval (µs), tolerance (µs), floor (µs ahead of now).
+/// ARGV: admitted, interval (µs), tolerance (µs), floor (µs ahead of now), window (µs: the
+/// requests were admitted within this long before now, so the bucket is charged as of the
+/// window's start at the earliest: a full bucket then has refilled since, and a report that
+/// comes a flush late is not capped at a bucket it was never held to).
 pub(super) const FLUSH_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = (tonumber(t[1]) - 1700000000) * 1000000 + tonumber(t[2])
@@ -31,14 +34,16 @@ local n = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local tol = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
+local start = now - tonumber(ARGV[5])
+if tat < start then tat = start end
 local floor = now + tonumber(ARGV[4])
 if tat < floor then tat = floor end
 tat = tat + n * interval
 local cap = now + tol + math.max(tol, 1000000)
 if tat > cap then tat = cap end
-redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
-return math.floor((now + tol - tat) * 1000)
+local ahead = math.max(tat, now)
+redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil((ahead - now) / 1000) + 1000)
+return math.floor((now + tol - ahead) * 1000)
 ";
 
 /// Renews node `ARGV[1]` in the membership set `KEYS[1]`, drops nodes silent for `ARGV[2]`

@@ -34,6 +34,8 @@ pub(super) struct FleetSlot {
     pub(super) tolerance: AtomicU64,
     /// Clock reading (ns) of the last request, for the sweep.
     pub(super) last_seen: AtomicU64,
+    /// Clock reading (ns) of the last successful report (0: none yet).
+    pub(super) reported: AtomicU64,
 }
 
 impl FleetSlot {
@@ -47,6 +49,7 @@ impl FleetSlot {
             interval: AtomicU64::new(0),
             tolerance: AtomicU64::new(0),
             last_seen: AtomicU64::new(now),
+            reported: AtomicU64::new(0),
         }
     }
 

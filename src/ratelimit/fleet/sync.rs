@@ -29,6 +29,8 @@ struct Report {
     slot: Arc<FleetSlot>,
     admitted: u64,
     floor: u64,
+    /// How long before now the reported requests were admitted, at most.
+    window: u64,
 }
 
 /// The background half of the fleet store; [`FleetSync::run`] until stopped.
@@ -78,14 +80,28 @@ fn micros(ns: u64) -> String {
     format!("{:.3}", ns as f64 / 1000.0)
 }
 
-/// The TAT of this node's share bucket ([`Gcra::share`] of `fleet` across `nodes`) holding its
-/// part of `credit`, the fleet's credit in nanoseconds. A bucket's credit is a time (how long the
-/// bucket has refilled beyond its debt), and a share refills in the same time as the whole, so
-/// this node's part of the fleet's credit is the same time in the share's bucket: credit ÷ nodes
-/// in requests. At least one request whenever the fleet has one, at most the share's burst, and
-/// as far behind as the fleet is over.
-pub(super) fn seeded_tat(fleet: &Gcra, credit: i64, nodes: u32, now: u64) -> u64 {
+/// The bucket this node holds a tenant to: its share of the fleet rate ([`Gcra::share`]), with
+/// room for two more flushes' refill. A flush sets the bucket to this node's part of the fleet's
+/// credit whatever its size, so the room only lets the share refill between flushes that come
+/// late (a busy runtime, a slow round trip) instead of capping it at the share's burst; an
+/// unseeded bucket (a fallback, a tenant's first requests) holds that much more, a fleet-wide
+/// 2 × rate × sync_interval at most.
+pub(super) fn seeded_share(fleet: &Gcra, nodes: u32, sync_interval: u64) -> Gcra {
     let share = fleet.share(nodes);
+    Gcra {
+        interval: share.interval,
+        tolerance: share
+            .tolerance
+            .saturating_add(sync_interval.saturating_mul(2)),
+    }
+}
+
+/// The TAT of `share` (this node's bucket, [`seeded_share`]) holding this node's part of
+/// `credit`, the fleet's credit in nanoseconds of `fleet`. A bucket's credit is a time (how long
+/// it has refilled beyond its debt), and a share refills in the same time as the whole, so this
+/// node's part of the fleet's credit is the same time in the share: credit ÷ nodes in requests.
+/// At least one request whenever the fleet has one, and as far behind as the fleet is over.
+pub(super) fn seeded_tat(fleet: &Gcra, share: &Gcra, credit: i64, now: u64) -> u64 {
     let one = i128::from(share.interval);
     let credit = i128::from(credit);
     let credit = if credit >= i128::from(fleet.interval) {
@@ -206,10 +222,17 @@ impl FleetSync {
                 } else {
                     0
                 };
+                // Since the last report, at most two flushes (a longer gap was idle).
+                let sync = self.inner.sync_interval;
+                let window = match slot.reported.load(Ordering::Relaxed) {
+                    0 => sync,
+                    at => now.saturating_sub(at).min(sync.saturating_mul(2)),
+                };
                 Report {
                     slot,
                     admitted,
                     floor,
+                    window,
                 }
             })
             .collect();
@@ -267,7 +290,8 @@ impl FleetSync {
                 .arg(r.admitted)
                 .arg(micros(r.slot.interval.load(Ordering::Relaxed)))
                 .arg(micros(r.slot.tolerance.load(Ordering::Relaxed)))
-                .arg(micros(r.floor));
+                .arg(micros(r.floor))
+                .arg(micros(r.window));
         }
         self.remote.exchange(&pipe).await
     }
@@ -295,8 +319,10 @@ impl FleetSync {
                 interval: slot.interval.load(Ordering::Relaxed),
                 tolerance: slot.tolerance.load(Ordering::Relaxed),
             };
+            let share = seeded_share(&fleet, nodes, self.inner.sync_interval);
             slot.tat
-                .store(seeded_tat(&fleet, credit, nodes, now), Ordering::Release);
+                .store(seeded_tat(&fleet, &share, credit, now), Ordering::Release);
+            slot.reported.store(now.max(1), Ordering::Relaxed);
         }
         self.mark_fresh(now);
         Ok(())
@@ -329,30 +355,39 @@ impl FleetSync {
 
 #[cfg(test)]
 mod tests {
-    use super::seeded_tat;
+    use super::{seeded_share, seeded_tat};
     use crate::ratelimit::gcra::{Charge, Gcra};
 
     #[test]
     fn a_seeded_share_admits_this_nodes_part_of_the_fleet_credit_then_refills_at_its_rate() {
         let fleet = Gcra::new(100.0, 30); // 10 ms a request, 30 at once
         let now = 1_000_000_000;
+        let share = fleet.share(3); // no room: the plain share's burst caps a full bucket
+        let seeded = |credit| seeded_tat(&fleet, &share, credit, now);
         let count = |tat: u64, at: u64| {
             let t = std::sync::atomic::AtomicU64::new(tat);
-            let share = fleet.share(3);
             (0..100)
                 .take_while(|_| matches!(share.charge(&t, at), Charge::Admitted { .. }))
                 .count()
         };
         // 12 fleet requests of credit over 3 nodes: 4 here.
-        assert_eq!(count(seeded_tat(&fleet, 12 * 10_000_000, 3, now), now), 4);
+        assert_eq!(count(seeded(12 * 10_000_000), now), 4);
         // A full fleet bucket: the share's own burst (10), no more.
-        assert_eq!(count(seeded_tat(&fleet, 300_000_000, 3, now), now), 10);
+        assert_eq!(count(seeded(300_000_000), now), 10);
         // The fleet 5 requests over: nothing now; the share's first request 50 + 30 ms later.
-        let over = seeded_tat(&fleet, -50_000_000, 3, now);
+        let over = seeded(-50_000_000);
         assert_eq!(count(over, now), 0);
         assert_eq!(count(over, now + 80_000_000 - 1), 0);
         assert_eq!(count(over, now + 80_000_000), 1);
         // One fleet request left: any node may take it.
-        assert_eq!(count(seeded_tat(&fleet, 10_000_000, 3, now), now), 1);
+        assert_eq!(count(seeded(10_000_000), now), 1);
+        // The seeded share's room: the same credit, but 40 ms more refill before it is full.
+        let roomy = seeded_share(&fleet, 3, 20_000_000);
+        assert_eq!(roomy.tolerance, share.tolerance + 40_000_000);
+        let t = std::sync::atomic::AtomicU64::new(seeded_tat(&fleet, &roomy, 12 * 10_000_000, now));
+        let n = (0..100)
+            .take_while(|_| matches!(roomy.charge(&t, now), Charge::Admitted { .. }))
+            .count();
+        assert_eq!(n, 4, "a seeded bucket holds the credit, not the room");
     }
 }
