@@ -7,6 +7,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod apikey;
 pub mod auth;
 pub mod certs;
 pub mod config;
