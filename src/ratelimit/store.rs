@@ -120,9 +120,10 @@ impl Release for Slot {
     }
 }
 
-/// Keys are already hashes; hashing them again would only cost time.
+/// Keys are already hashes; hashing them again would only cost time (also the fleet store's
+/// slot map's hasher).
 #[derive(Default)]
-struct KeyHasher(u64);
+pub(super) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {

@@ -142,14 +142,18 @@ impl FleetStore {
         now: u64,
         fresh: bool,
     ) -> Result<Hold, StoreRefusal> {
-        let hold = self.inner.local.acquire(key, None, max_in_flight, now)?;
+        // The in-flight limit stays local; without one there is nothing to take there.
+        let hold = match max_in_flight {
+            Some(_) => self.inner.local.acquire(key, None, max_in_flight, now)?,
+            None => Hold::default(),
+        };
         if let Charge::Refused { wait } = self.seeded(rate).charge(&slot.tat, now) {
             if fresh && let Some(c) = self.counters(key.tier) {
                 c.refused.inc();
             }
             return Err(StoreRefusal::Rate { wait });
         }
-        self.record(slot, now);
+        record(slot, fresh);
         Ok(hold)
     }
 
@@ -175,7 +179,7 @@ impl FleetStore {
         {
             c.would_refuse.inc();
         }
-        self.record(slot, now);
+        record(slot, fresh);
         Ok(hold)
     }
 
@@ -184,15 +188,15 @@ impl FleetStore {
     fn seeded(&self, rate: &Gcra) -> Gcra {
         sync::seeded_share(rate, self.inner.nodes(), self.inner.sync_interval)
     }
+}
 
-    /// An admitted request: reported with the next flush while fleet accounting is current,
-    /// else remembered as a fallback (the next report carries the share's debt).
-    fn record(&self, slot: &FleetSlot, now: u64) {
-        if self.inner.fresh(now) {
-            slot.admitted.fetch_add(1, Ordering::Relaxed);
-        } else {
-            slot.fell_back.store(true, Ordering::Relaxed);
-        }
+/// An admitted request: reported with the next flush while fleet accounting is current (`fresh`),
+/// else remembered as a fallback (the next report carries the share's debt).
+fn record(slot: &FleetSlot, fresh: bool) {
+    if fresh {
+        slot.admitted.fetch_add(1, Ordering::Relaxed);
+    } else {
+        slot.fell_back.store(true, Ordering::Relaxed);
     }
 }
 
@@ -238,7 +242,8 @@ impl LimitStore for FleetStore {
     }
 
     fn tracked(&self) -> usize {
-        self.inner.local.tracked()
+        // Tenants' shares, plus the local keys (in-flight counts, route classes).
+        self.inner.slots.len() + self.inner.local.tracked()
     }
 
     fn fleet(&self) -> Option<FleetStatus> {

@@ -8,11 +8,12 @@
 //! first request takes the write lock and allocates. Slots idle for a while are swept.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::ratelimit::gcra::Gcra;
+use crate::ratelimit::store::KeyHasher;
 
 /// One tenant's fleet state on this node.
 #[derive(Debug)]
@@ -72,24 +73,7 @@ impl FleetSlot {
     }
 }
 
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Map = HashMap<u64, Arc<FleetSlot>, BuildHasherDefault<IdHasher>>;
+type Map = HashMap<u64, Arc<FleetSlot>, BuildHasherDefault<KeyHasher>>;
 
 #[repr(align(64))]
 #[derive(Debug, Default)]

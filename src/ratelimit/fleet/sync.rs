@@ -40,7 +40,6 @@ pub struct FleetSync {
     clock: Arc<dyn Clock>,
     metrics: FleetMetrics,
     breaker: Breaker,
-    node: String,
     tenant_prefix: String,
     members_key: String,
     heartbeat: Duration,
@@ -55,7 +54,7 @@ pub struct FleetSync {
 impl std::fmt::Debug for FleetSync {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FleetSync")
-            .field("node", &self.node)
+            .field("node", &self.inner.node)
             .finish_non_exhaustive()
     }
 }
@@ -123,7 +122,6 @@ impl FleetSync {
     ) -> Result<Self, Failure> {
         Ok(Self {
             remote: Remote::new(&config.redis, password, config.timeout)?,
-            node: inner.node.clone(),
             inner,
             clock,
             metrics,
@@ -140,7 +138,7 @@ impl FleetSync {
     /// This node's id in the membership set.
     #[must_use]
     pub fn node(&self) -> &str {
-        &self.node
+        &self.inner.node
     }
 
     /// Flushes every `sync_interval` until `stop`, then leaves the membership set.
@@ -175,7 +173,7 @@ impl FleetSync {
                         next_heartbeat = now.saturating_add(nanos(self.heartbeat));
                     }
                     if was != State::Closed {
-                        tracing::info!(node = %self.node, nodes = self.inner.nodes(), "fleet limits: Redis answers again; fleet accounting resumed");
+                        tracing::info!(node = %self.inner.node, nodes = self.inner.nodes(), "fleet limits: Redis answers again; fleet accounting resumed");
                     }
                 }
                 Err(f) => {
@@ -184,7 +182,7 @@ impl FleetSync {
                     self.remote.reset();
                     if self.breaker.failure(now) {
                         tracing::warn!(
-                            node = %self.node,
+                            node = %self.inner.node,
                             kind = f.kind.as_str(),
                             error = %f,
                             nodes = self.inner.nodes(),
@@ -275,7 +273,7 @@ impl FleetSync {
                 .arg(self.remote.members_sha())
                 .arg(1)
                 .arg(&self.members_key)
-                .arg(&self.node)
+                .arg(&self.inner.node)
                 .arg(u64::try_from(ttl_ms).unwrap_or(u64::MAX))
                 .arg(0);
         }
@@ -344,7 +342,7 @@ impl FleetSync {
             .arg(self.remote.members_sha())
             .arg(1)
             .arg(&self.members_key)
-            .arg(&self.node)
+            .arg(&self.inner.node)
             .arg(1000)
             .arg(1);
         if let Err(f) = self.remote.exchange(&pipe).await {
