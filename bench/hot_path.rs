@@ -32,6 +32,7 @@ fn record(i: usize, cell: usize, version: u64) -> TenantRecord {
         issuers: Vec::new(),
         limits: Default::default(),
         arm: None,
+        entitlements: Vec::new(),
     }
 }
 
@@ -113,6 +114,7 @@ source = "file"
                 &cfg.tenant,
                 &verifier,
                 &memo,
+                &cellgate::identify::NoKeys,
             ))
             .unwrap()
         })

@@ -62,6 +62,7 @@ fn record(i: usize, cell: usize, version: u64) -> TenantRecord {
         issuers: Vec::new(),
         limits: Default::default(),
         arm: None,
+        entitlements: Vec::new(),
     }
 }
 
@@ -147,6 +148,7 @@ fn bench_apply(c: &mut Criterion) {
             )],
             cells: Vec::new(),
             skipped: 0,
+            keys: Vec::new(),
         };
         g.bench_with_input(BenchmarkId::new("one_change", n), &n, |b, _| {
             b.iter(|| snap.apply(black_box(&one), &[], 2))
@@ -159,6 +161,7 @@ fn bench_apply(c: &mut Criterion) {
                 })
                 .collect(),
             cells: Vec::new(),
+            keys: Vec::new(),
             skipped: 0,
         };
         g.bench_with_input(BenchmarkId::new("batch_500", n), &n, |b, _| {
@@ -168,6 +171,7 @@ fn bench_apply(c: &mut Criterion) {
             tenants: Vec::new(),
             cells: vec![("cell-2".to_owned(), Some(cell(2, 9100)))],
             skipped: 0,
+            keys: Vec::new(),
         };
         g.bench_with_input(BenchmarkId::new("one_cell_change", n), &n, |b, _| {
             b.iter(|| snap.apply(black_box(&cell_change), &[], 2))

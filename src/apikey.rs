@@ -139,6 +139,18 @@ impl KeyHash {
         Self(h.finalize().into())
     }
 
+    /// The digest, as a registry record is packed.
+    #[must_use]
+    pub const fn to_bytes(self) -> [u8; 32] {
+        self.0
+    }
+
+    /// A digest read back from a packed record.
+    #[must_use]
+    pub const fn from_bytes(b: [u8; 32]) -> Self {
+        Self(b)
+    }
+
     /// Whether `key` is the key this hash was made from: every byte compared, whatever differs.
     #[must_use]
     pub fn verifies(&self, key: &ParsedKey<'_>) -> bool {
@@ -188,6 +200,40 @@ pub fn generate() -> Result<NewKey, ring::error::Unspecified> {
     let hash = KeyHash::of(&id, &secret);
     let key = format!("{PREFIX}{id}_{secret}");
     Ok(NewKey { id, key, hash })
+}
+
+/// Why a presented key is refused; each is its own reason in the metrics, one answer (401)
+/// to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRefusal {
+    /// The api_key source is the only one that could have named the tenant, and no key came.
+    #[error("an API key is required")]
+    Missing,
+    #[error("the API key is malformed")]
+    Malformed,
+    #[error("no such API key")]
+    Unknown,
+    #[error("the API key's secret does not match")]
+    WrongSecret,
+    #[error("the API key was revoked")]
+    Revoked,
+    #[error("the API key has expired")]
+    Expired,
+}
+
+impl KeyRefusal {
+    /// The metric label.
+    #[must_use]
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::Unknown => "unknown",
+            Self::WrongSecret => "wrong_secret",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
 }
 
 #[cfg(test)]

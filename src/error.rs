@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::apikey::KeyRefusal;
 use crate::auth::AuthError;
+use crate::entitle::NotEntitled;
 use crate::identify::IdentifyError;
 use crate::metrics::{Outcome, UpstreamErrorKind};
 use crate::ratelimit::{Limited, ceil_secs};
@@ -26,6 +28,9 @@ pub enum ProxyError {
     Identify(#[from] IdentifyError),
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// An API key's or a token's scopes do not reach the route's entitlement.
+    #[error(transparent)]
+    Entitle(#[from] NotEntitled),
     #[error(transparent)]
     Limit(#[from] Limited),
     #[error(transparent)]
@@ -80,6 +85,24 @@ impl ProxyError {
         }
     }
 
+    /// The `reason` label when the API key check refused the request.
+    #[must_use]
+    pub const fn key_label(&self) -> Option<&'static str> {
+        match self {
+            Self::Identify(IdentifyError::Key(r)) => Some(r.reason()),
+            _ => None,
+        }
+    }
+
+    /// The entitlement a `not_entitled` refusal names, and who lacked it.
+    #[must_use]
+    pub fn not_entitled(&self) -> Option<&NotEntitled> {
+        match self {
+            Self::Entitle(e) | Self::Route(RouteError::NotEntitled(e)) => Some(e),
+            _ => None,
+        }
+    }
+
     #[must_use]
     pub fn response(&self) -> ErrorResponse {
         use Outcome as O;
@@ -120,6 +143,22 @@ impl ProxyError {
                     O::unauthorized,
                 ),
             },
+            Self::Identify(IdentifyError::Key(KeyRefusal::Missing)) => ErrorResponse {
+                www_authenticate: Some(KEY_CHALLENGE),
+                ..ErrorResponse::new(S::UNAUTHORIZED, "api_key_required", O::unauthorized)
+            },
+            // One answer for every bad key: which check failed is in the metrics, not here.
+            Self::Identify(IdentifyError::Key(_)) => ErrorResponse {
+                www_authenticate: Some(KEY_CHALLENGE),
+                ..ErrorResponse::new(S::UNAUTHORIZED, "invalid_api_key", O::unauthorized)
+            },
+            Self::Identify(IdentifyError::KeyLookup) => ErrorResponse {
+                retry_after: Some(Duration::from_secs(1)),
+                ..ErrorResponse::new(S::SERVICE_UNAVAILABLE, "registry_unavailable", O::not_ready)
+            },
+            Self::Entitle(_) | Self::Route(RouteError::NotEntitled(_)) => {
+                ErrorResponse::new(S::FORBIDDEN, "not_entitled", O::not_entitled)
+            }
             Self::Route(e) => match e {
                 RouteError::NotReady => ErrorResponse {
                     retry_after: Some(Duration::from_secs(1)),
@@ -155,6 +194,9 @@ impl ProxyError {
                     "cell_unavailable",
                     O::cell_unavailable,
                 ),
+                RouteError::NotEntitled(_) => {
+                    ErrorResponse::new(S::FORBIDDEN, "not_entitled", O::not_entitled)
+                }
             },
             Self::Limit(e) => match e {
                 Limited::Rate { wait, .. } => ErrorResponse {
@@ -220,20 +262,33 @@ impl ProxyError {
     }
 }
 
+/// The `WWW-Authenticate` challenge of a 401 for an API key.
+const KEY_CHALLENGE: &str = "ApiKey realm=\"cellgate\"";
+
 /// The JSON body of an error answer: `{"error": code, "request_id": id}` plus `"cell"` when a
-/// cell is involved. Codes, ids and cell ids are from restricted charsets, so no escaping needed.
+/// cell is involved and `"entitlement"` when one is missing. Codes, ids, cell ids and
+/// entitlement names are from restricted charsets, so no escaping needed.
 #[must_use]
-pub fn error_body(code: &str, request_id: &str, cell: Option<&str>) -> String {
+pub fn error_body(
+    code: &str,
+    request_id: &str,
+    cell: Option<&str>,
+    entitlement: Option<&str>,
+) -> String {
     let mut s = String::with_capacity(64 + request_id.len());
     s.push_str("{\"error\":\"");
     s.push_str(code);
     s.push_str("\",\"request_id\":\"");
     s.push_str(request_id);
     s.push('"');
-    if let Some(c) = cell {
-        s.push_str(",\"cell\":\"");
-        s.push_str(c);
-        s.push('"');
+    for (name, value) in [("cell", cell), ("entitlement", entitlement)] {
+        if let Some(v) = value {
+            s.push_str(",\"");
+            s.push_str(name);
+            s.push_str("\":\"");
+            s.push_str(v);
+            s.push('"');
+        }
     }
     s.push('}');
     s

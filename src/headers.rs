@@ -8,6 +8,8 @@ pub const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
 /// The cell the request was routed to, set by the proxy.
 pub const X_CELL_ID: HeaderName = HeaderName::from_static("x-cell-id");
 /// Request correlation id: a valid incoming one is kept, else one is generated.
+/// The id of the API key that identified the request (never the key): set by the proxy.
+pub const X_API_KEY_ID: HeaderName = HeaderName::from_static("x-api-key-id");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The quota a 429 was judged under (IETF httpapi RateLimit draft): `"tier";q=50;w=1`.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -30,8 +32,9 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Headers a client must never be able to set for the cell (the proxy sets the trusted ones).
-pub const INTERNAL: [HeaderName; 8] = [
+pub const INTERNAL: [HeaderName; 9] = [
     X_TENANT_ID,
+    X_API_KEY_ID,
     X_CELL_ID,
     X_FORWARDED_FOR,
     X_FORWARDED_PROTO,

@@ -55,6 +55,22 @@ pub fn valid_label(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// What [`valid_entitlement`] accepts, for error messages.
+pub const ENTITLEMENT_RULE: &str = "1-64 characters of A-Z a-z 0-9 . _ - :";
+
+/// Most entitlements one tenant record, or scopes one API key, may name.
+pub const MAX_ENTITLEMENTS: usize = 64;
+
+/// Entitlement and scope names (`billing`, `reports:read`): 1-64 characters of
+/// `A-Z a-z 0-9 . _ - :`.
+#[must_use]
+pub fn valid_entitlement(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 /// Largest weight of one group (weights are relative: 95/5 and 9500/500 are the same split).
 pub const MAX_WEIGHT: u32 = 10_000;
 

@@ -457,6 +457,7 @@ async fn sneak_tenant(args: &TableArgs, tenant: &str, cell: &str, version: u64) 
         issuers: Vec::new(),
         limits: Default::default(),
         arm: None,
+        entitlements: Vec::new(),
     };
     client
         .put_item()

@@ -27,6 +27,7 @@ fn record(i: usize, cell: &str, version: u64) -> TenantRecord {
         issuers: Vec::new(),
         limits: cellgate::ratelimit::TenantLimits::default(),
         arm: None,
+        entitlements: Vec::new(),
     }
 }
 

@@ -139,6 +139,7 @@ async fn an_exported_table_serves_the_same_placements_from_a_file() {
         issuers: Vec::new(),
         limits: Default::default(),
         arm: None,
+        entitlements: Vec::new(),
     };
     let client = cellgate::placement::dynamo::client(Some("us-east-1"), Some(&endpoint())).await;
     client

@@ -207,6 +207,7 @@ pub fn seed(
             issuers: Vec::new(),
             limits: cellgate::ratelimit::TenantLimits::default(),
             arm: None,
+            entitlements: Vec::new(),
         };
         let item = wire::item(&schema::tenant_item(&r, &at));
         table.put_text(&schema::tenant_key(&r.id), Value::Object(item).to_string());

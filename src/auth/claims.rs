@@ -192,6 +192,26 @@ fn header_text(v: &Value) -> Option<String> {
     }
 }
 
+/// A token's scopes from the claim at `path`: a space-separated string (OAuth's `scope`) or a
+/// list of strings (`scp`). `None` when the claim is absent or of another shape; names that
+/// cannot be entitlement names are dropped, so an odd claim narrows to nothing rather than to
+/// something unexpected.
+#[must_use]
+pub fn scopes(claims: &Value, path: &ClaimPath) -> Option<Box<[Box<str>]>> {
+    let keep = |s: &str| crate::rules::valid_entitlement(s).then(|| Box::from(s));
+    match path.get(claims)? {
+        Value::String(s) => Some(s.split_ascii_whitespace().filter_map(keep).collect()),
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .filter_map(keep)
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -23,6 +23,9 @@ pub struct AuthConfig {
     /// The claim read into [`super::VerifiedToken::arms`] at verification: a copy of
     /// `canary.force_claim`, set by the config loader.
     pub arm_claim: Option<ClaimPath>,
+    /// The claim read into [`super::VerifiedToken::scopes`]: a copy of
+    /// `entitlements.token_scope_claim`, set by the config loader.
+    pub scope_claim: Option<ClaimPath>,
 }
 
 #[derive(Debug, Clone)]

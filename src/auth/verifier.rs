@@ -34,6 +34,9 @@ pub struct VerifiedToken {
     /// The arms this token may force with `canary.force_header` (always `None` unless
     /// `canary.force_claim` is configured).
     pub arms: ForcedArms,
+    /// The token's scopes (`None` unless `entitlements.token_scope_claim` is configured and
+    /// the token carries the claim): a route's entitlement must be among them.
+    pub scopes: Option<Box<[Box<str>]>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,8 @@ pub struct Verifier {
     forward: Vec<ForwardClaim>,
     /// `canary.force_claim`, read into [`VerifiedToken::arms`].
     arm_claim: Option<ClaimPath>,
+    /// `entitlements.token_scope_claim`, read into [`VerifiedToken::scopes`].
+    scope_claim: Option<ClaimPath>,
     required: bool,
     max_token_bytes: usize,
     metrics: AuthMetrics,
@@ -102,6 +107,7 @@ impl Verifier {
             cache,
             forward: cfg.forward_claims.clone(),
             arm_claim: cfg.arm_claim.clone(),
+            scope_claim: cfg.scope_claim.clone(),
             required: cfg.required,
             max_token_bytes: cfg.max_token_bytes,
             metrics: metrics.auth.clone(),
@@ -232,6 +238,10 @@ impl Verifier {
                 .arm_claim
                 .as_ref()
                 .map_or(ForcedArms::None, |p| ForcedArms::from_claims(&claims, p)),
+            scopes: self
+                .scope_claim
+                .as_ref()
+                .and_then(|p| claims::scopes(&claims, p)),
         })
     }
 

@@ -125,6 +125,7 @@ pub fn build_auth(a: &FileAuth, base: &Path) -> Result<AuthConfig, FieldError> {
         forward_claims,
         issuers,
         arm_claim: None,
+        scope_claim: None,
     })
 }
 

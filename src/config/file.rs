@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub cells: Vec<FileCell>,
     #[serde(default)]
     pub canary: FileCanary,
+    pub entitlements: Option<super::FileEntitlements>,
     pub limits: Option<FileLimits>,
     #[serde(default)]
     pub upstream: FileUpstream,
@@ -111,6 +112,16 @@ pub struct FileTenant {
     #[serde(default)]
     pub base_domains: Vec<String>,
     pub header: Option<FileTenantHeader>,
+    pub api_key: Option<FileTenantApiKey>,
+}
+
+/// `[tenant.api_key]`: where a client's API key is read from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTenantApiKey {
+    /// The header carrying the key (default `x-api-key`); `Authorization: ApiKey <key>` is
+    /// read too.
+    pub header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

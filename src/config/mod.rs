@@ -8,6 +8,7 @@
 
 mod auth;
 mod canary;
+mod entitlements;
 pub mod file;
 mod fleet;
 mod limits;
@@ -26,13 +27,17 @@ use crate::rules::FieldError;
 
 pub use auth::build_auth;
 pub use canary::{CanaryConfig, ForceArm, HashBy, build_canary};
+pub use entitlements::{
+    EntitlementRoute, EntitlementsConfig, FileEntitlementRoute, FileEntitlements, RoutePath,
+    build_entitlements,
+};
 pub use fleet::{FleetConfig, FleetMode, RedisTarget, parse_redis_url};
 pub use limits::{LimitsConfig, RouteClassConfig, TierConfig, build_limits};
 pub use logs::{AccessLogConfig, LogConfig, LogFormat};
 pub use parse::{parse_addr, parse_duration};
 pub use registry::{DynamoSettings, LookupConfig, LookupSettings, RegistryConfig};
 pub use server::{ConnectionLimits, HeaderUnderscores, Http2Config, IngressLimits, ServerConfig};
-pub use tenant::{RoutePolicy, TenantConfig, TenantHeaderConfig};
+pub use tenant::{ApiKeyConfig, RoutePolicy, TenantConfig, TenantHeaderConfig};
 pub use tls::{ListenerTls, TlsFiles};
 pub use typed::{AdminConfig, Config, ListenerConfig};
 pub use upstream::{

@@ -1,5 +1,5 @@
-//! `[tenant]`: where tenant ids come from (`sources`, `base_domains`, a trusted `[tenant.header]`)
-//! and what a MIGRATING tenant is refused.
+//! `[tenant]`: where tenant ids come from (`sources`, `base_domains`, a trusted `[tenant.header]`,
+//! API keys under `[tenant.api_key]`) and what a MIGRATING tenant is refused.
 
 use http::HeaderName;
 use ipnet::IpNet;
@@ -18,6 +18,15 @@ pub struct TenantConfig {
     pub header: Option<TenantHeaderConfig>,
     /// What a MIGRATING tenant is refused (`tenant.migrating_refuses`).
     pub route_policy: RoutePolicy,
+    /// Where API keys are read (set when `tenant.sources` lists `api_key`).
+    pub api_key: Option<ApiKeyConfig>,
+}
+
+/// `[tenant.api_key]`, validated.
+#[derive(Debug, Clone)]
+pub struct ApiKeyConfig {
+    /// The header carrying the key; `Authorization: ApiKey <key>` is read too.
+    pub header: HeaderName,
 }
 
 #[derive(Debug, Clone)]
@@ -43,7 +52,7 @@ pub(super) fn build_tenant(raw: &FileConfig) -> Result<TenantConfig, FieldError>
         return Err(FieldError::new(
             "tenant.sources",
             "[]",
-            "name at least one of \"jwt\", \"subdomain\", \"header\"",
+            "name at least one of \"jwt\", \"subdomain\", \"header\", \"api_key\"",
         ));
     }
     let mut sources = Vec::with_capacity(names.len());
@@ -53,11 +62,12 @@ pub(super) fn build_tenant(raw: &FileConfig) -> Result<TenantConfig, FieldError>
             "jwt" => TenantSource::Jwt,
             "subdomain" => TenantSource::Subdomain,
             "header" => TenantSource::Header,
+            "api_key" => TenantSource::ApiKey,
             other => {
                 return Err(FieldError::new(
                     key,
                     other,
-                    "expected \"jwt\", \"subdomain\" or \"header\"",
+                    "expected \"jwt\", \"subdomain\", \"header\" or \"api_key\"",
                 ));
             }
         };
@@ -134,12 +144,50 @@ pub(super) fn build_tenant(raw: &FileConfig) -> Result<TenantConfig, FieldError>
             ));
         }
     };
+    let api_key = build_api_key(raw, &sources, header.as_ref())?;
     Ok(TenantConfig {
         sources,
         base_domains,
         header,
+        api_key,
         route_policy: RoutePolicy {
             migrating_refuses_all,
         },
     })
+}
+
+fn build_api_key(
+    raw: &FileConfig,
+    sources: &[TenantSource],
+    tenant_header: Option<&TenantHeaderConfig>,
+) -> Result<Option<ApiKeyConfig>, FieldError> {
+    let listed = sources.contains(&TenantSource::ApiKey);
+    let table = raw.tenant.api_key.as_ref();
+    if !listed {
+        return match table {
+            Some(_) => Err(FieldError::new(
+                "tenant.api_key",
+                "(table)",
+                "configures the api_key source, which tenant.sources does not list",
+            )),
+            None => Ok(None),
+        };
+    }
+    let text = table
+        .and_then(|t| t.header.as_deref())
+        .unwrap_or("x-api-key");
+    let header = HeaderName::from_bytes(text.to_ascii_lowercase().as_bytes())
+        .map_err(|_| FieldError::new("tenant.api_key.header", text, "not a valid header name"))?;
+    let reserved = header == http::header::AUTHORIZATION
+        || header == http::header::HOST
+        || crate::headers::INTERNAL.contains(&header)
+        || tenant_header.is_some_and(|h| h.name == header);
+    if reserved {
+        return Err(FieldError::new(
+            "tenant.api_key.header",
+            text,
+            "is a header the proxy reads or sets for another purpose",
+        ));
+    }
+    Ok(Some(ApiKeyConfig { header }))
 }

@@ -29,6 +29,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// How a tenant's arm is chosen, and who may force one (`[canary]`).
     pub canary: super::CanaryConfig,
+    /// Which routes need which entitlement (`[entitlements]`).
+    pub entitlements: super::EntitlementsConfig,
     pub registry: RegistryConfig,
     /// On-demand lookups and forced re-reads (`registry.lookup_*`, `registry.negative_*`).
     pub lookup: LookupConfig,
@@ -119,6 +121,8 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
     let canary = super::build_canary(&raw.canary, &auth, tenant.header.as_ref())?;
     // The verifier captures the claim with each verified token.
     auth.arm_claim = canary.force.as_ref().map(|f| f.claim.clone());
+    let entitlements = super::build_entitlements(raw.entitlements.as_ref())?;
+    auth.scope_claim.clone_from(&entitlements.token_scope_claim);
 
     let registry = build_registry(raw.registry.as_ref(), base)?;
     let lookup = build_lookup(raw.registry.as_ref(), &registry)?;
@@ -152,6 +156,7 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
         tenant,
         auth,
         canary,
+        entitlements,
         registry,
         lookup,
         cells: raw.cells,

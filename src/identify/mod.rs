@@ -5,12 +5,21 @@
 //! `acme` on `globex.app.example.com` is an attack or a bug, never a routing hint). A token's
 //! issuer must also be allowed to speak for the tenant finally chosen (its `tenants` list), so
 //! one tenant's IdP cannot mint tokens that reach another tenant, whichever source named it.
+//!
+//! An API key ([`keys`]) is read from `tenant.api_key.header` or `Authorization: ApiKey`, and
+//! checked by a [`KeyCheck`] (the registry's record of it lives in the placement snapshot, a
+//! layer above: the engine passes the check in). Like a token, a presented key is always
+//! checked when the api_key source is on, and the tenant it names must agree with the others.
+
+mod keys;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::request::Parts;
 
+pub use self::keys::{KeyCheck, KeyFailure, KeyGrant, NoKeys, is_key_authorization, presented_key};
+use crate::apikey::{KeyRefusal, parse};
 use crate::auth::{AuthError, TokenMemo, VerifiedToken, Verifier, bearer_token};
 use crate::config::TenantConfig;
 use crate::tenant::{TenantError, TenantId, TenantSource, tenant_from_host};
@@ -22,6 +31,8 @@ pub struct Identity {
     pub source: TenantSource,
     /// The verified token, when one was presented (shared with the verified-token cache).
     pub token: Option<Arc<VerifiedToken>>,
+    /// The checked API key, when one was presented.
+    pub key: Option<KeyGrant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +41,12 @@ pub enum IdentifyError {
     Tenant(#[from] TenantError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A presented API key was refused (401), or none came where one was needed.
+    #[error(transparent)]
+    Key(#[from] KeyRefusal),
+    /// The registry could not be asked about a key the snapshot lacks (503).
+    #[error("the registry cannot be asked about this API key now")]
+    KeyLookup,
 }
 
 /// The host the client addressed: the URI authority (HTTP/2 `:authority`, absolute-form) or
@@ -60,14 +77,16 @@ pub fn request_host_value(parts: &Parts) -> Option<http::HeaderValue> {
 }
 
 /// Runs the identify stage over request parts. It only awaits when a token names a `kid` its
-/// issuer's JWKS does not have yet (one bounded refetch); otherwise it completes at once.
-/// `memo` is the client connection's last verified token.
+/// issuer's JWKS does not have yet (one bounded refetch), or a key id is not in the snapshot
+/// (one coalesced, rate-capped registry read); otherwise it completes at once. `memo` is the
+/// client connection's last verified token; `keys` checks a presented API key.
 pub async fn identify(
     parts: &Parts,
     peer: IpAddr,
     cfg: &TenantConfig,
     verifier: &Verifier,
     memo: &TokenMemo,
+    keys: &impl KeyCheck,
 ) -> Result<Identity, IdentifyError> {
     // With issuers configured, a bearer token is always verified, whichever sources name the
     // tenant: a token the proxy lets through is one it checked.
@@ -81,6 +100,21 @@ pub async fn identify(
         None
     };
 
+    let key = match &cfg.api_key {
+        Some(k) => match presented_key(&parts.headers, k)? {
+            Some(raw) => match keys
+                .check(parse(raw).map_err(|_| KeyRefusal::Malformed)?)
+                .await
+            {
+                Ok(grant) => Some(grant),
+                Err(KeyFailure::Refused(r)) => return Err(r.into()),
+                Err(KeyFailure::Unavailable) => return Err(IdentifyError::KeyLookup),
+            },
+            None => None,
+        },
+        None => None,
+    };
+
     let mut chosen: Option<(TenantId, TenantSource)> = None;
     for &source in &cfg.sources {
         let found = match source {
@@ -90,6 +124,7 @@ pub async fn identify(
                 None => None,
             },
             TenantSource::Header => header_tenant(parts, peer, cfg)?,
+            TenantSource::ApiKey => key.as_ref().map(|k| k.tenant),
         };
         let Some(found) = found else { continue };
         match chosen {
@@ -124,10 +159,15 @@ pub async fn identify(
             tenant,
             source,
             token,
+            key,
         }),
         // A client that could have identified itself with a token but sent none is told so.
         None if token.is_none() && cfg.sources.contains(&TenantSource::Jwt) => {
             Err(AuthError::Missing.into())
+        }
+        // ...or with a key.
+        None if key.is_none() && cfg.sources.contains(&TenantSource::ApiKey) => {
+            Err(KeyRefusal::Missing.into())
         }
         None => Err(TenantError::Missing.into()),
     }

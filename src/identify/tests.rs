@@ -32,6 +32,39 @@ fn config(sources: &[TenantSource]) -> TenantConfig {
             trusted_sources: vec!["10.0.0.0/8".parse().unwrap()],
         }),
         route_policy: crate::config::RoutePolicy::default(),
+        api_key: sources
+            .contains(&TenantSource::ApiKey)
+            .then(|| crate::config::ApiKeyConfig {
+                header: HeaderName::from_static("x-api-key"),
+            }),
+    }
+}
+
+/// Two keys held in memory (acme's, with a scope, and globex's), checked as the snapshot
+/// checks them: by id, then the secret against the stored hash.
+struct Keys(Vec<(crate::apikey::NewKey, &'static str)>);
+
+fn keys() -> &'static Keys {
+    static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let make = || crate::apikey::generate().unwrap();
+        Keys(vec![(make(), "acme"), (make(), "globex")])
+    })
+}
+
+fn key_of(tenant: &str) -> &'static str {
+    &keys().0.iter().find(|(_, t)| *t == tenant).unwrap().0.key
+}
+
+impl KeyCheck for Keys {
+    async fn check(&self, key: crate::apikey::ParsedKey<'_>) -> Result<KeyGrant, KeyFailure> {
+        let Some((k, tenant)) = self.0.iter().find(|(k, _)| k.id == key.id) else {
+            return Err(KeyFailure::Refused(KeyRefusal::Unknown));
+        };
+        if !k.hash.verifies(&key) {
+            return Err(KeyFailure::Refused(KeyRefusal::WrongSecret));
+        }
+        Ok(KeyGrant::new(key.id, tid(tenant), None))
     }
 }
 
@@ -127,6 +160,7 @@ impl Case {
             &config(&self.sources),
             &verifier(self.required),
             &TokenMemo::default(),
+            keys(),
         ))
     }
     fn found(&self) -> (TenantId, TenantSource) {
@@ -147,7 +181,7 @@ impl Case {
     }
 }
 
-use TenantSource::{Header, Jwt, Subdomain};
+use TenantSource::{ApiKey, Header, Jwt, Subdomain};
 
 #[test]
 fn an_issuer_bound_to_other_tenants_cannot_speak_for_this_one() {
@@ -185,6 +219,7 @@ fn subdomain_from_uri_authority_wins_over_host_header() {
         &cfg,
         &v,
         &TokenMemo::default(),
+        keys(),
     ))
     .unwrap();
     assert_eq!(id.tenant, tid("acme"));
@@ -305,4 +340,75 @@ fn a_trusted_ipv4_peer_on_a_dual_stack_listener_is_still_trusted() {
         .header("x-tenant", "acme")
         .from("::ffff:10.1.2.3");
     assert_eq!(c.found(), (tid("acme"), Header));
+}
+
+fn key_err(c: &Case) -> KeyRefusal {
+    match c.run() {
+        Err(IdentifyError::Key(r)) => r,
+        other => panic!("expected a key refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_key_names_its_tenant_from_either_place() {
+    let (id, source) = case(&[ApiKey], "api.other.net")
+        .header("x-api-key", key_of("acme"))
+        .found();
+    assert_eq!((id, source), (tid("acme"), ApiKey));
+    let auth = format!("ApiKey {}", key_of("globex"));
+    let id = case(&[ApiKey], "api.other.net")
+        .header("authorization", &auth)
+        .run()
+        .unwrap();
+    assert_eq!(id.tenant, tid("globex"));
+    assert_eq!(id.key.unwrap().id(), keys().0[1].0.id);
+}
+
+#[test]
+fn a_key_must_agree_with_the_subdomain_and_the_token() {
+    let ok = case(&[Subdomain, ApiKey], "acme.example.com")
+        .header("x-api-key", key_of("acme"))
+        .found();
+    assert_eq!(ok, (tid("acme"), Subdomain));
+    let host = case(&[Subdomain, ApiKey], "globex.example.com").header("x-api-key", key_of("acme"));
+    assert_eq!(
+        host.tenant_err(),
+        TenantError::Mismatch {
+            a: "subdomain",
+            b: "api_key"
+        }
+    );
+    let token = case(&[ApiKey, Jwt], "api.other.net")
+        .header("x-api-key", key_of("acme"))
+        .bearer("globex");
+    assert!(matches!(token.tenant_err(), TenantError::Mismatch { .. }));
+    // A key checked even when another source named the tenant first.
+    let unknown = case(&[Subdomain, ApiKey], "acme.example.com")
+        .header("x-api-key", "cgk_aaaaaaaaaaaa_aaaaaaaaaaaaaaaaaaaaaaaaaa");
+    assert_eq!(key_err(&unknown), KeyRefusal::Unknown);
+}
+
+#[test]
+fn bad_keys_are_refused_with_their_reason() {
+    let with = |k: &str| case(&[ApiKey], "api.other.net").header("x-api-key", k);
+    assert_eq!(key_err(&with("not-a-key")), KeyRefusal::Malformed);
+    assert_eq!(
+        key_err(&with("cgk_aaaaaaaaaaaa_aaaaaaaaaaaaaaaaaaaaaaaaaa")),
+        KeyRefusal::Unknown
+    );
+    // The right id with another secret.
+    let acme = key_of("acme");
+    let forged = format!(
+        "{}{}",
+        &acme[..acme.len() - 1],
+        if acme.ends_with('a') { 'b' } else { 'a' }
+    );
+    assert_eq!(key_err(&with(&forged)), KeyRefusal::WrongSecret);
+    assert_eq!(
+        key_err(&case(&[ApiKey], "api.other.net")),
+        KeyRefusal::Missing
+    );
+    // Without the api_key source, a key header is no one's business here.
+    let ignored = case(&[Subdomain], "acme.example.com").header("x-api-key", "junk");
+    assert_eq!(ignored.found(), (tid("acme"), Subdomain));
 }

@@ -1,4 +1,5 @@
-//! Metric handles for token verification and JWKS key sets.
+//! Metric handles for token verification, JWKS key sets, API key refusals and entitlement
+//! refusals.
 //!
 //! Registered once by [`super::Metrics::new`]; the verifier keeps clones of the three
 //! verification counters, each JWKS refresher its own issuer-labelled handles, and refusals
@@ -23,6 +24,11 @@ struct ResultLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ByLabels {
+    by: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -60,6 +66,8 @@ pub struct JwksMetrics {
 pub(super) struct AuthFamilies {
     verifications: Family<ResultLabels, Counter>,
     rejections: Family<ReasonLabels, Counter>,
+    key_rejections: Family<ReasonLabels, Counter>,
+    not_entitled: Family<ByLabels, Counter>,
     pub cache_entries: Gauge,
     fetches: Family<IssuerResultLabels, Counter>,
     keys: Family<IssuerLabels, Gauge>,
@@ -79,6 +87,16 @@ impl AuthFamilies {
             counter_name(n::JWT_REJECTIONS_TOTAL),
             "Requests refused by token checks, by reason",
             self.rejections.clone(),
+        );
+        registry.register(
+            counter_name(n::API_KEY_REJECTIONS_TOTAL),
+            "Requests refused by the API key check, by reason",
+            self.key_rejections.clone(),
+        );
+        registry.register(
+            counter_name(n::NOT_ENTITLED_TOTAL),
+            "Requests refused for an entitlement their route needs, by who lacked it (tenant, key, token)",
+            self.not_entitled.clone(),
         );
         registry.register(
             n::JWT_CACHE_ENTRIES,
@@ -128,6 +146,16 @@ impl AuthFamilies {
         self.rejections
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    pub(super) fn key_rejection(&self, reason: &'static str) {
+        self.key_rejections
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub(super) fn not_entitled(&self, by: &'static str) {
+        self.not_entitled.get_or_create(&ByLabels { by }).inc();
     }
 
     pub(super) fn jwks(&self, issuer: &str) -> JwksMetrics {

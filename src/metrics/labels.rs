@@ -33,10 +33,12 @@ pub enum Outcome {
     rate_limited,
     /// The cell is at its in-flight cap; shed before reaching it (503).
     cell_overloaded,
+    /// The route needs an entitlement the tenant, its key or its token lacks (403).
+    not_entitled,
 }
 
 impl Outcome {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 
     pub(super) const fn index(self) -> usize {
         self as usize
@@ -57,6 +59,7 @@ impl Outcome {
             Self::not_ready => "not_ready",
             Self::rate_limited => "rate_limited",
             Self::cell_overloaded => "cell_overloaded",
+            Self::not_entitled => "not_entitled",
         }
     }
 }

@@ -237,6 +237,16 @@ impl Metrics {
         self.auth_families.rejection(reason);
     }
 
+    /// Counts a request refused by the API key check (`reason` from a fixed set).
+    pub fn api_key_rejection(&self, reason: &'static str) {
+        self.auth_families.key_rejection(reason);
+    }
+
+    /// Counts a request refused for an entitlement (`by`: tenant, key or token).
+    pub fn not_entitled(&self, by: &'static str) {
+        self.auth_families.not_entitled(by);
+    }
+
     /// Sets the verified-token cache gauge (at scrape time).
     pub fn set_token_cache_entries(&self, entries: u64) {
         self.auth_families

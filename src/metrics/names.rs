@@ -26,6 +26,8 @@ pub const PLACEMENT_SNAPSHOT_GENERATION: &str = "cellgate_placement_snapshot_gen
 pub const PLACEMENT_SNAPSHOT_AGE_SECONDS: &str = "cellgate_placement_snapshot_age_seconds";
 /// Tenants in the snapshot in use.
 pub const PLACEMENT_TENANTS: &str = "cellgate_placement_tenants";
+/// API keys in the snapshot in use.
+pub const PLACEMENT_API_KEYS: &str = "cellgate_placement_api_keys";
 /// Cells in the snapshot in use.
 pub const PLACEMENT_CELLS: &str = "cellgate_placement_cells";
 /// Snapshots loaded and swapped in.
@@ -58,6 +60,13 @@ pub const JWT_VERIFICATIONS_TOTAL: &str = "cellgate_jwt_verifications_total";
 /// Requests refused by token checks, by `reason` (a fixed set: `expired`, `signature`,
 /// `unknown_kid`, `issuer_not_allowed`, ...; see docs/identity.md).
 pub const JWT_REJECTIONS_TOTAL: &str = "cellgate_jwt_rejections_total";
+/// Requests refused by the API key check, by `reason`: `missing`, `malformed`, `unknown`,
+/// `wrong_secret`, `revoked`, `expired` (all answered 401 `invalid_api_key` or
+/// `api_key_required`).
+pub const API_KEY_REJECTIONS_TOTAL: &str = "cellgate_api_key_rejections_total";
+/// Requests refused 403 `not_entitled`, by `by`: who lacked the route's entitlement (`tenant`,
+/// `key` scopes, `token` scopes).
+pub const NOT_ENTITLED_TOTAL: &str = "cellgate_not_entitled_total";
 /// Verified tokens held in the cache.
 pub const JWT_CACHE_ENTRIES: &str = "cellgate_jwt_cache_entries";
 /// JWKS fetches, by `issuer` and `result` (`ok`, `error`).
@@ -133,6 +142,7 @@ pub const ALL: &[&str] = &[
     PLACEMENT_SNAPSHOT_GENERATION,
     PLACEMENT_SNAPSHOT_AGE_SECONDS,
     PLACEMENT_TENANTS,
+    PLACEMENT_API_KEYS,
     PLACEMENT_CELLS,
     PLACEMENT_RELOADS_TOTAL,
     PLACEMENT_REFRESH_FAILURES_TOTAL,
@@ -150,6 +160,8 @@ pub const ALL: &[&str] = &[
     JWT_VERIFICATIONS_TOTAL,
     JWT_REJECTIONS_TOTAL,
     JWT_CACHE_ENTRIES,
+    API_KEY_REJECTIONS_TOTAL,
+    NOT_ENTITLED_TOTAL,
     JWKS_FETCHES_TOTAL,
     JWKS_KEYS,
     JWKS_UP,

@@ -17,6 +17,7 @@ pub struct PlacementMetrics {
     pub generation: Gauge,
     pub age_seconds: Gauge<f64, AtomicU64>,
     pub tenants: Gauge,
+    pub api_keys: Gauge,
     pub cells: Gauge,
     pub dangling: Gauge,
     pub reloads: Counter,
@@ -42,6 +43,11 @@ impl PlacementMetrics {
             n::PLACEMENT_TENANTS,
             "Tenants in the snapshot in use",
             self.tenants.clone(),
+        );
+        registry.register(
+            n::PLACEMENT_API_KEYS,
+            "API keys in the snapshot in use",
+            self.api_keys.clone(),
         );
         registry.register(
             n::PLACEMENT_CELLS,

@@ -19,12 +19,13 @@ use tokio::sync::mpsc;
 use super::{OpsError, invalid};
 use crate::placement::Cell;
 use crate::placement::dynamo::schema::{
-    Item, PK, cell_from_item, cell_key, kind, tenant_from_item, tenant_key,
+    Item, PK, apikey_key, cell_from_item, cell_key, key_from_item, kind, tenant_from_item,
+    tenant_key,
 };
 use crate::placement::dynamo::write::Registry;
 use crate::placement::file::Format;
 use crate::placement::file::jsonl::write_line;
-use crate::placement::file::shape::{FileTenant, Line};
+use crate::placement::file::shape::{FileKey, FileTenant, Line};
 use crate::placement::record::BadField;
 
 /// Skipped items named in the output at most (all are counted).
@@ -132,6 +133,7 @@ impl Out {
 struct Counts {
     tenants: u64,
     cells: u64,
+    apikeys: u64,
     skipped: u64,
     named: Vec<Value>,
 }
@@ -159,7 +161,7 @@ fn mismatch(pk: &str) -> BadField {
     }
 }
 
-/// The line for a tenant or cell item (`None`: another kind of item, not exported).
+/// The line for a tenant, API key or cell item (`None`: another kind of item, not exported).
 fn line(item: &Item) -> Option<Result<Line, BadField>> {
     let pk = match item.get(PK) {
         Some(aws_sdk_dynamodb::types::AttributeValue::S(k)) => k.as_str(),
@@ -170,6 +172,13 @@ fn line(item: &Item) -> Option<Result<Line, BadField>> {
             // Keys are unique, so ids that match them are too: the file has no duplicates.
             if pk == tenant_key(&t.id) {
                 Ok(Line::Tenant(FileTenant::from_record(&t)))
+            } else {
+                Err(mismatch(pk))
+            }
+        })),
+        "apikey" => Some(key_from_item(item).and_then(|k| {
+            if pk == apikey_key(&k.id) {
+                Ok(Line::Apikey(FileKey::from_record(&k)))
             } else {
                 Err(mismatch(pk))
             }
@@ -207,6 +216,7 @@ fn write_pages(mut rx: mpsc::Receiver<Vec<Item>>, out: &mut Out) -> Result<Count
                     match l {
                         Line::Tenant(_) => counts.tenants += 1,
                         Line::Cell(_) => counts.cells += 1,
+                        Line::Apikey(_) => counts.apikeys += 1,
                     }
                 }
             }
@@ -215,7 +225,7 @@ fn write_pages(mut rx: mpsc::Receiver<Vec<Item>>, out: &mut Out) -> Result<Count
     Ok(counts)
 }
 
-/// `registry export --out OUT --segments N`: prints `{"tenants", "cells", "skipped", "out", ...}`.
+/// `registry export --out OUT --segments N`: prints `{"tenants", "cells", "apikeys", "skipped", "out", ...}`.
 pub async fn export(reg: &Registry, out: &str, segments: u32) -> Result<Value, OpsError> {
     let mut sink = Out::open(out)?;
     let total = segments.max(1);
@@ -274,6 +284,7 @@ pub async fn export(reg: &Registry, out: &str, segments: u32) -> Result<Value, O
         "out": shown.display().to_string(),
         "tenants": counts.tenants,
         "cells": counts.cells,
+        "apikeys": counts.apikeys,
         "skipped": counts.skipped,
         "skipped_items": counts.named,
     }))

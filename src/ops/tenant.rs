@@ -65,6 +65,7 @@ pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value,
                 } else {
                     arm.or_else(|| current.as_ref().and_then(|c| c.arm.clone()))
                 },
+                entitlements: Vec::new(),
             })
             .map(|r| TenantRecord { status, ..r })
             .map_err(|b| invalid(b.field, &b.value, b.reason))?;

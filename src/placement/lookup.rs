@@ -1,12 +1,13 @@
-//! On-demand lookup of tenants missing from the snapshot, and forced re-reads (invalidation).
+//! On-demand lookup of tenants and API keys missing from the snapshot, and forced re-reads
+//! (invalidation).
 //!
 //! Called by the *place* stage when a tenant is not in the snapshot (a tenant created since the
-//! last change was applied, or a snapshot gone stale while the registry was failing), and by
-//! `POST /admin/tenants/{id}/invalidate`. Requests for the same tenant are coalesced: one
-//! registry read however many requests wait. A tenant the registry does not know is cached
-//! negatively (bounded, short TTL), and misses are rate-capped by a token bucket, so an
-//! enumeration flood of random tenant names costs the table at most `lookup_rate` reads per
-//! second per node; beyond it, and while the registry is failing, unknown tenants get a fast
+//! last change was applied, or a snapshot gone stale while the registry was failing), by the
+//! key check for a key id the snapshot lacks, and by `POST /admin/tenants/{id}/invalidate`.
+//! Requests for the same record are coalesced: one registry read however many requests wait. A
+//! record the registry does not know is cached negatively (bounded, short TTL), and misses of
+//! both kinds share one token bucket, so an enumeration flood of random tenant names or key ids
+//! costs the table at most `lookup_rate` reads per second per node; beyond it, and while the registry is failing, unknown tenants get a fast
 //! 503, never a default cell. The read itself runs in the refresh service, which applies a
 //! found record as a one-record delta: the snapshot keeps a single writer.
 
@@ -35,13 +36,25 @@ pub enum LookupOutcome {
     Unavailable,
 }
 
+/// What a lookup reads: a tenant record or an API key record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LookupKind {
+    Tenant,
+    Key,
+}
+
 /// A read the refresh service must make.
 #[derive(Debug)]
 pub struct LookupRequest {
-    pub tenant: Box<str>,
+    pub kind: LookupKind,
+    /// The tenant id or key id.
+    pub id: Box<str>,
     /// An invalidation: apply whatever the registry says, removal included.
     pub force: bool,
 }
+
+/// Requests waiting for one registry read.
+type Waiters = Vec<oneshot::Sender<LookupOutcome>>;
 
 struct Bucket {
     tokens: f64,
@@ -52,8 +65,11 @@ struct Bucket {
 pub struct Lookup {
     settings: LookupSettings,
     tx: mpsc::Sender<LookupRequest>,
+    /// Tenants the registry does not know.
     negative: moka::sync::Cache<Box<str>, ()>,
-    inflight: Mutex<HashMap<Box<str>, Vec<oneshot::Sender<LookupOutcome>>>>,
+    /// Key ids the registry does not know.
+    negative_keys: moka::sync::Cache<Box<str>, ()>,
+    inflight: Mutex<HashMap<(LookupKind, Box<str>), Waiters>>,
     bucket: Mutex<Bucket>,
     /// False while the refresh service's polls fail: lookups answer at once instead of
     /// queueing behind a registry that is not answering.
@@ -77,14 +93,17 @@ impl Lookup {
         metrics: LookupMetrics,
     ) -> (Self, mpsc::Receiver<LookupRequest>) {
         let (tx, rx) = mpsc::channel(1024);
-        let negative = moka::sync::Cache::builder()
-            .max_capacity(settings.negative_capacity)
-            .time_to_live(settings.negative_ttl)
-            .build();
+        let cache = || {
+            moka::sync::Cache::builder()
+                .max_capacity(settings.negative_capacity)
+                .time_to_live(settings.negative_ttl)
+                .build()
+        };
         let lookup = Self {
             settings,
             tx,
-            negative,
+            negative: cache(),
+            negative_keys: cache(),
             inflight: Mutex::new(HashMap::new()),
             bucket: Mutex::new(Bucket {
                 tokens: settings.burst,
@@ -115,9 +134,26 @@ impl Lookup {
         self.registry_up.store(up, Ordering::Relaxed);
     }
 
+    const fn negative(&self, kind: LookupKind) -> &moka::sync::Cache<Box<str>, ()> {
+        match kind {
+            LookupKind::Tenant => &self.negative,
+            LookupKind::Key => &self.negative_keys,
+        }
+    }
+
     /// Looks `tenant` up in the registry (coalesced, negatively cached, rate-capped).
     pub async fn resolve(&self, tenant: &str) -> LookupOutcome {
-        if self.negative.contains_key(tenant) {
+        self.resolve_kind(LookupKind::Tenant, tenant).await
+    }
+
+    /// Looks API key `id` up in the registry (coalesced, negatively cached, rate-capped with
+    /// the tenant lookups).
+    pub async fn resolve_key(&self, id: &str) -> LookupOutcome {
+        self.resolve_kind(LookupKind::Key, id).await
+    }
+
+    async fn resolve_kind(&self, kind: LookupKind, id: &str) -> LookupOutcome {
+        if self.negative(kind).contains_key(id) {
             self.metrics.negative_hits.inc();
             return LookupOutcome::Absent;
         }
@@ -125,20 +161,20 @@ impl Lookup {
             self.metrics.registry_down.inc();
             return LookupOutcome::Unavailable;
         }
-        self.ask(tenant, false).await
+        self.ask(kind, id, false).await
     }
 
     /// Re-reads `tenant` now, whatever the caches say (`POST /admin/tenants/{id}/invalidate`).
     pub async fn invalidate(&self, tenant: &str) -> LookupOutcome {
         self.negative.invalidate(tenant);
-        self.ask(tenant, true).await
+        self.ask(LookupKind::Tenant, tenant, true).await
     }
 
-    async fn ask(&self, tenant: &str, force: bool) -> LookupOutcome {
+    async fn ask(&self, kind: LookupKind, id: &str, force: bool) -> LookupOutcome {
         let (tx, rx) = oneshot::channel();
         {
             let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            match inflight.get_mut(tenant) {
+            match inflight.get_mut(&(kind, Box::from(id))) {
                 // Someone already asked (a forced re-read joins too: the answer is as fresh).
                 Some(waiters) => {
                     self.metrics.coalesced.inc();
@@ -150,14 +186,15 @@ impl Lookup {
                         return LookupOutcome::Unavailable;
                     }
                     let request = LookupRequest {
-                        tenant: Box::from(tenant),
+                        kind,
+                        id: Box::from(id),
                         force,
                     };
                     if self.tx.try_send(request).is_err() {
                         self.metrics.limited.inc();
                         return LookupOutcome::Unavailable;
                     }
-                    inflight.insert(Box::from(tenant), vec![tx]);
+                    inflight.insert((kind, Box::from(id)), vec![tx]);
                 }
             }
         }
@@ -167,15 +204,15 @@ impl Lookup {
         }
     }
 
-    /// Answers everyone waiting for `tenant` (called by the refresh service).
-    pub fn complete(&self, tenant: &str, outcome: LookupOutcome) {
+    /// Answers everyone waiting for `id` (called by the refresh service).
+    pub fn complete(&self, kind: LookupKind, id: &str, outcome: LookupOutcome) {
         match outcome {
             LookupOutcome::Found => {
                 self.metrics.found.inc();
             }
             LookupOutcome::Absent => {
                 self.metrics.absent.inc();
-                self.negative.insert(Box::from(tenant), ());
+                self.negative(kind).insert(Box::from(id), ());
             }
             LookupOutcome::Unavailable => {
                 self.metrics.errors.inc();
@@ -185,7 +222,7 @@ impl Lookup {
             .inflight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(tenant)
+            .remove(&(kind, Box::from(id)))
             .unwrap_or_default();
         for w in waiters {
             let _ = w.send(outcome);

@@ -11,17 +11,20 @@ pub mod dynamo;
 pub mod file;
 pub mod group;
 mod handle;
+pub mod keys;
 pub mod lookup;
 pub mod record;
 pub mod refresh;
 mod snapshot;
 mod tables;
 mod tenants;
+mod trie;
 
 use std::future::Future;
 
 pub use cell::{Cell, CellState};
 pub use handle::{RefreshStatus, SnapshotHandle};
+pub use keys::{KeyRecord, KeyStatus, KeyView};
 pub use snapshot::{ApplyStats, PlacementSnapshot, TenantPlacement};
 
 /// A tenant's lifecycle state.
@@ -115,6 +118,9 @@ pub struct TenantRecord {
     /// Pins the tenant to this target group of its cell (a canary arm, for testing), whatever
     /// the weights; a cell without such a group serves it by weight as usual.
     pub arm: Option<String>,
+    /// What the tenant may use: routes under `[[entitlements.routes]]` that require a name
+    /// not listed here are refused (403 `not_entitled`).
+    pub entitlements: Vec<String>,
 }
 
 /// Everything a source knows, at one point in time, filled record by record as the source
@@ -154,6 +160,32 @@ impl RegistryData {
         self.filling.push(&t)
     }
 
+    /// Adds an API key record; `false` (and the record is dropped) when one with the same id
+    /// is already held.
+    pub fn push_key(&mut self, k: KeyRecord) -> bool {
+        self.filling.push_key(&k)
+    }
+
+    #[must_use]
+    pub fn key_count(&self) -> usize {
+        self.filling.keys.len()
+    }
+
+    /// The key held for `id`, as a record.
+    #[must_use]
+    pub fn key(&self, id: &str) -> Option<KeyRecord> {
+        let (slot, tail) = self.filling.keys.get(id)?;
+        Some(keys::record_of(&self.filling.tables, id, &slot, tail))
+    }
+
+    /// The key records, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = KeyRecord> + '_ {
+        self.filling
+            .keys
+            .iter()
+            .map(|(id, s, tail)| keys::record_of(&self.filling.tables, id, &s, tail))
+    }
+
     /// Adds a cell the source defines (a later one with the same id wins).
     pub fn push_cell(&mut self, c: Cell) {
         self.cells.retain(|held| held.id != c.id);
@@ -185,7 +217,7 @@ impl RegistryData {
     /// The tenant held for `id`, as a record.
     #[must_use]
     pub fn tenant(&self, id: &str) -> Option<TenantRecord> {
-        let slot = self.filling.map.get(id)?;
+        let (slot, _) = self.filling.map.get(id)?;
         Some(snapshot::record_of(&self.filling.tables, id, &slot))
     }
 
@@ -194,11 +226,23 @@ impl RegistryData {
         self.filling
             .map
             .iter()
-            .map(|(id, s)| snapshot::record_of(&self.filling.tables, id, &s))
+            .map(|(id, s, _)| snapshot::record_of(&self.filling.tables, id, &s))
     }
 
-    fn into_parts(self) -> (tenants::TenantMapBuilder, tables::Tables, Vec<Cell>) {
-        (self.filling.map, self.filling.tables, self.cells)
+    fn into_parts(
+        self,
+    ) -> (
+        tenants::TenantMapBuilder,
+        trie::MapBuilder<keys::KeySlot>,
+        tables::Tables,
+        Vec<Cell>,
+    ) {
+        (
+            self.filling.map,
+            self.filling.keys,
+            self.filling.tables,
+            self.cells,
+        )
     }
 }
 
@@ -207,6 +251,8 @@ impl RegistryData {
 #[derive(Debug, Default)]
 pub struct Delta {
     pub tenants: Vec<(String, Option<TenantRecord>)>,
+    /// API keys by public id.
+    pub keys: Vec<(String, Option<KeyRecord>)>,
     pub cells: Vec<(String, Option<Cell>)>,
     /// Records the source read but could not use (invalid; each logged with its key).
     pub skipped: usize,
@@ -254,6 +300,11 @@ pub trait PlacementSource: Send + Sync + 'static {
         &self,
         id: &str,
     ) -> impl Future<Output = Result<Option<TenantRecord>, RegistryError>> + Send;
+    /// One API key's record as the source holds it now (`None`: no such key).
+    fn fetch_key(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<KeyRecord>, RegistryError>> + Send;
 }
 
 #[cfg(test)]

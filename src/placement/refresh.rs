@@ -17,9 +17,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::lookup::{Lookup, LookupOutcome, LookupRequest};
+use super::lookup::{Lookup, LookupKind, LookupOutcome, LookupRequest};
 use super::{
-    Cell, Delta, PlacementSnapshot, PlacementSource, RegistryError, SnapshotHandle, TenantRecord,
+    Cell, Delta, KeyRecord, PlacementSnapshot, PlacementSource, RegistryError, SnapshotHandle,
+    TenantRecord,
 };
 use crate::metrics::Metrics;
 use crate::shutdown::{Stop, stopped};
@@ -71,7 +72,8 @@ pub async fn update<S: PlacementSource>(
     };
     let current = handle.load_full();
     let generation = current.generation + 1;
-    let (changed_tenants, changed_cells) = (delta.tenants.len(), delta.cells.len());
+    let (changed_tenants, changed_cells, changed_keys) =
+        (delta.tenants.len(), delta.cells.len(), delta.keys.len());
     let delta_skipped = delta.skipped;
     let cells = config_cells.to_vec();
     let (snap, stats) =
@@ -92,6 +94,7 @@ pub async fn update<S: PlacementSource>(
         registry.generation = generation,
         registry.changed_tenants = changed_tenants,
         registry.changed_cells = changed_cells,
+        registry.changed_keys = changed_keys,
         registry.source = %source.describe(),
         "placement delta applied"
     );
@@ -120,6 +123,10 @@ fn publish(snap: PlacementSnapshot, handle: &SnapshotHandle, metrics: &Metrics) 
         .placement
         .tenants
         .set(i64::try_from(snap.tenant_count()).unwrap_or(i64::MAX));
+    metrics
+        .placement
+        .api_keys
+        .set(i64::try_from(snap.key_count()).unwrap_or(i64::MAX));
     metrics
         .placement
         .cells
@@ -221,7 +228,10 @@ pub async fn run<S: PlacementSource>(
             Some(req) = recv(&mut requests) => {
                 let (source, tx) = (Arc::clone(&source), found_tx.clone());
                 tokio::spawn(async move {
-                    let result = source.fetch_tenant(&req.tenant).await;
+                    let result = match req.kind {
+                        LookupKind::Tenant => source.fetch_tenant(&req.id).await.map(Record::Tenant),
+                        LookupKind::Key => source.fetch_key(&req.id).await.map(Record::Key),
+                    };
                     let _ = tx.send((req, result)).await;
                 });
                 continue;
@@ -229,7 +239,7 @@ pub async fn run<S: PlacementSource>(
             Some((req, result)) = found_rx.recv() => {
                 if let Some(l) = &lookup {
                     let outcome = apply_lookup(&req, result, &handle, &config_cells, &metrics);
-                    l.complete(&req.tenant, outcome);
+                    l.complete(req.kind, &req.id, outcome);
                 }
                 continue;
             }
@@ -266,7 +276,13 @@ pub async fn run<S: PlacementSource>(
     }
 }
 
-type Fetched = (LookupRequest, Result<Option<TenantRecord>, RegistryError>);
+/// What a lookup read: the record, or `None` when the registry has none.
+enum Record {
+    Tenant(Option<TenantRecord>),
+    Key(Option<KeyRecord>),
+}
+
+type Fetched = (LookupRequest, Result<Record, RegistryError>);
 
 async fn recv(rx: &mut Option<mpsc::Receiver<LookupRequest>>) -> Option<LookupRequest> {
     match rx {
@@ -278,7 +294,7 @@ async fn recv(rx: &mut Option<mpsc::Receiver<LookupRequest>>) -> Option<LookupRe
 /// Publishes what a lookup read (a one-record delta) and says what it found.
 fn apply_lookup(
     req: &LookupRequest,
-    result: Result<Option<TenantRecord>, RegistryError>,
+    result: Result<Record, RegistryError>,
     handle: &SnapshotHandle,
     config_cells: &[Cell],
     metrics: &Metrics,
@@ -286,32 +302,45 @@ fn apply_lookup(
     let record = match result {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(tenant.id = %req.tenant, error = %e, "registry lookup failed");
+            tracing::warn!(lookup.id = %req.id, lookup.kind = ?req.kind, error = %e, "registry lookup failed");
             return LookupOutcome::Unavailable;
         }
     };
     let current = handle.load_full();
-    let held = current.tenant(&req.tenant).is_some();
-    let outcome = if record.is_some() {
+    let id = req.id.to_string();
+    let (found, held, delta) = match record {
+        Record::Tenant(t) => (
+            t.is_some(),
+            current.tenant(&req.id).is_some(),
+            Delta {
+                tenants: vec![(id, t)],
+                ..Delta::default()
+            },
+        ),
+        Record::Key(k) => (
+            k.is_some(),
+            current.api_key(&req.id).is_some(),
+            Delta {
+                keys: vec![(id, k)],
+                ..Delta::default()
+            },
+        ),
+    };
+    let outcome = if found {
         LookupOutcome::Found
     } else {
         LookupOutcome::Absent
     };
     // A plain lookup only adds; a forced re-read (invalidation) also removes.
-    if record.is_none() && !(req.force && held) {
+    if !(found || req.force && held) {
         return outcome;
     }
-    let delta = Delta {
-        tenants: vec![(req.tenant.to_string(), record)],
-        cells: Vec::new(),
-        skipped: 0,
-    };
     let (snap, stats) = current.apply(&delta, config_cells, current.generation + 1);
     if stats.regressions > 0 {
         metrics.placement.version_regressions.inc();
     }
     skipped(metrics, stats.skipped);
-    tracing::info!(tenant.id = %req.tenant, registry.generation = snap.generation, "tenant re-read from the registry");
+    tracing::info!(lookup.id = %req.id, lookup.kind = ?req.kind, registry.generation = snap.generation, "record re-read from the registry");
     publish(snap, handle, metrics);
     outcome
 }

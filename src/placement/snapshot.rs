@@ -1,8 +1,8 @@
 //! The immutable placement snapshot: one registry generation, built in full or from the last
 //! one plus a delta.
 //!
-//! A generation is a [`TenantMap`] (a persistent hash trie shared with the generation before)
-//! and the [`Tables`] its slots point into. Applying a delta copies only what it touches: the
+//! A generation is a [`TenantMap`] and a [`KeyMap`] (persistent hash tries shared with the
+//! generation before) and the [`Tables`] their slots point into. Applying a delta copies only what it touches: the
 //! trie path of each changed tenant, and the tables whose counts or values change, so one
 //! change costs microseconds at a million tenants, and a cell change costs O(cells). A
 //! [`TenantPlacement`] is a borrowed view of one tenant in one generation.
@@ -12,16 +12,21 @@ use std::time::SystemTime;
 
 use http::HeaderValue;
 
+use super::keys::{KeyRecord, KeySlot, KeyView};
 use super::tables::{Tables, limits_key};
-use super::tenants::{Leaf, Slot, TenantMap, TenantMapBuilder};
+use super::tenants::{Handles, Slot, TenantMap, TenantMapBuilder};
+use super::trie::{Found, Map, MapBuilder};
 use super::{Cell, Delta, RegistryData, TenantRecord, TenantStatus};
+
+/// The API keys of a generation.
+pub type KeyMap = Map<KeySlot>;
 use crate::ratelimit::TenantLimits;
 
 /// One tenant as a generation places it (borrowed from the snapshot).
 #[derive(Debug, Clone, Copy)]
 pub struct TenantPlacement<'a> {
     tables: &'a Tables,
-    leaf: &'a Leaf,
+    found: Found<'a, Slot>,
     slot: Slot,
 }
 
@@ -57,7 +62,7 @@ impl<'a> TenantPlacement<'a> {
     #[must_use]
     pub fn tenant_header(&self) -> HeaderValue {
         // Stored ids are validated tenant ids (`[a-z0-9_-]`), always a valid header value.
-        HeaderValue::from_maybe_shared(self.leaf.id_bytes(&self.slot))
+        HeaderValue::from_maybe_shared(self.found.id_bytes())
             .unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
@@ -71,6 +76,19 @@ impl<'a> TenantPlacement<'a> {
     #[must_use]
     pub fn limits(&self) -> TenantLimits {
         *self.tables.limits.get(self.slot.limits)
+    }
+
+    /// The entitlements the record names (`None`: none).
+    #[must_use]
+    pub fn entitlements(&self) -> Option<&'a Arc<[Box<str>]>> {
+        self.tables.names.get(self.slot.entitlements).as_ref()
+    }
+
+    /// Whether the tenant holds entitlement `name`.
+    #[must_use]
+    pub fn entitled(&self, name: &str) -> bool {
+        self.entitlements()
+            .is_some_and(|l| l.iter().any(|e| &**e == name))
     }
 
     /// The target group the tenant is pinned to, if any.
@@ -119,7 +137,37 @@ pub(super) fn record_of(tables: &Tables, id: &str, s: &Slot) -> TenantRecord {
             .get(u32::from(s.arm))
             .as_deref()
             .map(str::to_owned),
+        entitlements: names_of(tables, s.entitlements),
     }
+}
+
+fn names_of(tables: &Tables, handle: u32) -> Vec<String> {
+    tables
+        .names
+        .get(handle)
+        .as_deref()
+        .map(|l| l.iter().map(|x| x.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The handle of name list `names` (0 for none), added on first sight.
+fn name_list(tables: &mut Tables, names: &[String]) -> Result<u32, TablesFull> {
+    if names.is_empty() {
+        return Ok(0);
+    }
+    match tables.names.find(names) {
+        Some(h) => Ok(h),
+        None => Arc::make_mut(&mut tables.names)
+            .handle(names.to_vec(), || {
+                Some(names.iter().map(|n| Box::from(n.as_str())).collect())
+            })
+            .ok_or(TablesFull),
+    }
+}
+
+/// The slot for key `k`, adding its scope list to `tables`.
+pub(super) fn intern_key(tables: &mut Tables, k: &KeyRecord) -> Result<KeySlot, TablesFull> {
+    Ok(KeySlot::new(k, name_list(tables, &k.scopes)?))
 }
 
 /// Too many distinct tiers or arms (more than 65,535) to give the record a handle.
@@ -178,14 +226,18 @@ pub(super) fn intern(tables: &mut Tables, t: &TenantRecord) -> Result<Slot, Tabl
                 .ok_or(TablesFull)?,
         }
     };
+    let entitlements = name_list(tables, &t.entitlements)?;
     Ok(Slot::new(
         t.version,
         status_code(t.status),
-        cell,
-        u16::try_from(tier).map_err(|_| TablesFull)?,
-        u16::try_from(arm).map_err(|_| TablesFull)?,
-        issuers,
-        limits,
+        Handles {
+            cell,
+            issuers,
+            limits,
+            entitlements,
+            tier: u16::try_from(tier).map_err(|_| TablesFull)?,
+            arm: u16::try_from(arm).map_err(|_| TablesFull)?,
+        },
     ))
 }
 
@@ -203,6 +255,8 @@ pub struct ApplyStats {
     pub applied: usize,
     /// Records older than the one held, ignored (versions never go backwards in a node).
     pub regressions: usize,
+    /// API key records applied (also counted in `applied`).
+    pub keys: usize,
     /// Records that could not be held (a table full), skipped.
     pub skipped: usize,
 }
@@ -214,6 +268,7 @@ pub struct PlacementSnapshot {
     pub generation: u64,
     pub loaded_at: SystemTime,
     tenants: TenantMap,
+    keys: KeyMap,
     tables: Tables,
 }
 
@@ -225,6 +280,7 @@ impl PlacementSnapshot {
             generation: 0,
             loaded_at: SystemTime::UNIX_EPOCH,
             tenants: TenantMap::new(),
+            keys: KeyMap::new(),
             tables: Tables::default(),
         }
     }
@@ -233,7 +289,7 @@ impl PlacementSnapshot {
     /// same id. The tenants were placed as the source read them: this only freezes them.
     #[must_use]
     pub fn build(data: RegistryData, config_cells: &[Cell], generation: u64) -> Self {
-        let (map, mut tables, cells) = data.into_parts();
+        let (map, keys, mut tables, cells) = data.into_parts();
         let table = Arc::make_mut(&mut tables.cells);
         for c in config_cells.iter().chain(&cells) {
             table.define(&c.id, Some(Arc::new(c.clone())));
@@ -242,6 +298,7 @@ impl PlacementSnapshot {
             generation,
             loaded_at: SystemTime::now(),
             tenants: map.freeze(),
+            keys: keys.freeze(),
             tables,
         }
     }
@@ -259,6 +316,7 @@ impl PlacementSnapshot {
         let mut stats = ApplyStats::default();
         let mut tables = self.tables.clone();
         let mut tenants = self.tenants.clone();
+        let mut keys = self.keys.clone();
         for (id, cell) in &delta.cells {
             let def = match cell {
                 Some(c) => Some(Arc::new(c.clone())),
@@ -270,7 +328,7 @@ impl PlacementSnapshot {
             Arc::make_mut(&mut tables.cells).define(id, def);
         }
         for (id, record) in &delta.tenants {
-            let held = tenants.get(id).map(|(_, s)| s);
+            let held = tenants.get(id).map(|f| f.value);
             let slot = match record {
                 Some(t) if held.is_some_and(|h| h.version() > t.version) => {
                     stats.regressions += 1;
@@ -291,13 +349,37 @@ impl PlacementSnapshot {
             if let Some(s) = &slot {
                 count(&mut tables, s, true);
             }
-            tenants.set(id, slot);
+            tenants.set(id, slot.map(|s| (s, &[][..])));
             stats.applied += 1;
+        }
+        for (id, record) in &delta.keys {
+            let held = keys.get(id).map(|f| f.value);
+            match record {
+                Some(k) if held.is_some_and(|h| h.version() > k.version) => {
+                    stats.regressions += 1;
+                    continue;
+                }
+                Some(k) => match intern_key(&mut tables, k) {
+                    Ok(s) => {
+                        keys.set(id, Some((s, k.tenant.as_bytes())));
+                    }
+                    Err(TablesFull) => {
+                        stats.skipped += 1;
+                        continue;
+                    }
+                },
+                None => {
+                    keys.set(id, None);
+                }
+            }
+            stats.applied += 1;
+            stats.keys += 1;
         }
         let next = Self {
             generation,
             loaded_at: SystemTime::now(),
             tenants,
+            keys,
             tables,
         };
         (next, stats)
@@ -316,11 +398,32 @@ impl PlacementSnapshot {
 
     #[must_use]
     pub fn tenant(&self, id: &str) -> Option<TenantPlacement<'_>> {
-        self.tenants.get(id).map(|(leaf, slot)| TenantPlacement {
+        self.tenants.get(id).map(|found| TenantPlacement {
             tables: &self.tables,
-            leaf,
-            slot,
+            slot: found.value,
+            found,
         })
+    }
+
+    /// The API key with public id `id`.
+    #[must_use]
+    pub fn api_key(&self, id: &str) -> Option<KeyView<'_>> {
+        self.keys.get(id).map(|found| KeyView {
+            tables: &self.tables,
+            found,
+        })
+    }
+
+    #[must_use]
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Every API key record (the order is the map's), for exports and checks.
+    pub fn key_records(&self) -> impl Iterator<Item = KeyRecord> + '_ {
+        self.keys
+            .iter()
+            .map(|(id, s, tail)| super::keys::record_of(&self.tables, id, &s, tail))
     }
 
     #[must_use]
@@ -390,7 +493,7 @@ impl PlacementSnapshot {
     pub fn records(&self) -> impl Iterator<Item = TenantRecord> + '_ {
         self.tenants
             .iter()
-            .map(|(id, s)| record_of(&self.tables, id, &s))
+            .map(|(id, s, _)| record_of(&self.tables, id, &s))
     }
 
     /// Bytes the tenant map holds (nodes, slots, ids), for the memory benchmark.
@@ -398,12 +501,19 @@ impl PlacementSnapshot {
     pub fn tenant_map_bytes(&self) -> usize {
         self.tenants.heap_bytes()
     }
+
+    /// Bytes the key map holds (nodes, slots, ids, tenant ids), for the memory benchmark.
+    #[must_use]
+    pub fn key_map_bytes(&self) -> usize {
+        self.keys.heap_bytes()
+    }
 }
 
 /// A full load being filled: the map and tables the snapshot will keep.
 #[derive(Debug, Default)]
 pub(super) struct Filling {
     pub map: TenantMapBuilder,
+    pub keys: MapBuilder<KeySlot>,
     pub tables: Tables,
     pub skipped: usize,
 }
@@ -419,6 +529,18 @@ impl Filling {
             return false;
         };
         count(&mut self.tables, &slot, true);
-        self.map.insert(&t.id, slot)
+        self.map.insert(&t.id, slot, &[])
+    }
+
+    /// Places key `k`; `false` when its id is already held (or it cannot be held: counted).
+    pub fn push_key(&mut self, k: &KeyRecord) -> bool {
+        if self.keys.get(&k.id).is_some() {
+            return false;
+        }
+        let Ok(slot) = intern_key(&mut self.tables, k) else {
+            self.skipped += 1;
+            return false;
+        };
+        self.keys.insert(&k.id, slot, k.tenant.as_bytes())
     }
 }

@@ -1,5 +1,5 @@
-//! What tenants name, held once per snapshot lineage: cells, tiers, arms, issuer lists and
-//! limit overrides, each behind a small handle that a tenant's slot stores.
+//! What tenants and keys name, held once per snapshot lineage: cells, tiers, arms, issuer lists,
+//! limit overrides and entitlement or scope lists, each behind a small handle that a tenant's slot stores.
 //!
 //! A tenant names its cell by handle, so a cell record that changes (a canary weight, a drain)
 //! replaces one entry here and every tenant of the cell sees it in the same generation: a cell
@@ -141,6 +141,10 @@ pub fn limits_key(l: &TenantLimits) -> LimitsKey {
 /// An issuer list as tenants share it (`None`: the tenant names no issuer).
 pub type IssuerList = Option<Arc<[Box<str>]>>;
 
+/// A list of names as records share it: a tenant's entitlements, a key's scopes (`None`:
+/// none named).
+pub type NameList = Option<Arc<[Box<str>]>>;
+
 /// Issuer lists by handle (0: none), and how many tenants name each issuer.
 #[derive(Debug, Clone, Default)]
 pub struct IssuerTable {
@@ -181,4 +185,6 @@ pub struct Tables {
     pub arms: Arc<Interned<Option<Arc<str>>, Arc<str>>>,
     pub issuers: Arc<IssuerTable>,
     pub limits: Arc<Interned<TenantLimits, LimitsKey>>,
+    /// Entitlement lists (tenants) and scope lists (API keys), by handle (0: none).
+    pub names: Arc<Interned<NameList, Vec<String>>>,
 }

@@ -49,8 +49,9 @@ use respond::{Routed, respond, unforwarded};
 use crate::accesslog::AccessLog;
 use crate::auth::{TokenMemo, Verifier};
 use crate::config::Config;
+use crate::entitle::{self, Routes};
 use crate::hygiene;
-use crate::identify::identify;
+use crate::identify::{self, identify};
 use crate::metrics::{CellMetrics, Metrics};
 use crate::placement::SnapshotHandle;
 use crate::placement::lookup::Lookup;
@@ -74,6 +75,8 @@ pub struct Shared {
     pub upstreams: Arc<Upstreams>,
     /// Client headers removed on top of the built-in internal ones.
     pub strip: Vec<HeaderName>,
+    /// The entitlement each route needs (`[[entitlements.routes]]`).
+    pub entitlements: Routes,
     /// Open client connections, against `server.max_connections[_per_ip]`.
     pub caps: Arc<caps::ConnectionCaps>,
     /// Set when the proxy stops (a signal, or a takeover by a new process): HTTP/1 answers
@@ -104,6 +107,11 @@ impl Shared {
         if let Some(f) = &config.canary.force {
             strip.push(f.header.clone());
         }
+        // So does an API key: the cell gets its id (`x-api-key-id`), never its secret.
+        if let Some(k) = &config.tenant.api_key {
+            strip.push(k.header.clone());
+        }
+        let entitlements = Routes::new(&config.entitlements);
         let upstreams = Arc::new(Upstreams::new(
             config.upstream.outlier,
             metrics.upstream.clone(),
@@ -122,6 +130,7 @@ impl Shared {
             metrics,
             access_log,
             strip,
+            entitlements,
         }
     }
 
@@ -252,16 +261,27 @@ pub async fn handle(
 
     // identify: who the client is (its own address, or what a trusted hop says), which tenant.
     let (addr, forwarded_for) = client.address(&parts.headers, &s.config.server.trusted_hops);
-    let identity = match identify(&parts, addr, &s.config.tenant, &s.verifier, &client.token).await
-    {
+    let (cfg, placer) = (&s.config.tenant, s.placer());
+    let identity = match identify(&parts, addr, cfg, &s.verifier, &client.token, &placer).await {
         Ok(i) => i,
         Err(e) => return Ok(refuse(s.ledger(), &arrival, e.into(), None, None)),
     };
     let (tenant, token) = (identity.tenant, identity.token.as_deref());
 
+    // entitle: the entitlement the route needs, within the key's and the token's scopes (the
+    // tenant's own list is checked with its placement).
+    let need = s.entitlements.required(&parts.method, parts.uri.path());
+    if let Some(need) = need {
+        let key_scopes = identity.key.as_ref().and_then(|k| k.scopes.as_deref());
+        let token_scopes = token.and_then(|t| t.scopes.as_deref());
+        if let Err(e) = entitle::within_scopes(need, key_scopes, token_scopes) {
+            return Ok(refuse(s.ledger(), &arrival, e.into(), Some(tenant), None));
+        }
+    }
+
     // place + route: one snapshot generation for the whole decision.
     let upgrade = rewrite::upgrade_of(&parts);
-    let decision = match s.placer().place(&tenant, &parts, token).await {
+    let decision = match placer.place(&tenant, &parts, token, need).await {
         Ok(d) => d,
         Err(e) => return Ok(refuse(s.ledger(), &arrival, e.into(), Some(tenant), None)),
     };
@@ -299,6 +319,8 @@ pub async fn handle(
         forwarded_for: forwarded_for.as_ref().unwrap_or(&client.forwarded_for),
         tls: client.tls,
         claims: token.map_or(&[], |t| &t.forward),
+        drop_key_authorization: cfg.api_key.is_some(),
+        api_key_id: identity.key.as_ref().map(identify::KeyGrant::id),
     };
     let on_upgrade = rewrite::request(&mut parts, &trusted, upgrade);
 

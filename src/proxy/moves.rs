@@ -201,6 +201,7 @@ mod tests {
                 issuers: Vec::new(),
                 limits: Default::default(),
                 arm: None,
+                entitlements: Vec::new(),
             }],
             vec![Cell::from_file(&fc, "cells[0]").unwrap()],
         );

@@ -62,6 +62,13 @@ pub fn refuse(
     if let Some(reason) = err.auth_label() {
         metrics.auth_rejection(reason);
     }
+    if let Some(reason) = err.key_label() {
+        metrics.api_key_rejection(reason);
+    }
+    let missing = err.not_entitled();
+    if let Some(e) = missing {
+        metrics.not_entitled(e.by.as_str());
+    }
     let cell_id = cell.map(|c| &c.id).or_else(|| match &err {
         ProxyError::Route(e) => e.cell(),
         _ => None,
@@ -75,6 +82,7 @@ pub fn refuse(
         r.code,
         a.request_id.to_str().unwrap_or(""),
         cell_id.filter(|_| !tenant_limit).map(|c| &**c),
+        missing.map(|e| &*e.entitlement),
     );
     let len = body.len() as u64;
     let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));

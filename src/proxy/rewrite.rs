@@ -16,10 +16,10 @@ use http::{Uri, Version};
 use hyper::upgrade::OnUpgrade;
 
 use crate::headers::{
-    HOP_BY_HOP, INTERNAL, X_CELL_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
-    X_REQUEST_ID, X_TENANT_ID,
+    HOP_BY_HOP, INTERNAL, X_API_KEY_ID, X_CELL_ID, X_FORWARDED_FOR, X_FORWARDED_HOST,
+    X_FORWARDED_PROTO, X_REQUEST_ID, X_TENANT_ID,
 };
-use crate::identify::request_host_value;
+use crate::identify::{is_key_authorization, request_host_value};
 
 /// Whether the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
 /// An upgrade to `h2c` is never passed on (the request goes on as plain HTTP/1.1): a cell that
@@ -114,6 +114,10 @@ pub struct Trusted<'a> {
     pub tls: bool,
     /// Claims of the verified token, as the headers `auth.forward_claims` names.
     pub claims: &'a [(HeaderName, HeaderValue)],
+    /// The api_key source is on: `Authorization: ApiKey ...` is the proxy's, not the cell's.
+    pub drop_key_authorization: bool,
+    /// The id of the key that identified the request, for `x-api-key-id`.
+    pub api_key_id: Option<&'a str>,
 }
 
 /// The whole request rewrite: the headers ([`rewrite_request`], then the forwarded claims),
@@ -144,6 +148,21 @@ pub fn request(
     );
     for (name, value) in trusted.claims {
         parts.headers.insert(name.clone(), value.clone());
+    }
+    // A key's secret never reaches the cell: its header is stripped with the others, and an
+    // `Authorization: ApiKey` goes here; the cell learns the key's id instead.
+    if trusted.drop_key_authorization
+        && parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .is_some_and(|v| is_key_authorization(v.as_bytes()))
+    {
+        parts.headers.remove(header::AUTHORIZATION);
+    }
+    if let Some(id) = trusted.api_key_id
+        && let Ok(v) = HeaderValue::from_str(id)
+    {
+        parts.headers.insert(X_API_KEY_ID, v);
     }
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let pq = parts
@@ -239,6 +258,8 @@ mod tests {
             forwarded_for: v,
             tls: true,
             claims,
+            drop_key_authorization: false,
+            api_key_id: None,
         }
     }
 

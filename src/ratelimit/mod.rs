@@ -25,9 +25,9 @@ use std::sync::atomic::Ordering;
 
 use http::{HeaderValue, Method};
 
+pub use crate::paths::{canonical_path, prefix_matches};
 pub use clock::{Clock, ManualClock, MonotonicClock, ceil_secs};
 pub use gcra::{Charge, Gcra};
-pub use route::{canonical_path, prefix_matches};
 pub use store::{Hold, Key, LimitStore, LocalStore, Release, StoreRefusal};
 
 use route::RouteClass;

@@ -6,6 +6,7 @@
 //! down or missing gets a refusal naming that cell; there is no default or fallback cell, ever.
 
 pub mod canary;
+mod keys;
 mod place;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use http::{HeaderMap, HeaderValue, Method};
 
 use crate::auth::VerifiedToken;
 use crate::config::{CanaryConfig, HashBy, RoutePolicy};
+use crate::entitle::{Holder, NotEntitled};
 use crate::placement::{Cell, CellState, PlacementSnapshot, TenantStatus};
 use crate::ratelimit::{Ask, TenantLimits};
 use crate::tenant::TenantId;
@@ -85,6 +87,9 @@ pub enum RouteError {
     CellMissing(Arc<str>),
     #[error("cell {0} is down")]
     CellDown(Arc<str>),
+    /// The tenant's record does not list the entitlement the route needs.
+    #[error(transparent)]
+    NotEntitled(NotEntitled),
 }
 
 impl RouteError {
@@ -150,6 +155,7 @@ pub fn route(
         snap,
         RoutePolicy::default(),
         ArmHint::default(),
+        None,
     )
 }
 
@@ -157,7 +163,8 @@ pub fn route(
 /// checked against the registry's issuer bindings (see [`PlacementSnapshot::issuer_allowed`]).
 /// The arm is, in order: `hint.forced`, the record's `arm` pin, then the weights (hashing the
 /// tenant id, with `hint.key` when given); a forced or pinned arm the cell lacks, or has
-/// without targets, is passed over.
+/// without targets, is passed over. `need` is the entitlement the request's route needs
+/// ([`crate::entitle::Routes::required`]): the tenant's record must list it.
 pub fn route_with(
     tenant: &TenantId,
     method: &Method,
@@ -165,6 +172,7 @@ pub fn route_with(
     snap: &PlacementSnapshot,
     policy: RoutePolicy,
     hint: ArmHint<'_>,
+    need: Option<&Arc<str>>,
 ) -> Result<RouteDecision, RouteError> {
     if snap.generation == 0 {
         return Err(RouteError::NotReady);
@@ -185,6 +193,14 @@ pub fn route_with(
         && !snap.issuer_allowed(&placement, iss)
     {
         return Err(RouteError::IssuerNotAllowed);
+    }
+    if let Some(need) = need
+        && !placement.entitled(need)
+    {
+        return Err(RouteError::NotEntitled(NotEntitled {
+            entitlement: Arc::clone(need),
+            by: Holder::Tenant,
+        }));
     }
     let cell = placement
         .cell()

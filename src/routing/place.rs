@@ -4,6 +4,8 @@
 //! The verified token names the issuer to check and, under `[canary]`, the arm hint (its
 //! `sub`, and whether the request's force header is honoured).
 
+use std::sync::Arc;
+
 use http::request::Parts;
 
 use super::{RouteDecision, RouteError, arm_hint, route_with};
@@ -27,12 +29,13 @@ pub struct Placer<'a> {
 
 impl Placer<'_> {
     /// Where `tenant`'s request goes, decided on one snapshot generation (a second load only
-    /// after a lookup brought the tenant in).
+    /// after a lookup brought the tenant in); `need` is the entitlement its route needs.
     pub async fn place(
         &self,
         tenant: &TenantId,
         parts: &Parts,
         token: Option<&VerifiedToken>,
+        need: Option<&Arc<str>>,
     ) -> Result<RouteDecision, RouteError> {
         let (method, issuer) = (&parts.method, token.map(|t| &*t.issuer.iss));
         let hint = arm_hint(self.canary, &parts.headers, token);
@@ -41,7 +44,7 @@ impl Placer<'_> {
         }
         {
             let snap = self.snapshot.load();
-            match route_with(tenant, method, issuer, &snap, self.policy, hint) {
+            match route_with(tenant, method, issuer, &snap, self.policy, hint, need) {
                 Err(RouteError::UnknownTenant)
                     if self.lookup_unknown && snap.tenant(tenant.as_str()).is_none() => {}
                 decided => return decided,
@@ -50,7 +53,7 @@ impl Placer<'_> {
         match self.lookup.resolve(tenant.as_str()).await {
             LookupOutcome::Found => {
                 let snap = self.snapshot.load();
-                route_with(tenant, method, issuer, &snap, self.policy, hint)
+                route_with(tenant, method, issuer, &snap, self.policy, hint, need)
             }
             LookupOutcome::Absent => Err(RouteError::UnknownTenant),
             LookupOutcome::Unavailable => Err(RouteError::RegistryUnavailable),

@@ -18,6 +18,8 @@ pub enum TenantSource {
     Subdomain,
     /// A header, honoured only from trusted source addresses.
     Header,
+    /// An API key, checked against the hash its registry record holds.
+    ApiKey,
 }
 
 impl TenantSource {
@@ -27,6 +29,7 @@ impl TenantSource {
             Self::Jwt => "jwt",
             Self::Subdomain => "subdomain",
             Self::Header => "header",
+            Self::ApiKey => "api_key",
         }
     }
 }

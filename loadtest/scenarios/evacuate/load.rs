@@ -131,6 +131,7 @@ pub async fn write_moves(
                     issuers: Vec::new(),
                     limits: cellgate::ratelimit::TenantLimits::default(),
                     arm: None,
+                    entitlements: Vec::new(),
                 };
                 (schema::tenant_item(&r, &at), Some(1))
             })

@@ -37,6 +37,7 @@ fn the_cache_never_serves_a_token_past_its_exp() {
             expires_at: exp,
             forward: Box::new([]),
             arms: ForcedArms::None,
+            scopes: None,
         })
     };
     let (k1, k2) = (token_key("a"), token_key("b"));

@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
 use super::error::describe;
 use super::scan::{cell_of, skip};
-use super::schema::{Item, PK, change_key, tenant_from_item};
+use super::schema::{Item, PK, change_key, key_from_item, tenant_from_item};
 use crate::placement::{Delta, RegistryError};
 
 /// Keys per `BatchGetItem` (DynamoDB's limit).
@@ -151,6 +151,15 @@ impl Log {
                 match item.map(tenant_from_item) {
                     None => delta.tenants.push((id.to_owned(), None)),
                     Some(Ok(t)) => delta.tenants.push((id.to_owned(), Some(t))),
+                    Some(Err(b)) => {
+                        skip(&self.source, key, &b);
+                        delta.skipped += 1;
+                    }
+                }
+            } else if let Some(id) = key.strip_prefix("apikey#") {
+                match item.map(key_from_item) {
+                    None => delta.keys.push((id.to_owned(), None)),
+                    Some(Ok(k)) => delta.keys.push((id.to_owned(), Some(k))),
                     Some(Err(b)) => {
                         skip(&self.source, key, &b);
                         delta.skipped += 1;

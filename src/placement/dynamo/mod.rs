@@ -39,8 +39,9 @@ use aws_sdk_dynamodb::config::Region;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use self::error::{DynamoError, describe};
-use self::schema::{EPOCH_KEY, PK, get_n, tenant_from_item};
-use super::{Delta, PlacementSource, RegistryData, RegistryError, TenantRecord};
+use self::schema::{EPOCH_KEY, Item, PK, get_n, key_from_item, tenant_from_item};
+use super::record::BadField;
+use super::{Delta, KeyRecord, PlacementSource, RegistryData, RegistryError, TenantRecord};
 use crate::config::DynamoSettings;
 
 /// A DynamoDB client over the proxy's own TLS stack (rustls + ring), honouring the standard
@@ -137,6 +138,34 @@ impl DynamoSource {
         }
     }
 
+    /// One item, read strongly consistent, converted by `convert`.
+    async fn fetch<T>(
+        &self,
+        key: String,
+        convert: fn(&Item) -> Result<T, BadField>,
+    ) -> Result<Option<T>, RegistryError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.settings.table)
+            .key(PK, AttributeValue::S(key.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                self.err(format!(
+                    "{key}: {}",
+                    describe("GetItem", &self.settings.table, &e)
+                ))
+            })?;
+        match out.item {
+            None => Ok(None),
+            Some(item) => convert(&item)
+                .map(Some)
+                .map_err(|b| self.err(format!("{key}: {} = `{}`: {}", b.field, b.value, b.reason))),
+        }
+    }
+
     fn log(&self) -> delta::Log {
         delta::Log {
             client: self.client.clone(),
@@ -177,29 +206,11 @@ impl PlacementSource for DynamoSource {
     }
 
     async fn fetch_tenant(&self, id: &str) -> Result<Option<TenantRecord>, RegistryError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.settings.table)
-            .key(PK, AttributeValue::S(schema::tenant_key(id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| {
-                self.err(format!(
-                    "{id}: {}",
-                    describe("GetItem", &self.settings.table, &e)
-                ))
-            })?;
-        match out.item {
-            None => Ok(None),
-            Some(item) => tenant_from_item(&item).map(Some).map_err(|b| {
-                self.err(format!(
-                    "tenant#{id}: {} = `{}`: {}",
-                    b.field, b.value, b.reason
-                ))
-            }),
-        }
+        self.fetch(schema::tenant_key(id), tenant_from_item).await
+    }
+
+    async fn fetch_key(&self, id: &str) -> Result<Option<KeyRecord>, RegistryError> {
+        self.fetch(schema::apikey_key(id), key_from_item).await
     }
 
     /// Reads the change items between the snapshot's epoch and the newest one polled, then

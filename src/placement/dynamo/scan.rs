@@ -15,9 +15,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::sync::mpsc;
 
 use super::error::{DynamoError, describe};
-use super::schema::{Item, PK, cell_from_item, kind, tenant_from_item};
+use super::schema::{Item, PK, cell_from_item, key_from_item, kind, tenant_from_item};
 use crate::placement::record::BadField;
-use crate::placement::{Cell, RegistryData, RegistryError, TenantRecord};
+use crate::placement::{Cell, KeyRecord, RegistryData, RegistryError, TenantRecord};
 
 /// Pages in flight per segment between the segment tasks and the consumer.
 const PAGES_PER_SEGMENT: usize = 2;
@@ -26,6 +26,7 @@ const PAGES_PER_SEGMENT: usize = 2;
 #[derive(Debug)]
 pub(super) enum Record {
     Tenant(TenantRecord),
+    Key(KeyRecord),
     Cell(Cell),
 }
 
@@ -39,6 +40,7 @@ struct Page {
 pub(super) fn record_of(item: &Item) -> Result<Option<Record>, BadField> {
     match kind(item) {
         Some("tenant") => tenant_from_item(item).map(|t| Some(Record::Tenant(t))),
+        Some("apikey") => key_from_item(item).map(|k| Some(Record::Key(k))),
         Some("cell") => cell_of(item).map(|c| Some(Record::Cell(c))),
         _ => Ok(None),
     }
@@ -127,6 +129,9 @@ pub(super) async fn scan(client: &Client, plan: &ScanPlan) -> Result<RegistryDat
                 Record::Tenant(t) => {
                     data.push_tenant(t);
                 }
+                Record::Key(k) => {
+                    data.push_key(k);
+                }
                 Record::Cell(c) => data.push_cell(c),
             }
         }
@@ -199,6 +204,7 @@ mod tests {
             issuers: Vec::new(),
             limits: crate::ratelimit::TenantLimits::default(),
             arm: None,
+            entitlements: Vec::new(),
         };
         let mut bad = tenant_item(&good, "t");
         bad.insert("status".to_owned(), AttributeValue::S("UP".to_owned()));

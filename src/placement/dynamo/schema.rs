@@ -4,7 +4,8 @@
 //!
 //! | `pk` | item |
 //! |---|---|
-//! | `tenant#<id>` | `kind = "tenant"`, `tenant`, `cell`, `status`, `tier`, `version` (N), `issuers` (L of S, optional), `limits` (M: `rate`, `burst`, `concurrency`, each optional), `arm` (S, optional: a pinned target group), `updated_at` |
+//! | `tenant#<id>` | `kind = "tenant"`, `tenant`, `cell`, `status`, `tier`, `version` (N), `issuers` (L of S, optional), `limits` (M: `rate`, `burst`, `concurrency`, each optional), `arm` (S, optional: a pinned target group), `entitlements` (L of S, optional), `updated_at` |
+//! | `apikey#<id>` | `kind = "apikey"`, `key_id`, `tenant`, `hash` (`sha256:<hex>`: never the key), `status` (`ACTIVE`/`REVOKED`), `expires_at` (N, optional: unix seconds; also the table's TTL attribute, so DynamoDB deletes an expired key's item some time after it expired), `scopes` (L of S, optional), `created_at` (N), `version` (N), `updated_at` |
 //! | `cell#<id>` | `kind = "cell"`, `cell`, `state`, `region` (optional), `target_groups` (L of M: `name`, `targets` (L of S), `weight` (N), `version`), `preserve_host` (BOOL, optional), `max_in_flight` (N, optional), `wave` (N, optional: the canary wave), `version` (N), `updated_at` |
 //! | `epoch` | `epoch` (N): bumped by every write, in the same transaction |
 //! | `change#<epoch, 20 digits>` | `kind = "change"`, `key` (the `pk` written: a single write) or `keys` (L of S: every `pk` a batched write wrote, at most 98), `epoch` (N), `expires_at` (N, TTL) |
@@ -17,8 +18,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
 use crate::config::file::{FileCell, FileGroup};
-use crate::placement::record::{BadField, RawTenant, tenant_record};
-use crate::placement::{CellState, TenantRecord, UnknownName};
+use crate::placement::record::{BadField, RawKey, RawTenant, key_record, tenant_record};
+use crate::placement::{CellState, KeyRecord, TenantRecord, UnknownName};
 use crate::ratelimit::TenantLimits;
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -31,6 +32,11 @@ pub const TTL_ATTRIBUTE: &str = "expires_at";
 #[must_use]
 pub fn tenant_key(id: &str) -> String {
     format!("tenant#{id}")
+}
+
+#[must_use]
+pub fn apikey_key(id: &str) -> String {
+    format!("apikey#{id}")
 }
 
 #[must_use]
@@ -147,7 +153,62 @@ pub fn tenant_item(r: &TenantRecord, updated_at: &str) -> Item {
     if let Some(a) = &r.arm {
         item.insert("arm".to_owned(), s(a));
     }
+    if !r.entitlements.is_empty() {
+        item.insert(
+            "entitlements".to_owned(),
+            AttributeValue::L(r.entitlements.iter().map(s).collect()),
+        );
+    }
     item
+}
+
+/// The item for an API key record.
+#[must_use]
+pub fn key_item(r: &KeyRecord, updated_at: &str) -> Item {
+    let mut item = Item::from([
+        (PK.to_owned(), s(apikey_key(&r.id))),
+        ("kind".to_owned(), s("apikey")),
+        ("key_id".to_owned(), s(&r.id)),
+        ("tenant".to_owned(), s(&r.tenant)),
+        ("hash".to_owned(), s(r.hash.to_string())),
+        ("status".to_owned(), s(r.status.as_str())),
+        ("created_at".to_owned(), n(r.created_at)),
+        ("version".to_owned(), n(r.version)),
+        ("updated_at".to_owned(), s(updated_at)),
+    ]);
+    if let Some(t) = r.expires_at {
+        item.insert(TTL_ATTRIBUTE.to_owned(), n(t));
+    }
+    if !r.scopes.is_empty() {
+        item.insert(
+            "scopes".to_owned(),
+            AttributeValue::L(r.scopes.iter().map(s).collect()),
+        );
+    }
+    item
+}
+
+/// Reads and validates an API key item.
+pub fn key_from_item(item: &Item) -> Result<KeyRecord, BadField> {
+    let id = get_s(item, "key_id")?.ok_or_else(|| bad("key_id", "(missing)", "required"))?;
+    let tenant = get_s(item, "tenant")?.ok_or_else(|| bad("tenant", "(missing)", "required"))?;
+    let hash = get_s(item, "hash")?.ok_or_else(|| bad("hash", "(missing)", "required"))?;
+    key_record(RawKey {
+        id: id.to_owned(),
+        tenant: tenant.to_owned(),
+        hash: hash.to_owned(),
+        status: get_s(item, "status")?.map(str::to_owned),
+        expires_at: get_n(item, TTL_ATTRIBUTE)?,
+        scopes: get_strings(item, "scopes")?,
+        created_at: get_n(item, "created_at")?,
+        version: get_n(item, "version")?,
+    })
+    .map_err(|mut b| {
+        if b.field == "id" {
+            b.field = "key_id".to_owned();
+        }
+        b
+    })
 }
 
 fn limits_from_item(item: &Item) -> Result<TenantLimits, BadField> {
@@ -187,6 +248,7 @@ pub fn tenant_from_item(item: &Item) -> Result<TenantRecord, BadField> {
         issuers: get_strings(item, "issuers")?,
         limits: limits_from_item(item)?,
         arm: get_s(item, "arm")?.map(str::to_owned),
+        entitlements: get_strings(item, "entitlements")?,
     })
 }
 
@@ -384,6 +446,7 @@ mod tests {
                 concurrency: None,
             },
             arm: Some("canary".to_owned()),
+            entitlements: Vec::new(),
         };
         let item = tenant_item(&r, "2026-11-23T00:00:00Z");
         assert_eq!(tenant_from_item(&item).unwrap(), r);

@@ -1,7 +1,7 @@
 //! The JSON Lines registry format (`.jsonl`, `.ndjson`): one record per line, read as a stream.
 //!
-//! Each line is `{"tenant": {...}}` or `{"cell": {...}}` with the fields of a TOML
-//! `[[tenants]]` or `[[cells]]` entry ([`Line`]); blank lines and lines starting with `#` are
+//! Each line is `{"tenant": {...}}`, `{"cell": {...}}` or `{"apikey": {...}}` with the fields
+//! of a TOML `[[tenants]]`, `[[cells]]` or `[[apikeys]]` entry ([`Line`]); blank lines and lines starting with `#` are
 //! skipped. The file source ([`super::FileSource`]) reads it on the blocking pool one line at a
 //! time into a reused buffer and pushes each record into [`RegistryData`] as soon as it is
 //! checked, so a load holds one line and the records, never the file's text or a document
@@ -15,8 +15,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use super::shape::Line;
-use crate::placement::record::tenant_record;
-use crate::placement::{Cell, RegistryData, RegistryError, TenantRecord};
+use crate::placement::record::{key_record, tenant_record};
+use crate::placement::{Cell, KeyRecord, RegistryData, RegistryError, TenantRecord};
 
 /// The longest line accepted, newline included: a cell with hundreds of targets fits; a file
 /// with no newlines (not JSON Lines at all) is refused before it is buffered whole.
@@ -28,12 +28,18 @@ const READ_BUFFER: usize = 1 << 20;
 trait Sink {
     /// `false`: a tenant with this id was taken already.
     fn tenant(&mut self, t: TenantRecord) -> bool;
+    /// `false`: a key with this id was taken already.
+    fn key(&mut self, k: KeyRecord) -> bool;
     fn cell(&mut self, c: Cell);
 }
 
 impl Sink for RegistryData {
     fn tenant(&mut self, t: TenantRecord) -> bool {
         self.push_tenant(t)
+    }
+
+    fn key(&mut self, k: KeyRecord) -> bool {
+        self.push_key(k)
     }
 
     fn cell(&mut self, c: Cell) {
@@ -56,6 +62,35 @@ impl Sink for Find<'_> {
             return false;
         }
         self.found = Some(t);
+        true
+    }
+
+    fn key(&mut self, _: KeyRecord) -> bool {
+        true
+    }
+
+    fn cell(&mut self, _: Cell) {}
+}
+
+/// Keeps only the API key asked for (a lookup).
+struct FindKey<'a> {
+    id: &'a str,
+    found: Option<KeyRecord>,
+}
+
+impl Sink for FindKey<'_> {
+    fn tenant(&mut self, _: TenantRecord) -> bool {
+        true
+    }
+
+    fn key(&mut self, k: KeyRecord) -> bool {
+        if k.id != self.id {
+            return true;
+        }
+        if self.found.is_some() {
+            return false;
+        }
+        self.found = Some(k);
         true
     }
 
@@ -104,6 +139,19 @@ pub fn find_tenant_jsonl(
     id: &str,
 ) -> Result<Option<TenantRecord>, RegistryError> {
     let mut find = Find { id, found: None };
+    match read(open(path, file)?, file, &mut find) {
+        Ok(()) => Ok(find.found),
+        Err(stop) => Err(resolve_at(stop, path, file)),
+    }
+}
+
+/// One API key's record from the JSON Lines registry at `path` (blocking).
+pub fn find_key_jsonl(
+    path: &Path,
+    file: &str,
+    id: &str,
+) -> Result<Option<KeyRecord>, RegistryError> {
+    let mut find = FindKey { id, found: None };
     match read(open(path, file)?, file, &mut find) {
         Ok(()) => Ok(find.found),
         Err(stop) => Err(resolve_at(stop, path, file)),
@@ -183,7 +231,7 @@ fn syntax(file: &str, line: usize, e: &serde_json::Error) -> RegistryError {
         .rsplit_once(" at line ")
         .map_or(text.as_str(), |(m, _)| m);
     let hint = if e.is_syntax() || e.is_eof() {
-        "; each line is one {\"tenant\": {...}} or {\"cell\": {...}} object"
+        "; each line is one {\"tenant\": {...}}, {\"cell\": {...}} or {\"apikey\": {...}} object"
     } else {
         ""
     };
@@ -205,6 +253,15 @@ fn read<R: BufRead>(reader: R, file: &str, sink: &mut impl Sink) -> Result<(), S
                 let id = record.id.clone();
                 if !sink.tenant(record) {
                     return Err(Stop::Duplicate { id, line: n });
+                }
+            }
+            Line::Apikey(k) => {
+                let record = key_record(k.into_raw()).map_err(|b| {
+                    invalid(file, n, &format!("apikey.{}", b.field), &b.value, &b.reason)
+                })?;
+                let id = record.id.clone();
+                if !sink.key(record) {
+                    return Err(invalid(file, n, "apikey.id", &id, "duplicate API key id").into());
                 }
             }
             Line::Cell(c) => {

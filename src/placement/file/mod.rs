@@ -1,7 +1,7 @@
 //! The file-backed [`PlacementSource`]: a registry file, re-read when it changes.
 //!
-//! Two formats, chosen by the file's extension ([`Format`]): TOML (`[[tenants]]` and
-//! `[[cells]]` tables, parsed whole by [`parse_registry`]; the demo and small fleets) and JSON
+//! Two formats, chosen by the file's extension ([`Format`]): TOML (`[[tenants]]`, `[[cells]]`
+//! and `[[apikeys]]` tables, parsed whole by [`parse_registry`]; the demo and small fleets) and JSON
 //! Lines (`.jsonl`, `.ndjson`: one record per line, streamed by [`jsonl`]; large registries).
 //! Both carry the same records ([`shape`]) through the same checks. `changed` compares the
 //! file's (modification time, length, inode) with those of the last load, so polling it every
@@ -19,9 +19,9 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
-use self::shape::FileTenant;
-use super::record::tenant_record;
-use super::{Cell, PlacementSource, RegistryData, RegistryError, TenantRecord};
+use self::shape::{FileKey, FileTenant};
+use super::record::{key_record, tenant_record};
+use super::{Cell, KeyRecord, PlacementSource, RegistryData, RegistryError, TenantRecord};
 use crate::config::file::FileCell;
 use crate::tenant::TenantId;
 
@@ -33,6 +33,8 @@ struct RegistryFile {
     tenants: Vec<FileTenant>,
     #[serde(default)]
     cells: Vec<FileCell>,
+    #[serde(default)]
+    apikeys: Vec<FileKey>,
 }
 
 /// A registry file's format, by its extension.
@@ -79,6 +81,14 @@ pub fn find_tenant(path: &Path, id: &str) -> Result<Option<TenantRecord>, Regist
     match Format::of(path) {
         Format::JsonLines => jsonl::find_tenant_jsonl(path, &path.display().to_string(), id),
         Format::Toml => Ok(read_registry(path)?.tenant(id)),
+    }
+}
+
+/// One API key's record from the registry file at `path` (blocking).
+pub fn find_key(path: &Path, id: &str) -> Result<Option<KeyRecord>, RegistryError> {
+    match Format::of(path) {
+        Format::JsonLines => jsonl::find_key_jsonl(path, &path.display().to_string(), id),
+        Format::Toml => Ok(read_registry(path)?.key(id)),
     }
 }
 
@@ -173,6 +183,11 @@ impl PlacementSource for FileSource {
         let (path, id) = (self.path.clone(), id.to_owned());
         self.blocking(move || find_tenant(&path, &id)).await
     }
+
+    async fn fetch_key(&self, id: &str) -> Result<Option<KeyRecord>, RegistryError> {
+        let (path, id) = (self.path.clone(), id.to_owned());
+        self.blocking(move || find_key(&path, &id)).await
+    }
 }
 
 /// Parses and validates registry TOML; `file` names it in errors.
@@ -218,6 +233,18 @@ pub fn parse_registry(text: &str, file: &str) -> Result<RegistryData, RegistryEr
                 format!("tenants[{i}].id"),
                 &id,
                 "duplicate tenant id",
+            ));
+        }
+    }
+    for (i, k) in raw.apikeys.into_iter().enumerate() {
+        let id = k.id.clone();
+        let record = key_record(k.into_raw())
+            .map_err(|b| invalid(format!("apikeys[{i}].{}", b.field), &b.value, &b.reason))?;
+        if !data.push_key(record) {
+            return Err(invalid(
+                format!("apikeys[{i}].id"),
+                &id,
+                "duplicate API key id",
             ));
         }
     }

@@ -1,6 +1,6 @@
 //! The serde shapes of a registry file's records, shared by both formats.
 //!
-//! A tenant is a [`FileTenant`] and a cell a [`FileCell`] (the `[[cells]]` entry of a config
+//! A tenant is a [`FileTenant`], an API key a [`FileKey`] and a cell a [`FileCell`] (the `[[cells]]` entry of a config
 //! file) whether they come from a TOML `[[tenants]]` table or a JSON Lines `{"tenant": {...}}`
 //! line, so both formats accept exactly the same fields, reject unknown ones, and go through
 //! the same checks ([`tenant_record`](super::super::record::tenant_record),
@@ -9,8 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::TenantRecord;
-use super::super::record::RawTenant;
+use super::super::record::{RawKey, RawTenant};
+use super::super::{KeyRecord, TenantRecord};
 use crate::config::file::FileCell;
 use crate::ratelimit::TenantLimits;
 
@@ -32,6 +32,60 @@ pub struct FileTenant {
     pub limits: Option<FileLimits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arm: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entitlements: Vec<String>,
+}
+
+/// One API key as written in a registry file: its hash, never the key (`cellgate apikey
+/// create --file` prints both: the key for the client, this record for the file).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKey {
+    pub id: String,
+    pub tenant: String,
+    pub hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+impl FileKey {
+    /// The fields as read, for [`key_record`](super::super::record::key_record).
+    #[must_use]
+    pub fn into_raw(self) -> RawKey {
+        RawKey {
+            id: self.id,
+            tenant: self.tenant,
+            hash: self.hash,
+            status: self.status,
+            expires_at: self.expires_at,
+            scopes: self.scopes,
+            created_at: self.created_at,
+            version: self.version,
+        }
+    }
+
+    /// A checked record in file form, every field written out.
+    #[must_use]
+    pub fn from_record(r: &KeyRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            tenant: r.tenant.clone(),
+            hash: r.hash.to_string(),
+            status: Some(r.status.as_str().to_owned()),
+            expires_at: r.expires_at,
+            scopes: r.scopes.clone(),
+            created_at: Some(r.created_at),
+            version: Some(r.version),
+        }
+    }
 }
 
 /// A tenant's rate-limit overrides (`limits = { rate = 50, burst = 20 }`).
@@ -65,6 +119,7 @@ impl FileTenant {
                     burst: l.burst,
                     concurrency: l.concurrency,
                 }),
+            entitlements: self.entitlements,
         }
     }
 
@@ -86,15 +141,17 @@ impl FileTenant {
                 concurrency: l.concurrency,
             }),
             arm: r.arm.clone(),
+            entitlements: r.entitlements.clone(),
         }
     }
 }
 
-/// One line of a JSON Lines registry: `{"tenant": {...}}` or `{"cell": {...}}` (externally
-/// tagged; anything else in the object is an error).
+/// One line of a JSON Lines registry: `{"tenant": {...}}`, `{"cell": {...}}` or
+/// `{"apikey": {...}}` (externally tagged; anything else in the object is an error).
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum Line {
     Tenant(FileTenant),
     Cell(FileCell),
+    Apikey(FileKey),
 }

@@ -115,6 +115,7 @@ fn a_cell_change_reaches_every_tenant_of_the_cell_and_only_them() {
             Some(cell("cell-a", &["http://127.0.0.1:3"])),
         )],
         skipped: 0,
+        keys: Vec::new(),
     };
     let (next, _) = snap.apply(&delta, &[], 2);
     for i in 0..500 {
@@ -159,6 +160,7 @@ fn dangling_cells_and_bound_issuers_follow_each_change() {
         tenants: vec![("bound".to_owned(), Some(moved))],
         cells: Vec::new(),
         skipped: 0,
+        keys: Vec::new(),
     };
     let (next, _) = snap.apply(&delta, &[], 2);
     let other = next.tenant("other").unwrap();
@@ -178,6 +180,7 @@ fn dangling_cells_and_bound_issuers_follow_each_change() {
         tenants: vec![("bound".to_owned(), None)],
         cells: Vec::new(),
         skipped: 0,
+        keys: Vec::new(),
     };
     let (last, _) = next.apply(&delta, &[], 3);
     assert!(last.dangling().is_empty());
@@ -203,6 +206,7 @@ fn a_large_map_keeps_every_tenant_through_inserts_and_removals() {
             .step_by(2)
             .map(|i| (format!("tenant-{i}"), None))
             .collect(),
+        keys: Vec::new(),
         cells: Vec::new(),
         skipped: 0,
     };

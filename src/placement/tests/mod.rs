@@ -45,6 +45,7 @@ fn tenant(id: &str, cell: &str, status: TenantStatus) -> TenantRecord {
         issuers: Vec::new(),
         limits: Default::default(),
         arm: None,
+        entitlements: Vec::new(),
     }
 }
 

@@ -38,6 +38,7 @@ fn good_registry_parses_with_defaults() {
                 issuers: Vec::new(),
                 limits: Default::default(),
                 arm: None,
+                entitlements: Vec::new(),
             },
             TenantRecord {
                 id: "globex".into(),
@@ -48,6 +49,7 @@ fn good_registry_parses_with_defaults() {
                 issuers: Vec::new(),
                 limits: Default::default(),
                 arm: None,
+                entitlements: Vec::new(),
             },
         ]
     );

@@ -122,6 +122,7 @@ fn a_delta_updates_deletes_and_never_goes_back_a_version() {
             ),
             ("cell-2".to_owned(), None),
         ],
+        keys: Vec::new(),
         skipped: 0,
     };
     let (next, stats) = snap.apply(&delta, &config_cells, 2);
@@ -131,6 +132,7 @@ fn a_delta_updates_deletes_and_never_goes_back_a_version() {
             applied: 3,
             regressions: 1,
             skipped: 0,
+            keys: 0,
         }
     );
     assert_eq!(next.generation, 2);

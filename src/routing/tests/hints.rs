@@ -82,6 +82,7 @@ fn the_hint_honours_the_header_only_for_tokens_whose_claim_permits_the_arm() {
         expires_at: u64::MAX,
         forward: Box::new([]),
         arms,
+        scopes: None,
     };
     let cfg = CanaryConfig {
         hash_by: HashBy::Sub,

@@ -36,6 +36,7 @@ fn record(id: &str, cell: &str, status: TenantStatus, version: u64) -> TenantRec
         issuers: Vec::new(),
         limits: Default::default(),
         arm: None,
+        entitlements: Vec::new(),
     }
 }
 
@@ -122,6 +123,7 @@ fn arm_of(snap: &PlacementSnapshot, tenant: &str, hint: ArmHint<'_>) -> String {
         snap,
         RoutePolicy::default(),
         hint,
+        None,
     )
     .unwrap();
     assert!(d.cell.groups[d.group].targets.contains(&d.target));

@@ -107,7 +107,7 @@ fn a_policy_can_refuse_every_request_of_a_migrating_tenant() {
     let snap = snapshot();
     for m in [Method::GET, Method::HEAD, Method::POST] {
         assert_eq!(
-            route_with(&t("moving"), &m, None, &snap, all, ArmHint::default()).unwrap_err(),
+            route_with(&t("moving"), &m, None, &snap, all, ArmHint::default(), None).unwrap_err(),
             RouteError::Migrating,
             "{m}"
         );
@@ -119,7 +119,8 @@ fn a_policy_can_refuse_every_request_of_a_migrating_tenant() {
             None,
             &snap,
             all,
-            ArmHint::default()
+            ArmHint::default(),
+            None
         )
         .is_ok()
     );
