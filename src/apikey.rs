@@ -219,6 +219,9 @@ pub enum KeyRefusal {
     Revoked,
     #[error("the API key has expired")]
     Expired,
+    /// An id the snapshot lacks, not looked up: the registry miss cap was spent.
+    #[error("the API key could not be looked up (miss cap reached)")]
+    Unchecked,
 }
 
 impl KeyRefusal {
@@ -232,6 +235,7 @@ impl KeyRefusal {
             Self::WrongSecret => "wrong_secret",
             Self::Revoked => "revoked",
             Self::Expired => "expired",
+            Self::Unchecked => "unchecked",
         }
     }
 }

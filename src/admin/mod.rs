@@ -290,13 +290,13 @@ async fn post(
         "result": match outcome {
             LookupOutcome::Found => "found",
             LookupOutcome::Absent => "absent",
-            LookupOutcome::Unavailable => "registry_unavailable",
+            LookupOutcome::Unavailable | LookupOutcome::Limited => "registry_unavailable",
         },
         "version": snap.tenant(id).map(|p| p.version()),
         "cell": snap.tenant(id).map(|p| p.cell_id().to_string()),
         "generation": snap.generation,
     });
-    let status = if outcome == LookupOutcome::Unavailable {
+    let status = if matches!(outcome, LookupOutcome::Unavailable | LookupOutcome::Limited) {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK

@@ -61,7 +61,7 @@ pub const JWT_VERIFICATIONS_TOTAL: &str = "cellgate_jwt_verifications_total";
 /// `unknown_kid`, `issuer_not_allowed`, ...; see docs/identity.md).
 pub const JWT_REJECTIONS_TOTAL: &str = "cellgate_jwt_rejections_total";
 /// Requests refused by the API key check, by `reason`: `missing`, `malformed`, `unknown`,
-/// `wrong_secret`, `revoked`, `expired` (all answered 401 `invalid_api_key` or
+/// `wrong_secret`, `revoked`, `expired`, `unchecked` (past the lookup miss cap) (all answered 401 `invalid_api_key` or
 /// `api_key_required`).
 pub const API_KEY_REJECTIONS_TOTAL: &str = "cellgate_api_key_rejections_total";
 /// Requests refused 403 `not_entitled`, by `by`: who lacked the route's entitlement (`tenant`,

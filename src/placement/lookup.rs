@@ -32,8 +32,10 @@ pub enum LookupOutcome {
     Found,
     /// The registry has no such tenant (cached negatively).
     Absent,
-    /// The registry could not be asked (failing, too many misses, timeout).
+    /// The registry could not be asked (failing, timeout).
     Unavailable,
+    /// Not asked: the miss rate cap is spent (an enumeration flood, most likely).
+    Limited,
 }
 
 /// What a lookup reads: a tenant record or an API key record.
@@ -183,7 +185,7 @@ impl Lookup {
                 None => {
                     if !force && !self.take_token() {
                         self.metrics.limited.inc();
-                        return LookupOutcome::Unavailable;
+                        return LookupOutcome::Limited;
                     }
                     let request = LookupRequest {
                         kind,
@@ -192,7 +194,7 @@ impl Lookup {
                     };
                     if self.tx.try_send(request).is_err() {
                         self.metrics.limited.inc();
-                        return LookupOutcome::Unavailable;
+                        return LookupOutcome::Limited;
                     }
                     inflight.insert((kind, Box::from(id)), vec![tx]);
                 }
@@ -214,7 +216,7 @@ impl Lookup {
                 self.metrics.absent.inc();
                 self.negative(kind).insert(Box::from(id), ());
             }
-            LookupOutcome::Unavailable => {
+            LookupOutcome::Unavailable | LookupOutcome::Limited => {
                 self.metrics.errors.inc();
             }
         }

@@ -3,6 +3,9 @@
 //! rate-capped registry read first (a key created a moment ago works at once; a flood of
 //! random ids costs at most the miss cap in reads, and each miss is cached negatively).
 //!
+//! Past the miss cap, an id the snapshot lacks is refused 401 with its own reason
+//! (`unchecked`), not 503: the registry is fine, the client is guessing.
+//!
 //! The secret is compared in constant time ([`KeyView::check`]); the snapshot guard is held
 //! only while the record is read, never across an await.
 
@@ -50,6 +53,9 @@ impl KeyCheck for Placer<'_> {
                 }
             }
             LookupOutcome::Absent => Err(KeyFailure::Refused(KeyRefusal::Unknown)),
+            // Past the miss cap an id the snapshot lacks is, almost surely, a guess: refused as
+            // one (401, counted apart), so a flood of junk keys does not read as an outage.
+            LookupOutcome::Limited => Err(KeyFailure::Refused(KeyRefusal::Unchecked)),
             LookupOutcome::Unavailable => Err(KeyFailure::Unavailable),
         }
     }

@@ -56,7 +56,9 @@ impl Placer<'_> {
                 route_with(tenant, method, issuer, &snap, self.policy, hint, need)
             }
             LookupOutcome::Absent => Err(RouteError::UnknownTenant),
-            LookupOutcome::Unavailable => Err(RouteError::RegistryUnavailable),
+            LookupOutcome::Unavailable | LookupOutcome::Limited => {
+                Err(RouteError::RegistryUnavailable)
+            }
         }
     }
 }

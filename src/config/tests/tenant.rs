@@ -66,3 +66,76 @@ fn jwt_source_without_keys_is_rejected() {
     let f = invalid(&minimal_plus("[auth]\nrequired = true\n"));
     assert_eq!(f.key, "auth.required");
 }
+
+#[test]
+fn api_key_source_reads_a_header_that_is_not_reserved() {
+    let base = MINIMAL.replace("[\"subdomain\"]", "[\"subdomain\", \"api_key\"]");
+    let cfg = parse(&base).unwrap();
+    assert_eq!(cfg.tenant.api_key.unwrap().header.as_str(), "x-api-key");
+    let cfg = parse(&format!("{base}\n[tenant.api_key]\nheader = \"X-Key\"\n")).unwrap();
+    assert_eq!(cfg.tenant.api_key.unwrap().header.as_str(), "x-key");
+    for reserved in ["Authorization", "x-tenant-id", "host", "x-api-key-id"] {
+        let f = invalid(&format!(
+            "{base}\n[tenant.api_key]\nheader = \"{reserved}\"\n"
+        ));
+        assert_eq!(kv(&f), ("tenant.api_key.header", reserved));
+    }
+    let f = invalid(&format!(
+        "{base}\n[tenant.api_key]\nheader = \"bad header\"\n"
+    ));
+    assert_eq!(f.key, "tenant.api_key.header");
+    // The table without the source is a mistake worth naming.
+    let f = invalid(&minimal_plus("[tenant.api_key]\nheader = \"x-key\"\n"));
+    assert_eq!(f.key, "tenant.api_key");
+}
+
+#[test]
+fn entitlement_routes_are_checked_up_front() {
+    let route = |body: &str| minimal_plus(&format!("[[entitlements.routes]]\n{body}\n"));
+    let cfg = parse(&route(
+        "entitlement = \"billing\"\nmethods = [\"post\"]\npath_prefix = \"/v1/billing\"",
+    ))
+    .unwrap();
+    let r = &cfg.entitlements.routes[0];
+    assert_eq!(
+        (r.entitlement.as_str(), r.methods[0].as_str()),
+        ("billing", "POST")
+    );
+    let cases = [
+        (
+            "entitlement = \"a b\"\npath = \"/x\"",
+            "entitlements.routes[0].entitlement",
+        ),
+        ("entitlement = \"a\"", "entitlements.routes[0]"),
+        (
+            "entitlement = \"a\"\npath = \"/x\"\npath_prefix = \"/y\"",
+            "entitlements.routes[0]",
+        ),
+        (
+            "entitlement = \"a\"\npath = \"x\"",
+            "entitlements.routes[0].path",
+        ),
+        (
+            "entitlement = \"a\"\npath_prefix = \"/x?y\"",
+            "entitlements.routes[0].path_prefix",
+        ),
+        (
+            "entitlement = \"a\"\npath = \"/x\"\nmethods = [\"GE T\"]",
+            "entitlements.routes[0].methods[0]",
+        ),
+        (
+            "entitlement = \"a\"\npath = \"/x\"\nmethods = [\"GET\", \"get\"]",
+            "entitlements.routes[0].methods[1]",
+        ),
+    ];
+    for (body, key) in cases {
+        assert_eq!(invalid(&route(body)).key, key, "{body}");
+    }
+    let f = invalid(&minimal_plus("[entitlements]\ntoken_scope_claim = \"\"\n"));
+    assert_eq!(f.key, "entitlements.token_scope_claim");
+    let cfg = parse(&minimal_plus(
+        "[entitlements]\ntoken_scope_claim = \"scp\"\n",
+    ))
+    .unwrap();
+    assert!(cfg.auth.scope_claim.is_some() && cfg.entitlements.routes.is_empty());
+}

@@ -461,6 +461,56 @@ mod tests {
     }
 
     #[test]
+    fn key_items_round_trip_and_never_hold_the_key() {
+        let k = crate::apikey::generate().unwrap();
+        let r = KeyRecord {
+            id: k.id.clone(),
+            tenant: "acme".to_owned(),
+            hash: k.hash,
+            status: crate::placement::KeyStatus::Revoked,
+            expires_at: Some(1_900_000_000),
+            scopes: vec!["billing".to_owned()],
+            created_at: 1_700_000_000,
+            version: 4,
+        };
+        let item = key_item(&r, "t");
+        assert_eq!(key_from_item(&item).unwrap(), r);
+        assert_eq!(item[PK], s(apikey_key(&k.id)));
+        // The TTL attribute: DynamoDB deletes the item some time after the key expired.
+        assert_eq!(item_json(&item)[TTL_ATTRIBUTE], 1_900_000_000u64);
+        let text = format!("{:?}", item_json(&item));
+        assert!(
+            !text.contains(&k.key[k.key.len() - 26..]),
+            "the secret is never stored"
+        );
+        let mut broken = item.clone();
+        broken.insert("hash".to_owned(), s("sha256:zz"));
+        assert_eq!(key_from_item(&broken).unwrap_err().field, "hash");
+        broken.insert("key_id".to_owned(), s("UPPER"));
+        assert_eq!(key_from_item(&broken).unwrap_err().field, "key_id");
+        let mut tenant = tenant_item(
+            &TenantRecord {
+                id: "acme".to_owned(),
+                cell: "cell-1".to_owned(),
+                status: TenantStatus::Active,
+                tier: "standard".to_owned(),
+                version: 1,
+                issuers: Vec::new(),
+                limits: TenantLimits::default(),
+                arm: None,
+                entitlements: vec!["billing".to_owned()],
+            },
+            "t",
+        );
+        assert_eq!(tenant_from_item(&tenant).unwrap().entitlements, ["billing"]);
+        tenant.insert("entitlements".to_owned(), AttributeValue::L(vec![s("a b")]));
+        assert_eq!(
+            tenant_from_item(&tenant).unwrap_err().field,
+            "entitlements[0]"
+        );
+    }
+
+    #[test]
     fn cell_items_round_trip_with_their_groups() {
         let c = CellRecord {
             id: "cell-1".to_owned(),

@@ -9,6 +9,7 @@ use crate::config::file::FileCell;
 mod cells;
 mod generations;
 mod jsonl;
+mod keys;
 mod parse;
 mod snapshots;
 mod source;

@@ -125,3 +125,46 @@ fn a_policy_can_refuse_every_request_of_a_migrating_tenant() {
         .is_ok()
     );
 }
+
+#[test]
+fn a_route_needing_an_entitlement_the_record_lacks_is_refused_naming_it() {
+    let mut acme = record("acme", "cell-1", TenantStatus::Active, 1);
+    acme.entitlements = vec!["billing".to_owned()];
+    let data = RegistryData::from_records(
+        [acme, record("globex", "cell-1", TenantStatus::Active, 1)],
+        vec![cell("cell-1", "ACTIVE", &["http://127.0.0.1:9001"])],
+    );
+    let snap = PlacementSnapshot::build(data, &[], 1);
+    let at = |tenant: &str, need: &str| {
+        let need: Arc<str> = Arc::from(need);
+        let policy = RoutePolicy::default();
+        route_with(
+            &t(tenant),
+            &Method::GET,
+            None,
+            &snap,
+            policy,
+            ArmHint::default(),
+            Some(&need),
+        )
+    };
+    assert!(at("acme", "billing").is_ok());
+    let refused = |e: RouteError| match e {
+        RouteError::NotEntitled(n) => (n.entitlement.to_string(), n.by),
+        other => panic!("expected NotEntitled, got {other:?}"),
+    };
+    assert_eq!(
+        refused(at("acme", "reports").unwrap_err()),
+        ("reports".to_owned(), crate::entitle::Holder::Tenant)
+    );
+    // A tenant with no list is entitled to nothing a route requires.
+    assert!(matches!(
+        at("globex", "billing"),
+        Err(RouteError::NotEntitled(_))
+    ));
+    // Unknown tenants stay unknown: nothing is said about entitlements.
+    assert_eq!(
+        at("nobody", "billing").unwrap_err(),
+        RouteError::UnknownTenant
+    );
+}
