@@ -6,9 +6,12 @@
 # config, warms it up, runs wrk and reads the proxy's utime+stime from /proc/PID/stat before and
 # after: CPU µs per request = tick delta / requests counted by wrk. Medians over rounds and B/A.
 #
-#   bench/ab.sh A_BINARY B_BINARY [--rounds N] [--duration S] [--warmup S] [--mode subdomain|jwt]
+#   bench/ab.sh A_BINARY B_BINARY [--rounds N] [--duration S] [--warmup S] [--mode M] [--mode-b M]
 #   bench/ab.sh /work/bench-bins/cellgate-before target/release/cellgate     # 6 rounds x 10 s
 #   bench/ab.sh old new --rounds 8 --duration 6 --mode jwt
+#   bench/ab.sh bin bin --mode jwt --mode-b key      # one binary, two tenant paths side by side
+# Modes: subdomain (e2e.sh's cellgate), jwt (its cellgate-jwt), key (its cellgate-key); --mode-b
+# gives B its own mode (default: --mode).
 #
 # Results: markdown on stdout and in bench/results/ab-<UTC>.md (older ab-* files are removed).
 set -euo pipefail
@@ -26,7 +29,8 @@ CMDLINE="$(command_line "ROUNDS DURATION WARMUP MODE CONNECTIONS WRK_THREADS POR
 ROUNDS="${ROUNDS:-6}"               # rounds; each measures A and B once, the order alternating (even: balanced)
 DURATION="${DURATION:-10}"          # seconds measured per contestant per round
 WARMUP="${WARMUP:-2}"               # seconds of unmeasured load before each measurement
-MODE="${MODE:-subdomain}"           # subdomain = e2e.sh's cellgate, jwt = its cellgate-jwt
+MODE="${MODE:-subdomain}"           # subdomain = e2e.sh's cellgate, jwt = its cellgate-jwt, key = its cellgate-key
+MODE_B="${MODE_B:-}"                # B's mode when it differs from A's (empty: MODE)
 CONNECTIONS="${CONNECTIONS:-64}"    # wrk connections
 WRK_THREADS="${WRK_THREADS:-1}"     # wrk threads
 PORT_BASE="${PORT_BASE:-18280}"     # upstream; A on +1 (admin +2), B on +3 (admin +4)
@@ -46,6 +50,7 @@ while [[ $# -gt 0 ]]; do
     --duration) DURATION="$2"; shift ;;
     --warmup) WARMUP="$2"; shift ;;
     --mode) MODE="$2"; shift ;;
+    --mode-b) MODE_B="$2"; shift ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     *) ARGS+=("$1") ;;
@@ -53,12 +58,16 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 [[ ${#ARGS[@]} -eq 2 ]] || { usage >&2; exit 2; }
-[[ $MODE == subdomain || $MODE == jwt ]] || { echo "--mode: subdomain or jwt, not '$MODE'" >&2; exit 2; }
+MODE_B="${MODE_B:-$MODE}"
+for m in "$MODE" "$MODE_B"; do
+  [[ $m == subdomain || $m == jwt || $m == key ]] || { echo "--mode: subdomain, jwt or key, not '$m'" >&2; exit 2; }
+done
+declare -A MODE_OF=([A]="$MODE" [B]="$MODE_B")
 for n in "$ROUNDS" "$DURATION" "$WARMUP"; do
   [[ $n =~ ^[0-9]+$ ]] || { echo "rounds, duration and warm-up are whole numbers" >&2; exit 2; }
 done
 [[ $ROUNDS -ge 1 && $DURATION -ge 1 ]] || { echo "need --rounds >= 1 and --duration >= 1" >&2; exit 2; }
-declare -A BIN=() PORT=() ADMIN=() TOKEN=()
+declare -A BIN=() PORT=() ADMIN=() TOKEN=() KEY=()
 for i in 0 1; do
   c=$([[ $i == 0 ]] && echo A || echo B)
   [[ -x "${ARGS[$i]}" ]] || { echo "$c: not an executable: ${ARGS[$i]}" >&2; exit 2; }
@@ -89,15 +98,20 @@ targets = ["http://127.0.0.1:$UPSTREAM_PORT"]
 id = "bench"
 cell = "cell-1"
 EOF
-  if [[ $MODE == jwt ]]; then
+  if [[ ${MODE_OF[$c]} == jwt ]]; then
     with_jwt_auth "$WORK/$c"
     TOKEN[$c]="$("${BIN[$c]}" token --tenant bench --ttl 6h --kid demo-ed25519)" ||
       { echo "$c: could not mint a token with ${BIN[$c]}" >&2; exit 1; }
   fi
+  if [[ ${MODE_OF[$c]} == key ]]; then
+    KEY[$c]="$(with_api_key "$WORK/$c" "${BIN[$c]}")" ||
+      { echo "$c: could not mint an API key with ${BIN[$c]}" >&2; exit 1; }
+  fi
 done
 client_headers() {  # client_headers NAME — curl/wrk header arguments
   printf '%s\n' -H "Host: $HOST_HEADER"
-  if [[ $MODE == jwt ]]; then printf '%s\n' -H "Authorization: Bearer ${TOKEN[$1]}"; fi
+  if [[ ${MODE_OF[$1]} == jwt ]]; then printf '%s\n' -H "Authorization: Bearer ${TOKEN[$1]}"; fi
+  if [[ ${MODE_OF[$1]} == key ]]; then printf '%s\n' -H "x-api-key: ${KEY[$1]}"; fi
 }
 
 for p in "$UPSTREAM_PORT" "${PORT[@]}" "${ADMIN[@]}"; do
@@ -178,7 +192,7 @@ start_upstream "$UPSTREAM_PORT"
 mkdir -p "$WORK/raw"
 ROWS="$WORK/raw/rows.tsv"; : >"$ROWS"
 log "A = ${BIN[A]}"; log "B = ${BIN[B]}"
-log "mode $MODE: $ROUNDS rounds x 2 x ${DURATION}s (+${WARMUP}s warm-up), $CONNECTIONS connections, proxy on core $PROXY_CORE"
+log "mode A $MODE, B $MODE_B: $ROUNDS rounds x 2 x ${DURATION}s (+${WARMUP}s warm-up), $CONNECTIONS connections, proxy on core $PROXY_CORE"
 T_START=$SECONDS
 for ((r = 1; r <= ROUNDS; r++)); do
   wait_quiet
@@ -197,7 +211,7 @@ binary_meta() {  # binary_meta NAME
 }
 {
   machine_meta
-  echo "mode=$MODE"; echo "rounds=$ROUNDS"; echo "duration_s=$DURATION"; echo "warmup_s=$WARMUP"
+  echo "mode=$MODE"; echo "mode_b=$MODE_B"; echo "rounds=$ROUNDS"; echo "duration_s=$DURATION"; echo "warmup_s=$WARMUP"
   echo "connections=$CONNECTIONS"; echo "wrk_threads=$WRK_THREADS"
   echo "load_core=$LOAD_CORE"; echo "proxy_core=$PROXY_CORE"; echo "clk_tck=$TICK"
   binary_meta A; binary_meta B

@@ -5,7 +5,7 @@
 # Contestants are measured interleaved (round 1: all, round 2: all, ...) and the median over
 # rounds is reported. See bench/README.md for what each contestant is and how to read the ratio.
 #
-#   bench/e2e.sh                          # direct, nginx, haproxy, cellgate, cellgate-jwt; 5 rounds x 10 s
+#   bench/e2e.sh                          # direct, nginx, haproxy, cellgate, cellgate-jwt, cellgate-key; 5 rounds x 10 s
 #   BASELINES=1 bench/e2e.sh              # + hyper-minimal, pingora-minimal (pingora: 2-5 min cold build)
 #   bench/e2e.sh --baselines --rounds 3 --duration 8
 #   bench/e2e.sh --only direct,nginx,cellgate
@@ -68,10 +68,12 @@ declare -A PORT=(
   [pingora-minimal]=$((PORT_BASE + 4))
   [cellgate]=$((PORT_BASE + 5))
   [cellgate-jwt]=$((PORT_BASE + 7))
+  [cellgate-key]=$((PORT_BASE + 9))
 )
 CELLGATE_ADMIN_PORT=$((PORT_BASE + 6))
 CELLGATE_JWT_ADMIN_PORT=$((PORT_BASE + 8))
-ALL_CONTESTANTS=(direct nginx haproxy hyper-minimal pingora-minimal cellgate cellgate-jwt)
+CELLGATE_KEY_ADMIN_PORT=$((PORT_BASE + 10))
+ALL_CONTESTANTS=(direct nginx haproxy hyper-minimal pingora-minimal cellgate cellgate-jwt cellgate-key)
 HOST_HEADER="bench.localhost"
 
 # ------------------------------------------------------------------------- selection ---
@@ -127,6 +129,9 @@ if want cellgate; then
 fi
 if want cellgate-jwt; then
   if [[ -x "$CELLGATE_BIN" ]]; then AVAILABLE[cellgate-jwt]=1; else note "cellgate-jwt skipped: no binary at $CELLGATE_BIN"; fi
+fi
+if want cellgate-key; then
+  if [[ -x "$CELLGATE_BIN" ]]; then AVAILABLE[cellgate-key]=1; else note "cellgate-key skipped: no binary at $CELLGATE_BIN"; fi
 fi
 
 # ---------------------------------------------------------------------------- configs ---
@@ -190,6 +195,7 @@ if [[ -n "${AVAILABLE[cellgate-jwt]:-}" ]]; then
 fi
 auth_args() {  # auth_args NAME — extra client header arguments for a contestant
   if [[ $1 == cellgate-jwt ]]; then printf '%s\n' -H "Authorization: Bearer $JWT_TOKEN"; fi
+  if [[ $1 == cellgate-key ]]; then printf '%s\n' -H "x-api-key: $API_KEY"; fi
 }
 
 cat >"$WORK/cellgate/registry.toml" <<EOF
@@ -200,9 +206,22 @@ targets = ["http://127.0.0.1:$UPSTREAM_PORT"]
 id = "bench"
 cell = "cell-1"
 EOF
+# cellgate-key: the tenant comes from an API key (`x-api-key`; its record in the shared registry:
+# a lookup by id and a SHA-256 per request), checked against the subdomain, with the same rate
+# limiting.
+mkdir -p "$WORK/cellgate-key"
+sed -e "s/127.0.0.1:${PORT[cellgate]}/127.0.0.1:${PORT[cellgate-key]}/" \
+    -e "s/127.0.0.1:$CELLGATE_ADMIN_PORT/127.0.0.1:$CELLGATE_KEY_ADMIN_PORT/" \
+    -e 's|^path = "registry.toml".*|path = "../cellgate/registry.toml"|' \
+    "$WORK/cellgate/cellgate.toml" >"$WORK/cellgate-key/cellgate.toml"
+API_KEY=""
+if [[ -n "${AVAILABLE[cellgate-key]:-}" ]]; then
+  API_KEY="$(with_api_key "$WORK/cellgate-key" "$CELLGATE_BIN" "$WORK/cellgate/registry.toml")" ||
+    { note "cellgate-key skipped: could not mint an API key"; unset "AVAILABLE[cellgate-key]"; }
+fi
 
 # ------------------------------------------------------------------------------ start ---
-for p in "$UPSTREAM_PORT" "${PORT[@]}" "$CELLGATE_ADMIN_PORT" "$CELLGATE_JWT_ADMIN_PORT"; do
+for p in "$UPSTREAM_PORT" "${PORT[@]}" "$CELLGATE_ADMIN_PORT" "$CELLGATE_JWT_ADMIN_PORT" "$CELLGATE_KEY_ADMIN_PORT"; do
   if port_open "$p"; then echo "port 127.0.0.1:$p is already in use (set PORT_BASE)" >&2; exit 1; fi
 done
 
@@ -227,9 +246,10 @@ start_contestant() {  # start_contestant NAME — start (pinned to PROXY_CORE), 
     haproxy) start_bg haproxy "$PROXY_CORE" haproxy -db -f "$WORK/haproxy/haproxy.cfg" ;;
     hyper-minimal) start_bg "$c" "$PROXY_CORE" "$HYPER_BIN" "127.0.0.1:$port" "127.0.0.1:$UPSTREAM_PORT" ;;
     pingora-minimal) start_bg "$c" "$PROXY_CORE" "$PINGORA_BIN" "127.0.0.1:$port" "127.0.0.1:$UPSTREAM_PORT" ;;
-    cellgate|cellgate-jwt)
+    cellgate|cellgate-jwt|cellgate-key)
       local admin=$CELLGATE_ADMIN_PORT
       [[ $c == cellgate-jwt ]] && admin=$CELLGATE_JWT_ADMIN_PORT
+      [[ $c == cellgate-key ]] && admin=$CELLGATE_KEY_ADMIN_PORT
       start_bg "$c" "$PROXY_CORE" "$CELLGATE_BIN" serve --config "$WORK/$c/cellgate.toml"
       for ((i = 0; i < 300; i++)); do
         code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$admin/readyz" || true)"

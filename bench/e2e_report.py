@@ -14,7 +14,7 @@ import re
 import statistics
 import sys
 
-ORDER = ["direct", "nginx", "haproxy", "hyper-minimal", "pingora-minimal", "cellgate", "cellgate-jwt"]
+ORDER = ["direct", "nginx", "haproxy", "hyper-minimal", "pingora-minimal", "cellgate", "cellgate-jwt", "cellgate-key"]
 UNITS_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
 
 

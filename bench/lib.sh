@@ -247,6 +247,24 @@ public_key_file = "key.pub.pem"
 EOF
 }
 
+# with_api_key DIR BIN [REGISTRY]: turns the cellgate config in DIR into cellgate-key's: the
+# tenant comes from an API key (sources `subdomain` then `api_key`: the key's tenant is checked
+# against the subdomain), the key minted by BIN (`apikey create --print-record`) and its record
+# appended to DIR/registry.toml (or to REGISTRY). Prints the key.
+with_api_key() {
+  local dir=$1 bin=$2 registry=${3:-$1/registry.toml} out
+  sed -i 's/^sources = \["subdomain"\]/sources = ["subdomain", "api_key"]/' "$dir/cellgate.toml"
+  out="$("$bin" apikey create --print-record --tenant bench)" || return 1
+  python3 -c '
+import json, sys
+doc = json.loads(sys.argv[2])
+lines = ["[[apikeys]]"] + [f"{k} = {json.dumps(v)}" for k, v in doc["record"].items()]
+with open(sys.argv[1], "a") as f:
+    f.write("\n".join(lines) + "\n")
+print(doc["key"])
+' "$registry" "$out"
+}
+
 # ------------------------------------------------------------------ cellgate config ---
 # The bench's cellgate config: 1 worker, tenant from the subdomain of `localhost`, a file
 # registry next to the config, rate limiting on far above what the bench can send (every

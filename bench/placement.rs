@@ -6,16 +6,19 @@
 //! lookup is measured on one hot key (as `hot_path` always did) and on keys drawn at random from
 //! all N, where a million tenants no longer fit in the caches. Memory is printed before the
 //! timings: bytes requested from the allocator per tenant (counted by this binary's allocator)
-//! and the process's resident-set growth per tenant.
+//! and the process's resident-set growth per tenant. API keys live in the same kind of map:
+//! their memory and a lookup by id (with the constant-time check of the secret) at 1, 10k and
+//! 1M keys.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
+use cellgate::apikey::KeyHash;
 use cellgate::config::file::FileCell;
 use cellgate::placement::{
-    Cell, Delta, PlacementSnapshot, RegistryData, TenantRecord, TenantStatus,
+    Cell, Delta, KeyRecord, KeyStatus, PlacementSnapshot, RegistryData, TenantRecord, TenantStatus,
 };
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
@@ -180,5 +183,79 @@ fn bench_apply(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_lookup, bench_apply);
+/// A key id for `i`: 12 base32 characters, distinct for each `i` below 2^60.
+fn key_id(i: usize) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    (0..12)
+        .map(|d| char::from(ALPHABET[(i >> (5 * d)) & 31]))
+        .collect()
+}
+
+/// The presented key of key `i` (its secret is fixed per `i`, so the bench can present it).
+fn key_text(i: usize) -> String {
+    format!(
+        "cgk_{}_{}",
+        key_id(i),
+        key_id(i + 7).repeat(3).get(..26).unwrap_or_default()
+    )
+}
+
+fn key_snapshot(n: usize) -> PlacementSnapshot {
+    let mut data = RegistryData::new();
+    for i in 0..n {
+        let text = key_text(i);
+        let parsed = cellgate::apikey::parse(&text).unwrap();
+        let secret = &text[4 + 12 + 1..];
+        data.push_key(KeyRecord {
+            id: parsed.id.to_owned(),
+            tenant: format!("tenant-{}", i % 100_000),
+            hash: KeyHash::of(parsed.id, secret),
+            status: KeyStatus::Active,
+            expires_at: None,
+            scopes: if i % 4 == 0 {
+                vec!["billing".to_owned()]
+            } else {
+                Vec::new()
+            },
+            created_at: 1_700_000_000,
+            version: 1,
+        });
+    }
+    PlacementSnapshot::build(data, &[], 1)
+}
+
+/// API keys: what one costs in memory, and a lookup by id with and without the constant-time
+/// check of its secret, on ids drawn at random from all N (1M keys do not fit in the caches).
+fn bench_keys(c: &mut Criterion) {
+    let mut g = c.benchmark_group("api_key");
+    for n in SIZES {
+        let live = LIVE.load(Ordering::Relaxed);
+        let snap = key_snapshot(n);
+        println!(
+            "memory/keys/{n}: {:.1} bytes/key requested, {:.1} bytes/key in the key map",
+            (LIVE.load(Ordering::Relaxed) - live) as f64 / n as f64,
+            snap.key_map_bytes() as f64 / n as f64,
+        );
+        let mut rng = fastrand::Rng::with_seed(11);
+        let keys: Vec<String> = (0..4096).map(|_| key_text(rng.usize(0..n))).collect();
+        let mut i = 0;
+        g.bench_with_input(BenchmarkId::new("lookup", n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) & 4095;
+                let parsed = cellgate::apikey::parse(black_box(&keys[i])).unwrap();
+                black_box(snap.api_key(parsed.id)).is_some()
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("lookup_and_check", n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) & 4095;
+                let parsed = cellgate::apikey::parse(black_box(&keys[i])).unwrap();
+                snap.api_key(parsed.id).unwrap().check(&parsed, 0).is_ok()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_lookup, bench_apply, bench_keys);
 criterion_main!(benches);
