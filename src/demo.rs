@@ -4,7 +4,8 @@
 //! and target that served the request and the trusted headers they received, writes a file
 //! registry placing `acme`, `globex` and `initech` in different cells, and runs the ordinary
 //! proxy on it. The same echo cell serves the integration tests. The signing key is the
-//! repository's demo key: public, for trying the JWT path only.
+//! repository's demo key, and the demo API key is written here: both public, for trying the JWT
+//! and API key paths only.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,6 +31,12 @@ pub const DEMO_PUBLIC_KEY: &str = include_str!("../config/demo/jwt-ed25519.pub.p
 pub const DEMO_KID: &str = "demo-ed25519";
 pub const DEMO_ISSUER: &str = "cellgate-demo";
 pub const DEMO_AUDIENCE: &str = "cellgate-demo";
+
+/// DEMO ONLY: globex's API key (its record, in the demo registry, holds only its hash). It is
+/// public; never use it outside the demo.
+pub const DEMO_API_KEY: &str = "cgk_demoglobexk2_demoonlythesecretisinrepo2";
+/// The entitlement the demo config's `/reports` route needs; globex has it, the others do not.
+pub const DEMO_ENTITLEMENT: &str = "reports";
 
 /// Demo tenants and their cells.
 pub const DEMO_TENANTS: [(&str, &str, &str); 3] = [
@@ -201,8 +208,27 @@ pub fn registry_toml(cells: &[Vec<EchoTarget>]) -> String {
     }
     for (i, (tenant, cell, tier)) in DEMO_TENANTS.iter().enumerate() {
         s.push_str(&format!("\n[[tenants]]\nid = \"{tenant}\"\ncell = \"{cell}\"\ntier = \"{tier}\"\nversion = {}\n", i + 1));
+        if *tenant == "globex" {
+            s.push_str(&format!("entitlements = [\"{DEMO_ENTITLEMENT}\"]\n"));
+        }
     }
+    s.push_str(&demo_key_record());
     s
+}
+
+/// The `[[apikeys]]` record of [`DEMO_API_KEY`] (globex's; its hash, never the key).
+#[must_use]
+pub fn demo_key_record() -> String {
+    let Ok(key) = crate::apikey::parse(DEMO_API_KEY) else {
+        return String::new();
+    };
+    let secret = &DEMO_API_KEY[DEMO_API_KEY.len() - crate::apikey::SECRET_LEN..];
+    let hash = crate::apikey::KeyHash::of(key.id, secret);
+    format!(
+        "\n# DEMO ONLY: the key is {DEMO_API_KEY} (src/demo.rs); a registry holds its hash.\n\
+         [[apikeys]]\nid = \"{}\"\ntenant = \"globex\"\nhash = \"{hash}\"\ncreated_at = 1796083200\nversion = 1\n",
+        key.id
+    )
 }
 
 /// Writes the demo's config, public key and registry into `dir`; returns the config path.
@@ -299,6 +325,11 @@ pub fn instructions(listen: SocketAddr, admin: SocketAddr, registry: &Path, toke
          curl -s -H 'Host: initech.localhost' http://{listen}/\n\
          # route by a signed JWT (demo key; mint more with `cellgate token --tenant globex`)\n\
          curl -s -H 'Authorization: Bearer {token}' http://{listen}/\n\
+         # route by globex's API key (demo key; `cellgate apikey create` makes real ones)\n\
+         curl -s -H 'x-api-key: {key}' http://{listen}/\n\
+         # entitlements: /reports needs `reports`; globex has it, acme gets 403 not_entitled\n\
+         curl -s -H 'Host: globex.localhost' http://{listen}/reports\n\
+         curl -s -H 'Host: acme.localhost' http://{listen}/reports\n\
          # refused: unknown tenant (404), token for acme on globex's host (403)\n\
          curl -s -H 'Host: nobody.localhost' http://{listen}/\n\
          curl -s -H 'Host: globex.localhost' -H 'Authorization: Bearer {token}' http://{listen}/\n\
@@ -308,5 +339,6 @@ pub fn instructions(listen: SocketAddr, admin: SocketAddr, registry: &Path, toke
          curl -s http://{admin}/admin/tenants/acme\n\
          curl -s http://{admin}/metrics\n",
         reg = registry.display(),
+        key = DEMO_API_KEY,
     )
 }
