@@ -1,15 +1,16 @@
 //! The engine adapter: hyper server and per-worker upstream pool, wired through the stages.
 //!
 //! ```text
-//!  client ──► hygiene ──► identify ──► place+route ──► admit ────────► rewrite ──► forward ───► respond ──► log
-//!             hygiene::   identify::   routing::       ratelimit::     proxy::     proxy::      proxy::     metrics +
-//!             screen      identify     Placer::place   Limiter::admit  rewrite::   forward      respond     accesslog
-//!                         (auth::      (one snapshot   (tenant         request     (upstream::  (hop-by-    (the line
-//!                         Verifier:    load, issuer    in-flight and   (strip,     select +     hop, id;    finished by
-//!                         cached JWT,  binding, arm:   rate, route     set trusted, Pool::send, moves::    ProxyBody
-//!                         host, header) forced > pin   classes, then   claims,     retries in   Watch on    when the
-//!                                      > weights)      the cell cap)   origin-form) the arm,    long-lived) body ends)
-//!                                                                                   budgeted)
+//!  client ──► hygiene ──► identify ──► entitle ──► place+route ──► admit ────────► rewrite ──► forward ───► respond ──► log
+//!             hygiene::   identify::   entitle::   routing::       ratelimit::     proxy::     proxy::      proxy::     metrics +
+//!             screen      identify     Routes::    Placer::place   Limiter::admit  rewrite::   forward      respond     accesslog
+//!                         (auth::      required,   (one snapshot   (tenant         request     (upstream::  (hop-by-    (the line
+//!                         Verifier:    within_     load, issuer    in-flight and   (strip,     select +     hop, id;    finished by
+//!                         cached JWT,  scopes      binding, the    rate, route     set trusted, Pool::send, moves::    ProxyBody
+//!                         host, header, (key and   tenant's        classes, then   claims,     retries in   Watch on    when the
+//!                         API key via  token       entitlement,    the cell cap)   origin-form) the arm,    long-lived) body ends)
+//!                         Placer)      scopes)     arm: forced >                                budgeted)
+//!                                                  pin > weights)
 //!  any stage may refuse ──► proxy::refuse (error::ProxyError::response: status, JSON body) ──► metrics + accesslog
 //! ```
 //!
