@@ -4,7 +4,7 @@
 //! bounded channel; a dedicated thread formats and writes the lines to stdout. When the channel
 //! is full the line is dropped and counted (`cellgate_access_log_dropped_total`), never waited
 //! for. Lines carry the path without its query string, and never a header value other than the
-//! request id, so tokens cannot leak into them. Routed requests are sampled; refusals and
+//! request id, so tokens cannot leak into them; an API key shows as its public id only. Routed requests are sampled; refusals and
 //! upstream errors are always logged.
 
 use std::io::Write;
@@ -15,6 +15,7 @@ use http::{HeaderValue, Method, Uri};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
+use crate::apikey::KeyId;
 use crate::config::AccessLogConfig;
 use crate::metrics::Outcome;
 use crate::tenant::TenantId;
@@ -25,6 +26,8 @@ pub struct Record {
     pub time: SystemTime,
     pub request_id: HeaderValue,
     pub tenant: Option<TenantId>,
+    /// The API key that identified the request (its public id).
+    pub api_key: Option<KeyId>,
     pub cell: Option<Arc<str>>,
     pub target: Option<Arc<str>>,
     pub method: Method,
@@ -136,6 +139,10 @@ pub fn format_line(r: &Record, out: &mut String) {
     json_str(out, r.request_id.to_str().unwrap_or(""));
     out.push_str(",\"tenant\":");
     opt_str(out, r.tenant.as_ref().map(TenantId::as_str));
+    if let Some(k) = &r.api_key {
+        out.push_str(",\"api_key\":");
+        json_str(out, k.as_str());
+    }
     out.push_str(",\"cell\":");
     opt_str(out, r.cell.as_deref());
     out.push_str(",\"target\":");
@@ -197,6 +204,9 @@ mod tests {
             time: SystemTime::UNIX_EPOCH,
             request_id: HeaderValue::from_static("abc"),
             tenant: Some(TenantId::parse("acme").unwrap()),
+            api_key: crate::apikey::parse("cgk_abcdefghijkl_abcdefghijklmnopqrstuvwxyz")
+                .ok()
+                .map(|k| KeyId::of(&k)),
             cell: Some(Arc::from("cell-1")),
             target: None,
             method: Method::GET,
@@ -215,6 +225,8 @@ mod tests {
         assert!(!s.contains("secret"), "{s}");
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["tenant"], "acme");
+        assert_eq!(v["api_key"], "abcdefghijkl");
+        assert!(!s.contains("mnopqrstuvwxyz"), "never the secret: {s}");
         assert_eq!(v["cell"], "cell-1");
         assert_eq!(v["target"], serde_json::Value::Null);
         assert_eq!(v["status"], 200);

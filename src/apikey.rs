@@ -86,6 +86,39 @@ pub fn valid_id(id: &str) -> bool {
     id.len() == ID_LEN && base32(id)
 }
 
+/// A key's public id, held inline (no allocation): what the cell, the access log and the
+/// metrics-free audit trail may see of a key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId([u8; ID_LEN]);
+
+impl KeyId {
+    /// The id of a parsed key (its shape already checked).
+    #[must_use]
+    pub fn of(key: &ParsedKey<'_>) -> Self {
+        let mut buf = [b'a'; ID_LEN];
+        buf.copy_from_slice(&key.id.as_bytes()[..ID_LEN]);
+        Self(buf)
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        // Only base32 characters are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.as_str())
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The stored form of a key's secret.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct KeyHash([u8; 32]);

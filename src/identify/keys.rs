@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use crate::apikey::{ID_LEN, KEY_LEN, KeyRefusal, ParsedKey};
+use crate::apikey::{KEY_LEN, KeyId, KeyRefusal, ParsedKey};
 use crate::config::ApiKeyConfig;
 use crate::tenant::TenantId;
 
@@ -47,22 +47,18 @@ pub enum KeyFailure {
 /// What a checked key grants: its tenant, its scopes, and its id for the cell and the log.
 #[derive(Debug, Clone)]
 pub struct KeyGrant {
-    id: [u8; ID_LEN],
+    pub id: KeyId,
     pub tenant: TenantId,
     /// `None`: the key carries its tenant's whole entitlement.
     pub scopes: Option<Arc<[Box<str>]>>,
 }
 
 impl KeyGrant {
-    /// A grant for key `id` (a checked key's id: `ID_LEN` base32 characters).
+    /// A grant for the checked `key`.
     #[must_use]
-    pub fn new(id: &str, tenant: TenantId, scopes: Option<Arc<[Box<str>]>>) -> Self {
-        let mut buf = [b'a'; ID_LEN];
-        for (b, c) in buf.iter_mut().zip(id.bytes()) {
-            *b = c;
-        }
+    pub fn new(key: &ParsedKey<'_>, tenant: TenantId, scopes: Option<Arc<[Box<str>]>>) -> Self {
         Self {
-            id: buf,
+            id: KeyId::of(key),
             tenant,
             scopes,
         }
@@ -71,7 +67,7 @@ impl KeyGrant {
     /// The key's public id.
     #[must_use]
     pub fn id(&self) -> &str {
-        std::str::from_utf8(&self.id).unwrap_or_default()
+        self.id.as_str()
     }
 }
 
@@ -185,7 +181,8 @@ mod tests {
 
     #[test]
     fn a_grant_keeps_its_id_inline() {
-        let g = KeyGrant::new("abcdefghijkl", TenantId::parse("acme").unwrap(), None);
+        let key = crate::apikey::parse(KEY).unwrap();
+        let g = KeyGrant::new(&key, TenantId::parse("acme").unwrap(), None);
         assert_eq!(g.id(), "abcdefghijkl");
     }
 }

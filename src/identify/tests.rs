@@ -64,7 +64,7 @@ impl KeyCheck for Keys {
         if !k.hash.verifies(&key) {
             return Err(KeyFailure::Refused(KeyRefusal::WrongSecret));
         }
-        Ok(KeyGrant::new(key.id, tid(tenant), None))
+        Ok(KeyGrant::new(&key, tid(tenant), None))
     }
 }
 

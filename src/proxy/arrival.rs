@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::rewrite;
 use crate::accesslog::Record;
+use crate::apikey::KeyId;
 use crate::metrics::Outcome;
 use crate::tenant::TenantId;
 
@@ -20,6 +21,8 @@ pub struct Arrival {
     pub request_id: HeaderValue,
     pub method: Method,
     pub uri: Uri,
+    /// The API key that identified the request, once the identify stage has checked it.
+    pub api_key: Option<KeyId>,
 }
 
 impl Arrival {
@@ -31,6 +34,7 @@ impl Arrival {
             request_id: rewrite::request_id(&parts.headers),
             method: parts.method.clone(),
             uri: parts.uri.clone(),
+            api_key: None,
         }
     }
 
@@ -52,6 +56,7 @@ impl Arrival {
                 .unwrap_or_else(SystemTime::now),
             request_id: self.request_id.clone(),
             tenant,
+            api_key: self.api_key,
             cell: cell.cloned(),
             target: target.cloned(),
             method: self.method.clone(),

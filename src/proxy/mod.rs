@@ -246,7 +246,7 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let s = &*w.shared;
     let (mut parts, body) = req.into_parts();
-    let arrival = Arrival::of(&parts);
+    let mut arrival = Arrival::of(&parts);
 
     // hygiene: ambiguous framing or addressing is refused, and an HTTP/1 connection closed.
     if let Err(v) = hygiene::screen(&mut parts, &s.config.server) {
@@ -268,6 +268,7 @@ pub async fn handle(
         Err(e) => return Ok(refuse(s.ledger(), &arrival, e.into(), None, None)),
     };
     let (tenant, token) = (identity.tenant, identity.token.as_deref());
+    arrival.api_key = identity.key.as_ref().map(|k| k.id);
 
     // entitle: the entitlement the route needs, within the key's and the token's scopes (the
     // tenant's own list is checked with its placement).

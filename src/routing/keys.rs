@@ -30,7 +30,7 @@ fn grant(view: &KeyView<'_>, key: &ParsedKey<'_>) -> Result<KeyGrant, KeyFailure
     // Validated when the record was read; a record that fails now is refused, never guessed.
     let tenant =
         TenantId::parse(view.tenant()).map_err(|_| KeyFailure::Refused(KeyRefusal::Unknown))?;
-    Ok(KeyGrant::new(key.id, tenant, view.scopes().cloned()))
+    Ok(KeyGrant::new(key, tenant, view.scopes().cloned()))
 }
 
 impl KeyCheck for Placer<'_> {
