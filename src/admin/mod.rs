@@ -121,6 +121,7 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                     "loaded_at": (snap.generation > 0).then(|| time(snap.loaded_at)),
                     "age_seconds": shared.snapshot.age().as_secs_f64(),
                     "tenants": snap.tenant_count(),
+                    "api_keys": snap.key_count(),
                     "cells": snap.cell_count(),
                     "dangling_tenants": snap.dangling_tenants(),
                     "cell_tenants": snap
@@ -183,6 +184,7 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             )
         }
         p if p.starts_with("/admin/tenants/") => tenant(shared, &p["/admin/tenants/".len()..]),
+        p if p.starts_with("/admin/apikeys/") => api_key(shared, &p["/admin/apikeys/".len()..]),
         _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
     }
 }
@@ -361,6 +363,7 @@ fn tenant(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
             "tier": &**p.tier(),
             "version": p.version(),
             "issuers": p.issuers().map(|l| l.iter().map(|i| &**i).collect::<Vec<_>>()),
+            "entitlements": p.entitlements().map(|l| l.iter().map(|e| &**e).collect::<Vec<_>>()),
             "limits": shared.limiter.effective(p.tier(), p.limits()).map(|e| json!({
                 "tier": &**e.tier,
                 "rate": e.rate.map(|g| g.rate()),
@@ -374,6 +377,32 @@ fn tenant(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
             })),
             "generation": snap.generation,
             "loaded_at": humantime::format_rfc3339_millis(snap.loaded_at).to_string(),
+        }),
+    )
+}
+
+/// `GET /admin/apikeys/{id}`: what this node holds for an API key id: its tenant, status,
+/// expiry and scopes (never its hash); 404 when the snapshot has no such id (no registry read).
+fn api_key(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
+    let snap = shared.snapshot.load();
+    let Some(k) = crate::apikey::valid_id(id).then(|| snap.api_key(id)).flatten() else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "unknown_api_key", "generation": snap.generation}),
+        );
+    };
+    let r = k.record(id);
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "id": id,
+            "tenant": r.tenant,
+            "status": r.status.as_str(),
+            "expires_at": r.expires_at,
+            "scopes": r.scopes,
+            "created_at": r.created_at,
+            "version": r.version,
+            "generation": snap.generation,
         }),
     )
 }
