@@ -385,7 +385,10 @@ fn tenant(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
 /// expiry and scopes (never its hash); 404 when the snapshot has no such id (no registry read).
 fn api_key(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
     let snap = shared.snapshot.load();
-    let Some(k) = crate::apikey::valid_id(id).then(|| snap.api_key(id)).flatten() else {
+    let Some(k) = crate::apikey::valid_id(id)
+        .then(|| snap.api_key(id))
+        .flatten()
+    else {
         return json_response(
             StatusCode::NOT_FOUND,
             &json!({"error": "unknown_api_key", "generation": snap.generation}),

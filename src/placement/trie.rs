@@ -387,16 +387,19 @@ impl<V: Packed> Default for Map<V> {
 }
 
 /// Fills a map in place for a full load (no node is shared yet), then [`Self::freeze`]s it.
+/// A branch's 256 leaves are allocated when its first entry arrives, so a small registry (or
+/// a one-record lookup that reads a whole TOML file) costs kilobytes, not the 65,536 leaves a
+/// million tenants fill.
 #[derive(Debug)]
 pub struct MapBuilder<V> {
-    leaves: Vec<BuildLeaf<V>>,
+    branches: Vec<Option<Box<[BuildLeaf<V>]>>>,
     len: usize,
 }
 
 impl<V> Default for MapBuilder<V> {
     fn default() -> Self {
         Self {
-            leaves: Vec::new(),
+            branches: Vec::new(),
             len: 0,
         }
     }
@@ -405,11 +408,13 @@ impl<V> Default for MapBuilder<V> {
 impl<V: Packed> MapBuilder<V> {
     /// Adds `id`; `false` when it is already held (the first one stays).
     pub fn insert(&mut self, id: &str, value: V, tail: &[u8]) -> bool {
-        if self.leaves.is_empty() {
-            self.leaves = (0..FANOUT * FANOUT).map(|_| BuildLeaf::default()).collect();
+        if self.branches.is_empty() {
+            self.branches = (0..FANOUT).map(|_| None).collect();
         }
         let p = place(id.as_bytes());
-        let leaf = &mut self.leaves[p.branch * FANOUT + p.leaf];
+        let branch = self.branches[p.branch]
+            .get_or_insert_with(|| (0..FANOUT).map(|_| BuildLeaf::default()).collect());
+        let leaf = &mut branch[p.leaf];
         if leaf.find(p.tag, id.as_bytes()).is_some() {
             return false;
         }
@@ -427,7 +432,7 @@ impl<V: Packed> MapBuilder<V> {
     #[must_use]
     pub fn get(&self, id: &str) -> Option<(V, &[u8])> {
         let p = place(id.as_bytes());
-        let leaf = self.leaves.get(p.branch * FANOUT + p.leaf)?;
+        let leaf = self.branches.get(p.branch)?.as_ref()?.get(p.leaf)?;
         leaf.entries
             .iter()
             .find(|(s, _)| s.tag == p.tag && &leaf.data[s.id()] == id.as_bytes())
@@ -436,10 +441,12 @@ impl<V: Packed> MapBuilder<V> {
 
     /// Every entry held so far: id, record and tail.
     pub fn iter(&self) -> impl Iterator<Item = (&str, V, &[u8])> {
-        self.leaves.iter().flat_map(|leaf| {
-            leaf.entries.iter().map(move |(s, v)| {
-                let id = std::str::from_utf8(&leaf.data[s.id()]).unwrap_or_default();
-                (id, *v, &leaf.data[s.tail()])
+        self.branches.iter().flatten().flat_map(|branch| {
+            branch.iter().flat_map(|leaf| {
+                leaf.entries.iter().map(move |(s, v)| {
+                    let id = std::str::from_utf8(&leaf.data[s.id()]).unwrap_or_default();
+                    (id, *v, &leaf.data[s.tail()])
+                })
             })
         })
     }
@@ -450,20 +457,18 @@ impl<V: Packed> MapBuilder<V> {
         let mut root = Root {
             branches: [const { None }; FANOUT],
         };
-        let mut leaves = self.leaves.into_iter();
-        if leaves.len() == FANOUT * FANOUT {
-            for slot in &mut root.branches {
-                let mut branch = Branch::new();
-                let mut any = false;
-                for entry in &mut branch.leaves {
-                    if let Some(leaf) = leaves.next().and_then(BuildLeaf::freeze) {
-                        *entry = Some(leaf);
-                        any = true;
-                    }
+        for (slot, built) in root.branches.iter_mut().zip(self.branches) {
+            let Some(built) = built else { continue };
+            let mut branch = Branch::new();
+            let mut any = false;
+            for (entry, leaf) in branch.leaves.iter_mut().zip(built.into_vec()) {
+                if let Some(leaf) = leaf.freeze() {
+                    *entry = Some(leaf);
+                    any = true;
                 }
-                if any {
-                    *slot = Some(Arc::new(branch));
-                }
+            }
+            if any {
+                *slot = Some(Arc::new(branch));
             }
         }
         Map {
