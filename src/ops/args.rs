@@ -85,6 +85,13 @@ pub enum TenantCommand {
         /// Unpin: the tenant's arm follows the weights again.
         #[arg(long)]
         clear_arm: bool,
+        /// An entitlement the tenant holds (e.g. `reports`); repeat for several. Replaces the
+        /// stored list (default: keep it).
+        #[arg(long = "entitlement", conflicts_with = "clear_entitlements")]
+        entitlements: Vec<String>,
+        /// Drop every entitlement: routes that require one are refused (403 `not_entitled`).
+        #[arg(long)]
+        clear_entitlements: bool,
         /// Write only if the stored version is this one (default: the version just read).
         #[arg(long)]
         expect_version: Option<u64>,
@@ -135,6 +142,8 @@ impl TenantCommand {
             clear_limits: false,
             arm: None,
             clear_arm: false,
+            entitlements: Vec::new(),
+            clear_entitlements: false,
             expect_version: None,
             force: false,
         }
