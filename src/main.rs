@@ -1,5 +1,5 @@
 //! The `cellgate` command: serve | validate | demo | token, and the operator commands on the
-//! DynamoDB registry (registry | tenant | cell, in `cellgate::ops`).
+//! DynamoDB registry (registry | tenant | cell | apikey, in `cellgate::ops`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,6 +96,13 @@ enum Command {
         #[command(subcommand)]
         command: ops::CellCommand,
     },
+    /// API keys in the DynamoDB registry: create, list, revoke, rotate.
+    Apikey {
+        #[command(flatten)]
+        table: ops::TableArgs,
+        #[command(subcommand)]
+        command: ops::ApiKeyCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -146,6 +153,19 @@ fn main() -> ExitCode {
                 |r| async move { ops::cell_command(&r, command).await },
             )
         }
+        // No table: the record is printed for a file registry.
+        Command::Apikey {
+            command: ops::ApiKeyCommand::Create(c),
+            ..
+        } if c.print_record => ops::print_record(&c)
+            .map_err(anyhow::Error::from)
+            .and_then(|out| print(&out, false)),
+        Command::Apikey { table, command } => {
+            operate(
+                &table,
+                |r| async move { ops::apikey_command(&r, command).await },
+            )
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -175,7 +195,12 @@ where
         let registry = ops::registry(table).await?;
         command(registry).await
     })?;
-    let text = serde_json::to_string_pretty(&out)?;
+    print(&out, to_stderr)
+}
+
+/// A command's JSON result, pretty-printed to stdout (or stderr).
+fn print(out: &serde_json::Value, to_stderr: bool) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(out)?;
     if to_stderr {
         eprintln!("{text}");
     } else {

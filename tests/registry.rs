@@ -153,6 +153,8 @@ async fn writes_are_versioned_and_exactly_one_of_racing_writers_wins() {
         clear_limits: false,
         arm: Some("canary".to_owned()),
         clear_arm: false,
+        entitlements: Vec::new(),
+        clear_entitlements: false,
         expect_version: None,
         force: false,
     };

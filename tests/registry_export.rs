@@ -114,6 +114,8 @@ async fn an_exported_table_serves_the_same_placements_from_a_file() {
         clear_limits: false,
         arm: Some("stable".to_owned()),
         clear_arm: false,
+        entitlements: Vec::new(),
+        clear_entitlements: false,
         expect_version: None,
         force: false,
     };

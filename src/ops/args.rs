@@ -1,6 +1,6 @@
 //! The operator commands' arguments, as clap parses them: where the table is ([`TableArgs`])
-//! and the `registry`, `tenant` and `cell` subcommands. `src/main.rs` puts these on its command
-//! line; the sibling modules carry them out.
+//! and the `registry`, `tenant`, `cell` and `apikey` subcommands. `src/main.rs` puts these on
+//! its command line; the sibling modules carry them out.
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
@@ -85,6 +85,13 @@ pub enum TenantCommand {
         /// Unpin: the tenant's arm follows the weights again.
         #[arg(long)]
         clear_arm: bool,
+        /// An entitlement the tenant holds (e.g. `reports`); repeat for several. Replaces the
+        /// stored list (default: keep it).
+        #[arg(long = "entitlement", conflicts_with = "clear_entitlements")]
+        entitlements: Vec<String>,
+        /// Drop every entitlement: routes that require one are refused (403 `not_entitled`).
+        #[arg(long)]
+        clear_entitlements: bool,
         /// Write only if the stored version is this one (default: the version just read).
         #[arg(long)]
         expect_version: Option<u64>,
@@ -135,10 +142,62 @@ impl TenantCommand {
             clear_limits: false,
             arm: None,
             clear_arm: false,
+            entitlements: Vec::new(),
+            clear_entitlements: false,
             expect_version: None,
             force: false,
         }
     }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Make a key for a tenant of the table and print it, the only time it is shown (the table
+    /// holds its hash); with `--print-record`, write nothing and print the key and its
+    /// registry-file record.
+    Create(CreateKey),
+    /// Print a tenant's keys: ids, status, expiry, scopes; never a key or its hash. A filtered
+    /// Scan: it reads the whole table.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a key: refused on every proxy from its next poll (a key already revoked is left
+    /// as it is).
+    Revoke {
+        /// The key's id (the 12 characters after `cgk_`).
+        id: String,
+    },
+    /// Replace an ACTIVE key: a new key for the same tenant and scopes, while the old one
+    /// works until the grace ends; both written in one transaction.
+    Rotate {
+        /// The old key's id.
+        id: String,
+        /// How long the old key keeps working (`0s`: it stops now); never beyond its expiry.
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        /// The new key's lifetime, e.g. `90d` (default: the old key's lifetime, if it had one).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+}
+
+/// `apikey create`'s flags.
+#[derive(Debug, Clone, Args)]
+pub struct CreateKey {
+    /// The tenant the key speaks for (it must exist in the table, unless `--print-record`).
+    #[arg(long)]
+    pub tenant: String,
+    /// Lifetime, e.g. `90d`, `12h` (default: none).
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Limit the key to routes needing this entitlement (or none); repeat for several.
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Write nothing: print the key and its record for a file registry (`{"apikey": ...}`
+    /// line or `[[apikeys]]` table).
+    #[arg(long)]
+    pub print_record: bool,
 }
 
 #[derive(Debug, Clone, Subcommand)]

@@ -1,16 +1,18 @@
-//! Operator commands on the DynamoDB registry: `cellgate registry|tenant|cell ...`.
+//! Operator commands on the DynamoDB registry: `cellgate registry|tenant|cell|apikey ...`.
 //!
 //! The CLI (`src/main.rs`) parses these argument structs and calls [`registry_command`],
-//! [`tenant_command`] or [`cell_command`]; each command prints one JSON document on success and
+//! [`tenant_command`], [`cell_command`] or [`apikey_command`] (and [`print_record`], which
+//! touches no table); each command prints one JSON document on success and
 //! fails with a message naming what went wrong (a lost conditional write included), so the
 //! commands script well. Every write goes through
 //! [`Registry::commit`]: versioned, change-logged, and visible to every proxy at its next poll.
 //!
 //! Layout: `args` (the clap types), `io` (reading, writing and printing records), `tenant`,
-//! `moves` (`tenant move`), `cell`, `weights` (`cell weights`) and `export` (`registry
-//! export`, the table as a JSON Lines registry file); this file holds the shared error type,
-//! the connection and the `registry` commands.
+//! `moves` (`tenant move`), `cell`, `weights` (`cell weights`), `export` (`registry export`,
+//! the table as a JSON Lines registry file) and `apikey` (the API key lifecycle); this file
+//! holds the shared error type, the connection and the `registry` commands.
 
+mod apikey;
 mod args;
 mod cell;
 mod export;
@@ -21,7 +23,10 @@ mod weights;
 
 use serde_json::{Value, json};
 
-pub use self::args::{CellCommand, RegistryCommand, TableArgs, TenantCommand};
+pub use self::apikey::{apikey_command, print_record};
+pub use self::args::{
+    ApiKeyCommand, CellCommand, CreateKey, RegistryCommand, TableArgs, TenantCommand,
+};
 pub use self::cell::{GroupEdit, cell_command};
 pub use self::moves::{MovePlan, move_tenant};
 pub use self::tenant::tenant_command;
@@ -48,6 +53,10 @@ pub enum OpsError {
         value: String,
         reason: String,
     },
+    #[error("making an API key: the system's random source failed")]
+    Random,
+    #[error("printing the record: {0}")]
+    Print(#[from] serde_json::Error),
     /// A multi-cell write stopped part-way: which cells were written and which were not.
     /// (`error`, not `source`: the message carries it, and a source would be printed twice.)
     #[error(

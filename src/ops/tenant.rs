@@ -1,5 +1,6 @@
-//! `cellgate tenant ...`: place (put), read, list, suspend and resume tenant records; `move`
-//! hands over to [`super::moves`]. Every write is conditional on the version just read.
+//! `cellgate tenant ...`: place (put), read, list, suspend and resume tenant records (`put`
+//! also sets the tenant's entitlements); `move` hands over to [`super::moves`]. Every write is
+//! conditional on the version just read.
 
 use serde_json::Value;
 
@@ -12,6 +13,7 @@ use crate::placement::dynamo::write::Registry;
 use crate::placement::record::{RawTenant, tenant_record};
 use crate::placement::{CellState, TenantRecord, TenantStatus};
 use crate::ratelimit::TenantLimits;
+use crate::rules::{ENTITLEMENT_RULE, MAX_ENTITLEMENTS, valid_entitlement};
 
 pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value, OpsError> {
     match cmd {
@@ -27,9 +29,12 @@ pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value,
             clear_limits,
             arm,
             clear_arm,
+            entitlements,
+            clear_entitlements,
             expect_version,
             force,
         } => {
+            check_entitlements(&entitlements)?;
             let current = current_tenant(reg, &tenant).await?;
             let held = if clear_limits {
                 TenantLimits::default()
@@ -65,7 +70,16 @@ pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value,
                 } else {
                     arm.or_else(|| current.as_ref().and_then(|c| c.arm.clone()))
                 },
-                entitlements: Vec::new(),
+                entitlements: if clear_entitlements {
+                    Vec::new()
+                } else if entitlements.is_empty() {
+                    current
+                        .as_ref()
+                        .map(|c| c.entitlements.clone())
+                        .unwrap_or_default()
+                } else {
+                    entitlements
+                },
             })
             .map(|r| TenantRecord { status, ..r })
             .map_err(|b| invalid(b.field, &b.value, b.reason))?;
@@ -118,6 +132,27 @@ pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value,
     }
 }
 
+/// `--entitlement`s, checked before the table is read: each a valid name, none twice, at most
+/// [`MAX_ENTITLEMENTS`].
+fn check_entitlements(list: &[String]) -> Result<(), OpsError> {
+    if list.len() > MAX_ENTITLEMENTS {
+        return Err(invalid(
+            "--entitlement",
+            &list.len().to_string(),
+            format!("at most {MAX_ENTITLEMENTS} entitlements"),
+        ));
+    }
+    for (i, e) in list.iter().enumerate() {
+        if !valid_entitlement(e) {
+            return Err(invalid("--entitlement", e, ENTITLEMENT_RULE));
+        }
+        if list[..i].contains(e) {
+            return Err(invalid("--entitlement", e, "given twice"));
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn set_status(
     reg: &Registry,
     id: &str,
@@ -128,4 +163,28 @@ pub(super) async fn set_status(
     };
     let expected = current.version;
     write_tenant(reg, TenantRecord { status, ..current }, Some(expected)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(names: &[&str]) -> Vec<String> {
+        names.iter().map(|&n| n.to_owned()).collect()
+    }
+
+    #[test]
+    fn entitlements_are_checked_naming_the_flag() {
+        assert!(check_entitlements(&[]).is_ok());
+        assert!(check_entitlements(&list(&["reports", "billing:write"])).is_ok());
+        let e = check_entitlements(&list(&["reports", "bad name"])).map_err(|e| e.to_string());
+        assert_eq!(
+            e,
+            Err(format!("--entitlement = `bad name`: {ENTITLEMENT_RULE}"))
+        );
+        let e = check_entitlements(&list(&["a", "a"])).map_err(|e| e.to_string());
+        assert_eq!(e, Err("--entitlement = `a`: given twice".to_owned()));
+        let many: Vec<String> = (0..=MAX_ENTITLEMENTS).map(|i| format!("e{i}")).collect();
+        assert!(check_entitlements(&many).is_err());
+    }
 }

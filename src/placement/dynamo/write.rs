@@ -231,27 +231,54 @@ impl Registry {
 
     /// Every item of `kind` (`tenant`, `cell`), paginated.
     pub async fn list(&self, of_kind: &str) -> Result<Vec<Item>, WriteError> {
+        self.scan_kind(of_kind, None).await
+    }
+
+    /// Every item of `kind` whose string attribute `attr` is `value` (e.g. the `apikey` items
+    /// of one `tenant`). A filtered Scan: it reads, and is billed for, the whole table.
+    pub async fn list_where(
+        &self,
+        of_kind: &str,
+        attr: &str,
+        value: &str,
+    ) -> Result<Vec<Item>, WriteError> {
+        self.scan_kind(of_kind, Some((attr, value))).await
+    }
+
+    async fn scan_kind(
+        &self,
+        of_kind: &str,
+        also: Option<(&str, &str)>,
+    ) -> Result<Vec<Item>, WriteError> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
-            let page = self
+            let mut scan = self
                 .client
                 .scan()
                 .table_name(&self.table)
                 .filter_expression("#k = :k")
                 .expression_attribute_names("#k", "kind")
-                .expression_attribute_values(":k", AttributeValue::S(of_kind.to_owned()))
+                .expression_attribute_values(":k", AttributeValue::S(of_kind.to_owned()));
+            if let Some((attr, value)) = also {
+                scan = scan
+                    .filter_expression("#k = :k AND #a = :a")
+                    .expression_attribute_names("#a", attr)
+                    .expression_attribute_values(":a", AttributeValue::S(value.to_owned()));
+            }
+            let page = scan
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| self.failed("Scan", &e))?;
-            out.extend(
-                page.items
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|i| kind(i) == Some(of_kind)),
-            );
+            let wanted = |i: &Item| {
+                kind(i) == Some(of_kind)
+                    && also.is_none_or(
+                        |(a, v)| matches!(i.get(a), Some(AttributeValue::S(s)) if s == v),
+                    )
+            };
+            out.extend(page.items.unwrap_or_default().into_iter().filter(wanted));
             start = page.last_evaluated_key;
             if start.is_none() {
                 return Ok(out);
