@@ -255,10 +255,11 @@ fn validate(path: &std::path::Path) -> anyhow::Result<()> {
             let data = cellgate::placement::file::read_registry(registry)
                 .with_context(|| format!("{}: registry.path", path.display()))?;
             format!(
-                "registry {}: {} tenant(s), {} cell(s)",
+                "registry {}: {} tenant(s), {} cell(s), {} API key(s)",
                 registry.display(),
                 data.tenant_count(),
-                data.cells().len()
+                data.cells().len(),
+                data.key_count()
             )
         }
         // Not contacted here: validation must work offline.

@@ -489,6 +489,16 @@ async fn entitlements_and_scopes_decide_a_route() {
 async fn bad_input_fails_on_one_line_and_writes_nothing() {
     let (args, reg) = table("keys-bad").await;
     ok(&args, &["tenant", "put", "acme", "--cell", "cell-1"]).await;
+    let gone = [
+        "tenant",
+        "put",
+        "gone",
+        "--cell",
+        "cell-1",
+        "--status",
+        "OFFBOARDED",
+    ];
+    ok(&args, &gone).await;
     let key = ok(&args, &["apikey", "create", "--tenant", "acme"]).await;
     let id = key["id"].as_str().unwrap().to_owned();
     ok(&args, &["apikey", "revoke", &id]).await;
@@ -499,6 +509,10 @@ async fn bad_input_fails_on_one_line_and_writes_nothing() {
         (
             &["apikey", "create", "--tenant", "nobody"],
             format!("cellgate: tenant nobody not found in table {table}"),
+        ),
+        (
+            &["apikey", "create", "--tenant", "gone"],
+            "cellgate: --tenant = `gone`: the tenant is OFFBOARDED".to_owned(),
         ),
         (
             &[

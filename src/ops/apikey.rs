@@ -21,7 +21,7 @@ use crate::placement::dynamo::schema::{Item, apikey_key, key_from_item, key_item
 use crate::placement::dynamo::write::{Registry, updated_at};
 use crate::placement::file::shape::FileKey;
 use crate::placement::record::{RawKey, key_record};
-use crate::placement::{KeyRecord, KeyStatus};
+use crate::placement::{KeyRecord, KeyStatus, TenantStatus};
 use crate::rules::{ENTITLEMENT_RULE, MAX_ENTITLEMENTS, valid_entitlement};
 use crate::tenant::TenantId;
 
@@ -48,8 +48,17 @@ pub fn print_record(c: &CreateKey) -> Result<Value, OpsError> {
 async fn create(reg: &Registry, c: &CreateKey) -> Result<Value, OpsError> {
     let now = unix_now();
     let (key, record) = new_key(c, now)?;
-    if current_tenant(reg, &c.tenant).await?.is_none() {
-        return Err(not_found(reg, "tenant", &c.tenant));
+    match current_tenant(reg, &c.tenant).await? {
+        None => return Err(not_found(reg, "tenant", &c.tenant)),
+        // An offboarded tenant is unknown to the proxy: a key for it would be a key to nothing.
+        Some(t) if t.status == TenantStatus::Offboarded => {
+            return Err(invalid(
+                "--tenant",
+                &c.tenant,
+                "the tenant is OFFBOARDED; put it back (tenant put --status ACTIVE) first",
+            ));
+        }
+        Some(_) => {}
     }
     let epoch = reg.commit(key_item(&record, &updated_at()), None).await?;
     Ok(shown(&key, &record, epoch))

@@ -37,7 +37,7 @@ pub struct FileTenant {
 }
 
 /// One API key as written in a registry file: its hash, never the key (`cellgate apikey
-/// create --file` prints both: the key for the client, this record for the file).
+/// create --print-record` prints both: the key for the client, this record for the file).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileKey {
