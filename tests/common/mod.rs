@@ -1,6 +1,7 @@
 //! Test harness: a real cellgate in-process on 127.0.0.1:0 in front of real echo cells.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod apikeys;
 pub mod cells;
 pub mod dns;
 pub mod h2raw;
