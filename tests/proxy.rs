@@ -355,6 +355,9 @@ async fn admin_endpoints_report_health_readiness_metrics_and_placement() {
         // Fleet limits are off here: no tier has fleet counters (tests/fleet.rs reads them).
         n::FLEET_WOULD_REFUSE_TOTAL,
         n::FLEET_REFUSED_TOTAL,
+        // No API key or entitlement refused here (tests/apikey_proxy.rs and entitlements.rs).
+        n::API_KEY_REJECTIONS_TOTAL,
+        n::NOT_ENTITLED_TOTAL,
     ];
     for name in n::ALL
         .iter()
