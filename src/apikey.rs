@@ -189,14 +189,16 @@ impl KeyHash {
     #[must_use]
     pub fn verifies(&self, key: &ParsedKey<'_>) -> bool {
         let candidate = Self::of(key.id, key.secret);
-        let diff = self
-            .0
-            .iter()
-            .zip(candidate.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let pairs = self.0.iter().copied().zip(candidate.0.iter().copied());
         // black_box: the compiler may not turn the fold into an early exit.
-        std::hint::black_box(diff) == 0
+        std::hint::black_box(differences(pairs)) == 0
     }
+}
+
+/// 0 when every pair is equal. Reads every pair whatever it finds: no early exit, so the time
+/// taken says nothing about where two hashes first differ.
+fn differences(pairs: impl Iterator<Item = (u8, u8)>) -> u8 {
+    pairs.fold(0u8, |acc, (a, b)| acc | (a ^ b))
 }
 
 /// A new key: the full text (shown once, never stored) and what is stored of it.
@@ -279,6 +281,26 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn the_comparison_reads_every_byte_wherever_the_first_difference_is() {
+        let a = KeyHash::of("abcdefghijkl", "x").to_bytes();
+        for at in [0, 1, 16, 31] {
+            let mut b = a;
+            b[at] ^= 0x80;
+            let read = std::cell::Cell::new(0);
+            let pairs = a.iter().copied().zip(b.iter().copied()).inspect(|_| {
+                read.set(read.get() + 1);
+            });
+            assert_ne!(differences(pairs), 0);
+            assert_eq!(
+                read.get(),
+                32,
+                "a difference at byte {at} stopped the comparison"
+            );
+        }
+        assert_eq!(differences(a.iter().copied().zip(a.iter().copied())), 0);
+    }
 
     #[test]
     fn a_new_key_parses_and_verifies_against_its_hash_only() {

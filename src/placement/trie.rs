@@ -530,8 +530,11 @@ mod tests {
         Ok(())
     }
 
+    /// One step: set an id to a record and tail, or remove it (`None`).
+    type Op = (String, Option<(u64, u8, Vec<u8>)>);
+
     /// Ids from a small alphabet, so that sets and removals hit ids already held.
-    fn ops() -> impl Strategy<Value = Vec<(String, Option<(u64, u8, Vec<u8>)>)>> {
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
         let id = "[a-d]{1,3}";
         let value = (
             any::<u64>(),
