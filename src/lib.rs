@@ -18,6 +18,7 @@ pub mod hash;
 pub mod headers;
 pub mod hygiene;
 pub mod identify;
+pub mod metering;
 pub mod metrics;
 pub mod ops;
 pub mod paths;

@@ -1,0 +1,16 @@
+//! Usage metering: what each tenant used, per window, for billing (issue 21; this is its core,
+//! not yet wired into the request path or to a sink).
+//!
+//! Every answered request (routed or refused) adds one [`Sample`] to its worker's [`Meter`]:
+//! counts by status class, 429s, bytes in and out, upstream time, by (tenant, cell). Windows are
+//! aligned on the clock (`window_start` a multiple of the window length since the Unix epoch),
+//! so every node's windows line up. A window holds at most `max_keys` (tenant, cell) pairs; a
+//! sample for a new pair past that closes the window early (counted), so memory stays bounded
+//! however many tenants are active. [`Meter::take`] hands the closed windows to whoever emits
+//! them; [`event::events`] merges one node's windows into one [`event::UsageEvent`] per
+//! (tenant, cell, window part), each with an idempotency key a consumer can drop replays by.
+
+pub mod event;
+mod window;
+
+pub use window::{Closed, Meter, Sample, Usage};
