@@ -8,9 +8,11 @@
 //! sample for a new pair past that closes the window early (counted), so memory stays bounded
 //! however many tenants are active. [`Meter::take`] hands the closed windows to whoever emits
 //! them; [`event::events`] merges one node's windows into one [`event::UsageEvent`] per
-//! (tenant, cell, window part), each with an idempotency key a consumer can drop replays by.
+//! (tenant, cell, window part), each with an idempotency key a consumer can drop replays by;
+//! [`file::FileSink`] appends them to a rotated JSON Lines file.
 
 pub mod event;
+pub mod file;
 mod window;
 
 pub use window::{Closed, Meter, Sample, Usage};
