@@ -12,12 +12,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::window::{Closed, Usage};
 
 /// One tenant's usage in one cell over one window part, as emitted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageEvent {
     /// `{node}.{run}/{batch}/{window_start}/{part}/{tenant}/{cell}`: unique per event, stable
     /// across replays.

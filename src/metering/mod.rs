@@ -9,10 +9,12 @@
 //! however many tenants are active. [`Meter::take`] hands the closed windows to whoever emits
 //! them; [`event::events`] merges one node's windows into one [`event::UsageEvent`] per
 //! (tenant, cell, window part), each with an idempotency key a consumer can drop replays by;
-//! [`file::FileSink`] appends them to a rotated JSON Lines file.
+//! [`file::FileSink`] appends them to a rotated JSON Lines file, and [`spool::Spool`] keeps
+//! what a sink could not take on local disk, bounded, for replay in order.
 
 pub mod event;
 pub mod file;
+pub mod spool;
 mod window;
 
 pub use window::{Closed, Meter, Sample, Usage};
