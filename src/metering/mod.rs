@@ -10,8 +10,10 @@
 //! them; [`event::events`] merges one node's windows into one [`event::UsageEvent`] per
 //! (tenant, cell, window part), each with an idempotency key a consumer can drop replays by;
 //! [`file::FileSink`] appends them to a rotated JSON Lines file, and [`spool::Spool`] keeps
-//! what a sink could not take on local disk, bounded, for replay in order.
+//! what a sink could not take on local disk, bounded, for replay in order; [`emit::Emitter`]
+//! puts them together.
 
+pub mod emit;
 pub mod event;
 pub mod file;
 pub mod spool;
