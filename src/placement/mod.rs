@@ -11,6 +11,7 @@ pub mod dynamo;
 pub mod file;
 pub mod group;
 mod handle;
+mod intern;
 pub mod keys;
 pub mod lookup;
 pub mod record;
@@ -128,7 +129,7 @@ pub struct TenantRecord {
 /// snapshot's own compact form as it arrives, so a load never holds the registry twice.
 #[derive(Debug, Default)]
 pub struct RegistryData {
-    filling: snapshot::Filling,
+    filling: intern::Filling,
     /// Cells defined by the source; they win over config cells with the same id.
     cells: Vec<Cell>,
 }
@@ -218,7 +219,7 @@ impl RegistryData {
     #[must_use]
     pub fn tenant(&self, id: &str) -> Option<TenantRecord> {
         let (slot, _) = self.filling.map.get(id)?;
-        Some(snapshot::record_of(&self.filling.tables, id, &slot))
+        Some(intern::record_of(&self.filling.tables, id, &slot))
     }
 
     /// The tenant records, in no particular order.
@@ -226,7 +227,7 @@ impl RegistryData {
         self.filling
             .map
             .iter()
-            .map(|(id, s, _)| snapshot::record_of(&self.filling.tables, id, &s))
+            .map(|(id, s, _)| intern::record_of(&self.filling.tables, id, &s))
     }
 
     fn into_parts(

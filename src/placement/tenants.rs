@@ -1,5 +1,5 @@
 //! A tenant as the map of a generation holds it: a [`Slot`] of table handles (see
-//! `tables.rs`), 29 bytes encoded, in the persistent trie of `trie.rs`.
+//! `tables.rs`), 29 bytes encoded, in the persistent trie of `trie/`.
 
 use super::trie::{Map, MapBuilder, Packed};
 
