@@ -19,6 +19,7 @@ use cellgate::ops::{self, CellCommand, TableArgs};
 use cellgate::placement::dynamo::write::Registry;
 use cellgate::placement::file::shape::FileKey;
 use cellgate::placement::record::key_record;
+use common::dynamo::{endpoint, table};
 use common::{Harness, Reply, base_config, cell_list};
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -26,26 +27,6 @@ use serde_json::Value;
 
 /// How long a change may take to reach the proxy (it polls every 50 ms).
 const PROPAGATION: Duration = Duration::from_secs(5);
-
-fn endpoint() -> String {
-    std::env::var("CELLGATE_TEST_DYNAMODB").unwrap_or_else(|_| {
-        panic!("CELLGATE_TEST_DYNAMODB is not set: run the suite with `bash tests/run.sh`")
-    })
-}
-
-/// A fresh, initialised table of its own for one test.
-async fn table(name: &str) -> (TableArgs, Registry) {
-    let args = TableArgs {
-        table: Some(format!("{name}-{}", fastrand::u32(..))),
-        region: Some("us-east-1".to_owned()),
-        endpoint_url: Some(endpoint()),
-    };
-    let reg = ops::registry(&args).await.unwrap();
-    ops::registry_command(&reg, ops::RegistryCommand::Init { streams: false })
-        .await
-        .unwrap();
-    (args, reg)
-}
 
 /// The binary with test credentials, and no table or endpoint from outside.
 fn cellgate(argv: &[&str]) -> tokio::process::Command {

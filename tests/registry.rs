@@ -11,29 +11,9 @@ use std::time::{Duration, Instant};
 use cellgate::ops::{self, CellCommand, TableArgs, TenantCommand};
 use cellgate::placement::dynamo::schema::{tenant_item, tenant_key};
 use cellgate::placement::dynamo::write::{Registry, WriteError, updated_at};
+use common::dynamo::{endpoint, table};
 use common::{Harness, base_config, cell_list};
 use http::StatusCode;
-
-/// The local DynamoDB endpoint; the suite runs through `bash tests/run.sh`, which starts it.
-fn endpoint() -> String {
-    std::env::var("CELLGATE_TEST_DYNAMODB").unwrap_or_else(|_| {
-        panic!("CELLGATE_TEST_DYNAMODB is not set: run the suite with `bash tests/run.sh`")
-    })
-}
-
-/// A fresh, initialised table of its own for one test.
-async fn table(name: &str) -> (TableArgs, Registry) {
-    let args = TableArgs {
-        table: Some(format!("{name}-{}", fastrand::u32(..))),
-        region: Some("us-east-1".to_owned()),
-        endpoint_url: Some(endpoint()),
-    };
-    let reg = ops::registry(&args).await.unwrap();
-    ops::registry_command(&reg, ops::RegistryCommand::Init { streams: false })
-        .await
-        .unwrap();
-    (args, reg)
-}
 
 async fn put_tenant(reg: &Registry, tenant: &str, cell: &str) -> serde_json::Value {
     ops::tenant_command(reg, TenantCommand::place(tenant, cell))

@@ -12,29 +12,11 @@ use std::process::Command;
 
 use cellgate::ops::{self, CellCommand, TableArgs, TenantCommand};
 use cellgate::placement::dynamo::schema::{tenant_from_item, tenant_item, tenant_key};
-use cellgate::placement::dynamo::write::{Registry, updated_at};
+use cellgate::placement::dynamo::write::updated_at;
 use cellgate::placement::{TenantRecord, TenantStatus};
+use common::dynamo::{endpoint, table};
 use common::{Harness, base_config, cell_list};
 use http::StatusCode;
-
-fn endpoint() -> String {
-    std::env::var("CELLGATE_TEST_DYNAMODB").unwrap_or_else(|_| {
-        panic!("CELLGATE_TEST_DYNAMODB is not set: run the suite with `bash tests/run.sh`")
-    })
-}
-
-async fn table(name: &str) -> (TableArgs, Registry) {
-    let args = TableArgs {
-        table: Some(format!("{name}-{}", fastrand::u32(..))),
-        region: Some("us-east-1".to_owned()),
-        endpoint_url: Some(endpoint()),
-    };
-    let reg = ops::registry(&args).await.unwrap();
-    ops::registry_command(&reg, ops::RegistryCommand::Init { streams: false })
-        .await
-        .unwrap();
-    (args, reg)
-}
 
 /// `cellgate registry export --out OUT` on `args`'s table: (exit code, stdout, stderr).
 fn export(args: &TableArgs, out: &str) -> (Option<i32>, String, String) {

@@ -394,18 +394,7 @@ fn api_key(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
             &json!({"error": "unknown_api_key", "generation": snap.generation}),
         );
     };
-    let r = k.record(id);
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "id": id,
-            "tenant": r.tenant,
-            "status": r.status.as_str(),
-            "expires_at": r.expires_at,
-            "scopes": r.scopes,
-            "created_at": r.created_at,
-            "version": r.version,
-            "generation": snap.generation,
-        }),
-    )
+    let mut fields = k.record(id).public_fields();
+    fields.insert("generation".to_owned(), json!(snap.generation));
+    json_response(StatusCode::OK, &serde_json::Value::Object(fields))
 }

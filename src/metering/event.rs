@@ -99,6 +99,30 @@ pub fn events(origin: &Origin, batch: u64, windows: Vec<Closed>) -> Vec<UsageEve
     out
 }
 
+/// An event with `n` requests, for the sinks' and the spool's tests.
+#[cfg(test)]
+pub(crate) fn sample(n: u64) -> UsageEvent {
+    UsageEvent {
+        idempotency_key: format!("n.1/{n}/0/0/acme/cell-1"),
+        tenant: "acme".to_owned(),
+        cell: Some("cell-1".to_owned()),
+        window_start: 0,
+        window_end: 60,
+        part: 0,
+        node: "n".to_owned(),
+        requests: n,
+        status_1xx: 0,
+        status_2xx: n,
+        status_3xx: 0,
+        status_4xx: 0,
+        status_5xx: 0,
+        rate_limited: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        upstream_ms: 0.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

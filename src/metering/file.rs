@@ -99,27 +99,7 @@ mod tests {
 
     use super::*;
 
-    fn event(n: u64) -> UsageEvent {
-        UsageEvent {
-            idempotency_key: format!("n.1/{n}/0/0/acme/cell-1"),
-            tenant: "acme".to_owned(),
-            cell: Some("cell-1".to_owned()),
-            window_start: 0,
-            window_end: 60,
-            part: 0,
-            node: "n".to_owned(),
-            requests: n,
-            status_1xx: 0,
-            status_2xx: n,
-            status_3xx: 0,
-            status_4xx: 0,
-            status_5xx: 0,
-            rate_limited: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            upstream_ms: 0.0,
-        }
-    }
+    use crate::metering::event::sample as event;
 
     fn lines(p: &Path) -> Vec<serde_json::Value> {
         std::fs::read_to_string(p)

@@ -183,27 +183,7 @@ mod tests {
 
     use super::*;
 
-    fn event(n: u64) -> UsageEvent {
-        UsageEvent {
-            idempotency_key: format!("n.1/{n}/0/0/acme/-"),
-            tenant: "acme".to_owned(),
-            cell: None,
-            window_start: 0,
-            window_end: 60,
-            part: 0,
-            node: "n".to_owned(),
-            requests: n,
-            status_1xx: 0,
-            status_2xx: 0,
-            status_3xx: 0,
-            status_4xx: n,
-            status_5xx: 0,
-            rate_limited: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            upstream_ms: 0.0,
-        }
-    }
+    use crate::metering::event::sample as event;
 
     fn requests(batch: &[UsageEvent]) -> Vec<u64> {
         batch.iter().map(|e| e.requests).collect()

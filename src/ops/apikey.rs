@@ -8,7 +8,7 @@
 //! ([`Registry::commit_batch`]): either both land or neither. `create --print-record` writes
 //! nothing and prints the record for a file registry instead.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::auth::unix_now;
 
 use serde_json::{Value, json};
 
@@ -301,37 +301,18 @@ fn check_id(id: &str) -> Result<(), OpsError> {
 
 /// A new key as `create` and `rotate` print it: the only place the key itself ever appears.
 fn shown(key: &NewKey, r: &KeyRecord, epoch: u64) -> Value {
-    json!({
-        "id": r.id,
-        "key": key.key,
-        "tenant": r.tenant,
-        "status": r.status.as_str(),
-        "expires_at": r.expires_at,
-        "scopes": r.scopes,
-        "created_at": r.created_at,
-        "version": r.version,
-        "epoch": epoch,
-    })
+    let mut fields = r.public_fields();
+    fields.insert("key".to_owned(), json!(key.key));
+    fields.insert("epoch".to_owned(), json!(epoch));
+    Value::Object(fields)
 }
 
 /// A stored key as `list` and `revoke` print it: never the key, nor its hash.
 fn summary(r: &KeyRecord, now: u64) -> Value {
-    json!({
-        "id": r.id,
-        "tenant": r.tenant,
-        "status": r.status.as_str(),
-        "expires_at": r.expires_at,
-        "expired": r.expires_at.is_some_and(|t| now >= t),
-        "scopes": r.scopes,
-        "created_at": r.created_at,
-        "version": r.version,
-    })
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    let mut fields = r.public_fields();
+    let expired = r.expires_at.is_some_and(|t| now >= t);
+    fields.insert("expired".to_owned(), json!(expired));
+    Value::Object(fields)
 }
 
 #[cfg(test)]

@@ -68,6 +68,26 @@ pub struct KeyRecord {
     pub version: u64,
 }
 
+impl KeyRecord {
+    /// What may be shown of the record (the CLI, the admin listener): everything but the hash.
+    #[must_use]
+    pub fn public_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let v = serde_json::json!({
+            "id": self.id,
+            "tenant": self.tenant,
+            "status": self.status.as_str(),
+            "expires_at": self.expires_at,
+            "scopes": self.scopes,
+            "created_at": self.created_at,
+            "version": self.version,
+        });
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+}
+
 /// A key's record in the map: the hash, times, state and the handle of its scope list; its
 /// tenant's id is the entry's tail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

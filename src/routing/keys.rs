@@ -9,24 +9,17 @@
 //! The secret is compared in constant time ([`KeyView::check`]); the snapshot guard is held
 //! only while the record is read, never across an await.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use super::Placer;
 use crate::apikey::{KeyRefusal, ParsedKey};
+use crate::auth::unix_now;
 use crate::identify::{KeyCheck, KeyFailure, KeyGrant};
 use crate::placement::KeyView;
 use crate::placement::lookup::LookupOutcome;
 use crate::tenant::TenantId;
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The grant of `key` as `view` records it.
 fn grant(view: &KeyView<'_>, key: &ParsedKey<'_>) -> Result<KeyGrant, KeyFailure> {
-    view.check(key, now()).map_err(KeyFailure::Refused)?;
+    view.check(key, unix_now()).map_err(KeyFailure::Refused)?;
     // Validated when the record was read; a record that fails now is refused, never guessed.
     let tenant =
         TenantId::parse(view.tenant()).map_err(|_| KeyFailure::Refused(KeyRefusal::Unknown))?;

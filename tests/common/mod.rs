@@ -4,6 +4,7 @@
 pub mod apikeys;
 pub mod cells;
 pub mod dns;
+pub mod dynamo;
 pub mod h2raw;
 pub mod jwks;
 pub mod limits;
