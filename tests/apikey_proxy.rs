@@ -314,3 +314,42 @@ async fn a_revocation_written_to_the_registry_file_is_followed() {
     })
     .await;
 }
+
+// Property: with on-demand lookups on, an unknown key id costs one registry read; the same id
+// again is answered from the negative cache (counted as a negative hit, no read), while a
+// known key is served from the snapshot without any read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_key_id_is_read_once_then_answered_from_the_negative_cache() {
+    within(async {
+        let good = new_key();
+        let lookup = "lookup_unknown = true";
+        let keys = key_entry(&good, "globex", "version = 1");
+        let h = start(r#"["api_key"]"#, lookup, "", TWO, &keys).await;
+        let stranger = new_key();
+        let reads = |m: &str, result: &str| sum(m, LOOKUPS, &[("result", result)]);
+        let m0 = metrics(&h).await;
+        for _ in 0..3 {
+            let r = with_key(&h, "/", &stranger.key).await;
+            refused(
+                &r,
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "unknown id",
+            );
+        }
+        let m1 = metrics(&h).await;
+        assert_eq!(reads(&m1, "absent") - reads(&m0, "absent"), 1.0, "one read");
+        assert_eq!(reads(&m1, "negative_hit") - reads(&m0, "negative_hit"), 2.0);
+        assert_eq!(
+            key_rejections(&m1, "unknown") - key_rejections(&m0, "unknown"),
+            3.0
+        );
+        let r = with_key(&h, "/", &good.key).await;
+        from_cell(&r, "cell-2", "globex", "a known key");
+        let m2 = metrics(&h).await;
+        for result in ["found", "absent", "negative_hit"] {
+            assert_eq!(reads(&m2, result), reads(&m1, result), "{result}");
+        }
+    })
+    .await;
+}
