@@ -28,35 +28,34 @@ pub type KeyMap = Map<KeySlot>;
 pub struct TenantPlacement<'a> {
     tables: &'a Tables,
     found: Found<'a, Slot>,
-    slot: Slot,
 }
 
 impl<'a> TenantPlacement<'a> {
     /// The cell id the record names.
     #[must_use]
     pub fn cell_id(&self) -> &'a Arc<str> {
-        &self.tables.cells.entry(self.slot.cell).id
+        &self.tables.cells.entry(self.found.value.cell).id
     }
 
     /// The cell, resolved in the same generation (`None`: no source defines it; 503).
     #[must_use]
     pub fn cell(&self) -> Option<&'a Arc<Cell>> {
-        self.tables.cells.entry(self.slot.cell).cell.as_ref()
+        self.tables.cells.entry(self.found.value.cell).cell.as_ref()
     }
 
     #[must_use]
     pub fn status(&self) -> TenantStatus {
-        status_of(self.slot.status)
+        status_of(self.found.value.status)
     }
 
     #[must_use]
     pub fn tier(&self) -> &'a Arc<str> {
-        self.tables.tiers.get(u32::from(self.slot.tier))
+        self.tables.tiers.get(u32::from(self.found.value.tier))
     }
 
     #[must_use]
     pub const fn version(&self) -> u64 {
-        self.slot.version()
+        self.found.value.version()
     }
 
     /// The trusted `x-tenant-id` value: the stored id, shared (a reference count, no copy).
@@ -70,19 +69,26 @@ impl<'a> TenantPlacement<'a> {
     /// Issuers bound to the tenant (`None`: any issuer no other tenant claims as its own).
     #[must_use]
     pub fn issuers(&self) -> Option<&'a [Box<str>]> {
-        self.tables.issuers.lists.get(self.slot.issuers).as_deref()
+        self.tables
+            .issuers
+            .lists
+            .get(self.found.value.issuers)
+            .as_deref()
     }
 
     /// Rate-limit overrides from the record (each set field wins over the tier).
     #[must_use]
     pub fn limits(&self) -> TenantLimits {
-        *self.tables.limits.get(self.slot.limits)
+        *self.tables.limits.get(self.found.value.limits)
     }
 
     /// The entitlements the record names (`None`: none).
     #[must_use]
     pub fn entitlements(&self) -> Option<&'a Arc<[Box<str>]>> {
-        self.tables.names.get(self.slot.entitlements).as_ref()
+        self.tables
+            .names
+            .get(self.found.value.entitlements)
+            .as_ref()
     }
 
     /// Whether the tenant holds entitlement `name`.
@@ -95,13 +101,16 @@ impl<'a> TenantPlacement<'a> {
     /// The target group the tenant is pinned to, if any.
     #[must_use]
     pub fn arm(&self) -> Option<&'a str> {
-        self.tables.arms.get(u32::from(self.slot.arm)).as_deref()
+        self.tables
+            .arms
+            .get(u32::from(self.found.value.arm))
+            .as_deref()
     }
 
     /// The record as a source would hand it over.
     #[must_use]
     pub fn record(&self, id: &str) -> TenantRecord {
-        record_of(self.tables, id, &self.slot)
+        record_of(self.tables, id, &self.found.value)
     }
 }
 
@@ -256,7 +265,6 @@ impl PlacementSnapshot {
     pub fn tenant(&self, id: &str) -> Option<TenantPlacement<'_>> {
         self.tenants.get(id).map(|found| TenantPlacement {
             tables: &self.tables,
-            slot: found.value,
             found,
         })
     }
