@@ -8,6 +8,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod apikey;
+pub mod aws;
 pub mod auth;
 pub mod certs;
 pub mod config;

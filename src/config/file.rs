@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub headers: FileHeaders,
     #[serde(default)]
     pub access_log: FileAccessLog,
+    /// `[metering]`: usage per tenant per window.
+    pub metering: Option<super::FileMetering>,
     #[serde(default)]
     pub log: FileLog,
 }

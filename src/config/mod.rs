@@ -13,6 +13,7 @@ pub mod file;
 mod fleet;
 mod limits;
 mod logs;
+mod metering;
 mod parse;
 mod registry;
 mod server;
@@ -34,6 +35,7 @@ pub use entitlements::{
 pub use fleet::{FleetConfig, FleetMode, RedisTarget, parse_redis_url};
 pub use limits::{LimitsConfig, RouteClassConfig, TierConfig, build_limits};
 pub use logs::{AccessLogConfig, LogConfig, LogFormat};
+pub use metering::{FileMetering, MeteringConfig, MeteringSink, build_metering};
 pub use parse::{parse_addr, parse_duration};
 pub use registry::{DynamoSettings, LookupConfig, LookupSettings, RegistryConfig};
 pub use server::{ConnectionLimits, HeaderUnderscores, Http2Config, IngressLimits, ServerConfig};

@@ -44,6 +44,8 @@ pub struct Config {
     /// Client-supplied headers removed before forwarding, on top of the built-in internal ones.
     pub strip_headers: Vec<HeaderName>,
     pub access_log: AccessLogConfig,
+    /// Usage per tenant per window, to a sink (`[metering]`; `None`: off).
+    pub metering: Option<super::MeteringConfig>,
     pub log: LogConfig,
 }
 
@@ -147,6 +149,7 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
 
     let access_log = build_access_log(&raw.access_log)?;
     let log = build_log(&raw.log)?;
+    let metering = super::build_metering(raw.metering.as_ref(), base)?;
 
     Ok(Config {
         source_path: path.to_path_buf(),
@@ -164,6 +167,7 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
         upstream,
         strip_headers,
         access_log,
+        metering,
         log,
     })
 }

@@ -9,13 +9,20 @@
 
 use super::event::{Origin, UsageEvent, events};
 use super::file::FileSink;
-use super::spool::{Spool, SpoolError};
+use super::runs::Spools;
+use super::spool::SpoolError;
 use super::window::Closed;
 
 /// Where events go.
 pub trait Sink {
     /// Takes every event of `batch`, or fails (and the emitter keeps them).
     fn send(&mut self, batch: &[UsageEvent]) -> Result<(), String>;
+}
+
+impl Sink for Box<dyn Sink + Send> {
+    fn send(&mut self, batch: &[UsageEvent]) -> Result<(), String> {
+        (**self).send(batch)
+    }
 }
 
 impl Sink for FileSink {
@@ -33,6 +40,8 @@ pub struct Emitted {
     pub replayed: u64,
     /// Events that went to the spool.
     pub spooled: u64,
+    /// The sink refused a batch.
+    pub failed: bool,
 }
 
 /// Sends windows' events to a sink, through a spool.
@@ -40,13 +49,13 @@ pub struct Emitted {
 pub struct Emitter<S> {
     origin: Origin,
     batch: u64,
-    spool: Spool,
+    spool: Spools,
     sink: S,
 }
 
 impl<S: Sink> Emitter<S> {
     #[must_use]
-    pub const fn new(origin: Origin, spool: Spool, sink: S) -> Self {
+    pub const fn new(origin: Origin, spool: Spools, sink: S) -> Self {
         Self {
             origin,
             batch: 0,
@@ -61,18 +70,23 @@ impl<S: Sink> Emitter<S> {
         let mut done = Emitted::default();
         self.batch += 1;
         let fresh = events(&self.origin, self.batch, windows);
-        while let Some((seq, old)) = self.spool.peek()? {
-            if self.sink.send(&old).is_err() {
+        self.spool.adopt()?;
+        while let Some((from, seq, old)) = self.spool.peek()? {
+            if let Err(e) = self.sink.send(&old) {
+                tracing::warn!(error = %e, events = old.len(), "metering sink failed; replay waits");
+                done.failed = true;
                 return self.keep(fresh, done);
             }
-            self.spool.ack(seq)?;
+            self.spool.ack(from, seq)?;
             done.sent += old.len() as u64;
             done.replayed += old.len() as u64;
         }
         if fresh.is_empty() {
             return Ok(done);
         }
-        if self.sink.send(&fresh).is_err() {
+        if let Err(e) = self.sink.send(&fresh) {
+            tracing::warn!(error = %e, events = fresh.len(), "metering sink failed; the events are spooled");
+            done.failed = true;
             return self.keep(fresh, done);
         }
         done.sent += fresh.len() as u64;
@@ -85,9 +99,9 @@ impl<S: Sink> Emitter<S> {
         Ok(done)
     }
 
-    /// The spool (its size, what it dropped).
+    /// The spools (their size, what they dropped).
     #[must_use]
-    pub const fn spool(&self) -> &Spool {
+    pub const fn spool(&self) -> &Spools {
         &self.spool
     }
 
@@ -135,7 +149,7 @@ mod tests {
             ticks in proptest::collection::vec((0usize..4, 1u64..30, any::<bool>()), 1..120),
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+            let spool = Spools::open(dir.path(), "run", 1 << 30).unwrap();
             let origin = Origin { node: "n".to_owned(), run: 1 };
             let mut em = Emitter::new(origin, spool, Flaky::default());
             let meter = Meter::new(Duration::from_secs(10), 1_000, 0);

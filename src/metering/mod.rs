@@ -16,6 +16,7 @@
 pub mod emit;
 pub mod event;
 pub mod file;
+pub mod runs;
 pub mod spool;
 mod window;
 

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use super::event::UsageEvent;
 
+/// The lock file in a spool directory.
+const LOCK: &str = "lock";
+
 /// A bounded on-disk queue of event batches.
 #[derive(Debug)]
 pub struct Spool {
@@ -23,6 +26,8 @@ pub struct Spool {
     bytes: u64,
     next: u64,
     dropped: u64,
+    /// The directory's lock, held while this process owns it ([`Spool::claim`]).
+    _lock: Option<std::fs::File>,
 }
 
 /// Why the spool failed.
@@ -84,9 +89,49 @@ impl Spool {
             bytes,
             next,
             dropped: 0,
+            _lock: None,
         };
         spool.trim()?;
         Ok(spool)
+    }
+
+    /// The spool in `dir` if no other process holds it, locked for as long as it lives
+    /// (`None`: a live process owns it). The lock is the OS's, so a process that dies, however
+    /// it dies, lets go of it.
+    pub fn claim(dir: impl Into<PathBuf>, max_bytes: u64) -> Result<Option<Self>, SpoolError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(LOCK);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+        }
+        let mut spool = Self::open(dir, max_bytes)?;
+        spool._lock = Some(lock);
+        Ok(Some(spool))
+    }
+
+    /// Removes this spool's directory once it holds nothing (an adopted one, drained).
+    pub fn remove(self) -> Result<(), SpoolError> {
+        if !self.batches.is_empty() {
+            return Ok(());
+        }
+        let lock = self.dir.join(LOCK);
+        std::fs::remove_file(&lock).map_err(io(&lock))?;
+        std::fs::remove_dir(&self.dir).map_err(io(&self.dir))
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Keeps `events` for later (the newest batch).

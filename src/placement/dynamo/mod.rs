@@ -29,13 +29,8 @@ pub mod schema;
 pub mod write;
 
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::Region;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use self::error::{DynamoError, describe};
@@ -44,30 +39,9 @@ use super::record::BadField;
 use super::{Delta, KeyRecord, PlacementSource, RegistryData, RegistryError, TenantRecord};
 use crate::config::DynamoSettings;
 
-/// A DynamoDB client over the proxy's own TLS stack (rustls + ring), honouring the standard
-/// AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, the credentials chain).
+/// A DynamoDB client over the proxy's own TLS stack ([`crate::aws::sdk_config`]).
 pub async fn client(region: Option<&str>, endpoint_url: Option<&str>) -> Client {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
-        .retry_config(RetryConfig::standard().with_max_attempts(3))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(3))
-                .operation_timeout(Duration::from_secs(10))
-                .build(),
-        );
-    if let Some(r) = region {
-        loader = loader.region(Region::new(r.to_owned()));
-    }
-    if let Some(e) = endpoint_url {
-        loader = loader.endpoint_url(e);
-    }
-    Client::new(&loader.load().await)
+    Client::new(&crate::aws::sdk_config(region, endpoint_url).await)
 }
 
 /// Why the epoch could not be read.
