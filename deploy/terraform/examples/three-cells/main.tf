@@ -43,6 +43,11 @@ locals {
     # before the config parameter is written. null while fleet limits are off.
     fleet_redis_url = module.cellgate.fleet_redis_url
     fleet_mode      = var.fleet_limits_mode
+    # Likewise the usage stream: it exists before the config that names it. null when off.
+    metering_stream    = module.cellgate.metering_stream_name
+    metering_spool_dir = module.cellgate.metering_spool_dir
+    metering_window    = var.metering_window
+    region             = var.region
   })
 }
 
@@ -85,6 +90,12 @@ module "cellgate" {
   # Off by default. On: an ElastiCache Valkey primary with a replica in another AZ (the module's
   # elasticache_* defaults), on the private subnets, reachable from the tasks only.
   fleet_limits_enabled = var.fleet_limits_enabled
+
+  # Usage metering (docs/metering-pipeline.md): an on-demand Kinesis stream, "cellgate-usage",
+  # under the module's KMS key, 7 days' retention; the tasks may only put records into it.
+  metering_stream = {
+    enabled = var.metering_enabled
+  }
 
   min_capacity  = 3
   desired_count = 3

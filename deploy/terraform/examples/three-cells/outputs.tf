@@ -42,3 +42,13 @@ output "elasticache_auth_secret_arn" {
   description = "Secret holding its AUTH token (null unless fleet_limits_enabled)."
   value       = module.cellgate.elasticache_auth_secret_arn
 }
+
+output "metering_stream_name" {
+  description = "The usage-event stream named in [metering.kinesis] (null unless metering_enabled)."
+  value       = module.cellgate.metering_stream_name
+}
+
+output "metering_stream_arn" {
+  description = "Its ARN, for the consumer that lands the events in S3 (docs/metering-pipeline.md)."
+  value       = module.cellgate.metering_stream_arn
+}

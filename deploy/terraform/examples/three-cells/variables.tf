@@ -139,3 +139,20 @@ variable "fleet_limits_mode" {
     error_message = "fleet_limits_mode: \"shadow\" or \"enforce\"."
   }
 }
+
+variable "metering_enabled" {
+  description = "Usage metering: the module creates a Kinesis stream (on demand, KMS, 7 days) and the config gets [metering] with [metering.kinesis] pointing at it: one event per tenant per window per task, for billing (docs/metering-pipeline.md). On by default in this example."
+  type        = bool
+  default     = true
+}
+
+variable "metering_window" {
+  description = "[metering] window: how much time one usage event covers (\"60s\", \"5m\"). Each task emits one event per active tenant per window, so a longer window means fewer, larger events."
+  type        = string
+  default     = "60s"
+
+  validation {
+    condition     = can(regex("^[1-9][0-9]*(s|m)$", var.metering_window))
+    error_message = "metering_window: a whole number of seconds or minutes, e.g. \"60s\" or \"5m\"."
+  }
+}

@@ -6,6 +6,8 @@
 #      Secrets Manager, as secrets in its environment, writes them to a task-local volume and
 #      exits;
 #   3. cellgate starts once that container has exited 0, with the volume mounted read-only.
+# With metering, a second task-local volume holds the spool (metering_spool_dir), mounted
+# writable in both containers; the init container hands it to cellgate's user.
 # Environment variables carry what the infrastructure decides (ports, table, region), since
 # they override the file. A config change rolls the service: the config's digest is in
 # cellgate's environment (CELLGATE_CONFIG_SHA256, unread by cellgate), so a new config is a new
@@ -44,6 +46,11 @@ locals {
       "printf '%s\\n' \"$TLS_KEY_${i}\" > ${local.config_dir}/tls/${c.name}.key",
     ]]),
     ["chown -R ${var.container_user} ${local.config_dir}"],
+    # The metering spool's volume starts out root's: make it cellgate's alone.
+    local.metering_enabled ? [
+      "chown ${var.container_user} ${var.metering_spool_dir}",
+      "chmod 700 ${var.metering_spool_dir}",
+    ] : [],
   ))
 
   writer_secrets = concat(

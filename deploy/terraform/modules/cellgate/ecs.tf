@@ -53,6 +53,11 @@ locals {
     { name = "CELLGATE_REDIS_PASSWORD", valueFrom = aws_secretsmanager_secret.fleet_redis_auth[0].arn },
   ] : null
 
+  # Metering: the spool's volume, writable (the config writer makes it cellgate's, 0700).
+  metering_mount_points = local.metering_enabled ? [
+    { sourceVolume = "metering-spool", containerPath = var.metering_spool_dir, readOnly = false },
+  ] : []
+
   config_writer = {
     name      = "config-writer"
     image     = var.config_writer_image
@@ -63,7 +68,7 @@ locals {
     entryPoint             = ["sh", "-c"]
     command                = [local.writer_script]
     secrets                = local.writer_secrets
-    mountPoints            = [{ sourceVolume = "config", containerPath = local.config_dir, readOnly = false }]
+    mountPoints            = concat([{ sourceVolume = "config", containerPath = local.config_dir, readOnly = false }], local.metering_mount_points)
     logConfiguration       = merge(local.log_configuration, { options = merge(local.log_configuration.options, { awslogs-stream-prefix = "config-writer" }) })
   }
 
@@ -82,7 +87,7 @@ locals {
       { containerPort = var.container_port, protocol = "tcp", name = "tls" },
       { containerPort = var.admin_port, protocol = "tcp", name = "admin" },
     ]
-    mountPoints = [{ sourceVolume = "config", containerPath = local.config_dir, readOnly = true }]
+    mountPoints = concat([{ sourceVolume = "config", containerPath = local.config_dir, readOnly = true }], local.metering_mount_points)
     dependsOn   = [{ containerName = "config-writer", condition = "SUCCESS" }]
     healthCheck = length(local.health_check_command) == 0 ? null : {
       command     = local.health_check_command
@@ -114,6 +119,16 @@ resource "aws_ecs_task_definition" "this" {
   # Task-local storage shared by the two containers; gone with the task.
   volume {
     name = "config"
+  }
+
+  # Metering: the spool of usage events the stream could not take yet, on the task's
+  # ephemeral storage: it lasts as long as the task (docs/metering-pipeline.md, "What can be
+  # lost").
+  dynamic "volume" {
+    for_each = local.metering_enabled ? [1] : []
+    content {
+      name = "metering-spool"
+    }
   }
 
   container_definitions = jsonencode([local.config_writer, local.cellgate])

@@ -17,13 +17,20 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Task role: what the proxy itself calls. Read-only, on the registry table only.
+# Task role: what the proxy itself calls. Read-only on the registry table; with metering,
+# writes to the usage stream.
 #   GetItem       src/placement/dynamo/mod.rs read_epoch (the epoch poll) and fetch_tenant
 #                 (an unknown tenant, POST /admin/tenants/{id}/invalidate)
 #   BatchGetItem  src/placement/dynamo/mod.rs batch_get (change# items and the records they name)
 #   Scan          src/placement/dynamo/mod.rs scan (start-up and full_refresh loads)
-# No Query and no index ARN: the code queries no index and the table has none. No stream
-# actions: no node tails the stream (docs/registry.md, "Registry on DynamoDB").
+# No Query and no index ARN: the code queries no index and the table has none. No DynamoDB
+# Streams actions: no node tails the table's stream (docs/registry.md, "Registry on DynamoDB").
+# With metering_stream enabled, the metering sink's writes to the usage stream (metering.tf):
+#   PutRecords       the batches of usage events, partition key = tenant (PutRecords takes the
+#                    stream by name or ARN; neither needs DescribeStream* first, so no describe
+#                    action is granted)
+#   GenerateDataKey  Kinesis encrypts each record with the stream's KMS key using the caller's
+#                    credentials; only through Kinesis and only for this stream's context
 # ---------------------------------------------------------------------------------------------
 
 resource "aws_iam_role" "task" {
@@ -44,6 +51,42 @@ resource "aws_iam_role_policy" "task" {
   name   = "registry-read"
   role   = aws_iam_role.task.id
   policy = data.aws_iam_policy_document.task.json
+}
+
+data "aws_iam_policy_document" "task_metering" {
+  count = local.metering_enabled ? 1 : 0
+
+  statement {
+    sid       = "PutUsageEvents"
+    actions   = ["kinesis:PutRecords"]
+    resources = [aws_kinesis_stream.metering[0].arn]
+  }
+
+  statement {
+    sid       = "EncryptUsageEvents"
+    actions   = ["kms:GenerateDataKey"]
+    resources = [local.kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["kinesis.${local.region}.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:aws:kinesis:arn"
+      values   = [aws_kinesis_stream.metering[0].arn]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "task_metering" {
+  count = local.metering_enabled ? 1 : 0
+
+  name   = "usage-stream-write"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task_metering[0].json
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ output "nlb_security_group_id" {
 }
 
 output "task_role_arn" {
-  description = "Role the proxy runs as (registry read only)."
+  description = "Role the proxy runs as (registry read only; with metering_stream, PutRecords on the usage stream)."
   value       = aws_iam_role.task.arn
 }
 
@@ -111,4 +111,19 @@ output "elasticache_security_group_id" {
 output "elasticache_auth_secret_arn" {
   description = "Secrets Manager secret holding the AUTH token, passed to the tasks as CELLGATE_REDIS_PASSWORD (null unless fleet_limits_enabled)."
   value       = one(aws_secretsmanager_secret.fleet_redis_auth[*].arn)
+}
+
+output "metering_stream_name" {
+  description = "Name of the usage-event Kinesis stream: what [metering.kinesis] stream must be in config_toml (null unless metering_stream.enabled)."
+  value       = one(aws_kinesis_stream.metering[*].name)
+}
+
+output "metering_stream_arn" {
+  description = "ARN of the usage-event Kinesis stream, for consumers (Firehose, a billing reader): they need kinesis:GetRecords and friends on it and kms:Decrypt on kms_key_arn through Kinesis (null unless metering_stream.enabled)."
+  value       = local.metering_stream_arn
+}
+
+output "metering_spool_dir" {
+  description = "Writable path of the metering spool in the container: what [metering] spool_dir must be in config_toml (null unless metering_stream.enabled)."
+  value       = local.metering_enabled ? var.metering_spool_dir : null
 }

@@ -341,7 +341,7 @@ variable "registry_deletion_protection" {
 }
 
 variable "kms_key_arn" {
-  description = "Customer managed KMS key for the registry table, the log group and the config parameter (and, with fleet_limits_enabled, the ElastiCache data at rest and its AUTH token secret). null: the module creates one (with rotation). A key passed here must allow DynamoDB, CloudWatch Logs and SSM use by this account (and ElastiCache and Secrets Manager use with fleet_limits_enabled)."
+  description = "Customer managed KMS key for the registry table, the log group and the config parameter (and, with fleet_limits_enabled, the ElastiCache data at rest and its AUTH token secret; with metering_stream, the usage stream). null: the module creates one (with rotation). A key passed here must allow DynamoDB, CloudWatch Logs and SSM use by this account (and ElastiCache and Secrets Manager use with fleet_limits_enabled, Kinesis use with metering_stream)."
   type        = string
   default     = null
 }
@@ -417,7 +417,7 @@ variable "cell_ports" {
 }
 
 variable "https_egress_cidrs" {
-  description = "CIDRs the tasks may reach on 443 besides the cells and DynamoDB: ECR, CloudWatch Logs, SSM and Secrets Manager (Fargate pulls images and secrets through the task's ENI), and the JWKS URLs of the config's issuers. Narrow it to interface endpoint subnets when every one of those has a VPC endpoint."
+  description = "CIDRs the tasks may reach on 443 besides the cells and DynamoDB: ECR, CloudWatch Logs, SSM and Secrets Manager (Fargate pulls images and secrets through the task's ENI), the JWKS URLs of the config's issuers, and Kinesis with metering_stream. Narrow it to interface endpoint subnets when every one of those has a VPC endpoint."
   type        = list(string)
   default     = ["0.0.0.0/0"]
 
@@ -504,4 +504,63 @@ variable "elasticache_apply_immediately" {
   description = "Apply replication group changes (node type, engine version, AUTH token) when Terraform applies them rather than in the next maintenance window. true, so that a change lands while the operator who made it is watching."
   type        = bool
   default     = true
+}
+
+# ---------------------------------------------------------------------------------------------
+# Usage metering (Kinesis Data Streams)
+# ---------------------------------------------------------------------------------------------
+
+variable "metering_stream" {
+  description = <<-EOT
+    Usage metering ([metering], docs/metering-pipeline.md): a Kinesis data stream the tasks put
+    one event per tenant per window into (PutRecords, partition key = tenant), encrypted with
+    the module's KMS key, with the task role's kinesis:PutRecords on it only, and a writable
+    spool volume mounted at metering_spool_dir. enabled: off by default, nothing is created.
+    name: null for "<name>-usage". mode: ON_DEMAND (the default: the event rate grows with
+    active tenants times tasks, divided by the window) or PROVISIONED with shard_count shards
+    (each takes 1000 records or 1 MiB per second). retention_hours: 24 to 8760; 168 (7 days)
+    by default, so a consumer (Firehose) down over a weekend loses nothing. config_toml must
+    then have [metering.kinesis] stream = the metering_stream_name output (a check warns
+    otherwise).
+  EOT
+  type = object({
+    enabled         = optional(bool, false)
+    name            = optional(string)
+    mode            = optional(string, "ON_DEMAND")
+    shard_count     = optional(number, 1)
+    retention_hours = optional(number, 168)
+  })
+  default  = {}
+  nullable = false
+
+  validation {
+    condition     = var.metering_stream.name == null || can(regex("^[A-Za-z0-9_.-]{1,128}$", var.metering_stream.name))
+    error_message = "metering_stream.name: 1-128 characters of A-Z a-z 0-9 _ . -"
+  }
+
+  validation {
+    condition     = contains(["ON_DEMAND", "PROVISIONED"], var.metering_stream.mode)
+    error_message = "metering_stream.mode: ON_DEMAND or PROVISIONED."
+  }
+
+  validation {
+    condition     = var.metering_stream.shard_count >= 1 && floor(var.metering_stream.shard_count) == var.metering_stream.shard_count
+    error_message = "metering_stream.shard_count: a whole number, at least 1 (used with mode = PROVISIONED only)."
+  }
+
+  validation {
+    condition     = var.metering_stream.retention_hours >= 24 && var.metering_stream.retention_hours <= 8760 && floor(var.metering_stream.retention_hours) == var.metering_stream.retention_hours
+    error_message = "metering_stream.retention_hours: whole hours, 24 to 8760."
+  }
+}
+
+variable "metering_spool_dir" {
+  description = "Where cellgate's metering spool lives in the container ([metering] spool_dir must name it): with metering_stream enabled, a task-local volume is mounted there, writable by container_user only. It is on the task's ephemeral storage (20 GiB by default, shared with the image; keep the spool's bound well below): it lasts as long as the task, so it covers a sink outage, not the task's replacement while the sink is down."
+  type        = string
+  default     = "/var/lib/cellgate/metering"
+
+  validation {
+    condition     = can(regex("^/[A-Za-z0-9_./-]+$", var.metering_spool_dir)) && !startswith(var.metering_spool_dir, "/etc/cellgate")
+    error_message = "metering_spool_dir: an absolute path (letters, digits, _ . - /), not under /etc/cellgate (the read-only config volume)."
+  }
 }
