@@ -41,6 +41,13 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// Whether the answer counts in its tenant's usage: every refusal does but an unknown
+    /// tenant's (404 `unknown_tenant`: no tenant the registry holds, so nobody's usage).
+    #[must_use]
+    pub const fn metered(&self) -> bool {
+        !matches!(self, Self::Route(RouteError::UnknownTenant))
+    }
+
     /// A failed exchange, blamed on the client's body when that is what broke a limit.
     #[must_use]
     pub fn from_exchange(error: UpstreamError) -> Self {

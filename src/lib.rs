@@ -8,8 +8,8 @@
 pub mod accesslog;
 pub mod admin;
 pub mod apikey;
-pub mod aws;
 pub mod auth;
+pub mod aws;
 pub mod certs;
 pub mod config;
 pub mod demo;

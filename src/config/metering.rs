@@ -198,7 +198,11 @@ pub fn build_metering(
                     "an http:// or https:// URL",
                 ));
             }
-            let timeout = dur(&key("kinesis.timeout"), k.timeout.as_ref(), Duration::from_secs(10))?;
+            let timeout = dur(
+                &key("kinesis.timeout"),
+                k.timeout.as_ref(),
+                Duration::from_secs(10),
+            )?;
             MeteringSink::Kinesis {
                 stream: k.stream.clone(),
                 region: k.region.clone(),

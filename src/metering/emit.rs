@@ -1,8 +1,8 @@
 //! The emitter: closed windows become events, go to the sink, and, while the sink fails, to the
 //! spool, replayed in order before anything newer once the sink takes events again.
 //!
-//! Synchronous and single-owner: the background task that runs it once per window (and once at
-//! shutdown, with the open window flushed) is the only caller, so ordering is simple: a batch
+//! Synchronous and single-owner: the emitter thread ([`super::service`]) that runs it once per
+//! window (and once at shutdown, with the open window flushed) is the only caller, so ordering is simple: a batch
 //! is sent only when every older one has been. An event is either taken by the sink, waiting in
 //! the spool, or counted as dropped by a full spool; never sent twice by this process except
 //! after a sink error that hid a success (the idempotency key covers that).
@@ -40,6 +40,8 @@ pub struct Emitted {
     pub replayed: u64,
     /// Events that went to the spool.
     pub spooled: u64,
+    /// Events neither the sink nor the spool took (the disk failed).
+    pub lost: u64,
     /// The sink refused a batch.
     pub failed: bool,
 }
@@ -65,24 +67,22 @@ impl<S: Sink> Emitter<S> {
     }
 
     /// Emits `windows`: the spool's batches first, oldest first, then these; whatever the sink
-    /// refuses is spooled. Fails only when the spool itself cannot be written (the disk).
-    pub fn emit(&mut self, windows: Vec<Closed>) -> Result<Emitted, SpoolError> {
+    /// refuses is spooled. Never fails: a spool that cannot be read is passed by (the new
+    /// events still go to the sink), and events that neither the sink nor the spool would take
+    /// are counted as lost, with the error logged.
+    pub fn emit(&mut self, windows: Vec<Closed>) -> Emitted {
         let mut done = Emitted::default();
         self.batch += 1;
         let fresh = events(&self.origin, self.batch, windows);
-        self.spool.adopt()?;
-        while let Some((from, seq, old)) = self.spool.peek()? {
-            if let Err(e) = self.sink.send(&old) {
-                tracing::warn!(error = %e, events = old.len(), "metering sink failed; replay waits");
-                done.failed = true;
-                return self.keep(fresh, done);
+        match self.replay(&mut done) {
+            Ok(true) => {}
+            Ok(false) => return self.keep(fresh, done),
+            Err(e) => {
+                tracing::error!(error = %e, "metering spool unreadable: its batches wait, the new events go past them");
             }
-            self.spool.ack(from, seq)?;
-            done.sent += old.len() as u64;
-            done.replayed += old.len() as u64;
         }
         if fresh.is_empty() {
-            return Ok(done);
+            return done;
         }
         if let Err(e) = self.sink.send(&fresh) {
             tracing::warn!(error = %e, events = fresh.len(), "metering sink failed; the events are spooled");
@@ -90,13 +90,33 @@ impl<S: Sink> Emitter<S> {
             return self.keep(fresh, done);
         }
         done.sent += fresh.len() as u64;
-        Ok(done)
+        done
     }
 
-    fn keep(&mut self, fresh: Vec<UsageEvent>, mut done: Emitted) -> Result<Emitted, SpoolError> {
-        done.spooled += fresh.len() as u64;
-        self.spool.push(&fresh)?;
-        Ok(done)
+    /// Sends the spools' batches, oldest first; `false` when the sink failed on one.
+    fn replay(&mut self, done: &mut Emitted) -> Result<bool, SpoolError> {
+        self.spool.adopt()?;
+        while let Some((from, seq, old)) = self.spool.peek()? {
+            if let Err(e) = self.sink.send(&old) {
+                tracing::warn!(error = %e, events = old.len(), "metering sink failed; replay waits");
+                done.failed = true;
+                return Ok(false);
+            }
+            self.spool.ack(from, seq)?;
+            done.sent += old.len() as u64;
+            done.replayed += old.len() as u64;
+        }
+        Ok(true)
+    }
+
+    fn keep(&mut self, fresh: Vec<UsageEvent>, mut done: Emitted) -> Emitted {
+        if let Err(e) = self.spool.push(&fresh) {
+            tracing::error!(error = %e, events = fresh.len(), "metering spool unwritable: these events are lost");
+            done.lost += fresh.len() as u64;
+        } else {
+            done.spooled += fresh.len() as u64;
+        }
+        done
     }
 
     /// The spools (their size, what they dropped).
@@ -167,10 +187,10 @@ mod tests {
                 meter.record(&s, now);
                 sent += 1;
                 em.sink.up = up;
-                em.emit(meter.take(now, false)).unwrap();
+                em.emit(meter.take(now, false));
             }
             em.sink.up = true;
-            em.emit(meter.take(now, true)).unwrap();
+            em.emit(meter.take(now, true));
             prop_assert!(em.spool().is_empty());
             let took: u64 = em.sink().took.iter().map(|e| e.requests).sum();
             prop_assert_eq!(took, sent);

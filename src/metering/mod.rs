@@ -1,5 +1,4 @@
-//! Usage metering: what each tenant used, per window, for billing (issue 21; this is its core,
-//! not yet wired into the request path or to a sink).
+//! Usage metering: what each tenant used, per window, for billing (`[metering]`).
 //!
 //! Every answered request (routed or refused) adds one [`Sample`] to its worker's [`Meter`]:
 //! counts by status class, 429s, bytes in and out, upstream time, by (tenant, cell). Windows are
@@ -11,12 +10,17 @@
 //! (tenant, cell, window part), each with an idempotency key a consumer can drop replays by;
 //! [`file::FileSink`] appends them to a rotated JSON Lines file, and [`spool::Spool`] keeps
 //! what a sink could not take on local disk, bounded, for replay in order; [`emit::Emitter`]
-//! puts them together.
+//! puts them together, and [`kinesis::KinesisSink`] sends to a Kinesis data stream. Each run of
+//! a node spools into its own directory ([`runs`]); [`service`] runs the emitter thread, and
+//! [`answer`] is what the request path calls.
 
+pub mod answer;
 pub mod emit;
 pub mod event;
 pub mod file;
+pub mod kinesis;
 pub mod runs;
+pub mod service;
 pub mod spool;
 mod window;
 

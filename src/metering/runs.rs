@@ -23,6 +23,8 @@ pub struct Spools {
     /// Adopted from runs that are over, oldest first.
     adopted: VecDeque<Spool>,
     own: Spool,
+    /// Events dropped by adopted spools already drained and removed.
+    retired_dropped: u64,
 }
 
 /// Which spool a batch came from.
@@ -50,6 +52,7 @@ impl Spools {
             max_bytes,
             adopted: VecDeque::new(),
             own,
+            retired_dropped: 0,
         };
         spools.adopt()?;
         Ok(spools)
@@ -97,6 +100,7 @@ impl Spools {
                 return Ok(Some((From::Adopted, seq, events)));
             }
             if let Some(done) = self.adopted.pop_front() {
+                self.retired_dropped += done.dropped();
                 done.remove()?;
             }
         }
@@ -136,10 +140,12 @@ impl Spools {
         self.own.bytes() + self.adopted.iter().map(Spool::bytes).sum::<u64>()
     }
 
-    /// Events this run dropped because its spool was full.
+    /// Events this run dropped because a spool was full.
     #[must_use]
     pub fn dropped(&self) -> u64 {
-        self.own.dropped() + self.adopted.iter().map(Spool::dropped).sum::<u64>()
+        self.retired_dropped
+            + self.own.dropped()
+            + self.adopted.iter().map(Spool::dropped).sum::<u64>()
     }
 }
 

@@ -12,6 +12,7 @@ mod cell;
 mod fleet;
 mod histogram;
 mod labels;
+mod metering;
 pub mod names;
 mod placement;
 mod tls;
@@ -35,6 +36,7 @@ pub use histogram::{LATENCY_BUCKETS, LatencyHistogram};
 use labels::{CellLabels, LimitedLabels, ListenerLabels, ReasonLabel, RejectLabels};
 pub use labels::{Label, LimitKind, Outcome, UpstreamErrorKind};
 use labels::{RequestLabels, UpstreamErrorLabels};
+pub use metering::MeteringMetrics;
 pub use placement::{LookupMetrics, PlacementMetrics};
 pub use tls::{ListenerTlsMetrics, TlsMetrics};
 
@@ -73,6 +75,8 @@ pub struct Metrics {
     pub tls: TlsMetrics,
     /// The fleet-wide limiter (registered whether or not it is on, so dashboards see zeros).
     pub fleet: FleetMetrics,
+    /// Usage metering's emitter (registered whether or not it is on).
+    pub metering: MeteringMetrics,
     auth_families: auth::AuthFamilies,
     cells: Mutex<HashMap<Arc<str>, Arc<CellMetrics>>>,
     registry: Registry,
@@ -116,6 +120,7 @@ impl Metrics {
             upstream: upstream::UpstreamMetrics::default(),
             tls: TlsMetrics::default(),
             fleet: FleetMetrics::default(),
+            metering: MeteringMetrics::default(),
             auth_families: auth::AuthFamilies::default(),
             cells: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -202,12 +207,15 @@ impl Metrics {
         m.upstream.register(&mut registry);
         m.tls.register(&mut registry);
         m.fleet.register(&mut registry);
+        let mut metering = m.metering.clone();
+        metering.register(&mut registry);
         let auth = m.auth_families.auth();
         let lookups = LookupMetrics::register(&mut registry);
         Self {
             registry,
             auth,
             lookups,
+            metering,
             ratelimit_idle_evictions: evictions
                 .get_or_create_owned(&ReasonLabel { reason: "idle" }),
             ratelimit_forced_evictions: evictions

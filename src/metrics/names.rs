@@ -103,6 +103,23 @@ pub const FLEET_FALLBACK_SECONDS_TOTAL: &str = "cellgate_fleet_fallback_seconds_
 pub const FLEET_WOULD_REFUSE_TOTAL: &str = "cellgate_fleet_would_refuse_total";
 /// Enforce mode: requests fleet accounting refused, by `tier` (also in the rejections total).
 pub const FLEET_REFUSED_TOTAL: &str = "cellgate_fleet_refused_total";
+/// Usage events by `result`: `sent` (the sink took them), `replayed` (sent from the spool, also
+/// in `sent`), `spooled` (the sink failed), `dropped` (the spool was full).
+pub const METERING_EVENTS_TOTAL: &str = "cellgate_metering_events_total";
+/// Batches of usage events the sink refused or did not answer for in time.
+pub const METERING_SINK_ERRORS_TOTAL: &str = "cellgate_metering_sink_errors_total";
+/// Batches of usage events waiting in the local spool.
+pub const METERING_SPOOL_BATCHES: &str = "cellgate_metering_spool_batches";
+/// Bytes of usage events waiting in the local spool.
+pub const METERING_SPOOL_BYTES: &str = "cellgate_metering_spool_bytes";
+/// Windows closed early because a worker's window held `metering.max_tenants` tenants.
+pub const METERING_WINDOWS_CLOSED_EARLY_TOTAL: &str =
+    "cellgate_metering_windows_closed_early_total";
+/// Closed windows dropped because the emitter did not take them in time.
+pub const METERING_WINDOWS_DROPPED_TOTAL: &str = "cellgate_metering_windows_dropped_total";
+/// When the sink last took a whole emission (Unix seconds; 0: never).
+pub const METERING_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "cellgate_metering_last_success_timestamp_seconds";
 /// Requests in flight to each cell now, by `cell` (the gauge the per-cell cap checks).
 pub const CELL_IN_FLIGHT: &str = "cellgate_cell_in_flight";
 /// Routed requests by `cell`, target `group`, `version` and `status_class`: compare a canary
@@ -178,6 +195,13 @@ pub const ALL: &[&str] = &[
     FLEET_FALLBACK_SECONDS_TOTAL,
     FLEET_WOULD_REFUSE_TOTAL,
     FLEET_REFUSED_TOTAL,
+    METERING_EVENTS_TOTAL,
+    METERING_SINK_ERRORS_TOTAL,
+    METERING_SPOOL_BATCHES,
+    METERING_SPOOL_BYTES,
+    METERING_WINDOWS_CLOSED_EARLY_TOTAL,
+    METERING_WINDOWS_DROPPED_TOTAL,
+    METERING_LAST_SUCCESS_TIMESTAMP_SECONDS,
     CELL_IN_FLIGHT,
     GROUP_REQUESTS_TOTAL,
     GROUP_REQUEST_DURATION_SECONDS,

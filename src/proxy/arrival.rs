@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::rewrite;
 use crate::accesslog::Record;
 use crate::apikey::KeyId;
+use crate::metering::answer::BytesIn;
 use crate::metrics::Outcome;
 use crate::tenant::TenantId;
 
@@ -23,6 +24,8 @@ pub struct Arrival {
     pub uri: Uri,
     /// The API key that identified the request, once the identify stage has checked it.
     pub api_key: Option<KeyId>,
+    /// Request body bytes received, counted when the request is metered and has a body.
+    pub bytes_in: BytesIn,
 }
 
 impl Arrival {
@@ -35,6 +38,7 @@ impl Arrival {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             api_key: None,
+            bytes_in: None,
         }
     }
 

@@ -1,8 +1,9 @@
 //! The response body type the engine serves: a cell's streamed body, or a small body the proxy
 //! wrote itself (error JSON). An enum rather than a boxed trait object, so no allocation.
 //!
-//! A cell's body also finishes the request's access-log line when it ends: with the bytes
-//! sent, and marked incomplete when it failed or the client went away first.
+//! A cell's body also finishes the request's access-log line and its usage count when it
+//! ends: with the bytes sent, and marked incomplete when it failed or the client went away
+//! first.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,6 +14,7 @@ use pin_project_lite::pin_project;
 
 use super::moves::Watch;
 use crate::accesslog::PendingLog;
+use crate::metering::answer::Pending;
 use crate::ratelimit::Permit;
 use crate::upstream::{BodyError, UpstreamBody};
 
@@ -52,6 +54,7 @@ impl ProxyBody {
         permit: Permit,
         watch: Option<Watch>,
         log: Option<PendingLog>,
+        meter: Option<Pending>,
     ) -> Self {
         Self::Upstream {
             body,
@@ -59,17 +62,20 @@ impl ProxyBody {
             watch,
             log: BodyLog {
                 pending: log,
+                meter,
                 bytes: 0,
             },
         }
     }
 }
 
-/// The access-log line of a routed request while its body streams: the bytes sent so far, and
-/// the line written once, when the body ends (complete) or is dropped before (incomplete).
+/// The access-log line and the usage count of a routed request while its body streams: the
+/// bytes sent so far, and both written once, when the body ends (complete) or is dropped
+/// before (incomplete).
 #[derive(Debug)]
 pub struct BodyLog {
     pending: Option<PendingLog>,
+    meter: Option<Pending>,
     bytes: u64,
 }
 
@@ -77,6 +83,9 @@ impl BodyLog {
     fn finish(&mut self, complete: bool) {
         if let Some(p) = self.pending.take() {
             p.finish(self.bytes, complete);
+        }
+        if let Some(m) = self.meter.take() {
+            m.finish(self.bytes);
         }
     }
 }

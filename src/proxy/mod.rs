@@ -53,6 +53,7 @@ use crate::config::Config;
 use crate::entitle::{self, Routes};
 use crate::hygiene;
 use crate::identify::{self, identify};
+use crate::metering::Meter;
 use crate::metrics::{CellMetrics, Metrics};
 use crate::placement::SnapshotHandle;
 use crate::placement::lookup::Lookup;
@@ -84,6 +85,8 @@ pub struct Shared {
     /// carry `Connection: close`.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     pub timeouts: Timeouts,
+    /// One usage meter per worker (`[metering]`; `None`: off).
+    pub meters: Option<Arc<[Arc<Meter>]>>,
     none_cell: Arc<CellMetrics>,
 }
 
@@ -126,6 +129,7 @@ impl Shared {
             none_cell: metrics.unrouted(),
             caps: Arc::new(caps::ConnectionCaps::new(config.server.connections)),
             draining: Arc::default(),
+            meters: None,
             config,
             snapshot,
             metrics,
@@ -155,7 +159,15 @@ impl Shared {
             metrics: &self.metrics,
             access_log: &self.access_log,
             none_cell: &self.none_cell,
+            meter: None,
         }
+    }
+
+    /// Worker `id`'s usage meter, when metering is on.
+    #[must_use]
+    pub fn meter(&self, id: usize) -> Option<Arc<Meter>> {
+        let meters = self.meters.as_ref()?;
+        meters.get(id % meters.len().max(1)).cloned()
     }
 
     /// What the forward stage uses, with `pool` this worker's.
@@ -178,6 +190,19 @@ pub struct Worker {
     pub pool: Rc<Pool>,
     /// This worker's open WebSockets and streamed responses, closed if their tenant moves.
     pub long_lived: Rc<moves::LongLived>,
+    /// This worker's usage meter (`[metering]`).
+    pub meter: Option<Arc<Meter>>,
+}
+
+impl Worker {
+    /// Where this worker records answers: the shared ledger and its own meter.
+    #[must_use]
+    pub fn ledger(&self) -> Ledger<'_> {
+        Ledger {
+            meter: self.meter.as_deref(),
+            ..self.shared.ledger()
+        }
+    }
 }
 
 /// A client connection, as known when it was accepted (shared by its requests).
@@ -252,7 +277,7 @@ pub async fn handle(
     if let Err(v) = hygiene::screen(&mut parts, &s.config.server) {
         let version = parts.version;
         return Ok(refuse::hygiene(
-            s.ledger(),
+            w.ledger(),
             &arrival,
             v,
             client.addr,
@@ -265,7 +290,7 @@ pub async fn handle(
     let (cfg, placer) = (&s.config.tenant, s.placer());
     let identity = match identify(&parts, addr, cfg, &s.verifier, &client.token, &placer).await {
         Ok(i) => i,
-        Err(e) => return Ok(refuse(s.ledger(), &arrival, e.into(), None, None)),
+        Err(e) => return Ok(refuse(w.ledger(), &arrival, e.into(), None, None)),
     };
     let (tenant, token) = (identity.tenant, identity.token.as_deref());
     arrival.api_key = identity.key.as_ref().map(|k| k.id);
@@ -277,7 +302,7 @@ pub async fn handle(
         let key_scopes = identity.key.as_ref().and_then(|k| k.scopes.as_deref());
         let token_scopes = token.and_then(|t| t.scopes.as_deref());
         if let Err(e) = entitle::within_scopes(need, key_scopes, token_scopes) {
-            return Ok(refuse(s.ledger(), &arrival, e.into(), Some(tenant), None));
+            return Ok(refuse(w.ledger(), &arrival, e.into(), Some(tenant), None));
         }
     }
 
@@ -285,13 +310,13 @@ pub async fn handle(
     let upgrade = rewrite::upgrade_of(&parts);
     let decision = match placer.place(&tenant, &parts, token, need).await {
         Ok(d) => d,
-        Err(e) => return Ok(refuse(s.ledger(), &arrival, e.into(), Some(tenant), None)),
+        Err(e) => return Ok(refuse(w.ledger(), &arrival, e.into(), Some(tenant), None)),
     };
     let cell = &decision.cell;
     let cm = cell.metrics(&s.metrics);
     if let Err(e) = decision.admits_upgrade(upgrade.is_some()) {
         let cell = Some(&**cell);
-        return Ok(refuse(s.ledger(), &arrival, e.into(), Some(tenant), cell));
+        return Ok(refuse(w.ledger(), &arrival, e.into(), Some(tenant), cell));
     }
 
     // admit: the tenant's limits by tier and route class, then the cell's in-flight cap.
@@ -302,7 +327,7 @@ pub async fn handle(
         Ok(p) => p,
         Err(e) => {
             return Ok(refuse(
-                s.ledger(),
+                w.ledger(),
                 &arrival,
                 e.into(),
                 Some(tenant),
@@ -330,10 +355,14 @@ pub async fn handle(
     let sent_at = tokio::time::Instant::now();
     let deadline = arrival.start + s.timeouts.total;
     let limits = &s.config.server.limits;
+    if w.meter.is_some() && !http_body::Body::is_end_stream(&body) {
+        arrival.bytes_in = Some(Rc::default());
+    }
     let body = RequestBody::client(
         body,
         limits.max_body_bytes,
         arrival.start + limits.request_timeout,
+        arrival.bytes_in.clone(),
     );
     let forwarded = match forward(
         &s.upstream(&w.pool),
@@ -350,7 +379,7 @@ pub async fn handle(
         Err(failed) => {
             let group = decision.group;
             return Ok(unforwarded(
-                s.ledger(),
+                w.ledger(),
                 &arrival,
                 tenant,
                 cell,

@@ -1,6 +1,6 @@
 //! Refusals: a request the proxy refuses, or could not forward, gets its status, a small JSON
 //! body naming the code, the request id and (when it is about the cell) the cell, the
-//! `RateLimit` headers of a 429, and its metrics and access-log line.
+//! `RateLimit` headers of a 429, its metrics and access-log line, and its tenant's usage.
 //!
 //! [`crate::error`] decides what each refusal means; this module writes the answer.
 
@@ -16,6 +16,8 @@ use crate::accesslog::AccessLog;
 use crate::error::{ProxyError, error_body};
 use crate::headers::{RATELIMIT, RATELIMIT_POLICY, X_REQUEST_ID};
 use crate::hygiene::Violation;
+use crate::metering::answer::{bytes_in, unix_secs};
+use crate::metering::{Meter, Sample};
 use crate::metrics::{CellMetrics, Metrics};
 use crate::placement::Cell;
 use crate::ratelimit::Limited;
@@ -28,6 +30,8 @@ pub struct Ledger<'a> {
     pub metrics: &'a Metrics,
     pub access_log: &'a AccessLog,
     pub none_cell: &'a Arc<CellMetrics>,
+    /// The worker's usage meter, when metering is on.
+    pub meter: Option<&'a Meter>,
 }
 
 /// A head the hygiene stage refused: 400 (or 413/414/431), and an HTTP/1 connection closed,
@@ -117,6 +121,20 @@ pub fn refuse(
     }
     let status = r.status.as_u16();
     metrics.record_request(cm, status, r.outcome, a.start.elapsed());
+    // A refusal counts for its tenant, once it is one the registry holds.
+    if let (Some(meter), Some(tenant)) = (ledger.meter, tenant)
+        && err.metered()
+    {
+        let sample = Sample {
+            tenant,
+            cell: cell_id,
+            status,
+            bytes_in: bytes_in(&a.bytes_in),
+            bytes_out: len,
+            upstream: None,
+        };
+        meter.record(&sample, unix_secs());
+    }
     if ledger.access_log.wants(r.outcome, status) {
         let mut rec = a.record(tenant, cell_id, None, status, None, r.outcome);
         rec.bytes = len;

@@ -2,7 +2,8 @@
 //! forwarding failed.
 //!
 //! The response loses its hop-by-hop headers and gets the request id; the request is counted
-//! (per cell and per canary arm) and its access-log line is finished when its body ends. A
+//! (per cell and per canary arm) and its access-log line and usage count are finished when
+//! its body ends. A
 //! body streamed without a length may outlive a tenant's move, so it is watched; an agreed
 //! upgrade becomes a tunnel that holds the request's in-flight places for as long as it is
 //! open.
@@ -22,6 +23,7 @@ use super::refuse::{Ledger, refuse};
 use super::{Client, ProxyBody, Worker, moves, rewrite};
 use crate::accesslog::PendingLog;
 use crate::error::ProxyError;
+use crate::metering::answer::Pending;
 use crate::metrics::Outcome;
 use crate::placement::Cell;
 use crate::ratelimit::Permit;
@@ -94,6 +96,14 @@ pub fn respond(
             ),
             start: arrival.start,
         });
+    let meter = w.meter.as_ref().map(|m| Pending {
+        meter: Arc::clone(m),
+        tenant,
+        cell: Arc::clone(&cell.id),
+        status,
+        upstream: upstream_time,
+        bytes_in: arrival.bytes_in.clone(),
+    });
     let body = if switching {
         drop(rbody);
         client.conn.upgraded();
@@ -109,6 +119,9 @@ pub fn respond(
         }
         if let Some(l) = log {
             l.finish(0, true);
+        }
+        if let Some(m) = meter {
+            m.finish(0);
         }
         ProxyBody::empty()
     } else {
@@ -131,6 +144,7 @@ pub fn respond(
             permit,
             watch,
             log,
+            meter,
         )
     };
     Response::from_parts(rparts, body)

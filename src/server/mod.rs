@@ -12,7 +12,7 @@
 //! Shutdown: on the signal, or when a successor took the sockets over ([`handover`]), workers
 //! stop accepting and drain their connections ([`crate::proxy::accept`]: HTTP/1 closed after
 //! its next answer or once quiet, HTTP/2 GOAWAY), waiting up to `server.shutdown_grace` before
-//! cutting what is left.
+//! cutting what is left; then the usage meters' open windows are flushed to the sink.
 
 mod bind;
 pub mod handover;
@@ -62,6 +62,8 @@ pub enum ServeError {
     NotReady(Duration),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Metering(#[from] crate::metering::service::MeteringError),
     #[error("start: {0}")]
     Start(#[from] std::io::Error),
 }
@@ -84,6 +86,8 @@ pub struct Server {
     cells: Arc<[crate::placement::Cell]>,
     /// The fleet limiter's sync task, started by `run`.
     fleet: Option<crate::ratelimit::fleet::FleetSync>,
+    /// The usage emitter (`[metering]`), flushed once the workers have drained.
+    metering: Option<crate::metering::service::MeteringTask>,
 }
 
 impl Server {
@@ -124,15 +128,26 @@ impl Server {
         let (lookup, lookups) = Lookup::new(config.lookup.settings, metrics.lookups.clone());
         let (limiter, fleet) =
             services::limiter(&config, &metrics, prepared.redis_password.as_ref())?;
-        let shared = Arc::new(Shared::new(
+        let mut shared = Shared::new(
             Arc::clone(&config),
             snapshot,
             verifier,
             Arc::new(lookup),
-            metrics,
+            Arc::clone(&metrics),
             access_log,
             limiter,
-        ));
+        );
+        let metering = match &config.metering {
+            Some(m) => {
+                let workers = config.server.workers;
+                let (meters, task) =
+                    crate::metering::service::start(m, workers, metrics.metering.clone())?;
+                shared.meters = Some(meters);
+                Some(task)
+            }
+            None => None,
+        };
+        let shared = Arc::new(shared);
         let (listeners, cert_watches) =
             bind::listeners(&config, inherited.as_mut(), &shared.metrics)?;
         let admin = bind::admin(&config, inherited.as_mut())?;
@@ -151,6 +166,7 @@ impl Server {
             cert_watches,
             cells: Arc::from(prepared.cells),
             fleet,
+            metering,
         })
     }
 
@@ -257,6 +273,10 @@ impl Server {
         stop_tx.stop();
         for t in threads {
             let _ = t.await;
+        }
+        // Every answer is in the meters now: the open windows go out (or to the spool).
+        if let Some(m) = self.metering.take() {
+            m.finish().await;
         }
         while control.join_next().await.is_some() {}
         tracing::info!("cellgate stopped");

@@ -41,7 +41,7 @@ pub(super) fn start(
         std::thread::Builder::new()
             .name(format!("cellgate-worker-{id}"))
             .spawn(move || {
-                if let Err(e) = worker_main(shared, tls, mine, stop, grace) {
+                if let Err(e) = worker_main(id, shared, tls, mine, stop, grace) {
                     tracing::error!(worker = id, error = %e, "worker failed");
                 }
                 drop(done_tx);
@@ -52,6 +52,7 @@ pub(super) fn start(
 }
 
 fn worker_main(
+    id: usize,
     shared: Arc<Shared>,
     upstream_tls: Arc<rustls::ClientConfig>,
     listeners: Vec<(usize, std::net::TcpListener, Option<TlsAcceptor>)>,
@@ -69,6 +70,7 @@ fn worker_main(
             shared: Arc::clone(&shared),
             pool: Rc::clone(&pool),
             long_lived: Rc::clone(&long_lived),
+            meter: shared.meter(id),
         });
         let follower = tokio::task::spawn_local(crate::proxy::moves::follow(
             long_lived,

@@ -29,10 +29,20 @@ pin_project! {
     /// cannot hold a cell's connection open.
     #[project = RequestBodyProj]
     pub enum RequestBody {
-        Client { #[pin] body: Incoming, left: u64, deadline: Instant, timer: Option<Pin<Box<Sleep>>> },
+        Client {
+            #[pin] body: Incoming,
+            left: u64,
+            deadline: Instant,
+            timer: Option<Pin<Box<Sleep>>>,
+            received: Received,
+        },
         Empty,
     }
 }
+
+/// Bytes of the client's body received so far, shared with whoever counts them (usage
+/// metering); only a request that has a body and is metered carries one.
+pub type Received = crate::metering::answer::BytesIn;
 
 /// A limit the client's request body ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -82,12 +92,18 @@ pub enum RequestBodyError {
 impl RequestBody {
     /// The client's body, at most `max_bytes` long and complete by `deadline`.
     #[must_use]
-    pub const fn client(body: Incoming, max_bytes: u64, deadline: Instant) -> Self {
+    pub const fn client(
+        body: Incoming,
+        max_bytes: u64,
+        deadline: Instant,
+        received: Received,
+    ) -> Self {
         Self::Client {
             body,
             left: max_bytes,
             deadline,
             timer: None,
+            received,
         }
     }
 }
@@ -106,6 +122,7 @@ impl Body for RequestBody {
                 left,
                 deadline,
                 timer,
+                received,
             } => match body.poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let n = frame.data_ref().map_or(0, |d| d.len() as u64);
@@ -115,6 +132,9 @@ impl Body for RequestBody {
                         ))));
                     }
                     *left -= n;
+                    if let Some(r) = received {
+                        r.set(r.get() + n);
+                    }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),

@@ -1,0 +1,280 @@
+//! Usage metering end to end, over real sockets in front of the echo cells, with the JSON Lines
+//! sink: every answer a client received counts exactly once for its tenant (refusals included,
+//! an unknown tenant's 404 not at all), with the bytes the client sent and received; a window
+//! that fills closes early and loses nothing; a sink that fails puts windows in the spool and
+//! they are replayed, in order, once it works again; and a graceful restart hands a spool to
+//! the next process, which replays it. Kinesis is in `tests/metering_kinesis.rs`.
+//!
+//! Counts are compared exactly, never "about": the events are summed per tenant after the
+//! proxy stopped (its stop flushes the open window), and waits are bounded polls on metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cellgate::demo::spawn_cells;
+use cellgate::metering::event::UsageEvent;
+use common::limits::{Tenant, get, metrics, registry_text, sum, tenant, within};
+use common::{Harness, Reply, base_config, cell_list};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+
+const LIMITS: &str = "[limits]\n[limits.tiers.standard]\nrate = 0.1\nburst = 3\n[limits.tiers.big]\nrate = 1000\nburst = 1000\n";
+
+/// `[metering]` with a 1 s window, the spool and the file under `dir`.
+fn metering(dir: &Path, extra: &str) -> String {
+    format!(
+        "[metering]\nwindow = \"1s\"\nnode = \"test-node\"\nspool_dir = \"{}\"\n{extra}\n[metering.file]\npath = \"{}\"\n",
+        dir.join("spool").display(),
+        dir.join("out/usage.jsonl").display(),
+    )
+}
+
+/// The proxy with the sink's directory in place.
+async fn start(dir: &Path, extra: &str, tenants: &[Tenant<'_>]) -> Harness {
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    start_sink_missing(dir, extra, tenants).await
+}
+
+/// The proxy with the sink's directory missing: every write fails until it is made.
+async fn start_sink_missing(dir: &Path, extra: &str, tenants: &[Tenant<'_>]) -> Harness {
+    let cells = spawn_cells(3, 2).await.unwrap();
+    let text = registry_text(&cell_list(&cells), &[], tenants);
+    let config = base_config(&format!("{LIMITS}\n{}", metering(dir, extra)));
+    Harness::start_raw(&config, &text, cells).await
+}
+
+fn events(dir: &Path) -> Vec<UsageEvent> {
+    let text = std::fs::read_to_string(dir.join("out/usage.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Per tenant: requests, 2xx, 4xx, 429s, bytes in, bytes out.
+fn totals(events: &[UsageEvent]) -> BTreeMap<String, [u64; 6]> {
+    let keys: HashSet<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
+    assert_eq!(keys.len(), events.len(), "every event has its own key");
+    let mut t: BTreeMap<String, [u64; 6]> = BTreeMap::new();
+    for e in events {
+        assert_eq!(e.node, "test-node");
+        assert!(e.window_start <= e.window_end && e.window_end <= e.window_start + 1);
+        let s = t.entry(e.tenant.clone()).or_default();
+        for (a, b) in s.iter_mut().zip([
+            e.requests,
+            e.status_2xx,
+            e.status_4xx,
+            e.rate_limited,
+            e.bytes_in,
+            e.bytes_out,
+        ]) {
+            *a += b;
+        }
+    }
+    t
+}
+
+async fn post(h: &Harness, tenant: &str, body: &'static [u8]) -> Reply {
+    let req = Request::post(format!("http://{}/upload", h.addr))
+        .header("host", format!("{tenant}.app.test"))
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap();
+    h.send(req).await
+}
+
+/// What clients received, per tenant, as [`totals`] counts it.
+#[derive(Default)]
+struct Received(BTreeMap<String, [u64; 6]>);
+
+impl Received {
+    fn add(&mut self, tenant: &str, r: &Reply, sent: u64) {
+        let s = self.0.entry(tenant.to_owned()).or_default();
+        s[0] += 1;
+        match r.status.as_u16() {
+            200..=299 => s[1] += 1,
+            429 => {
+                s[2] += 1;
+                s[3] += 1;
+            }
+            400..=499 => s[2] += 1,
+            _ => {}
+        }
+        s[4] += sent;
+        s[5] += r.body.len() as u64;
+    }
+}
+
+/// Some traffic for acme (standard: 3 admitted, then 429s) and globex (big), GETs and POSTs,
+/// and an unknown tenant.
+async fn traffic(h: &Harness, got: &mut Received, rounds: usize) {
+    for _ in 0..rounds {
+        let r = get(h, "acme", "/").await;
+        got.add("acme", &r, 0);
+        let r = get(h, "globex", "/a/b").await;
+        assert_eq!(r.status, StatusCode::OK);
+        got.add("globex", &r, 0);
+        let r = post(h, "globex", b"0123456789abcdef").await;
+        assert_eq!(r.status, StatusCode::OK);
+        got.add("globex", &r, 16);
+        let r = get(h, "nobody", "/").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+    }
+}
+
+async fn wait_metric(h: &Harness, name: &str, labels: &[(&str, &str)], at_least: f64) {
+    for _ in 0..200 {
+        if sum(&metrics(h).await, name, labels) >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name}{labels:?} never reached {at_least}");
+}
+
+// Every answer counts exactly once for its tenant, refusals included; an unknown tenant's
+// answers count for nobody; bytes in and out are what the client sent and received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_counts_once_for_its_tenant() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let tenants = [
+            tenant("acme", "cell-1", Some("standard")),
+            tenant("globex", "cell-2", Some("big")),
+        ];
+        let h = start(dir.path(), "", &tenants).await;
+        let mut got = Received::default();
+        traffic(&h, &mut got, 6).await;
+        // Across a window boundary.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        traffic(&h, &mut got, 2).await;
+        h.shutdown().await;
+
+        let ev = events(dir.path());
+        let t = totals(&ev);
+        assert_eq!(t, got.0, "metered (left) vs received (right)");
+        assert_eq!(t["acme"][3], 5, "3 admitted, then 429s");
+        assert!(ev.iter().all(|e| e.tenant != "nobody"));
+        for e in ev.iter().filter(|e| e.tenant == "globex") {
+            assert_eq!(e.cell.as_deref(), Some("cell-2"));
+            assert!(e.upstream_ms > 0.0);
+        }
+        let windows: HashSet<u64> = ev.iter().map(|e| e.window_start).collect();
+        assert!(windows.len() >= 2, "two windows at least: {windows:?}");
+    })
+    .await;
+}
+
+// A window holding max_tenants tenants closes early (counted); nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_window_closes_early_and_loses_nothing() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ["t1", "t2", "t3", "t4", "t5"];
+        let tenants: Vec<Tenant> = ids
+            .iter()
+            .map(|t| tenant(t, "cell-1", Some("big")))
+            .collect();
+        let h = start(dir.path(), "max_tenants = 1", &tenants).await;
+        let mut got = Received::default();
+        for t in ids.iter().chain(&ids) {
+            let r = get(&h, t, "/").await;
+            got.add(t, &r, 0);
+        }
+        wait_metric(&h, "cellgate_metering_windows_closed_early_total", &[], 1.0).await;
+        h.shutdown().await;
+        assert_eq!(totals(&events(dir.path())), got.0);
+    })
+    .await;
+}
+
+// While the sink fails, windows go to the spool; once it works they are replayed, oldest
+// first, before anything newer, and nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sink_spools_and_replays_in_order() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        // The sink's directory is missing: every write fails.
+        let tenants = [
+            tenant("acme", "cell-1", Some("standard")),
+            tenant("globex", "cell-2", Some("big")),
+        ];
+        let h = start_sink_missing(dir.path(), "", &tenants).await;
+        let mut got = Received::default();
+        traffic(&h, &mut got, 3).await;
+        wait_metric(
+            &h,
+            "cellgate_metering_events_total",
+            &[("result", "spooled")],
+            1.0,
+        )
+        .await;
+        let m = metrics(&h).await;
+        assert!(sum(&m, "cellgate_metering_sink_errors_total", &[]) >= 1.0);
+        assert!(sum(&m, "cellgate_metering_spool_batches", &[]) >= 1.0);
+        assert_eq!(
+            sum(&m, "cellgate_metering_events_total", &[("result", "sent")]),
+            0.0
+        );
+
+        std::fs::create_dir_all(dir.path().join("out")).unwrap();
+        wait_metric(
+            &h,
+            "cellgate_metering_events_total",
+            &[("result", "replayed")],
+            1.0,
+        )
+        .await;
+        traffic(&h, &mut got, 2).await;
+        h.shutdown().await;
+
+        let ev = events(dir.path());
+        assert_eq!(totals(&ev), got.0);
+        let starts: Vec<u64> = ev.iter().map(|e| e.window_start).collect();
+        assert!(
+            starts.windows(2).all(|w| w[0] <= w[1]),
+            "in order: {starts:?}"
+        );
+    })
+    .await;
+}
+
+// A graceful stop with the sink down flushes the open window to the spool; the next process
+// on the same spool adopts it and replays it once the sink works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_hands_the_spool_to_the_next_process() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let tenants = [
+            tenant("acme", "cell-1", Some("standard")),
+            tenant("globex", "cell-2", Some("big")),
+        ];
+        let mut got = Received::default();
+        let first = start_sink_missing(dir.path(), "", &tenants).await;
+        traffic(&first, &mut got, 4).await;
+        first.shutdown().await;
+        let spooled = std::fs::read_dir(dir.path().join("spool")).unwrap().count();
+        assert_eq!(spooled, 1, "the first run's spool is left for the next");
+
+        let second = start(dir.path(), "", &tenants).await;
+        traffic(&second, &mut got, 2).await;
+        wait_metric(
+            &second,
+            "cellgate_metering_events_total",
+            &[("result", "replayed")],
+            1.0,
+        )
+        .await;
+        second.shutdown().await;
+
+        assert_eq!(totals(&events(dir.path())), got.0);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("spool"))
+            .unwrap()
+            .collect();
+        assert_eq!(left.len(), 1, "the adopted spool was drained and removed");
+    })
+    .await;
+}
