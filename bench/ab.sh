@@ -10,8 +10,10 @@
 #   bench/ab.sh /work/bench-bins/cellgate-before target/release/cellgate     # 6 rounds x 10 s
 #   bench/ab.sh old new --rounds 8 --duration 6 --mode jwt
 #   bench/ab.sh bin bin --mode jwt --mode-b key      # one binary, two tenant paths side by side
-# Modes: subdomain (e2e.sh's cellgate), jwt (its cellgate-jwt), key (its cellgate-key); --mode-b
-# gives B its own mode (default: --mode).
+#   bench/ab.sh bin bin --mode subdomain --mode-b metered   # the cost of usage metering
+# Modes: subdomain (e2e.sh's cellgate), jwt (its cellgate-jwt), key (its cellgate-key), metered
+# (subdomain with [metering] on, to a JSON Lines file); --mode-b gives B its own mode (default:
+# --mode).
 #
 # Results: markdown on stdout and in bench/results/ab-<UTC>.md (older ab-* files are removed).
 set -euo pipefail
@@ -29,7 +31,7 @@ CMDLINE="$(command_line "ROUNDS DURATION WARMUP MODE CONNECTIONS WRK_THREADS POR
 ROUNDS="${ROUNDS:-6}"               # rounds; each measures A and B once, the order alternating (even: balanced)
 DURATION="${DURATION:-10}"          # seconds measured per contestant per round
 WARMUP="${WARMUP:-2}"               # seconds of unmeasured load before each measurement
-MODE="${MODE:-subdomain}"           # subdomain = e2e.sh's cellgate, jwt = its cellgate-jwt, key = its cellgate-key
+MODE="${MODE:-subdomain}"           # subdomain = e2e.sh's cellgate, jwt = its cellgate-jwt, key = its cellgate-key, metered = subdomain + [metering]
 MODE_B="${MODE_B:-}"                # B's mode when it differs from A's (empty: MODE)
 CONNECTIONS="${CONNECTIONS:-64}"    # wrk connections
 WRK_THREADS="${WRK_THREADS:-1}"     # wrk threads
@@ -42,7 +44,7 @@ QUIET_CPU="${QUIET_CPU:-10}"        # other processes above this % of one core =
 RETRIES="${RETRIES:-3}"             # measure a disturbed one again up to this many times (then: marked *)
 KEEP_TMP="${KEEP_TMP:-0}"           # 1 = keep the temp dir (configs, logs, raw wrk output)
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 ARGS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -60,7 +62,8 @@ done
 [[ ${#ARGS[@]} -eq 2 ]] || { usage >&2; exit 2; }
 MODE_B="${MODE_B:-$MODE}"
 for m in "$MODE" "$MODE_B"; do
-  [[ $m == subdomain || $m == jwt || $m == key ]] || { echo "--mode: subdomain, jwt or key, not '$m'" >&2; exit 2; }
+  [[ $m == subdomain || $m == jwt || $m == key || $m == metered ]] ||
+    { echo "--mode: subdomain, jwt, key or metered, not '$m'" >&2; exit 2; }
 done
 declare -A MODE_OF=([A]="$MODE" [B]="$MODE_B")
 for n in "$ROUNDS" "$DURATION" "$WARMUP"; do
@@ -102,6 +105,11 @@ EOF
     with_jwt_auth "$WORK/$c"
     TOKEN[$c]="$("${BIN[$c]}" token --tenant bench --ttl 6h --kid demo-ed25519)" ||
       { echo "$c: could not mint a token with ${BIN[$c]}" >&2; exit 1; }
+  fi
+  if [[ ${MODE_OF[$c]} == metered ]]; then
+    # Every request metered, a window every 10 s, to a file on local disk.
+    printf '\n[metering]\nwindow = "10s"\nspool_dir = "%s"\n\n[metering.file]\npath = "%s"\n' \
+      "$WORK/$c/spool" "$WORK/$c/usage.jsonl" >>"$WORK/$c/cellgate.toml"
   fi
   if [[ ${MODE_OF[$c]} == key ]]; then
     KEY[$c]="$(with_api_key "$WORK/$c" "${BIN[$c]}")" ||

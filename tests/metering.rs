@@ -11,19 +11,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
-use cellgate::demo::spawn_cells;
 use cellgate::metering::event::UsageEvent;
-use common::limits::{Tenant, get, metrics, registry_text, sum, tenant, within};
-use common::{Harness, Reply, base_config, cell_list};
-use http::{Request, StatusCode};
-use http_body_util::Full;
-
-const LIMITS: &str = "[limits]\n[limits.tiers.standard]\nrate = 0.1\nburst = 3\n[limits.tiers.big]\nrate = 1000\nburst = 1000\n";
+use common::Harness;
+use common::limits::{Tenant, get, metrics, sum, tenant, within};
+use common::metering::{Received, start_metered, totals, traffic, two_tenants, wait_metric};
 
 /// `[metering]` with a 1 s window, the spool and the file under `dir`.
 fn metering(dir: &Path, extra: &str) -> String {
@@ -42,97 +37,20 @@ async fn start(dir: &Path, extra: &str, tenants: &[Tenant<'_>]) -> Harness {
 
 /// The proxy with the sink's directory missing: every write fails until it is made.
 async fn start_sink_missing(dir: &Path, extra: &str, tenants: &[Tenant<'_>]) -> Harness {
-    let cells = spawn_cells(3, 2).await.unwrap();
-    let text = registry_text(&cell_list(&cells), &[], tenants);
-    let config = base_config(&format!("{LIMITS}\n{}", metering(dir, extra)));
-    Harness::start_raw(&config, &text, cells).await
+    start_metered(&metering(dir, extra), tenants).await
 }
 
 fn events(dir: &Path) -> Vec<UsageEvent> {
     let text = std::fs::read_to_string(dir.join("out/usage.jsonl")).unwrap_or_default();
-    text.lines()
+    let events: Vec<UsageEvent> = text
+        .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
-/// Per tenant: requests, 2xx, 4xx, 429s, bytes in, bytes out.
-fn totals(events: &[UsageEvent]) -> BTreeMap<String, [u64; 6]> {
-    let keys: HashSet<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
-    assert_eq!(keys.len(), events.len(), "every event has its own key");
-    let mut t: BTreeMap<String, [u64; 6]> = BTreeMap::new();
-    for e in events {
+        .collect();
+    for e in &events {
         assert_eq!(e.node, "test-node");
-        assert!(e.window_start <= e.window_end && e.window_end <= e.window_start + 1);
-        let s = t.entry(e.tenant.clone()).or_default();
-        for (a, b) in s.iter_mut().zip([
-            e.requests,
-            e.status_2xx,
-            e.status_4xx,
-            e.rate_limited,
-            e.bytes_in,
-            e.bytes_out,
-        ]) {
-            *a += b;
-        }
+        assert!(e.window_end <= e.window_start + 1, "1 s windows");
     }
-    t
-}
-
-async fn post(h: &Harness, tenant: &str, body: &'static [u8]) -> Reply {
-    let req = Request::post(format!("http://{}/upload", h.addr))
-        .header("host", format!("{tenant}.app.test"))
-        .body(Full::new(Bytes::from_static(body)))
-        .unwrap();
-    h.send(req).await
-}
-
-/// What clients received, per tenant, as [`totals`] counts it.
-#[derive(Default)]
-struct Received(BTreeMap<String, [u64; 6]>);
-
-impl Received {
-    fn add(&mut self, tenant: &str, r: &Reply, sent: u64) {
-        let s = self.0.entry(tenant.to_owned()).or_default();
-        s[0] += 1;
-        match r.status.as_u16() {
-            200..=299 => s[1] += 1,
-            429 => {
-                s[2] += 1;
-                s[3] += 1;
-            }
-            400..=499 => s[2] += 1,
-            _ => {}
-        }
-        s[4] += sent;
-        s[5] += r.body.len() as u64;
-    }
-}
-
-/// Some traffic for acme (standard: 3 admitted, then 429s) and globex (big), GETs and POSTs,
-/// and an unknown tenant.
-async fn traffic(h: &Harness, got: &mut Received, rounds: usize) {
-    for _ in 0..rounds {
-        let r = get(h, "acme", "/").await;
-        got.add("acme", &r, 0);
-        let r = get(h, "globex", "/a/b").await;
-        assert_eq!(r.status, StatusCode::OK);
-        got.add("globex", &r, 0);
-        let r = post(h, "globex", b"0123456789abcdef").await;
-        assert_eq!(r.status, StatusCode::OK);
-        got.add("globex", &r, 16);
-        let r = get(h, "nobody", "/").await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND);
-    }
-}
-
-async fn wait_metric(h: &Harness, name: &str, labels: &[(&str, &str)], at_least: f64) {
-    for _ in 0..200 {
-        if sum(&metrics(h).await, name, labels) >= at_least {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{name}{labels:?} never reached {at_least}");
+    events
 }
 
 // Every answer counts exactly once for its tenant, refusals included; an unknown tenant's
@@ -141,10 +59,7 @@ async fn wait_metric(h: &Harness, name: &str, labels: &[(&str, &str)], at_least:
 async fn every_answer_counts_once_for_its_tenant() {
     within(async {
         let dir = tempfile::tempdir().unwrap();
-        let tenants = [
-            tenant("acme", "cell-1", Some("standard")),
-            tenant("globex", "cell-2", Some("big")),
-        ];
+        let tenants = two_tenants();
         let h = start(dir.path(), "", &tenants).await;
         let mut got = Received::default();
         traffic(&h, &mut got, 6).await;
@@ -198,10 +113,7 @@ async fn a_failing_sink_spools_and_replays_in_order() {
     within(async {
         let dir = tempfile::tempdir().unwrap();
         // The sink's directory is missing: every write fails.
-        let tenants = [
-            tenant("acme", "cell-1", Some("standard")),
-            tenant("globex", "cell-2", Some("big")),
-        ];
+        let tenants = two_tenants();
         let h = start_sink_missing(dir.path(), "", &tenants).await;
         let mut got = Received::default();
         traffic(&h, &mut got, 3).await;
@@ -248,10 +160,7 @@ async fn a_failing_sink_spools_and_replays_in_order() {
 async fn a_restart_hands_the_spool_to_the_next_process() {
     within(async {
         let dir = tempfile::tempdir().unwrap();
-        let tenants = [
-            tenant("acme", "cell-1", Some("standard")),
-            tenant("globex", "cell-2", Some("big")),
-        ];
+        let tenants = two_tenants();
         let mut got = Received::default();
         let first = start_sink_missing(dir.path(), "", &tenants).await;
         traffic(&first, &mut got, 4).await;

@@ -28,6 +28,9 @@ use crate::metrics::MeteringMetrics;
 /// been recorded by then).
 const AFTER_BOUNDARY: Duration = Duration::from_millis(50);
 
+/// One meter per worker, in worker order.
+pub type Meters = Arc<[Arc<Meter>]>;
+
 /// Why metering could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MeteringError {
@@ -65,7 +68,7 @@ pub fn start(
     cfg: &MeteringConfig,
     workers: usize,
     metrics: MeteringMetrics,
-) -> Result<(Arc<[Arc<Meter>]>, MeteringTask), MeteringError> {
+) -> Result<(Meters, MeteringTask), MeteringError> {
     let started = unix_now();
     let run = u64::try_from(started.as_millis()).unwrap_or(u64::MAX);
     let spools = Spools::open(
@@ -73,7 +76,7 @@ pub fn start(
         &format!("{run:013}-{}", std::process::id()),
         cfg.spool_max_bytes,
     )?;
-    let meters: Arc<[Arc<Meter>]> = (0..workers.max(1))
+    let meters: Meters = (0..workers.max(1))
         .map(|_| Arc::new(Meter::new(cfg.window, cfg.max_tenants, started.as_secs())))
         .collect();
     let origin = Origin {

@@ -86,7 +86,7 @@ pub struct Shared {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     pub timeouts: Timeouts,
     /// One usage meter per worker (`[metering]`; `None`: off).
-    pub meters: Option<Arc<[Arc<Meter>]>>,
+    pub meters: Option<crate::metering::service::Meters>,
     none_cell: Arc<CellMetrics>,
 }
 

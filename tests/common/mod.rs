@@ -8,7 +8,9 @@ pub mod dynamo;
 pub mod h2raw;
 pub mod jwks;
 pub mod limits;
+pub mod metering;
 pub mod redis_server;
+pub mod toggle;
 pub mod upstream;
 
 use std::net::SocketAddr;

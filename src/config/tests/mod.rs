@@ -12,6 +12,7 @@ mod defaults;
 mod errors;
 mod limits;
 mod listeners;
+mod metering;
 mod registry;
 mod tenant;
 mod upstream;
