@@ -73,6 +73,12 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
                 } else {
                     wave.or_else(|| current.as_ref().and_then(|c| c.wave))
                 },
+                place: current
+                    .as_ref()
+                    .map(|c| c.place.clone())
+                    .unwrap_or_default(),
+                tenants: current.as_ref().map_or(0, |c| c.tenants),
+                load: current.as_ref().map_or(0, |c| c.load),
                 version: 0,
             };
             write_cell(reg, record, current.map(|c| c.version)).await
