@@ -164,6 +164,11 @@ pub async fn dynamodb_registry(
             max_in_flight: None,
             wave: None,
             clear_wave: false,
+            capacity: None,
+            tier_units: Vec::new(),
+            clear_tier_units: false,
+            tags: Vec::new(),
+            clear_tags: false,
         };
         ops::cell_command(&reg, cmd)
             .await

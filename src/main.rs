@@ -141,13 +141,24 @@ fn main() -> ExitCode {
                 ops::registry_command(&r, command).await
             })
         }
+        // `tenant place --region` and `cell put --region` name a cell's region, not the table's.
         Command::Tenant { table, command } => {
+            let table = if command.names_cell_region() {
+                table.without_region()
+            } else {
+                table
+            };
             operate(
                 &table,
                 |r| async move { ops::tenant_command(&r, command).await },
             )
         }
         Command::Cell { table, command } => {
+            let table = if command.names_cell_region() {
+                table.without_region()
+            } else {
+                table
+            };
             operate(
                 &table,
                 |r| async move { ops::cell_command(&r, command).await },

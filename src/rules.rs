@@ -84,6 +84,36 @@ pub fn valid_tier(tier: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// What [`valid_tag`] accepts, for error messages.
+pub const TAG_RULE: &str = "tags are 1-64 characters of a-z 0-9 . _ - : = /, starting with a letter or digit (e.g. `pci`, `region=eu-west-1`)";
+
+/// Most tags one cell may carry.
+pub const MAX_TAGS: usize = 32;
+
+/// A cell's placement label (`pci`, `eu-only`, `region=eu-west-1`): 1-64 characters of
+/// `a-z 0-9 . _ - : = /`, starting with a letter or digit. Lower case only, so `PCI` and
+/// `pci` can never be two labels for one thing.
+#[must_use]
+pub fn valid_tag(tag: &str) -> bool {
+    tag.len() <= 64
+        && tag
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && tag.bytes().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(b, b'.' | b'_' | b'-' | b':' | b'=' | b'/')
+        })
+}
+
+/// The largest capacity (in units) a cell may declare.
+pub const MAX_CAPACITY: u64 = 1_000_000_000;
+/// The most units one tenant of a tier may weigh (`tier_units`).
+pub const MAX_TIER_UNITS: u64 = 1_000_000;
+/// Most entries in one cell's `tier_units`.
+pub const MAX_TIER_UNIT_ENTRIES: usize = 32;
+
 /// Most tiers a config may define (metric handles are cached per cell and tier).
 pub const MAX_TIERS: usize = 16;
 /// Most route classes a config may define.

@@ -55,6 +55,11 @@ async fn proxy_with(args: &TableArgs, reg: &Registry, registry_extra: &str) -> H
             max_in_flight: None,
             wave: None,
             clear_wave: false,
+            capacity: None,
+            tier_units: Vec::new(),
+            clear_tier_units: false,
+            tags: Vec::new(),
+            clear_tags: false,
         };
         ops::cell_command(reg, cmd).await.unwrap();
     }
@@ -640,6 +645,11 @@ async fn limits_follow_the_tables_tiers_overrides_and_cell_caps() {
         max_in_flight: Some(1),
         wave: None,
         clear_wave: false,
+        capacity: None,
+        tier_units: Vec::new(),
+        clear_tier_units: false,
+        tags: Vec::new(),
+        clear_tags: false,
     };
     ops::cell_command(&reg, capped).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -705,6 +715,11 @@ async fn set_wave(reg: &Registry, cell: &str, wave: Option<u32>) -> serde_json::
         max_in_flight: None,
         wave,
         clear_wave: wave.is_none(),
+        capacity: None,
+        tier_units: Vec::new(),
+        clear_tier_units: false,
+        tags: Vec::new(),
+        clear_tags: false,
     };
     ops::cell_command(reg, cmd).await.unwrap()
 }
@@ -828,6 +843,11 @@ async fn canary_groups_and_wave_weights_from_the_cli_reach_the_proxy() {
         max_in_flight: None,
         wave: Some(1),
         clear_wave: false,
+        capacity: None,
+        tier_units: Vec::new(),
+        clear_tier_units: false,
+        tags: Vec::new(),
+        clear_tags: false,
     };
     let e = err(&reg, new_cell).await;
     assert!(

@@ -73,6 +73,11 @@ async fn an_exported_table_serves_the_same_placements_from_a_file() {
             max_in_flight: Some(500),
             wave: u32::try_from(i).ok(),
             clear_wave: false,
+            capacity: None,
+            tier_units: Vec::new(),
+            clear_tier_units: false,
+            tags: Vec::new(),
+            clear_tags: false,
         };
         ops::cell_command(&reg, cmd).await.unwrap();
     }

@@ -5,6 +5,7 @@
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 
+use super::choose::Strategy;
 use crate::placement::{CellState, TenantStatus};
 
 /// Where the registry table is.
@@ -98,6 +99,32 @@ pub enum TenantCommand {
         /// Place a new tenant, or move one, into a cell that is DRAINING or DOWN anyway.
         #[arg(long)]
         force: bool,
+    },
+    /// Place a new tenant: choose an ACTIVE cell with the required tags and room under
+    /// `--max-fill`, and write the tenant and the cell's counts in one transaction.
+    Place {
+        tenant: String,
+        /// The tenant's tier (default `standard`); its units in a cell are the cell's
+        /// `tier_units` for it (default 1).
+        #[arg(long)]
+        tier: Option<String>,
+        /// Only cells in this region (their `region`, or a `region=R` tag). For this command
+        /// `--region` names the cells' region: the table's comes from AWS_REGION or the profile.
+        #[arg(long)]
+        region: Option<String>,
+        /// A tag the cell must carry (e.g. `pci`); repeat for several.
+        #[arg(long = "require")]
+        require: Vec<String>,
+        /// `least-loaded` (the lowest fill, ties by cell id) or `hash` (rendezvous hashing of
+        /// the tenant id: the same tenant gets the same cell while the cells stay the same).
+        #[arg(long, default_value = "least-loaded", value_parser = strategy())]
+        strategy: Strategy,
+        /// The fill (units / capacity) no cell may pass with this tenant, in (0, 1].
+        #[arg(long, default_value = "0.7")]
+        max_fill: String,
+        /// Choose and print, write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print a tenant's record.
     Get { tenant: String },
@@ -227,6 +254,28 @@ pub enum CellCommand {
         /// Take the cell out of its wave.
         #[arg(long)]
         clear_wave: bool,
+        /// Units the cell holds, for `tenant place` (default: the current value; `0` removes
+        /// it, so `tenant place` never chooses the cell).
+        #[arg(long)]
+        capacity: Option<u64>,
+        /// What one tenant of a tier weighs here, `TIER=UNITS` (a tier not named: 1); repeat
+        /// for several. Replaces the stored map (default: keep it).
+        #[arg(
+            long = "tier-units",
+            value_name = "TIER=UNITS",
+            conflicts_with = "clear_tier_units"
+        )]
+        tier_units: Vec<String>,
+        /// Every tier weighs 1 unit again.
+        #[arg(long)]
+        clear_tier_units: bool,
+        /// A placement label (`pci`, `eu-only`, `region=eu-west-1`); repeat for several.
+        /// Replaces the stored tags (default: keep them).
+        #[arg(long = "tag", conflicts_with = "clear_tags")]
+        tags: Vec<String>,
+        /// Drop every tag.
+        #[arg(long)]
+        clear_tags: bool,
     },
     /// Create or update one target group (deployment arm) of a cell, keeping the others; or
     /// remove one with `--remove`.
@@ -273,6 +322,54 @@ pub enum CellCommand {
     List,
     /// Mark a cell DRAINING: its tenants are still served; place no new tenants there.
     Drain { cell: String },
+    /// Per cell: state, region, capacity, tenants, load, fill and tags.
+    Usage {
+        /// Count the tenants of every cell from a scan of the tenant records and write the
+        /// counts that drifted (for a table written before the counts were kept).
+        #[arg(long)]
+        recount: bool,
+    },
+}
+
+impl CellCommand {
+    /// Whether `--region` names the cell's region (`cell put`) rather than the table's.
+    #[must_use]
+    pub fn names_cell_region(&self) -> bool {
+        matches!(
+            self,
+            Self::Put {
+                region: Some(_),
+                ..
+            }
+        )
+    }
+}
+
+impl TenantCommand {
+    /// Whether `--region` names the cells' region (`tenant place`) rather than the table's.
+    #[must_use]
+    pub fn names_cell_region(&self) -> bool {
+        matches!(
+            self,
+            Self::Place {
+                region: Some(_),
+                ..
+            }
+        )
+    }
+}
+
+impl TableArgs {
+    /// These args without a region, for a command whose `--region` is a cell's region: clap
+    /// gives the one `--region` on the command line to both, so the table's region then comes
+    /// from AWS_REGION or the profile.
+    #[must_use]
+    pub fn without_region(self) -> Self {
+        Self {
+            region: None,
+            ..self
+        }
+    }
 }
 
 /// `--state`: a cell state as the registry spells it; clap lists the accepted ones on a miss.
@@ -283,4 +380,9 @@ fn cell_state() -> impl TypedValueParser<Value = CellState> {
 /// `--status`: a tenant status as the registry spells it.
 fn tenant_status() -> impl TypedValueParser<Value = TenantStatus> {
     PossibleValuesParser::new(TenantStatus::ALL.map(TenantStatus::as_str)).try_map(|s| s.parse())
+}
+
+/// `--strategy`: how `tenant place` chooses.
+fn strategy() -> impl TypedValueParser<Value = Strategy> {
+    PossibleValuesParser::new(Strategy::ALL.map(Strategy::as_str)).try_map(|s| s.parse())
 }

@@ -1,6 +1,9 @@
-//! `cellgate cell put|group|get|list|drain`: cell records and their target groups. A cell is
-//! checked as the proxy will check it before it is written; `cell weights` is in
-//! [`super::weights`].
+//! `cellgate cell put|group|get|list|drain`: cell records, their target groups and their
+//! placement attributes (capacity, tier units, tags). A cell is checked as the proxy will
+//! check it before it is written, and keeps its placement counts; `cell weights` is in
+//! [`super::weights`], `cell usage` in [`super::usage`].
+
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -9,6 +12,7 @@ use super::io::{current_cell, list, write_cell};
 use super::weights::{check_weight, group_names, set_weights};
 use super::{OpsError, invalid, not_found};
 use crate::placement::CellState;
+use crate::placement::capacity::CellCapacity;
 use crate::placement::dynamo::schema::{CellRecord, TargetGroup, cell_key, item_json};
 use crate::placement::dynamo::write::Registry;
 use crate::rules::valid_cell_id;
@@ -25,7 +29,19 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
             max_in_flight,
             wave,
             clear_wave,
+            capacity,
+            tier_units,
+            clear_tier_units,
+            tags,
+            clear_tags,
         } => {
+            // The placement flags are checked before the table is read.
+            let given = CellCapacity {
+                capacity: capacity.filter(|&c| c > 0),
+                tier_units: parse_tier_units(&tier_units)?,
+                tags,
+            };
+            given.check(None, "cell").map_err(flag_error)?;
             if !valid_cell_id(&cell) {
                 return Err(invalid("cell", &cell, crate::rules::CELL_ID_RULE));
             }
@@ -55,12 +71,40 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
                     ));
                 }
             };
+            let held = current
+                .as_ref()
+                .map(|c| c.place.clone())
+                .unwrap_or_default();
+            let place = CellCapacity {
+                capacity: match capacity {
+                    Some(0) => None,
+                    Some(_) => given.capacity,
+                    None => held.capacity,
+                },
+                tier_units: if clear_tier_units {
+                    BTreeMap::new()
+                } else if given.tier_units.is_empty() {
+                    held.tier_units.clone()
+                } else {
+                    given.tier_units
+                },
+                tags: if clear_tags {
+                    Vec::new()
+                } else if given.tags.is_empty() {
+                    held.tags.clone()
+                } else {
+                    given.tags
+                },
+            };
+            let region = region.or_else(|| current.as_ref().and_then(|c| c.region.clone()));
+            place.check(region.as_deref(), "cell").map_err(flag_error)?;
+            let units_changed = place.tier_units != held.tier_units;
             let record = CellRecord {
                 id: cell.clone(),
                 state: state
                     .or_else(|| current.as_ref().map(|c| c.state))
                     .unwrap_or(CellState::Active),
-                region: region.or_else(|| current.as_ref().and_then(|c| c.region.clone())),
+                region,
                 groups,
                 preserve_host,
                 max_in_flight: match max_in_flight {
@@ -73,10 +117,22 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
                 } else {
                     wave.or_else(|| current.as_ref().and_then(|c| c.wave))
                 },
+                place,
+                tenants: current.as_ref().map_or(0, |c| c.tenants),
+                load: current.as_ref().map_or(0, |c| c.load),
                 version: 0,
             };
-            write_cell(reg, record, current.map(|c| c.version)).await
+            let tenants = record.tenants;
+            let mut out = write_cell(reg, record, current.map(|c| c.version)).await?;
+            if units_changed && tenants > 0 {
+                out["note"] = Value::from(format!(
+                    "tier_units changed: the stored load counts the {tenants} tenant(s) at the old \
+                     units; run `cellgate cell usage --recount`"
+                ));
+            }
+            Ok(out)
         }
+        CellCommand::Usage { recount } => super::usage::usage(reg, recount).await,
         CellCommand::Group {
             cell,
             name,
@@ -111,6 +167,43 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
             write_cell(reg, next, Some(expected)).await
         }
     }
+}
+
+/// `--tier-units TIER=UNITS...` as a map (a tier given twice is refused).
+fn parse_tier_units(given: &[String]) -> Result<BTreeMap<String, u64>, OpsError> {
+    let mut map = BTreeMap::new();
+    for pair in given {
+        let Some((tier, units)) = pair.split_once('=') else {
+            return Err(invalid(
+                "--tier-units",
+                pair,
+                "expected TIER=UNITS, e.g. enterprise=5",
+            ));
+        };
+        let units: u64 = units.parse().map_err(|_| {
+            invalid(
+                "--tier-units",
+                pair,
+                "UNITS is a whole number, e.g. enterprise=5",
+            )
+        })?;
+        if map.insert(tier.to_owned(), units).is_some() {
+            return Err(invalid("--tier-units", pair, "the tier is given twice"));
+        }
+    }
+    Ok(map)
+}
+
+/// A placement attribute's error, named by the flag that sets it.
+fn flag_error(f: crate::rules::FieldError) -> OpsError {
+    let flag = if f.key.starts_with("cell.tags") {
+        "--tag"
+    } else if f.key.starts_with("cell.tier_units") {
+        "--tier-units"
+    } else {
+        "--capacity"
+    };
+    invalid(flag, &f.value, f.reason)
 }
 
 /// `cell group`, parsed: the fields to set on one group (unset ones keep their values).

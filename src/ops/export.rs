@@ -3,7 +3,7 @@
 //! The table is scanned in parallel segments, as the proxy's start-up scan does, and each page
 //! is written as it arrives (a bounded channel to one writer thread), so memory holds a few
 //! pages, never the table. Every tenant and cell item goes through the proxy's own conversions
-//! (`tenant_from_item`; `cell_from_item` and `Cell::from_file`) and is written in the file
+//! (`tenant_from_item`; `cell_from_item` and `RegistryCell::to_cell`) and is written in the file
 //! source's shape ([`Line`]); an item that fails them, or whose key does not match its id, is
 //! skipped and named in the command's output. A file is written beside its destination and
 //! renamed over it once complete and synced, so a proxy following the file never reads half of
@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{OpsError, invalid};
-use crate::placement::Cell;
 use crate::placement::dynamo::schema::{
     Item, PK, apikey_key, cell_from_item, cell_key, key_from_item, kind, tenant_from_item,
     tenant_key,
@@ -187,8 +186,8 @@ fn line(item: &Item) -> Option<Result<Line, BadField>> {
             if pk != cell_key(&c.id) {
                 return Err(mismatch(pk));
             }
-            let file_cell = c.to_file_cell();
-            match Cell::from_file(&file_cell, "cell") {
+            let file_cell = c.to_registry_cell();
+            match file_cell.to_cell("cell") {
                 Ok(_) => Ok(Line::Cell(file_cell)),
                 Err(f) => Err(BadField {
                     field: f.key,

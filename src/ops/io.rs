@@ -1,6 +1,7 @@
 //! Record I/O for the operator commands: reading a tenant or cell record (checked as the proxy
-//! checks it), writing one (version + 1, through [`Registry::commit`]) and the JSON printed
-//! for a stored record or a listing. Every command reads and writes through here.
+//! checks it), writing one (version + 1, through [`Registry::commit`]; a tenant with the
+//! updates that keep its cells' counts right, [`super::counts`]) and the JSON printed for a
+//! stored record or a listing. Every command reads and writes through here.
 
 use serde_json::{Value, json};
 
@@ -10,7 +11,10 @@ use crate::placement::dynamo::schema::{
     CellRecord, Item, cell_from_item, cell_item, cell_key, item_json, tenant_from_item,
     tenant_item, tenant_key,
 };
-use crate::placement::dynamo::write::{Registry, updated_at};
+use crate::placement::dynamo::write::{Registry, WriteError, updated_at};
+
+/// Attempts at a tenant write whose cell counts moved underneath (each re-reads the cells).
+const COUNT_RETRIES: usize = 5;
 
 pub(super) async fn current_tenant(
     reg: &Registry,
@@ -28,17 +32,39 @@ pub(super) async fn current_tenant(
     }
 }
 
-/// Writes `next` over `current` (version + 1) and prints the stored record.
+/// Writes `next` over `before` (the record read; version + 1 of `expected`) with the count
+/// updates of its cells in the same transaction, and prints the stored record (and `counts`,
+/// the changes to the cells' counts, when there were any). A count that moved underneath
+/// (another tenant write on the same cell) is re-read and the write retried.
 pub(super) async fn write_tenant(
     reg: &Registry,
+    before: Option<&TenantRecord>,
     mut next: TenantRecord,
     expected: Option<u64>,
 ) -> Result<Value, OpsError> {
     next.version = expected.map_or(1, |v| v + 1);
-    let epoch = reg
-        .commit(tenant_item(&next, &updated_at()), expected)
-        .await?;
-    stored(reg, &tenant_key(&next.id), epoch).await
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (updates, counts) = super::counts::count_updates(reg, before, &next).await?;
+        let item = tenant_item(&next, &updated_at());
+        let written = if updates.is_empty() {
+            reg.commit(item, expected).await
+        } else {
+            reg.commit_guarded(vec![(item, expected)], updates).await
+        };
+        match written {
+            Ok(epoch) => {
+                let mut out = stored(reg, &tenant_key(&next.id), epoch).await?;
+                if !counts.is_empty() {
+                    out["counts"] = Value::Array(counts);
+                }
+                return Ok(out);
+            }
+            Err(WriteError::Condition { .. }) if attempt < COUNT_RETRIES => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 pub(super) async fn stored(reg: &Registry, key: &str, epoch: u64) -> Result<Value, OpsError> {

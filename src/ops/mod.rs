@@ -7,18 +7,25 @@
 //! commands script well. Every write goes through
 //! [`Registry::commit`]: versioned, change-logged, and visible to every proxy at its next poll.
 //!
-//! Layout: `args` (the clap types), `io` (reading, writing and printing records), `tenant`,
-//! `moves` (`tenant move`), `cell`, `weights` (`cell weights`), `export` (`registry export`,
-//! the table as a JSON Lines registry file) and `apikey` (the API key lifecycle); this file
-//! holds the shared error type, the connection and the `registry` commands.
+//! Layout: `args` (the clap types), `io` (reading, writing and printing records), `counts`
+//! (keeping the cells' placement counts right on every tenant write), `tenant`, `moves`
+//! (`tenant move`), `choose` (the pure choice of a cell for a new tenant) and `place`
+//! (`tenant place`), `cell`, `weights` (`cell weights`), `usage` (`cell usage`), `export`
+//! (`registry export`, the table as a JSON Lines registry file) and `apikey` (the API key
+//! lifecycle); this file holds the shared error type, the connection and the `registry`
+//! commands.
 
 mod apikey;
 mod args;
 mod cell;
+pub mod choose;
+mod counts;
 mod export;
 mod io;
 mod moves;
+mod place;
 mod tenant;
+mod usage;
 mod weights;
 
 use serde_json::{Value, json};
@@ -29,6 +36,7 @@ pub use self::args::{
 };
 pub use self::cell::{GroupEdit, cell_command};
 pub use self::moves::{MovePlan, move_tenant};
+pub use self::place::{PlaceRequest, place_tenant};
 pub use self::tenant::tenant_command;
 pub use crate::placement::dynamo::write::Registry;
 use crate::placement::dynamo::write::{InitOutcome, WriteError};
@@ -53,6 +61,9 @@ pub enum OpsError {
         value: String,
         reason: String,
     },
+    /// `tenant place` found no cell to take the tenant (the message says why, cell by cell).
+    #[error("{0}")]
+    Refused(String),
     #[error("making an API key: the system's random source failed")]
     Random,
     #[error("printing the record: {0}")]

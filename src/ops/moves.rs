@@ -1,5 +1,7 @@
 //! `cellgate tenant move`: evacuating a tenant to another cell as a resumable state machine of
-//! conditional writes (MIGRATING, settle and hook, flip, ACTIVE).
+//! conditional writes (MIGRATING, settle and hook, flip, ACTIVE). The flip moves the tenant's
+//! count from the source cell to the destination in the same transaction
+//! ([`super::counts`]).
 
 use serde_json::{Value, json};
 
@@ -48,6 +50,7 @@ pub async fn move_tenant(reg: &Registry, plan: &MovePlan) -> Result<Value, OpsEr
         };
         let from_cell = from.get_or_insert_with(|| t.cell.clone()).clone();
         let version = t.version;
+        let before = t.clone();
         let (step, next) = match (t.status, t.cell == plan.to) {
             (TenantStatus::Active, true) => {
                 steps.push(json!({"step": "done", "cell": t.cell, "version": version}));
@@ -93,13 +96,17 @@ pub async fn move_tenant(reg: &Registry, plan: &MovePlan) -> Result<Value, OpsEr
             }
         };
         let cell = next.cell.clone();
-        let out = write_tenant(reg, next, Some(version)).await?;
-        steps.push(json!({
+        let out = write_tenant(reg, Some(&before), next, Some(version)).await?;
+        let mut shown = json!({
             "step": step,
             "cell": cell,
             "version": out["record"]["version"],
             "epoch": out["epoch"],
-        }));
+        });
+        if let Some(counts) = out.get("counts") {
+            shown["counts"] = counts.clone();
+        }
+        steps.push(shown);
     }
 }
 

@@ -1,12 +1,14 @@
-//! `cellgate tenant ...`: place (put), read, list, suspend and resume tenant records (`put`
-//! also sets the tenant's entitlements); `move` hands over to [`super::moves`]. Every write is
-//! conditional on the version just read.
+//! `cellgate tenant ...`: put, read, list, suspend and resume tenant records (`put` also sets
+//! the tenant's entitlements); `place` hands over to [`super::place`], `move` to
+//! [`super::moves`]. Every write is conditional on the version just read, and keeps the
+//! cells' counts right ([`super::counts`]).
 
 use serde_json::Value;
 
 use super::args::TenantCommand;
 use super::io::{current_cell, current_tenant, list, write_tenant};
 use super::moves::{MovePlan, move_tenant};
+use super::place::{PlaceRequest, place_tenant};
 use super::{OpsError, invalid, not_found};
 use crate::placement::dynamo::schema::{item_json, tenant_key};
 use crate::placement::dynamo::write::Registry;
@@ -99,8 +101,28 @@ pub async fn tenant_command(reg: &Registry, cmd: TenantCommand) -> Result<Value,
                     ),
                 ));
             }
-            let expected = expect_version.or(current.map(|c| c.version));
-            write_tenant(reg, record, expected).await
+            let expected = expect_version.or(current.as_ref().map(|c| c.version));
+            write_tenant(reg, current.as_ref(), record, expected).await
+        }
+        TenantCommand::Place {
+            tenant,
+            tier,
+            region,
+            require,
+            strategy,
+            max_fill,
+            dry_run,
+        } => {
+            let req = PlaceRequest {
+                tenant,
+                tier,
+                region,
+                require,
+                strategy,
+                max_fill,
+                dry_run,
+            };
+            place_tenant(reg, &req).await
         }
         TenantCommand::Get { tenant } => match reg.get(&tenant_key(&tenant)).await? {
             Some(item) => Ok(item_json(&item)),
@@ -162,7 +184,11 @@ pub(super) async fn set_status(
         return Err(not_found(reg, "tenant", id));
     };
     let expected = current.version;
-    write_tenant(reg, TenantRecord { status, ..current }, Some(expected)).await
+    let next = TenantRecord {
+        status,
+        ..current.clone()
+    };
+    write_tenant(reg, Some(&current), next, Some(expected)).await
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! The *place* stage loads the snapshot once per request, so every later stage sees one
 //! generation; the refresh service ([`refresh`]) swaps in the next one atomically.
 
+pub mod capacity;
 mod cell;
 pub mod dynamo;
 pub mod file;

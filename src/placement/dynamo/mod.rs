@@ -24,6 +24,7 @@
 
 pub mod delta;
 pub mod error;
+mod guarded;
 mod scan;
 pub mod schema;
 pub mod write;

@@ -17,6 +17,13 @@
 //! a second; batched, the epoch moves once per 98 records. Proxies read `keys` since this
 //! change; older ones read only `key` and would miss a batch until their next full reload, so
 //! upgrade the proxies before writing batches.
+//!
+//! [`Registry::commit_guarded`] adds counter updates ([`Guarded`]: a cell's `tenants` and
+//! `load`, each under its own condition) to the records of one transaction; a failed condition
+//! is a [`WriteError::Condition`] naming the item and what no longer held. Table creation is
+//! in `write/init.rs`.
+
+mod init;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,13 +31,10 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
-    ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification,
-    TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
 use super::error::{DynamoError, describe};
+pub use super::guarded::Guarded;
 use super::schema::{EPOCH_KEY, Item, PK, TTL_ATTRIBUTE, change_key, get_n, kind};
 use super::{EpochError, read_epoch};
 
@@ -62,6 +66,9 @@ pub enum WriteError {
         expected: Option<u64>,
         found: Option<u64>,
     },
+    /// A guarded update's condition failed: the item moved on since it was read.
+    #[error("{key}: {meaning} no longer holds; re-read and retry")]
+    Condition { key: String, meaning: String },
     #[error("table {table}: the epoch kept moving ({EPOCH_RETRIES} attempts); try again")]
     Busy { table: String },
 }
@@ -117,103 +124,6 @@ impl Registry {
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         WriteError::Dynamo(describe(operation, &self.table, e))
-    }
-
-    /// Creates the table (on-demand billing, `pk` hash key, TTL on change items, optionally a
-    /// Stream), waits until it is active, and seeds the epoch. Idempotent.
-    pub async fn init(&self, streams: bool) -> Result<InitOutcome, WriteError> {
-        let mut create = self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(PK)
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(|e| self.other(e))?,
-            )
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(PK)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(|e| self.other(e))?,
-            );
-        if streams {
-            create = create.stream_specification(
-                StreamSpecification::builder()
-                    .stream_enabled(true)
-                    .stream_view_type(StreamViewType::NewImage)
-                    .build()
-                    .map_err(|e| self.other(e))?,
-            );
-        }
-        let outcome = match create.send().await {
-            Ok(_) => InitOutcome::Created,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_in_use_exception()) =>
-            {
-                InitOutcome::AlreadyExists
-            }
-            Err(e) => return Err(self.failed("CreateTable", &e)),
-        };
-        self.wait_active().await?;
-        let ttl = self
-            .client
-            .update_time_to_live()
-            .table_name(&self.table)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .enabled(true)
-                    .attribute_name(TTL_ATTRIBUTE)
-                    .build()
-                    .map_err(|e| self.other(e))?,
-            )
-            .send()
-            .await;
-        // Enabling TTL twice is refused; the wanted state is reached either way.
-        if let Err(e) = ttl
-            && !e.message().is_some_and(|m| m.contains("already enabled"))
-        {
-            return Err(self.failed("UpdateTimeToLive", &e));
-        }
-        let seeded = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item(PK, AttributeValue::S(EPOCH_KEY.to_owned()))
-            .item("epoch", AttributeValue::N("0".to_owned()))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        if let Err(e) = seeded
-            && !e
-                .as_service_error()
-                .is_some_and(|s| s.is_conditional_check_failed_exception())
-        {
-            return Err(self.failed("PutItem", &e));
-        }
-        Ok(outcome)
-    }
-
-    async fn wait_active(&self) -> Result<(), WriteError> {
-        for _ in 0..600 {
-            let d = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|e| self.failed("DescribeTable", &e))?;
-            if d.table.and_then(|t| t.table_status) == Some(TableStatus::Active) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(self.other("the table did not become ACTIVE within 60 s"))
     }
 
     /// One item by key (strongly consistent).
@@ -318,7 +228,27 @@ impl Registry {
     /// Writes `item` (whose `version` must be `expected + 1`, or 1 for a new record) in one
     /// transaction with the epoch bump and the change item. Returns the new epoch.
     pub async fn commit(&self, item: Item, expected: Option<u64>) -> Result<u64, WriteError> {
-        self.commit_all(vec![(item, expected)], false).await
+        self.commit_all(vec![(item, expected)], Vec::new(), false)
+            .await
+    }
+
+    /// Writes records as [`Self::commit_batch`] does and, in the same transaction, the
+    /// counter updates `updates` (each on an item none of the records is); all or nothing. A
+    /// record whose version moved is a [`WriteError::Conflict`], an update whose condition no
+    /// longer holds a [`WriteError::Condition`]. Returns the new epoch.
+    pub async fn commit_guarded(
+        &self,
+        writes: Vec<(Item, Option<u64>)>,
+        updates: Vec<Guarded>,
+    ) -> Result<u64, WriteError> {
+        if writes.len() + updates.len() > MAX_BATCH || writes.len() + updates.len() == 0 {
+            return Err(self.other(format!(
+                "a transaction holds 1 to {MAX_BATCH} records and updates, not {}",
+                writes.len() + updates.len()
+            )));
+        }
+        let batch = writes.len() + updates.len() > 1;
+        self.commit_all(writes, updates, batch).await
     }
 
     /// Writes up to [`MAX_BATCH`] records (each as [`Self::commit`] takes it: the item and the
@@ -332,22 +262,28 @@ impl Registry {
                 writes.len()
             )));
         }
-        self.commit_all(writes, true).await
+        self.commit_all(writes, Vec::new(), true).await
     }
 
     async fn commit_all(
         &self,
         writes: Vec<(Item, Option<u64>)>,
+        updates: Vec<Guarded>,
         batch: bool,
     ) -> Result<u64, WriteError> {
-        let mut keys = Vec::with_capacity(writes.len());
-        for (item, _) in &writes {
-            match item.get(PK) {
-                Some(AttributeValue::S(k)) if !keys.contains(k) => keys.push(k.clone()),
-                Some(AttributeValue::S(k)) => {
-                    return Err(self.other(format!("{k} appears twice in one batch")));
-                }
-                _ => return Err(self.other("the item has no pk")),
+        let mut keys = Vec::with_capacity(writes.len() + updates.len());
+        let named = writes
+            .iter()
+            .map(|(item, _)| match item.get(PK) {
+                Some(AttributeValue::S(k)) => Some(k.clone()),
+                _ => None,
+            })
+            .chain(updates.iter().map(|u| Some(u.key.clone())));
+        for key in named {
+            match key {
+                Some(k) if !keys.contains(&k) => keys.push(k),
+                Some(k) => return Err(self.other(format!("{k} appears twice in one batch"))),
+                None => return Err(self.other("the item has no pk")),
             }
         }
         let mut records = Vec::with_capacity(writes.len() + 2);
@@ -367,6 +303,10 @@ impl Registry {
                     .put(put.build().map_err(|e| self.other(e))?)
                     .build(),
             );
+        }
+        let stamp = updated_at();
+        for u in &updates {
+            records.push(u.action(&self.table, &stamp).map_err(|e| self.other(e))?);
         }
         for _ in 0..EPOCH_RETRIES {
             let old = self.epoch().await?;
@@ -396,6 +336,13 @@ impl Registry {
                     key: keys[i].clone(),
                     expected: writes[i].1,
                     found,
+                });
+            }
+            if let Some(&i) = failed.iter().find(|&&i| i < writes.len() + updates.len()) {
+                let u = &updates[i - writes.len()];
+                return Err(WriteError::Condition {
+                    key: u.key.clone(),
+                    meaning: u.meaning.clone(),
                 });
             }
             // Only the epoch moved (or the transaction collided): read it and retry.

@@ -265,14 +265,14 @@ fn read<R: BufRead>(reader: R, file: &str, sink: &mut impl Sink) -> Result<(), S
                 }
             }
             Line::Cell(c) => {
-                let cell = Cell::from_file(&c, &format!("line {n}: cell")).map_err(|f| {
-                    RegistryError::Invalid {
-                        file: file.to_owned(),
-                        key: f.key,
-                        value: f.value,
-                        reason: f.reason,
-                    }
-                })?;
+                let cell =
+                    c.to_cell(&format!("line {n}: cell"))
+                        .map_err(|f| RegistryError::Invalid {
+                            file: file.to_owned(),
+                            key: f.key,
+                            value: f.value,
+                            reason: f.reason,
+                        })?;
                 if let Some(first) = cells.insert(c.id.clone(), n) {
                     let reason = format!("duplicate cell id (first on line {first})");
                     return Err(invalid(file, n, "cell.id", &c.id, &reason).into());

@@ -19,10 +19,9 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
-use self::shape::{FileKey, FileTenant};
+use self::shape::{FileKey, FileTenant, RegistryCell};
 use super::record::{key_record, tenant_record};
-use super::{Cell, KeyRecord, PlacementSource, RegistryData, RegistryError, TenantRecord};
-use crate::config::file::FileCell;
+use super::{KeyRecord, PlacementSource, RegistryData, RegistryError, TenantRecord};
 use crate::tenant::TenantId;
 
 /// A TOML registry document.
@@ -32,7 +31,7 @@ struct RegistryFile {
     #[serde(default)]
     tenants: Vec<FileTenant>,
     #[serde(default)]
-    cells: Vec<FileCell>,
+    cells: Vec<RegistryCell>,
     #[serde(default)]
     apikeys: Vec<FileKey>,
 }
@@ -205,8 +204,9 @@ pub fn parse_registry(text: &str, file: &str) -> Result<RegistryData, RegistryEr
     let mut data = RegistryData::new();
     let mut cell_ids = HashSet::with_capacity(raw.cells.len());
     for (i, c) in raw.cells.iter().enumerate() {
-        let cell =
-            Cell::from_file(c, &format!("cells[{i}]")).map_err(|f| RegistryError::Invalid {
+        let cell = c
+            .to_cell(&format!("cells[{i}]"))
+            .map_err(|f| RegistryError::Invalid {
                 file: file.to_owned(),
                 key: f.key,
                 value: f.value,

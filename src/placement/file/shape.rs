@@ -1,18 +1,24 @@
 //! The serde shapes of a registry file's records, shared by both formats.
 //!
-//! A tenant is a [`FileTenant`], an API key a [`FileKey`] and a cell a [`FileCell`] (the `[[cells]]` entry of a config
-//! file) whether they come from a TOML `[[tenants]]` table or a JSON Lines `{"tenant": {...}}`
-//! line, so both formats accept exactly the same fields, reject unknown ones, and go through
-//! the same checks ([`tenant_record`](super::super::record::tenant_record),
-//! [`Cell::from_file`](super::super::Cell::from_file)). `cellgate registry export` writes the
-//! same shapes back ([`FileTenant::from_record`], [`Line`]).
+//! A tenant is a [`FileTenant`], an API key a [`FileKey`] and a cell a [`RegistryCell`] (the
+//! fields of a config file's `[[cells]]` entry, plus the cell's region and placement
+//! attributes) whether they come from a TOML `[[tenants]]` table or a JSON Lines
+//! `{"tenant": {...}}` line, so both formats accept exactly the same fields, reject unknown
+//! ones, and go through the same checks ([`tenant_record`](super::super::record::tenant_record),
+//! [`Cell::from_file`](super::super::Cell::from_file), [`CellCapacity::check`]).
+//! `cellgate registry export` writes the same shapes back ([`FileTenant::from_record`],
+//! [`Line`]).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::super::capacity::CellCapacity;
 use super::super::record::{RawKey, RawTenant};
-use super::super::{KeyRecord, TenantRecord};
-use crate::config::file::FileCell;
+use super::super::{Cell, KeyRecord, TenantRecord};
+use crate::config::file::{FileCell, FileGroup};
 use crate::ratelimit::TenantLimits;
+use crate::rules::FieldError;
 
 /// One tenant as written in a registry file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -146,12 +152,98 @@ impl FileTenant {
     }
 }
 
+/// One cell as written in a registry file: what the data plane reads (a config file's
+/// `[[cells]]` fields, [`FileCell`]) and what only `tenant place` reads (`region`, `capacity`,
+/// `tier_units`, `tags`; the proxy checks them and routes without them). The counts a
+/// DynamoDB cell item keeps (`tenants`, `load`) are not written: the file's tenants give them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryCell {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<FileGroup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preserve_host: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<u32>,
+    /// The cell's region (it counts as the tag `region=<region>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Units the cell holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
+    /// Units one tenant of a tier weighs (a tier not named: 1).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tier_units: BTreeMap<String, u64>,
+    /// Placement labels (`pci`, `region=eu-west-1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+impl RegistryCell {
+    /// A cell in file form from its data-plane part, region and placement attributes.
+    #[must_use]
+    pub fn new(c: FileCell, region: Option<String>, place: &CellCapacity) -> Self {
+        Self {
+            id: c.id,
+            state: c.state,
+            targets: c.targets,
+            groups: c.groups,
+            preserve_host: c.preserve_host,
+            max_in_flight: c.max_in_flight,
+            wave: c.wave,
+            region,
+            capacity: place.capacity,
+            tier_units: place.tier_units.clone(),
+            tags: place.tags.clone(),
+        }
+    }
+
+    /// The part the data plane reads.
+    #[must_use]
+    pub fn file_cell(&self) -> FileCell {
+        FileCell {
+            id: self.id.clone(),
+            state: self.state.clone(),
+            targets: self.targets.clone(),
+            groups: self.groups.clone(),
+            preserve_host: self.preserve_host,
+            max_in_flight: self.max_in_flight,
+            wave: self.wave,
+        }
+    }
+
+    /// The placement attributes.
+    #[must_use]
+    pub fn place(&self) -> CellCapacity {
+        CellCapacity {
+            capacity: self.capacity,
+            tier_units: self.tier_units.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+
+    /// The cell the proxy serves, after every check (the data plane's and the placement
+    /// attributes'); `key` names it in errors (`cells[2]`, `line 7: cell`).
+    pub fn to_cell(&self, key: &str) -> Result<Cell, FieldError> {
+        let cell = Cell::from_file(&self.file_cell(), key)?;
+        self.place().check(self.region.as_deref(), key)?;
+        Ok(cell)
+    }
+}
+
 /// One line of a JSON Lines registry: `{"tenant": {...}}`, `{"cell": {...}}` or
 /// `{"apikey": {...}}` (externally tagged; anything else in the object is an error).
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum Line {
     Tenant(FileTenant),
-    Cell(FileCell),
+    Cell(RegistryCell),
     Apikey(FileKey),
 }

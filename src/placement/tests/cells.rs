@@ -77,3 +77,63 @@ fn next_target_round_robins_from_a_random_start() {
         "a DOWN cell without targets has no arm"
     );
 }
+
+#[test]
+fn placement_attributes_are_read_and_checked_in_both_file_formats() {
+    use crate::placement::file::jsonl::{parse_jsonl, write_line};
+    use crate::placement::file::parse_registry;
+    use crate::placement::file::shape::{Line, RegistryCell};
+
+    let toml = r#"
+[[cells]]
+id = "cell-1"
+targets = ["http://127.0.0.1:9001"]
+region = "eu-west-1"
+capacity = 100
+tier_units = { enterprise = 5 }
+tags = ["pci", "region=eu-west-1"]
+"#;
+    let data = parse_registry(toml, "reg.toml").unwrap();
+    assert_eq!(data.cells().len(), 1);
+    let line = r#"{"cell": {"id": "cell-1", "targets": ["http://127.0.0.1:9001"], "region": "eu-west-1", "capacity": 100, "tier_units": {"enterprise": 5}, "tags": ["pci"]}}"#;
+    assert_eq!(parse_jsonl(line, "reg.jsonl").unwrap().cells().len(), 1);
+    // Written back (as `registry export` writes it), the same fields come out.
+    let Line::Cell(cell) = serde_json::from_str::<Line>(line).unwrap() else {
+        panic!("a cell line");
+    };
+    let mut out = Vec::new();
+    write_line(&mut out, &Line::Cell(cell.clone())).unwrap();
+    let back: Line = serde_json::from_slice(&out).unwrap();
+    let Line::Cell(back) = back else {
+        panic!("a cell line");
+    };
+    assert_eq!(back.place(), cell.place());
+    assert_eq!(back.region.as_deref(), Some("eu-west-1"));
+    let _: &RegistryCell = &back;
+    // Bad values are named like any other field.
+    let bad = |text: &str| match parse_registry(text, "reg.toml") {
+        Err(RegistryError::Invalid { key, .. }) => key,
+        other => panic!("expected Invalid, got {other:?}"),
+    };
+    let base = "[[cells]]\nid = \"c\"\ntargets = [\"http://127.0.0.1:1\"]\n";
+    assert_eq!(bad(&format!("{base}tags = [\"PCI\"]")), "cells[0].tags[0]");
+    assert_eq!(bad(&format!("{base}capacity = 0")), "cells[0].capacity");
+    assert_eq!(
+        bad(&format!("{base}tier_units = {{ gold = 0 }}")),
+        "cells[0].tier_units.gold"
+    );
+    assert_eq!(
+        bad(&format!(
+            "{base}region = \"us-east-1\"\ntags = [\"region=eu-west-1\"]"
+        )),
+        "cells[0].tags[0]"
+    );
+    let e = parse_jsonl(
+        r#"{"cell": {"id": "c", "targets": ["http://127.0.0.1:1"], "tags": ["ok", "ok"]}}"#,
+        "reg.jsonl",
+    );
+    assert!(
+        matches!(&e, Err(RegistryError::Invalid { key, .. }) if key == "line 1: cell.tags[1]"),
+        "{e:?}"
+    );
+}

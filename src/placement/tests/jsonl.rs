@@ -233,7 +233,7 @@ fn written_lines_read_back_as_the_same_records() {
     let data = parse_registry(GOOD, "reg.toml").unwrap();
     let mut out = Vec::new();
     for c in [&GOOD_CELL_1, &GOOD_CELL_2] {
-        let cell: crate::config::file::FileCell = serde_json::from_str(c).unwrap();
+        let cell: crate::placement::file::shape::RegistryCell = serde_json::from_str(c).unwrap();
         write_line(&mut out, &Line::Cell(cell)).unwrap();
     }
     for t in data.tenants() {

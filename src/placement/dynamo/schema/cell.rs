@@ -1,12 +1,16 @@
 //! Cell items: a cell's state, region, target groups (each with its targets, weight and
-//! version), caps and canary wave, and the conversion to the file form the data plane reads.
+//! version), caps and canary wave, its placement attributes (capacity, tier units, tags) and
+//! counts (tenants, load), and the conversions to the file forms: the one the data plane reads
+//! and the registry file's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{Item, PK, bad, cell_key, get_n, get_s, get_strings, n, s};
 use crate::config::file::{FileCell, FileGroup};
+use crate::placement::capacity::CellCapacity;
+use crate::placement::file::shape::RegistryCell;
 use crate::placement::record::BadField;
 use crate::placement::{CellState, UnknownName};
 
@@ -30,6 +34,12 @@ pub struct CellRecord {
     pub max_in_flight: Option<u32>,
     /// The canary wave (`cell weights --wave N` selects by it).
     pub wave: Option<u32>,
+    /// Capacity, tier units and tags (`tenant place` chooses by them; routing never reads them).
+    pub place: CellCapacity,
+    /// Tenants placed in the cell (every status but OFFBOARDED), kept by every tenant write.
+    pub tenants: u64,
+    /// Units those tenants weigh (`tier_units`), kept with `tenants`.
+    pub load: u64,
     pub version: u64,
 }
 
@@ -55,6 +65,13 @@ impl CellRecord {
             max_in_flight: self.max_in_flight,
             wave: self.wave,
         }
+    }
+
+    /// The cell as a registry file writes it (`registry export`): the data plane's fields, its
+    /// region and its placement attributes; not the counts, which the file's tenants give.
+    #[must_use]
+    pub fn to_registry_cell(&self) -> RegistryCell {
+        RegistryCell::new(self.to_file_cell(), self.region.clone(), &self.place)
     }
 }
 
@@ -97,7 +114,64 @@ pub fn cell_item(c: &CellRecord, updated_at: &str) -> Item {
     if let Some(w) = c.wave {
         item.insert("wave".to_owned(), n(u64::from(w)));
     }
+    if let Some(cap) = c.place.capacity {
+        item.insert("capacity".to_owned(), n(cap));
+    }
+    if !c.place.tier_units.is_empty() {
+        let units = c
+            .place
+            .tier_units
+            .iter()
+            .map(|(t, &u)| (t.clone(), n(u)))
+            .collect();
+        item.insert("tier_units".to_owned(), AttributeValue::M(units));
+    }
+    if !c.place.tags.is_empty() {
+        item.insert(
+            "tags".to_owned(),
+            AttributeValue::L(c.place.tags.iter().map(s).collect()),
+        );
+    }
+    item.insert("tenants".to_owned(), n(c.tenants));
+    item.insert("load".to_owned(), n(c.load));
     item
+}
+
+/// The placement attributes of a cell item, checked as every registry form checks them.
+fn place_from_item(item: &Item, region: Option<&str>) -> Result<CellCapacity, BadField> {
+    let mut tier_units = BTreeMap::new();
+    match item.get("tier_units") {
+        None | Some(AttributeValue::Null(_)) => {}
+        Some(AttributeValue::M(m)) => {
+            for tier in m.keys() {
+                let units = get_n(m, tier)
+                    .map_err(|b| BadField {
+                        field: format!("tier_units.{tier}"),
+                        ..b
+                    })?
+                    .unwrap_or(1);
+                tier_units.insert(tier.clone(), units);
+            }
+        }
+        Some(_) => {
+            return Err(bad(
+                "tier_units",
+                "(not a map)",
+                "expected a map of tier to units",
+            ));
+        }
+    }
+    let place = CellCapacity {
+        capacity: get_n(item, "capacity")?,
+        tier_units,
+        tags: get_strings(item, "tags")?,
+    };
+    place.check(region, "cell").map_err(|f| BadField {
+        field: f.key.trim_start_matches("cell.").to_owned(),
+        value: f.value,
+        reason: f.reason,
+    })?;
+    Ok(place)
 }
 
 /// Reads a cell item (the cell itself is validated by `Cell::from_file`).
@@ -138,7 +212,11 @@ pub fn cell_from_item(item: &Item) -> Result<CellRecord, BadField> {
     let wave = get_n(item, "wave")?
         .map(|w| u32::try_from(w).map_err(|_| bad("wave", &w.to_string(), "at most 4294967295")))
         .transpose()?;
+    let region = get_s(item, "region")?;
     Ok(CellRecord {
+        place: place_from_item(item, region)?,
+        tenants: get_n(item, "tenants")?.unwrap_or(0),
+        load: get_n(item, "load")?.unwrap_or(0),
         id: id.to_owned(),
         state: match get_s(item, "state")? {
             None => CellState::Active,
@@ -146,7 +224,7 @@ pub fn cell_from_item(item: &Item) -> Result<CellRecord, BadField> {
                 bad("state", text, &format!("expected {}", e.expected))
             })?,
         },
-        region: get_s(item, "region")?.map(str::to_owned),
+        region: region.map(str::to_owned),
         groups,
         preserve_host,
         max_in_flight,

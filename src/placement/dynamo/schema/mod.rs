@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `tenant#<id>` | `kind = "tenant"`, `tenant`, `cell`, `status`, `tier`, `version` (N), `issuers` (L of S, optional), `limits` (M: `rate`, `burst`, `concurrency`, each optional), `arm` (S, optional: a pinned target group), `entitlements` (L of S, optional), `updated_at` |
 //! | `apikey#<id>` | `kind = "apikey"`, `key_id`, `tenant`, `hash` (`sha256:<hex>`: never the key), `status` (`ACTIVE`/`REVOKED`), `expires_at` (N, optional: unix seconds; also the table's TTL attribute, so DynamoDB deletes an expired key's item some time after it expired), `scopes` (L of S, optional), `created_at` (N), `version` (N), `updated_at` |
-//! | `cell#<id>` | `kind = "cell"`, `cell`, `state`, `region` (optional), `target_groups` (L of M: `name`, `targets` (L of S), `weight` (N), `version`), `preserve_host` (BOOL, optional), `max_in_flight` (N, optional), `wave` (N, optional: the canary wave), `version` (N), `updated_at` |
+//! | `cell#<id>` | `kind = "cell"`, `cell`, `state`, `region` (optional), `target_groups` (L of M: `name`, `targets` (L of S), `weight` (N), `version`), `preserve_host` (BOOL, optional), `max_in_flight` (N, optional), `wave` (N, optional: the canary wave), `capacity` (N, optional), `tier_units` (M of N, optional), `tags` (L of S, optional), `tenants` and `load` (N: the placement counts), `version` (N), `updated_at` |
 //! | `epoch` | `epoch` (N): bumped by every write, in the same transaction |
 //! | `change#<epoch, 20 digits>` | `kind = "change"`, `key` (the `pk` written: a single write) or `keys` (L of S: every `pk` a batched write wrote, at most 98), `epoch` (N), `expires_at` (N, TTL) |
 //!

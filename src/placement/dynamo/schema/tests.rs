@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::placement::capacity::CellCapacity;
 use crate::placement::{CellState, TenantStatus};
 
 #[test]
@@ -106,6 +107,13 @@ fn cell_items_round_trip_with_their_groups() {
         preserve_host: Some(true),
         max_in_flight: Some(800),
         wave: Some(2),
+        place: CellCapacity {
+            capacity: Some(40),
+            tier_units: [("enterprise".to_owned(), 5)].into(),
+            tags: vec!["pci".to_owned(), "region=eu-west-1".to_owned()],
+        },
+        tenants: 7,
+        load: 11,
         version: 3,
     };
     let item = cell_item(&c, "t");
@@ -123,6 +131,40 @@ fn cell_items_round_trip_with_their_groups() {
         AttributeValue::N("4294967296".to_owned()),
     );
     assert_eq!(cell_from_item(&broken).unwrap_err().field, "wave");
+    // Placement attributes are checked as a registry file's are; a cell from before them
+    // has none, and no counts.
+    assert_eq!(item_json(&item)["tier_units"]["enterprise"], 5);
+    assert_eq!(
+        (
+            item_json(&item)["tenants"].clone(),
+            item_json(&item)["load"].clone()
+        ),
+        (7.into(), 11.into())
+    );
+    let mut bad_tag = item.clone();
+    bad_tag.insert(
+        "tags".to_owned(),
+        AttributeValue::L(vec![s("region=us-east-1")]),
+    );
+    assert_eq!(cell_from_item(&bad_tag).unwrap_err().field, "tags[0]");
+    let mut bad_units = item.clone();
+    bad_units.insert(
+        "tier_units".to_owned(),
+        AttributeValue::M([("gold".to_owned(), AttributeValue::N("0".to_owned()))].into()),
+    );
+    assert_eq!(
+        cell_from_item(&bad_units).unwrap_err().field,
+        "tier_units.gold"
+    );
+    let mut old = item.clone();
+    for a in ["capacity", "tier_units", "tags", "tenants", "load"] {
+        old.remove(a);
+    }
+    let old = cell_from_item(&old).unwrap();
+    assert_eq!(
+        (old.place, old.tenants, old.load),
+        (CellCapacity::default(), 0, 0)
+    );
     // A state outside the three is named, with the accepted ones.
     let mut bad_state = item.clone();
     bad_state.insert("state".to_owned(), s("UP"));
