@@ -183,7 +183,7 @@ async fn a_restart_hands_the_spool_to_the_next_process() {
         let left: Vec<_> = std::fs::read_dir(dir.path().join("spool"))
             .unwrap()
             .collect();
-        assert_eq!(left.len(), 1, "the adopted spool was drained and removed");
+        assert!(left.is_empty(), "drained spools are removed: {left:?}");
     })
     .await;
 }

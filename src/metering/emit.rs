@@ -125,6 +125,11 @@ impl<S: Sink> Emitter<S> {
         &self.spool
     }
 
+    /// Ends the emitter (after its last emission): this run's spool directory goes when empty.
+    pub fn close(self) -> Result<(), SpoolError> {
+        self.spool.close()
+    }
+
     /// The sink.
     #[must_use]
     pub const fn sink(&self) -> &S {

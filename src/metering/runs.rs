@@ -134,6 +134,12 @@ impl Spools {
         self.len() == 0
     }
 
+    /// Ends this run's part: its directory is removed when nothing waits in it (what does
+    /// wait stays for the next process to adopt).
+    pub fn close(self) -> Result<(), SpoolError> {
+        self.own.remove()
+    }
+
     /// Bytes on disk, in every spool.
     #[must_use]
     pub fn bytes(&self) -> u64 {

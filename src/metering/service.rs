@@ -155,6 +155,9 @@ fn run_emitter<S: Sink>(
                 spooled = done.spooled,
                 "metering: the open windows were flushed"
             );
+            if let Err(e) = emitter.close() {
+                tracing::warn!(error = %e, "metering: this run's empty spool directory stays");
+            }
             return;
         }
     }

@@ -13,7 +13,11 @@ fn metering_is_off_without_the_section_and_defaults_otherwise() {
     assert_eq!(m.window, Duration::from_secs(60));
     assert_eq!(m.max_tenants, 100_000);
     assert_eq!(m.node, "edge-1");
-    assert_eq!(m.spool_dir, Path::new("/etc/cellgate/spool"), "relative to the file");
+    assert_eq!(
+        m.spool_dir,
+        Path::new("/etc/cellgate/spool"),
+        "relative to the file"
+    );
     assert_eq!(
         m.sink,
         MeteringSink::Kinesis {
@@ -37,7 +41,7 @@ fn metering_is_off_without_the_section_and_defaults_otherwise() {
 fn metering_refusals_name_the_key() {
     let sink = "[metering.file]\npath = \"u.jsonl\"\n";
     let cases = [
-        (format!("[metering]\nspool_dir = \"s\"\n"), "metering", "(no sink)"),
+        ("[metering]\nspool_dir = \"s\"\n".to_owned(), "metering", "(no sink)"),
         (
             format!("[metering]\nspool_dir = \"s\"\n{sink}[metering.kinesis]\nstream = \"x\"\n"),
             "metering",
