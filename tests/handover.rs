@@ -1,7 +1,8 @@
 //! Zero-downtime upgrade, with real processes: under continuous load (keep-alive clients and a
 //! new connection per request), a second `cellgate serve --takeover` takes the listening
-//! sockets from the first, which drains and exits; not one request fails. A successor that goes
-//! away before it is ready leaves the old process serving.
+//! sockets from the first, which drains and exits; not one request fails, and every answer is
+//! metered exactly once across the two processes. A successor that goes away before it is
+//! ready leaves the old process serving.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -54,7 +55,13 @@ async fn setup() -> Setup {
     let (addr, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("handover.sock");
-    let config = base_config("")
+    // Both processes meter into one file (appends of whole lines) and one spool directory.
+    let metering = format!(
+        "[metering]\nwindow = \"1s\"\nspool_dir = \"{}\"\n[metering.file]\npath = \"{}\"\n",
+        dir.path().join("spool").display(),
+        dir.path().join("usage.jsonl").display()
+    );
+    let config = base_config(&metering)
         .replacen(
             "address = \"127.0.0.1:0\"",
             &format!("address = \"{addr}\""),
@@ -295,6 +302,16 @@ async fn a_takeover_under_load_fails_no_request() {
             !s.dir.path().join("handover.sock").exists(),
             "the socket file was left behind"
         );
+        // Each process flushed its open window as it stopped: every answer the clients got is
+        // metered once, across the takeover.
+        let usage = std::fs::read_to_string(s.dir.path().join("usage.jsonl")).unwrap();
+        let metered: u64 = usage
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["tenant"] == "acme")
+            .map(|e| e["requests"].as_u64().unwrap())
+            .sum();
+        assert_eq!(metered, after, "metered vs answered across the takeover");
     })
     .await;
 }
