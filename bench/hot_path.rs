@@ -191,6 +191,7 @@ fn bench_metering(c: &mut Criterion) {
             let s = Sample {
                 tenant: tenants[i],
                 cell: Some(&cell),
+                route: None,
                 status: 200,
                 bytes_in: 0,
                 bytes_out: 27,

@@ -76,7 +76,19 @@ async fn every_answer_counts_once_for_its_tenant() {
         for e in ev.iter().filter(|e| e.tenant == "globex") {
             assert_eq!(e.cell.as_deref(), Some("cell-2"));
             assert!(e.upstream_ms > 0.0);
+            // The POSTs (16 bytes each) are the route class `uploads`, the GETs none.
+            match e.route.as_deref() {
+                Some("uploads") => assert_eq!(e.bytes_in, 16 * e.requests),
+                None => assert_eq!(e.bytes_in, 0),
+                other => panic!("route {other:?}"),
+            }
         }
+        let uploads: u64 = ev
+            .iter()
+            .filter(|e| e.route.as_deref() == Some("uploads"))
+            .map(|e| e.requests)
+            .sum();
+        assert_eq!(uploads, 8, "one POST per round");
         let windows: HashSet<u64> = ev.iter().map(|e| e.window_start).collect();
         assert!(windows.len() >= 2, "two windows at least: {windows:?}");
     })

@@ -70,7 +70,8 @@ pub enum MeteringSink {
 pub struct MeteringConfig {
     /// The window length, whole seconds.
     pub window: Duration,
-    /// (tenant, cell) pairs one worker holds per window; past it the window closes early.
+    /// (tenant, cell, route class) entries one worker holds per window; past it the window
+    /// closes early.
     pub max_tenants: usize,
     /// This node's name in every event and idempotency key.
     pub node: String,

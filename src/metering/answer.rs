@@ -36,6 +36,7 @@ pub struct Pending {
     pub meter: Arc<Meter>,
     pub tenant: TenantId,
     pub cell: Arc<str>,
+    pub route: Option<u8>,
     pub status: u16,
     pub upstream: Duration,
     pub bytes_in: BytesIn,
@@ -48,6 +49,7 @@ impl Pending {
             &Sample {
                 tenant: self.tenant,
                 cell: Some(&self.cell),
+                route: self.route,
                 status: self.status,
                 bytes_in: bytes_in(&self.bytes_in),
                 bytes_out,

@@ -175,7 +175,7 @@ mod tests {
         ) {
             let dir = tempfile::tempdir().unwrap();
             let spool = Spools::open(dir.path(), "run", 1 << 30).unwrap();
-            let origin = Origin { node: "n".to_owned(), run: 1 };
+            let origin = Origin { node: "n".to_owned(), run: 1, routes: std::sync::Arc::from([]) };
             let mut em = Emitter::new(origin, spool, Flaky::default());
             let meter = Meter::new(Duration::from_secs(10), 1_000, 0);
             let (mut now, mut sent) = (0u64, 0u64);
@@ -184,6 +184,7 @@ mod tests {
                 let s = Sample {
                     tenant: TenantId::parse(&format!("t{tenant}")).unwrap(),
                     cell: None,
+                    route: None,
                     status: 200,
                     bytes_in: 0,
                     bytes_out: 0,

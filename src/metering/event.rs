@@ -19,12 +19,16 @@ use super::window::{Closed, Usage};
 /// One tenant's usage in one cell over one window part, as emitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageEvent {
-    /// `{node}.{run}/{batch}/{window_start}/{part}/{tenant}/{cell}`: unique per event, stable
-    /// across replays.
+    /// `{node}.{run}/{batch}/{window_start}/{part}/{tenant}/{cell}/{route}`: unique per event,
+    /// stable across replays.
     pub idempotency_key: String,
     pub tenant: String,
-    /// `None`: refused before a cell was chosen (404, 401...).
+    /// `None`: refused before a cell was chosen (a missing entitlement, a suspended tenant...).
     pub cell: Option<String>,
+    /// The request's route class (the first `[[limits.routes]]` entry its method and path
+    /// match), `None` when it matches none.
+    #[serde(default)]
+    pub route: Option<String>,
     /// Unix seconds.
     pub window_start: u64,
     pub window_end: u64,
@@ -48,36 +52,43 @@ pub struct Origin {
     pub node: String,
     /// The process's start, unix milliseconds: tells runs of one node apart.
     pub run: u64,
+    /// The route classes' names (`[[limits.routes]]`, in config order).
+    pub routes: Arc<[Arc<str>]>,
 }
 
 /// A window part: its start and part number.
 type Part = (u64, u32);
-/// Usage by (tenant, cell), ordered.
-type ByTenant = BTreeMap<(String, Option<Arc<str>>), Usage>;
+/// Usage by (tenant, cell, route class), ordered.
+type ByTenant = BTreeMap<(String, Option<Arc<str>>, Option<u8>), Usage>;
 
 /// The events of `windows` (from any number of workers), emitted as `batch` (a number the
-/// emitter never reuses in one run), oldest window first, then by tenant and cell.
+/// emitter never reuses in one run), oldest window first, then by tenant, cell and route class.
 #[must_use]
 pub fn events(origin: &Origin, batch: u64, windows: Vec<Closed>) -> Vec<UsageEvent> {
     let mut merged: BTreeMap<Part, (u64, ByTenant)> = BTreeMap::new();
     for w in windows {
         let (end, by) = merged.entry((w.start, w.part)).or_default();
         *end = (*end).max(w.end);
-        for (t, c, u) in w.usage {
-            by.entry((t.as_str().to_owned(), c)).or_default().add(&u);
+        for e in w.usage {
+            by.entry((e.tenant.as_str().to_owned(), e.cell, e.route))
+                .or_default()
+                .add(&e.usage);
         }
     }
     let mut out = Vec::new();
     for ((start, part), (end, by)) in merged {
-        for ((tenant, cell), u) in by {
+        for ((tenant, cell, route), u) in by {
             let cell_text = cell.as_deref().unwrap_or("-");
+            let route = route.and_then(|r| origin.routes.get(usize::from(r)));
+            let route_text = route.map_or("-", |r| &**r);
             out.push(UsageEvent {
                 idempotency_key: format!(
-                    "{}.{}/{batch}/{start}/{part}/{tenant}/{cell_text}",
+                    "{}.{}/{batch}/{start}/{part}/{tenant}/{cell_text}/{route_text}",
                     origin.node, origin.run
                 ),
                 tenant: tenant.clone(),
                 cell: cell.map(|c| c.to_string()),
+                route: route.map(|r| r.to_string()),
                 window_start: start,
                 window_end: end,
                 part,
@@ -103,9 +114,10 @@ pub fn events(origin: &Origin, batch: u64, windows: Vec<Closed>) -> Vec<UsageEve
 #[cfg(test)]
 pub(crate) fn sample(n: u64) -> UsageEvent {
     UsageEvent {
-        idempotency_key: format!("n.1/{n}/0/0/acme/cell-1"),
+        idempotency_key: format!("n.1/{n}/0/0/acme/cell-1/-"),
         tenant: "acme".to_owned(),
         cell: Some("cell-1".to_owned()),
+        route: None,
         window_start: 0,
         window_end: 60,
         part: 0,
@@ -144,6 +156,7 @@ mod tests {
         let s = |t: &str, status| Sample {
             tenant: TenantId::parse(t).unwrap(),
             cell: Some(&cell),
+            route: (t == "globex").then_some(1),
             status,
             bytes_in: 1,
             bytes_out: 2,
@@ -158,6 +171,7 @@ mod tests {
         let origin = Origin {
             node: "node-1".to_owned(),
             run: 42,
+            routes: Arc::from([Arc::from("writes"), Arc::from("export")]),
         };
         let ev = events(&origin, 7, windows);
         let summary: Vec<(&str, u64, u64)> = ev
@@ -165,7 +179,15 @@ mod tests {
             .map(|e| (e.tenant.as_str(), e.window_start, e.requests))
             .collect();
         assert_eq!(summary, [("acme", 0, 2), ("globex", 0, 1), ("acme", 60, 1)]);
-        assert_eq!(ev[0].idempotency_key, "node-1.42/7/0/0/acme/cell-2");
+        assert_eq!(ev[0].idempotency_key, "node-1.42/7/0/0/acme/cell-2/-");
+        assert_eq!(
+            ev[1].idempotency_key,
+            "node-1.42/7/0/0/globex/cell-2/export"
+        );
+        assert_eq!(
+            (ev[0].route.as_deref(), ev[1].route.as_deref()),
+            (None, Some("export"))
+        );
         assert_eq!((ev[0].status_2xx, ev[1].status_5xx), (2, 1));
         assert!((ev[0].upstream_ms - 6.0).abs() < 1e-9);
         let keys: HashSet<&str> = ev.iter().map(|e| e.idempotency_key.as_str()).collect();
@@ -202,7 +224,7 @@ mod properties {
             let meters: Vec<Meter> = (0..workers)
                 .map(|_| Meter::new(Duration::from_secs(10), max_keys, 0))
                 .collect();
-            let origin = Origin { node: "n".to_owned(), run: 1 };
+            let origin = Origin { node: "n".to_owned(), run: 1, routes: Arc::from([]) };
             let (mut now, mut sent, mut batch) = (0u64, 0u64, 0u64);
             let mut ev = Vec::new();
             for (i, (tenant, dt, take, status)) in steps.into_iter().enumerate() {
@@ -210,6 +232,7 @@ mod properties {
                 let s = Sample {
                     tenant: TenantId::parse(&format!("t{tenant}")).unwrap(),
                     cell: (tenant % 2 == 0).then_some(&cell),
+                    route: None,
                     status,
                     bytes_in: 1,
                     bytes_out: 1,

@@ -1,9 +1,10 @@
 //! Usage metering: what each tenant used, per window, for billing (`[metering]`).
 //!
 //! Every answered request (routed or refused) adds one [`Sample`] to its worker's [`Meter`]:
-//! counts by status class, 429s, bytes in and out, upstream time, by (tenant, cell). Windows are
+//! counts by status class, 429s, bytes in and out, upstream time, by (tenant, cell, route
+//! class). Windows are
 //! aligned on the clock (`window_start` a multiple of the window length since the Unix epoch),
-//! so every node's windows line up. A window holds at most `max_keys` (tenant, cell) pairs; a
+//! so every node's windows line up. A window holds at most `max_keys` (tenant, cell, route class) entries; a
 //! sample for a new pair past that closes the window early (counted), so memory stays bounded
 //! however many tenants are active. [`Meter::take`] hands the closed windows to whoever emits
 //! them; [`event::events`] merges one node's windows into one [`event::UsageEvent`] per
@@ -24,4 +25,4 @@ pub mod service;
 pub mod spool;
 mod window;
 
-pub use window::{Closed, Meter, Sample, Usage};
+pub use window::{Closed, Entry, Meter, Sample, Usage};

@@ -63,10 +63,12 @@ fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
-/// Starts metering for `workers` workers: their meters, and the emitter thread.
+/// Starts metering for `workers` workers: their meters, and the emitter thread; `routes` names
+/// the route classes (`[[limits.routes]]`, in config order).
 pub fn start(
     cfg: &MeteringConfig,
     workers: usize,
+    routes: Arc<[Arc<str>]>,
     metrics: MeteringMetrics,
 ) -> Result<(Meters, MeteringTask), MeteringError> {
     let started = unix_now();
@@ -82,6 +84,7 @@ pub fn start(
     let origin = Origin {
         node: cfg.node.clone(),
         run,
+        routes,
     };
     let (stop, stopped) = mpsc::channel();
     let (done_tx, done) = oneshot::channel();

@@ -1,8 +1,8 @@
 //! One worker's open metering window, bounded, on clock-aligned boundaries.
 //!
-//! The worker that answers a request records it under a mutex only that worker and, once per
+//! Usage is kept per (tenant, cell, route class). The worker that answers a request records it under a mutex only that worker and, once per
 //! window, the emitter take: uncontended, a few nanoseconds. A sample past the window's end
-//! closes it first; a sample for a (tenant, cell) pair the full window does not hold closes it
+//! closes it first; a sample for an entry the full window does not hold closes it
 //! early (the next part of the same window starts). Closed windows wait in a bounded queue
 //! until taken; past that bound the oldest is dropped and counted, never the request delayed.
 
@@ -17,7 +17,7 @@ use crate::tenant::TenantId;
 /// Closed windows a meter keeps until they are taken; beyond, the oldest is dropped (counted).
 const MAX_CLOSED: usize = 64;
 
-/// What one (tenant, cell) used in one window.
+/// What one (tenant, cell, route class) used in one window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub requests: u64,
@@ -70,13 +70,24 @@ pub struct Sample<'a> {
     pub tenant: TenantId,
     /// The cell that answered, or `None` for a refusal before a cell was chosen.
     pub cell: Option<&'a Arc<str>>,
+    /// The request's route class (an index into `[[limits.routes]]`), if it is on one.
+    pub route: Option<u8>,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub upstream: Option<Duration>,
 }
 
-type Key = (TenantId, Option<Arc<str>>);
+type Key = (TenantId, Option<Arc<str>>, Option<u8>);
+
+/// What one (tenant, cell, route class) used in a window.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub tenant: TenantId,
+    pub cell: Option<Arc<str>>,
+    pub route: Option<u8>,
+    pub usage: Usage,
+}
 
 /// A window (or part of one) that is over.
 #[derive(Debug, Clone)]
@@ -87,7 +98,7 @@ pub struct Closed {
     pub end: u64,
     /// Which part of the window (0, then 1, 2... after early closes).
     pub part: u32,
-    pub usage: Vec<(TenantId, Option<Arc<str>>, Usage)>,
+    pub usage: Vec<Entry>,
 }
 
 #[derive(Debug)]
@@ -115,7 +126,7 @@ pub struct Meter {
 
 impl Meter {
     /// A meter with windows of `window` (whole seconds, at least 1) holding at most `max_keys`
-    /// (tenant, cell) pairs each, starting at unix second `now`.
+    /// (tenant, cell, route class) entries each, starting at unix second `now`.
     #[must_use]
     pub fn new(window: Duration, max_keys: usize, now: u64) -> Self {
         let window = window.as_secs().max(1);
@@ -139,7 +150,7 @@ impl Meter {
     pub fn record(&self, s: &Sample<'_>, now: u64) {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         self.roll(&mut st, now);
-        let key = (s.tenant, s.cell.cloned());
+        let key = (s.tenant, s.cell.cloned(), s.route);
         if let Some(u) = st.open.usage.get_mut(&key) {
             u.record(s);
             return;
@@ -218,7 +229,12 @@ impl Meter {
             usage: open
                 .usage
                 .into_iter()
-                .map(|((t, c), u)| (t, c, u))
+                .map(|((tenant, cell, route), usage)| Entry {
+                    tenant,
+                    cell,
+                    route,
+                    usage,
+                })
                 .collect(),
         });
     }
@@ -238,6 +254,7 @@ mod tests {
         Sample {
             tenant: tid(tenant),
             cell,
+            route: None,
             status,
             bytes_in: 10,
             bytes_out: 100,
@@ -264,8 +281,8 @@ mod tests {
         let get = |t: &str, c: Option<&str>| {
             w.usage
                 .iter()
-                .find(|(tt, cc, _)| tt.as_str() == t && cc.as_deref() == c)
-                .map(|(_, _, u)| *u)
+                .find(|e| e.tenant.as_str() == t && e.cell.as_deref() == c)
+                .map(|e| e.usage)
                 .unwrap()
         };
         let acme = get("acme", Some("cell-1"));
@@ -294,7 +311,7 @@ mod tests {
         let parts = m.take(30, true);
         let counted: u64 = parts
             .iter()
-            .flat_map(|w| w.usage.iter().map(|(_, _, u)| u.requests))
+            .flat_map(|w| w.usage.iter().map(|e| e.usage.requests))
             .sum();
         assert_eq!(counted, 6, "every request in some part");
         let ids: Vec<(u64, u32)> = parts.iter().map(|w| (w.start, w.part)).collect();

@@ -26,6 +26,8 @@ pub struct Arrival {
     pub api_key: Option<KeyId>,
     /// Request body bytes received, counted when the request is metered and has a body.
     pub bytes_in: BytesIn,
+    /// The route class usage is metered under (set once the tenant is known, when metering).
+    pub route: Option<u8>,
 }
 
 impl Arrival {
@@ -39,6 +41,7 @@ impl Arrival {
             uri: parts.uri.clone(),
             api_key: None,
             bytes_in: None,
+            route: None,
         }
     }
 

@@ -294,6 +294,9 @@ pub async fn handle(
     };
     let (tenant, token) = (identity.tenant, identity.token.as_deref());
     arrival.api_key = identity.key.as_ref().map(|k| k.id);
+    if w.meter.is_some() {
+        arrival.route = s.limiter.route_class(&parts.method, parts.uri.path());
+    }
 
     // entitle: the entitlement the route needs, within the key's and the token's scopes (the
     // tenant's own list is checked with its placement).

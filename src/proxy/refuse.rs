@@ -128,6 +128,7 @@ pub fn refuse(
         let sample = Sample {
             tenant,
             cell: cell_id,
+            route: a.route,
             status,
             bytes_in: bytes_in(&a.bytes_in),
             bytes_out: len,

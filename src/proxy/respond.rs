@@ -100,6 +100,7 @@ pub fn respond(
         meter: Arc::clone(m),
         tenant,
         cell: Arc::clone(&cell.id),
+        route: arrival.route,
         status,
         upstream: upstream_time,
         bytes_in: arrival.bytes_in.clone(),

@@ -384,6 +384,16 @@ impl Limiter {
         Ok(hold)
     }
 
+    /// The request's route class for usage metering: the first `[[limits.routes]]` entry whose
+    /// methods and path it matches, whatever its tier (an index into the config's list).
+    #[must_use]
+    pub fn route_class(&self, method: &http::Method, path: &str) -> Option<u8> {
+        self.routes
+            .iter()
+            .position(|c| c.covers(method, path))
+            .and_then(|i| u8::try_from(i).ok())
+    }
+
     /// Gives back the rate charges of a request refused by a later check.
     fn refund(&self, tenant: &str, charged: &Charged) {
         if let Some(g) = &charged.tenant {

@@ -42,8 +42,12 @@ impl RouteClass {
     }
 
     pub fn matches(&self, tier: usize, method: &Method, path: &str) -> bool {
-        self.tiers & (1 << tier) != 0
-            && (self.methods.is_empty() || self.methods.contains(method))
+        self.tiers & (1 << tier) != 0 && self.covers(method, path)
+    }
+
+    /// Whether the request is on this class's route (its methods and path), whatever its tier.
+    pub fn covers(&self, method: &Method, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
             && self
                 .prefix
                 .as_deref()

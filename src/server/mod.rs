@@ -140,8 +140,10 @@ impl Server {
         let metering = match &config.metering {
             Some(m) => {
                 let workers = config.server.workers;
+                let routes = config.limits.routes.iter();
+                let routes = routes.map(|r| Arc::from(r.name.as_str())).collect();
                 let (meters, task) =
-                    crate::metering::service::start(m, workers, metrics.metering.clone())?;
+                    crate::metering::service::start(m, workers, routes, metrics.metering.clone())?;
                 shared.meters = Some(meters);
                 Some(task)
             }

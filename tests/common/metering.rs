@@ -16,8 +16,9 @@ use http_body_util::Full;
 use super::limits::{Tenant, get, metrics, registry_text, sum, tenant};
 use super::{Harness, Reply, base_config, cell_list};
 
-/// Two tiers: `standard` admits 3 and then refuses (one request per 10 s), `big` admits all.
-pub const LIMITS: &str = "[limits]\n[limits.tiers.standard]\nrate = 0.1\nburst = 3\n[limits.tiers.big]\nrate = 1000\nburst = 1000\n";
+/// Two tiers: `standard` admits 3 and then refuses (one request per 10 s), `big` admits all;
+/// POSTs are the route class `uploads` (which refuses nothing).
+pub const LIMITS: &str = "[limits]\n[limits.tiers.standard]\nrate = 0.1\nburst = 3\n[limits.tiers.big]\nrate = 1000\nburst = 1000\n[[limits.routes]]\nname = \"uploads\"\nmethods = [\"POST\"]\nrate = 1000\nburst = 1000\n";
 
 /// acme (standard, cell-1) and globex (big, cell-2).
 pub fn two_tenants() -> [Tenant<'static>; 2] {
