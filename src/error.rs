@@ -300,3 +300,97 @@ pub fn error_body(
     s.push('}');
     s
 }
+
+/// A gRPC status code, as `grpc-status` carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcStatus(pub u8);
+
+impl GrpcStatus {
+    pub const INVALID_ARGUMENT: Self = Self(3);
+    pub const DEADLINE_EXCEEDED: Self = Self(4);
+    pub const NOT_FOUND: Self = Self(5);
+    pub const PERMISSION_DENIED: Self = Self(7);
+    pub const RESOURCE_EXHAUSTED: Self = Self(8);
+    pub const INTERNAL: Self = Self(13);
+    pub const UNAVAILABLE: Self = Self(14);
+    pub const UNAUTHENTICATED: Self = Self(16);
+
+    /// The status a refusal with HTTP `status` becomes for a gRPC client, as Envoy maps its
+    /// local replies but closer to what each refusal means here (a 429 is a quota, not an
+    /// outage; a 504 is a deadline).
+    #[must_use]
+    pub const fn of(status: StatusCode) -> Self {
+        match status.as_u16() {
+            400 => Self::INVALID_ARGUMENT,
+            401 => Self::UNAUTHENTICATED,
+            403 => Self::PERMISSION_DENIED,
+            404 => Self::NOT_FOUND,
+            413 | 414 | 429 | 431 => Self::RESOURCE_EXHAUSTED,
+            502 | 503 => Self::UNAVAILABLE,
+            504 => Self::DEADLINE_EXCEEDED,
+            _ => Self::INTERNAL,
+        }
+    }
+
+    /// The `grpc-status` header value.
+    #[must_use]
+    pub fn header(self) -> http::HeaderValue {
+        http::HeaderValue::from(u16::from(self.0))
+    }
+}
+
+/// The `grpc-message` of a refusal: the error code, the cell and the missing entitlement when
+/// there are, and the request id (all from restricted charsets: nothing to percent-encode).
+#[must_use]
+pub fn grpc_message(
+    code: &str,
+    request_id: &str,
+    cell: Option<&str>,
+    entitlement: Option<&str>,
+) -> String {
+    let mut s = String::with_capacity(48 + request_id.len());
+    s.push_str(code);
+    for (name, value) in [("cell", cell), ("entitlement", entitlement)] {
+        if let Some(v) = value {
+            s.push_str(", ");
+            s.push_str(name);
+            s.push(' ');
+            s.push_str(v);
+        }
+    }
+    s.push_str(" (request id ");
+    s.push_str(request_id);
+    s.push(')');
+    s
+}
+
+#[cfg(test)]
+mod grpc_tests {
+    use super::*;
+
+    #[test]
+    fn refusals_map_to_the_grpc_statuses_that_mean_the_same() {
+        let cases = [
+            (400, 3),
+            (401, 16),
+            (403, 7),
+            (404, 5),
+            (413, 8),
+            (414, 8),
+            (429, 8),
+            (431, 8),
+            (500, 13),
+            (502, 14),
+            (503, 14),
+            (504, 4),
+        ];
+        for (http, grpc) in cases {
+            let s = StatusCode::from_u16(http).unwrap_or(StatusCode::OK);
+            assert_eq!(GrpcStatus::of(s), GrpcStatus(grpc), "{http}");
+        }
+        assert_eq!(
+            grpc_message("cell_unavailable", "r-1", Some("cell-2"), None),
+            "cell_unavailable, cell cell-2 (request id r-1)"
+        );
+    }
+}

@@ -11,6 +11,10 @@ pub const X_CELL_ID: HeaderName = HeaderName::from_static("x-cell-id");
 /// The id of the API key that identified the request (never the key): set by the proxy.
 pub const X_API_KEY_ID: HeaderName = HeaderName::from_static("x-api-key-id");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// A gRPC call's status code (a refusal's, in a trailers-only response).
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// A gRPC call's status message.
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 /// The quota a 429 was judged under (IETF httpapi RateLimit draft): `"tier";q=50;w=1`.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// What is left of it: `"tier";r=0;t=1`.

@@ -1,5 +1,6 @@
 //! Refusals: a request the proxy refuses, or could not forward, gets its status, a small JSON
-//! body naming the code, the request id and (when it is about the cell) the cell, the
+//! body naming the code, the request id and (when it is about the cell) the cell (a gRPC call
+//! gets the same as a gRPC status instead), the
 //! `RateLimit` headers of a 429, its metrics and access-log line, and its tenant's usage.
 //!
 //! [`crate::error`] decides what each refusal means; this module writes the answer.
@@ -13,8 +14,8 @@ use http::{Response, Version};
 use super::ProxyBody;
 use super::arrival::Arrival;
 use crate::accesslog::AccessLog;
-use crate::error::{ProxyError, error_body};
-use crate::headers::{RATELIMIT, RATELIMIT_POLICY, X_REQUEST_ID};
+use crate::error::{GrpcStatus, ProxyError, error_body, grpc_message};
+use crate::headers::{GRPC_MESSAGE, GRPC_STATUS, RATELIMIT, RATELIMIT_POLICY, X_REQUEST_ID};
 use crate::hygiene::Violation;
 use crate::metering::answer::{bytes_in, unix_secs};
 use crate::metering::{Meter, Sample};
@@ -53,7 +54,32 @@ pub fn hygiene(
     resp
 }
 
-/// Answers a request the proxy refuses or could not forward: status, JSON body, metrics, log.
+/// A refusal as a gRPC client reads one: HTTP 200, no body (a trailers-only response), the
+/// status in `grpc-status` ([`GrpcStatus::of`] the HTTP status) and the code, cell and request
+/// id in `grpc-message`. The metrics, the log and usage keep the HTTP status the refusal means.
+fn grpc_refusal(
+    status: http::StatusCode,
+    code: &str,
+    request_id: &str,
+    cell: Option<&str>,
+    entitlement: Option<&str>,
+) -> (Response<ProxyBody>, u64) {
+    let mut resp = Response::new(ProxyBody::empty());
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(GRPC_STATUS, GrpcStatus::of(status).header());
+    let message = grpc_message(code, request_id, cell, entitlement);
+    if let Ok(v) = HeaderValue::try_from(message) {
+        h.insert(GRPC_MESSAGE, v);
+    }
+    (resp, 0)
+}
+
+/// Answers a request the proxy refuses or could not forward: status, JSON body (or a gRPC
+/// status for a gRPC call), metrics, log.
 pub fn refuse(
     ledger: Ledger<'_>,
     a: &Arrival,
@@ -82,20 +108,25 @@ pub fn refuse(
         &err,
         ProxyError::Limit(Limited::Rate { .. } | Limited::Concurrency { .. })
     );
-    let body = error_body(
-        r.code,
+    let (request_id, shown_cell) = (
         a.request_id.to_str().unwrap_or(""),
         cell_id.filter(|_| !tenant_limit).map(|c| &**c),
-        missing.map(|e| &*e.entitlement),
     );
-    let len = body.len() as u64;
-    let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
-    *resp.status_mut() = r.status;
+    let entitlement = missing.map(|e| &*e.entitlement);
+    let (mut resp, len) = if a.grpc {
+        grpc_refusal(r.status, r.code, request_id, shown_cell, entitlement)
+    } else {
+        let body = error_body(r.code, request_id, shown_cell, entitlement);
+        let len = body.len() as u64;
+        let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
+        *resp.status_mut() = r.status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        (resp, len)
+    };
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     h.insert(X_REQUEST_ID, a.request_id.clone());
     if let Some(v) = r.www_authenticate {
         h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
