@@ -3,15 +3,16 @@
 //! ```text
 //!  client ──► hygiene ──► identify ──► entitle ──► place+route ──► admit ────────► rewrite ──► forward ───► respond ──► log
 //!             hygiene::   identify::   entitle::   routing::       ratelimit::     proxy::     proxy::      proxy::     metrics +
-//!             screen      identify     Routes::    Placer::place   Limiter::admit  rewrite::   forward      respond     accesslog
-//!                         (auth::      required,   (one snapshot   (tenant         request     (upstream::  (hop-by-    (the line
-//!                         Verifier:    within_     load, issuer    in-flight and   (strip,     select +     hop, id;    finished by
-//!                         cached JWT,  scopes      binding, the    rate, route     set trusted, Pool::send, moves::    ProxyBody
-//!                         host, header, (key and   tenant's        classes, then   claims,     retries in   Watch on    when the
-//!                         API key via  token       entitlement,    the cell cap)   origin-form) the arm,    long-lived) body ends)
-//!                         Placer)      scopes)     arm: forced >                                budgeted)
+//!             screen      identify     Routes::    Placer::place   Limiter::admit  rewrite::   forward      respond     accesslog +
+//!                         (auth::      required,   (one snapshot   (tenant         request     (upstream::  (hop-by-    the worker's
+//!                         Verifier:    within_     load, issuer    in-flight and   (strip,     select +     hop, id;    metering::
+//!                         cached JWT,  scopes      binding, the    rate, route     set trusted, Pool::send, moves::    Meter (both
+//!                         host, header, (key and   tenant's        classes, then   claims,     retries in   Watch on    finished by
+//!                         API key via  token       entitlement,    the cell cap)   origin-form) the arm,    long-lived) ProxyBody when
+//!                         Placer)      scopes)     arm: forced >                                budgeted)               the body ends)
 //!                                                  pin > weights)
-//!  any stage may refuse ──► proxy::refuse (error::ProxyError::response: status, JSON body) ──► metrics + accesslog
+//!  any stage may refuse ──► proxy::refuse (error::ProxyError::response: status, JSON body or gRPC
+//!                           status) ──► metrics + accesslog + the tenant's usage
 //! ```
 //!
 //! Each stage is a plain function over request parts, owned by its module; [`handle`] calls
