@@ -26,6 +26,27 @@ const MAX_RECORDS: usize = 500;
 /// Bytes per `PutRecords` request, at most (under the service's 5 MiB).
 const MAX_BYTES: usize = 4 << 20;
 
+/// How records of `sizes` bytes split into requests of at most `max_records` records and
+/// `max_bytes` bytes (a record alone in its request whatever its size), in order: the
+/// `(start, end)` of each.
+fn requests(sizes: &[usize], max_records: usize, max_bytes: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < sizes.len() {
+        let (mut end, mut bytes) = (start, 0);
+        while end < sizes.len() && end - start < max_records {
+            if end > start && bytes + sizes[end] > max_bytes {
+                break;
+            }
+            bytes += sizes[end];
+            end += 1;
+        }
+        out.push((start, end));
+        start = end;
+    }
+    out
+}
+
 /// Sends events to a Kinesis data stream.
 #[derive(Debug)]
 pub struct KinesisSink {
@@ -67,20 +88,12 @@ impl KinesisSink {
                 .map_err(|e| e.to_string())?;
             records.push(entry);
         }
-        let mut start = 0;
-        while start < records.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < records.len() && end - start < MAX_RECORDS {
-                let size = records[end].data().as_ref().len() + records[end].partition_key().len();
-                if end > start && bytes + size > MAX_BYTES {
-                    break;
-                }
-                bytes += size;
-                end += 1;
-            }
+        let sizes: Vec<usize> = records
+            .iter()
+            .map(|r| r.data().as_ref().len() + r.partition_key().len())
+            .collect();
+        for (start, end) in requests(&sizes, MAX_RECORDS, MAX_BYTES) {
             self.put(records[start..end].to_vec()).await?;
-            start = end;
         }
         Ok(())
     }
@@ -139,5 +152,25 @@ impl Sink for KinesisSink {
                     self.stream
                 )
             })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_split_by_count_and_by_bytes_in_order() {
+        assert_eq!(
+            requests(&[400; 1200], MAX_RECORDS, MAX_BYTES),
+            [(0, 500), (500, 1000), (1000, 1200)]
+        );
+        assert_eq!(requests(&[], MAX_RECORDS, MAX_BYTES), []);
+        // By bytes, greedily: 3 | 3 + 2 | 2 | 9 (alone, over the limit).
+        assert_eq!(
+            requests(&[3, 3, 2, 2, 9], 500, 5),
+            [(0, 1), (1, 3), (3, 4), (4, 5)],
+            "a record over the limit still goes, alone"
+        );
     }
 }
