@@ -32,19 +32,6 @@ pub struct Arrival {
     pub grpc: bool,
 }
 
-/// Whether the request is a gRPC call: HTTP/2 (gRPC needs it; an HTTP/1 request costs no
-/// header lookup) with a `content-type` of `application/grpc` or `application/grpc+…`.
-fn is_grpc(parts: &Parts) -> bool {
-    parts.version == http::Version::HTTP_2
-        && parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| {
-                let v = v.as_bytes();
-                v.starts_with(b"application/grpc") && matches!(v.get(16), None | Some(b'+' | b';'))
-            })
-}
-
 impl Arrival {
     /// Reads the request id (a valid incoming one, else a fresh one) and starts the clock.
     #[must_use]
@@ -57,7 +44,7 @@ impl Arrival {
             api_key: None,
             bytes_in: None,
             route: None,
-            grpc: is_grpc(parts),
+            grpc: super::grpc::is_grpc(parts),
         }
     }
 

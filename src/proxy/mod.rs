@@ -27,6 +27,7 @@ pub mod caps;
 pub mod client_addr;
 pub mod conn;
 mod forward;
+pub mod grpc;
 pub mod moves;
 mod refuse;
 mod respond;
@@ -357,7 +358,10 @@ pub async fn handle(
 
     // forward: one address of the tenant's arm, retried within the arm when safe.
     let sent_at = tokio::time::Instant::now();
-    let deadline = arrival.start + s.timeouts.total;
+    let mut deadline = arrival.start + s.timeouts.total;
+    if arrival.grpc {
+        deadline = grpc::bound(&mut parts.headers, arrival.start, sent_at, deadline);
+    }
     let limits = &s.config.server.limits;
     if w.meter.is_some() && !http_body::Body::is_end_stream(&body) {
         arrival.bytes_in = Some(Rc::default());

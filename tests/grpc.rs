@@ -1,13 +1,18 @@
-//! Refusals of gRPC calls in gRPC's own terms: a call (HTTP/2, `content-type:
-//! application/grpc…`) that cellgate refuses gets HTTP 200 with no body, `grpc-status` the
-//! status that means the same as the HTTP refusal, and `grpc-message` naming the error code and
-//! the request id (also in `x-request-id`), so a stock gRPC client reports the refusal instead
-//! of a protocol error. HTTP/1.1 clients, and HTTP/2 requests that are not gRPC, keep the JSON.
+//! gRPC calls at the edge (HTTP/2, `content-type: application/grpc…`).
+//!
+//! Refusals in gRPC's own terms: a call that cellgate refuses gets HTTP 200 with no body,
+//! `grpc-status` the status that means the same as the HTTP refusal, and `grpc-message` naming
+//! the error code and the request id (also in `x-request-id`), so a stock gRPC client reports
+//! the refusal instead of a protocol error. HTTP/1.1 clients, and HTTP/2 requests that are not
+//! gRPC, keep the JSON. Deadlines: a call's `grpc-timeout` bounds the wait for the cell (a
+//! slow cell answers DEADLINE_EXCEEDED at the client's deadline, not at the proxy's read
+//! timeout), and the cell is told what is left, never more than the proxy waits.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use bytes::Bytes;
+use common::cells::one_cell;
 use common::limits::{start, tenant, within};
 use common::{Harness, token};
 use http::{Request, StatusCode};
@@ -128,6 +133,56 @@ async fn other_clients_keep_the_json_refusals() {
         let r = h.send(req).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
         assert_eq!(r.json()["error"], "unknown_tenant");
+    })
+    .await;
+}
+
+// A slow cell: the call's deadline (300 ms) ends the wait long before the cell answers (3 s)
+// or the proxy's read timeout (5 s) would: DEADLINE_EXCEEDED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_deadline_bounds_the_wait_for_the_cell() {
+    within(async {
+        let (h, up) = one_cell("", "").await;
+        up.set_delay(std::time::Duration::from_secs(3));
+        let req = call("acme.app.test")
+            .header("grpc-timeout", "300m")
+            .body(frame())
+            .unwrap();
+        refused(&send(&h, req).await, "4", "cell_timeout");
+        // Without a deadline the call waits for the cell.
+        up.set_delay(std::time::Duration::from_millis(200));
+        let got = send(&h, call("acme.app.test").body(frame()).unwrap()).await;
+        assert_eq!(got.0, StatusCode::OK);
+        assert!(!got.1.contains_key("grpc-status"));
+    })
+    .await;
+}
+
+// The cell is told what is left of the call's deadline, and never more than the proxy's own
+// total timeout (10 s in the tests' config).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cell_is_told_what_is_left_of_the_deadline() {
+    within(async {
+        let h = start("", &[], &[], &[tenant("acme", "cell-1", None)]).await;
+        let seen = |got: &(StatusCode, http::HeaderMap, Bytes)| -> String {
+            assert_eq!(got.0, StatusCode::OK);
+            let v: serde_json::Value = serde_json::from_slice(&got.2).unwrap();
+            v["headers"]["grpc-timeout"].as_str().unwrap().to_owned()
+        };
+        let ms = |v: &str| -> u64 { v.strip_suffix('m').unwrap().parse().unwrap() };
+        for (asked, at_most) in [("5S", 5_000), ("1H", 10_000)] {
+            let req = call("acme.app.test")
+                .header("grpc-timeout", asked)
+                .body(frame())
+                .unwrap();
+            let left = ms(&seen(&send(&h, req).await));
+            assert!(left > 0 && left <= at_most, "{asked}: the cell saw {left}m");
+        }
+        let req = call("acme.app.test")
+            .header("grpc-timeout", "whenever")
+            .body(frame())
+            .unwrap();
+        assert_eq!(seen(&send(&h, req).await), "whenever", "malformed: as it came");
     })
     .await;
 }
