@@ -182,7 +182,11 @@ async fn the_cell_is_told_what_is_left_of_the_deadline() {
             .header("grpc-timeout", "whenever")
             .body(frame())
             .unwrap();
-        assert_eq!(seen(&send(&h, req).await), "whenever", "malformed: as it came");
+        assert_eq!(
+            seen(&send(&h, req).await),
+            "whenever",
+            "malformed: as it came"
+        );
     })
     .await;
 }
