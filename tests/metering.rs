@@ -18,7 +18,9 @@ use std::time::Duration;
 use cellgate::metering::event::UsageEvent;
 use common::Harness;
 use common::limits::{Tenant, get, metrics, sum, tenant, within};
-use common::metering::{Received, start_metered, totals, traffic, two_tenants, wait_metric};
+use common::metering::{
+    Received, start_metered, totals, traffic, two_tenants, wait_events, wait_metric,
+};
 
 /// `[metering]` with a 1 s window, the spool and the file under `dir`.
 fn metering(dir: &Path, extra: &str) -> String {
@@ -129,13 +131,7 @@ async fn a_failing_sink_spools_and_replays_in_order() {
         let h = start_sink_missing(dir.path(), "", &tenants).await;
         let mut got = Received::default();
         traffic(&h, &mut got, 3).await;
-        wait_metric(
-            &h,
-            "cellgate_metering_events_total",
-            &[("result", "spooled")],
-            1.0,
-        )
-        .await;
+        wait_events(&h, "spooled").await;
         let m = metrics(&h).await;
         assert!(sum(&m, "cellgate_metering_sink_errors_total", &[]) >= 1.0);
         assert!(sum(&m, "cellgate_metering_spool_batches", &[]) >= 1.0);
@@ -145,13 +141,7 @@ async fn a_failing_sink_spools_and_replays_in_order() {
         );
 
         std::fs::create_dir_all(dir.path().join("out")).unwrap();
-        wait_metric(
-            &h,
-            "cellgate_metering_events_total",
-            &[("result", "replayed")],
-            1.0,
-        )
-        .await;
+        wait_events(&h, "replayed").await;
         traffic(&h, &mut got, 2).await;
         h.shutdown().await;
 
@@ -182,13 +172,7 @@ async fn a_restart_hands_the_spool_to_the_next_process() {
 
         let second = start(dir.path(), "", &tenants).await;
         traffic(&second, &mut got, 2).await;
-        wait_metric(
-            &second,
-            "cellgate_metering_events_total",
-            &[("result", "replayed")],
-            1.0,
-        )
-        .await;
+        wait_events(&second, "replayed").await;
         second.shutdown().await;
 
         assert_eq!(totals(&events(dir.path())), got.0);

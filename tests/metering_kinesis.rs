@@ -16,7 +16,7 @@ use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 use cellgate::metering::event::UsageEvent;
 use common::dynamo::endpoint;
 use common::limits::{metrics, sum, within};
-use common::metering::{Received, start_metered, totals, traffic, two_tenants, wait_metric};
+use common::metering::{Received, start_metered, totals, traffic, two_tenants, wait_events};
 use common::toggle::Toggle;
 
 async fn client() -> Client {
@@ -103,24 +103,12 @@ async fn kinesis_sums_match_the_clients_across_an_outage_and_a_restart() {
         // The sink works.
         let first = start_metered(&metering, &tenants).await;
         traffic(&first, &mut got, 3).await;
-        wait_metric(
-            &first,
-            "cellgate_metering_events_total",
-            &[("result", "sent")],
-            1.0,
-        )
-        .await;
+        wait_events(&first, "sent").await;
 
         // An outage: windows go to the spool, and the graceful stop flushes the open one there.
         gate.set(false);
         traffic(&first, &mut got, 3).await;
-        wait_metric(
-            &first,
-            "cellgate_metering_events_total",
-            &[("result", "spooled")],
-            1.0,
-        )
-        .await;
+        wait_events(&first, "spooled").await;
         assert!(
             sum(
                 &metrics(&first).await,
@@ -135,13 +123,7 @@ async fn kinesis_sums_match_the_clients_across_an_outage_and_a_restart() {
         let second = start_metered(&metering, &tenants).await;
         traffic(&second, &mut got, 2).await;
         gate.set(true);
-        wait_metric(
-            &second,
-            "cellgate_metering_events_total",
-            &[("result", "replayed")],
-            1.0,
-        )
-        .await;
+        wait_events(&second, "replayed").await;
         traffic(&second, &mut got, 2).await;
         second.shutdown().await;
 

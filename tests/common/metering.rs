@@ -13,7 +13,8 @@ use cellgate::metering::event::UsageEvent;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 
-use super::limits::{Tenant, get, metrics, registry_text, sum, tenant};
+use super::cells::{eventually, metric};
+use super::limits::{Tenant, get, registry_text, tenant};
 use super::{Harness, Reply, base_config, cell_list};
 
 /// Two tiers: `standard` admits 3 and then refuses (one request per 10 s), `big` admits all;
@@ -108,11 +109,20 @@ pub async fn traffic(h: &Harness, got: &mut Received, rounds: usize) {
 
 /// Waits (bounded) until the sum of `name`'s series with `labels` reaches `at_least`.
 pub async fn wait_metric(h: &Harness, name: &str, labels: &[(&str, &str)], at_least: f64) {
-    for _ in 0..300 {
-        if sum(&metrics(h).await, name, labels) >= at_least {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{name}{labels:?} never reached {at_least}");
+    let what = format!("{name}{labels:?} >= {at_least}");
+    eventually(Duration::from_secs(15), &what, || async {
+        metric(h, name, labels).await >= at_least
+    })
+    .await;
+}
+
+/// Waits (bounded) until some usage event had `result` (`sent`, `spooled`, `replayed`).
+pub async fn wait_events(h: &Harness, result: &str) {
+    wait_metric(
+        h,
+        "cellgate_metering_events_total",
+        &[("result", result)],
+        1.0,
+    )
+    .await;
 }
