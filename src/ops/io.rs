@@ -101,3 +101,16 @@ pub(super) async fn write_cell(
         .await?;
     stored(reg, &cell_key(&next.id), epoch).await
 }
+
+/// Every cell record of the table (an item that fails the checks stops the command: a cell
+/// that cannot be read cannot be judged).
+pub(super) async fn all_cells(reg: &Registry) -> Result<Vec<CellRecord>, OpsError> {
+    reg.list("cell")
+        .await?
+        .iter()
+        .map(|item| {
+            cell_from_item(item)
+                .map_err(|b| invalid(format!("stored cell item: {}", b.field), &b.value, b.reason))
+        })
+        .collect()
+}

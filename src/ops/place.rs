@@ -12,11 +12,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
 
 use super::choose::{Ask, Choice, MaxFill, Refusal, Strategy, choose};
-use super::io::{current_tenant, stored};
+use super::io::{all_cells, current_tenant, stored};
 use super::{OpsError, invalid};
-use crate::placement::dynamo::schema::{
-    CellRecord, cell_from_item, cell_key, tenant_item, tenant_key,
-};
+use crate::placement::dynamo::schema::{cell_key, tenant_item, tenant_key};
 use crate::placement::dynamo::write::{Guarded, Registry, WriteError, updated_at};
 use crate::placement::record::{RawTenant, tenant_record};
 use crate::ratelimit::TenantLimits;
@@ -82,7 +80,7 @@ pub async fn place_tenant(reg: &Registry, req: &PlaceRequest) -> Result<Value, O
                 status: t.status.as_str().to_owned(),
             }));
         }
-        let cells = cells(reg).await?;
+        let cells = all_cells(reg).await?;
         let choice = choose(&cells, &ask).map_err(refused)?;
         let mut next = record.clone();
         next.cell = choice.cell.clone();
@@ -140,19 +138,6 @@ pub async fn place_tenant(reg: &Registry, req: &PlaceRequest) -> Result<Value, O
 
 fn refused(r: Refusal) -> OpsError {
     OpsError::Refused(r.to_string())
-}
-
-/// Every cell record of the table (an item that fails the checks stops the command: a cell
-/// that cannot be read cannot be judged).
-async fn cells(reg: &Registry) -> Result<Vec<CellRecord>, OpsError> {
-    reg.list("cell")
-        .await?
-        .iter()
-        .map(|item| {
-            cell_from_item(item)
-                .map_err(|b| invalid(format!("stored cell item: {}", b.field), &b.value, b.reason))
-        })
-        .collect()
 }
 
 /// The update taking the chosen room: `tenants` + 1, `load` + units, on condition that the

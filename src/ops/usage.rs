@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::choose::fill;
+use super::io::all_cells;
 use super::{OpsError, invalid};
 use crate::placement::TenantStatus;
-use crate::placement::dynamo::schema::{CellRecord, cell_from_item, cell_item, tenant_from_item};
+use crate::placement::dynamo::schema::{CellRecord, cell_item, tenant_from_item};
 use crate::placement::dynamo::write::{MAX_BATCH, Registry, WriteError, updated_at};
 
 /// Recounts started over (a tenant write raced the scan) before giving up.
@@ -25,7 +26,7 @@ pub async fn usage(reg: &Registry, recount: bool) -> Result<Value, OpsError> {
     if recount {
         out["recount"] = recount_all(reg).await?;
     }
-    let mut cells = read_cells(reg).await?;
+    let mut cells = all_cells(reg).await?;
     cells.sort_by(|a, b| a.id.cmp(&b.id));
     out["cells"] = cells.iter().map(view).collect();
     Ok(out)
@@ -46,23 +47,12 @@ fn view(c: &CellRecord) -> Value {
     })
 }
 
-async fn read_cells(reg: &Registry) -> Result<Vec<CellRecord>, OpsError> {
-    reg.list("cell")
-        .await?
-        .iter()
-        .map(|item| {
-            cell_from_item(item)
-                .map_err(|b| invalid(format!("stored cell item: {}", b.field), &b.value, b.reason))
-        })
-        .collect()
-}
-
 /// Per cell id: (tenants, load) counted from the tenant records, given the cells' units.
 type Counted = BTreeMap<String, (u64, u64)>;
 
 async fn recount_all(reg: &Registry) -> Result<Value, OpsError> {
     for _ in 0..RECOUNT_ATTEMPTS {
-        let cells = read_cells(reg).await?;
+        let cells = all_cells(reg).await?;
         let units: BTreeMap<&str, &CellRecord> = cells.iter().map(|c| (c.id.as_str(), c)).collect();
         let mut counted: Counted = BTreeMap::new();
         let mut elsewhere: BTreeMap<String, u64> = BTreeMap::new();
