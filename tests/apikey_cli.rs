@@ -19,6 +19,7 @@ use cellgate::ops::{self, CellCommand, TableArgs};
 use cellgate::placement::dynamo::write::Registry;
 use cellgate::placement::file::shape::FileKey;
 use cellgate::placement::record::key_record;
+use common::cli::{cellgate, run};
 use common::dynamo::{endpoint, table};
 use common::{Harness, Reply, base_config, cell_list};
 use http::{Request, StatusCode};
@@ -27,37 +28,6 @@ use serde_json::Value;
 
 /// How long a change may take to reach the proxy (it polls every 50 ms).
 const PROPAGATION: Duration = Duration::from_secs(5);
-
-/// The binary with test credentials, and no table or endpoint from outside.
-fn cellgate(argv: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cellgate"));
-    cmd.args(argv)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_PROFILE")
-        .env_remove("CELLGATE_REGISTRY_TABLE");
-    cmd
-}
-
-/// Runs `cmd`: its JSON on success; on failure (exit 2, nothing on stdout) its one stderr line.
-async fn run(mut cmd: tokio::process::Command) -> Result<Value, String> {
-    let out = cmd.output().await.unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    if out.status.success() {
-        return Ok(serde_json::from_slice(&out.stdout).unwrap());
-    }
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        out.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    Err(stderr.trim_end().to_owned())
-}
 
 /// `cellgate ARGV` on `args`'s table.
 async fn cli(args: &TableArgs, argv: &[&str]) -> Result<Value, String> {

@@ -17,37 +17,18 @@ use cellgate::ops::TableArgs;
 use cellgate::placement::dynamo::schema::tenant_item;
 use cellgate::placement::dynamo::write::{Registry, updated_at};
 use cellgate::placement::record::{RawTenant, tenant_record};
+use common::cli::{cellgate, run};
 use common::dynamo::table;
 use serde_json::Value;
 
-/// The binary with test credentials and region (from the environment: `--region` is the
-/// cells' region for `tenant place`), and no table or endpoint from outside.
-fn cellgate(args: &TableArgs, argv: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cellgate"));
-    cmd.args(argv)
-        .args(["--table", args.table.as_deref().unwrap()])
-        .args(["--endpoint-url", args.endpoint_url.as_deref().unwrap()])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_PROFILE")
-        .env_remove("CELLGATE_REGISTRY_TABLE");
-    cmd
-}
-
 /// `cellgate ARGV` on `args`'s table: its JSON, or its one stderr line (exit 2, no stdout).
+/// (No `--region`: for `cell put` and `tenant place` it is the cell's; the table's is the
+/// environment's.)
 async fn cli(args: &TableArgs, argv: &[&str]) -> Result<Value, String> {
-    let out = cellgate(args, argv).output().await.unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    if out.status.success() {
-        return Ok(serde_json::from_slice(&out.stdout).unwrap());
-    }
-    assert_eq!(out.status.code(), Some(2), "{argv:?}: {stderr}");
-    assert!(out.stdout.is_empty(), "{argv:?}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    Err(stderr.trim_end().to_owned())
+    let mut cmd = cellgate(argv);
+    cmd.args(["--table", args.table.as_deref().unwrap()])
+        .args(["--endpoint-url", args.endpoint_url.as_deref().unwrap()]);
+    run(cmd).await
 }
 
 async fn ok(args: &TableArgs, argv: &[&str]) -> Value {

@@ -3,6 +3,7 @@
 
 pub mod apikeys;
 pub mod cells;
+pub mod cli;
 pub mod dns;
 pub mod dynamo;
 pub mod h2raw;
