@@ -52,6 +52,7 @@ fn snapshot(tenants: usize) -> PlacementSnapshot {
                 preserve_host: None,
                 max_in_flight: None,
                 wave: None,
+                protocol: None,
             };
             Cell::from_file(&fc, "cells[0]").unwrap()
         })

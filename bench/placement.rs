@@ -78,6 +78,7 @@ fn cell(i: usize, port: u16) -> Cell {
         preserve_host: None,
         max_in_flight: None,
         wave: None,
+        protocol: None,
     };
     Cell::from_file(&fc, "cells[0]").unwrap()
 }

@@ -228,6 +228,9 @@ pub struct FileCell {
     /// Canary wave: a label operators select cells by (`cellgate cell weights --wave N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave: Option<u32>,
+    /// How the cell's targets are spoken to: `http1` (default), `http2`, or `auto` (ALPN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
 }
 
 /// `[[cells.groups]]`: one deployment arm of a cell.

@@ -9,7 +9,7 @@ use super::group::Group;
 use crate::config::file::FileCell;
 use crate::metrics::{CellMetrics, Metrics};
 use crate::rules::{CELL_ID_RULE, FieldError, valid_cell_id};
-use crate::upstream::{RetryBudget, Scheme, Target, Upstreams};
+use crate::upstream::{Protocol, RetryBudget, Scheme, Target, Upstreams};
 
 /// Operator-set state of a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +121,17 @@ impl Cell {
                 ));
             }
         };
-        let (groups, targets) = super::group::build(c, key)?;
+        let protocol = match c.protocol.as_deref() {
+            None => Protocol::Http1,
+            Some(p) => Protocol::parse(p).ok_or_else(|| {
+                FieldError::new(
+                    format!("{key}.protocol"),
+                    p,
+                    format!("expected {}", Protocol::EXPECTED),
+                )
+            })?,
+        };
+        let (groups, targets) = super::group::build(c, key, protocol)?;
         let weighted = groups.iter().any(|g| g.weight > 0 && !g.targets.is_empty());
         if !weighted && state != CellState::Down {
             return Err(FieldError::new(

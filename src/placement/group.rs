@@ -13,7 +13,7 @@ use super::Cell;
 use crate::config::file::{FileCell, FileGroup};
 use crate::metrics::upstream::{GroupMetrics, UpstreamMetrics};
 use crate::rules::{FieldError, LABEL_RULE, MAX_WEIGHT, valid_label};
-use crate::upstream::{Arm, Target};
+use crate::upstream::{Arm, Protocol, Target};
 
 /// One arm of a cell.
 #[derive(Debug)]
@@ -75,7 +75,11 @@ impl Group {
 
 /// The cell's groups, and its targets flattened in group order; `key` is the cell's path for
 /// error messages (`cells[2]`).
-pub fn build(c: &FileCell, key: &str) -> Result<(Vec<Group>, Vec<Target>), FieldError> {
+pub fn build(
+    c: &FileCell,
+    key: &str,
+    protocol: Protocol,
+) -> Result<(Vec<Group>, Vec<Target>), FieldError> {
     let single;
     let groups: &[FileGroup] = match (c.targets.is_empty(), c.groups.is_empty()) {
         (false, false) => {
@@ -132,11 +136,10 @@ pub fn build(c: &FileCell, key: &str) -> Result<(Vec<Group>, Vec<Target>), Field
         }
         let start = targets.len();
         for (j, t) in g.targets.iter().enumerate() {
-            targets.push(
-                Target::parse(t).map_err(|e| {
-                    FieldError::new(format!("{gkey}.targets[{j}]"), t, e.to_string())
-                })?,
-            );
+            let mut target = Target::parse(t)
+                .map_err(|e| FieldError::new(format!("{gkey}.targets[{j}]"), t, e.to_string()))?;
+            target.protocol = protocol;
+            targets.push(target);
         }
         if g.weight > 0 && g.targets.is_empty() {
             return Err(FieldError::new(

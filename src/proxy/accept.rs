@@ -4,7 +4,6 @@
 
 use std::cell::Cell;
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -23,18 +22,10 @@ use super::conn::{Clocks, ConnIo, ConnState, Tracked};
 use super::{Client, Shared, Worker, client_addr, handle};
 
 use crate::shutdown::{Stop, stopped};
+use crate::upstream::LocalExec;
 
 /// Longest time a client may take to complete a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Clone, Copy, Debug)]
-pub struct LocalExec;
-
-impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
-    fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
-    }
-}
 
 /// The hyper server settings: the ingress limits hyper enforces itself (HTTP/1 head size and
 /// field count, HTTP/2 streams, windows and reset budgets). The head deadline and the idle

@@ -83,6 +83,7 @@ mod tests {
             preserve_host: None,
             max_in_flight: None,
             wave: None,
+            protocol: None,
         };
         Cell::from_file(&fc, "cells[0]").unwrap()
     }

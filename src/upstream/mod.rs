@@ -23,7 +23,58 @@ use rustls_pki_types::ServerName;
 pub use body::{BodyError, BodyLimit, RequestBody, RequestBodyError, Reuse, UpstreamBody};
 pub use endpoint::{Arm, Endpoint, Pick, TargetState, Tried, Upstreams, select};
 pub use pool::{Pool, Timeouts};
+
+/// Runs hyper's connection tasks on the worker's own thread (`spawn_local`): requests and
+/// bodies on the request path are not `Send`.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalExec;
+
+impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
 pub use retry::RetryBudget;
+
+/// How a cell's targets are spoken to (`protocol` on a cell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1, a request per connection at a time (the default).
+    #[default]
+    Http1,
+    /// HTTP/2 only: over TLS by ALPN `h2`, in cleartext by prior knowledge (h2c).
+    Http2,
+    /// Over TLS, whatever ALPN settles (`h2` or `http/1.1`); in cleartext, HTTP/1.1.
+    Auto,
+}
+
+impl Protocol {
+    /// Every protocol, in the order error messages list them.
+    pub const ALL: [Self; 3] = [Self::Http1, Self::Http2, Self::Auto];
+    /// The accepted names, for error messages.
+    pub const EXPECTED: &'static str = "http1, http2 or auto";
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Auto => "auto",
+        }
+    }
+
+    /// The protocol named `s` (the registry's spelling only).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -46,6 +97,8 @@ pub struct Target {
     pub ip: Option<IpAddr>,
     /// TLS server name (SNI and certificate check), for https targets.
     pub server_name: Option<ServerName<'static>>,
+    /// What the target speaks: its cell's `protocol`.
+    pub protocol: Protocol,
     /// Its runtime state (addresses, health), resolved on first use in this generation.
     state: OnceLock<Arc<TargetState>>,
 }
@@ -60,6 +113,7 @@ impl Clone for Target {
             url: Arc::clone(&self.url),
             ip: self.ip,
             server_name: self.server_name.clone(),
+            protocol: self.protocol,
             // Looked up again by the new owner, so a clone never keeps a dropped state alive.
             state: OnceLock::new(),
         }
@@ -78,7 +132,8 @@ impl Target {
 pub struct TargetError(&'static str);
 
 impl Target {
-    /// Parses `http://host:port` or `https://host[:port]` (no path, query or credentials).
+    /// Parses `http://host:port` or `https://host[:port]` (no path, query or credentials),
+    /// spoken to over HTTP/1.1 until its cell says otherwise.
     pub fn parse(s: &str) -> Result<Self, TargetError> {
         let uri: http::Uri = s
             .parse()
@@ -134,6 +189,7 @@ impl Target {
             url: Arc::from(url),
             ip,
             server_name,
+            protocol: Protocol::Http1,
             state: OnceLock::new(),
         })
     }

@@ -110,6 +110,7 @@ impl World {
                     preserve_host: None,
                     max_in_flight: None,
                     wave: None,
+                    protocol: None,
                 }
             })
             .collect()

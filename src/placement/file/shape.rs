@@ -172,6 +172,8 @@ pub struct RegistryCell {
     pub max_in_flight: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
     /// The cell's region (it counts as the tag `region=<region>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
@@ -198,6 +200,7 @@ impl RegistryCell {
             preserve_host: c.preserve_host,
             max_in_flight: c.max_in_flight,
             wave: c.wave,
+            protocol: c.protocol,
             region,
             capacity: place.capacity,
             tier_units: place.tier_units.clone(),
@@ -216,6 +219,7 @@ impl RegistryCell {
             preserve_host: self.preserve_host,
             max_in_flight: self.max_in_flight,
             wave: self.wave,
+            protocol: self.protocol.clone(),
         }
     }
 

@@ -22,6 +22,7 @@ fn cells_from_file() {
             preserve_host: None,
             max_in_flight: None,
             wave: None,
+            protocol: None,
         };
         Cell::from_file(&fc, "cells[4]")
     };
@@ -70,6 +71,7 @@ fn next_target_round_robins_from_a_random_start() {
         preserve_host: None,
         max_in_flight: None,
         wave: None,
+        protocol: None,
     };
     let down = Cell::from_file(&fc, "cells[0]").unwrap();
     assert!(

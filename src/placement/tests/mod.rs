@@ -59,6 +59,7 @@ fn cell(id: &str, targets: &[&str]) -> Cell {
         preserve_host: None,
         max_in_flight: None,
         wave: None,
+        protocol: None,
     };
     Cell::from_file(&fc, "cells[0]").unwrap()
 }

@@ -19,6 +19,7 @@ fn a_pinned_tenant_gets_its_arm_whatever_the_weights() {
         preserve_host: None,
         max_in_flight: None,
         wave: None,
+        protocol: None,
     };
     let mut tenants: Vec<TenantRecord> = (0..200)
         .map(|i| record(&format!("t{i}"), "cell-c", TenantStatus::Active, 1))

@@ -22,6 +22,7 @@ fn cell(id: &str, state: &str, targets: &[&str]) -> Cell {
         preserve_host: None,
         max_in_flight: None,
         wave: None,
+        protocol: None,
     };
     Cell::from_file(&fc, "cells[0]").unwrap()
 }
@@ -99,6 +100,7 @@ fn canary_snapshot(
         preserve_host: None,
         max_in_flight: None,
         wave: None,
+        protocol: None,
     };
     let data = RegistryData::from_records(
         tenants

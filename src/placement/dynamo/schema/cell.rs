@@ -64,6 +64,7 @@ impl CellRecord {
             preserve_host: self.preserve_host,
             max_in_flight: self.max_in_flight,
             wave: self.wave,
+            protocol: None,
         }
     }
 
