@@ -39,6 +39,8 @@ pub struct Record {
     pub outcome: Outcome,
     /// The body did not reach its end (client gone, upstream broke or timed out).
     pub incomplete: bool,
+    /// A gRPC call's `grpc-status` (the cell's, or the one the proxy answered with).
+    pub grpc_status: Option<u16>,
 }
 
 /// The sending side, shared by all workers.
@@ -165,6 +167,9 @@ pub fn format_line(r: &Record, out: &mut String) {
         r.total.as_secs_f64() * 1e3,
         r.outcome.as_str()
     );
+    if let Some(g) = r.grpc_status {
+        let _ = write!(out, ",\"grpc_status\":{g}");
+    }
     if r.incomplete {
         out.push_str(",\"incomplete\":true");
     }
@@ -219,6 +224,7 @@ mod tests {
             total: Duration::from_millis(2),
             outcome: Outcome::routed,
             incomplete: false,
+            grpc_status: Some(0),
         };
         let mut s = String::new();
         format_line(&r, &mut s);
@@ -232,6 +238,7 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["upstream_ms"], 1.5);
         assert_eq!(v["outcome"], "routed");
+        assert_eq!(v["grpc_status"], 0);
         assert!(s.ends_with("}\n"));
     }
 }

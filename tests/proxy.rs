@@ -358,6 +358,8 @@ async fn admin_endpoints_report_health_readiness_metrics_and_placement() {
         // No API key or entitlement refused here (tests/apikey_proxy.rs and entitlements.rs).
         n::API_KEY_REJECTIONS_TOTAL,
         n::NOT_ENTITLED_TOTAL,
+        // No gRPC call here (tests/grpc.rs and grpc_calls.rs).
+        n::GRPC_RESPONSES_TOTAL,
     ];
     for name in n::ALL
         .iter()
@@ -416,7 +418,9 @@ async fn keeps_upstream_connections_alive_and_streams_request_bodies() {
     let m = h.admin_get("/metrics").await.unwrap().body;
     let connects: u64 = m
         .lines()
-        .find(|l| l.starts_with(r#"cellgate_upstream_connects_total{cell="cell-1"}"#))
+        .find(|l| {
+            l.starts_with(r#"cellgate_upstream_connects_total{cell="cell-1",protocol="http1"}"#)
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap();

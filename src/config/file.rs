@@ -329,6 +329,17 @@ pub struct FileUpstream {
     pub retry: FileRetry,
     #[serde(default)]
     pub dns: FileDns,
+    #[serde(default)]
+    pub http2: FileUpstreamHttp2,
+}
+
+/// `[upstream.http2]`: connections to cells whose `protocol` is `http2` or `auto`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamHttp2 {
+    pub max_concurrent_streams: Option<u32>,
+    pub keep_alive_interval: Option<String>,
+    pub keep_alive_timeout: Option<String>,
 }
 
 /// `[upstream.health_check]`: active HTTP checks of every target address.

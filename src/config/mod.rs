@@ -44,6 +44,7 @@ pub use tls::{ListenerTls, TlsFiles};
 pub use typed::{AdminConfig, Config, ListenerConfig};
 pub use upstream::{
     DnsConfig, HealthCheckConfig, MAX_POOL_IDLE, OutlierConfig, RetryConfig, UpstreamConfig,
+    UpstreamHttp2Config,
 };
 
 #[derive(Debug, thiserror::Error)]

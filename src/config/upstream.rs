@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{FileDns, FileHealthCheck, FileOutlier, FileRetry, FileUpstream};
+use super::file::{
+    FileDns, FileHealthCheck, FileOutlier, FileRetry, FileUpstream, FileUpstreamHttp2,
+};
 use super::parse::{dur, in_range, resolve};
 use crate::rules::FieldError;
 
@@ -35,6 +37,19 @@ pub struct UpstreamConfig {
     pub outlier: OutlierConfig,
     pub retry: RetryConfig,
     pub dns: DnsConfig,
+    pub http2: UpstreamHttp2Config,
+}
+
+/// `[upstream.http2]`: how the pool shares an HTTP/2 connection to a target.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamHttp2Config {
+    /// Streams one connection carries at once before the pool opens another to the target
+    /// (the target's own `SETTINGS_MAX_CONCURRENT_STREAMS` may hold them lower).
+    pub max_concurrent_streams: u32,
+    /// A PING this often on every connection, busy or idle; `None`: no pings.
+    pub keep_alive_interval: Option<Duration>,
+    /// A connection whose PING is not answered within this is closed.
+    pub keep_alive_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +168,7 @@ pub(super) fn build_upstream(u: &FileUpstream, base: &Path) -> Result<UpstreamCo
         outlier: build_outlier(&u.outlier)?,
         retry: build_retry(&u.retry)?,
         dns: build_dns(&u.dns)?,
+        http2: build_http2(&u.http2)?,
     })
 }
 
@@ -299,6 +315,28 @@ fn build_retry(r: &FileRetry) -> Result<RetryConfig, FieldError> {
             r.budget_min_per_second.unwrap_or(10),
             0,
             100_000,
+        )?,
+    })
+}
+
+fn build_http2(h: &FileUpstreamHttp2) -> Result<UpstreamHttp2Config, FieldError> {
+    let interval = dur(
+        "upstream.http2.keep_alive_interval",
+        h.keep_alive_interval.as_ref(),
+        Duration::from_secs(20),
+    )?;
+    Ok(UpstreamHttp2Config {
+        max_concurrent_streams: in_range(
+            "upstream.http2.max_concurrent_streams",
+            h.max_concurrent_streams.unwrap_or(100),
+            1,
+            10_000,
+        )?,
+        keep_alive_interval: (!interval.is_zero()).then_some(interval),
+        keep_alive_timeout: positive(
+            "upstream.http2.keep_alive_timeout",
+            h.keep_alive_timeout.as_ref(),
+            Duration::from_secs(10),
         )?,
     })
 }

@@ -5,11 +5,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::labels::{
-    CellLabels, Label, LimitKind, LimitedLabels, Outcome, RequestLabels, STATUS_CLASSES,
-    UpstreamErrorKind, UpstreamErrorLabels,
+    CONNECT_PROTOCOLS, CellLabels, ConnectLabels, GRPC_STATUSES, GrpcLabels, Label, LimitKind,
+    LimitedLabels, Outcome, RequestLabels, STATUS_CLASSES, UpstreamErrorKind, UpstreamErrorLabels,
 };
 use super::{LatencyHistogram, Metrics};
 use crate::rules::{MAX_TIERS, NO_CELL};
@@ -22,11 +23,39 @@ pub struct CellMetrics {
     pub duration: LatencyHistogram,
     pub upstream_response: LatencyHistogram,
     pub(super) upstream_errors: [OnceLock<Counter>; 3],
-    pub upstream_connects: Counter,
+    /// New connections by protocol ([`CONNECT_PROTOCOLS`]).
+    pub(super) upstream_connects: [Counter; 2],
+    /// Answers to gRPC calls by status ([`GRPC_STATUSES`]), created on first use.
+    pub(super) grpc: [OnceLock<Counter>; GRPC_STATUSES.len()],
+    pub(super) grpc_family: Family<GrpcLabels, Counter>,
     /// Requests in flight to the cell (`cellgate_cell_in_flight`), also its cap's counter.
     pub in_flight: Gauge,
     /// Rejections by tier index and limit kind.
     pub(super) limited: [[OnceLock<Counter>; 3]; MAX_TIERS],
+}
+
+impl CellMetrics {
+    /// Counts a new upstream connection, by the protocol it settled on.
+    pub fn connected(&self, http2: bool) {
+        self.upstream_connects[usize::from(http2)].inc();
+    }
+
+    /// Counts the answer to a gRPC call: its `grpc-status`, or none (the call was cut).
+    pub fn grpc_answered(&self, status: Option<u16>) {
+        let i = match status {
+            None => GRPC_STATUSES.len() - 1,
+            Some(s) if usize::from(s) < GRPC_STATUSES.len() - 1 => usize::from(s),
+            Some(_) => 2,
+        };
+        self.grpc[i]
+            .get_or_init(|| {
+                self.grpc_family.get_or_create_owned(&GrpcLabels {
+                    cell: self.label.clone(),
+                    grpc_status: GRPC_STATUSES[i],
+                })
+            })
+            .inc();
+    }
 }
 
 impl Metrics {
@@ -43,7 +72,9 @@ impl Metrics {
             duration: self.duration.get_or_create_owned(&labels),
             upstream_response: self.upstream_response.get_or_create_owned(&labels),
             upstream_errors: Default::default(),
-            upstream_connects: self.upstream_connects.get_or_create_owned(&labels),
+            upstream_connects: self.connects(&label),
+            grpc: Default::default(),
+            grpc_family: self.grpc.clone(),
             in_flight: Gauge::default(),
             limited: Default::default(),
             label,
@@ -68,7 +99,9 @@ impl Metrics {
             duration: self.duration.get_or_create_owned(&labels),
             upstream_response: self.upstream_response.get_or_create_owned(&labels),
             upstream_errors: Default::default(),
-            upstream_connects: self.upstream_connects.get_or_create_owned(&labels),
+            upstream_connects: self.connects(&label),
+            grpc: Default::default(),
+            grpc_family: self.grpc.clone(),
             in_flight: self.cell_in_flight.get_or_create_owned(&labels),
             limited: Default::default(),
             label,
@@ -96,6 +129,15 @@ impl Metrics {
             })
             .inc();
         cell.duration.observe(elapsed);
+    }
+
+    fn connects(&self, cell: &Label) -> [Counter; 2] {
+        CONNECT_PROTOCOLS.map(|protocol| {
+            self.upstream_connects.get_or_create_owned(&ConnectLabels {
+                cell: cell.clone(),
+                protocol,
+            })
+        })
     }
 
     pub fn record_upstream_error(&self, cell: &CellMetrics, kind: UpstreamErrorKind) {

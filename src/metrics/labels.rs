@@ -115,6 +115,45 @@ pub(super) struct CellLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ConnectLabels {
+    pub(super) cell: Label,
+    /// `http1` or `http2`: what the connection settled on.
+    pub(super) protocol: &'static str,
+}
+
+/// The `protocol` label values of `cellgate_upstream_connects_total`, by index.
+pub const CONNECT_PROTOCOLS: [&str; 2] = ["http1", "http2"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct GrpcLabels {
+    pub(super) cell: Label,
+    pub(super) grpc_status: &'static str,
+}
+
+/// The `grpc_status` label values: the code names by number (0 to 16; any other number
+/// counts as `UNKNOWN`, as gRPC itself reads it), then `none`: the call ended with no status.
+pub const GRPC_STATUSES: [&str; 18] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+    "none",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(super) struct UpstreamErrorLabels {
     pub(super) cell: Label,
     pub(super) kind: UpstreamErrorKind,

@@ -33,7 +33,9 @@ pub use fleet::{
     TierFleetCounters,
 };
 pub use histogram::{LATENCY_BUCKETS, LatencyHistogram};
-use labels::{CellLabels, LimitedLabels, ListenerLabels, ReasonLabel, RejectLabels};
+use labels::{
+    CellLabels, ConnectLabels, GrpcLabels, LimitedLabels, ListenerLabels, ReasonLabel, RejectLabels,
+};
 pub use labels::{Label, LimitKind, Outcome, UpstreamErrorKind};
 use labels::{RequestLabels, UpstreamErrorLabels};
 pub use metering::MeteringMetrics;
@@ -47,7 +49,8 @@ pub struct Metrics {
     duration: Family<CellLabels, LatencyHistogram>,
     upstream_response: Family<CellLabels, LatencyHistogram>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
-    upstream_connects: Family<CellLabels, Counter>,
+    upstream_connects: Family<ConnectLabels, Counter>,
+    grpc: Family<GrpcLabels, Counter>,
     connections: Family<ListenerLabels, Counter>,
     limited: Family<LimitedLabels, Counter>,
     cell_in_flight: Family<CellLabels, Gauge>,
@@ -103,6 +106,7 @@ impl Metrics {
             upstream_response,
             upstream_errors,
             upstream_connects,
+            grpc: Family::default(),
             connections,
             limited: Family::default(),
             cell_in_flight: Family::default(),
@@ -148,8 +152,13 @@ impl Metrics {
         );
         registry.register(
             counter_name(n::UPSTREAM_CONNECTS_TOTAL),
-            "New upstream connections opened, by cell",
+            "New upstream connections opened, by cell and protocol",
             m.upstream_connects.clone(),
+        );
+        registry.register(
+            counter_name(n::GRPC_RESPONSES_TOTAL),
+            "Answers to gRPC calls, by cell and grpc_status",
+            m.grpc.clone(),
         );
         registry.register(
             counter_name(n::HTTP_CONNECTIONS_TOTAL),

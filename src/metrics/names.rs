@@ -18,8 +18,12 @@ pub const HTTP_REQUEST_DURATION_SECONDS: &str = "cellgate_http_request_duration_
 pub const UPSTREAM_RESPONSE_SECONDS: &str = "cellgate_upstream_response_seconds";
 /// Failed upstream exchanges, by `cell` and `kind` (connect, timeout, protocol).
 pub const UPSTREAM_ERRORS_TOTAL: &str = "cellgate_upstream_errors_total";
-/// New upstream connections opened, by `cell`; compare with requests to see pool reuse.
+/// New upstream connections opened, by `cell` and `protocol` (`http1`, `http2`); compare with
+/// requests to see pool reuse.
 pub const UPSTREAM_CONNECTS_TOTAL: &str = "cellgate_upstream_connects_total";
+/// Answers to gRPC calls, by `cell` (`none` when refused before one) and `grpc_status` (the
+/// code name, or `none` when the call ended without one).
+pub const GRPC_RESPONSES_TOTAL: &str = "cellgate_grpc_responses_total";
 /// Generation of the placement snapshot in use (increments on every swap).
 pub const PLACEMENT_SNAPSHOT_GENERATION: &str = "cellgate_placement_snapshot_generation";
 /// Seconds since the placement snapshot was last confirmed current by the source.
@@ -156,6 +160,7 @@ pub const ALL: &[&str] = &[
     UPSTREAM_RESPONSE_SECONDS,
     UPSTREAM_ERRORS_TOTAL,
     UPSTREAM_CONNECTS_TOTAL,
+    GRPC_RESPONSES_TOTAL,
     PLACEMENT_SNAPSHOT_GENERATION,
     PLACEMENT_SNAPSHOT_AGE_SECONDS,
     PLACEMENT_TENANTS,

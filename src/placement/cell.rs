@@ -74,6 +74,8 @@ pub struct Cell {
     /// The canary wave the cell belongs to: an operator's label (weights are changed wave by
     /// wave); routing never reads it.
     pub wave: Option<u32>,
+    /// How its targets are spoken to (every target carries it too).
+    pub protocol: Protocol,
     metrics: OnceLock<Arc<CellMetrics>>,
     budget: OnceLock<Arc<RetryBudget>>,
 }
@@ -89,6 +91,7 @@ impl Clone for Cell {
             id_header: self.id_header.clone(),
             max_in_flight: self.max_in_flight,
             wave: self.wave,
+            protocol: self.protocol,
             metrics: OnceLock::new(),
             budget: OnceLock::new(),
         }
@@ -165,6 +168,7 @@ impl Cell {
             id_header,
             max_in_flight: c.max_in_flight,
             wave: c.wave,
+            protocol,
             metrics: OnceLock::new(),
             budget: OnceLock::new(),
         })

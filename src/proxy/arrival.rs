@@ -77,6 +77,7 @@ impl Arrival {
             total: self.start.elapsed(),
             outcome,
             incomplete: false,
+            grpc_status: None,
         }
     }
 }

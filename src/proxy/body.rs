@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::grpc::Call;
 use super::moves::Watch;
 use crate::accesslog::PendingLog;
 use crate::metering::answer::Pending;
@@ -29,6 +30,8 @@ pin_project! {
             permit: Option<Permit>,
             watch: Option<Watch>,
             log: BodyLog,
+            // Ended by the proxy (a gRPC call's tenant moved): nothing more to send.
+            ended: bool,
         },
         Full { data: Option<Bytes> },
     }
@@ -55,6 +58,7 @@ impl ProxyBody {
         watch: Option<Watch>,
         log: Option<PendingLog>,
         meter: Option<Pending>,
+        grpc: Option<Call>,
     ) -> Self {
         Self::Upstream {
             body,
@@ -63,8 +67,10 @@ impl ProxyBody {
             log: BodyLog {
                 pending: log,
                 meter,
+                grpc,
                 bytes: 0,
             },
+            ended: false,
         }
     }
 }
@@ -76,11 +82,18 @@ impl ProxyBody {
 pub struct BodyLog {
     pending: Option<PendingLog>,
     meter: Option<Pending>,
+    grpc: Option<Call>,
     bytes: u64,
 }
 
 impl BodyLog {
     fn finish(&mut self, complete: bool) {
+        if let Some(g) = self.grpc.take() {
+            let status = g.finish();
+            if let Some(p) = &mut self.pending {
+                p.record.grpc_status = status;
+            }
+        }
         if let Some(p) = self.pending.take() {
             p.finish(self.bytes, complete);
         }
@@ -110,20 +123,44 @@ impl Body for ProxyBody {
                 permit,
                 watch,
                 log,
+                ended,
             } => {
-                let frame = if watch.as_ref().is_some_and(|w| w.poll_closed(cx).is_ready()) {
+                if *ended {
+                    return Poll::Ready(None);
+                }
+                if watch.as_ref().is_some_and(|w| w.poll_closed(cx).is_ready()) {
                     // The tenant left this cell: end the stream cleanly (the client reconnects
-                    // and is routed anew); the upstream connection goes with the unfinished body.
+                    // and is routed anew); the upstream connection goes with the unfinished
+                    // body. A gRPC call ends at its next message boundary, with a status.
                     watch.take();
+                    match log.grpc.as_mut() {
+                        Some(g) => g.moved = true,
+                        None => {
+                            log.finish(false);
+                            return Poll::Ready(None);
+                        }
+                    }
+                }
+                if let Some(g) = log.grpc.as_mut()
+                    && g.moved
+                    && g.at_boundary()
+                {
+                    let trailers = g.end_moved();
+                    *ended = true;
+                    permit.take();
                     log.finish(false);
-                    Poll::Ready(None)
-                } else {
-                    body.as_mut().poll_frame(cx)
-                };
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                let frame = body.as_mut().poll_frame(cx);
                 match &frame {
                     Poll::Ready(Some(Ok(f))) => {
                         if let Some(data) = f.data_ref() {
                             log.bytes += data.len() as u64;
+                            if let Some(g) = log.grpc.as_mut() {
+                                g.data(data);
+                            }
+                        } else if let (Some(t), Some(g)) = (f.trailers_ref(), log.grpc.as_mut()) {
+                            g.trailers(t);
                         }
                         // A sized body may never be polled past its last frame.
                         if body.is_end_stream() {
@@ -148,6 +185,7 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
+            Self::Upstream { ended: true, .. } => true,
             Self::Upstream { body, .. } => body.is_end_stream(),
             Self::Full { data } => data.is_none(),
         }

@@ -7,7 +7,14 @@
 //! and body, never beyond the proxy's own `upstream.total_timeout`; the cell is told what is
 //! left of it when the request leaves, so it never believes it has longer than the proxy will
 //! wait. A malformed `grpc-timeout` is ignored and forwarded as it came, as Envoy does.
+//!
+//! A routed call's answer is watched as it streams back ([`Call`]): its `grpc-status` (in the
+//! head of a trailers-only answer, else in the trailers) goes to the access log and to
+//! `cellgate_grpc_responses_total`, and its message framing is followed, so a call whose
+//! tenant moves to another cell ends between two messages with `UNAVAILABLE` (a status gRPC
+//! clients retry), never in the middle of one.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -15,7 +22,104 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName};
 use tokio::time::Instant;
 
+use crate::headers::{GRPC_MESSAGE, GRPC_STATUS};
+use crate::metrics::CellMetrics;
+
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// A routed call's answer as it streams back.
+#[derive(Debug)]
+pub struct Call {
+    cell: Arc<CellMetrics>,
+    status: Option<u16>,
+    /// Bytes of the current message's 5-byte prefix seen (0: between messages).
+    prefix: u8,
+    len: [u8; 4],
+    /// Bytes of the current message left after its prefix.
+    left: u64,
+    /// Its tenant left the cell: end at the next message boundary.
+    pub moved: bool,
+}
+
+impl Call {
+    /// Watches the answer whose head is `head` (a trailers-only answer has its status there).
+    #[must_use]
+    pub fn new(cell: Arc<CellMetrics>, head: &HeaderMap) -> Self {
+        Self {
+            cell,
+            status: status_of(head),
+            prefix: 0,
+            len: [0; 4],
+            left: 0,
+            moved: false,
+        }
+    }
+
+    /// Follows the message framing over one chunk of the body.
+    pub fn data(&mut self, mut d: &[u8]) {
+        while !d.is_empty() {
+            if self.prefix < 5 {
+                if self.prefix > 0 {
+                    self.len[usize::from(self.prefix) - 1] = d[0];
+                }
+                self.prefix += 1;
+                d = &d[1..];
+                if self.prefix == 5 {
+                    self.left = u64::from(u32::from_be_bytes(self.len));
+                    if self.left == 0 {
+                        self.prefix = 0;
+                    }
+                }
+            } else {
+                let n = d
+                    .len()
+                    .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+                self.left -= n as u64;
+                d = &d[n..];
+                if self.left == 0 {
+                    self.prefix = 0;
+                }
+            }
+        }
+    }
+
+    /// Between two messages (or before the first).
+    #[must_use]
+    pub const fn at_boundary(&self) -> bool {
+        self.prefix == 0
+    }
+
+    /// The answer's trailers.
+    pub fn trailers(&mut self, t: &HeaderMap) {
+        if let Some(s) = status_of(t) {
+            self.status = Some(s);
+        }
+    }
+
+    /// Ends the call for its moved tenant: the trailers to send, `UNAVAILABLE`.
+    pub fn end_moved(&mut self) -> HeaderMap {
+        self.status = Some(14);
+        let mut t = HeaderMap::with_capacity(2);
+        t.insert(GRPC_STATUS, HeaderValue::from_static("14"));
+        t.insert(
+            GRPC_MESSAGE,
+            HeaderValue::from_static("tenant_moved: the tenant moved to another cell; retry"),
+        );
+        t
+    }
+
+    /// Counts the call by its status (none: it was cut) and returns that status.
+    pub fn finish(self) -> Option<u16> {
+        self.cell.grpc_answered(self.status);
+        self.status
+    }
+}
+
+fn status_of(h: &HeaderMap) -> Option<u16> {
+    h.get(GRPC_STATUS)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .and_then(|v| v.parse().ok())
+}
 
 /// Whether the request is a gRPC call.
 #[must_use]
@@ -84,6 +188,29 @@ pub fn bound(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_follow_message_framing_and_status() {
+        let m = crate::metrics::Metrics::new();
+        let mut c = Call::new(m.cell("a"), &HeaderMap::new());
+        assert!(c.at_boundary());
+        // One message of 3 bytes split across chunks, then an empty one, then half a prefix.
+        c.data(&[0, 0, 0]);
+        assert!(!c.at_boundary());
+        c.data(&[0, 3, b'a']);
+        assert!(!c.at_boundary());
+        c.data(&[b'b', b'c', 0, 0, 0, 0, 0]);
+        assert!(c.at_boundary());
+        c.data(&[1, 0]);
+        assert!(!c.at_boundary());
+        let mut t = HeaderMap::new();
+        t.insert(GRPC_STATUS, HeaderValue::from_static("5"));
+        c.trailers(&t);
+        assert_eq!(c.finish(), Some(5));
+        let mut head = HeaderMap::new();
+        head.insert(GRPC_STATUS, HeaderValue::from_static("16"));
+        assert_eq!(Call::new(m.cell("a"), &head).finish(), Some(16));
+    }
 
     #[test]
     fn timeouts_parse_as_the_grpc_spec_writes_them() {

@@ -353,6 +353,7 @@ pub async fn handle(
         claims: token.map_or(&[], |t| &t.forward),
         drop_key_authorization: cfg.api_key.is_some(),
         api_key_id: identity.key.as_ref().map(identify::KeyGrant::id),
+        keep_te_trailers: cell.protocol != crate::upstream::Protocol::Http1,
     };
     let on_upgrade = rewrite::request(&mut parts, &trusted, upgrade);
 

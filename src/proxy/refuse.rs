@@ -152,6 +152,10 @@ pub fn refuse(
     }
     let status = r.status.as_u16();
     metrics.record_request(cm, status, r.outcome, a.start.elapsed());
+    let grpc_status = a.grpc.then(|| u16::from(GrpcStatus::of(r.status).0));
+    if a.grpc {
+        cm.grpc_answered(grpc_status);
+    }
     // A refusal counts for its tenant, once it is one the registry holds.
     if let (Some(meter), Some(tenant)) = (ledger.meter, tenant)
         && err.metered()
@@ -170,6 +174,7 @@ pub fn refuse(
     if ledger.access_log.wants(r.outcome, status) {
         let mut rec = a.record(tenant, cell_id, None, status, None, r.outcome);
         rec.bytes = len;
+        rec.grpc_status = grpc_status;
         ledger.access_log.log(rec);
     }
     resp

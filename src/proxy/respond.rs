@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::arrival::Arrival;
 use super::forward::{Failed, Forwarded};
 use super::refuse::{Ledger, refuse};
-use super::{Client, ProxyBody, Worker, moves, rewrite};
+use super::{Client, ProxyBody, Worker, grpc, moves, rewrite};
 use crate::accesslog::PendingLog;
 use crate::error::ProxyError;
 use crate::metering::answer::Pending;
@@ -29,6 +29,7 @@ use crate::placement::Cell;
 use crate::ratelimit::Permit;
 use crate::routing::RouteDecision;
 use crate::tenant::TenantId;
+use crate::upstream::pool::Lease;
 use crate::upstream::{Reuse, UpstreamBody};
 
 /// A request the cell is answering: who it was for, where it went, what it holds.
@@ -69,7 +70,7 @@ pub fn respond(
     let upstream_time = answered.saturating_duration_since(sent_at);
     cm.upstream_response.observe(upstream_time);
     if forwarded.exchange.connected {
-        cm.upstream_connects.inc();
+        cm.connected(matches!(forwarded.exchange.lease, Some(Lease::Http2(_))));
     }
 
     let (mut rparts, rbody) = forwarded.exchange.response.into_parts();
@@ -126,10 +127,10 @@ pub fn respond(
         }
         ProxyBody::empty()
     } else {
-        let reuse = forwarded.exchange.sender.map(|sender| Reuse {
+        let reuse = forwarded.exchange.lease.map(|lease| Reuse {
             pool: Rc::clone(&w.pool),
             endpoint: forwarded.endpoint,
-            sender,
+            lease,
         });
         // A body streamed without a length (SSE, long polls, gRPC streams) may outlive a
         // tenant's move; it is watched. A sized body is over in moments.
@@ -140,12 +141,16 @@ pub fn respond(
             w.long_lived
                 .register(tenant, &cell.id, decision.migrating, &s.snapshot)
         });
+        let grpc = arrival
+            .grpc
+            .then(|| grpc::Call::new(Arc::clone(cm), &rparts.headers));
         ProxyBody::upstream(
             UpstreamBody::new(rbody, s.timeouts.read, deadline, reuse),
             permit,
             watch,
             log,
             meter,
+            grpc,
         )
     };
     Response::from_parts(rparts, body)

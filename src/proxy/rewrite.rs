@@ -118,6 +118,9 @@ pub struct Trusted<'a> {
     pub drop_key_authorization: bool,
     /// The id of the key that identified the request, for `x-api-key-id`.
     pub api_key_id: Option<&'a str>,
+    /// The cell may be spoken to over HTTP/2 (its `protocol` is not `http1`): a client's
+    /// `te: trailers` goes on to it (gRPC needs it), though `te` is otherwise hop-by-hop.
+    pub keep_te_trailers: bool,
 }
 
 /// The whole request rewrite: the headers ([`rewrite_request`], then the forwarded claims),
@@ -130,6 +133,12 @@ pub fn request(
     upgrade: Option<HeaderValue>,
 ) -> Option<OnUpgrade> {
     let host = request_host_value(parts);
+    let te_trailers = trusted.keep_te_trailers
+        && parts
+            .headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| te_has_trailers(v.as_bytes()));
     let on_upgrade = if upgrade.is_some() {
         parts.extensions.remove::<OnUpgrade>()
     } else {
@@ -146,6 +155,11 @@ pub fn request(
         host,
         upgrade,
     );
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     for (name, value) in trusted.claims {
         parts.headers.insert(name.clone(), value.clone());
     }
@@ -174,6 +188,14 @@ pub fn request(
     }
     parts.version = Version::HTTP_11;
     on_upgrade
+}
+
+/// Whether a `te` value lists `trailers` (`trailers`, `gzip, trailers;q=1`).
+fn te_has_trailers(v: &[u8]) -> bool {
+    v.split(|b| *b == b',').any(|t| {
+        let name = t.split(|b| *b == b';').next().unwrap_or_default();
+        name.trim_ascii().eq_ignore_ascii_case(b"trailers")
+    })
 }
 
 /// The upgrade an HTTP/1.1 request asks for ([`upgrade_requested`]); HTTP/2 has none.
@@ -260,7 +282,31 @@ mod tests {
             claims,
             drop_key_authorization: false,
             api_key_id: None,
+            keep_te_trailers: false,
         }
+    }
+
+    #[test]
+    fn te_trailers_goes_on_only_toward_http2_cells() {
+        let v = HeaderValue::from_static("x");
+        let req = || {
+            http::Request::post("/echo.Echo/Unary")
+                .version(Version::HTTP_2)
+                .header(header::TE, "gzip, Trailers;q=1")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        let mut parts = req();
+        request(&mut parts, &trusted(&v, &[]), None);
+        assert!(parts.headers.get(header::TE).is_none());
+        let mut parts = req();
+        let mut t = trusted(&v, &[]);
+        t.keep_te_trailers = true;
+        request(&mut parts, &t, None);
+        assert_eq!(parts.headers[header::TE], "trailers");
+        assert!(!te_has_trailers(b"gzip, deflate"));
     }
 
     #[test]

@@ -15,10 +15,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use super::pool::Lease;
 use super::{Endpoint, Pool};
 
 pin_project! {
@@ -178,11 +178,12 @@ pub enum BodyError {
     Timeout,
 }
 
-/// Where a finished body's connection goes back to.
+/// Where a finished body's connection goes back to: an HTTP/1.1 one to the pool (when the
+/// body was read to the end), an HTTP/2 stream to its connection's count (whatever happened).
 pub struct Reuse {
     pub pool: Rc<Pool>,
     pub endpoint: Arc<Endpoint>,
-    pub sender: SendRequest<RequestBody>,
+    pub lease: Lease,
 }
 
 pin_project! {
@@ -204,8 +205,14 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             let complete = *this.done || this.inner.is_end_stream();
-            if complete && let Some(r) = this.reuse.take() {
-                r.pool.checkin(&r.endpoint, r.sender);
+            if complete
+                && let Some(Reuse {
+                    pool,
+                    endpoint,
+                    lease: Lease::Http1(sender),
+                }) = this.reuse.take()
+            {
+                pool.checkin(&endpoint, sender);
             }
         }
     }

@@ -10,6 +10,7 @@ mod body;
 pub mod checks;
 pub mod discovery;
 pub mod endpoint;
+pub mod h2;
 pub mod health;
 pub mod pool;
 pub mod retry;

@@ -1,5 +1,6 @@
-//! A per-worker pool of HTTP/1.1 upstream connections, keyed by endpoint (one address of a
-//! target).
+//! A per-worker pool of upstream connections, keyed by endpoint (one address of a target):
+//! HTTP/1.1 connections, one exchange at a time, and shared HTTP/2 ones ([`super::h2`]), as
+//! the target's cell `protocol` says (`auto` lets ALPN choose over TLS).
 //!
 //! Each worker thread owns one `Pool` (shared by `Rc`), so checking a connection out or in is a
 //! `RefCell` borrow and a `Vec` push/pop: no lock, no atomic. A connection returns to the pool
@@ -16,15 +17,17 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Version, header};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsConnector;
 
-use super::{Endpoint, RequestBody, Target, UpstreamError};
+use super::{Endpoint, LocalExec, Protocol, RequestBody, Scheme, Target, UpstreamError, h2};
 use crate::config::UpstreamConfig;
 
 /// Upstream timeouts, from `[upstream]`.
@@ -46,14 +49,15 @@ impl From<&UpstreamConfig> for Timeouts {
 }
 
 struct Idle {
-    sender: SendRequest<RequestBody>,
+    sender: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
-/// Idle connections to one endpoint.
+/// The connections to one endpoint: idle HTTP/1.1 ones, and the shared HTTP/2 ones.
 struct Slot {
     endpoint: Arc<Endpoint>,
     idle: Vec<Idle>,
+    h2: h2::Conns,
 }
 
 /// One worker's idle upstream connections, keyed by endpoint id.
@@ -61,7 +65,12 @@ pub struct Pool {
     idle: RefCell<HashMap<u64, Slot>>,
     max_idle_per_target: usize,
     idle_timeout: Duration,
+    /// TLS offering ALPN `http/1.1`, `h2`, or both (a cell's `protocol`).
     tls: TlsConnector,
+    tls_h2: TlsConnector,
+    tls_either: TlsConnector,
+    h2: hyper::client::conn::http2::Builder<LocalExec>,
+    max_streams: u32,
 }
 
 impl std::fmt::Debug for Pool {
@@ -72,10 +81,19 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// A response head and, when the connection may be reused, its sender.
+/// What an exchange holds of its connection until its response body ends.
+pub enum Lease {
+    /// An HTTP/1.1 connection, this exchange's alone; back to the pool once the body was read
+    /// to the end.
+    Http1(http1::SendRequest<RequestBody>),
+    /// One stream of a shared HTTP/2 connection, counted until the body ends or is dropped.
+    Http2(h2::Stream),
+}
+
+/// A response head and what the exchange holds of its connection (none for an upgrade).
 pub struct Exchange {
     pub response: Response<Incoming>,
-    pub sender: Option<SendRequest<RequestBody>>,
+    pub lease: Option<Lease>,
     /// Whether a new connection was opened for this exchange.
     pub connected: bool,
 }
@@ -87,14 +105,62 @@ pub struct SendFailure {
     pub request: Option<Request<RequestBody>>,
 }
 
+/// The protocols a connection may settle on, from the target's `protocol` (and whether the
+/// exchange is an upgrade, which is HTTP/1.1's alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alpn {
+    Http1,
+    Http2,
+    /// Over TLS, `h2` or `http/1.1` as the target chooses.
+    Either,
+}
+
+impl Alpn {
+    fn of(target: &Target, upgrade: bool) -> Self {
+        match (upgrade, target.protocol, target.scheme) {
+            (true, ..) | (false, Protocol::Http1, _) | (false, Protocol::Auto, Scheme::Http) => {
+                Self::Http1
+            }
+            (false, Protocol::Http2, _) => Self::Http2,
+            (false, Protocol::Auto, Scheme::Https) => Self::Either,
+        }
+    }
+}
+
+/// A connect in progress to an endpoint over HTTP/2: others wait for it instead of opening
+/// their own; when it ends (done, failed or given up) they are woken to look again.
+struct Connecting<'a> {
+    pool: &'a Pool,
+    endpoint: u64,
+    done: Rc<Notify>,
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.pool.idle.borrow_mut().get_mut(&self.endpoint) {
+            slot.h2.connecting = None;
+        }
+        self.done.notify_waiters();
+    }
+}
+
 impl Pool {
     #[must_use]
     pub fn new(cfg: &UpstreamConfig, tls: Arc<rustls::ClientConfig>) -> Rc<Self> {
+        let alpn = |protocols: &[&[u8]]| {
+            let mut c = (*tls).clone();
+            c.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+            TlsConnector::from(Arc::new(c))
+        };
         Rc::new(Self {
             idle: RefCell::new(HashMap::new()),
             max_idle_per_target: cfg.pool_max_idle_per_target,
             idle_timeout: cfg.pool_idle_timeout,
-            tls: TlsConnector::from(tls),
+            tls: TlsConnector::from(Arc::clone(&tls)),
+            tls_h2: alpn(&[b"h2"]),
+            tls_either: alpn(&[b"h2", b"http/1.1"]),
+            h2: h2::builder(&cfg.http2),
+            max_streams: cfg.http2.max_concurrent_streams,
         })
     }
 
@@ -104,134 +170,229 @@ impl Pool {
         self.idle_timeout
     }
 
-    fn checkout(&self, ep: &Endpoint, now: Instant) -> Option<SendRequest<RequestBody>> {
+    /// A pooled connection for `alpn`: a stream on a shared HTTP/2 one with room, else (HTTP/1.1
+    /// allowed) an idle HTTP/1.1 one.
+    fn checkout(&self, ep: &Endpoint, now: Instant, alpn: Alpn) -> Option<Lease> {
         let mut idle = self.idle.borrow_mut();
         let slot = idle.get_mut(&ep.id)?;
         if ep.retired() {
             idle.remove(&ep.id);
             return None;
         }
+        if alpn != Alpn::Http1
+            && let Some(stream) = slot.h2.checkout(self.max_streams)
+        {
+            return Some(Lease::Http2(stream));
+        }
+        if alpn == Alpn::Http2 {
+            return None;
+        }
         while let Some(c) = slot.idle.pop() {
             if now.saturating_duration_since(c.since) < self.idle_timeout && !c.sender.is_closed() {
-                return Some(c.sender);
+                return Some(Lease::Http1(c.sender));
             }
         }
         None
     }
 
+    fn slot<'a>(map: &'a mut HashMap<u64, Slot>, ep: &Arc<Endpoint>) -> &'a mut Slot {
+        map.entry(ep.id).or_insert_with(|| Slot {
+            endpoint: Arc::clone(ep),
+            idle: Vec::new(),
+            h2: h2::Conns::default(),
+        })
+    }
+
     /// Returns a connection whose last response was fully read (dropped instead when its
     /// endpoint was retired meanwhile).
-    pub fn checkin(&self, ep: &Arc<Endpoint>, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() || ep.retired() {
+    pub fn checkin(&self, ep: &Arc<Endpoint>, sender: http1::SendRequest<RequestBody>) {
+        if sender.is_closed() || ep.retired() || self.max_idle_per_target == 0 {
             return;
         }
         let mut idle = self.idle.borrow_mut();
-        let idle_conn = Idle {
-            sender,
-            since: Instant::now(),
-        };
-        if let Some(slot) = idle.get_mut(&ep.id) {
-            if slot.idle.len() < self.max_idle_per_target {
-                slot.idle.push(idle_conn);
-            }
-        } else if self.max_idle_per_target > 0 {
-            idle.insert(
-                ep.id,
-                Slot {
-                    endpoint: Arc::clone(ep),
-                    idle: vec![idle_conn],
-                },
-            );
+        let slot = Self::slot(&mut idle, ep);
+        if slot.idle.len() < self.max_idle_per_target {
+            slot.idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
         }
     }
 
     /// Drops expired and closed connections, every connection to a retired endpoint, and
     /// endpoints with none left.
     pub fn sweep(&self) {
-        let ttl = self.idle_timeout;
+        let (ttl, now) = (self.idle_timeout, Instant::now());
         self.idle.borrow_mut().retain(|_, slot| {
             if slot.endpoint.retired() {
                 return false;
             }
             slot.idle
-                .retain(|c| c.since.elapsed() < ttl && !c.sender.is_closed());
-            !slot.idle.is_empty()
+                .retain(|c| now.saturating_duration_since(c.since) < ttl && !c.sender.is_closed());
+            let h2 = slot.h2.sweep(ttl, now);
+            !slot.idle.is_empty() || h2
         });
     }
 
-    /// Idle connections held now, in all (tests and the admin API).
+    /// Idle HTTP/1.1 connections held now, in all (tests and the admin API).
     #[must_use]
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().values().map(|s| s.idle.len()).sum()
     }
 
+    /// HTTP/2 connections held now, busy or idle (tests and the admin API).
+    #[must_use]
+    pub fn http2_count(&self) -> usize {
+        self.idle.borrow().values().map(|s| s.h2.len()).sum()
+    }
+
     /// Sends `req` to endpoint `ep` of `target` on a pooled or new connection and waits for the
     /// response head, for at most the read timeout from `now` and never past `deadline`.
-    /// `upgrade` asks for a fresh connection that may switch protocols (never pooled).
+    /// `upgrade` asks for a fresh HTTP/1.1 connection that may switch protocols (never pooled).
+    /// A request that a pooled connection hands back unsent (it was closed, or sent GOAWAY)
+    /// goes on the next; one that a connection opened for it hands back is returned unsent.
     pub async fn send(
         &self,
         target: &Target,
-        ep: &Endpoint,
+        ep: &Arc<Endpoint>,
         mut req: Request<RequestBody>,
         t: &Timeouts,
         (now, deadline): (Instant, Instant),
         upgrade: bool,
     ) -> Result<Exchange, SendFailure> {
         let head_deadline = deadline.min(now + t.read);
-        if !upgrade {
-            while let Some(mut sender) = self.checkout(ep, now) {
-                if sender.ready().await.is_err() {
-                    continue;
-                }
-                match timeout_at(head_deadline, sender.try_send_request(req)).await {
-                    Err(_) => return Err(timeout_failure(target)),
-                    Ok(Ok(response)) => {
-                        return Ok(Exchange {
-                            response,
-                            sender: Some(sender),
-                            connected: false,
+        let alpn = Alpn::of(target, upgrade);
+        loop {
+            let pooled = if upgrade {
+                None
+            } else {
+                self.checkout(ep, now, alpn)
+            };
+            let (lease, connected) = match pooled {
+                Some(lease) => (lease, false),
+                None => match self.open(target, ep, t.connect, alpn, upgrade).await {
+                    Ok(opened) => opened,
+                    Err(error) => {
+                        return Err(SendFailure {
+                            error,
+                            request: Some(req),
                         });
                     }
-                    Ok(Err(mut e)) => match e.take_message() {
-                        // Never written: the connection died while idle; try the next one.
-                        Some(r) => req = r,
-                        None => {
-                            return Err(SendFailure {
-                                error: UpstreamError::Protocol {
-                                    target: Arc::clone(&target.url),
-                                    source: e.into_error(),
-                                },
-                                request: None,
-                            });
+                },
+            };
+            let sent = match lease {
+                Lease::Http1(mut sender) => {
+                    if !connected && sender.ready().await.is_err() {
+                        continue;
+                    }
+                    if req.version() == Version::HTTP_2 {
+                        h2::to_h1(&mut req);
+                    } else if target.protocol == Protocol::Auto {
+                        req.headers_mut().remove(header::TE);
+                    }
+                    match timeout_at(head_deadline, sender.try_send_request(req)).await {
+                        Err(_) => return Err(timeout_failure(target)),
+                        Ok(Ok(response)) => {
+                            Ok((response, (!upgrade).then_some(Lease::Http1(sender))))
                         }
-                    },
+                        Ok(Err(e)) => Err(e),
+                    }
+                }
+                Lease::Http2(stream) => {
+                    if req.version() != Version::HTTP_2 {
+                        h2::to_h2(&mut req, target.scheme);
+                    }
+                    let mut sender = stream.sender();
+                    match timeout_at(head_deadline, sender.try_send_request(req)).await {
+                        Err(_) => return Err(timeout_failure(target)),
+                        Ok(Ok(response)) => Ok((response, Some(Lease::Http2(stream)))),
+                        Ok(Err(e)) => {
+                            stream.retire();
+                            Err(e)
+                        }
+                    }
+                }
+            };
+            match sent {
+                Ok((response, lease)) => {
+                    return Ok(Exchange {
+                        response,
+                        lease,
+                        connected,
+                    });
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written: the connection died while idle, or went away (GOAWAY)
+                    // before taking it; the next connection gets it.
+                    Some(r) if !connected => req = r,
+                    Some(r) => {
+                        return Err(SendFailure {
+                            error: UpstreamError::Connect {
+                                target: Arc::clone(&target.url),
+                                reason: format!("{}: closed before the first request", ep.addr),
+                            },
+                            request: Some(r),
+                        });
+                    }
+                    None => {
+                        return Err(SendFailure {
+                            error: UpstreamError::Protocol {
+                                target: Arc::clone(&target.url),
+                                source: e.into_error(),
+                            },
+                            request: None,
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// A new connection for the exchange (`true`), or, when another exchange was already
+    /// opening an HTTP/2 one to the endpoint, a stream on that one once it is up (`false`).
+    async fn open(
+        &self,
+        target: &Target,
+        ep: &Arc<Endpoint>,
+        limit: Duration,
+        alpn: Alpn,
+        upgrade: bool,
+    ) -> Result<(Lease, bool), UpstreamError> {
+        let mut guard = None;
+        if alpn != Alpn::Http1 {
+            let waiting = {
+                let mut idle = self.idle.borrow_mut();
+                let slot = Self::slot(&mut idle, ep);
+                match &slot.h2.connecting {
+                    Some(done) => Some(Rc::clone(done)),
+                    None => {
+                        let done = Rc::new(Notify::new());
+                        slot.h2.connecting = Some(Rc::clone(&done));
+                        guard = Some(Connecting {
+                            pool: self,
+                            endpoint: ep.id,
+                            done,
+                        });
+                        None
+                    }
+                }
+            };
+            if let Some(done) = waiting {
+                let _ = timeout(limit, done.notified()).await;
+                if let Some(lease) = self.checkout(ep, Instant::now(), alpn) {
+                    return Ok((lease, false));
                 }
             }
         }
-        let mut sender = match self.connect(target, ep, t.connect, upgrade).await {
-            Ok(s) => s,
-            Err(error) => {
-                return Err(SendFailure {
-                    error,
-                    request: Some(req),
-                });
+        let lease = match self.connect(target, ep, limit, alpn, upgrade).await? {
+            Opened::Http1(sender) => Lease::Http1(sender),
+            Opened::Http2(sender) => {
+                let mut idle = self.idle.borrow_mut();
+                Lease::Http2(Self::slot(&mut idle, ep).h2.add(sender))
             }
         };
-        match timeout_at(head_deadline, sender.send_request(req)).await {
-            Err(_) => Err(timeout_failure(target)),
-            Ok(Ok(response)) => Ok(Exchange {
-                response,
-                sender: if upgrade { None } else { Some(sender) },
-                connected: true,
-            }),
-            Ok(Err(source)) => Err(SendFailure {
-                error: UpstreamError::Protocol {
-                    target: Arc::clone(&target.url),
-                    source,
-                },
-                request: None,
-            }),
-        }
+        drop(guard);
+        Ok((lease, true))
     }
 
     async fn connect(
@@ -239,8 +400,9 @@ impl Pool {
         target: &Target,
         ep: &Endpoint,
         limit: Duration,
+        alpn: Alpn,
         upgrade: bool,
-    ) -> Result<SendRequest<RequestBody>, UpstreamError> {
+    ) -> Result<Opened, UpstreamError> {
         let tcp = match timeout(limit, connect_tcp(ep.addr)).await {
             Err(_) => {
                 return Err(UpstreamError::ConnectTimeout {
@@ -259,33 +421,63 @@ impl Pool {
             target: Arc::clone(&target.url),
             reason,
         };
-        let mut builder = http1::Builder::new();
-        builder.writev(false);
-        match &target.server_name {
-            None => {
-                let (sender, conn) = builder
-                    .handshake(TokioIo::new(tcp))
+        let Some(name) = &target.server_name else {
+            return if alpn == Alpn::Http2 {
+                let sender = h2::handshake(&self.h2, tcp)
                     .await
                     .map_err(|e| connect_err(e.to_string()))?;
-                spawn_conn(conn, upgrade);
-                Ok(sender)
-            }
-            Some(name) => {
-                let tls = timeout(limit, self.tls.connect(name.clone(), tcp))
+                Ok(Opened::Http2(sender))
+            } else {
+                http1_handshake(tcp, upgrade)
                     .await
-                    .map_err(|_| UpstreamError::ConnectTimeout {
-                        target: Arc::clone(&target.url),
-                    })?
-                    .map_err(|e| connect_err(format!("TLS: {e}")))?;
-                let (sender, conn) = builder
-                    .handshake(TokioIo::new(tls))
+                    .map_err(|e| connect_err(e.to_string()))
+            };
+        };
+        let tls = match alpn {
+            Alpn::Http1 => &self.tls,
+            Alpn::Http2 => &self.tls_h2,
+            Alpn::Either => &self.tls_either,
+        };
+        let tls = timeout(limit, tls.connect(name.clone(), tcp))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout {
+                target: Arc::clone(&target.url),
+            })?
+            .map_err(|e| connect_err(format!("TLS: {e}")))?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        match (alpn, h2) {
+            (Alpn::Http2, false) => Err(connect_err(
+                "TLS: the target did not agree to h2 over ALPN (its cell's protocol is http2)"
+                    .to_owned(),
+            )),
+            (Alpn::Http2 | Alpn::Either, true) => {
+                let sender = h2::handshake(&self.h2, tls)
                     .await
                     .map_err(|e| connect_err(e.to_string()))?;
-                spawn_conn(conn, upgrade);
-                Ok(sender)
+                Ok(Opened::Http2(sender))
             }
+            (Alpn::Http1 | Alpn::Either, _) => http1_handshake(tls, upgrade)
+                .await
+                .map_err(|e| connect_err(e.to_string())),
         }
     }
+}
+
+/// A connection just opened, as ALPN settled it.
+enum Opened {
+    Http1(http1::SendRequest<RequestBody>),
+    Http2(hyper::client::conn::http2::SendRequest<RequestBody>),
+}
+
+async fn http1_handshake<T>(io: T, upgrade: bool) -> Result<Opened, hyper::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder.writev(false);
+    let (sender, conn) = builder.handshake(TokioIo::new(io)).await?;
+    spawn_conn(conn, upgrade);
+    Ok(Opened::Http1(sender))
 }
 
 fn spawn_conn<T>(conn: http1::Connection<T, RequestBody>, upgrade: bool)
