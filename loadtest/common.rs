@@ -164,6 +164,7 @@ pub async fn dynamodb_registry(
             max_in_flight: None,
             wave: None,
             clear_wave: false,
+            protocol: None,
             capacity: None,
             tier_units: Vec::new(),
             clear_tier_units: false,

@@ -68,6 +68,7 @@ async fn proxy(args: &TableArgs, reg: &Registry, extra: &str) -> Harness {
             max_in_flight: None,
             wave: None,
             clear_wave: false,
+            protocol: None,
             capacity: None,
             tier_units: Vec::new(),
             clear_tier_units: false,

@@ -1,8 +1,8 @@
 //! The operator CLI's failures, from the real `cellgate` binary: a failed DynamoDB call is one
 //! line on stderr naming the operation and the table, with a hint for the usual cause (an
 //! unreachable endpoint, a missing table against moto, an endpoint that lacks the operation,
-//! access denied, no credentials), and exit code 2; a bad `--state`/`--status` lists the
-//! accepted values. The moto test needs `CELLGATE_TEST_DYNAMODB`, which `tests/run.sh` sets.
+//! access denied, no credentials), and exit code 2; a bad `--state`/`--status`/`--protocol`
+//! lists the accepted values. The moto test needs `CELLGATE_TEST_DYNAMODB`, which `tests/run.sh` sets.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -218,6 +218,33 @@ fn a_bad_state_or_status_lists_the_accepted_values() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("ACTIVE, SUSPENDED, MIGRATING, OFFBOARDED"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_protocol_lists_the_accepted_names() {
+    let out = cellgate(&[
+        "cell",
+        "put",
+        "cell-1",
+        "--protocol",
+        "h3",
+        "--table",
+        "reg",
+        "--endpoint-url",
+        "http://127.0.0.1:1",
+    ])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    // Refused by the parser: the table is never asked (no connection error).
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("'h3'")
+            && stderr.contains("--protocol")
+            && stderr.contains("http1, http2, auto")
+            && !stderr.contains("cannot connect"),
         "{stderr}"
     );
 }

@@ -2,7 +2,8 @@
 //! (moto, endpoint in `CELLGATE_TEST_DYNAMODB`): cells and tenants written with the operator
 //! commands are exported by the real binary to a JSON Lines file, which the file source loads
 //! to the same records and a proxy serves with the same placements; a bad item is skipped and
-//! named; `--out -` streams to stdout; no temporary file is left behind.
+//! named; `--out -` streams to stdout; no temporary file is left behind. A cell's `protocol`,
+//! set by `cell put --protocol`, is stored, kept by a later `cell put`, and exported.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -11,9 +12,13 @@ use std::path::Path;
 use std::process::Command;
 
 use cellgate::ops::{self, CellCommand, TableArgs, TenantCommand};
-use cellgate::placement::dynamo::schema::{tenant_from_item, tenant_item, tenant_key};
+use cellgate::placement::dynamo::schema::{
+    cell_from_item, cell_item, cell_key, tenant_from_item, tenant_item, tenant_key,
+};
 use cellgate::placement::dynamo::write::updated_at;
 use cellgate::placement::{TenantRecord, TenantStatus};
+use cellgate::upstream::Protocol;
+use common::cli::{cellgate, run};
 use common::dynamo::{endpoint, table};
 use common::{Harness, base_config, cell_list};
 use http::StatusCode;
@@ -73,6 +78,7 @@ async fn an_exported_table_serves_the_same_placements_from_a_file() {
             max_in_flight: Some(500),
             wave: u32::try_from(i).ok(),
             clear_wave: false,
+            protocol: None,
             capacity: None,
             tier_units: Vec::new(),
             clear_tier_units: false,
@@ -215,4 +221,126 @@ async fn an_exported_table_serves_the_same_placements_from_a_file() {
     let (code, stdout, stderr) = export(&args, dir.path().join("r.toml").to_str().unwrap());
     assert_eq!(code, Some(2));
     assert!(stdout.is_empty() && stderr.contains("--out"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_protocol_is_stored_kept_and_exported() {
+    let (args, reg) = table("protocol").await;
+    let cli = |argv: &[&str]| {
+        let mut cmd = cellgate(argv);
+        cmd.args(["--table", args.table.as_deref().unwrap()])
+            .args(["--endpoint-url", &endpoint()]);
+        run(cmd)
+    };
+    let put = |id: &'static str, extra: &'static [&'static str]| {
+        let mut argv = vec!["cell", "put", id, "--target", "http://127.0.0.1:9"];
+        argv.extend_from_slice(extra);
+        argv
+    };
+    let out = cli(&put("c-h2", &["--protocol", "http2"])).await.unwrap();
+    assert_eq!(out["record"]["protocol"], "http2", "{out}");
+    cli(&put("c-auto", &["--protocol", "auto"])).await.unwrap();
+    cli(&put("c-h1", &[])).await.unwrap();
+    // Read back: as the CLI prints it, and as the proxy reads the item.
+    let got = cli(&["cell", "get", "c-h2"]).await.unwrap();
+    assert_eq!(got["protocol"], "http2", "{got}");
+    let item = reg.get(&cell_key("c-h2")).await.unwrap().unwrap();
+    assert_eq!(
+        cell_from_item(&item).unwrap().protocol,
+        Some(Protocol::Http2)
+    );
+    let got = cli(&["cell", "get", "c-h1"]).await.unwrap();
+    assert!(got.get("protocol").is_none(), "unset: no attribute: {got}");
+    // A later put without --protocol keeps it; with one, changes it.
+    cli(&["cell", "put", "c-h2", "--max-in-flight", "10"])
+        .await
+        .unwrap();
+    let got = cli(&["cell", "get", "c-h2"]).await.unwrap();
+    assert_eq!(
+        (&got["protocol"], &got["max_in_flight"]),
+        (&"http2".into(), &10.into())
+    );
+    cli(&["cell", "put", "c-auto", "--protocol", "http1"])
+        .await
+        .unwrap();
+    assert_eq!(
+        cli(&["cell", "get", "c-auto"]).await.unwrap()["protocol"],
+        "http1"
+    );
+    cli(&["cell", "put", "c-auto", "--protocol", "auto"])
+        .await
+        .unwrap();
+    // An item with a protocol outside the three, written around the CLI: the CLI refuses to
+    // read it, naming the attribute, and the export skips it.
+    let mut bad = cell_item(&cell_from_item(&item).unwrap(), &updated_at());
+    bad.insert(
+        "cell".to_owned(),
+        aws_sdk_dynamodb::types::AttributeValue::S("c-bad".to_owned()),
+    );
+    bad.insert(
+        "pk".to_owned(),
+        aws_sdk_dynamodb::types::AttributeValue::S(cell_key("c-bad")),
+    );
+    bad.insert(
+        "protocol".to_owned(),
+        aws_sdk_dynamodb::types::AttributeValue::S("h2c".to_owned()),
+    );
+    let client = cellgate::placement::dynamo::client(Some("us-east-1"), Some(&endpoint())).await;
+    client
+        .put_item()
+        .table_name(args.table.as_deref().unwrap())
+        .set_item(Some(bad))
+        .send()
+        .await
+        .unwrap();
+    let e = cli(&["cell", "put", "c-bad", "--max-in-flight", "5"])
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("stored cell c-bad: protocol")
+            && e.contains("h2c")
+            && e.contains("http1, http2 or auto"),
+        "{e}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("registry.jsonl");
+    let (code, stdout, stderr) = export(&args, out.to_str().unwrap());
+    assert_eq!(code, Some(0), "{stderr}");
+    let summary = json(&stdout);
+    assert_eq!(
+        (&summary["cells"], &summary["skipped"]),
+        (&3.into(), &1.into()),
+        "{summary}"
+    );
+    assert_eq!(summary["skipped_items"][0]["item"], "cell#c-bad");
+    assert_eq!(summary["skipped_items"][0]["field"], "protocol");
+    // The lines carry it (none for the unset cell), and the file source gives it to the targets.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(json).collect();
+    let protocol_of = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["cell"]["id"] == id)
+            .map(|l| l["cell"].get("protocol").cloned())
+            .unwrap()
+    };
+    assert_eq!(protocol_of("c-h2"), Some("http2".into()));
+    assert_eq!(protocol_of("c-auto"), Some("auto".into()));
+    assert_eq!(protocol_of("c-h1"), None);
+    let data = cellgate::placement::file::read_registry(&out).unwrap();
+    let mut spoken: Vec<_> = data
+        .cells()
+        .iter()
+        .map(|c| (c.id.to_string(), c.targets[0].protocol))
+        .collect();
+    spoken.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        spoken,
+        [
+            ("c-auto".to_owned(), Protocol::Auto),
+            ("c-h1".to_owned(), Protocol::Http1),
+            ("c-h2".to_owned(), Protocol::Http2),
+        ]
+    );
 }

@@ -169,6 +169,7 @@ pub fn cell_record(id: &str, targets: Vec<String>) -> CellRecord {
         preserve_host: None,
         max_in_flight: None,
         wave: None,
+        protocol: None,
         place: cellgate::placement::capacity::CellCapacity::default(),
         tenants: 0,
         load: 0,

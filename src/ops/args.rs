@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::choose::Strategy;
 use crate::placement::{CellState, TenantStatus};
+use crate::upstream::Protocol;
 
 /// Where the registry table is.
 #[derive(Debug, Clone, Args)]
@@ -254,6 +255,11 @@ pub enum CellCommand {
         /// Take the cell out of its wave.
         #[arg(long)]
         clear_wave: bool,
+        /// How the proxy speaks to the cell's targets: http1, http2 (HTTP/2 only: ALPN h2 over
+        /// TLS, prior knowledge in cleartext) or auto (over TLS what ALPN settles; in cleartext
+        /// HTTP/1.1). Default: the current one; a new cell, http1.
+        #[arg(long, value_parser = protocol())]
+        protocol: Option<Protocol>,
         /// Units the cell holds, for `tenant place` (default: the current value; `0` removes
         /// it, so `tenant place` never chooses the cell).
         #[arg(long)]
@@ -375,6 +381,12 @@ impl TableArgs {
 /// `--state`: a cell state as the registry spells it; clap lists the accepted ones on a miss.
 fn cell_state() -> impl TypedValueParser<Value = CellState> {
     PossibleValuesParser::new(CellState::ALL.map(CellState::as_str)).try_map(|s| s.parse())
+}
+
+/// `--protocol`: how a cell's targets are spoken to; clap lists the accepted ones on a miss.
+fn protocol() -> impl TypedValueParser<Value = Protocol> {
+    PossibleValuesParser::new(Protocol::ALL.map(Protocol::as_str))
+        .try_map(|s| Protocol::parse(&s).ok_or(format!("expected {}", Protocol::EXPECTED)))
 }
 
 /// `--status`: a tenant status as the registry spells it.

@@ -29,6 +29,7 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
             max_in_flight,
             wave,
             clear_wave,
+            protocol,
             capacity,
             tier_units,
             clear_tier_units,
@@ -117,6 +118,7 @@ pub async fn cell_command(reg: &Registry, cmd: CellCommand) -> Result<Value, Ops
                 } else {
                     wave.or_else(|| current.as_ref().and_then(|c| c.wave))
                 },
+                protocol: protocol.or_else(|| current.as_ref().and_then(|c| c.protocol)),
                 place,
                 tenants: current.as_ref().map_or(0, |c| c.tenants),
                 load: current.as_ref().map_or(0, |c| c.load),

@@ -1,6 +1,7 @@
-//! The operator CLI as its tests run it (`tests/apikey_cli.rs`, `tests/placement_cli.rs`): the
-//! binary with test credentials and nothing from outside (no endpoint, profile or table), and
-//! its answer: the JSON it printed, or its one stderr line (exit 2, nothing on stdout).
+//! The operator CLI as its tests run it (`tests/apikey_cli.rs`, `tests/placement_cli.rs`,
+//! `tests/registry_export.rs`): the binary with test credentials and nothing from outside (no
+//! endpoint, profile or table), and its answer: the JSON it printed, or its one stderr line
+//! (exit 2, nothing on stdout).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::Value;

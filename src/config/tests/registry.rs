@@ -82,3 +82,27 @@ fn registry_and_cell_errors_name_their_keys() {
     let f = invalid(&minimal_plus("[[cells]]\nid = \"c1\"\nstate = \"OFF\"\n"));
     assert_eq!(f.key, "cells[0].state");
 }
+
+#[test]
+fn a_cell_protocol_outside_the_three_names_the_key_and_value() {
+    let cell = |protocol: &str| {
+        minimal_plus(&format!(
+            "[[cells]]\nid = \"c1\"\ntargets = [\"https://10.0.0.1\"]\nprotocol = \"{protocol}\"\n"
+        ))
+    };
+    let text = cell("h3");
+    let f = invalid(&text);
+    assert_eq!(kv(&f), ("cells[0].protocol", "h3"));
+    assert!(f.reason.contains("http1, http2 or auto"), "{f:?}");
+    let shown = parse(&text).unwrap_err().to_string();
+    assert!(
+        shown.contains("cells[0].protocol") && shown.contains("\"h3\""),
+        "{shown}"
+    );
+    // The registry's spelling only: no other case.
+    assert_eq!(kv(&invalid(&cell("HTTP2"))), ("cells[0].protocol", "HTTP2"));
+    for name in ["http1", "http2", "auto"] {
+        let cfg = parse(&cell(name)).unwrap();
+        assert_eq!(cfg.cells[0].protocol.as_deref(), Some(name));
+    }
+}

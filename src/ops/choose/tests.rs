@@ -14,6 +14,7 @@ fn cell(id: &str, capacity: Option<u64>, load: u64) -> CellRecord {
         preserve_host: None,
         max_in_flight: None,
         wave: None,
+        protocol: None,
         place: CellCapacity {
             capacity,
             ..CellCapacity::default()

@@ -1,7 +1,7 @@
 //! Cell items: a cell's state, region, target groups (each with its targets, weight and
-//! version), caps and canary wave, its placement attributes (capacity, tier units, tags) and
-//! counts (tenants, load), and the conversions to the file forms: the one the data plane reads
-//! and the registry file's.
+//! version), caps, canary wave and protocol, its placement attributes (capacity, tier units,
+//! tags) and counts (tenants, load), and the conversions to the file forms: the one the data
+//! plane reads and the registry file's.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,6 +13,7 @@ use crate::placement::capacity::CellCapacity;
 use crate::placement::file::shape::RegistryCell;
 use crate::placement::record::BadField;
 use crate::placement::{CellState, UnknownName};
+use crate::upstream::Protocol;
 
 /// A named set of targets within a cell, with a weight and a version label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct CellRecord {
     pub max_in_flight: Option<u32>,
     /// The canary wave (`cell weights --wave N` selects by it).
     pub wave: Option<u32>,
+    /// How the proxy speaks to the cell's targets (`None`: unset, so `http1`).
+    pub protocol: Option<Protocol>,
     /// Capacity, tier units and tags (`tenant place` chooses by them; routing never reads them).
     pub place: CellCapacity,
     /// Tenants placed in the cell (every status but OFFBOARDED), kept by every tenant write.
@@ -64,7 +67,7 @@ impl CellRecord {
             preserve_host: self.preserve_host,
             max_in_flight: self.max_in_flight,
             wave: self.wave,
-            protocol: None,
+            protocol: self.protocol.map(|p| p.as_str().to_owned()),
         }
     }
 
@@ -114,6 +117,9 @@ pub fn cell_item(c: &CellRecord, updated_at: &str) -> Item {
     }
     if let Some(w) = c.wave {
         item.insert("wave".to_owned(), n(u64::from(w)));
+    }
+    if let Some(p) = c.protocol {
+        item.insert("protocol".to_owned(), s(p.as_str()));
     }
     if let Some(cap) = c.place.capacity {
         item.insert("capacity".to_owned(), n(cap));
@@ -213,6 +219,12 @@ pub fn cell_from_item(item: &Item) -> Result<CellRecord, BadField> {
     let wave = get_n(item, "wave")?
         .map(|w| u32::try_from(w).map_err(|_| bad("wave", &w.to_string(), "at most 4294967295")))
         .transpose()?;
+    let protocol = get_s(item, "protocol")?
+        .map(|p| {
+            Protocol::parse(p)
+                .ok_or_else(|| bad("protocol", p, &format!("expected {}", Protocol::EXPECTED)))
+        })
+        .transpose()?;
     let region = get_s(item, "region")?;
     Ok(CellRecord {
         place: place_from_item(item, region)?,
@@ -230,6 +242,7 @@ pub fn cell_from_item(item: &Item) -> Result<CellRecord, BadField> {
         preserve_host,
         max_in_flight,
         wave,
+        protocol,
         version: get_n(item, "version")?.unwrap_or(0),
     })
 }

@@ -107,6 +107,7 @@ fn cell_items_round_trip_with_their_groups() {
         preserve_host: Some(true),
         max_in_flight: Some(800),
         wave: Some(2),
+        protocol: None,
         place: CellCapacity {
             capacity: Some(40),
             tier_units: [("enterprise".to_owned(), 5)].into(),
@@ -182,4 +183,64 @@ fn cell_items_round_trip_with_their_groups() {
     assert_eq!(groups, [("stable", "v1", 95, 0..1), ("off", "v2", 0, 1..2)]);
     assert_eq!(cell.targets[1].url.as_ref(), "http://10.0.0.2:80");
     assert_eq!(change_key(42), "change#00000000000000000042");
+}
+
+#[test]
+fn cell_protocol_round_trips_and_a_bad_one_is_named() {
+    use crate::upstream::Protocol;
+    let c = CellRecord {
+        id: "cell-2".to_owned(),
+        state: CellState::Active,
+        region: None,
+        groups: vec![TargetGroup {
+            name: "stable".to_owned(),
+            targets: vec!["https://cell-2.internal".to_owned()],
+            weight: 100,
+            version: "stable".to_owned(),
+        }],
+        preserve_host: None,
+        max_in_flight: None,
+        wave: None,
+        protocol: Some(Protocol::Http2),
+        place: CellCapacity::default(),
+        tenants: 0,
+        load: 0,
+        version: 1,
+    };
+    let item = cell_item(&c, "t");
+    assert_eq!(item["protocol"], s("http2"));
+    assert_eq!(cell_from_item(&item).unwrap(), c);
+    // Every name round trips; the data plane and the registry file get it.
+    for p in Protocol::ALL {
+        let with = CellRecord {
+            protocol: Some(p),
+            ..c.clone()
+        };
+        assert_eq!(cell_from_item(&cell_item(&with, "t")).unwrap(), with);
+        assert_eq!(with.to_file_cell().protocol.as_deref(), Some(p.as_str()));
+        assert_eq!(
+            with.to_registry_cell().protocol.as_deref(),
+            Some(p.as_str())
+        );
+        let cell = crate::placement::Cell::from_file(&with.to_file_cell(), "cell").unwrap();
+        assert_eq!(cell.targets[0].protocol, p);
+    }
+    // Unset: no attribute, and the targets speak HTTP/1.1.
+    let unset = CellRecord {
+        protocol: None,
+        ..c.clone()
+    };
+    let item = cell_item(&unset, "t");
+    assert!(!item.contains_key("protocol"));
+    assert_eq!(cell_from_item(&item).unwrap().protocol, None);
+    let cell = crate::placement::Cell::from_file(&unset.to_file_cell(), "cell").unwrap();
+    assert_eq!(cell.targets[0].protocol, Protocol::Http1);
+    // A name outside the three is named with the accepted ones; so is a non-string.
+    let mut bad = item.clone();
+    bad.insert("protocol".to_owned(), s("h2"));
+    let e = cell_from_item(&bad).unwrap_err();
+    assert_eq!((e.field.as_str(), e.value.as_str()), ("protocol", "h2"));
+    assert!(e.reason.contains("http1, http2 or auto"), "{e:?}");
+    bad.insert("protocol".to_owned(), AttributeValue::N("2".to_owned()));
+    assert_eq!(cell_from_item(&bad).unwrap_err().field, "protocol");
 }
