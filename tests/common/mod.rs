@@ -6,6 +6,10 @@ pub mod cells;
 pub mod cli;
 pub mod dns;
 pub mod dynamo;
+pub mod grpc_cell;
+pub mod grpc_checks;
+pub mod grpc_client;
+pub mod h2_echo;
 pub mod h2raw;
 pub mod jwks;
 pub mod limits;
@@ -121,6 +125,33 @@ pub fn registry(cells: &[(String, Vec<String>)], tenants: &[(&str, &str, &str)])
     for (i, (tenant, cell, status)) in tenants.iter().enumerate() {
         s.push_str(&format!("[[tenants]]\nid = \"{tenant}\"\ncell = \"{cell}\"\nstatus = \"{status}\"\nversion = {}\n\n", i + 1));
     }
+    s
+}
+
+/// A cell for [`registry_with_protocols`]: id, `protocol` (none: the key is left out) and
+/// target URLs.
+pub struct CellSpec<'a> {
+    pub id: &'a str,
+    pub protocol: Option<&'a str>,
+    pub targets: Vec<String>,
+}
+
+/// Registry text like [`registry`], with each cell's `protocol` key where it has one.
+pub fn registry_with_protocols(cells: &[CellSpec], tenants: &[(&str, &str, &str)]) -> String {
+    let mut s = String::new();
+    for c in cells {
+        let t: Vec<String> = c.targets.iter().map(|t| format!("\"{t}\"")).collect();
+        s.push_str(&format!(
+            "[[cells]]\nid = \"{}\"\ntargets = [{}]\n",
+            c.id,
+            t.join(", ")
+        ));
+        if let Some(p) = c.protocol {
+            s.push_str(&format!("protocol = \"{p}\"\n"));
+        }
+        s.push('\n');
+    }
+    s.push_str(&registry(&[], tenants));
     s
 }
 
