@@ -347,6 +347,18 @@ async fn a_tonic_client_reads_the_proxys_refusals_as_statuses() {
             ok(first, "the call within the rate").into_inner().cell,
             "cell-1"
         );
+        // Each answer counted by its grpc-status: the cell's OK, the proxy's refusals.
+        let m = h.admin_get("/metrics").await.unwrap().body;
+        let grpc = |cell: &str, status: &str| {
+            common::limits::sum(
+                &m,
+                "cellgate_grpc_responses_total",
+                &[("cell", cell), ("grpc_status", status)],
+            )
+        };
+        assert_eq!(grpc("none", "NOT_FOUND"), 1.0, "{m}");
+        assert_eq!(grpc("cell-1", "RESOURCE_EXHAUSTED"), 1.0, "{m}");
+        assert_eq!(grpc("cell-1", "OK"), 1.0, "{m}");
         h.shutdown().await;
     })
     .await;
@@ -414,6 +426,9 @@ async fn a_moved_tenants_stream_ends_and_its_neighbours_goes_on() {
         .expect("the moved tenant's stream still open 3 s after the move");
         let status = end.expect("the moved tenant's stream ended with status OK");
         assert!(after < 60, "{after} messages after the move ({status:?})");
+        // Ended between two messages with a status clients retry, naming why.
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().starts_with("tenant_moved"), "{status:?}");
         for _ in 0..3 {
             assert_eq!(
                 next(&mut stayer).await.cell,
