@@ -201,3 +201,37 @@ async fn a_cell_closing_connections_under_load_loses_nothing() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn health_checks_speak_http2_to_an_http2_cell() {
+    within(async {
+        let cell = H2Cell::start(None, Duration::ZERO).await;
+        let checks = "\n[upstream.health_check]\npath = \"/healthz\"\ninterval = \"50ms\"\n\
+                      timeout = \"50ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n";
+        let h = proxy(&cell, checks).await;
+        let url = format!("http://{}", cell.addr);
+        common::cells::eventually(Duration::from_secs(5), "two passing checks", || {
+            let h = &h;
+            let url = url.clone();
+            async move {
+                let m = h.admin_get("/metrics").await.unwrap().body;
+                let pass = sum(
+                    &m,
+                    "cellgate_health_checks_total",
+                    &[("target", &url), ("result", "pass")],
+                );
+                let fail = sum(
+                    &m,
+                    "cellgate_health_checks_total",
+                    &[("target", &url), ("result", "fail")],
+                );
+                assert_eq!(fail, 0.0, "an HTTP/1.1 probe of an HTTP/2-only cell fails");
+                pass >= 2.0
+            }
+        })
+        .await;
+        let answers = load(&h, 4, 4).await;
+        assert!(answers.iter().all(|(s, _)| *s == StatusCode::OK));
+    })
+    .await;
+}

@@ -9,12 +9,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
-use super::Target;
 use super::endpoint::{Arm, Endpoint, Upstreams};
+use super::h2::Connectors;
 #[cfg(doc)]
 use super::health::Health;
+use super::{Protocol, Target};
 use crate::config::HealthCheckConfig;
 
 /// Records a gateway failure (connect failure, reset, or a 502/503/504) of `ep`, an address of
@@ -63,7 +63,7 @@ pub async fn check_loop(
     target: Target,
     ep: Arc<Endpoint>,
     cfg: Arc<HealthCheckConfig>,
-    tls: TlsConnector,
+    tls: Connectors,
 ) {
     // Spread the first probes so a large registry does not probe everything at once.
     let jitter = cfg.interval.mul_f64(fastrand::f64());
@@ -94,12 +94,13 @@ pub async fn check_loop(
     }
 }
 
-/// One `GET` of the health path on a fresh connection; the response status.
+/// One `GET` of the health path on a fresh connection, in the protocol the target's cell
+/// speaks (HTTP/2 for `http2`, and for `auto` when ALPN settles on it); the response status.
 async fn probe(
     target: &Target,
     ep: &Endpoint,
     cfg: &HealthCheckConfig,
-    tls: &TlsConnector,
+    tls: &Connectors,
 ) -> Result<u16, String> {
     let tcp = TcpStream::connect(ep.addr)
         .await
@@ -108,25 +109,36 @@ async fn probe(
     let req = Request::get(cfg.path.as_str())
         .header(http::header::HOST, target.authority.clone())
         .header(http::header::USER_AGENT, "cellgate-health-check")
-        .header(http::header::CONNECTION, "close")
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;
     match &target.server_name {
+        None if target.protocol == Protocol::Http2 => send_h2(TokioIo::new(tcp), req, target).await,
         None => send(TokioIo::new(tcp), req).await,
         Some(name) => {
             let s = tls
+                .of(target.protocol)
                 .connect(name.clone(), tcp)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            send(TokioIo::new(s), req).await
+            if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                send_h2(TokioIo::new(s), req, target).await
+            } else if target.protocol == Protocol::Http2 {
+                Err("TLS: the target did not agree to h2 over ALPN".to_owned())
+            } else {
+                send(TokioIo::new(s), req).await
+            }
         }
     }
 }
 
-async fn send<I>(io: I, req: Request<Empty<bytes::Bytes>>) -> Result<u16, String>
+async fn send<I>(io: I, mut req: Request<Empty<bytes::Bytes>>) -> Result<u16, String>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    req.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| e.to_string())?;
@@ -134,6 +146,38 @@ where
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     // Read the (small) body so the target sees a complete exchange.
+    let _ = resp.into_body().collect().await;
+    conn.abort();
+    Ok(status)
+}
+
+async fn send_h2<I>(
+    io: I,
+    mut req: Request<Empty<bytes::Bytes>>,
+    target: &Target,
+) -> Result<u16, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    req.headers_mut().remove(http::header::HOST);
+    let scheme = if target.server_name.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    *req.uri_mut() = http::Uri::builder()
+        .scheme(scheme)
+        .authority(target.authority.as_bytes())
+        .path_and_query(req.uri().path_and_query().map_or("/", |p| p.as_str()))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .map_err(|e| e.to_string())?;
+    let conn = tokio::spawn(conn);
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
     let _ = resp.into_body().collect().await;
     conn.abort();
     Ok(status)

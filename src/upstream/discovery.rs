@@ -19,11 +19,11 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio::task::{AbortHandle, JoinSet};
-use tokio_rustls::TlsConnector;
 
 use super::Target;
 use super::checks;
 use super::endpoint::{Endpoint, TargetState, Upstreams};
+use super::h2::Connectors;
 use crate::config::{DnsConfig, HealthCheckConfig, UpstreamConfig};
 use crate::shutdown::{Stop, stopped};
 
@@ -126,7 +126,7 @@ struct Ctx {
     up: Arc<Upstreams>,
     dns: Dns,
     health: Option<Arc<HealthCheckConfig>>,
-    tls: TlsConnector,
+    tls: Connectors,
 }
 
 /// What discovery follows: the targets named now, and a signal whenever they may have changed.
@@ -149,7 +149,7 @@ pub async fn run<W: Watched>(
     let ctx = Ctx {
         dns: Dns::new(&cfg.dns),
         health: cfg.health_check.map(Arc::new),
-        tls: TlsConnector::from(tls),
+        tls: Connectors::new(&tls),
         up: Arc::clone(&up),
     };
     let mut changes = watched.changes();

@@ -12,6 +12,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme as UriScheme};
@@ -19,8 +20,9 @@ use http::{Request, Uri, Version, header};
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::time::{Duration, Instant};
+use tokio_rustls::TlsConnector;
 
-use super::{LocalExec, RequestBody, Scheme};
+use super::{LocalExec, Protocol, RequestBody, Scheme};
 use crate::config::UpstreamHttp2Config;
 
 /// One shared connection and the streams it carries now.
@@ -118,6 +120,41 @@ impl Conns {
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+}
+
+/// TLS to targets offering ALPN `http/1.1`, `h2`, or both: one per way a cell's `protocol`
+/// may ask (the same roots and settings otherwise).
+#[derive(Clone)]
+pub struct Connectors {
+    pub http1: TlsConnector,
+    pub http2: TlsConnector,
+    pub either: TlsConnector,
+}
+
+impl Connectors {
+    #[must_use]
+    pub fn new(tls: &Arc<rustls::ClientConfig>) -> Self {
+        let alpn = |protocols: &[&[u8]]| {
+            let mut c = (**tls).clone();
+            c.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+            TlsConnector::from(Arc::new(c))
+        };
+        Self {
+            http1: alpn(&[b"http/1.1"]),
+            http2: alpn(&[b"h2"]),
+            either: alpn(&[b"h2", b"http/1.1"]),
+        }
+    }
+
+    /// The connector for a target whose cell's protocol is `protocol`.
+    #[must_use]
+    pub fn of(&self, protocol: Protocol) -> &TlsConnector {
+        match protocol {
+            Protocol::Http1 => &self.http1,
+            Protocol::Http2 => &self.http2,
+            Protocol::Auto => &self.either,
+        }
     }
 }
 

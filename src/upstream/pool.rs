@@ -25,7 +25,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, timeout, timeout_at};
-use tokio_rustls::TlsConnector;
 
 use super::{Endpoint, LocalExec, Protocol, RequestBody, Scheme, Target, UpstreamError, h2};
 use crate::config::UpstreamConfig;
@@ -66,9 +65,7 @@ pub struct Pool {
     max_idle_per_target: usize,
     idle_timeout: Duration,
     /// TLS offering ALPN `http/1.1`, `h2`, or both (a cell's `protocol`).
-    tls: TlsConnector,
-    tls_h2: TlsConnector,
-    tls_either: TlsConnector,
+    tls: h2::Connectors,
     h2: hyper::client::conn::http2::Builder<LocalExec>,
     max_streams: u32,
 }
@@ -147,18 +144,11 @@ impl Drop for Connecting<'_> {
 impl Pool {
     #[must_use]
     pub fn new(cfg: &UpstreamConfig, tls: Arc<rustls::ClientConfig>) -> Rc<Self> {
-        let alpn = |protocols: &[&[u8]]| {
-            let mut c = (*tls).clone();
-            c.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
-            TlsConnector::from(Arc::new(c))
-        };
         Rc::new(Self {
             idle: RefCell::new(HashMap::new()),
             max_idle_per_target: cfg.pool_max_idle_per_target,
             idle_timeout: cfg.pool_idle_timeout,
-            tls: TlsConnector::from(Arc::clone(&tls)),
-            tls_h2: alpn(&[b"h2"]),
-            tls_either: alpn(&[b"h2", b"http/1.1"]),
+            tls: h2::Connectors::new(&tls),
             h2: h2::builder(&cfg.http2),
             max_streams: cfg.http2.max_concurrent_streams,
         })
@@ -434,9 +424,9 @@ impl Pool {
             };
         };
         let tls = match alpn {
-            Alpn::Http1 => &self.tls,
-            Alpn::Http2 => &self.tls_h2,
-            Alpn::Either => &self.tls_either,
+            Alpn::Http1 => &self.tls.http1,
+            Alpn::Http2 => &self.tls.http2,
+            Alpn::Either => &self.tls.either,
         };
         let tls = timeout(limit, tls.connect(name.clone(), tcp))
             .await
