@@ -259,6 +259,7 @@ fn cell_json(shared: &Shared, c: &crate::placement::Cell) -> serde_json::Value {
         "targets": targets,
         "groups": groups,
         "preserve_host": c.preserve_host,
+        "protocol": c.protocol.as_str(),
         "max_in_flight": c.max_in_flight,
         "wave": c.wave,
         "in_flight": c.metrics(&shared.metrics).in_flight.get(),

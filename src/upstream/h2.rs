@@ -112,15 +112,6 @@ impl Conns {
         });
         !self.list.is_empty() || self.connecting.is_some()
     }
-
-    /// Connections held (tests and the admin API).
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
 }
 
 /// TLS to targets offering ALPN `http/1.1`, `h2`, or both: one per way a cell's `protocol`

@@ -224,18 +224,6 @@ impl Pool {
         });
     }
 
-    /// Idle HTTP/1.1 connections held now, in all (tests and the admin API).
-    #[must_use]
-    pub fn idle_count(&self) -> usize {
-        self.idle.borrow().values().map(|s| s.idle.len()).sum()
-    }
-
-    /// HTTP/2 connections held now, busy or idle (tests and the admin API).
-    #[must_use]
-    pub fn http2_count(&self) -> usize {
-        self.idle.borrow().values().map(|s| s.h2.len()).sum()
-    }
-
     /// Sends `req` to endpoint `ep` of `target` on a pooled or new connection and waits for the
     /// response head, for at most the read timeout from `now` and never past `deadline`.
     /// `upgrade` asks for a fresh HTTP/1.1 connection that may switch protocols (never pooled).
