@@ -360,7 +360,7 @@ L.append("|---|---:|---:|---:|---:|---:|---:|---|---:|")
 for c in order:
     m = med[c]; d = med.get(direct_of.get(c, ""), None)
     ratio = f"{m['rps'] / d['rps']:.2f}" if d and d["rps"] else ("1.00" if not proxied(c) else "n/a")
-    dp99 = f"+{m['p99_us'] - d['p99_us']:,.0f}" if d else "—"
+    dp99 = f"{m['p99_us'] - d['p99_us']:+,.0f}" if d else "—"
     cpu = f"{m['cpu_us']:.2f} ({m['user_us']:.2f} + {m['sys_us']:.2f})" if proxied(c) else "—"
     errs = ",".join(sorted({x["errors"] for x in rows if x["contestant"] == c}))
     worst = max(x["other_cpu"] for x in rows if x["contestant"] == c)
