@@ -10,6 +10,7 @@
 mod common;
 mod dynamo_lite;
 mod frame;
+mod grpc;
 mod process;
 mod scenarios;
 
@@ -28,7 +29,9 @@ fn main() {
                 println!("  {:<8} {}", s.name, s.about);
             }
             println!(
-                "tools:\n  dynamo-lite  a fast in-memory DynamoDB-API server on 127.0.0.1 (--port P --tenants N --cells C --targets URL,..)"
+                "tools:\n  dynamo-lite  a fast in-memory DynamoDB-API server on 127.0.0.1 (--port P --tenants N --cells C --targets URL,..)\n  \
+                 grpc-cell    the echo.Echo gRPC cell (h2c) on a free 127.0.0.1 port, for --secs (900)\n  \
+                 grpc-load    N concurrent gRPC calls for --secs at --addr (or a cell of its own): calls/s, p50/p99, errors by code"
             );
             return;
         }
@@ -47,6 +50,8 @@ fn main() {
             return;
         }
         "dynamo-lite" => std::process::exit(dynamo_lite::run(rest)),
+        "grpc-cell" => std::process::exit(grpc::run_cell(rest)),
+        "grpc-load" => std::process::exit(grpc::run_load(rest)),
         _ => {}
     }
     let Some(s) = scenarios::find(&name) else {

@@ -15,8 +15,9 @@ TARGET="${CARGO_TARGET_DIR:-target}/release"
 DRIVER="$TARGET/examples/loadtest"
 case "$scenario" in
   list | -h | --help | help) exec "$DRIVER" list ;;
-  # A tool, not a scenario: the fast local DynamoDB-API server, in the foreground.
-  dynamo-lite) exec "$DRIVER" dynamo-lite "$@" ;;
+  # Tools, not scenarios: the fast local DynamoDB-API server, the gRPC echo cell and the gRPC
+  # load driver, in the foreground.
+  dynamo-lite | grpc-cell | grpc-load) exec "$DRIVER" "$scenario" "$@" ;;
 esac
 plan=$("$DRIVER" plan "$scenario" "$@") || exit 2
 moto=0 proxy_process=0
