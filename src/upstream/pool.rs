@@ -248,7 +248,9 @@ impl Pool {
             };
             let (lease, connected) = match pooled {
                 Some(lease) => (lease, false),
-                None => match self.open(target, ep, t.connect, alpn, upgrade).await {
+                // Boxed: connecting (TCP, TLS, either handshake) is the cold path, and inline
+                // its state would make every request's future several KB larger to move.
+                None => match Box::pin(self.open(target, ep, t.connect, alpn, upgrade)).await {
                     Ok(opened) => opened,
                     Err(error) => {
                         return Err(SendFailure {
