@@ -25,6 +25,8 @@ pub enum ProxyError {
     #[error(transparent)]
     Hygiene(#[from] crate::hygiene::Violation),
     #[error(transparent)]
+    Desync(#[from] crate::desync::Reason),
+    #[error(transparent)]
     Identify(#[from] IdentifyError),
     #[error(transparent)]
     Route(#[from] RouteError),
@@ -116,6 +118,7 @@ impl ProxyError {
         use StatusCode as S;
         match self {
             Self::Hygiene(v) => ErrorResponse::new(v.status(), v.code(), O::bad_request),
+            Self::Desync(r) => ErrorResponse::new(r.status(), r.code(), O::bad_request),
             Self::Identify(IdentifyError::Tenant(e)) => match e {
                 TenantError::Invalid(_) => {
                     ErrorResponse::new(S::BAD_REQUEST, "invalid_tenant", O::bad_request)

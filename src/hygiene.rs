@@ -1,19 +1,14 @@
-//! The *hygiene* stage: requests whose framing or addressing two HTTP implementations could
-//! read differently are refused before anything else looks at them (400, and the connection
-//! is closed, since where the next request starts is no longer certain).
+//! The *hygiene* stage: requests whose addressing two HTTP implementations could read
+//! differently are refused before anything else looks at them (400, and an HTTP/1 connection is
+//! closed): several `Host` headers, a `Host` that disagrees with the request target's authority
+//! (absolute-form, or HTTP/2's `:authority`), a missing `Host` in HTTP/1.1, and header names
+//! with an underscore (`server.headers_with_underscores`). One pass over the header names, a
+//! few lookups.
 //!
-//! hyper already refuses malformed `Content-Length` values, differing duplicate lengths,
-//! obs-fold, and CR, LF or NUL inside names or values (those end the connection before a
-//! request exists; `server.rs` counts them as `malformed`). It settles `Content-Length` with
-//! `Transfer-Encoding` itself, as nginx and HAProxy do: chunked wins, the length is removed
-//! and the connection is closed after the answer, so this stage never sees that pair on an
-//! HTTP/1 request (the check stays for any other engine); a `Content-Length` repeated with the
-//! same value is kept once (RFC 9110 §8.6). This stage adds what hyper lets through: a
-//! repeated `Content-Length`
-//! (even with the same value), a `Transfer-Encoding` other than exactly `chunked`, several
-//! `Host` headers, a `Host` that disagrees with the request target's authority (absolute-form,
-//! or HTTP/2's `:authority`), a missing `Host` in HTTP/1.1, and header names with an underscore
-//! (`server.headers_with_underscores`). One pass over the header names, a few lookups.
+//! HTTP/1 body framing (`Content-Length`, `Transfer-Encoding`, chunk sizes) and everything
+//! else about the raw bytes of an HTTP/1 head is the desync classifier's ([`crate::desync`]),
+//! which sees the head before hyper parses it; it refuses a duplicate or disagreeing `Host`
+//! there too, so on HTTP/1 this stage's host checks are a second line.
 //!
 //! [`limits`] adds the size limits hyper does not enforce: the target's length (414), an
 //! HTTP/2 head's field count (431) and a declared body length (413); a streamed body is
@@ -21,19 +16,13 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
-use http::{HeaderValue, StatusCode, Version};
+use http::{StatusCode, Version};
 
 use crate::config::{HeaderUnderscores, IngressLimits, ServerConfig};
 
 /// Why a request was refused; `reason` is the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Violation {
-    #[error("both Content-Length and Transfer-Encoding")]
-    LengthAndChunked,
-    #[error("repeated or malformed Content-Length")]
-    ContentLength,
-    #[error("Transfer-Encoding other than exactly \"chunked\"")]
-    TransferEncoding,
     #[error("several Host headers")]
     SeveralHosts,
     #[error("Host disagrees with the request target's authority")]
@@ -55,9 +44,6 @@ impl Violation {
     #[must_use]
     pub const fn reason(self) -> &'static str {
         match self {
-            Self::LengthAndChunked => "content_length_and_transfer_encoding",
-            Self::ContentLength => "content_length",
-            Self::TransferEncoding => "transfer_encoding",
             Self::SeveralHosts => "several_hosts",
             Self::HostMismatch => "host_mismatch",
             Self::HostMissing => "host_missing",
@@ -83,9 +69,6 @@ impl Violation {
     #[must_use]
     pub const fn code(self) -> &'static str {
         match self {
-            Self::LengthAndChunked | Self::ContentLength | Self::TransferEncoding => {
-                "invalid_framing"
-            }
             Self::SeveralHosts | Self::HostMismatch | Self::HostMissing => "invalid_host",
             Self::Underscore => "invalid_header_name",
             Self::UriTooLong => "uri_too_long",
@@ -110,9 +93,6 @@ pub fn screen(parts: &mut Parts, server: &ServerConfig) -> Result<(), Violation>
 /// underscores are to be dropped).
 pub fn check(parts: &Parts, underscores: HeaderUnderscores) -> Result<(), Violation> {
     let h = &parts.headers;
-    if parts.version < Version::HTTP_2 {
-        framing(h)?;
-    }
     host(parts)?;
     if underscores == HeaderUnderscores::Reject && h.keys().any(underscored) {
         return Err(Violation::Underscore);
@@ -157,27 +137,6 @@ pub fn drop_underscored(headers: &mut HeaderMap) {
 
 fn underscored(name: &HeaderName) -> bool {
     name.as_str().as_bytes().contains(&b'_')
-}
-
-/// HTTP/1 body framing: one way to find the end of the body, spelled one way.
-fn framing(h: &HeaderMap) -> Result<(), Violation> {
-    let mut te = h.get_all(header::TRANSFER_ENCODING).iter();
-    let mut cl = h.get_all(header::CONTENT_LENGTH).iter();
-    match (te.next(), cl.next()) {
-        (Some(_), Some(_)) => Err(Violation::LengthAndChunked),
-        (Some(v), None)
-            if te.next().is_some() || !v.as_bytes().eq_ignore_ascii_case(b"chunked") =>
-        {
-            Err(Violation::TransferEncoding)
-        }
-        (None, Some(v)) if cl.next().is_some() || !digits(v) => Err(Violation::ContentLength),
-        _ => Ok(()),
-    }
-}
-
-fn digits(v: &HeaderValue) -> bool {
-    let b = v.as_bytes();
-    !b.is_empty() && b.len() <= 19 && b.iter().all(u8::is_ascii_digit)
 }
 
 /// One `Host`, agreeing with the target's authority when there is one.
@@ -251,39 +210,6 @@ mod tests {
     fn each_smuggling_shape_is_refused_with_its_reason() {
         use Violation as V;
         let cases: &[(&[(&str, &str)], V)] = &[
-            (
-                &[
-                    ("host", "a"),
-                    ("content-length", "4"),
-                    ("transfer-encoding", "chunked"),
-                ],
-                V::LengthAndChunked,
-            ),
-            (
-                &[
-                    ("host", "a"),
-                    ("content-length", "3"),
-                    ("content-length", "3"),
-                ],
-                V::ContentLength,
-            ),
-            (&[("host", "a"), ("content-length", "-1")], V::ContentLength),
-            (
-                &[("host", "a"), ("transfer-encoding", "gzip, chunked")],
-                V::TransferEncoding,
-            ),
-            (
-                &[
-                    ("host", "a"),
-                    ("transfer-encoding", "chunked"),
-                    ("transfer-encoding", "chunked"),
-                ],
-                V::TransferEncoding,
-            ),
-            (
-                &[("host", "a"), ("transfer-encoding", "identity")],
-                V::TransferEncoding,
-            ),
             (&[("host", "a"), ("host", "b")], V::SeveralHosts),
             (&[], V::HostMissing),
             (&[("host", "a"), ("x_tenant_id", "globex")], V::Underscore),

@@ -13,6 +13,7 @@ pub mod aws;
 pub mod certs;
 pub mod config;
 pub mod demo;
+pub mod desync;
 pub mod entitle;
 pub mod error;
 pub mod hash;

@@ -44,6 +44,7 @@ pub struct FileServer {
     pub workers: Option<usize>,
     pub shutdown_grace: Option<String>,
     pub headers_with_underscores: Option<String>,
+    pub desync_mitigation: Option<String>,
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_uri_bytes: Option<usize>,

@@ -18,6 +18,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// What a request header name with an underscore gets (`server.headers_with_underscores`).
     pub underscores: HeaderUnderscores,
+    /// What each class of HTTP/1 request gets (`server.desync_mitigation`).
+    pub desync: crate::desync::Mode,
     /// Sizes and times a client must keep within.
     pub limits: IngressLimits,
     /// Connections the proxy holds at once.
@@ -218,6 +220,16 @@ pub(super) fn build_server(
                     "one of \"reject\", \"drop\", \"allow\"",
                 ));
             }
+        },
+        desync: match s.desync_mitigation.as_deref() {
+            None => crate::desync::Mode::default(),
+            Some(v) => crate::desync::Mode::parse(v).ok_or_else(|| {
+                FieldError::new(
+                    "server.desync_mitigation",
+                    v,
+                    "one of \"monitor\", \"defensive\", \"strictest\"",
+                )
+            })?,
         },
         limits,
         connections,

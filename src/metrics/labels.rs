@@ -177,6 +177,13 @@ pub(super) struct RejectLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct DesyncLabels {
+    pub(super) class: &'static str,
+    pub(super) reason: &'static str,
+    pub(super) action: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(super) struct ListenerLabels {
     pub(super) listener: String,
 }

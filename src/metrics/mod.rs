@@ -34,7 +34,8 @@ pub use fleet::{
 };
 pub use histogram::{LATENCY_BUCKETS, LatencyHistogram};
 use labels::{
-    CellLabels, ConnectLabels, GrpcLabels, LimitedLabels, ListenerLabels, ReasonLabel, RejectLabels,
+    CellLabels, ConnectLabels, DesyncLabels, GrpcLabels, LimitedLabels, ListenerLabels,
+    ReasonLabel, RejectLabels,
 };
 pub use labels::{Label, LimitKind, Outcome, UpstreamErrorKind};
 use labels::{RequestLabels, UpstreamErrorLabels};
@@ -66,6 +67,7 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     rejected: Family<RejectLabels, Counter>,
     refused: Family<RejectLabels, Counter>,
+    desync: Family<DesyncLabels, Counter>,
     /// Client connections closed for idleness.
     pub idle_closed: Counter,
     /// The verifier's counters.
@@ -117,6 +119,7 @@ impl Metrics {
             placement: PlacementMetrics::default(),
             access_log_dropped: Counter::default(),
             rejected: Family::default(),
+            desync: Family::default(),
             refused: Family::default(),
             idle_closed: Counter::default(),
             auth: AuthMetrics::default(),
@@ -182,6 +185,11 @@ impl Metrics {
             m.rejected.clone(),
         );
         registry.register(
+            counter_name(n::DESYNC_TOTAL),
+            "HTTP/1 requests found not compliant, by class, reason and action",
+            m.desync.clone(),
+        );
+        registry.register(
             counter_name(n::CONNECTIONS_REFUSED_TOTAL),
             "Client connections closed as soon as accepted, by reason",
             m.refused.clone(),
@@ -242,6 +250,17 @@ impl Metrics {
     /// Counts a request refused before any stage looked at it (hygiene, or hyper's parser).
     pub fn request_rejected(&self, reason: &'static str) {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    /// Counts one desync classifier decision (labels from `desync`'s fixed sets).
+    pub fn desync(&self, class: &'static str, reason: &'static str, action: &'static str) {
+        self.desync
+            .get_or_create(&DesyncLabels {
+                class,
+                reason,
+                action,
+            })
+            .inc();
     }
 
     /// A client connection closed as soon as accepted.

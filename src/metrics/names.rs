@@ -7,6 +7,9 @@
 pub const HTTP_REQUESTS_TOTAL: &str = "cellgate_http_requests_total";
 /// Requests refused by the hygiene stage, the ingress limits or hyper's parser, by `reason`.
 pub const REQUESTS_REJECTED_TOTAL: &str = "cellgate_requests_rejected_total";
+/// HTTP/1 requests the desync classifier found not compliant, by `class` (acceptable,
+/// ambiguous, severe), `reason` and `action` (forward, close, refuse).
+pub const DESYNC_TOTAL: &str = "cellgate_desync_total";
 /// Client connections closed as soon as accepted, by `reason` (`max_connections`,
 /// `max_connections_per_ip`, `proxy_protocol`).
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "cellgate_connections_refused_total";
@@ -175,6 +178,7 @@ pub const ALL: &[&str] = &[
     PLACEMENT_DANGLING_TENANTS,
     ACCESS_LOG_DROPPED_TOTAL,
     REQUESTS_REJECTED_TOTAL,
+    DESYNC_TOTAL,
     CONNECTIONS_REFUSED_TOTAL,
     CONNECTIONS_IDLE_CLOSED_TOTAL,
     HTTP_CONNECTIONS_TOTAL,

@@ -1,6 +1,7 @@
 //! A listener's connections, from accept to hyper: the connection caps, the PROXY protocol
-//! header from trusted hops, the TLS handshake, the connection's clocks ([`ConnIo`]) and the
-//! hyper connection with the ingress limits it enforces itself ([`http_builder`]).
+//! header from trusted hops, the TLS handshake, the connection's clocks ([`ConnIo`]), the
+//! desync guard ([`Guard`]) and the hyper connection with the ingress limits it enforces
+//! itself ([`http_builder`]).
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -19,8 +20,10 @@ use tokio_rustls::TlsAcceptor;
 
 use super::caps::{Refused, Slot};
 use super::conn::{Clocks, ConnIo, ConnState, Tracked};
-use super::{Client, Shared, Worker, client_addr, handle};
+use super::guard::{Answers, Guard};
+use super::{Client, CloseAfter, Shared, Worker, client_addr, handle};
 
+use crate::desync::{self, tracker::Tracker};
 use crate::shutdown::{Stop, stopped};
 use crate::upstream::LocalExec;
 
@@ -205,12 +208,22 @@ where
         header: server.limits.header_timeout,
         idle: server.limits.idle_timeout,
     };
-    let io = TokioIo::new(ConnIo::new(
-        io,
-        Arc::clone(&state),
-        clocks,
-        Arc::clone(&metrics),
-    ));
+    let io = ConnIo::new(io, Arc::clone(&state), clocks, Arc::clone(&metrics));
+    let limits = &server.limits;
+    let tracker = Tracker::new(
+        server.desync,
+        desync::head::Limits {
+            max_head: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+            max_uri: limits.max_uri_bytes,
+        },
+    );
+    let answers = Answers {
+        shared: Arc::clone(&worker.shared),
+        meter: worker.meter.clone(),
+        client,
+    };
+    let io = TokioIo::new(Guard::new(io, tracker, Arc::clone(&state), answers));
     let xff = server.trust_x_forwarded_for && client_addr::trusted(&server.trusted_hops, client);
     let client = Rc::new(Client::new(
         peer,
@@ -219,12 +232,17 @@ where
         xff,
         Arc::clone(&state),
     ));
-    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let active = client.conn.begin();
         // A draining proxy closes each HTTP/1 connection after the answer to a request that
-        // arrived while it drains (one that arrived before is followed by a quiet close).
-        let close =
-            req.version() < http::Version::HTTP_2 && worker.shared.draining.load(Ordering::Relaxed);
+        // arrived while it drains (one that arrived before is followed by a quiet close); so
+        // does the answer to a request the desync guard found ambiguous.
+        let h1 = req.version() < http::Version::HTTP_2;
+        let desync = h1 && client.conn.closes_after(active.seq());
+        if desync {
+            req.extensions_mut().insert(CloseAfter);
+        }
+        let close = desync || (h1 && worker.shared.draining.load(Ordering::Relaxed));
         let served = handle(Rc::clone(&worker), req, Rc::clone(&client));
         async move {
             let mut resp = served.await?;

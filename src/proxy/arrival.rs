@@ -48,6 +48,28 @@ impl Arrival {
         }
     }
 
+    /// A request known only by the raw head the desync guard refused: its method and target
+    /// when they can be read (else `-` and `*`), a fresh id.
+    #[must_use]
+    pub fn raw(head: &[u8]) -> Self {
+        let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+        let mut words = line.split(|&b| b == b' ');
+        let method = words.next().and_then(|m| Method::from_bytes(m).ok());
+        let uri = words.next().and_then(|t| Uri::try_from(t).ok());
+        Self {
+            start: Instant::now(),
+            request_id: rewrite::request_id(&http::HeaderMap::new()),
+            method: method
+                .or_else(|| Method::from_bytes(b"-").ok())
+                .unwrap_or_default(),
+            uri: uri.unwrap_or_else(|| Uri::from_static("*")),
+            api_key: None,
+            bytes_in: None,
+            route: None,
+            grpc: false,
+        }
+    }
+
     /// The access-log record of this request so far (bytes and the total are filled in when
     /// its body ends).
     #[must_use]

@@ -51,6 +51,15 @@ impl ProxyBody {
         Self::Full { data: None }
     }
 
+    /// The bytes of a body the proxy wrote itself (`None` for a cell's body).
+    #[must_use]
+    pub fn into_full(self) -> Option<Bytes> {
+        match self {
+            Self::Full { data } => Some(data.unwrap_or_default()),
+            Self::Upstream { .. } => None,
+        }
+    }
+
     #[must_use]
     pub const fn upstream(
         body: UpstreamBody,

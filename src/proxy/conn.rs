@@ -50,19 +50,45 @@ pub struct ConnState {
     /// Reads that brought bytes (wraps): a drain closes an HTTP/1 connection only once it has
     /// been quiet for a while.
     reads: AtomicU32,
+    /// The request (its `seq` + 1; 0: none) after whose answer the connection closes: the
+    /// desync guard forwarded it as ambiguous.
+    close_after: AtomicU32,
 }
 
 impl ConnState {
     /// Marks a request in flight until the returned guard drops.
     #[must_use]
     pub fn begin(self: &Arc<Self>) -> Active {
-        self.started.fetch_add(1, Ordering::Relaxed);
-        Active(Arc::clone(self))
+        let seq = self.started.fetch_add(1, Ordering::Relaxed);
+        Active(Arc::clone(self), seq)
     }
 
     /// The connection now carries a tunnel: its timers stop for good.
     pub fn upgraded(&self) {
         self.upgraded.store(true, Ordering::Relaxed);
+        self.waker.wake();
+    }
+
+    #[must_use]
+    pub fn is_upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Relaxed)
+    }
+
+    /// The connection closes after the answer to request `seq`.
+    pub fn close_after(&self, seq: u32) {
+        self.close_after
+            .store(seq.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Whether the answer to request `seq` must close the connection.
+    #[must_use]
+    pub fn closes_after(&self, seq: u32) -> bool {
+        self.close_after.load(Ordering::Relaxed) == seq.wrapping_add(1)
+    }
+
+    /// Wakes `waker` when a request in flight finishes or the connection is upgraded.
+    pub fn on_change(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
     }
 
     #[must_use]
@@ -83,9 +109,17 @@ impl ConnState {
     }
 }
 
-/// A request in flight on its connection (see [`ConnState::begin`]).
+/// A request in flight on its connection (see [`ConnState::begin`]), and its place on it.
 #[derive(Debug)]
-pub struct Active(Arc<ConnState>);
+pub struct Active(Arc<ConnState>, u32);
+
+impl Active {
+    /// The request's place on its connection (0 for the first).
+    #[must_use]
+    pub const fn seq(&self) -> u32 {
+        self.1
+    }
+}
 
 impl Drop for Active {
     fn drop(&mut self) {

@@ -28,6 +28,7 @@ pub mod client_addr;
 pub mod conn;
 mod forward;
 pub mod grpc;
+mod guard;
 pub mod moves;
 mod refuse;
 mod respond;
@@ -62,6 +63,11 @@ use crate::placement::lookup::Lookup;
 use crate::ratelimit::Limiter;
 use crate::routing::Placer;
 use crate::upstream::{Pool, RequestBody, Timeouts, Upstreams};
+
+/// Marks a request the desync guard forwarded as ambiguous: its answer closes the client
+/// connection, and the upstream connection it used is not reused.
+#[derive(Debug, Clone, Copy)]
+pub struct CloseAfter;
 
 /// State shared by every worker.
 #[derive(Debug)]
@@ -356,6 +362,14 @@ pub async fn handle(
         keep_te_trailers: cell.protocol != crate::upstream::Protocol::Http1,
     };
     let on_upgrade = rewrite::request(&mut parts, &trusted, upgrade);
+    // An ambiguous request (desync guard, `defensive`): the cell is told, and its HTTP/1.1
+    // connection is not reused, so nothing it might have read as a second request is answered.
+    let close_after = parts.extensions.get::<CloseAfter>().is_some();
+    if close_after && !upgrading {
+        parts
+            .headers
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
 
     // forward: one address of the tenant's arm, retried within the arm when safe.
     let sent_at = tokio::time::Instant::now();
@@ -373,7 +387,7 @@ pub async fn handle(
         arrival.start + limits.request_timeout,
         arrival.bytes_in.clone(),
     );
-    let forwarded = match forward(
+    let mut forwarded = match forward(
         &s.upstream(&w.pool),
         cell,
         cm,
@@ -397,6 +411,15 @@ pub async fn handle(
             ));
         }
     };
+
+    if close_after
+        && matches!(
+            forwarded.exchange.lease,
+            Some(crate::upstream::pool::Lease::Http1(_))
+        )
+    {
+        forwarded.exchange.lease = None;
+    }
 
     // respond (the access-log line is finished when the body ends).
     let routed = Routed {

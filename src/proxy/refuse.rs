@@ -3,7 +3,8 @@
 //! gets the same as a gRPC status instead), the
 //! `RateLimit` headers of a 429, its metrics and access-log line, and its tenant's usage.
 //!
-//! [`crate::error`] decides what each refusal means; this module writes the answer.
+//! [`crate::error`] decides what each refusal means; this module writes the answer ([`raw`]:
+//! as bytes, for the heads the desync guard refuses before hyper reads them).
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use http::{Response, Version};
 use super::ProxyBody;
 use super::arrival::Arrival;
 use crate::accesslog::AccessLog;
+use crate::desync::Reason;
 use crate::error::{GrpcStatus, ProxyError, error_body, grpc_message};
 use crate::headers::{GRPC_MESSAGE, GRPC_STATUS, RATELIMIT, RATELIMIT_POLICY, X_REQUEST_ID};
 use crate::hygiene::Violation;
@@ -52,6 +54,36 @@ pub fn hygiene(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// A head the desync guard refused before hyper read it: counted (`requests_rejected_total`
+/// by the reason), logged and answered like any refusal, returned as the whole HTTP/1.1
+/// answer in bytes (the guard writes it; `Connection: close`).
+pub fn raw(ledger: Ledger<'_>, reason: Reason, head: &[u8]) -> Vec<u8> {
+    ledger.metrics.request_rejected(reason.label());
+    let a = Arrival::raw(head);
+    let (parts, body) = refuse(ledger, &a, reason.into(), None, None).into_parts();
+    let body = body.into_full().unwrap_or_default();
+    let status = parts.status;
+    let mut out = Vec::with_capacity(192 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\ndate: ");
+    out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
+    out.extend_from_slice(&body);
+    out
 }
 
 /// A refusal as a gRPC client reads one: HTTP 200, no body (a trailers-only response), the

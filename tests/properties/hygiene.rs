@@ -1,5 +1,6 @@
 //! The *hygiene* and *rewrite* stages over arbitrary header lists: `hygiene::check` refuses
-//! exactly the heads whose framing or host two implementations could read differently, and
+//! exactly the heads whose host two implementations could read differently (HTTP/1 framing is
+//! the desync classifier's, `tests/properties/desync.rs`), and
 //! `headers::rewrite_request` never lets a client-supplied internal or hop-by-hop header reach
 //! the cell.
 
@@ -132,22 +133,7 @@ fn values<'a>(h: &'a Head, name: &str) -> Vec<&'a str> {
 
 /// The rules of `hygiene`, written as a table rather than as code over a `HeaderMap`.
 fn expected(h: &Head, underscores: HeaderUnderscores) -> Result<(), Violation> {
-    let (te, cl, hosts) = (
-        values(h, "transfer-encoding"),
-        values(h, "content-length"),
-        values(h, "host"),
-    );
-    if h.0 < Version::HTTP_2 {
-        let digits = |v: &str| (1..=19).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit());
-        match (te.as_slice(), cl.as_slice()) {
-            ([_, ..], [_, ..]) => return Err(Violation::LengthAndChunked),
-            ([v], []) if v.eq_ignore_ascii_case("chunked") => {}
-            ([_, ..], []) => return Err(Violation::TransferEncoding),
-            ([], [v]) if digits(v) => {}
-            ([], [_, ..]) => return Err(Violation::ContentLength),
-            ([], []) => {}
-        }
-    }
+    let hosts = values(h, "host");
     match (h.1, hosts.as_slice()) {
         (_, [_, _, ..]) => return Err(Violation::SeveralHosts),
         (Some(a), [v]) if !a.eq_ignore_ascii_case(v) => return Err(Violation::HostMismatch),

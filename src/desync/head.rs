@@ -1,0 +1,505 @@
+//! The head classifier: one pass over a request head's raw bytes (request line, header lines,
+//! the empty line) that finds where it ends, how its body is framed, and the worst thing about
+//! it ([`Reason`]).
+//!
+//! It reads bytes the way RFC 9112 writes them and reports each departure; it accepts no head
+//! that hyper's parser (httparse, then hyper's framing rules) would refuse, so hyper never
+//! answers a head itself (a property test holds the two together). Header values, the bulk of
+//! a head, are scanned eight bytes at a time for the bytes that matter (CR, LF, controls, DEL,
+//! non-ASCII); names are checked against the token table. A head that is refused in every mode
+//! is reported as soon as the offending byte is seen, complete or not.
+
+use super::Reason;
+
+/// The limits a head is held to (`server.max_header_bytes`, `max_headers`, `max_uri_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_head: usize,
+    pub max_headers: usize,
+    pub max_uri: usize,
+}
+
+/// How the body that follows a head ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A complete head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Bytes from the request line through the empty line.
+    pub len: usize,
+    /// The worst finding (`None`: compliant).
+    pub worst: Option<Reason>,
+    pub framing: Framing,
+    /// The connection may change protocol after this request (`Upgrade` on HTTP/1.1, CONNECT).
+    pub upgrade: bool,
+}
+
+/// What a look at the start of a buffer found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// The head is not all here, and nothing so far is refused in every mode.
+    Incomplete,
+    Complete(Head),
+    /// Refused in every mode, whatever follows (the head may be incomplete).
+    Refused(Reason),
+}
+
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
+/// Bytes of an origin-form path (as the `http` crate takes them): 1 valid, 2 `?`, 3 `#`,
+/// 4 non-ASCII (valid if the target is UTF-8), 0 invalid.
+const PATH: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = match i as u8 {
+            b'?' => 2,
+            b'#' => 3,
+            0x21 | 0x24..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7A | 0x7C | 0x7E => 1,
+            b'"' | b'{' | b'}' => 1,
+            0x80..=0xFF => 4,
+            _ => 0,
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Bytes of a query: as [`PATH`], and `?` and the rest of ASCII's punctuation.
+const QUERY: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = match i as u8 {
+            b'#' => 3,
+            0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E => 1,
+            0x80..=0xFF => 4,
+            _ => 0,
+        };
+        i += 1;
+    }
+    t
+};
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bit 7 of each byte of `w` that is below 0x20, DEL or non-ASCII (and possibly of bytes after
+/// such a byte; the lowest flagged byte is always a true one).
+#[inline]
+const fn specials(w: u64) -> u64 {
+    let ctl = w.wrapping_sub(LO * 0x20) & !w;
+    let x = w ^ (LO * 0x7F);
+    let del = x.wrapping_sub(LO) & !x;
+    (ctl | del | w) & HI
+}
+
+/// The index of the first byte at or after `i` that is a control, DEL or non-ASCII.
+#[inline]
+fn next_special(data: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = data.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let s = specials(u64::from_le_bytes(w));
+        if s != 0 {
+            return i + (s.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = data.get(i) {
+        if !(0x20..0x7F).contains(&b) {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// What the header lines said, gathered for the checks that need the whole head.
+#[derive(Default)]
+struct Fields<'a> {
+    count: usize,
+    lengths: u32,
+    length: Option<u64>,
+    bad_length: bool,
+    differing: bool,
+    /// Transfer-Encoding: fields seen, whether the last one ends in `chunked`, and whether
+    /// any coding besides one `chunked` appeared.
+    te_fields: u32,
+    te_final_chunked: bool,
+    te_other: bool,
+    hosts: u32,
+    host: &'a [u8],
+    upgrade: bool,
+}
+
+/// Keeps the worst finding; `Err` for one refused in every mode.
+fn note(worst: &mut Option<Reason>, r: Reason) -> Result<(), Reason> {
+    if r.always_refused() {
+        return Err(r);
+    }
+    if worst.is_none_or(|w| r.class() > w.class()) {
+        *worst = Some(r);
+    }
+    Ok(())
+}
+
+/// Classifies the head at the start of `data` (leading empty lines already skipped).
+#[must_use]
+pub fn classify(data: &[u8], limits: &Limits) -> Scan {
+    let mut worst = None;
+    match scan(data, limits, &mut worst) {
+        Ok(Some(head)) => Scan::Complete(head),
+        Ok(None) if data.len() > limits.max_head => Scan::Refused(Reason::HeadTooLarge),
+        Ok(None) => Scan::Incomplete,
+        Err(r) => Scan::Refused(r),
+    }
+}
+
+/// `Ok(None)`: incomplete so far.
+fn scan(data: &[u8], limits: &Limits, worst: &mut Option<Reason>) -> Result<Option<Head>, Reason> {
+    // method SP
+    let m = data.iter().position(|&b| !TOKEN[usize::from(b)]);
+    let Some(m) = m else { return Ok(None) };
+    if m == 0 || data[m] != b' ' {
+        return Err(Reason::BadMethod);
+    }
+    let method = &data[..m];
+    // request-target SP
+    let t0 = m + 1;
+    let Some(t1) = data[t0..].iter().position(|&b| b <= b' ' || b == 0x7F) else {
+        return Ok(None);
+    };
+    let t1 = t0 + t1;
+    match data[t1] {
+        b' ' if t1 > t0 => {}
+        b' ' | b'\r' | b'\n' => return Err(Reason::BadRequestLine),
+        _ => return Err(Reason::BadTarget),
+    }
+    let target = &data[t0..t1];
+    if target.len() > limits.max_uri {
+        return Err(Reason::UriTooLong);
+    }
+    let authority = check_target(target, worst)?;
+    // HTTP-version CRLF
+    let v0 = t1 + 1;
+    let Some(version) = data.get(v0..v0 + 8) else {
+        return if b"HTTP/1.1".starts_with(&data[v0..]) || b"HTTP/1.0".starts_with(&data[v0..]) {
+            Ok(None)
+        } else {
+            Err(Reason::BadVersion)
+        };
+    };
+    let http10 = match version {
+        b"HTTP/1.1" => false,
+        b"HTTP/1.0" => true,
+        _ => return Err(Reason::BadVersion),
+    };
+    let Some(mut p) = line_end(data, v0 + 8, worst, Reason::BadVersion)? else {
+        return Ok(None);
+    };
+    // header lines, then the empty line
+    let mut f = Fields::default();
+    loop {
+        if p > limits.max_head {
+            return Err(Reason::HeadTooLarge);
+        }
+        let Some(&b) = data.get(p) else {
+            return Ok(None);
+        };
+        if b == b'\r' || b == b'\n' {
+            let Some(end) = line_end(data, p, worst, Reason::BareCr)? else {
+                return Ok(None);
+            };
+            if end > limits.max_head {
+                return Err(Reason::HeadTooLarge);
+            }
+            let head = finish(&f, method, http10, authority, end, worst)?;
+            return Ok(Some(head));
+        }
+        if b == b' ' || b == b'\t' {
+            return Err(Reason::ObsFold);
+        }
+        let Some(n) = data[p..].iter().position(|&b| !TOKEN[usize::from(b)]) else {
+            return Ok(None);
+        };
+        let (name, c) = (&data[p..p + n], data[p + n]);
+        match c {
+            b':' if n > 0 => {}
+            b' ' | b'\t' if n > 0 => return Err(Reason::SpaceBeforeColon),
+            b'\r' | b'\n' => return Err(Reason::MissingColon),
+            _ => return Err(Reason::BadHeaderName),
+        }
+        let mut v = p + n + 1;
+        while matches!(data.get(v), Some(b' ' | b'\t')) {
+            v += 1;
+        }
+        let mut i = v;
+        let mut non_ascii = false;
+        let ve = loop {
+            i = next_special(data, i);
+            match data.get(i) {
+                None => return Ok(None),
+                Some(b'\t') => i += 1,
+                Some(0x80..=0xFF) => {
+                    non_ascii = true;
+                    i += 1;
+                }
+                Some(b'\r' | b'\n') => break i,
+                Some(_) => return Err(Reason::BadHeaderValue),
+            }
+        };
+        let Some(next) = line_end(data, ve, worst, Reason::BareCr)? else {
+            return Ok(None);
+        };
+        let mut end = ve;
+        while end > v && matches!(data[end - 1], b' ' | b'\t') {
+            end -= 1;
+        }
+        f.count += 1;
+        if f.count > limits.max_headers {
+            return Err(Reason::TooManyHeaders);
+        }
+        field(&mut f, name, &data[v..end], non_ascii, worst)?;
+        p = next;
+    }
+}
+
+/// The line end at `i` (CRLF, or a bare LF noted as acceptable): the index after it, `None`
+/// when the buffer ends first, `Err(bad)` for anything else (a bare CR is always `BareCr`).
+fn line_end(
+    data: &[u8],
+    i: usize,
+    worst: &mut Option<Reason>,
+    bad: Reason,
+) -> Result<Option<usize>, Reason> {
+    match data.get(i) {
+        None => Ok(None),
+        Some(b'\n') => {
+            note(worst, Reason::BareLf)?;
+            Ok(Some(i + 1))
+        }
+        Some(b'\r') => match data.get(i + 1) {
+            None => Ok(None),
+            Some(b'\n') => Ok(Some(i + 2)),
+            Some(_) => Err(Reason::BareCr),
+        },
+        Some(_) => Err(bad),
+    }
+}
+
+/// Checks the request target as hyper and the `http` crate will read it; returns the
+/// authority of an absolute-form (or CONNECT's authority-form) target.
+fn check_target<'a>(
+    target: &'a [u8],
+    worst: &mut Option<Reason>,
+) -> Result<Option<&'a [u8]>, Reason> {
+    if target == b"*" {
+        return Ok(None);
+    }
+    if target[0] != b'/' {
+        // absolute-form or authority-form: rare, so the `http` crate's own parser decides.
+        let uri = http::Uri::try_from(target).map_err(|_| Reason::BadTarget)?;
+        let Some(a) = uri.authority() else {
+            return Err(Reason::BadTarget);
+        };
+        let a = a.as_str().as_bytes();
+        // The authority's bytes within the target (it holds no userinfo-free copy of its own).
+        let at = target
+            .windows(a.len())
+            .position(|w| w == a)
+            .ok_or(Reason::BadTarget)?;
+        if !target.is_ascii() {
+            note(worst, Reason::NonAsciiTarget)?;
+        }
+        return Ok(Some(&target[at..at + a.len()]));
+    }
+    let (mut table, mut high) = (&PATH, false);
+    for &b in target {
+        match table[usize::from(b)] {
+            1 => {}
+            2 => table = &QUERY,
+            // The fragment is cut off by the parser; what follows still needs URI bytes.
+            3 => break,
+            4 => high = true,
+            _ => return Err(Reason::BadTarget),
+        }
+    }
+    if high {
+        if std::str::from_utf8(target).is_err() {
+            return Err(Reason::BadTarget);
+        }
+        note(worst, Reason::NonAsciiTarget)?;
+    }
+    Ok(None)
+}
+
+/// Records one header field.
+fn field<'a>(
+    f: &mut Fields<'a>,
+    name: &[u8],
+    value: &'a [u8],
+    non_ascii: bool,
+    worst: &mut Option<Reason>,
+) -> Result<(), Reason> {
+    match name.len() {
+        4 if name.eq_ignore_ascii_case(b"host") => {
+            f.hosts += 1;
+            f.host = value;
+        }
+        7 if name.eq_ignore_ascii_case(b"upgrade") => f.upgrade = true,
+        14 if name.eq_ignore_ascii_case(b"content-length") => {
+            f.lengths += 1;
+            match digits(value) {
+                None => f.bad_length = true,
+                Some(n) if f.length.is_some_and(|l| l != n) => f.differing = true,
+                Some(n) => f.length = Some(n),
+            }
+        }
+        17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+            f.te_fields += 1;
+            let mut codings = value.split(|&b| b == b',');
+            let last = codings.next_back().map(trim).unwrap_or_default();
+            f.te_final_chunked = last.eq_ignore_ascii_case(b"chunked");
+            f.te_other |= f.te_fields > 1 || codings.next().is_some();
+        }
+        13.. if lookalike(name) => note(worst, Reason::FramingLookalike)?,
+        _ => {}
+    }
+    if non_ascii {
+        note(worst, Reason::NonAsciiValue)?;
+    }
+    Ok(())
+}
+
+/// The checks that need every field: framing, hosts.
+fn finish(
+    f: &Fields<'_>,
+    method: &[u8],
+    http10: bool,
+    authority: Option<&[u8]>,
+    len: usize,
+    worst: &mut Option<Reason>,
+) -> Result<Head, Reason> {
+    let bodiless = matches!(method, b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE");
+    let framing = if f.te_fields > 0 {
+        if http10 {
+            return Err(Reason::ChunkedHttp10);
+        }
+        if !f.te_final_chunked {
+            return Err(Reason::NotChunked);
+        }
+        if f.te_other {
+            note(worst, Reason::TransferEncoding)?;
+        }
+        if f.lengths > 0 {
+            note(worst, Reason::LengthAndChunked)?;
+        }
+        Framing::Chunked
+    } else if f.lengths > 0 {
+        if f.bad_length {
+            return Err(Reason::BadContentLength);
+        }
+        if f.differing {
+            return Err(Reason::DifferentLengths);
+        }
+        if f.lengths > 1 {
+            note(worst, Reason::DuplicateLength)?;
+        }
+        let n = f.length.unwrap_or(0);
+        if bodiless && n == 0 {
+            note(worst, Reason::ZeroLengthOnGet)?;
+        }
+        Framing::Length(n)
+    } else {
+        Framing::None
+    };
+    if bodiless && (framing == Framing::Chunked || matches!(framing, Framing::Length(n) if n > 0)) {
+        note(worst, Reason::UnexpectedBody)?;
+    }
+    if f.hosts > 1 {
+        return Err(Reason::SeveralHosts);
+    }
+    if let Some(a) = authority
+        && f.hosts == 1
+        && !a.eq_ignore_ascii_case(f.host)
+    {
+        return Err(Reason::HostMismatch);
+    }
+    Ok(Head {
+        len,
+        worst: *worst,
+        framing,
+        upgrade: (f.upgrade && !http10) || method == b"CONNECT",
+    })
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let s = b
+        .iter()
+        .position(|c| !matches!(c, b' ' | b'\t'))
+        .unwrap_or(b.len());
+    let e = b
+        .iter()
+        .rposition(|c| !matches!(c, b' ' | b'\t'))
+        .map_or(s, |e| e + 1);
+    &b[s..e.max(s)]
+}
+
+/// A decimal `Content-Length` as hyper reads it: digits only, no sign, no list, fits in u64.
+fn digits(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// A name that is not `Content-Length` or `Transfer-Encoding` but reads as one once its
+/// non-letters are dropped and its case folded (`Content_Length`, `Transfer--Encoding`,
+/// `ContentLength`): some servers normalise names that way.
+fn lookalike(name: &[u8]) -> bool {
+    const TARGETS: [&[u8]; 2] = [b"contentlength", b"transferencoding"];
+    TARGETS.iter().any(|t| {
+        let mut letters = name.iter().filter(|b| b.is_ascii_alphabetic());
+        t.iter()
+            .all(|c| letters.next().is_some_and(|b| b.to_ascii_lowercase() == *c))
+            && letters.next().is_none()
+    })
+}

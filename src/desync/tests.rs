@@ -1,0 +1,1 @@
+//! Unit tests of the classifier, the chunked follower and the stream tracker.
