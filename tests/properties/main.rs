@@ -10,6 +10,7 @@
 
 mod apikey;
 mod config;
+mod desync;
 mod hygiene;
 mod jwt;
 mod registry;
