@@ -1,6 +1,6 @@
 //! The *hygiene* and *rewrite* stages over a request head built from arbitrary bytes
-//! (`hygiene::check`, `proxy::rewrite::rewrite_request`): a head that passes has one
-//! way to frame its body and one host, and after the rewrite the cell sees only the proxy's
+//! (`hygiene::check`, `proxy::rewrite::rewrite_request`): a head that passes has one host
+//! (HTTP/1 framing is the desync classifier's: `desync_stream`), and after the rewrite the cell sees only the proxy's
 //! values for the headers it vouches for and no hop-by-hop header.
 #![no_main]
 
@@ -10,7 +10,7 @@ use cellgate::headers::{
 };
 use cellgate::hygiene;
 use cellgate::proxy::rewrite::{rewrite_request, upgrade_requested};
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, HOST, UPGRADE};
 use http::{HeaderName, HeaderValue, Version};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -54,18 +54,6 @@ fuzz_target!(|data: &[u8]| {
     };
     let h = &parts.headers;
     if hygiene::check(&parts, HeaderUnderscores::Reject).is_ok() {
-        let (cl, te) = (h.get_all(CONTENT_LENGTH), h.get_all(TRANSFER_ENCODING));
-        if parts.version < Version::HTTP_2 {
-            assert!(cl.iter().count() + te.iter().count() <= 1);
-            assert!(
-                te.iter()
-                    .all(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"))
-            );
-            assert!(
-                cl.iter()
-                    .all(|v| v.to_str().is_ok_and(|s| s.parse::<u64>().is_ok()))
-            );
-        }
         assert!(h.get_all(HOST).iter().count() <= 1);
         assert!(!h.keys().any(|k| k.as_str().contains('_')));
     }

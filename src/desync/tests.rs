@@ -374,3 +374,12 @@ fn a_broken_chunk_breaks_the_request_unless_monitoring() {
         (stream.len(), None, Action::Forward)
     );
 }
+
+#[test]
+fn every_reason_is_documented() {
+    let doc = include_str!("../../docs/desync.md");
+    for r in Reason::ALL {
+        let row = format!("| `{}` | {}", r.label(), r.class().label());
+        assert!(doc.contains(&row), "docs/desync.md has no row {row:?}");
+    }
+}

@@ -1,16 +1,16 @@
 //! The engine adapter: hyper server and per-worker upstream pool, wired through the stages.
 //!
 //! ```text
-//!  client ──► hygiene ──► identify ──► entitle ──► place+route ──► admit ────────► rewrite ──► forward ───► respond ──► log
-//!             hygiene::   identify::   entitle::   routing::       ratelimit::     proxy::     proxy::      proxy::     metrics +
-//!             screen      identify     Routes::    Placer::place   Limiter::admit  rewrite::   forward      respond     accesslog +
-//!                         (auth::      required,   (one snapshot   (tenant         request     (upstream::  (hop-by-    the worker's
-//!                         Verifier:    within_     load, issuer    in-flight and   (strip,     select +     hop, id;    metering::
-//!                         cached JWT,  scopes      binding, the    rate, route     set trusted, Pool::send, moves::    Meter (both
-//!                         host, header, (key and   tenant's        classes, then   claims,     retries in   Watch on    finished by
-//!                         API key via  token       entitlement,    the cell cap)   origin-form) the arm,    long-lived) ProxyBody when
-//!                         Placer)      scopes)     arm: forced >                                budgeted)               the body ends)
-//!                                                  pin > weights)
+//!  client ──► guard ──► hygiene ──► identify ──► entitle ──► place+route ──► admit ────────► rewrite ──► forward ───► respond ──► log
+//!             guard::   hygiene::   identify::   entitle::   routing::       ratelimit::     proxy::     proxy::      proxy::     metrics +
+//!             Guard     screen      identify     Routes::    Placer::place   Limiter::admit  rewrite::   forward      respond     accesslog +
+//!             (desync::             (auth::      required,   (one snapshot   (tenant         request     (upstream::  (hop-by-    the worker's
+//!             Tracker               Verifier:    within_     load, issuer    in-flight and   (strip,     select +     hop, id;    metering::
+//!             over raw              cached JWT,  scopes      binding, the    rate, route     set trusted, Pool::send, moves::    Meter (both
+//!             HTTP/1                host, header, (key and   tenant's        classes, then   claims,     retries in   Watch on    finished by
+//!             bytes                 API key via  token       entitlement,    the cell cap)   origin-form) the arm,    long-lived) ProxyBody when
+//!             before                Placer)      scopes)     arm: forced >                                budgeted)               the body ends)
+//!             hyper)                                         pin > weights)
 //!  any stage may refuse ──► proxy::refuse (error::ProxyError::response: status, JSON body or gRPC
 //!                           status) ──► metrics + accesslog + the tenant's usage
 //! ```
