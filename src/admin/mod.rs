@@ -3,8 +3,15 @@
 //! Served on its own address (localhost by default) on the control-plane runtime, never on the
 //! proxy listeners. Endpoints are read-only, but for `POST /admin/tenants/{id}/invalidate`
 //! (a forced re-read of one tenant), which accepts loopback clients only.
+//!
+//! With `admin.proxy_protocol`, a connection from `server.trusted_hops` starts with a PROXY
+//! protocol header (an AWS NLB's health checks send a v2 `LOCAL` one), read and refused exactly
+//! as on a traffic listener ([`crate::proxy::accept::proxied_client`]); anyone else is served
+//! as they come. The header's client is who the admin code sees, but it never makes a caller
+//! local: a POST needs the socket's peer and that client both on loopback.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,10 +25,13 @@ use tokio::net::TcpListener;
 
 use crate::placement::lookup::LookupOutcome;
 use crate::proxy::Shared;
+use crate::proxy::accept::proxied_client;
+use crate::proxy::client_addr;
 use crate::shutdown::{Stop, stopped};
 
 /// Serves admin requests until `stop` turns true.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: Stop) {
+    let proxy_protocol = shared.config.admin.proxy_protocol;
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -34,23 +44,41 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: Stop) {
             },
             () = stopped(&mut stop) => return,
         };
+        let read_header =
+            proxy_protocol && client_addr::trusted(&shared.config.server.trusted_hops, peer.ip());
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
+            let client = if read_header {
+                let Some(client) = proxied_client(&stream, peer, &shared).await else {
+                    return;
+                };
+                client
+            } else {
+                peer.ip()
+            };
+            let local = operator(peer.ip(), client);
             let svc = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
                 async move {
                     if req.method() == Method::POST {
-                        return Ok::<_, Infallible>(post(&shared, &req, peer.ip()).await);
+                        return Ok::<_, Infallible>(post(&shared, &req, local).await);
                     }
                     Ok(route(&shared, &req))
                 }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
-                tracing::debug!(client = %peer, error = %e, "admin connection error");
+                tracing::debug!(client = %client, hop = %peer, error = %e, "admin connection error");
             }
         });
     }
+}
+
+/// Whether a connection may change state: its socket peer and the client a PROXY header named
+/// (the peer itself without one) both on loopback. A hop's header alone never makes a remote
+/// caller local, whatever address it names.
+fn operator(peer: IpAddr, client: IpAddr) -> bool {
+    peer.to_canonical().is_loopback() && client.to_canonical().is_loopback()
 }
 
 fn respond(
@@ -266,14 +294,10 @@ fn cell_json(shared: &Shared, c: &crate::placement::Cell) -> serde_json::Value {
     })
 }
 
-/// State-changing endpoints: loopback clients only (the admin listener may be exposed to a
-/// scraper on another host, an operator action may not).
-async fn post(
-    shared: &Shared,
-    req: &Request<Incoming>,
-    peer: std::net::IpAddr,
-) -> Response<Full<Bytes>> {
-    if !peer.to_canonical().is_loopback() {
+/// State-changing endpoints: loopback clients only (`local`, see [`operator`]; the admin
+/// listener may be exposed to a scraper or an NLB on another host, an operator action may not).
+async fn post(shared: &Shared, req: &Request<Incoming>, local: bool) -> Response<Full<Bytes>> {
+    if !local {
         return json_response(StatusCode::FORBIDDEN, &json!({"error": "loopback_only"}));
     }
     let path = req.uri().path();
@@ -398,4 +422,21 @@ fn api_key(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
     let mut fields = k.record(id).public_fields();
     fields.insert("generation".to_owned(), json!(snap.generation));
     json_response(StatusCode::OK, &serde_json::Value::Object(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::operator;
+
+    #[test]
+    fn only_loopback_on_both_ends_may_post() {
+        let ip = |s: &str| s.parse().unwrap();
+        assert!(operator(ip("127.0.0.1"), ip("127.0.0.1")));
+        assert!(operator(ip("::1"), ip("::ffff:127.0.0.1")));
+        // A remote hop naming a loopback client (a forged or relayed header) stays remote.
+        assert!(!operator(ip("10.0.1.5"), ip("127.0.0.1")));
+        // A local hop relaying a remote client stays remote.
+        assert!(!operator(ip("127.0.0.1"), ip("203.0.113.7")));
+        assert!(!operator(ip("10.0.1.5"), ip("10.0.1.5")));
+    }
 }

@@ -105,6 +105,9 @@ pub struct FileCertificate {
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub address: Option<String>,
+    /// Expect a PROXY protocol header from trusted hops (an NLB's health checks).
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -61,6 +61,9 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub address: SocketAddr,
+    /// Connections from `server.trusted_hops` start with a PROXY protocol header (an NLB's
+    /// health checks); anyone else is served as they come.
+    pub proxy_protocol: bool,
 }
 
 pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config, FieldError> {
@@ -94,11 +97,19 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
             tls,
         });
     }
+    if raw.admin.proxy_protocol && server.trusted_hops.is_empty() {
+        return Err(FieldError::new(
+            "admin.proxy_protocol",
+            true,
+            "needs server.trusted_hops: the header is only read from them",
+        ));
+    }
     let admin = AdminConfig {
         address: parse_addr(
             "admin.address",
             raw.admin.address.as_deref().unwrap_or("127.0.0.1:9090"),
         )?,
+        proxy_protocol: raw.admin.proxy_protocol,
     };
 
     let tenant = build_tenant(&raw)?;

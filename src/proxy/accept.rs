@@ -14,7 +14,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
@@ -148,19 +148,14 @@ pub async fn accept_loop(listener: TcpListener, ctx: ListenerCtx) {
         let ctx = Rc::clone(&ctx);
         tokio::task::spawn_local(async move {
             let shared = &ctx.worker.shared;
-            let mut client = peer.ip();
-            if read_header {
-                let limit = shared.config.server.limits.header_timeout;
-                match client_addr::read_proxy_header(&stream, limit).await {
-                    Ok(Some(source)) => client = source.ip(),
-                    Ok(None) => {}
-                    Err(e) => {
-                        shared.metrics.connection_refused("proxy_protocol");
-                        tracing::debug!(hop = %peer, error = %e, "connection refused: {e}");
-                        return;
-                    }
-                }
-            }
+            let client = if read_header {
+                let Some(client) = proxied_client(&stream, peer, shared).await else {
+                    return;
+                };
+                client
+            } else {
+                peer.ip()
+            };
             let Some(slot) = admitted(shared, claim(slot, client), peer) else {
                 return;
             };
@@ -174,6 +169,26 @@ pub async fn accept_loop(listener: TcpListener, ctx: ListenerCtx) {
                 Err(_) => tracing::debug!(client = %client, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// Reads the PROXY protocol header a trusted hop's connection must start with (within
+/// `server.header_timeout`): the client it names, the hop's own address for `LOCAL` and
+/// `UNKNOWN`; or `None` once the refusal is counted and logged (the caller drops the stream,
+/// closing it). The admin listener reads its hops' headers with it too.
+pub async fn proxied_client(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Option<IpAddr> {
+    let limit = shared.config.server.limits.header_timeout;
+    match client_addr::read_proxy_header(stream, limit).await {
+        Ok(source) => Some(source.map_or(peer.ip(), |s| s.ip())),
+        Err(e) => {
+            shared.metrics.connection_refused("proxy_protocol");
+            tracing::debug!(hop = %peer, error = %e, "connection refused: {e}");
+            None
+        }
     }
 }
 

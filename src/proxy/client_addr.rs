@@ -5,11 +5,12 @@
 //! Nothing a client sends is believed unless the connection comes from a `server.trusted_hops`
 //! address: from anyone else a PROXY header is never read (its bytes are an ordinary, and
 //! malformed, request) and `X-Forwarded-For` is replaced. From a trusted hop, a listener with
-//! `proxy_protocol = true` requires the header (v1 text or v2 binary, as an AWS NLB sends it;
-//! a v2 `LOCAL` command, the NLB's health check, keeps the socket address), and with
-//! `server.trust_x_forwarded_for` the client is the right-most `X-Forwarded-For` address that is
-//! not itself a trusted hop (so a client cannot pick its address by prepending one). The parsers
-//! are plain functions over bytes, fuzzed and property-tested.
+//! `proxy_protocol = true` (and the admin listener with `admin.proxy_protocol`) requires the
+//! header (v1 text or v2 binary, as an AWS NLB sends it; a v2 `LOCAL` command, the NLB's health
+//! check, keeps the socket address), and with `server.trust_x_forwarded_for` the client is the
+//! right-most `X-Forwarded-For` address that is not itself a trusted hop (so a client cannot
+//! pick its address by prepending one). The parsers are plain functions over bytes, fuzzed and
+//! property-tested.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;

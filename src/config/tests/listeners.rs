@@ -1,4 +1,4 @@
-//! Listener addresses and the --listen override.
+//! Listener and admin addresses, the --listen override, PROXY protocol on the admin listener.
 
 use super::*;
 
@@ -47,4 +47,37 @@ fn bad_listen_override_is_reported_against_the_first_listener() {
         panic!("a bad --listen was accepted");
     };
     assert_eq!(kv(&field), ("listeners[0].address", "nope"));
+}
+
+#[test]
+fn admin_proxy_protocol_is_off_by_default() {
+    assert!(!parse(MINIMAL).unwrap().admin.proxy_protocol);
+}
+
+#[test]
+fn admin_proxy_protocol_needs_trusted_hops() {
+    let f = invalid(&minimal_plus("[admin]\nproxy_protocol = true"));
+    assert_eq!(kv(&f), ("admin.proxy_protocol", "true"));
+    assert!(f.reason.contains("server.trusted_hops"), "{}", f.reason);
+    // An empty list is no better than none.
+    let f = invalid(&minimal_plus(
+        "[server]\ntrusted_hops = []\n[admin]\nproxy_protocol = true",
+    ));
+    assert_eq!(f.key, "admin.proxy_protocol");
+}
+
+#[test]
+fn admin_proxy_protocol_with_trusted_hops_survives_the_admin_override() {
+    let text = minimal_plus(
+        "[server]\ntrusted_hops = [\"10.0.0.0/24\"]\n[admin]\naddress = \"127.0.0.1:9191\"\nproxy_protocol = true",
+    );
+    assert!(parse(&text).unwrap().admin.proxy_protocol);
+    // CELLGATE_ADMIN_LISTEN (as the Terraform module sets it) replaces the address only.
+    let o = Overrides {
+        admin: Some("0.0.0.0:9090".to_owned()),
+        ..Overrides::default()
+    };
+    let cfg = parse_with(&text, &o).unwrap();
+    assert_eq!(cfg.admin.address, "0.0.0.0:9090".parse().unwrap());
+    assert!(cfg.admin.proxy_protocol);
 }

@@ -27,13 +27,15 @@ locals {
   }
 
   # What the infrastructure decides, and so what the file must not: environment beats the file.
+  # The admin listener is on every interface: the NLB health-checks /readyz there, and the task
+  # group decides who else may connect (network.tf).
   module_environment = {
     CELLGATE_CONFIG          = local.config_path
     CELLGATE_CONFIG_SHA256   = sha256(var.config_toml)
     CELLGATE_REGISTRY_SOURCE = "dynamodb"
     CELLGATE_REGISTRY_TABLE  = aws_dynamodb_table.registry.name
     CELLGATE_LISTEN          = "0.0.0.0:${var.container_port}"
-    CELLGATE_ADMIN_LISTEN    = "${length(var.admin_ingress_security_group_ids) > 0 ? "0.0.0.0" : "127.0.0.1"}:${var.admin_port}"
+    CELLGATE_ADMIN_LISTEN    = "0.0.0.0:${var.admin_port}"
     AWS_REGION               = local.region
   }
 

@@ -35,14 +35,26 @@ locals {
   config_dir  = "/etc/cellgate"
   config_path = "${local.config_dir}/cellgate.toml"
 
+  # The config's tables, each from its header on ("admin]\naddress = ...", "[listeners]]\n..."),
+  # enough to tell which table a `proxy_protocol = true` line is in for the check below.
+  config_tables = split("\n[", "\n${replace(var.config_toml, "\r\n", "\n")}")
+  proxy_protocol_on = [
+    for t in local.config_tables : t if can(regex("(?m)^[ \t]*proxy_protocol[ \t]*=[ \t]*true", t))
+  ]
+
   tags = merge({ "app" = "cellgate" }, var.tags)
 }
 
-# The two settings the infrastructure depends on and the environment cannot set.
+# The settings the infrastructure depends on and the environment cannot set.
 check "config_matches_the_nlb" {
   assert {
-    condition     = strcontains(var.config_toml, "proxy_protocol = true")
-    error_message = "config_toml has no `proxy_protocol = true`: the NLB target group sends PROXY protocol v2, which a listener without it reads as a malformed request."
+    condition     = anytrue([for t in local.proxy_protocol_on : startswith(t, "[listeners]]")])
+    error_message = "config_toml has no `proxy_protocol = true` in its [[listeners]]: the NLB target group sends PROXY protocol v2, which a listener without it reads as a malformed request."
+  }
+
+  assert {
+    condition     = anytrue([for t in local.proxy_protocol_on : startswith(t, "admin]")])
+    error_message = "config_toml has no `proxy_protocol = true` under [admin] (admin.proxy_protocol): the NLB's health checks of /readyz start with a PROXY v2 header, which the admin listener without it answers with a 400, failing every target."
   }
 
   assert {

@@ -21,11 +21,20 @@ resource "aws_vpc_security_group_ingress_rule" "nlb_clients" {
 
 resource "aws_vpc_security_group_egress_rule" "nlb_to_tasks" {
   security_group_id            = aws_security_group.nlb.id
-  description                  = "flows and health checks to cellgate's TLS listener"
+  description                  = "flows to cellgate's TLS listener"
   referenced_security_group_id = aws_security_group.task.id
   ip_protocol                  = "tcp"
   from_port                    = var.container_port
   to_port                      = var.container_port
+}
+
+resource "aws_vpc_security_group_egress_rule" "nlb_health_checks" {
+  security_group_id            = aws_security_group.nlb.id
+  description                  = "health checks (GET /readyz) to cellgate's admin listener"
+  referenced_security_group_id = aws_security_group.task.id
+  ip_protocol                  = "tcp"
+  from_port                    = var.admin_port
+  to_port                      = var.admin_port
 }
 
 resource "aws_security_group" "task" {
@@ -38,14 +47,26 @@ resource "aws_security_group" "task" {
 # Only the NLB reaches the listener: it is the one hop whose PROXY header cellgate trusts.
 resource "aws_vpc_security_group_ingress_rule" "task_from_nlb" {
   security_group_id            = aws_security_group.task.id
-  description                  = "NLB flows and health checks"
+  description                  = "NLB flows"
   referenced_security_group_id = aws_security_group.nlb.id
   ip_protocol                  = "tcp"
   from_port                    = var.container_port
   to_port                      = var.container_port
 }
 
-# The admin port (/metrics, /admin/*) is never behind the NLB: only scrapers named here.
+# The NLB's health checks of /readyz. No NLB listener forwards clients to this port, and the
+# admin POST paths answer loopback callers only (a PROXY header cannot make one local).
+resource "aws_vpc_security_group_ingress_rule" "task_health_checks" {
+  security_group_id            = aws_security_group.task.id
+  description                  = "NLB health checks of the admin port"
+  referenced_security_group_id = aws_security_group.nlb.id
+  ip_protocol                  = "tcp"
+  from_port                    = var.admin_port
+  to_port                      = var.admin_port
+}
+
+# Besides the NLB's health checks, the admin port (/metrics, /admin/*) is open to the
+# scrapers named here only.
 resource "aws_vpc_security_group_ingress_rule" "task_admin" {
   for_each = toset(var.admin_ingress_security_group_ids)
 

@@ -41,19 +41,30 @@ resource "aws_lb_target_group" "tls" {
   # server.trusted_hops expects.
   preserve_client_ip = false
 
-  # A TCP check on the traffic port, not HTTP on the admin /readyz: with proxy_protocol_v2 the
-  # NLB prepends a PROXY header to its health checks on whatever port they go to, and the admin
-  # listener does not read PROXY protocol (its answer would be a 400). The traffic listener
-  # accepts the NLB's LOCAL header from a trusted hop, so this checks the very socket clients
-  # use. Readiness beyond "accepting" is covered by the ECS container health check and the
-  # service's grace period.
+  # HTTP GET /readyz on the admin port: a task takes flows once it has loaded its first
+  # placement snapshot and every JWKS, not merely once it listens. It stays ready through a
+  # registry outage (it serves its last snapshot), so an outage does not fail every target.
+  # With proxy_protocol_v2 the NLB starts its health check connections with a PROXY v2 LOCAL
+  # header too, so the config needs admin.proxy_protocol = true (checked in main.tf): the admin
+  # listener reads the header from server.trusted_hops, the NLB subnets. No NLB listener
+  # forwards to the admin port; the NLB reaches it for these checks only.
   health_check {
     enabled             = true
-    protocol            = "TCP"
-    port                = "traffic-port"
-    interval            = 10
-    healthy_threshold   = 2
-    unhealthy_threshold = 2
+    protocol            = "HTTP"
+    port                = tostring(var.admin_port)
+    path                = "/readyz"
+    matcher             = "200"
+    interval            = var.health_check_interval_seconds
+    timeout             = var.health_check_timeout_seconds
+    healthy_threshold   = var.health_check_healthy_threshold
+    unhealthy_threshold = var.health_check_unhealthy_threshold
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.health_check_timeout_seconds < var.health_check_interval_seconds
+      error_message = "health_check_timeout_seconds must be below health_check_interval_seconds."
+    }
   }
 
   tags = local.tags

@@ -100,7 +100,7 @@ variable "container_port" {
 }
 
 variable "admin_port" {
-  description = "cellgate's admin listener port (/healthz, /readyz, /metrics, /admin/*). Set as CELLGATE_ADMIN_LISTEN: on 127.0.0.1 (the container health check's only client) unless admin_ingress_security_group_ids names scrapers, then on 0.0.0.0 with ingress from those groups only. Never behind the NLB."
+  description = "cellgate's admin listener port (/healthz, /readyz, /metrics, /admin/*). Set as CELLGATE_ADMIN_LISTEN=0.0.0.0:<port>, with ingress from the NLB's security group (its health checks of /readyz, which need admin.proxy_protocol = true in config_toml) and admin_ingress_security_group_ids only. No NLB listener forwards to it, and its POST paths answer loopback callers only."
   type        = number
   default     = 9090
 
@@ -111,7 +111,7 @@ variable "admin_port" {
 }
 
 variable "admin_ingress_security_group_ids" {
-  description = "Security groups (e.g. a Prometheus or CloudWatch agent) allowed to reach the admin port for /metrics."
+  description = "Security groups (e.g. a Prometheus or CloudWatch agent) allowed to reach the admin port for /metrics. Everything they can reach there is read-only (GET /admin/* shows tenants' placement, so name scrapers only); the POST paths refuse any caller not on the task's loopback."
   type        = list(string)
   default     = []
 }
@@ -199,7 +199,7 @@ variable "environment" {
 }
 
 variable "config_toml" {
-  description = "The whole cellgate config (TOML). Stored in an SSM SecureString parameter and written to /etc/cellgate/cellgate.toml by the init container. Must have server.trusted_hops = the NLB subnets' CIDRs and proxy_protocol = true on the first [[listeners]] (a check warns otherwise); registry table, listen and admin addresses come from the environment. Secrets (HS256 keys) belong in Secrets Manager, not here."
+  description = "The whole cellgate config (TOML). Stored in an SSM SecureString parameter and written to /etc/cellgate/cellgate.toml by the init container. Must have server.trusted_hops = the NLB subnets' CIDRs, proxy_protocol = true on the first [[listeners]] and admin.proxy_protocol = true (the NLB's health checks carry a PROXY header; a check warns otherwise); registry table, listen and admin addresses come from the environment. Secrets (HS256 keys) belong in Secrets Manager, not here."
   type        = string
 
   validation {
@@ -255,6 +255,50 @@ variable "health_check_grace_period_seconds" {
   description = "Time after a task starts during which ECS ignores failed NLB health checks (the first registry scan and JWKS fetch)."
   type        = number
   default     = 60
+}
+
+variable "health_check_interval_seconds" {
+  description = "Interval of the NLB target group's health check (HTTP GET /readyz on admin_port)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.health_check_interval_seconds >= 5 && var.health_check_interval_seconds <= 300
+    error_message = "health_check_interval_seconds: 5-300."
+  }
+}
+
+variable "health_check_timeout_seconds" {
+  description = "Time the NLB waits for /readyz to answer before the check fails. Below health_check_interval_seconds."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.health_check_timeout_seconds >= 2 && var.health_check_timeout_seconds <= 120
+    error_message = "health_check_timeout_seconds: 2-120."
+  }
+}
+
+variable "health_check_healthy_threshold" {
+  description = "Consecutive 200s from /readyz before the NLB sends a task flows."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.health_check_healthy_threshold >= 2 && var.health_check_healthy_threshold <= 10
+    error_message = "health_check_healthy_threshold: 2-10."
+  }
+}
+
+variable "health_check_unhealthy_threshold" {
+  description = "Consecutive failed checks (no answer, or not 200) before the NLB stops sending a task flows."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.health_check_unhealthy_threshold >= 2 && var.health_check_unhealthy_threshold <= 10
+    error_message = "health_check_unhealthy_threshold: 2-10."
+  }
 }
 
 # ---------------------------------------------------------------------------------------------
