@@ -236,6 +236,9 @@ impl ProxyError {
             Self::BodyLimit(BodyLimit::Timeout) => {
                 ErrorResponse::new(S::REQUEST_TIMEOUT, "request_timeout", O::bad_request)
             }
+            Self::BodyLimit(BodyLimit::Framing(r)) => {
+                ErrorResponse::new(r.status(), r.code(), O::bad_request)
+            }
             Self::Upstream(e) => {
                 let (status, code, kind) = match e {
                     UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } => (

@@ -192,8 +192,11 @@ fn scan(data: &[u8], limits: &Limits, worst: &mut Option<Reason>) -> Result<Opti
     // method SP
     let m = data.iter().position(|&b| !TOKEN[usize::from(b)]);
     let Some(m) = m else { return Ok(None) };
-    if m == 0 || data[m] != b' ' {
-        return Err(Reason::BadMethod);
+    match data[m] {
+        b' ' if m > 0 => {}
+        // A token, then the wrong separator (a tab, a second space, a line end).
+        b'\t' | b'\r' | b'\n' if m > 0 => return Err(Reason::BadRequestLine),
+        _ => return Err(Reason::BadMethod),
     }
     let method = &data[..m];
     // request-target SP

@@ -111,6 +111,7 @@ fn each_finding_has_its_reason() {
         ("GET / HTTP/1.1 \r\nHost: a\r\n\r\n", R::BadVersion),
         ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", R::BadRequestLine),
         ("GET /\r\n\r\n", R::BadRequestLine),
+        ("GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n", R::BadRequestLine),
         (
             "GET / HTTP/1.1\r\nHost: a\r\nX\x01Y: 1\r\n\r\n",
             R::BadHeaderName,

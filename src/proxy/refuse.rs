@@ -82,7 +82,10 @@ pub fn raw(ledger: Ledger<'_>, reason: Reason, head: &[u8]) -> Vec<u8> {
     out.extend_from_slice(b"content-length: ");
     out.extend_from_slice(body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
-    out.extend_from_slice(&body);
+    // An answer to HEAD has no body (RFC 9110 §9.3.2); its length is the one GET would get.
+    if a.method != http::Method::HEAD {
+        out.extend_from_slice(&body);
+    }
     out
 }
 

@@ -51,6 +51,9 @@ pub enum BodyLimit {
     TooLarge,
     #[error("request body not complete within server.request_timeout")]
     Timeout,
+    /// The desync guard found the chunked framing broken mid-body.
+    #[error("request body framing broken: {0}")]
+    Framing(crate::desync::Reason),
 }
 
 impl BodyLimit {
@@ -76,6 +79,7 @@ impl BodyLimit {
         match self {
             Self::TooLarge => "body_too_large",
             Self::Timeout => "request_timeout",
+            Self::Framing(r) => r.label(),
         }
     }
 }
@@ -87,6 +91,24 @@ pub enum RequestBodyError {
     Limit(BodyLimit),
     #[error("reading the request body: {0}")]
     Client(#[from] hyper::Error),
+}
+
+/// A read error of the client's body: the desync guard's verdict when it broke the body (it
+/// ends the read with its reason inside an I/O error), else hyper's error as it is.
+fn client_error(e: hyper::Error) -> RequestBodyError {
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        // An I/O error's `source` skips the error it wraps: look inside it.
+        let inner = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .map_or(c, |inner| inner as &(dyn std::error::Error + 'static));
+        if let Some(r) = inner.downcast_ref::<crate::desync::Reason>() {
+            return RequestBodyError::Limit(BodyLimit::Framing(*r));
+        }
+        cause = c.source();
+    }
+    RequestBodyError::Client(e)
 }
 
 impl RequestBody {
@@ -137,7 +159,7 @@ impl Body for RequestBody {
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(client_error(e)))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => {
                     // The timer exists only for bodies that have to wait.
