@@ -1,8 +1,9 @@
 //! A controllable upstream for the failure-domain tests (`tests/failure.rs`,
 //! `tests/discovery.rs`): a real HTTP/1.1 server on a loopback address whose answers can be
 //! flipped at run time (status of ordinary requests, status of the health path), that counts
-//! what reached it (requests, health checks, connections), and that can be killed (listener and
-//! every open connection closed, so a reconnect is refused) and brought back on the same address.
+//! what reached it (requests and their paths, health checks, connections), and that can be
+//! killed (listener and every open connection closed, so a reconnect is refused) and brought
+//! back on the same address.
 //!
 //! Ordinary requests get the demo echo's JSON (`cell`, `target`, `tenant`, `method`,
 //! `request_bytes`), with the status set by [`Upstream::set_status`] (or `?status=N`), after
@@ -46,6 +47,8 @@ struct State {
     /// Milliseconds every ordinary request (upgrades included) waits before its answer.
     delay_ms: AtomicU64,
     requests: AtomicU64,
+    /// The path of every ordinary request, in arrival order.
+    paths: Mutex<Vec<String>>,
     checks: AtomicU64,
     accepted: AtomicU64,
     open: AtomicI64,
@@ -78,6 +81,7 @@ impl Upstream {
                 health: AtomicU16::new(200),
                 delay_ms: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
+                paths: Mutex::new(Vec::new()),
                 checks: AtomicU64::new(0),
                 accepted: AtomicU64::new(0),
                 open: AtomicI64::new(0),
@@ -125,6 +129,12 @@ impl Upstream {
     #[must_use]
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// The paths of the ordinary requests received so far, in arrival order.
+    #[must_use]
+    pub fn paths(&self) -> Vec<String> {
+        self.state.paths.lock().unwrap().clone()
     }
 
     /// Health checks received.
@@ -237,6 +247,11 @@ async fn answer(
         return Ok(resp);
     }
     state.requests.fetch_add(1, Ordering::SeqCst);
+    state
+        .paths
+        .lock()
+        .unwrap()
+        .push(req.uri().path().to_owned());
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
