@@ -226,22 +226,6 @@ fn refusal_status(reason: &str) -> u16 {
     }
 }
 
-/// Where the proxy's answers disagree with the spec today (reported). Each is asserted as it
-/// is, so a fix makes the replay fail until its entry here goes.
-mod known {
-    /// A chunked body that breaks mid-way is answered as if the cell had failed (the JSON
-    /// names the cell); the spec refuses it as `bad_chunk`: 400 `invalid_framing`.
-    pub const BROKEN_BODY: (u16, &str) = (502, "bad_gateway");
-    /// ... and counted as an upstream error of the cell (spec: 0, the client is at fault) ...
-    pub const BROKEN_BODY_UPSTREAM_ERRORS: f64 = 1.0;
-    /// ... but not in `cellgate_requests_rejected_total{reason="bad_chunk"}` (spec: 1, every
-    /// refusal is counted there).
-    pub const BROKEN_BODY_REJECTED: f64 = 0.0;
-    /// The refusal of a HEAD request carries its JSON body; an answer to HEAD has none
-    /// (RFC 9110 9.3.2).
-    pub const HEAD_REFUSAL_HAS_BODY: bool = true;
-}
-
 /// The JSON error body of an answer the proxy wrote: its code, and the request id that
 /// `x-request-id` carries.
 fn error_body(a: &wire::Answer, code: &str) -> Result<(), String> {
@@ -266,7 +250,7 @@ fn refusal(a: &wire::Answer, label: &str, head: bool) -> Result<(), String> {
     check(a.closes(), || {
         format!("no connection: close: {:?}", a.headers)
     })?;
-    if head && !known::HEAD_REFUSAL_HAS_BODY {
+    if head {
         return check(
             a.body.is_empty() && a.header("x-request-id").is_some(),
             || format!("a refusal to HEAD: {a:?}"),
@@ -277,7 +261,7 @@ fn refusal(a: &wire::Answer, label: &str, head: bool) -> Result<(), String> {
 
 /// The answer to a request whose chunked body broke mid-way.
 fn broken_body(a: &wire::Answer) -> Result<(), String> {
-    let (status, code) = known::BROKEN_BODY;
+    let (status, code) = (400, "invalid_framing");
     check(a.status == status, || {
         format!("a broken body got {}: {}", a.status, lossy(&a.body))
     })?;
@@ -300,7 +284,7 @@ async fn replay(h: &Harness, up: &Upstream, case: &Case, mode: &str) -> Result<(
     let action = v.action(mode);
     let bad_chunk = v.reason.as_deref() == Some("bad_chunk");
     let head = case.method() == b"HEAD";
-    let bodiless = head && !(action == "refuse" && known::HEAD_REFUSAL_HAS_BODY);
+    let bodiless = head;
     let (before, seen) = (metrics(h).await, up.requests());
     let mut c = Conn::open(h.addr).await;
     c.send(&case.bytes).await;
@@ -314,14 +298,12 @@ async fn replay(h: &Harness, up: &Upstream, case: &Case, mode: &str) -> Result<(
             format!("the cell saw {got} requests, want {want}")
         })
     };
-    // Whether the connection goes on, and the upstream errors the case is counted as.
-    let (mut open, mut upstream_errors) = (false, 0.0);
+    // Whether the connection goes on.
+    let mut open = false;
     match action {
-        // Monitoring a broken body: hyper's decoder decides, and failed it here.
-        "forward" | "refuse" if bad_chunk && a.status != 200 => {
-            broken_body(&a)?;
-            upstream_errors = known::BROKEN_BODY_UPSTREAM_ERRORS;
-        }
+        // A broken body is the client's fault, never the cell's: 400 whether the guard broke
+        // it or (monitoring) hyper's decoder refused it.
+        "forward" | "refuse" if bad_chunk && a.status != 200 => broken_body(&a)?,
         "forward" => {
             from_cell(&a, head)?;
             // A request forwarded in monitor despite its findings may still close its
@@ -360,9 +342,10 @@ async fn replay(h: &Harness, up: &Upstream, case: &Case, mode: &str) -> Result<(
     let now = metrics(h).await;
     let delta =
         |name: &str, labels: &[(&str, &str)]| sum(&now, name, labels) - sum(&before, name, labels);
+    // Nothing here is the cell's fault, a broken body included.
     let errors = delta(UPSTREAM_ERRORS_TOTAL, &[]);
-    check(errors == upstream_errors, || {
-        format!("{UPSTREAM_ERRORS_TOTAL} moved by {errors}, want {upstream_errors}")
+    check(errors == 0.0, || {
+        format!("{UPSTREAM_ERRORS_TOTAL} moved by {errors}")
     })?;
     let Some(r) = &v.reason else {
         return check(delta(DESYNC_TOTAL, &[]) == 0.0, || {
@@ -378,10 +361,11 @@ async fn replay(h: &Harness, up: &Upstream, case: &Case, mode: &str) -> Result<(
     check(moved == 1.0, || {
         format!("{DESYNC_TOTAL}{labels:?} moved by {moved}")
     })?;
-    let rejected = match action {
-        "refuse" if bad_chunk => known::BROKEN_BODY_REJECTED,
-        "refuse" => 1.0,
-        _ => 0.0,
+    // A refusal is counted; so is a broken body hyper's decoder refused while monitoring.
+    let rejected = if action == "refuse" || (bad_chunk && a.status != 200) {
+        1.0
+    } else {
+        0.0
     };
     let moved = delta(REJECTED_TOTAL, &[("reason", r)]);
     check(moved == rejected, || {

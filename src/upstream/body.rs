@@ -93,18 +93,29 @@ pub enum RequestBodyError {
     Client(#[from] hyper::Error),
 }
 
-/// A read error of the client's body: the desync guard's verdict when it broke the body (it
-/// ends the read with its reason inside an I/O error), else hyper's error as it is.
+/// A read error of the client's body: broken framing when the desync guard broke the body (it
+/// ends the read with its reason inside an I/O error) or hyper's chunked decoder refused it
+/// (`server.desync_mitigation = "monitor"` leaves that to hyper), else hyper's error as it is
+/// (the client went away).
 fn client_error(e: hyper::Error) -> RequestBodyError {
+    use std::io::ErrorKind;
     let mut cause = std::error::Error::source(&e);
     while let Some(c) = cause {
-        // An I/O error's `source` skips the error it wraps: look inside it.
-        let inner = c
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-            .map_or(c, |inner| inner as &(dyn std::error::Error + 'static));
-        if let Some(r) = inner.downcast_ref::<crate::desync::Reason>() {
-            return RequestBodyError::Limit(BodyLimit::Framing(*r));
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            // An I/O error's `source` skips the error it wraps: look inside it.
+            let guard = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<crate::desync::Reason>());
+            let reason = match (guard, io.kind()) {
+                (Some(r), _) => Some(*r),
+                (None, ErrorKind::InvalidData | ErrorKind::InvalidInput) => {
+                    Some(crate::desync::Reason::BadChunk)
+                }
+                _ => None,
+            };
+            if let Some(r) = reason {
+                return RequestBodyError::Limit(BodyLimit::Framing(r));
+            }
         }
         cause = c.source();
     }
