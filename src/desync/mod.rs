@@ -30,6 +30,7 @@
 //! follower that finds where each head starts ([`tracker`]) and the mode table. The proxy
 //! applies it to a connection's bytes (`proxy::guard`).
 
+mod bytes;
 pub mod chunked;
 pub mod head;
 mod reason;

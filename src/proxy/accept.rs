@@ -230,7 +230,7 @@ where
         desync::head::Limits {
             max_head: limits.max_header_bytes,
             max_headers: limits.max_headers,
-            max_uri: limits.max_uri_bytes,
+            max_uri: limits.max_uri_bytes.min(desync::head::MAX_TARGET),
         },
     );
     let answers = Answers {
