@@ -171,10 +171,8 @@ fn scan(data: &[u8], limits: &Limits, worst: &mut Option<Reason>) -> Result<Opti
             b'\r' | b'\n' => return Err(Reason::MissingColon),
             _ => return Err(Reason::BadHeaderName),
         }
-        let mut v = p + n + 1;
-        while matches!(data.get(v), Some(b' ' | b'\t')) {
-            v += 1;
-        }
+        // The value, OWS included (spaces are not special): trimmed only where it is read.
+        let v = p + n + 1;
         let mut i = v;
         let mut non_ascii = false;
         let ve = loop {
@@ -190,18 +188,21 @@ fn scan(data: &[u8], limits: &Limits, worst: &mut Option<Reason>) -> Result<Opti
                 Some(_) => return Err(Reason::BadHeaderValue),
             }
         };
-        let Some(next) = line_end(data, ve, worst, Reason::BareCr)? else {
-            return Ok(None);
+        let next = if data.get(ve + 1) == Some(&b'\n') && data[ve] == b'\r' {
+            ve + 2
+        } else {
+            let Some(next) = line_end(data, ve, worst, Reason::BareCr)? else {
+                return Ok(None);
+            };
+            next
         };
-        let mut end = ve;
-        while end > v && matches!(data[end - 1], b' ' | b'\t') {
-            end -= 1;
-        }
         f.count += 1;
         if f.count > limits.max_headers {
             return Err(Reason::TooManyHeaders);
         }
-        field(&mut f, name, &data[v..end], non_ascii, worst)?;
+        if non_ascii || may_matter(name[0]) {
+            field(&mut f, name, trim(&data[v..ve]), non_ascii, worst)?;
+        }
         p = next;
     }
 }
@@ -275,7 +276,16 @@ fn check_target<'a>(
     Ok(None)
 }
 
-/// Records one header field.
+/// Whether a field whose name starts with `first` may need a look: a name that matters starts
+/// with `c`, `h`, `t` or `u` (`Content-Length`, `Host`, `Transfer-Encoding`, `Upgrade`), and a
+/// framing lookalike with one of those or a non-letter. Most names (`Accept…`, `X-…`) need none.
+#[inline]
+const fn may_matter(first: u8) -> bool {
+    let l = first | 0x20;
+    !l.is_ascii_lowercase() || matches!(l, b'c' | b'h' | b't' | b'u')
+}
+
+/// Records one header field (its value without the OWS around it).
 fn field<'a>(
     f: &mut Fields<'a>,
     name: &[u8],
