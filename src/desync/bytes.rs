@@ -49,6 +49,20 @@ pub(super) const PATH: [u8; 256] = {
     t
 };
 
+/// Bytes after a `#`: whatever a URI may hold (the parser drops them).
+pub(super) const FRAGMENT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = match i as u8 {
+            0x21..=0x7E | 0x80..=0xFF => 1,
+            _ => 0,
+        };
+        i += 1;
+    }
+    t
+};
+
 /// Bytes of a query: as [`PATH`], and `?` and the rest of ASCII's punctuation.
 pub(super) const QUERY: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -78,8 +92,27 @@ const fn specials(w: u64) -> u64 {
     (ctl | del | w) & HI
 }
 
-/// The index of the first byte at or after `i` that is a control, DEL or non-ASCII.
+/// The index of the first byte at or after `i` that is not a token byte (four at a time).
 #[inline]
+pub(super) fn token_end(data: &[u8], mut i: usize) -> usize {
+    while let Some(w) = data.get(i..i + 4) {
+        let t = |k: usize| TOKEN[usize::from(w[k])];
+        if !(t(0) & t(1) & t(2) & t(3)) {
+            break;
+        }
+        i += 4;
+    }
+    while let Some(&b) = data.get(i) {
+        if !TOKEN[usize::from(b)] {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// The index of the first byte at or after `i` that is a control, DEL or non-ASCII.
+#[inline(always)]
 pub(super) fn next_special(data: &[u8], mut i: usize) -> usize {
     while let Some(chunk) = data.get(i..i + 8) {
         let mut w = [0u8; 8];

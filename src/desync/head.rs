@@ -10,7 +10,7 @@
 //! is reported as soon as the offending byte is seen, complete or not.
 
 use super::Reason;
-use super::bytes::{PATH, QUERY, TOKEN, next_special};
+use super::bytes::{FRAGMENT, PATH, QUERY, next_special, token_end};
 
 /// The longest request target hyper and the `http` crate take, whatever `max_uri_bytes` says.
 pub const MAX_TARGET: usize = 65_534;
@@ -94,12 +94,17 @@ pub fn classify(data: &[u8], limits: &Limits) -> Scan {
     }
 }
 
+const HTTP11: u64 = u64::from_le_bytes(*b"HTTP/1.1");
+const HTTP10: u64 = u64::from_le_bytes(*b"HTTP/1.0");
+
 /// `Ok(None)`: incomplete so far.
 fn scan(data: &[u8], limits: &Limits, worst: &mut Option<Reason>) -> Result<Option<Head>, Reason> {
     // method SP
-    let m = data.iter().position(|&b| !TOKEN[usize::from(b)]);
-    let Some(m) = m else { return Ok(None) };
-    match data[m] {
+    let m = token_end(data, 0);
+    let Some(&sep) = data.get(m) else {
+        return Ok(None);
+    };
+    match sep {
         b' ' if m > 0 => {}
         // A token, then the wrong separator (a tab, a second space, a line end).
         b'\t' | b'\r' | b'\n' if m > 0 => return Err(Reason::BadRequestLine),
@@ -108,20 +113,11 @@ fn scan(data: &[u8], limits: &Limits, worst: &mut Option<Reason>) -> Result<Opti
     let method = &data[..m];
     // request-target SP
     let t0 = m + 1;
-    let Some(t1) = data[t0..].iter().position(|&b| b <= b' ' || b == 0x7F) else {
-        return Ok(None);
-    };
-    let t1 = t0 + t1;
-    match data[t1] {
-        b' ' if t1 > t0 => {}
-        b' ' | b'\r' | b'\n' => return Err(Reason::BadRequestLine),
-        _ => return Err(Reason::BadTarget),
-    }
-    let target = &data[t0..t1];
-    if target.len() > limits.max_uri {
+    let (t1, authority) = target(data, t0, worst)?;
+    let Some(t1) = t1 else { return Ok(None) };
+    if t1 - t0 > limits.max_uri {
         return Err(Reason::UriTooLong);
     }
-    let authority = check_target(target, worst)?;
     // HTTP-version CRLF
     let v0 = t1 + 1;
     let Some(version) = data.get(v0..v0 + 8) else {
@@ -131,9 +127,9 @@ fn scan(data: &[u8], limits: &Limits, worst: &mut Option<Reason>) -> Result<Opti
             Err(Reason::BadVersion)
         };
     };
-    let http10 = match version {
-        b"HTTP/1.1" => false,
-        b"HTTP/1.0" => true,
+    let http10 = match u64::from_le_bytes(version.try_into().unwrap_or_default()) {
+        HTTP11 => false,
+        HTTP10 => true,
         _ => return Err(Reason::BadVersion),
     };
     let Some(mut p) = line_end(data, v0 + 8, worst, Reason::BadVersion)? else {
@@ -161,10 +157,11 @@ fn scan(data: &[u8], limits: &Limits, worst: &mut Option<Reason>) -> Result<Opti
         if b == b' ' || b == b'\t' {
             return Err(Reason::ObsFold);
         }
-        let Some(n) = data[p..].iter().position(|&b| !TOKEN[usize::from(b)]) else {
+        let n = token_end(data, p) - p;
+        let Some(&c) = data.get(p + n) else {
             return Ok(None);
         };
-        let (name, c) = (&data[p..p + n], data[p + n]);
+        let name = &data[p..p + n];
         match c {
             b':' if n > 0 => {}
             b' ' | b'\t' if n > 0 => return Err(Reason::SpaceBeforeColon),
@@ -230,50 +227,83 @@ fn line_end(
     }
 }
 
-/// Checks the request target as hyper and the `http` crate will read it; returns the
-/// authority of an absolute-form (or CONNECT's authority-form) target.
-fn check_target<'a>(
-    target: &'a [u8],
+/// The request target starting at `t0`, checked as hyper and the `http` crate will read it:
+/// the index of the space after it (`None`: incomplete), and the authority of an absolute-form
+/// (or CONNECT's authority-form) target. An origin-form target is read in one pass.
+fn target<'a>(
+    data: &'a [u8],
+    t0: usize,
     worst: &mut Option<Reason>,
-) -> Result<Option<&'a [u8]>, Reason> {
-    if target == b"*" {
-        return Ok(None);
+) -> Result<(Option<usize>, Option<&'a [u8]>), Reason> {
+    match data.get(t0) {
+        None => return Ok((None, None)),
+        Some(b'/') => {}
+        Some(_) => return other_target(data, t0, worst),
     }
-    if target[0] != b'/' {
-        // absolute-form or authority-form: rare, so the `http` crate's own parser decides.
-        let uri = http::Uri::try_from(target).map_err(|_| Reason::BadTarget)?;
-        let Some(a) = uri.authority() else {
-            return Err(Reason::BadTarget);
-        };
-        let a = a.as_str().as_bytes();
-        // The authority's bytes within the target (it holds no userinfo-free copy of its own).
-        let at = target
-            .windows(a.len())
-            .position(|w| w == a)
-            .ok_or(Reason::BadTarget)?;
-        if !target.is_ascii() {
-            note(worst, Reason::NonAsciiTarget)?;
-        }
-        return Ok(Some(&target[at..at + a.len()]));
-    }
-    let (mut table, mut high) = (&PATH, false);
-    for &b in target {
+    let (mut table, mut high, mut i) = (&PATH, false, t0);
+    while let Some(&b) = data.get(i) {
         match table[usize::from(b)] {
             1 => {}
             2 => table = &QUERY,
             // The fragment is cut off by the parser; what follows still needs URI bytes.
-            3 => break,
+            3 => table = &FRAGMENT,
             4 => high = true,
-            _ => return Err(Reason::BadTarget),
+            _ => break,
         }
+        i += 1;
+    }
+    let Some(&end) = data.get(i) else {
+        return Ok((None, None));
+    };
+    match end {
+        b' ' => {}
+        b'\r' | b'\n' => return Err(Reason::BadRequestLine),
+        _ => return Err(Reason::BadTarget),
     }
     if high {
-        if std::str::from_utf8(target).is_err() {
+        if std::str::from_utf8(&data[t0..i]).is_err() {
             return Err(Reason::BadTarget);
         }
         note(worst, Reason::NonAsciiTarget)?;
     }
-    Ok(None)
+    Ok((Some(i), None))
+}
+
+/// A target that is not origin-form: `*`, absolute-form, authority-form. Rare, so the `http`
+/// crate's own parser decides.
+#[cold]
+fn other_target<'a>(
+    data: &'a [u8],
+    t0: usize,
+    worst: &mut Option<Reason>,
+) -> Result<(Option<usize>, Option<&'a [u8]>), Reason> {
+    let Some(len) = data[t0..].iter().position(|&b| b <= b' ' || b == 0x7F) else {
+        return Ok((None, None));
+    };
+    let t1 = t0 + len;
+    match data[t1] {
+        b' ' if len > 0 => {}
+        b' ' | b'\r' | b'\n' => return Err(Reason::BadRequestLine),
+        _ => return Err(Reason::BadTarget),
+    }
+    let target = &data[t0..t1];
+    if target == b"*" {
+        return Ok((Some(t1), None));
+    }
+    let uri = http::Uri::try_from(target).map_err(|_| Reason::BadTarget)?;
+    let Some(a) = uri.authority() else {
+        return Err(Reason::BadTarget);
+    };
+    let a = a.as_str().as_bytes();
+    // The authority's bytes within the target.
+    let at = target
+        .windows(a.len())
+        .position(|w| w == a)
+        .ok_or(Reason::BadTarget)?;
+    if !target.is_ascii() {
+        note(worst, Reason::NonAsciiTarget)?;
+    }
+    Ok((Some(t1), Some(&target[at..at + a.len()])))
 }
 
 /// Whether a field whose name starts with `first` may need a look: a name that matters starts
@@ -332,7 +362,10 @@ fn finish(
     len: usize,
     worst: &mut Option<Reason>,
 ) -> Result<Head, Reason> {
-    let bodiless = matches!(method, b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE");
+    let bodiless = matches!(
+        method,
+        [b'G', b'E', b'T'] | [b'H', b'E', b'A', b'D'] | b"OPTIONS" | [b'T', b'R', b'A', b'C', b'E']
+    );
     let framing = if f.te_fields > 0 {
         if http10 {
             return Err(Reason::ChunkedHttp10);
@@ -385,7 +418,11 @@ fn finish(
     })
 }
 
+#[inline]
 fn trim(b: &[u8]) -> &[u8] {
+    if !matches!(b.first(), Some(b' ' | b'\t')) && !matches!(b.last(), Some(b' ' | b'\t')) {
+        return b;
+    }
     let s = b
         .iter()
         .position(|c| !matches!(c, b' ' | b'\t'))
