@@ -92,15 +92,17 @@ const fn specials(w: u64) -> u64 {
     (ctl | del | w) & HI
 }
 
-/// The index of the first byte at or after `i` that is not a token byte (four at a time).
-#[inline]
+/// The index of the first byte at or after `i` that is not a token byte (eight at a time).
+#[inline(always)]
 pub(super) fn token_end(data: &[u8], mut i: usize) -> usize {
-    while let Some(w) = data.get(i..i + 4) {
-        let t = |k: usize| TOKEN[usize::from(w[k])];
-        if !(t(0) & t(1) & t(2) & t(3)) {
+    while let Some(chunk) = data.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let all = w.iter().fold(true, |ok, &b| ok & TOKEN[usize::from(b)]);
+        if !all {
             break;
         }
-        i += 4;
+        i += 8;
     }
     while let Some(&b) = data.get(i) {
         if !TOKEN[usize::from(b)] {

@@ -316,6 +316,7 @@ const fn may_matter(first: u8) -> bool {
 }
 
 /// Records one header field (its value without the OWS around it).
+#[inline]
 fn field<'a>(
     f: &mut Fields<'a>,
     name: &[u8],
@@ -354,6 +355,7 @@ fn field<'a>(
 }
 
 /// The checks that need every field: framing, hosts.
+#[inline]
 fn finish(
     f: &Fields<'_>,
     method: &[u8],
@@ -420,6 +422,8 @@ fn finish(
 
 #[inline]
 fn trim(b: &[u8]) -> &[u8] {
+    // The usual value: one space after the colon, nothing after the value.
+    let b = b.strip_prefix(b" ").unwrap_or(b);
     if !matches!(b.first(), Some(b' ' | b'\t')) && !matches!(b.last(), Some(b' ' | b'\t')) {
         return b;
     }

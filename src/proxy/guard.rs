@@ -74,24 +74,33 @@ impl Answers {
     }
 }
 
-#[derive(Debug)]
+/// Where the guard stands (fieldless, so the check on every read is one compare).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Open,
     /// Bytes after an upgrade request wait in `held` for its answer.
     Holding,
-    /// A head was refused: its answer goes out once the requests before it are answered.
-    Refusing {
-        reason: Reason,
-        head: Vec<u8>,
-        answer: Option<Vec<u8>>,
-        written: usize,
-    },
-    Broken(Reason),
-    /// Nothing more is read (the last request closes the connection), or all is said.
+    /// A head was refused (`refusal`): its answer goes out once the requests before it are
+    /// answered.
+    Refusing,
+    /// A chunked body broke (`refusal.reason`): the read fails.
+    Broken,
+    /// Nothing more is read (the last request closes the connection).
     Cut,
+    /// All is said: the stream ends.
     Done,
     /// Not HTTP/1 (an HTTP/2 connection, a tunnel): bytes pass untouched.
     Off,
+}
+
+/// A refused head (or broken body) and its answer as it is written.
+#[derive(Debug)]
+struct Refusal {
+    reason: Reason,
+    /// The start of the refused head, for its access-log line.
+    head: Vec<u8>,
+    answer: Option<Vec<u8>>,
+    written: usize,
 }
 
 /// A client byte stream behind the desync guard.
@@ -102,6 +111,7 @@ pub struct Guard<I> {
     state: Arc<ConnState>,
     answers: Answers,
     phase: Phase,
+    refusal: Option<Refusal>,
     /// An incomplete head, or bytes sent after an upgrade request: not shown to hyper yet.
     held: Vec<u8>,
     /// How far `held` was searched for the end of its head.
@@ -126,6 +136,7 @@ impl<I> Guard<I> {
             state,
             answers,
             phase: Phase::Open,
+            refusal: None,
             held: Vec::new(),
             searched: 0,
             out: Vec::new(),
@@ -164,14 +175,23 @@ impl<I> Guard<I> {
             }
             Some(Stop::Refuse(reason)) => {
                 rest.truncate(KEEP_FOR_LOG);
-                self.phase = Phase::Refusing {
+                self.refusal = Some(Refusal {
                     reason,
                     head: rest,
                     answer: None,
                     written: 0,
-                };
+                });
+                self.phase = Phase::Refusing;
             }
-            Some(Stop::Break(reason)) => self.phase = Phase::Broken(reason),
+            Some(Stop::Break(reason)) => {
+                self.refusal = Some(Refusal {
+                    reason,
+                    head: Vec::new(),
+                    answer: None,
+                    written: 0,
+                });
+                self.phase = Phase::Broken;
+            }
             Some(Stop::Cut) => self.phase = Phase::Cut,
         }
     }
@@ -213,22 +233,19 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Guard<I> {
             }
             return Poll::Pending;
         }
-        let Phase::Refusing {
-            reason,
-            head,
-            answer,
-            written,
-        } = &mut self.phase
-        else {
+        let Some(r) = &mut self.refusal else {
             return Poll::Ready(Ok(()));
         };
-        let answer = answer.get_or_insert_with(|| self.answers.refusal(*reason, head));
-        while *written < answer.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &answer[*written..]))?;
+        let answers = &self.answers;
+        let answer = r
+            .answer
+            .get_or_insert_with(|| answers.refusal(r.reason, &r.head));
+        while r.written < answer.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &answer[r.written..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            *written += n;
+            r.written += n;
         }
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
         self.phase = Phase::Done;
@@ -253,7 +270,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guard<I> {
                 }
                 return Poll::Ready(Ok(()));
             }
-            match &this.phase {
+            match this.phase {
                 Phase::Off => return Pin::new(&mut this.inner).poll_read(cx, buf),
                 Phase::Open => {}
                 Phase::Holding => {
@@ -275,9 +292,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guard<I> {
                     }
                     continue;
                 }
-                Phase::Refusing { .. } => return this.poll_refuse(cx),
-                Phase::Broken(r) => {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, *r)));
+                Phase::Refusing => return this.poll_refuse(cx),
+                Phase::Broken => {
+                    let r = this.refusal.as_ref().map_or(Reason::BadChunk, |r| r.reason);
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, r)));
                 }
                 Phase::Done => return Poll::Ready(Ok(())),
                 Phase::Cut => {
