@@ -325,12 +325,12 @@ fn field<'a>(
     worst: &mut Option<Reason>,
 ) -> Result<(), Reason> {
     match name.len() {
-        4 if name.eq_ignore_ascii_case(b"host") => {
+        4 if lower_is(name, b"host") => {
             f.hosts += 1;
             f.host = value;
         }
-        7 if name.eq_ignore_ascii_case(b"upgrade") => f.upgrade = true,
-        14 if name.eq_ignore_ascii_case(b"content-length") => {
+        7 if lower_is(name, b"upgrade") => f.upgrade = true,
+        14 if lower_is(name, b"content-length") => {
             f.lengths += 1;
             match digits(value) {
                 None => f.bad_length = true,
@@ -338,7 +338,7 @@ fn field<'a>(
                 Some(n) => f.length = Some(n),
             }
         }
-        17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+        17 if lower_is(name, b"transfer-encoding") => {
             f.te_fields += 1;
             let mut codings = value.split(|&b| b == b',');
             let last = codings.next_back().map(trim).unwrap_or_default();
@@ -364,11 +364,18 @@ fn finish(
     len: usize,
     worst: &mut Option<Reason>,
 ) -> Result<Head, Reason> {
-    let bodiless = matches!(
-        method,
-        [b'G', b'E', b'T'] | [b'H', b'E', b'A', b'D'] | b"OPTIONS" | [b'T', b'R', b'A', b'C', b'E']
-    );
-    let framing = if f.te_fields > 0 {
+    let bodiless = || {
+        matches!(
+            method,
+            [b'G', b'E', b'T']
+                | [b'H', b'E', b'A', b'D']
+                | b"OPTIONS"
+                | [b'T', b'R', b'A', b'C', b'E']
+        )
+    };
+    let framing = if f.te_fields == 0 && f.lengths == 0 {
+        Framing::None
+    } else if f.te_fields > 0 {
         if http10 {
             return Err(Reason::ChunkedHttp10);
         }
@@ -393,14 +400,14 @@ fn finish(
             note(worst, Reason::DuplicateLength)?;
         }
         let n = f.length.unwrap_or(0);
-        if bodiless && n == 0 {
+        if n == 0 && bodiless() {
             note(worst, Reason::ZeroLengthOnGet)?;
         }
         Framing::Length(n)
     } else {
         Framing::None
     };
-    if bodiless && (framing == Framing::Chunked || matches!(framing, Framing::Length(n) if n > 0)) {
+    if framing != Framing::None && framing != Framing::Length(0) && bodiless() {
         note(worst, Reason::UnexpectedBody)?;
     }
     if f.hosts > 1 {
@@ -416,8 +423,15 @@ fn finish(
         len,
         worst: *worst,
         framing,
-        upgrade: (f.upgrade && !http10) || method == b"CONNECT",
+        upgrade: (f.upgrade && !http10) || (method.len() == 7 && method == b"CONNECT"),
     })
+}
+
+/// Whether a token `name` is `lower` (lower-case ASCII letters and `-`) in any case. Setting
+/// bit 5 lower-cases a letter, and a token byte that is not a letter never becomes one.
+#[inline]
+fn lower_is(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len() && name.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
 }
 
 #[inline]

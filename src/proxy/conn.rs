@@ -256,6 +256,7 @@ impl<I> ConnIo<I> {
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for ConnIo<I> {
+    #[inline]
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
