@@ -98,6 +98,7 @@ const HTTP11: u64 = u64::from_le_bytes(*b"HTTP/1.1");
 const HTTP10: u64 = u64::from_le_bytes(*b"HTTP/1.0");
 
 /// `Ok(None)`: incomplete so far.
+#[inline(always)]
 fn scan(data: &[u8], limits: &Limits, worst: &mut Option<Reason>) -> Result<Option<Head>, Reason> {
     // method SP
     let m = token_end(data, 0);
@@ -230,6 +231,7 @@ fn line_end(
 /// The request target starting at `t0`, checked as hyper and the `http` crate will read it:
 /// the index of the space after it (`None`: incomplete), and the authority of an absolute-form
 /// (or CONNECT's authority-form) target. An origin-form target is read in one pass.
+#[inline(always)]
 fn target<'a>(
     data: &'a [u8],
     t0: usize,
@@ -316,7 +318,7 @@ const fn may_matter(first: u8) -> bool {
 }
 
 /// Records one header field (its value without the OWS around it).
-#[inline]
+#[inline(always)]
 fn field<'a>(
     f: &mut Fields<'a>,
     name: &[u8],
@@ -355,7 +357,7 @@ fn field<'a>(
 }
 
 /// The checks that need every field: framing, hosts.
-#[inline]
+#[inline(always)]
 fn finish(
     f: &Fields<'_>,
     method: &[u8],
@@ -434,7 +436,7 @@ fn lower_is(name: &[u8], lower: &[u8]) -> bool {
     name.len() == lower.len() && name.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
 }
 
-#[inline]
+#[inline(always)]
 fn trim(b: &[u8]) -> &[u8] {
     // The usual value: one space after the colon, nothing after the value.
     let b = b.strip_prefix(b" ").unwrap_or(b);
