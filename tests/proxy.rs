@@ -360,6 +360,8 @@ async fn admin_endpoints_report_health_readiness_metrics_and_placement() {
         n::NOT_ENTITLED_TOTAL,
         // No gRPC call here (tests/grpc.rs and grpc_calls.rs).
         n::GRPC_RESPONSES_TOTAL,
+        // Every request here is compliant HTTP/1 (tests/desync.rs reads the decisions).
+        n::DESYNC_TOTAL,
     ];
     for name in n::ALL
         .iter()
