@@ -55,14 +55,19 @@ impl Answers {
         if a == Action::ForwardClose {
             state.close_after(d.seq);
         }
-        tracing::info!(
-            client = %self.client,
-            class = r.class().label(),
-            reason = r.label(),
-            action = a.label(),
-            request = d.seq,
-            "desync: {r}"
-        );
+        // An acceptable request forwarded as usual (a bare LF, UTF-8 in a value: common from
+        // some clients) is counted, and logged at debug only, so it cannot flood the log.
+        if a == Action::Forward && r.class() == crate::desync::Class::Acceptable {
+            tracing::debug!(
+                client = %self.client, class = r.class().label(), reason = r.label(),
+                action = a.label(), request = d.seq, "desync: {r}"
+            );
+        } else {
+            tracing::info!(
+                client = %self.client, class = r.class().label(), reason = r.label(),
+                action = a.label(), request = d.seq, "desync: {r}"
+            );
+        }
     }
 
     fn refusal(&self, reason: Reason, head: &[u8]) -> Vec<u8> {
