@@ -34,4 +34,5 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tenant;
 pub mod tls_client;
+pub mod tracecontext;
 pub mod upstream;
