@@ -17,8 +17,8 @@ mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cellgate::desync::tracker::{Stop, Tracker};
-use cellgate::desync::{Decision, Mode, Reason, head};
+use cellgate::desync::tracker::{self, Followed, Stop};
+use cellgate::desync::{Mode, Reason, head};
 use common::cells::{eventually, urls, within};
 use common::limits::{metrics, sum};
 use common::upstream::Upstream;
@@ -53,45 +53,9 @@ fn reason(label: &str) -> Reason {
         .unwrap_or_else(|| panic!("no reason is labelled {label}"))
 }
 
-/// What a tracker did with a request's bytes.
-#[derive(Debug, PartialEq, Eq)]
-struct Run {
-    decisions: Vec<Decision>,
-    /// Where it stopped (`Partial`: bytes were left over, waiting for more).
-    stop: Option<Stop>,
-    /// Bytes let through to hyper.
-    passed: usize,
-    at_head: bool,
-}
-
-/// Feeds `chunks` in turn to a fresh tracker as the guard does: an incomplete head is kept
-/// and fed again with the next chunk.
-fn track(mode: Mode, limits: head::Limits, chunks: &[&[u8]]) -> Run {
-    let mut t = Tracker::new(mode, limits);
-    let (mut decisions, mut held, mut passed) = (Vec::new(), Vec::new(), 0);
-    for chunk in chunks {
-        held.extend_from_slice(chunk);
-        let step = t.feed(&held, &mut |d| decisions.push(d));
-        passed += step.pass;
-        match step.stop {
-            None => held.clear(),
-            Some(Stop::Partial) => held = held.split_off(step.pass),
-            stop => {
-                return Run {
-                    decisions,
-                    stop,
-                    passed,
-                    at_head: t.at_head(),
-                };
-            }
-        }
-    }
-    Run {
-        decisions,
-        stop: (!held.is_empty()).then_some(Stop::Partial),
-        passed,
-        at_head: t.at_head(),
-    }
+/// Feeds `chunks` in turn to a fresh tracker, buffered as the guard buffers them.
+fn track(mode: Mode, limits: head::Limits, chunks: &[&[u8]]) -> Followed {
+    tracker::follow(mode, limits, chunks.iter().copied())
 }
 
 fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {

@@ -6,8 +6,8 @@
 #![no_main]
 
 use cellgate::desync::head::{Limits, Scan, classify};
-use cellgate::desync::tracker::{Stop, Tracker};
-use cellgate::desync::{Decision, Mode};
+use cellgate::desync::Mode;
+use cellgate::desync::tracker::{self, Followed};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: Limits = Limits {
@@ -16,28 +16,20 @@ const LIMITS: Limits = Limits {
     max_uri: 8192,
 };
 
-/// Feeds `data` in reads of the given sizes as the proxy's guard does.
-fn follow(data: &[u8], sizes: &[u8]) -> (Vec<Decision>, usize, Option<Stop>) {
-    let mut t = Tracker::new(Mode::Defensive, LIMITS);
-    let (mut decisions, mut passed, mut held) = (Vec::new(), 0, Vec::<u8>::new());
+/// Follows `data` in reads of the given sizes (cycled, at least one byte), as the guard
+/// buffers them.
+fn follow(data: &[u8], sizes: &[u8]) -> Followed {
     let mut rest = data;
-    let mut sizes = sizes.iter().map(|&s| usize::from(s).max(1)).cycle();
-    while !rest.is_empty() {
-        let n = sizes.next().unwrap_or(rest.len()).min(rest.len());
-        held.extend_from_slice(&rest[..n]);
-        rest = &rest[n..];
-        let step = t.feed(&held, &mut |d| decisions.push(d));
-        passed += step.pass;
-        match step.stop {
-            None => held.clear(),
-            Some(Stop::Partial) => {
-                held.drain(..step.pass);
-            }
-            Some(s) => return (decisions, passed, Some(s)),
+    let mut reads = Vec::new();
+    for n in sizes.iter().map(|&s| usize::from(s).max(1)).cycle() {
+        if rest.is_empty() {
+            break;
         }
+        let (read, after) = rest.split_at(n.min(rest.len()));
+        reads.push(read);
+        rest = after;
     }
-    let stop = (!held.is_empty()).then_some(Stop::Partial);
-    (decisions, passed, stop)
+    tracker::follow(Mode::Defensive, LIMITS, reads)
 }
 
 fuzz_target!(|input: (Vec<u8>, Vec<u8>)| {

@@ -283,33 +283,10 @@ fn chunked_bodies_end_where_they_end_and_bad_framing_is_found() {
     assert!(matches!(chunked(trailers.as_bytes()), Progress::Bad(_)));
 }
 
-/// Feeds `data` in pieces of `size` as the guard does (an incomplete head is kept and fed
-/// again from its start with what follows); returns the decisions, the bytes passed and the
-/// stop that ended it.
+/// Follows `data` in reads of `size` bytes: the decisions, the bytes passed, the stop.
 fn follow(mode: Mode, data: &[u8], size: usize) -> (Vec<Decision>, usize, Option<Stop>) {
-    let mut t = Tracker::new(mode, LIMITS);
-    let (mut decisions, mut passed, mut held) = (Vec::new(), 0, Vec::<u8>::new());
-    for piece in data.chunks(size) {
-        held.extend_from_slice(piece);
-        let step = t.feed(&held, &mut |d| decisions.push(d));
-        passed += step.pass;
-        match step.stop {
-            None => held.clear(),
-            Some(Stop::Partial) => {
-                held.drain(..step.pass);
-            }
-            Some(s) => return (decisions, passed, Some(s)),
-        }
-    }
-    (
-        decisions,
-        passed,
-        if held.is_empty() {
-            None
-        } else {
-            Some(Stop::Partial)
-        },
-    )
+    let f = super::tracker::follow(mode, LIMITS, data.chunks(size));
+    (f.decisions, f.passed, f.stop)
 }
 
 #[test]

@@ -220,3 +220,51 @@ const fn stop(n: usize, s: Stop) -> Step {
         stop: Some(s),
     }
 }
+
+/// What following a stream came to (see [`follow`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Followed {
+    pub decisions: Vec<Decision>,
+    /// Bytes let through to the parser.
+    pub passed: usize,
+    /// Where it stopped (`Partial`: bytes were left over, waiting for more).
+    pub stop: Option<Stop>,
+    pub at_head: bool,
+}
+
+/// Follows a stream arriving as `reads`, buffered as the proxy's guard buffers it (an
+/// incomplete head is kept and fed again from its start with the next read), without the I/O:
+/// what the tests, the property tests and the fuzz target hold the tracker to.
+pub fn follow<'a>(
+    mode: Mode,
+    limits: Limits,
+    reads: impl IntoIterator<Item = &'a [u8]>,
+) -> Followed {
+    let mut t = Tracker::new(mode, limits);
+    let (mut decisions, mut passed, mut held) = (Vec::new(), 0, Vec::<u8>::new());
+    for read in reads {
+        held.extend_from_slice(read);
+        let step = t.feed(&held, &mut |d| decisions.push(d));
+        passed += step.pass;
+        match step.stop {
+            None => held.clear(),
+            Some(Stop::Partial) => {
+                held.drain(..step.pass);
+            }
+            stop => {
+                return Followed {
+                    decisions,
+                    passed,
+                    stop,
+                    at_head: t.at_head(),
+                };
+            }
+        }
+    }
+    Followed {
+        decisions,
+        passed,
+        stop: (!held.is_empty()).then_some(Stop::Partial),
+        at_head: t.at_head(),
+    }
+}

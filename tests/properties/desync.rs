@@ -6,9 +6,9 @@
 //!   end; whatever they refuse, it refuses;
 //! - the decisions and the bytes passed do not depend on how the stream is split into reads.
 
+use cellgate::desync::Mode;
 use cellgate::desync::head::{Limits, Scan, classify};
-use cellgate::desync::tracker::{Stop, Tracker};
-use cellgate::desync::{Decision, Mode};
+use cellgate::desync::tracker::{self, Followed};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -158,33 +158,19 @@ fn hyper_reads(data: &[u8]) -> Result<Option<usize>, String> {
     Ok(Some(n))
 }
 
-/// Feeds `data` in reads of the given sizes as the guard does (an incomplete head is kept and
-/// fed again from its start with what follows).
-fn follow(data: &[u8], sizes: &[usize]) -> (Vec<Decision>, usize, Option<Stop>) {
-    let mut t = Tracker::new(Mode::Defensive, LIMITS);
-    let (mut decisions, mut passed, mut held) = (Vec::new(), 0, Vec::<u8>::new());
+/// Follows `data` in reads of the given sizes (cycled), as the guard buffers them.
+fn follow(data: &[u8], sizes: &[usize]) -> Followed {
     let mut rest = data;
-    let mut sizes = sizes.iter().cycle();
-    while !rest.is_empty() {
-        let n = sizes
-            .next()
-            .copied()
-            .unwrap_or(rest.len())
-            .clamp(1, rest.len());
-        held.extend_from_slice(&rest[..n]);
-        rest = &rest[n..];
-        let step = t.feed(&held, &mut |d| decisions.push(d));
-        passed += step.pass;
-        match step.stop {
-            None => held.clear(),
-            Some(Stop::Partial) => {
-                held.drain(..step.pass);
-            }
-            Some(s) => return (decisions, passed, Some(s)),
+    let mut reads = Vec::new();
+    for &n in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
         }
+        let (read, after) = rest.split_at(n.clamp(1, rest.len()));
+        reads.push(read);
+        rest = after;
     }
-    let stop = (!held.is_empty()).then_some(Stop::Partial);
-    (decisions, passed, stop)
+    tracker::follow(Mode::Defensive, LIMITS, reads)
 }
 
 proptest! {
