@@ -141,3 +141,24 @@ async fn underscored_header_names_can_be_dropped_instead() {
     })
     .await;
 }
+
+/// A refused head behind a good one on the same connection (pipelined): the good one is
+/// answered first, then the refusal, then the connection closes; the cell sees only the first.
+#[tokio::test]
+async fn a_refused_head_behind_a_pipelined_request_is_answered_after_it() {
+    within(async {
+        let up = Upstream::start("a", "a-1").await;
+        let h = start("", &[("a", urls(&[&up]))], &[("acme", "a", "ACTIVE")]).await;
+        let head = format!(
+            "GET /first HTTP/1.1\r\nHost: {HOST}\r\n\r\nGET /second HTTP/1.1\r\nHost: {HOST}\r\nX-A: a\x00b\r\n\r\n"
+        );
+        let (status, rest, closed) = raw(&h, &head).await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        let second = rest.find("HTTP/1.1 ").map(|i| &rest[i..]).unwrap_or_default();
+        assert!(second.starts_with("HTTP/1.1 400"), "no refusal after the first answer: {rest}");
+        assert!(second.contains("\"error\":\"malformed_header\""), "{second}");
+        assert!(closed, "the connection stayed open");
+        assert_eq!(up.requests(), 1, "the refused request reached the cell");
+    })
+    .await;
+}
