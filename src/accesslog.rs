@@ -19,6 +19,7 @@ use crate::apikey::KeyId;
 use crate::config::AccessLogConfig;
 use crate::metrics::Outcome;
 use crate::tenant::TenantId;
+use crate::tracecontext::{SpanId, TraceId};
 
 /// Everything one line says, captured without formatting.
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ pub struct Record {
     pub incomplete: bool,
     /// A gRPC call's `grpc-status` (the cell's, or the one the proxy answered with).
     pub grpc_status: Option<u16>,
+    /// The request's trace and the proxy's span, and whether it was sampled (`[tracing]`).
+    pub trace: Option<(TraceId, SpanId, bool)>,
 }
 
 /// The sending side, shared by all workers.
@@ -173,6 +176,12 @@ pub fn format_line(r: &Record, out: &mut String) {
     if r.incomplete {
         out.push_str(",\"incomplete\":true");
     }
+    if let Some((trace, span, sampled)) = r.trace {
+        let _ = write!(
+            out,
+            ",\"trace_id\":\"{trace}\",\"span_id\":\"{span}\",\"trace_sampled\":{sampled}"
+        );
+    }
     out.push_str("}\n");
 }
 
@@ -225,6 +234,10 @@ mod tests {
             outcome: Outcome::routed,
             incomplete: false,
             grpc_status: Some(0),
+            trace: crate::tracecontext::parse_traceparent(&HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ))
+            .map(|p| (p.trace_id, p.span_id, true)),
         };
         let mut s = String::new();
         format_line(&r, &mut s);
@@ -239,6 +252,9 @@ mod tests {
         assert_eq!(v["upstream_ms"], 1.5);
         assert_eq!(v["outcome"], "routed");
         assert_eq!(v["grpc_status"], 0);
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(v["span_id"], "00f067aa0ba902b7");
+        assert_eq!(v["trace_sampled"], true);
         assert!(s.ends_with("}\n"));
     }
 }

@@ -19,6 +19,10 @@ pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// What is left of it: `"tier";r=0;t=1`.
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// W3C Trace Context: the trace and the caller's span (`[tracing]`).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// W3C Trace Context: vendors' trace state, passed on only with a continued `traceparent`.
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

@@ -23,6 +23,7 @@ pub mod identify;
 pub mod metering;
 pub mod metrics;
 pub mod ops;
+pub mod otel;
 pub mod paths;
 pub mod placement;
 pub mod proxy;

@@ -27,6 +27,7 @@ use super::fetch::{self, FetchError, FetchUrl};
 use super::keys::{AlgSet, KeySet, VerificationKey, from_jwk};
 use crate::metrics::JwksMetrics;
 use crate::shutdown::{Stop, stopped};
+use crate::tracecontext::children::{self, Child, JWKS_FETCH, Kind, Value};
 
 /// Shortest refresh interval a server's `max-age` can impose.
 const MIN_SERVER_TTL: Duration = Duration::from_secs(30);
@@ -252,12 +253,21 @@ impl Jwks {
         // While a fetch runs, the stored permit asks for one more after it; the task applies
         // the cooldown to that one, so the fetch count stays bounded either way.
         self.wake.notify_one();
+        let started = std::time::Instant::now();
         // The task answers within one fetch deadline; the margin covers its scheduling.
         let wait = self.cfg.timeout + Duration::from_secs(1);
         let _ = tokio::time::timeout(wait, attempts.changed()).await;
         let found = self.key(kid);
         if found.is_none() {
             self.negative.insert(Box::from(kid), ());
+        }
+        if children::recording().is_some() {
+            let mut child = Child::ended(JWKS_FETCH, Kind::Internal, started)
+                .with("cellgate.issuer", Value::Str(Arc::clone(&self.issuer)))
+                .with("cellgate.jwks.joined", Value::Bool(running))
+                .with("cellgate.jwks.kid_found", Value::Bool(found.is_some()));
+            child.error = found.is_none().then_some("unknown_kid");
+            children::record(child);
         }
         found
     }

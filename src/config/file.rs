@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub access_log: FileAccessLog,
     /// `[metering]`: usage per tenant per window.
     pub metering: Option<super::FileMetering>,
+    /// `[tracing]`: OpenTelemetry spans over OTLP/HTTP.
+    pub tracing: Option<super::FileTracing>,
     #[serde(default)]
     pub log: FileLog,
 }

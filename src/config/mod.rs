@@ -19,6 +19,7 @@ mod registry;
 mod server;
 mod tenant;
 mod tls;
+mod traces;
 mod typed;
 mod upstream;
 
@@ -41,6 +42,7 @@ pub use registry::{DynamoSettings, LookupConfig, LookupSettings, RegistryConfig}
 pub use server::{ConnectionLimits, HeaderUnderscores, Http2Config, IngressLimits, ServerConfig};
 pub use tenant::{ApiKeyConfig, RoutePolicy, TenantConfig, TenantHeaderConfig};
 pub use tls::{ListenerTls, TlsFiles};
+pub use traces::{FileTracing, OtlpEndpoint, TracingConfig, TrustIncoming, build_tracing};
 pub use typed::{AdminConfig, Config, ListenerConfig};
 pub use upstream::{
     DnsConfig, HealthCheckConfig, MAX_POOL_IDLE, OutlierConfig, RetryConfig, UpstreamConfig,

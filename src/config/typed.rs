@@ -46,6 +46,8 @@ pub struct Config {
     pub access_log: AccessLogConfig,
     /// Usage per tenant per window, to a sink (`[metering]`; `None`: off).
     pub metering: Option<super::MeteringConfig>,
+    /// Spans to an OTLP/HTTP endpoint (`[tracing]`; `None`: off).
+    pub tracing: Option<super::TracingConfig>,
     pub log: LogConfig,
 }
 
@@ -161,6 +163,7 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
     let access_log = build_access_log(&raw.access_log)?;
     let log = build_log(&raw.log)?;
     let metering = super::build_metering(raw.metering.as_ref(), base)?;
+    let tracing = super::build_tracing(raw.tracing.as_ref())?;
 
     Ok(Config {
         source_path: path.to_path_buf(),
@@ -179,6 +182,7 @@ pub(super) fn build(raw: FileConfig, path: &Path, base: &Path) -> Result<Config,
         strip_headers,
         access_log,
         metering,
+        tracing,
         log,
     })
 }

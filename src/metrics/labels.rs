@@ -73,6 +73,18 @@ pub enum UpstreamErrorKind {
     protocol,
 }
 
+impl UpstreamErrorKind {
+    /// The label's value, for spans.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::connect => "connect",
+            Self::timeout => "timeout",
+            Self::protocol => "protocol",
+        }
+    }
+}
+
 /// Which limit refused a request; the `limit` label of the rejections metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {

@@ -16,6 +16,7 @@ mod metering;
 pub mod names;
 mod placement;
 mod tls;
+mod traces;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ use labels::{RequestLabels, UpstreamErrorLabels};
 pub use metering::MeteringMetrics;
 pub use placement::{LookupMetrics, PlacementMetrics};
 pub use tls::{ListenerTlsMetrics, TlsMetrics};
+pub use traces::TraceMetrics;
 
 /// All metric families, registered once.
 #[derive(Debug)]
@@ -82,6 +84,8 @@ pub struct Metrics {
     pub fleet: FleetMetrics,
     /// Usage metering's emitter (registered whether or not it is on).
     pub metering: MeteringMetrics,
+    /// Span export (registered whether or not `[tracing]` is on).
+    pub traces: TraceMetrics,
     auth_families: auth::AuthFamilies,
     cells: Mutex<HashMap<Arc<str>, Arc<CellMetrics>>>,
     registry: Registry,
@@ -128,6 +132,7 @@ impl Metrics {
             tls: TlsMetrics::default(),
             fleet: FleetMetrics::default(),
             metering: MeteringMetrics::default(),
+            traces: TraceMetrics::default(),
             auth_families: auth::AuthFamilies::default(),
             cells: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -226,6 +231,8 @@ impl Metrics {
         m.fleet.register(&mut registry);
         let mut metering = m.metering.clone();
         metering.register(&mut registry);
+        let mut traces = m.traces.clone();
+        traces.register(&mut registry);
         let auth = m.auth_families.auth();
         let lookups = LookupMetrics::register(&mut registry);
         Self {
@@ -233,6 +240,7 @@ impl Metrics {
             auth,
             lookups,
             metering,
+            traces,
             ratelimit_idle_evictions: evictions
                 .get_or_create_owned(&ReasonLabel { reason: "idle" }),
             ratelimit_forced_evictions: evictions

@@ -127,6 +127,13 @@ pub const METERING_WINDOWS_DROPPED_TOTAL: &str = "cellgate_metering_windows_drop
 /// When the sink last took a whole emission (Unix seconds; 0: never).
 pub const METERING_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
     "cellgate_metering_last_success_timestamp_seconds";
+/// Spans the OTLP endpoint accepted (`[tracing]`).
+pub const TRACE_SPANS_EXPORTED_TOTAL: &str = "cellgate_trace_spans_exported_total";
+/// Spans dropped, by `reason`: `queue_full` (the export queue was full), `export_failed` (the
+/// endpoint refused, was unreachable or too slow).
+pub const TRACE_SPANS_DROPPED_TOTAL: &str = "cellgate_trace_spans_dropped_total";
+/// OTLP export requests, by `result`: `ok`, `error`.
+pub const TRACE_EXPORTS_TOTAL: &str = "cellgate_trace_exports_total";
 /// Requests in flight to each cell now, by `cell` (the gauge the per-cell cap checks).
 pub const CELL_IN_FLIGHT: &str = "cellgate_cell_in_flight";
 /// Routed requests by `cell`, target `group`, `version` and `status_class`: compare a canary
@@ -211,6 +218,9 @@ pub const ALL: &[&str] = &[
     METERING_WINDOWS_CLOSED_EARLY_TOTAL,
     METERING_WINDOWS_DROPPED_TOTAL,
     METERING_LAST_SUCCESS_TIMESTAMP_SECONDS,
+    TRACE_SPANS_EXPORTED_TOTAL,
+    TRACE_SPANS_DROPPED_TOTAL,
+    TRACE_EXPORTS_TOTAL,
     CELL_IN_FLIGHT,
     GROUP_REQUESTS_TOTAL,
     GROUP_REQUEST_DURATION_SECONDS,

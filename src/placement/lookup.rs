@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::config::LookupSettings;
 use crate::metrics::LookupMetrics;
+use crate::tracecontext::children::{self, Child, Kind, REGISTRY_READ, Value};
 
 /// How long a request waits for a lookup before answering 503.
 const WAIT: Duration = Duration::from_secs(3);
@@ -43,6 +44,30 @@ pub enum LookupOutcome {
 pub enum LookupKind {
     Tenant,
     Key,
+}
+
+impl LookupOutcome {
+    /// Its name in spans.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Found => "found",
+            Self::Absent => "absent",
+            Self::Unavailable => "unavailable",
+            Self::Limited => "limited",
+        }
+    }
+}
+
+impl LookupKind {
+    /// Its name in spans.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tenant => "tenant",
+            Self::Key => "api_key",
+        }
+    }
 }
 
 /// A read the refresh service must make.
@@ -174,6 +199,7 @@ impl Lookup {
 
     async fn ask(&self, kind: LookupKind, id: &str, force: bool) -> LookupOutcome {
         let (tx, rx) = oneshot::channel();
+        let joined;
         {
             let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
             match inflight.get_mut(&(kind, Box::from(id))) {
@@ -181,6 +207,7 @@ impl Lookup {
                 Some(waiters) => {
                     self.metrics.coalesced.inc();
                     waiters.push(tx);
+                    joined = true;
                 }
                 None => {
                     if !force && !self.take_token() {
@@ -197,13 +224,25 @@ impl Lookup {
                         return LookupOutcome::Limited;
                     }
                     inflight.insert((kind, Box::from(id)), vec![tx]);
+                    joined = false;
                 }
             }
         }
-        match tokio::time::timeout(WAIT, rx).await {
+        let started = std::time::Instant::now();
+        let outcome = match tokio::time::timeout(WAIT, rx).await {
             Ok(Ok(outcome)) => outcome,
             _ => LookupOutcome::Unavailable,
+        };
+        if children::recording().is_some() {
+            let read = if joined { "coalesced" } else { "miss" };
+            let mut child = Child::ended(REGISTRY_READ, Kind::Client, started)
+                .with("cellgate.registry.read", Value::Static(read))
+                .with("cellgate.registry.kind", Value::Static(kind.as_str()))
+                .with("cellgate.registry.outcome", Value::Static(outcome.as_str()));
+            child.error = matches!(outcome, LookupOutcome::Unavailable).then_some("unavailable");
+            children::record(child);
         }
+        outcome
     }
 
     /// Answers everyone waiting for `id` (called by the refresh service).

@@ -239,12 +239,13 @@ where
         client,
     };
     let io = TokioIo::new(Guard::new(io, tracker, Arc::clone(&state), answers));
-    let xff = server.trust_x_forwarded_for && client_addr::trusted(&server.trusted_hops, client);
+    let hop = client_addr::trusted(&server.trusted_hops, client);
+    let xff = server.trust_x_forwarded_for && hop;
     let client = Rc::new(Client::new(
         peer,
         client,
         ctx.tls.is_some(),
-        xff,
+        (hop, xff),
         Arc::clone(&state),
     ));
     let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {

@@ -14,7 +14,8 @@ use crate::accesslog::Record;
 use crate::apikey::KeyId;
 use crate::metering::answer::BytesIn;
 use crate::metrics::Outcome;
-use crate::tenant::TenantId;
+use crate::otel::{Extra, Trace};
+use crate::tenant::{TenantId, TenantSource};
 
 #[derive(Debug)]
 pub struct Arrival {
@@ -30,6 +31,12 @@ pub struct Arrival {
     pub route: Option<u8>,
     /// A gRPC call (HTTP/2, `content-type: application/grpc…`): refused in gRPC's terms.
     pub grpc: bool,
+    /// Its place in its trace (`[tracing]`; `None`: off).
+    pub trace: Option<Trace>,
+    /// How its tenant was identified, once it was.
+    pub source: Option<TenantSource>,
+    /// A sampled request's target group, once placed (for its span).
+    pub group: Option<Arc<str>>,
 }
 
 impl Arrival {
@@ -45,6 +52,9 @@ impl Arrival {
             bytes_in: None,
             route: None,
             grpc: super::grpc::is_grpc(parts),
+            trace: None,
+            source: None,
+            group: None,
         }
     }
 
@@ -67,6 +77,26 @@ impl Arrival {
             bytes_in: None,
             route: None,
             grpc: false,
+            trace: None,
+            source: None,
+            group: None,
+        }
+    }
+
+    /// Whether this request's span is recorded (sampled).
+    #[must_use]
+    pub fn traced(&self) -> bool {
+        self.trace.as_ref().is_some_and(|t| t.recording.is_some())
+    }
+
+    /// What its span says beyond the access-log record, with the admit stage's decision.
+    #[must_use]
+    pub fn extra(&self, code: Option<&'static str>, limit: Option<&'static str>) -> Extra {
+        Extra {
+            source: self.source.map(TenantSource::as_str),
+            group: self.group.clone(),
+            code,
+            limit,
         }
     }
 
@@ -100,6 +130,7 @@ impl Arrival {
             outcome,
             incomplete: false,
             grpc_status: None,
+            trace: self.trace.as_ref().map(Trace::ids),
         }
     }
 }

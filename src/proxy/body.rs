@@ -16,6 +16,7 @@ use super::grpc::Call;
 use super::moves::Watch;
 use crate::accesslog::PendingLog;
 use crate::metering::answer::Pending;
+use crate::otel::PendingSpan;
 use crate::ratelimit::Permit;
 use crate::upstream::{BodyError, UpstreamBody};
 
@@ -65,43 +66,43 @@ impl ProxyBody {
         body: UpstreamBody,
         permit: Permit,
         watch: Option<Watch>,
-        log: Option<PendingLog>,
-        meter: Option<Pending>,
-        grpc: Option<Call>,
+        log: BodyLog,
     ) -> Self {
         Self::Upstream {
             body,
             permit: Some(permit),
             watch,
-            log: BodyLog {
-                pending: log,
-                meter,
-                grpc,
-                bytes: 0,
-            },
+            log,
             ended: false,
         }
     }
 }
 
-/// The access-log line and the usage count of a routed request while its body streams: the
-/// bytes sent so far, and both written once, when the body ends (complete) or is dropped
-/// before (incomplete).
+/// The access-log line, the usage count and the span of a routed request while its body
+/// streams: the bytes sent so far, and all written once, when the body ends (complete) or is
+/// dropped before (incomplete).
 #[derive(Debug)]
 pub struct BodyLog {
-    pending: Option<PendingLog>,
-    meter: Option<Pending>,
-    grpc: Option<Call>,
-    bytes: u64,
+    pub pending: Option<PendingLog>,
+    pub meter: Option<Pending>,
+    pub grpc: Option<Call>,
+    pub span: Option<PendingSpan>,
+    /// Body bytes sent so far.
+    pub bytes: u64,
 }
 
 impl BodyLog {
     fn finish(&mut self, complete: bool) {
+        let mut grpc_status = None;
         if let Some(g) = self.grpc.take() {
             let status = g.finish();
+            grpc_status = status;
             if let Some(p) = &mut self.pending {
                 p.record.grpc_status = status;
             }
+        }
+        if let Some(s) = self.span.take() {
+            s.finish(self.bytes, complete, grpc_status);
         }
         if let Some(p) = self.pending.take() {
             p.finish(self.bytes, complete);

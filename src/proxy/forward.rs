@@ -15,8 +15,13 @@ use http::header;
 use tokio::time::Instant;
 
 use crate::config::RetryConfig;
+use crate::headers::TRACEPARENT;
 use crate::metrics::{CellMetrics, Metrics};
 use crate::placement::Cell;
+use crate::tracecontext::{
+    self,
+    children::{self, ATTEMPT, Child, Kind, Value},
+};
 use crate::upstream::checks;
 use crate::upstream::pool::{Exchange, SendFailure};
 use crate::upstream::{
@@ -130,11 +135,28 @@ pub(super) async fn forward(
             req.headers_mut()
                 .insert(header::HOST, target.authority.clone());
         }
-        let (again, result) = match u
+        // A sampled request: each attempt is a child span, and the cell's parent.
+        let attempt = children::recording().map(|trace| {
+            let id = tracecontext::new_span_id();
+            req.headers_mut()
+                .insert(TRACEPARENT, tracecontext::traceparent(trace, id, true));
+            (id, std::time::Instant::now())
+        });
+        let sent = u
             .pool
             .send(target, &ep, req, u.timeouts, (now, deadline), upgrade)
-            .await
-        {
+            .await;
+        if let Some((id, started)) = attempt {
+            children::record(attempt_span(
+                id,
+                started,
+                &target.url,
+                &ep,
+                tried.len(),
+                &sent,
+            ));
+        }
+        let (again, result) = match sent {
             Ok(exchange) if !checks::gateway_failure(exchange.response.status().as_u16()) => {
                 ep.health.success();
                 return Ok(Forwarded {
@@ -199,6 +221,44 @@ pub(super) async fn forward(
         req = r;
         pick = Pick::Endpoint(i, e);
     }
+}
+
+/// The child span of one attempt: the target and address, which try it was, and its answer.
+fn attempt_span(
+    id: tracecontext::SpanId,
+    started: std::time::Instant,
+    target: &Arc<str>,
+    ep: &Endpoint,
+    tries: usize,
+    sent: &Result<Exchange, SendFailure>,
+) -> Child {
+    let mut child = Child::ended(ATTEMPT, Kind::Client, started);
+    child.span_id = id;
+    let mut child = child
+        .with("url.full", Value::Str(Arc::clone(target)))
+        .peer(ep.addr);
+    if tries > 1 {
+        let resent = i64::try_from(tries - 1).unwrap_or(i64::MAX);
+        child = child.with("http.request.resend_count", Value::Int(resent));
+    }
+    match sent {
+        Ok(exchange) => {
+            let status = exchange.response.status().as_u16();
+            child = child.with("http.response.status_code", Value::Int(i64::from(status)));
+            if status >= 500 {
+                child.error = Some("gateway_error");
+            }
+        }
+        Err(f) => {
+            let kind = f
+                .error
+                .metric_kind()
+                .map_or("upstream_error", |k| k.as_str());
+            child = child.with("error.type", Value::Static(kind));
+            child.error = Some(kind);
+        }
+    }
+    child
 }
 
 /// The last attempt's result is the answer: a response head (even a 5xx) or its failure.

@@ -58,10 +58,12 @@ use crate::hygiene;
 use crate::identify::{self, identify};
 use crate::metering::Meter;
 use crate::metrics::{CellMetrics, Metrics};
+use crate::otel::{self, Tracer};
 use crate::placement::SnapshotHandle;
 use crate::placement::lookup::Lookup;
 use crate::ratelimit::Limiter;
 use crate::routing::Placer;
+use crate::tracecontext::children;
 use crate::upstream::{Pool, RequestBody, Timeouts, Upstreams};
 
 /// Marks a request the desync guard forwarded as ambiguous: its answer closes the client
@@ -95,6 +97,8 @@ pub struct Shared {
     pub timeouts: Timeouts,
     /// One usage meter per worker (`[metering]`; `None`: off).
     pub meters: Option<crate::metering::service::Meters>,
+    /// Spans to the OTLP endpoint (`[tracing]`; `None`: off, and no tracing work at all).
+    pub tracer: Option<Arc<Tracer>>,
     none_cell: Arc<CellMetrics>,
 }
 
@@ -138,6 +142,7 @@ impl Shared {
             caps: Arc::new(caps::ConnectionCaps::new(config.server.connections)),
             draining: Arc::default(),
             meters: None,
+            tracer: None,
             config,
             snapshot,
             metrics,
@@ -168,6 +173,7 @@ impl Shared {
             access_log: &self.access_log,
             none_cell: &self.none_cell,
             meter: None,
+            tracer: self.tracer.as_deref(),
         }
     }
 
@@ -224,6 +230,8 @@ pub struct Client {
     /// The client is a trusted hop, and `server.trust_x_forwarded_for` is on: each request's
     /// `X-Forwarded-For` names the client.
     pub xff: bool,
+    /// The peer is one of `server.trusted_hops` (`tracing.trust_incoming = "trusted_hops"`).
+    pub hop: bool,
     /// `x-forwarded-for` for `addr`, formatted once per connection rather than per request.
     pub forwarded_for: HeaderValue,
     /// The last bearer token this connection presented, and its verification.
@@ -238,13 +246,14 @@ impl Client {
         peer: SocketAddr,
         addr: IpAddr,
         tls: bool,
-        xff: bool,
+        (hop, xff): (bool, bool),
         conn: Arc<conn::ConnState>,
     ) -> Self {
         Self {
             peer,
             addr,
             tls,
+            hop,
             xff,
             forwarded_for: rewrite::ip_header(addr),
             token: TokenMemo::default(),
@@ -271,26 +280,47 @@ impl Client {
     }
 }
 
-/// Serves one request through all stages.
+/// Serves one request through all stages. With `[tracing]`, its trace is decided first; a
+/// sampled request's stages run with their child spans collected.
 pub async fn handle(
     w: Rc<Worker>,
     req: Request<Incoming>,
     client: Rc<Client>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let s = &*w.shared;
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let mut arrival = Arrival::of(&parts);
+    let Some(tracer) = &w.shared.tracer else {
+        return Ok(stages(&w, parts, body, arrival, &client).await);
+    };
+    let at = otel::Arrived {
+        start: arrival.start.into_std(),
+        version: parts.version,
+        client: client.addr,
+        tls: client.tls,
+    };
+    let trace = tracer.begin(&parts.headers, client.hop, at);
+    let collector = trace.collector.clone();
+    arrival.trace = Some(trace);
+    Ok(match collector {
+        Some(c) => children::collect(c, stages(&w, parts, body, arrival, &client)).await,
+        None => stages(&w, parts, body, arrival, &client).await,
+    })
+}
+
+/// The stages, one call each.
+async fn stages(
+    w: &Rc<Worker>,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    mut arrival: Arrival,
+    client: &Client,
+) -> Response<ProxyBody> {
+    let s = &*w.shared;
 
     // hygiene: ambiguous framing or addressing is refused, and an HTTP/1 connection closed.
     if let Err(v) = hygiene::screen(&mut parts, &s.config.server) {
         let version = parts.version;
-        return Ok(refuse::hygiene(
-            w.ledger(),
-            &arrival,
-            v,
-            client.addr,
-            version,
-        ));
+        return refuse::hygiene(w.ledger(), &arrival, v, client.addr, version);
     }
 
     // identify: who the client is (its own address, or what a trusted hop says), which tenant.
@@ -298,10 +328,11 @@ pub async fn handle(
     let (cfg, placer) = (&s.config.tenant, s.placer());
     let identity = match identify(&parts, addr, cfg, &s.verifier, &client.token, &placer).await {
         Ok(i) => i,
-        Err(e) => return Ok(refuse(w.ledger(), &arrival, e.into(), None, None)),
+        Err(e) => return refuse(w.ledger(), &arrival, e.into(), None, None),
     };
     let (tenant, token) = (identity.tenant, identity.token.as_deref());
     arrival.api_key = identity.key.as_ref().map(|k| k.id);
+    arrival.source = Some(identity.source);
     if w.meter.is_some() {
         arrival.route = s.limiter.route_class(&parts.method, parts.uri.path());
     }
@@ -313,7 +344,7 @@ pub async fn handle(
         let key_scopes = identity.key.as_ref().and_then(|k| k.scopes.as_deref());
         let token_scopes = token.and_then(|t| t.scopes.as_deref());
         if let Err(e) = entitle::within_scopes(need, key_scopes, token_scopes) {
-            return Ok(refuse(w.ledger(), &arrival, e.into(), Some(tenant), None));
+            return refuse(w.ledger(), &arrival, e.into(), Some(tenant), None);
         }
     }
 
@@ -321,13 +352,16 @@ pub async fn handle(
     let upgrade = rewrite::upgrade_of(&parts);
     let decision = match placer.place(&tenant, &parts, token, need).await {
         Ok(d) => d,
-        Err(e) => return Ok(refuse(w.ledger(), &arrival, e.into(), Some(tenant), None)),
+        Err(e) => return refuse(w.ledger(), &arrival, e.into(), Some(tenant), None),
     };
     let cell = &decision.cell;
     let cm = cell.metrics(&s.metrics);
+    if arrival.traced() {
+        arrival.group = Some(Arc::clone(&cell.groups[decision.group].name));
+    }
     if let Err(e) = decision.admits_upgrade(upgrade.is_some()) {
         let cell = Some(&**cell);
-        return Ok(refuse(w.ledger(), &arrival, e.into(), Some(tenant), cell));
+        return refuse(w.ledger(), &arrival, e.into(), Some(tenant), cell);
     }
 
     // admit: the tenant's limits by tier and route class, then the cell's in-flight cap.
@@ -337,13 +371,7 @@ pub async fn handle(
     {
         Ok(p) => p,
         Err(e) => {
-            return Ok(refuse(
-                w.ledger(),
-                &arrival,
-                e.into(),
-                Some(tenant),
-                Some(cell),
-            ));
+            return refuse(w.ledger(), &arrival, e.into(), Some(tenant), Some(cell));
         }
     };
 
@@ -362,6 +390,9 @@ pub async fn handle(
         keep_te_trailers: cell.protocol != crate::upstream::Protocol::Http1,
     };
     let on_upgrade = rewrite::request(&mut parts, &trusted, upgrade);
+    if let Some(t) = &arrival.trace {
+        t.propagate(&mut parts.headers);
+    }
     // An ambiguous request (desync guard, `defensive`): the cell is told, and its HTTP/1.1
     // connection is not reused, so nothing it might have read as a second request is answered.
     let close_after = parts.extensions.get::<CloseAfter>().is_some();
@@ -401,14 +432,7 @@ pub async fn handle(
         Ok(f) => f,
         Err(failed) => {
             let group = decision.group;
-            return Ok(unforwarded(
-                w.ledger(),
-                &arrival,
-                tenant,
-                cell,
-                group,
-                failed,
-            ));
+            return unforwarded(w.ledger(), &arrival, tenant, cell, group, failed);
         }
     };
 
@@ -431,5 +455,5 @@ pub async fn handle(
         sent_at,
         deadline,
     };
-    Ok(respond(&w, &client, &arrival, routed, forwarded))
+    respond(w, client, &arrival, routed, forwarded)
 }

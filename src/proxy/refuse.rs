@@ -22,6 +22,7 @@ use crate::hygiene::Violation;
 use crate::metering::answer::{bytes_in, unix_secs};
 use crate::metering::{Meter, Sample};
 use crate::metrics::{CellMetrics, Metrics};
+use crate::otel::Tracer;
 use crate::placement::Cell;
 use crate::ratelimit::Limited;
 use crate::tenant::TenantId;
@@ -35,6 +36,8 @@ pub struct Ledger<'a> {
     pub none_cell: &'a Arc<CellMetrics>,
     /// The worker's usage meter, when metering is on.
     pub meter: Option<&'a Meter>,
+    /// Where a sampled request's span goes (`[tracing]`).
+    pub tracer: Option<&'a Tracer>,
 }
 
 /// A head the hygiene stage refused: 400 (or 413/414/431), and an HTTP/1 connection closed,
@@ -206,11 +209,25 @@ pub fn refuse(
         };
         meter.record(&sample, unix_secs());
     }
-    if ledger.access_log.wants(r.outcome, status) {
+    let traced = ledger.tracer.filter(|_| a.traced());
+    let logged = ledger.access_log.wants(r.outcome, status);
+    if traced.is_some() || logged {
         let mut rec = a.record(tenant, cell_id, None, status, None, r.outcome);
         rec.bytes = len;
         rec.grpc_status = grpc_status;
-        ledger.access_log.log(rec);
+        if let (Some(tracer), Some(trace)) = (traced, &a.trace) {
+            // The admit stage's answer: this refusal, or (for a failure after it) admitted.
+            let limit = match &err {
+                ProxyError::Limit(_) => Some(r.code),
+                ProxyError::BodyLimit(_) => Some("admitted"),
+                _ if r.upstream_kind.is_some() => Some("admitted"),
+                _ => None,
+            };
+            tracer.finish(trace, rec.clone(), a.extra(Some(r.code), limit));
+        }
+        if logged {
+            ledger.access_log.log(rec);
+        }
     }
     resp
 }

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::arrival::Arrival;
+use super::body::BodyLog;
 use super::forward::{Failed, Forwarded};
 use super::refuse::{Ledger, refuse};
 use super::{Client, ProxyBody, Worker, grpc, moves, rewrite};
@@ -25,6 +26,7 @@ use crate::accesslog::PendingLog;
 use crate::error::ProxyError;
 use crate::metering::answer::Pending;
 use crate::metrics::Outcome;
+use crate::otel::PendingSpan;
 use crate::placement::Cell;
 use crate::ratelimit::Permit;
 use crate::routing::RouteDecision;
@@ -97,6 +99,26 @@ pub fn respond(
             ),
             start: arrival.start,
         });
+    let span = s
+        .tracer
+        .as_ref()
+        .filter(|_| arrival.traced())
+        .and_then(|tracer| {
+            let trace = arrival.trace.as_ref()?;
+            let record = arrival.record(
+                Some(tenant),
+                Some(&cell.id),
+                Some(&target.url),
+                status,
+                Some(upstream_time),
+                Outcome::routed,
+            );
+            let span = trace.span(record, arrival.extra(None, Some("admitted")))?;
+            Some(PendingSpan {
+                tracer: Arc::clone(tracer),
+                span: Box::new(span),
+            })
+        });
     let meter = w.meter.as_ref().map(|m| Pending {
         meter: Arc::clone(m),
         tenant,
@@ -122,6 +144,9 @@ pub fn respond(
         if let Some(l) = log {
             l.finish(0, true);
         }
+        if let Some(sp) = span {
+            sp.finish(0, true, None);
+        }
         if let Some(m) = meter {
             m.finish(0);
         }
@@ -144,13 +169,18 @@ pub fn respond(
         let grpc = arrival
             .grpc
             .then(|| grpc::Call::new(Arc::clone(cm), &rparts.headers));
+        let log = BodyLog {
+            pending: log,
+            meter,
+            grpc,
+            span,
+            bytes: 0,
+        };
         ProxyBody::upstream(
             UpstreamBody::new(rbody, s.timeouts.read, deadline, reuse),
             permit,
             watch,
             log,
-            meter,
-            grpc,
         )
     };
     Response::from_parts(rparts, body)

@@ -36,6 +36,7 @@ use crate::accesslog::AccessLog;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::otel::Tracer;
 use crate::placement::SnapshotHandle;
 use crate::placement::lookup::Lookup;
 use crate::proxy::Shared;
@@ -88,6 +89,8 @@ pub struct Server {
     fleet: Option<crate::ratelimit::fleet::FleetSync>,
     /// The usage emitter (`[metering]`), flushed once the workers have drained.
     metering: Option<crate::metering::service::MeteringTask>,
+    /// The span exporter (`[tracing]`), flushed once the workers have drained.
+    exporter: Option<crate::otel::export::Exporter>,
 }
 
 impl Server {
@@ -149,6 +152,17 @@ impl Server {
             }
             None => None,
         };
+        let exporter = match &config.tracing {
+            Some(t) => {
+                let tls = tls::client_config(None)?;
+                let (tracer, exporter) = Tracer::new(t, metrics.traces.clone(), tls);
+                shared.tracer = Some(Arc::new(tracer));
+                tracing::info!(endpoint = %t.endpoint.uri, sample_ratio = t.sample_ratio,
+                    trust_incoming = ?t.trust_incoming, "tracing on");
+                Some(exporter)
+            }
+            None => None,
+        };
         let shared = Arc::new(shared);
         let (listeners, cert_watches) =
             bind::listeners(&config, inherited.as_mut(), &shared.metrics)?;
@@ -169,6 +183,7 @@ impl Server {
             cells: Arc::from(prepared.cells),
             fleet,
             metering,
+            exporter,
         })
     }
 
@@ -195,6 +210,12 @@ impl Server {
         let shared = Arc::clone(&self.shared);
         let config = Arc::clone(&shared.config);
         let mut control = JoinSet::new();
+        // The exporter outlives the workers: the spans of the requests they drain go out too.
+        let (export_stop, export_stop_rx) = crate::shutdown::Signal::new();
+        let exporter = self
+            .exporter
+            .take()
+            .map(|e| tokio::spawn(e.run(export_stop_rx)));
 
         services::spawn(
             &mut control,
@@ -279,6 +300,10 @@ impl Server {
         // Every answer is in the meters now: the open windows go out (or to the spool).
         if let Some(m) = self.metering.take() {
             m.finish().await;
+        }
+        export_stop.stop();
+        if let Some(e) = exporter {
+            let _ = e.await;
         }
         while control.join_next().await.is_some() {}
         tracing::info!("cellgate stopped");

@@ -5,7 +5,11 @@
 //!
 //! A leaf: plain values in, plain values out. Whether a client's `traceparent` is taken at all
 //! (`tracing.trust_incoming`) is the caller's to decide; this module only reads one it is given.
-//! The first piece of issue 24 (traces); the exporter and the spans build on it.
+//! [`children`] collects a traced request's child spans from the stages that spend its time.
+
+pub mod children;
+
+use std::fmt;
 
 use http::HeaderValue;
 
@@ -16,6 +20,25 @@ pub struct TraceId(pub [u8; 16]);
 /// A span id (8 bytes, never all zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SpanId(pub [u8; 8]);
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    let mut buf = [0u8; 32];
+    let out = &mut buf[..bytes.len() * 2];
+    hex_out(bytes, out);
+    f.write_str(std::str::from_utf8(out).unwrap_or_default())
+}
 
 /// What a valid incoming `traceparent` says: the trace, the caller's span, its sampled flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +218,13 @@ mod tests {
             .count();
         // 1% of 100,000: 1,000 expected, standard deviation about 31.
         assert!((800..1200).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn ids_display_as_lower_case_hex() {
+        let p = parse_traceparent(&HeaderValue::from_static(GOOD)).unwrap();
+        assert_eq!(p.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(p.span_id.to_string(), "00f067aa0ba902b7");
     }
 
     #[test]

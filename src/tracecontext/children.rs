@@ -1,0 +1,156 @@
+//! The child spans of a traced request: recorded by the stages where its time goes (each
+//! upstream attempt, an on-demand registry read, a JWKS fetch), collected for the request's
+//! server span.
+//!
+//! The collector is a task-local set only around a *sampled* request's stages
+//! ([`collect`]): those stages sit in `auth`, `placement` and `proxy`, and the rare cold paths
+//! among them (a JWKS refetch, a registry read) would otherwise need a recorder threaded through
+//! every call between the handler and them. An unsampled request pays one thread-local read
+//! where a child could start ([`recording`]), nothing else. Plain values only: a leaf.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{SpanId, TraceId};
+
+/// The span name of an upstream attempt (one per try, retries included).
+pub const ATTEMPT: &str = "upstream attempt";
+/// The span name of an on-demand registry read (its `cellgate.registry.read`: `miss` when
+/// this request asked, `coalesced` when it joined another's read).
+pub const REGISTRY_READ: &str = "registry read";
+/// The span name of a wait for an issuer's JWKS (an unknown `kid`).
+pub const JWKS_FETCH: &str = "jwks fetch";
+
+/// What a span attribute holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Str(Arc<str>),
+    Static(&'static str),
+    Int(i64),
+    Bool(bool),
+}
+
+/// The span kind a child is (OTLP's `SpanKind`): a call out, or work inside the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Client,
+    Internal,
+}
+
+/// One child span, timed on the monotonic clock (the exporter places it on the wall clock
+/// beside its parent).
+#[derive(Debug, Clone)]
+pub struct Child {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub span_id: SpanId,
+    pub start: Instant,
+    pub end: Instant,
+    /// Why it failed, when it did (the span's error status).
+    pub error: Option<&'static str>,
+    pub attributes: Vec<(&'static str, Value)>,
+}
+
+impl Child {
+    /// A child that started at `start` and ends now.
+    #[must_use]
+    pub fn ended(name: &'static str, kind: Kind, start: Instant) -> Self {
+        Self {
+            name,
+            kind,
+            span_id: super::new_span_id(),
+            start,
+            end: Instant::now(),
+            error: None,
+            attributes: Vec::new(),
+        }
+    }
+
+    /// Adds an attribute.
+    #[must_use]
+    pub fn with(mut self, key: &'static str, value: Value) -> Self {
+        self.attributes.push((key, value));
+        self
+    }
+
+    /// Adds the peer's address as `network.peer.address` and `network.peer.port`.
+    #[must_use]
+    pub fn peer(self, addr: SocketAddr) -> Self {
+        self.with(
+            "network.peer.address",
+            Value::Str(Arc::from(addr.ip().to_string())),
+        )
+        .with("network.peer.port", Value::Int(i64::from(addr.port())))
+    }
+}
+
+/// A traced request's collector: its trace, and the children recorded so far.
+#[derive(Debug)]
+pub struct Recorder {
+    pub trace_id: TraceId,
+    pub children: Vec<Child>,
+}
+
+/// Shared between the handler (which reads the children when the span ends) and the scope.
+pub type Shared = Rc<RefCell<Recorder>>;
+
+/// A collector for a request of `trace_id`.
+#[must_use]
+pub fn recorder(trace_id: TraceId) -> Shared {
+    Rc::new(RefCell::new(Recorder {
+        trace_id,
+        children: Vec::new(),
+    }))
+}
+
+tokio::task_local! {
+    static RECORDER: Shared;
+}
+
+/// Runs `f` (a sampled request's stages) with its children collected into `into`.
+pub async fn collect<F: Future>(into: Shared, f: F) -> F::Output {
+    RECORDER.scope(into, f).await
+}
+
+/// The trace of the request being served, when it is sampled (and so records children).
+#[must_use]
+pub fn recording() -> Option<TraceId> {
+    RECORDER.try_with(|r| r.borrow().trace_id).ok()
+}
+
+/// Records a child of the request being served; nothing when it is not sampled.
+pub fn record(child: Child) {
+    let _ = RECORDER.try_with(|r| r.borrow_mut().children.push(child));
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn children_are_collected_inside_the_scope_only() {
+        record(Child::ended("outside", Kind::Internal, Instant::now()));
+        assert_eq!(recording(), None);
+        let trace = super::super::new_trace_id();
+        let rec = recorder(trace);
+        collect(Rc::clone(&rec), async {
+            assert_eq!(recording(), Some(trace));
+            tokio::task::yield_now().await;
+            record(
+                Child::ended("inside", Kind::Client, Instant::now())
+                    .with("k", Value::Int(1))
+                    .peer("127.0.0.1:80".parse().unwrap()),
+            );
+        })
+        .await;
+        let rec = rec.borrow();
+        assert_eq!(rec.children.len(), 1);
+        assert_eq!(rec.children[0].name, "inside");
+        assert_eq!(rec.children[0].attributes.len(), 3);
+    }
+}
