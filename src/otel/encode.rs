@@ -119,9 +119,10 @@ pub fn spans(d: SpanData, out: &mut Vec<Span>) {
             Value::Static(s) => Some(*s),
             _ => None,
         })
-        .unwrap_or("hit");
-    if r.tenant.is_some() {
-        a.push(kv("cellgate.registry.lookup", s(lookup)));
+        // No read, and placed: the snapshot had the tenant.
+        .or_else(|| r.cell.is_some().then_some("hit"));
+    if let Some(l) = lookup {
+        a.push(kv("cellgate.registry.lookup", s(l)));
     }
     if let Some(l) = d.extra.limit {
         a.push(kv("cellgate.limit", s(l)));

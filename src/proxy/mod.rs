@@ -15,7 +15,12 @@
 //!                           status) ──► metrics + accesslog + the tenant's usage
 //! ```
 //!
-//! Each stage is a plain function over request parts, owned by its module; [`handle`] calls
+//! With `[tracing]`, [`handle`] first decides the request's trace (`otel::Tracer::begin`:
+//! continue a trusted `traceparent` or start one, sample), and a sampled request's stages run
+//! with a child-span collector (`tracecontext::children`); rewrite gives the cell `traceparent`,
+//! and the log step (or `refuse`) finishes the server span from the access-log record.
+//!
+//! Each stage is a plain function over request parts, owned by its module; [`stages`] calls
 //! them in order, one call a stage, and turns their refusals into answers. The threads,
 //! sockets, TLS and shutdown are the composition root's ([`crate::server`]); a listener's
 //! connections, from accept to hyper, are [`accept`]'s.
@@ -230,7 +235,10 @@ pub struct Client {
     /// The client is a trusted hop, and `server.trust_x_forwarded_for` is on: each request's
     /// `X-Forwarded-For` names the client.
     pub xff: bool,
-    /// The peer is one of `server.trusted_hops` (`tracing.trust_incoming = "trusted_hops"`).
+    /// The client that sent the HTTP requests (`addr`: the PROXY header's address behind an
+    /// L4 hop, else the socket's peer) is one of `server.trusted_hops`: its `X-Forwarded-For`
+    /// and (`tracing.trust_incoming = "trusted_hops"`) its `traceparent` are believed. An NLB
+    /// in front speaks no HTTP, so it is never the hop that counts.
     pub hop: bool,
     /// `x-forwarded-for` for `addr`, formatted once per connection rather than per request.
     pub forwarded_for: HeaderValue,
