@@ -103,7 +103,7 @@ resource "aws_iam_role" "execution" {
 data "aws_iam_policy_document" "execution" {
   # ecr:GetAuthorizationToken has no resource-level permissions: AWS requires "*".
   dynamic "statement" {
-    for_each = local.ecr_repository_arn == null ? [] : [1]
+    for_each = length(local.ecr_repository_arns) == 0 ? [] : [1]
     content {
       sid       = "EcrLogin"
       actions   = ["ecr:GetAuthorizationToken"]
@@ -112,11 +112,11 @@ data "aws_iam_policy_document" "execution" {
   }
 
   dynamic "statement" {
-    for_each = local.ecr_repository_arn == null ? [] : [1]
+    for_each = length(local.ecr_repository_arns) == 0 ? [] : [1]
     content {
-      sid       = "PullCellgateImage"
+      sid       = "PullTaskImages"
       actions   = ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"]
-      resources = [local.ecr_repository_arn]
+      resources = local.ecr_repository_arns
     }
   }
 

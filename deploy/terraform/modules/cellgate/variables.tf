@@ -176,7 +176,7 @@ variable "container_user" {
 }
 
 variable "config_writer_image" {
-  description = "Small image with a POSIX shell for the init container that writes the config and certificates to the task's shared volume before cellgate starts (any busybox or alpine image; mirror it into ECR to avoid public pull limits)."
+  description = "Small image with a POSIX shell for the init container that writes the config and certificates to the task's shared volume before cellgate starts (any busybox or alpine image; mirror it into ECR to avoid public pull limits: an image in ECR gets pull rights scoped to its repository)."
   type        = string
   default     = "public.ecr.aws/docker/library/busybox:1.36"
 }
