@@ -31,6 +31,14 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
 #                    action is granted)
 #   GenerateDataKey  Kinesis encrypts each record with the stream's KMS key using the caller's
 #                    credentials; only through Kinesis and only for this stream's context
+# With otel_collector_enabled and otel_collector_xray, the collector sidecar's one X-Ray call
+# (otel.tf; the sidecar runs under the same task role):
+#   PutTraceSegments the awsxray exporter's batches (up to 50 segments a call). X-Ray has no
+#                    resource-level permissions for it, hence "*". Not granted, because nothing
+#                    in the task calls them: GetSamplingRules and GetSamplingTargets (cellgate
+#                    samples by [tracing] sample_ratio, and the collector runs no X-Ray
+#                    receiver or proxy for SDKs to ask), PutTelemetryRecords (the exporter's
+#                    telemetry option, left off)
 # ---------------------------------------------------------------------------------------------
 
 resource "aws_iam_role" "task" {
@@ -87,6 +95,24 @@ resource "aws_iam_role_policy" "task_metering" {
   name   = "usage-stream-write"
   role   = aws_iam_role.task.id
   policy = data.aws_iam_policy_document.task_metering[0].json
+}
+
+data "aws_iam_policy_document" "task_xray" {
+  count = local.otel_enabled && var.otel_collector_xray ? 1 : 0
+
+  statement {
+    sid       = "PutTraceSegments"
+    actions   = ["xray:PutTraceSegments"]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "task_xray" {
+  count = local.otel_enabled && var.otel_collector_xray ? 1 : 0
+
+  name   = "xray-write"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task_xray[0].json
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -25,9 +25,9 @@ locals {
   nlb_subnet_cidrs = sort([for s in data.aws_subnet.nlb : s.cidr_block])
 
   # Pull rights are scoped to each image's repository when it is in ECR (cellgate's, and the
-  # config writer's when mirrored there); an image from anywhere else needs no IAM permission
-  # to pull.
-  task_images = [var.image, var.config_writer_image]
+  # config writer's or the collector's when mirrored there); an image from anywhere else needs
+  # no IAM permission to pull.
+  task_images = concat([var.image, var.config_writer_image], var.otel_collector_enabled ? [var.otel_collector_image] : [])
   ecr_repository_arns = distinct(flatten([
     for image in local.task_images : [
       for m in regexall("^([0-9]{12})\\.dkr\\.ecr\\.([a-z0-9-]+)\\.amazonaws\\.com(\\.cn)?/([^:@]+)", image) :
