@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Static checks of the Terraform under deploy/: every .tf file parses (python-hcl2), `terraform
 # fmt -check` when a terraform binary is on PATH, and checkov finds no failed check (a skip
-# needs `#checkov:skip=ID:reason` in the HCL). Exits non-zero on any failure.
+# needs `#checkov:skip=ID:reason` in the HCL); then, when terraform and a cellgate binary are
+# at hand, the example's config template renders to configs `cellgate validate` accepts
+# (check_example_config.sh). Exits non-zero on any failure.
 #
 #   bash deploy/check.sh
+#
+# The cellgate binary is CELLGATE_BIN, default target/debug/cellgate.
 #
 # The tools live in a virtualenv at CELLGATE_TF_VENV (default ${TMPDIR:-/tmp}/cellgate-tf-venv),
 # created and filled on first use; later runs reuse it unless the pinned versions change.
@@ -57,3 +61,6 @@ echo "== checkov (terraform)"
 # --skip-download: no call to the vendor's API (the network may have none); the checks
 # themselves ship with the package.
 "$venv/bin/checkov" -d deploy/ --framework terraform --compact --quiet --skip-download
+
+echo "== example config: rendered and validated (cellgate validate)"
+bash deploy/check_example_config.sh "${CELLGATE_BIN:-}"

@@ -48,6 +48,9 @@ locals {
     metering_spool_dir = module.cellgate.metering_spool_dir
     metering_window    = var.metering_window
     region             = var.region
+    # And the collector sidecar's OTLP/HTTP endpoint, on the task's loopback. null when off.
+    otlp_endpoint      = module.cellgate.otlp_traces_endpoint
+    trace_sample_ratio = var.trace_sample_ratio
   })
 }
 
@@ -96,6 +99,10 @@ module "cellgate" {
   metering_stream = {
     enabled = var.metering_enabled
   }
+
+  # Traces (deploy/README.md, "Traces"): an ADOT collector sidecar in each task, exporting to
+  # X-Ray; the task role may put trace segments. Off by default.
+  otel_collector_enabled = var.traces_enabled
 
   min_capacity  = 3
   desired_count = 3

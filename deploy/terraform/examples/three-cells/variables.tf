@@ -156,3 +156,20 @@ variable "metering_window" {
     error_message = "metering_window: a whole number of seconds or minutes, e.g. \"60s\" or \"5m\"."
   }
 }
+
+variable "traces_enabled" {
+  description = "Traces: the module runs an ADOT collector sidecar in each task that exports to X-Ray, and the config gets a [tracing] section sending spans to it (deploy/README.md, \"Traces\"). Off by default."
+  type        = bool
+  default     = false
+}
+
+variable "trace_sample_ratio" {
+  description = "[tracing] sample_ratio: the fraction of requests traced (new traces; decided on arrival). X-Ray bills per trace recorded, and a trace here is one request: at 5,000 requests per second, 0.01 is 50 traces a second, about 130 million a month. Start at 0.01-0.05 on a busy fleet; 1.0 only on a quiet one."
+  type        = number
+  default     = 0.01
+
+  validation {
+    condition     = var.trace_sample_ratio >= 0 && var.trace_sample_ratio <= 1
+    error_message = "trace_sample_ratio: between 0 and 1."
+  }
+}

@@ -80,6 +80,9 @@ locals {
     essential              = true
     user                   = var.container_user
     readonlyRootFilesystem = true
+    # With the collector beside it, CPU shares in proportion to the two reservations (a
+    # container without one would get the smallest share under contention).
+    cpu = local.otel_enabled ? var.cpu - var.otel_collector_cpu : null
     # Above server.shutdown_grace: SIGTERM starts the drain, SIGKILL would cut it short.
     stopTimeout = var.stop_timeout_seconds
     command     = ["serve", "--config", local.config_path]
@@ -90,7 +93,11 @@ locals {
       { containerPort = var.admin_port, protocol = "tcp", name = "admin" },
     ]
     mountPoints = concat([{ sourceVolume = "config", containerPath = local.config_dir, readOnly = true }], local.metering_mount_points)
-    dependsOn   = [{ containerName = "config-writer", condition = "SUCCESS" }]
+    # With traces, after the collector is healthy (otel.tf): its receiver is listening.
+    dependsOn = concat(
+      [{ containerName = "config-writer", condition = "SUCCESS" }],
+      local.otel_enabled ? [{ containerName = "otel-collector", condition = "HEALTHY" }] : [],
+    )
     healthCheck = length(local.health_check_command) == 0 ? null : {
       command     = local.health_check_command
       interval    = 10
@@ -133,13 +140,29 @@ resource "aws_ecs_task_definition" "this" {
     }
   }
 
-  container_definitions = jsonencode([local.config_writer, local.cellgate])
+  container_definitions = jsonencode(concat(
+    [local.config_writer],
+    local.otel_enabled ? [local.otel_collector] : [],
+    [local.cellgate],
+  ))
 
   tags = local.tags
 
   # A rotated AUTH token is a new revision (CELLGATE_REDIS_PASSWORD_VERSION); its tasks must
   # start only once the replication group accepts the new token.
   depends_on = [aws_elasticache_replication_group.fleet]
+
+  lifecycle {
+    precondition {
+      condition     = !local.otel_enabled || (var.otel_collector_cpu < var.cpu && var.memory - var.otel_collector_memory >= 512)
+      error_message = "otel_collector_cpu must be below cpu, and memory - otel_collector_memory at least 512 MiB: the collector's share comes out of the task's, and cellgate needs the rest."
+    }
+
+    precondition {
+      condition     = !local.otel_enabled || var.otel_collector_xray || var.otel_collector_otlphttp_endpoint != null
+      error_message = "otel_collector_enabled with neither otel_collector_xray nor otel_collector_otlphttp_endpoint: the collector would have nowhere to send spans."
+    }
+  }
 }
 
 resource "aws_ecs_service" "this" {

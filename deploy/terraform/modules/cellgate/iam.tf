@@ -31,6 +31,14 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
 #                    action is granted)
 #   GenerateDataKey  Kinesis encrypts each record with the stream's KMS key using the caller's
 #                    credentials; only through Kinesis and only for this stream's context
+# With otel_collector_enabled and otel_collector_xray, the collector sidecar's one X-Ray call
+# (otel.tf; the sidecar runs under the same task role):
+#   PutTraceSegments the awsxray exporter's batches (up to 50 segments a call). X-Ray has no
+#                    resource-level permissions for it, hence "*". Not granted, because nothing
+#                    in the task calls them: GetSamplingRules and GetSamplingTargets (cellgate
+#                    samples by [tracing] sample_ratio, and the collector runs no X-Ray
+#                    receiver or proxy for SDKs to ask), PutTelemetryRecords (the exporter's
+#                    telemetry option, left off)
 # ---------------------------------------------------------------------------------------------
 
 resource "aws_iam_role" "task" {
@@ -89,6 +97,24 @@ resource "aws_iam_role_policy" "task_metering" {
   policy = data.aws_iam_policy_document.task_metering[0].json
 }
 
+data "aws_iam_policy_document" "task_xray" {
+  count = local.otel_enabled && var.otel_collector_xray ? 1 : 0
+
+  statement {
+    sid       = "PutTraceSegments"
+    actions   = ["xray:PutTraceSegments"]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "task_xray" {
+  count = local.otel_enabled && var.otel_collector_xray ? 1 : 0
+
+  name   = "xray-write"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task_xray[0].json
+}
+
 # ---------------------------------------------------------------------------------------------
 # Execution role: what ECS does for the task before cellgate runs (image pull, log stream,
 # secrets into the init container's environment).
@@ -103,7 +129,7 @@ resource "aws_iam_role" "execution" {
 data "aws_iam_policy_document" "execution" {
   # ecr:GetAuthorizationToken has no resource-level permissions: AWS requires "*".
   dynamic "statement" {
-    for_each = local.ecr_repository_arn == null ? [] : [1]
+    for_each = length(local.ecr_repository_arns) == 0 ? [] : [1]
     content {
       sid       = "EcrLogin"
       actions   = ["ecr:GetAuthorizationToken"]
@@ -112,11 +138,11 @@ data "aws_iam_policy_document" "execution" {
   }
 
   dynamic "statement" {
-    for_each = local.ecr_repository_arn == null ? [] : [1]
+    for_each = length(local.ecr_repository_arns) == 0 ? [] : [1]
     content {
-      sid       = "PullCellgateImage"
+      sid       = "PullTaskImages"
       actions   = ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"]
-      resources = [local.ecr_repository_arn]
+      resources = local.ecr_repository_arns
     }
   }
 

@@ -24,13 +24,16 @@ locals {
 
   nlb_subnet_cidrs = sort([for s in data.aws_subnet.nlb : s.cidr_block])
 
-  # Pull rights are scoped to the image's repository when it is in this account's ECR; an image
-  # from anywhere else needs no IAM permission to pull.
-  ecr_match = regexall("^([0-9]{12})\\.dkr\\.ecr\\.([a-z0-9-]+)\\.amazonaws\\.com(\\.cn)?/([^:@]+)", var.image)
-  ecr_repository_arn = length(local.ecr_match) == 0 ? null : format(
-    "arn:%s:ecr:%s:%s:repository/%s",
-    local.partition, local.ecr_match[0][1], local.ecr_match[0][0], local.ecr_match[0][3],
-  )
+  # Pull rights are scoped to each image's repository when it is in ECR (cellgate's, and the
+  # config writer's or the collector's when mirrored there); an image from anywhere else needs
+  # no IAM permission to pull.
+  task_images = concat([var.image, var.config_writer_image], var.otel_collector_enabled ? [var.otel_collector_image] : [])
+  ecr_repository_arns = distinct(flatten([
+    for image in local.task_images : [
+      for m in regexall("^([0-9]{12})\\.dkr\\.ecr\\.([a-z0-9-]+)\\.amazonaws\\.com(\\.cn)?/([^:@]+)", image) :
+      format("arn:%s:ecr:%s:%s:repository/%s", local.partition, m[1], m[0], m[3])
+    ]
+  ]))
 
   config_dir  = "/etc/cellgate"
   config_path = "${local.config_dir}/cellgate.toml"

@@ -54,7 +54,7 @@ output "nlb_security_group_id" {
 }
 
 output "task_role_arn" {
-  description = "Role the proxy runs as (registry read only; with metering_stream, PutRecords on the usage stream)."
+  description = "Role the proxy runs as (registry read only; with metering_stream, PutRecords on the usage stream; with the collector's X-Ray export, PutTraceSegments)."
   value       = aws_iam_role.task.arn
 }
 
@@ -74,7 +74,7 @@ output "config_parameter_name" {
 }
 
 output "log_group_name" {
-  description = "CloudWatch log group of the tasks (cellgate/ streams: access log and application log; config-writer/ streams: the init container)."
+  description = "CloudWatch log group of the tasks (cellgate/ streams: access log and application log; config-writer/ streams: the init container; otel-collector/ streams: the collector sidecar, with otel_collector_enabled)."
   value       = aws_cloudwatch_log_group.this.name
 }
 
@@ -126,4 +126,9 @@ output "metering_stream_arn" {
 output "metering_spool_dir" {
   description = "Writable path of the metering spool in the container: what [metering] spool_dir must be in config_toml (null unless metering_stream.enabled)."
   value       = local.metering_enabled ? var.metering_spool_dir : null
+}
+
+output "otlp_traces_endpoint" {
+  description = "What [tracing] otlp_endpoint must be in config_toml to use the collector sidecar: http://127.0.0.1:4318/v1/traces, on the task's loopback (null unless otel_collector_enabled)."
+  value       = local.otel_enabled ? local.otlp_traces_endpoint : null
 }

@@ -176,7 +176,7 @@ variable "container_user" {
 }
 
 variable "config_writer_image" {
-  description = "Small image with a POSIX shell for the init container that writes the config and certificates to the task's shared volume before cellgate starts (any busybox or alpine image; mirror it into ECR to avoid public pull limits)."
+  description = "Small image with a POSIX shell for the init container that writes the config and certificates to the task's shared volume before cellgate starts (any busybox or alpine image; mirror it into ECR to avoid public pull limits: an image in ECR gets pull rights scoped to its repository)."
   type        = string
   default     = "public.ecr.aws/docker/library/busybox:1.36"
 }
@@ -461,7 +461,7 @@ variable "cell_ports" {
 }
 
 variable "https_egress_cidrs" {
-  description = "CIDRs the tasks may reach on 443 besides the cells and DynamoDB: ECR, CloudWatch Logs, SSM and Secrets Manager (Fargate pulls images and secrets through the task's ENI), the JWKS URLs of the config's issuers, and Kinesis with metering_stream. Narrow it to interface endpoint subnets when every one of those has a VPC endpoint."
+  description = "CIDRs the tasks may reach on 443 besides the cells and DynamoDB: ECR, CloudWatch Logs, SSM and Secrets Manager (Fargate pulls images and secrets through the task's ENI), the JWKS URLs of the config's issuers, Kinesis with metering_stream, and X-Ray (or an https otel_collector_otlphttp_endpoint) with otel_collector_enabled. Narrow it to interface endpoint subnets when every one of those has a VPC endpoint."
   type        = list(string)
   default     = ["0.0.0.0/0"]
 
@@ -606,5 +606,66 @@ variable "metering_spool_dir" {
   validation {
     condition     = can(regex("^/[A-Za-z0-9_./-]+$", var.metering_spool_dir)) && !startswith(var.metering_spool_dir, "/etc/cellgate")
     error_message = "metering_spool_dir: an absolute path (letters, digits, _ . - /), not under /etc/cellgate (the read-only config volume)."
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Traces (ADOT collector sidecar)
+# ---------------------------------------------------------------------------------------------
+
+variable "otel_collector_enabled" {
+  description = "Run an AWS Distro for OpenTelemetry collector beside cellgate in each task: it takes cellgate's spans over OTLP/HTTP on the task's loopback (127.0.0.1:4318, the otlp_traces_endpoint output, which config_toml's [tracing] otlp_endpoint must name; a check warns otherwise) and exports them to X-Ray (otel_collector_xray) and/or an OTLP/HTTP backend (otel_collector_otlphttp_endpoint). Off: no container, no IAM, nothing."
+  type        = bool
+  default     = false
+}
+
+variable "otel_collector_image" {
+  description = "ADOT collector image. Pinned: a new collector version is a reviewed change (its config keys and feature gates move between versions). Mirror it into ECR to avoid public pull limits: an image in this account's ECR gets pull rights scoped to its repository."
+  type        = string
+  default     = "public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0"
+}
+
+variable "otel_collector_cpu" {
+  description = "CPU units reserved for the collector (of the task's cpu; cellgate gets the rest as its share). CPU shares, not a cap: either may use idle CPU, and under contention they split it in this ratio."
+  type        = number
+  default     = 256
+
+  validation {
+    condition     = var.otel_collector_cpu >= 128 && var.otel_collector_cpu <= 4096
+    error_message = "otel_collector_cpu: 128-4096 CPU units."
+  }
+}
+
+variable "otel_collector_memory" {
+  description = "Hard memory limit of the collector in MiB (taken from the task's memory; cellgate keeps the rest). Its memory_limiter refuses spans above 80% of it, so a slow backend costs spans, not the task's memory: cellgate counts them as failed exports."
+  type        = number
+  default     = 256
+
+  validation {
+    condition     = var.otel_collector_memory >= 128 && var.otel_collector_memory <= 4096
+    error_message = "otel_collector_memory: 128-4096 MiB."
+  }
+}
+
+variable "otel_collector_xray" {
+  description = "Export the collector's spans to AWS X-Ray (awsxray exporter, in this region). The task role gets xray:PutTraceSegments, the one call the exporter makes."
+  type        = bool
+  default     = true
+}
+
+variable "otel_collector_xray_indexed_attributes" {
+  description = "Span attributes the awsxray exporter turns into X-Ray annotations, which X-Ray indexes for filter expressions (annotation[tenant.id] = \"acme\"); every other attribute becomes unindexed metadata. Keep it to low-cardinality ids and outcomes."
+  type        = list(string)
+  default     = ["tenant.id", "cell.id", "cellgate.outcome", "cellgate.error_code"]
+}
+
+variable "otel_collector_otlphttp_endpoint" {
+  description = "Also (or, with otel_collector_xray = false, only) export to this OTLP/HTTP base URL (the exporter appends /v1/traces), e.g. Jaeger's or Tempo's OTLP/HTTP receiver. null: none. No headers are sent, so the backend must not need an API key. The tasks' security group lets out 443 to https_egress_cidrs only: another port needs an egress rule on the task_security_group_id output."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.otel_collector_otlphttp_endpoint == null || can(regex("^https?://[^/?#]+(/[^?#]*)?$", var.otel_collector_otlphttp_endpoint))
+    error_message = "otel_collector_otlphttp_endpoint: an http:// or https:// URL with no query string."
   }
 }
