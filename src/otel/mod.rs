@@ -132,6 +132,7 @@ impl Tracer {
     /// `hop`: the client is one of `server.trusted_hops`.
     #[must_use]
     pub fn begin(&self, headers: &HeaderMap, hop: bool, at: Arrived) -> Trace {
+        // The handler's own clock starts a moment later; the span's start is this one.
         let trusted = match self.trust {
             TrustIncoming::Never => false,
             TrustIncoming::TrustedHops => hop,
@@ -147,7 +148,7 @@ impl Tracer {
         let recording = sampled.then(|| {
             Box::new(Recording {
                 wall: SystemTime::now(),
-                mono: at.start,
+                mono: Instant::now(),
                 host: headers.get(http::header::HOST).cloned(),
                 version: at.version,
                 client: at.client,
@@ -187,7 +188,6 @@ impl Tracer {
 /// What [`Tracer::begin`] keeps of the request's arrival for a sampled span.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrived {
-    pub start: Instant,
     pub version: Version,
     pub client: IpAddr,
     pub tls: bool,

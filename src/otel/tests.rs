@@ -20,7 +20,6 @@ fn tracer(trust: &str, ratio: f64) -> (Tracer, export::Exporter) {
 
 fn arrived() -> Arrived {
     Arrived {
-        start: Instant::now(),
         version: Version::HTTP_11,
         client: "203.0.113.7".parse().unwrap(),
         tls: false,

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use super::caps::{Refused, Slot};
 use super::conn::{Clocks, ConnIo, ConnState, Tracked};
 use super::guard::{Answers, Guard};
-use super::{Client, CloseAfter, Shared, Worker, client_addr, handle};
+use super::{Client, CloseAfter, Shared, Worker, client_addr, traced};
 
 use crate::desync::{self, tracker::Tracker};
 use crate::shutdown::{Stop, stopped};
@@ -259,7 +259,7 @@ where
             req.extensions_mut().insert(CloseAfter);
         }
         let close = desync || (h1 && worker.shared.draining.load(Ordering::Relaxed));
-        let served = handle(Rc::clone(&worker), req, Rc::clone(&client));
+        let served = traced(Rc::clone(&worker), req, Rc::clone(&client));
         async move {
             let mut resp = served.await?;
             if close {

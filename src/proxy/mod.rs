@@ -15,12 +15,12 @@
 //!                           status) ──► metrics + accesslog + the tenant's usage
 //! ```
 //!
-//! With `[tracing]`, [`handle`] first decides the request's trace (`otel::Tracer::begin`:
+//! With `[tracing]`, [`traced`] first decides the request's trace (`otel::Tracer::begin`:
 //! continue a trusted `traceparent` or start one, sample), and a sampled request's stages run
 //! with a child-span collector (`tracecontext::children`); rewrite gives the cell `traceparent`,
 //! and the log step (or `refuse`) finishes the server span from the access-log record.
 //!
-//! Each stage is a plain function over request parts, owned by its module; [`stages`] calls
+//! Each stage is a plain function over request parts, owned by its module; [`handle`] calls
 //! them in order, one call a stage, and turns their refusals into answers. The threads,
 //! sockets, TLS and shutdown are the composition root's ([`crate::server`]); a listener's
 //! connections, from accept to hyper, are [`accept`]'s.
@@ -40,6 +40,7 @@ mod respond;
 pub mod rewrite;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -288,47 +289,48 @@ impl Client {
     }
 }
 
-/// Serves one request through all stages. With `[tracing]`, its trace is decided first; a
-/// sampled request's stages run with their child spans collected.
+/// The request's trace, decided before any stage (`[tracing]`; `None`: off), and the future
+/// that serves it, polled with its child-span collector when it is sampled.
+#[must_use]
+pub fn traced(
+    w: Rc<Worker>,
+    req: Request<Incoming>,
+    client: Rc<Client>,
+) -> children::Collect<impl Future<Output = Result<Response<ProxyBody>, Infallible>>> {
+    let trace = w.shared.tracer.as_ref().map(|t| {
+        let at = otel::Arrived {
+            version: req.version(),
+            client: client.addr,
+            tls: client.tls,
+        };
+        t.begin(req.headers(), client.hop, at)
+    });
+    let collector = trace.as_ref().and_then(|t| t.collector.clone());
+    children::Collect::new(collector, handle(w, req, client, trace))
+}
+
+/// Serves one request through all stages.
 pub async fn handle(
     w: Rc<Worker>,
     req: Request<Incoming>,
     client: Rc<Client>,
+    trace: Option<otel::Trace>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let mut arrival = Arrival::of(&parts);
-    let Some(tracer) = &w.shared.tracer else {
-        return Ok(stages(&w, parts, body, arrival, &client).await);
-    };
-    let at = otel::Arrived {
-        start: arrival.start.into_std(),
-        version: parts.version,
-        client: client.addr,
-        tls: client.tls,
-    };
-    let trace = tracer.begin(&parts.headers, client.hop, at);
-    let collector = trace.collector.clone();
-    arrival.trace = Some(trace);
-    Ok(match collector {
-        Some(c) => children::collect(c, stages(&w, parts, body, arrival, &client)).await,
-        None => stages(&w, parts, body, arrival, &client).await,
-    })
-}
-
-/// The stages, one call each.
-async fn stages(
-    w: &Rc<Worker>,
-    mut parts: http::request::Parts,
-    body: Incoming,
-    mut arrival: Arrival,
-    client: &Client,
-) -> Response<ProxyBody> {
     let s = &*w.shared;
+    let (mut parts, body) = req.into_parts();
+    let mut arrival = Arrival::of(&parts);
+    arrival.trace = trace;
 
     // hygiene: ambiguous framing or addressing is refused, and an HTTP/1 connection closed.
     if let Err(v) = hygiene::screen(&mut parts, &s.config.server) {
         let version = parts.version;
-        return refuse::hygiene(w.ledger(), &arrival, v, client.addr, version);
+        return Ok(refuse::hygiene(
+            w.ledger(),
+            &arrival,
+            v,
+            client.addr,
+            version,
+        ));
     }
 
     // identify: who the client is (its own address, or what a trusted hop says), which tenant.
@@ -336,7 +338,7 @@ async fn stages(
     let (cfg, placer) = (&s.config.tenant, s.placer());
     let identity = match identify(&parts, addr, cfg, &s.verifier, &client.token, &placer).await {
         Ok(i) => i,
-        Err(e) => return refuse(w.ledger(), &arrival, e.into(), None, None),
+        Err(e) => return Ok(refuse(w.ledger(), &arrival, e.into(), None, None)),
     };
     let (tenant, token) = (identity.tenant, identity.token.as_deref());
     arrival.api_key = identity.key.as_ref().map(|k| k.id);
@@ -352,7 +354,7 @@ async fn stages(
         let key_scopes = identity.key.as_ref().and_then(|k| k.scopes.as_deref());
         let token_scopes = token.and_then(|t| t.scopes.as_deref());
         if let Err(e) = entitle::within_scopes(need, key_scopes, token_scopes) {
-            return refuse(w.ledger(), &arrival, e.into(), Some(tenant), None);
+            return Ok(refuse(w.ledger(), &arrival, e.into(), Some(tenant), None));
         }
     }
 
@@ -360,7 +362,7 @@ async fn stages(
     let upgrade = rewrite::upgrade_of(&parts);
     let decision = match placer.place(&tenant, &parts, token, need).await {
         Ok(d) => d,
-        Err(e) => return refuse(w.ledger(), &arrival, e.into(), Some(tenant), None),
+        Err(e) => return Ok(refuse(w.ledger(), &arrival, e.into(), Some(tenant), None)),
     };
     let cell = &decision.cell;
     let cm = cell.metrics(&s.metrics);
@@ -369,7 +371,7 @@ async fn stages(
     }
     if let Err(e) = decision.admits_upgrade(upgrade.is_some()) {
         let cell = Some(&**cell);
-        return refuse(w.ledger(), &arrival, e.into(), Some(tenant), cell);
+        return Ok(refuse(w.ledger(), &arrival, e.into(), Some(tenant), cell));
     }
 
     // admit: the tenant's limits by tier and route class, then the cell's in-flight cap.
@@ -379,7 +381,13 @@ async fn stages(
     {
         Ok(p) => p,
         Err(e) => {
-            return refuse(w.ledger(), &arrival, e.into(), Some(tenant), Some(cell));
+            return Ok(refuse(
+                w.ledger(),
+                &arrival,
+                e.into(),
+                Some(tenant),
+                Some(cell),
+            ));
         }
     };
 
@@ -440,7 +448,14 @@ async fn stages(
         Ok(f) => f,
         Err(failed) => {
             let group = decision.group;
-            return unforwarded(w.ledger(), &arrival, tenant, cell, group, failed);
+            return Ok(unforwarded(
+                w.ledger(),
+                &arrival,
+                tenant,
+                cell,
+                group,
+                failed,
+            ));
         }
     };
 
@@ -463,5 +478,5 @@ async fn stages(
         sent_at,
         deadline,
     };
-    respond(w, client, &arrival, routed, forwarded)
+    Ok(respond(&w, &client, &arrival, routed, forwarded))
 }

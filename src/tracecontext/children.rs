@@ -2,18 +2,25 @@
 //! upstream attempt, an on-demand registry read, a JWKS fetch), collected for the request's
 //! server span.
 //!
-//! The collector is a task-local set only around a *sampled* request's stages
-//! ([`collect`]): those stages sit in `auth`, `placement` and `proxy`, and the rare cold paths
-//! among them (a JWKS refetch, a registry read) would otherwise need a recorder threaded through
-//! every call between the handler and them. An unsampled request pays one thread-local read
-//! where a child could start ([`recording`]), nothing else. Plain values only: a leaf.
+//! The collector is a thread-local set while a *sampled* request's future is polled
+//! ([`Collect`], which wraps the request's handler where the engine calls it): the stages that
+//! record sit in `auth`, `placement` and `proxy`, and the rare cold paths among them (a JWKS
+//! refetch, a registry read) would otherwise need a recorder threaded through every call
+//! between the handler and them. An unsampled request's poll pays one branch, and one
+//! thread-local read where a child could start ([`recording`]). `Collect` wraps the handler's
+//! future rather than nesting a second future inside it: a nested future is built and then moved
+//! into its parent's state, a copy of several kilobytes per request. Plain values only: a leaf.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
+
+use pin_project_lite::pin_project;
 
 use super::{SpanId, TraceId};
 
@@ -107,24 +114,64 @@ pub fn recorder(trace_id: TraceId) -> Shared {
     }))
 }
 
-tokio::task_local! {
-    static RECORDER: Shared;
+thread_local! {
+    /// The collector of the sampled request being polled on this thread.
+    static CURRENT: RefCell<Option<Shared>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` (a sampled request's stages) with its children collected into `into`.
-pub async fn collect<F: Future>(into: Shared, f: F) -> F::Output {
-    RECORDER.scope(into, f).await
+pin_project! {
+    /// A request's future, polled with its collector current when it is sampled.
+    pub struct Collect<F> {
+        recorder: Option<Shared>,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> Collect<F> {
+    /// `inner` with its children collected into `recorder` (`None`: not sampled).
+    pub const fn new(recorder: Option<Shared>, inner: F) -> Self {
+        Self { recorder, inner }
+    }
+}
+
+impl<F: Future> Future for Collect<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let Some(r) = this.recorder else {
+            return this.inner.poll(cx);
+        };
+        let previous = CURRENT.with(|c| c.replace(Some(Rc::clone(r))));
+        // Put back what was current even if the poll panics.
+        let _restore = Restore(previous);
+        this.inner.poll(cx)
+    }
+}
+
+struct Restore(Option<Shared>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+    }
 }
 
 /// The trace of the request being served, when it is sampled (and so records children).
 #[must_use]
 pub fn recording() -> Option<TraceId> {
-    RECORDER.try_with(|r| r.borrow().trace_id).ok()
+    CURRENT.with(|c| c.borrow().as_ref().map(|r| r.borrow().trace_id))
 }
 
 /// Records a child of the request being served; nothing when it is not sampled.
 pub fn record(child: Child) {
-    let _ = RECORDER.try_with(|r| r.borrow_mut().children.push(child));
+    CURRENT.with(|c| {
+        if let Some(r) = c.borrow().as_ref() {
+            r.borrow_mut().children.push(child);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -138,7 +185,7 @@ mod tests {
         assert_eq!(recording(), None);
         let trace = super::super::new_trace_id();
         let rec = recorder(trace);
-        collect(Rc::clone(&rec), async {
+        Collect::new(Some(Rc::clone(&rec)), async {
             assert_eq!(recording(), Some(trace));
             tokio::task::yield_now().await;
             record(
@@ -148,6 +195,9 @@ mod tests {
             );
         })
         .await;
+        assert_eq!(recording(), None, "nothing current after the poll");
+        let none = Collect::new(None, async { recording() }).await;
+        assert_eq!(none, None);
         let rec = rec.borrow();
         assert_eq!(rec.children.len(), 1);
         assert_eq!(rec.children[0].name, "inside");
