@@ -1,18 +1,13 @@
-//! Finished spans as OTLP messages (the `opentelemetry-proto` types): the server span with the
-//! HTTP semantic-convention attributes and cellgate's own, its children, and the resource that
-//! names this process. Runs on the exporter task, never on the request path.
+//! Finished spans as OTLP protobuf (`ExportTraceServiceRequest`), written with [`Writer`]:
+//! the server span with the HTTP semantic-convention attributes and cellgate's own, its
+//! children, and the resource that names this process. Runs on the exporter task, never on the
+//! request path.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    ResourceSpans, ScopeSpans, Span, Status, span, status,
-};
-
 use super::SpanData;
+use super::wire::Writer;
 use crate::tracecontext::children::{ATTEMPT, Child, Kind, REGISTRY_READ, Value};
 
 /// Span flags: the W3C "sampled" bit, and "whether the parent is remote" known (bit 8) and
@@ -21,51 +16,117 @@ const SAMPLED: u32 = 0x01;
 const REMOTE_KNOWN: u32 = 0x100;
 const REMOTE: u32 = 0x200;
 
-/// The resource every span of this process shares.
+/// OTLP's `SpanKind` and `StatusCode` values.
+const SERVER: u64 = 2;
+const INTERNAL: u64 = 1;
+const CLIENT: u64 = 3;
+const STATUS_ERROR: u64 = 2;
+
+/// The resource every span of this process shares, as the fields of a `Resource` message.
 #[must_use]
-pub fn resource(service_name: &str) -> Resource {
-    Resource {
-        attributes: vec![
-            kv("service.name", s(service_name)),
-            kv("service.version", s(env!("CARGO_PKG_VERSION"))),
-            kv("process.pid", int(i64::from(std::process::id()))),
-            kv("telemetry.sdk.name", s("cellgate")),
-            kv("telemetry.sdk.language", s("rust")),
-        ],
-        ..Resource::default()
+pub fn resource(service_name: &str) -> Vec<u8> {
+    let mut w = Writer::with_capacity(256);
+    kv(&mut w, 1, "service.name", Attr::Str(service_name));
+    kv(
+        &mut w,
+        1,
+        "service.version",
+        Attr::Str(env!("CARGO_PKG_VERSION")),
+    );
+    kv(
+        &mut w,
+        1,
+        "process.pid",
+        Attr::Int(i64::from(std::process::id())),
+    );
+    kv(&mut w, 1, "telemetry.sdk.name", Attr::Str("cellgate"));
+    kv(&mut w, 1, "telemetry.sdk.language", Attr::Str("rust"));
+    w.finish()
+}
+
+/// One export request for `spans` (each server span followed by its children), and how many
+/// spans it holds.
+#[must_use]
+pub fn request(resource: &[u8], spans: impl IntoIterator<Item = SpanData>) -> (Vec<u8>, u64) {
+    let mut w = Writer::with_capacity(16 * 1024);
+    let mut n = 0;
+    w.begin(1); // ResourceSpans
+    w.message(1, resource);
+    w.begin(2); // ScopeSpans
+    w.begin(1); // InstrumentationScope
+    w.string(1, "cellgate");
+    w.string(2, env!("CARGO_PKG_VERSION"));
+    w.end();
+    for d in spans {
+        n += 1 + d.children.len() as u64;
+        server_span(&mut w, &d);
+    }
+    w.end();
+    w.end();
+    (w.finish(), n)
+}
+
+/// A span attribute's value, borrowed.
+enum Attr<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bool(bool),
+}
+
+/// A `KeyValue` as field `field` of the message being written.
+fn kv(w: &mut Writer, field: u32, key: &str, value: Attr<'_>) {
+    w.begin(field);
+    w.string(1, key);
+    w.begin(2); // AnyValue
+    match value {
+        Attr::Str(s) => w.string(1, s),
+        Attr::Bool(b) => w.boolean(2, b),
+        Attr::Int(i) => w.int64(3, i),
+    }
+    w.end();
+    w.end();
+}
+
+/// A span's attribute (field 9 of `Span`).
+fn attr(w: &mut Writer, key: &str, value: Attr<'_>) {
+    kv(w, 9, key, value);
+}
+
+fn status(w: &mut Writer, error: Option<&str>) {
+    if let Some(e) = error {
+        w.begin(15);
+        w.string(2, e);
+        w.uint(3, STATUS_ERROR);
+        w.end();
     }
 }
 
-/// One export request for `spans` (each server span followed by its children).
-#[must_use]
-pub fn request(resource: &Resource, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(resource.clone()),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "cellgate".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..InstrumentationScope::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
-}
-
-/// The server span and its children, appended to `out`.
-pub fn spans(d: SpanData, out: &mut Vec<Span>) {
+/// The server span and its children, as `spans` of the open `ScopeSpans`.
+fn server_span(w: &mut Writer, d: &SpanData) {
     let r = &d.record;
     let rec = &d.recording;
     let start = nanos(rec.wall);
     let end = start + as_nanos(r.total);
-    let mut a = Vec::with_capacity(24);
-    a.push(kv("http.request.method", s(r.method.as_str())));
-    a.push(kv("url.path", s(r.uri.path())));
-    a.push(kv("url.scheme", s(if rec.tls { "https" } else { "http" })));
+    w.begin(2);
+    w.bytes(1, &d.trace_id.0);
+    w.bytes(2, &d.span_id.0);
+    if let Some(state) = d.state.as_ref().and_then(|v| v.to_str().ok()) {
+        w.string(3, state);
+    }
+    if let Some(p) = &d.parent {
+        w.bytes(4, &p.0);
+    }
+    w.string(5, r.method.as_str());
+    w.uint(6, SERVER);
+    w.fixed64(7, start);
+    w.fixed64(8, end);
+    attr(w, "http.request.method", Attr::Str(r.method.as_str()));
+    attr(w, "url.path", Attr::Str(r.uri.path()));
+    attr(
+        w,
+        "url.scheme",
+        Attr::Str(if rec.tls { "https" } else { "http" }),
+    );
     if let Some(host) = rec
         .host
         .as_ref()
@@ -73,39 +134,45 @@ pub fn spans(d: SpanData, out: &mut Vec<Span>) {
         .or_else(|| r.uri.host())
     {
         let (name, port) = split_host(host);
-        a.push(kv("server.address", s(name)));
+        attr(w, "server.address", Attr::Str(name));
         if let Some(p) = port {
-            a.push(kv("server.port", int(i64::from(p))));
+            attr(w, "server.port", Attr::Int(i64::from(p)));
         }
     }
-    a.push(kv("network.protocol.name", s("http")));
-    a.push(kv("network.protocol.version", s(version(rec.version))));
-    a.push(kv("client.address", s(&ip(rec.client))));
-    a.push(kv("http.response.status_code", int(i64::from(r.status))));
-    a.push(kv("http.response.body.size", int(to_i64(r.bytes))));
+    attr(w, "network.protocol.name", Attr::Str("http"));
+    attr(
+        w,
+        "network.protocol.version",
+        Attr::Str(version(rec.version)),
+    );
+    attr(w, "client.address", Attr::Str(&ip(rec.client)));
+    attr(
+        w,
+        "http.response.status_code",
+        Attr::Int(i64::from(r.status)),
+    );
+    attr(w, "http.response.body.size", Attr::Int(to_i64(r.bytes)));
     if let Ok(id) = r.request_id.to_str() {
-        a.push(kv("cellgate.request_id", s(id)));
+        attr(w, "cellgate.request_id", Attr::Str(id));
     }
     if let Some(t) = &r.tenant {
-        a.push(kv("tenant.id", s(t.as_str())));
+        attr(w, "tenant.id", Attr::Str(t.as_str()));
     }
     if let Some(src) = d.extra.source {
-        a.push(kv("cellgate.tenant.source", s(src)));
+        attr(w, "cellgate.tenant.source", Attr::Str(src));
     }
     if let Some(c) = &r.cell {
-        a.push(kv("cell.id", s(c)));
+        attr(w, "cell.id", Attr::Str(c));
     }
     if let Some(g) = &d.extra.group {
-        a.push(kv("cellgate.target_group", s(g)));
+        attr(w, "cellgate.target_group", Attr::Str(g));
     }
     if let Some(t) = &r.target {
-        a.push(kv("cellgate.upstream.target", s(t)));
+        attr(w, "cellgate.upstream.target", Attr::Str(t));
     }
     let attempts = d.children.iter().filter(|c| c.name == ATTEMPT).count();
-    a.push(kv(
-        "cellgate.retries",
-        int(to_i64(attempts.saturating_sub(1) as u64)),
-    ));
+    let retries = i64::try_from(attempts.saturating_sub(1)).unwrap_or(i64::MAX);
+    attr(w, "cellgate.retries", Attr::Int(retries));
     let lookup = d
         .children
         .iter()
@@ -122,58 +189,36 @@ pub fn spans(d: SpanData, out: &mut Vec<Span>) {
         // No read, and placed: the snapshot had the tenant.
         .or_else(|| r.cell.is_some().then_some("hit"));
     if let Some(l) = lookup {
-        a.push(kv("cellgate.registry.lookup", s(l)));
+        attr(w, "cellgate.registry.lookup", Attr::Str(l));
     }
     if let Some(l) = d.extra.limit {
-        a.push(kv("cellgate.limit", s(l)));
+        attr(w, "cellgate.limit", Attr::Str(l));
     }
-    a.push(kv("cellgate.outcome", s(r.outcome.as_str())));
+    attr(w, "cellgate.outcome", Attr::Str(r.outcome.as_str()));
     if let Some(code) = d.extra.code {
-        a.push(kv("cellgate.error_code", s(code)));
+        attr(w, "cellgate.error_code", Attr::Str(code));
     }
     if let Some(g) = r.grpc_status {
-        a.push(kv("rpc.grpc.status_code", int(i64::from(g))));
+        attr(w, "rpc.grpc.status_code", Attr::Int(i64::from(g)));
     }
     if r.incomplete {
-        a.push(kv(
-            "cellgate.incomplete",
-            AnyValue {
-                value: Some(any_value::Value::BoolValue(true)),
-            },
-        ));
+        attr(w, "cellgate.incomplete", Attr::Bool(true));
     }
     // A server span is an error for a 5xx only (semantic conventions: a 4xx is the client's).
     let error = (r.status >= 500).then(|| d.extra.code.unwrap_or("upstream_error"));
     if let Some(e) = error {
-        a.push(kv("error.type", s(e)));
+        attr(w, "error.type", Attr::Str(e));
     }
-    let trace_id = d.trace_id.0.to_vec();
+    status(w, error);
     let remote = d.parent.map_or(0, |_| REMOTE);
-    out.push(Span {
-        trace_id: trace_id.clone(),
-        span_id: d.span_id.0.to_vec(),
-        trace_state: d
-            .state
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
-        parent_span_id: d.parent.map(|p| p.0.to_vec()).unwrap_or_default(),
-        flags: SAMPLED | REMOTE_KNOWN | remote,
-        name: r.method.as_str().to_owned(),
-        kind: span::SpanKind::Server as i32,
-        start_time_unix_nano: start,
-        end_time_unix_nano: end,
-        attributes: a,
-        status: Some(status_of(error)),
-        ..Span::default()
-    });
-    for c in d.children {
-        out.push(child(c, &trace_id, d.span_id.0, (rec.wall, rec.mono)));
+    w.fixed32(16, SAMPLED | REMOTE_KNOWN | remote);
+    w.end();
+    for c in &d.children {
+        child(w, c, d, (rec.wall, rec.mono));
     }
 }
 
-fn child(c: Child, trace_id: &[u8], parent: [u8; 8], anchor: (SystemTime, Instant)) -> Span {
+fn child(w: &mut Writer, c: &Child, d: &SpanData, anchor: (SystemTime, Instant)) {
     let at = |t: Instant| {
         let base = nanos(anchor.0);
         match t.checked_duration_since(anchor.1) {
@@ -181,67 +226,32 @@ fn child(c: Child, trace_id: &[u8], parent: [u8; 8], anchor: (SystemTime, Instan
             None => base.saturating_sub(as_nanos(anchor.1.duration_since(t))),
         }
     };
-    Span {
-        trace_id: trace_id.to_vec(),
-        span_id: c.span_id.0.to_vec(),
-        parent_span_id: parent.to_vec(),
-        flags: SAMPLED | REMOTE_KNOWN,
-        name: c.name.to_owned(),
-        kind: match c.kind {
-            Kind::Client => span::SpanKind::Client,
-            Kind::Internal => span::SpanKind::Internal,
-        } as i32,
-        start_time_unix_nano: at(c.start),
-        end_time_unix_nano: at(c.end),
-        attributes: c
-            .attributes
-            .into_iter()
-            .map(|(k, v)| kv(k, value(v)))
-            .collect(),
-        status: Some(status_of(c.error)),
-        ..Span::default()
-    }
-}
-
-fn status_of(error: Option<&str>) -> Status {
-    match error {
-        Some(e) => Status {
-            message: e.to_owned(),
-            code: status::StatusCode::Error as i32,
+    w.begin(2);
+    w.bytes(1, &d.trace_id.0);
+    w.bytes(2, &c.span_id.0);
+    w.bytes(4, &d.span_id.0);
+    w.string(5, c.name);
+    w.uint(
+        6,
+        match c.kind {
+            Kind::Client => CLIENT,
+            Kind::Internal => INTERNAL,
         },
-        None => Status::default(),
+    );
+    w.fixed64(7, at(c.start));
+    w.fixed64(8, at(c.end));
+    for (k, v) in &c.attributes {
+        let v = match v {
+            Value::Str(x) => Attr::Str(x),
+            Value::Static(x) => Attr::Str(x),
+            Value::Int(i) => Attr::Int(*i),
+            Value::Bool(b) => Attr::Bool(*b),
+        };
+        attr(w, k, v);
     }
-}
-
-fn value(v: Value) -> AnyValue {
-    AnyValue {
-        value: Some(match v {
-            Value::Str(x) => any_value::Value::StringValue(x.to_string()),
-            Value::Static(x) => any_value::Value::StringValue(x.to_owned()),
-            Value::Int(i) => any_value::Value::IntValue(i),
-            Value::Bool(b) => any_value::Value::BoolValue(b),
-        }),
-    }
-}
-
-fn kv(key: &str, value: AnyValue) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(value),
-        ..KeyValue::default()
-    }
-}
-
-fn s(v: &str) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::StringValue(v.to_owned())),
-    }
-}
-
-const fn int(v: i64) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::IntValue(v)),
-    }
+    status(w, c.error);
+    w.fixed32(16, SAMPLED | REMOTE_KNOWN);
+    w.end();
 }
 
 fn to_i64(v: u64) -> i64 {

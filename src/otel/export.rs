@@ -18,7 +18,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -43,7 +42,8 @@ pub struct Exporter {
     batch_size: usize,
     interval: Duration,
     timeout: Duration,
-    resource: Resource,
+    /// The `Resource` message, encoded once.
+    resource: Vec<u8>,
     metrics: TraceMetrics,
     tls: TlsConnector,
     sender: Option<SendRequest<Full<Bytes>>>,
@@ -146,12 +146,7 @@ impl Exporter {
 
     /// Sends `batch` (emptied either way) and counts what became of its spans.
     async fn export(&mut self, batch: &mut Vec<SpanData>) {
-        let mut spans = Vec::with_capacity(batch.len() * 3);
-        for d in batch.drain(..) {
-            encode::spans(d, &mut spans);
-        }
-        let n = spans.len() as u64;
-        let body = encode::request(&self.resource, spans).encode_to_vec();
+        let (body, n) = encode::request(&self.resource, batch.drain(..));
         let sent = match tokio::time::timeout(self.timeout, self.post(body)).await {
             Ok(r) => r,
             Err(_) => {

@@ -8,10 +8,12 @@
 //! [`Recording`]; its span is built from the access-log [`Record`] when the answer is known
 //! ([`Tracer::finish`]) and queued without waiting: a full queue drops it and counts
 //! (`cellgate_trace_spans_dropped_total{reason="queue_full"}`). [`export`] batches the queue
-//! into OTLP protobuf over the hyper client already in the tree; [`encode`] builds the messages.
+//! into OTLP protobuf over the hyper client already in the tree; [`encode`] writes the messages
+//! (with [`wire`], a protobuf writer of its own).
 
 pub mod encode;
 pub mod export;
+pub mod wire;
 
 use std::net::IpAddr;
 use std::sync::Arc;

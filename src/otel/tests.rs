@@ -104,8 +104,16 @@ fn a_finished_span_encodes_with_its_attributes_and_children() {
         limit: Some("admitted"),
     };
     let data = trace.span(record, extra).unwrap();
-    let mut spans = Vec::new();
-    encode::spans(data, &mut spans);
+    let resource = encode::resource("cellgate-test");
+    let (body, n) = encode::request(&resource, [data]);
+    assert_eq!(n, 2);
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+    let rs = &req.resource_spans[0];
+    let service = &rs.resource.as_ref().unwrap().attributes[0];
+    assert_eq!(service.key, "service.name");
+    let spans = &rs.scope_spans[0].spans;
     assert_eq!(spans.len(), 2);
     let server = &spans[0];
     let attr = |k: &str| {
@@ -133,6 +141,13 @@ fn a_finished_span_encodes_with_its_attributes_and_children() {
     );
     assert_eq!(server.trace_state, "vendor=1");
     assert_eq!(spans[1].parent_span_id, server.span_id);
+    assert_eq!(spans[1].trace_id, server.trace_id);
+    assert_eq!(spans[1].name, "upstream attempt");
+    assert_eq!(spans[1].kind, 3, "client");
+    assert_eq!(server.kind, 2, "server");
+    assert_eq!(server.name, "GET");
+    assert_eq!(server.flags, 0x301, "sampled, parent remote");
+    assert!(server.end_time_unix_nano - server.start_time_unix_nano >= 3_000_000);
     assert!(spans[1].start_time_unix_nano >= server.start_time_unix_nano);
 }
 
