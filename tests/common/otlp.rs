@@ -272,6 +272,15 @@ pub fn int_attr(span: &Span, key: &str) -> Option<i64> {
     }
 }
 
+/// Boolean attribute `key` of `span` (`None`: absent or not a boolean).
+#[must_use]
+pub fn bool_attr(span: &Span, key: &str) -> Option<bool> {
+    match attr(span, key)? {
+        Value::BoolValue(b) => Some(*b),
+        _ => None,
+    }
+}
+
 /// Lower-case hex of `bytes` (ids as `traceparent` and the access log write them).
 #[must_use]
 pub fn hex(bytes: &[u8]) -> String {
