@@ -2,13 +2,15 @@
 //! test cell, both exporting OTLP/HTTP to a test receiver. A routed request is one trace from the
 //! client's span through the proxy's server span and its upstream attempt to the cell's span, with
 //! the attributes the proxy promises; without `[tracing]` the trace headers pass through untouched;
-//! the admin listener is never traced. The submodule [`trust`] covers whose `traceparent` is
-//! believed.
+//! the admin listener is never traced. The submodules cover whose `traceparent` is believed
+//! ([`trust`]), and the sample ratio ([`sampling`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "tracing/cell.rs"]
 mod cell;
 mod common;
+#[path = "tracing/sampling.rs"]
+mod sampling;
 #[path = "tracing/trust.rs"]
 mod trust;
 
