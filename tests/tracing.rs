@@ -3,8 +3,8 @@
 //! client's span through the proxy's server span and its upstream attempt to the cell's span, with
 //! the attributes the proxy promises; without `[tracing]` the trace headers pass through untouched;
 //! the admin listener is never traced. The submodules cover whose `traceparent` is believed
-//! ([`trust`]), the sample ratio ([`sampling`]), and an endpoint that is down, slow or refusing
-//! ([`export`]).
+//! ([`trust`]), how the request and its client are named ([`identity`]), the sample ratio
+//! ([`sampling`]), and an endpoint that is down, slow or refusing ([`export`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "tracing/cell.rs"]
@@ -12,6 +12,8 @@ mod cell;
 mod common;
 #[path = "tracing/export.rs"]
 mod export;
+#[path = "tracing/identity.rs"]
+mod identity;
 #[path = "tracing/sampling.rs"]
 mod sampling;
 #[path = "tracing/trust.rs"]
