@@ -4,7 +4,8 @@
 //! the attributes the proxy promises; without `[tracing]` the trace headers pass through untouched;
 //! the admin listener is never traced. The submodules cover whose `traceparent` is believed
 //! ([`trust`]), how the request and its client are named ([`identity`]), the sample ratio
-//! ([`sampling`]), and an endpoint that is down, slow or refusing ([`export`]).
+//! ([`sampling`]), an endpoint that is down, slow or refusing ([`export`]), and refused and failed
+//! requests ([`refusals`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "tracing/cell.rs"]
@@ -14,6 +15,8 @@ mod common;
 mod export;
 #[path = "tracing/identity.rs"]
 mod identity;
+#[path = "tracing/refusals.rs"]
+mod refusals;
 #[path = "tracing/sampling.rs"]
 mod sampling;
 #[path = "tracing/trust.rs"]

@@ -2,7 +2,8 @@
 //! that records the `traceparent` and `tracestate` of every request it receives and, when
 //! given an OTLP endpoint, exports its own SERVER span for each sampled one (parent: the
 //! received parent-id) before it answers, as an instrumented service behind the proxy would.
-//! Its answer is a fixed body, so the proxy's `http.response.body.size` can be checked.
+//! Its answer is a fixed body, so the proxy's `http.response.body.size` can be checked, with
+//! status 200 unless told otherwise.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -104,6 +105,11 @@ impl TracedCell {
     #[must_use]
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The status every request gets from now on.
+    pub fn set_status(&self, status: u16) {
+        self.state.status.store(status, Ordering::SeqCst);
     }
 
     /// Every request received so far, in arrival order.
