@@ -1,13 +1,16 @@
-//! OpenTelemetry traces (`[tracing]`), end to end: a real cellgate in-process in front of a traced
-//! test cell, both exporting OTLP/HTTP to a test receiver. A routed request is one trace from the
-//! client's span through the proxy's server span and its upstream attempt to the cell's span, with
-//! the attributes the proxy promises; without `[tracing]` the trace headers pass through untouched;
-//! the admin listener is never traced. The submodules cover whose `traceparent` is believed
-//! ([`trust`]), how the request and its client are named ([`identity`]), the sample ratio
-//! ([`sampling`]), an endpoint that is down, slow or refusing ([`export`]), and refused and failed
-//! requests ([`refusals`]).
+//! OpenTelemetry traces (`[tracing]`), end to end: a real cellgate in-process in front of a
+//! traced test cell, both exporting OTLP/HTTP to a test receiver. A routed request is one
+//! trace from the client's span through the proxy's server span and its upstream attempt to
+//! the cell's span, with the attributes the proxy promises; without `[tracing]` the trace
+//! headers pass through untouched; the admin listener is never traced. The submodules cover
+//! whose `traceparent` is believed ([`trust`]), how the request and its client are named
+//! ([`identity`]), the sample ratio ([`sampling`]), an endpoint that is down, slow or refusing
+//! ([`export`]), refused and failed requests ([`refusals`]), and the ids in the access log of
+//! the real binary ([`access_log`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "tracing/access_log.rs"]
+mod access_log;
 #[path = "tracing/cell.rs"]
 mod cell;
 mod common;
@@ -22,9 +25,14 @@ mod sampling;
 #[path = "tracing/trust.rs"]
 mod trust;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::Full;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 use cell::TracedCell;
 use common::cells::{eventually, metric, within};
@@ -93,6 +101,26 @@ async fn get(h: &Harness, host: &str, path: &str, headers: &[(&str, &str)]) -> R
         b = b.header(*k, *v);
     }
     h.send(b.body(Full::default()).unwrap()).await
+}
+
+/// GET `path` on `host` with `headers` from the proxy at `addr` (a subprocess, say).
+async fn get_at(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut b = Request::get(format!("http://{addr}{path}")).header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = client
+        .request(b.body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 /// The one span of `spans` that `pick` chooses.
