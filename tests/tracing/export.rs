@@ -2,9 +2,9 @@
 //! it and never fail on its account: with the endpoint's port closed each answer comes at
 //! once and the spans are counted as `export_failed`; a hanging endpoint with a tiny queue
 //! makes the request path drop spans as `queue_full`, and `export_timeout` gives up on each
-//! batch it holds; a 503 is a failed export, and the next
-//! accepted one recovers. Every span is counted once, exported or dropped. Spans still queued
-//! when the proxy stops are flushed.
+//! batch it holds; a 503 is a failed export, and the next accepted one recovers. Every span is
+//! counted once, exported or dropped. Spans still queued when the proxy stops are flushed, and
+//! no export carries more spans than `batch_size`.
 
 use std::time::{Duration, Instant};
 
