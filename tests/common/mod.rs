@@ -14,6 +14,7 @@ pub mod h2raw;
 pub mod jwks;
 pub mod limits;
 pub mod metering;
+pub mod otlp;
 pub mod redis_server;
 pub mod toggle;
 pub mod upstream;
