@@ -59,9 +59,10 @@ pub struct TracingConfig {
     pub sample_ratio: f64,
     pub service_name: String,
     pub trust_incoming: TrustIncoming,
-    /// Spans per export request.
+    /// Spans per export request (a request's server span and its children are never split).
     pub batch_size: usize,
-    /// Spans waiting for export; past it, spans are dropped and counted.
+    /// Traced requests waiting for export (each with its server span and children); past it,
+    /// their spans are dropped and counted.
     pub queue_size: usize,
     /// Longest a span waits before a partly filled batch is sent.
     pub export_interval: Duration,

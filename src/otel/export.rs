@@ -50,6 +50,13 @@ pub struct Exporter {
     failing: bool,
 }
 
+/// Requests' spans waiting for the next export, and how many spans they are.
+#[derive(Debug, Default)]
+struct Batch {
+    spans: Vec<SpanData>,
+    count: usize,
+}
+
 /// Why one export failed (logged; the spans are counted as dropped).
 #[derive(Debug, thiserror::Error)]
 enum ExportError {
@@ -108,23 +115,19 @@ impl Exporter {
     /// Exports until the stop signal, then flushes what is queued (within a short deadline).
     pub async fn run(mut self, mut stop: Stop) {
         tracing::info!(endpoint = %self.endpoint.uri, "exporting traces over OTLP/HTTP");
-        let mut batch = Vec::with_capacity(self.batch_size);
+        let mut batch = Batch::default();
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let room = self.batch_size - batch.len();
             tokio::select! {
-                n = self.rx.recv_many(&mut batch, room) => {
-                    if n == 0 {
-                        break;
-                    }
-                    if batch.len() >= self.batch_size {
-                        self.export(&mut batch).await;
+                span = self.rx.recv() => {
+                    let Some(span) = span else { break };
+                    if self.add(&mut batch, span).await {
                         tick.reset();
                     }
                 }
                 _ = tick.tick() => {
-                    if !batch.is_empty() {
+                    if !batch.spans.is_empty() {
                         self.export(&mut batch).await;
                     }
                 }
@@ -134,19 +137,36 @@ impl Exporter {
         self.rx.close();
         self.timeout = self.timeout.min(FLUSH_ON_STOP);
         while let Ok(span) = self.rx.try_recv() {
-            batch.push(span);
-            if batch.len() >= self.batch_size {
-                self.export(&mut batch).await;
-            }
+            self.add(&mut batch, span).await;
         }
-        if !batch.is_empty() {
+        if !batch.spans.is_empty() {
             self.export(&mut batch).await;
         }
     }
 
+    /// Adds a request's spans (its server span and children, never split) to the batch,
+    /// exporting first if they would take it past `batch_size` spans, and after if it is full.
+    /// Whether an export was made.
+    async fn add(&mut self, batch: &mut Batch, span: SpanData) -> bool {
+        let n = 1 + span.children.len();
+        let mut exported = false;
+        if !batch.spans.is_empty() && batch.count + n > self.batch_size {
+            self.export(batch).await;
+            exported = true;
+        }
+        batch.count += n;
+        batch.spans.push(span);
+        if batch.count >= self.batch_size {
+            self.export(batch).await;
+            exported = true;
+        }
+        exported
+    }
+
     /// Sends `batch` (emptied either way) and counts what became of its spans.
-    async fn export(&mut self, batch: &mut Vec<SpanData>) {
-        let (body, n) = encode::request(&self.resource, batch.drain(..));
+    async fn export(&mut self, batch: &mut Batch) {
+        batch.count = 0;
+        let (body, n) = encode::request(&self.resource, batch.spans.drain(..));
         let sent = match tokio::time::timeout(self.timeout, self.post(body)).await {
             Ok(r) => r,
             Err(_) => {

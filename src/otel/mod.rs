@@ -162,7 +162,7 @@ impl Tracer {
             span_id: tc::new_span_id(),
             parent: parent.map(|p| p.span_id),
             sampled,
-            state: parent.and_then(|_| headers.get(TRACESTATE).cloned()),
+            state: parent.and_then(|_| tracestate(headers)),
             collector: sampled.then(|| children::recorder(trace_id)),
             recording,
         }
@@ -185,6 +185,22 @@ impl Tracer {
             self.send(span);
         }
     }
+}
+
+/// The caller's `tracestate`, its lines joined with commas when it came on several (W3C Trace
+/// Context: they are one list).
+fn tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut lines = headers.get_all(TRACESTATE).iter();
+    let first = lines.next()?;
+    let Some(second) = lines.next() else {
+        return Some(first.clone());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for line in std::iter::once(second).chain(lines) {
+        joined.push(b',');
+        joined.extend_from_slice(line.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok()
 }
 
 /// What [`Tracer::begin`] keeps of the request's arrival for a sampled span.
@@ -233,6 +249,14 @@ impl Trace {
             extra,
             children,
         })
+    }
+
+    /// The client's address as the proxy believes it (through trusted hops' `X-Forwarded-For`),
+    /// for the span, once the identify stage has read it.
+    pub fn client(&mut self, addr: IpAddr) {
+        if let Some(r) = &mut self.recording {
+            r.client = addr;
+        }
     }
 
     /// For the access log: the trace and span ids, and whether the span is exported.

@@ -335,6 +335,9 @@ pub async fn handle(
 
     // identify: who the client is (its own address, or what a trusted hop says), which tenant.
     let (addr, forwarded_for) = client.address(&parts.headers, &s.config.server.trusted_hops);
+    if let Some(t) = &mut arrival.trace {
+        t.client(addr);
+    }
     let (cfg, placer) = (&s.config.tenant, s.placer());
     let identity = match identify(&parts, addr, cfg, &s.verifier, &client.token, &placer).await {
         Ok(i) => i,
