@@ -291,22 +291,29 @@ impl Client {
 
 /// The request's trace, decided before any stage (`[tracing]`; `None`: off), and the future
 /// that serves it, polled with its child-span collector when it is sampled.
-#[must_use]
+///
+/// Inlined into the engine's service call on purpose: the handler's future is several
+/// kilobytes, and built behind a call boundary it is copied whole into hyper's slot; built in
+/// place, only its arguments are.
+#[inline(always)]
 pub fn traced(
     w: Rc<Worker>,
     req: Request<Incoming>,
     client: Rc<Client>,
 ) -> children::Collect<impl Future<Output = Result<Response<ProxyBody>, Infallible>>> {
-    let trace = w.shared.tracer.as_ref().map(|t| {
-        let at = otel::Arrived {
-            version: req.version(),
-            client: client.addr,
-            tls: client.tls,
-        };
-        t.begin(req.headers(), client.hop, at)
-    });
+    let trace = w.shared.tracer.as_deref().map(|t| begin(t, &req, &client));
     let collector = trace.as_ref().and_then(|t| t.collector.clone());
     children::Collect::new(collector, handle(w, req, client, trace))
+}
+
+/// The trace decision for a request from `client`.
+fn begin(tracer: &Tracer, req: &Request<Incoming>, client: &Client) -> otel::Trace {
+    let at = otel::Arrived {
+        version: req.version(),
+        client: client.addr,
+        tls: client.tls,
+    };
+    tracer.begin(req.headers(), client.hop, at)
 }
 
 /// Serves one request through all stages.
