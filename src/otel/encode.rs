@@ -246,6 +246,10 @@ fn child(w: &mut Writer, c: &Child, d: &SpanData, anchor: (SystemTime, Instant))
             Value::Static(x) => Attr::Str(x),
             Value::Int(i) => Attr::Int(*i),
             Value::Bool(b) => Attr::Bool(*b),
+            Value::Ip(a) => {
+                attr(w, k, Attr::Str(&ip(*a)));
+                continue;
+            }
         };
         attr(w, k, v);
     }

@@ -12,6 +12,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -30,6 +32,8 @@ use crate::shutdown::{Stop, stopped};
 
 /// The most of an endpoint's answer read (a partial-success message is far smaller).
 const MAX_ANSWER: usize = 64 * 1024;
+/// How often the queue is drained (or `tracing.export_interval`, if shorter).
+const POLL: Duration = Duration::from_millis(25);
 /// The final flush when the proxy stops gets at most this long.
 const FLUSH_ON_STOP: Duration = Duration::from_secs(2);
 
@@ -55,6 +59,8 @@ pub struct Exporter {
 struct Batch {
     spans: Vec<SpanData>,
     count: usize,
+    /// When its first span was taken from the queue.
+    first: Option<Instant>,
 }
 
 /// Why one export failed (logged; the spans are counted as dropped).
@@ -113,25 +119,25 @@ impl Exporter {
     }
 
     /// Exports until the stop signal, then flushes what is queued (within a short deadline).
+    ///
+    /// The queue is drained every [`POLL`] rather than awaited span by span: a receiver that
+    /// waits is woken by every send, a wake-up across threads (a futex call) per traced
+    /// request; polled, a send only puts the span in the queue.
     pub async fn run(mut self, mut stop: Stop) {
         tracing::info!(endpoint = %self.endpoint.uri, "exporting traces over OTLP/HTTP");
         let mut batch = Batch::default();
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut poll = tokio::time::interval(POLL.min(self.interval));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                span = self.rx.recv() => {
-                    let Some(span) = span else { break };
-                    if self.add(&mut batch, span).await {
-                        tick.reset();
-                    }
-                }
-                _ = tick.tick() => {
-                    if !batch.spans.is_empty() {
-                        self.export(&mut batch).await;
-                    }
-                }
+                _ = poll.tick() => {}
                 () = stopped(&mut stop) => break,
+            }
+            while let Ok(span) = self.rx.try_recv() {
+                self.add(&mut batch, span).await;
+            }
+            if batch.first.is_some_and(|t| t.elapsed() >= self.interval) {
+                self.export(&mut batch).await;
             }
         }
         self.rx.close();
@@ -146,26 +152,23 @@ impl Exporter {
 
     /// Adds a request's spans (its server span and children, never split) to the batch,
     /// exporting first if they would take it past `batch_size` spans, and after if it is full.
-    /// Whether an export was made.
-    async fn add(&mut self, batch: &mut Batch, span: SpanData) -> bool {
+    async fn add(&mut self, batch: &mut Batch, span: SpanData) {
         let n = 1 + span.children.len();
-        let mut exported = false;
         if !batch.spans.is_empty() && batch.count + n > self.batch_size {
             self.export(batch).await;
-            exported = true;
         }
         batch.count += n;
+        batch.first.get_or_insert_with(Instant::now);
         batch.spans.push(span);
         if batch.count >= self.batch_size {
             self.export(batch).await;
-            exported = true;
         }
-        exported
     }
 
     /// Sends `batch` (emptied either way) and counts what became of its spans.
     async fn export(&mut self, batch: &mut Batch) {
         batch.count = 0;
+        batch.first = None;
         let (body, n) = encode::request(&self.resource, batch.spans.drain(..));
         let sent = match tokio::time::timeout(self.timeout, self.post(body)).await {
             Ok(r) => r,

@@ -39,6 +39,8 @@ pub enum Value {
     Static(&'static str),
     Int(i64),
     Bool(bool),
+    /// An address, formatted only when exported.
+    Ip(std::net::IpAddr),
 }
 
 /// The span kind a child is (OTLP's `SpanKind`): a call out, or work inside the proxy.
@@ -73,7 +75,7 @@ impl Child {
             start,
             end: Instant::now(),
             error: None,
-            attributes: Vec::new(),
+            attributes: Vec::with_capacity(6),
         }
     }
 
@@ -87,11 +89,8 @@ impl Child {
     /// Adds the peer's address as `network.peer.address` and `network.peer.port`.
     #[must_use]
     pub fn peer(self, addr: SocketAddr) -> Self {
-        self.with(
-            "network.peer.address",
-            Value::Str(Arc::from(addr.ip().to_string())),
-        )
-        .with("network.peer.port", Value::Int(i64::from(addr.port())))
+        self.with("network.peer.address", Value::Ip(addr.ip()))
+            .with("network.peer.port", Value::Int(i64::from(addr.port())))
     }
 }
 
