@@ -48,8 +48,9 @@ pub struct Trace {
     /// The caller's span, when its `traceparent` was continued.
     pub parent: Option<SpanId>,
     pub sampled: bool,
-    /// The caller's `tracestate`, passed on with a continued `traceparent`.
-    pub state: Option<HeaderValue>,
+    /// The caller's `tracestate`, passed on with a continued `traceparent` (boxed: rare, and
+    /// a `Trace` lives in every request's future).
+    pub state: Option<Box<HeaderValue>>,
     /// What a sampled request's span needs beyond the access-log record.
     pub recording: Option<Box<Recording>>,
     /// A sampled request's child spans, recorded by the stages ([`children::collect`]).
@@ -162,7 +163,7 @@ impl Tracer {
             span_id: tc::new_span_id(),
             parent: parent.map(|p| p.span_id),
             sampled,
-            state: parent.and_then(|_| tracestate(headers)),
+            state: parent.and_then(|_| tracestate(headers)).map(Box::new),
             collector: sampled.then(|| children::recorder(trace_id)),
             recording,
         }
@@ -222,7 +223,7 @@ impl Trace {
         );
         match &self.state {
             Some(s) => {
-                headers.insert(TRACESTATE, s.clone());
+                headers.insert(TRACESTATE, (**s).clone());
             }
             None => {
                 headers.remove(TRACESTATE);
@@ -243,7 +244,7 @@ impl Trace {
             trace_id: self.trace_id,
             span_id: self.span_id,
             parent: self.parent,
-            state: self.state.clone(),
+            state: self.state.as_deref().cloned(),
             recording,
             record,
             extra,

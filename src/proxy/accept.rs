@@ -259,9 +259,12 @@ where
             req.extensions_mut().insert(CloseAfter);
         }
         let close = desync || (h1 && worker.shared.draining.load(Ordering::Relaxed));
-        let served = traced(Rc::clone(&worker), req, Rc::clone(&client));
+        let (worker, client) = (Rc::clone(&worker), Rc::clone(&client));
+        // The handler's future is built inside this one, not captured by it: a captured future
+        // keeps its storage beside the one it is awaited in, doubling this future's size (and
+        // every move of it).
         async move {
-            let mut resp = served.await?;
+            let mut resp = traced(worker, req, client).await?;
             if close {
                 resp.headers_mut().insert(
                     http::header::CONNECTION,
