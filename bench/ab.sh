@@ -11,9 +11,11 @@
 #   bench/ab.sh old new --rounds 8 --duration 6 --mode jwt
 #   bench/ab.sh bin bin --mode jwt --mode-b key      # one binary, two tenant paths side by side
 #   bench/ab.sh bin bin --mode subdomain --mode-b metered   # the cost of usage metering
+#   bench/ab.sh bin bin --mode subdomain --mode-b traced    # the cost of [tracing] at 0.01
 # Modes: subdomain (e2e.sh's cellgate), jwt (its cellgate-jwt), key (its cellgate-key), metered
-# (subdomain with [metering] on, to a JSON Lines file); --mode-b gives B its own mode (default:
-# --mode).
+# (subdomain with [metering] on, to a JSON Lines file), traced and traced-all (subdomain with
+# [tracing] at sample_ratio TRACE_RATIO, default 0.01, or 1.0, exporting to bench/otlp_sink.py
+# on the load core); --mode-b gives B its own mode (default: --mode).
 #
 # Results: markdown on stdout and in bench/results/ab-<UTC>.md (older ab-* files are removed).
 set -euo pipefail
@@ -24,14 +26,15 @@ LOG_TAG=ab
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-CMDLINE="$(command_line "ROUNDS DURATION WARMUP MODE CONNECTIONS WRK_THREADS PORT_BASE LOAD_CORE
+CMDLINE="$(command_line "ROUNDS DURATION WARMUP MODE TRACE_RATIO CONNECTIONS WRK_THREADS PORT_BASE LOAD_CORE
   PROXY_CORE QUIET_WAIT QUIET_POLL QUIET_CPU RETRIES KEEP_TMP" "$0" "$@")"
 
 # ---------------------------------------------------------------------------- settings ---
 ROUNDS="${ROUNDS:-6}"               # rounds; each measures A and B once, the order alternating (even: balanced)
 DURATION="${DURATION:-10}"          # seconds measured per contestant per round
 WARMUP="${WARMUP:-2}"               # seconds of unmeasured load before each measurement
-MODE="${MODE:-subdomain}"           # subdomain = e2e.sh's cellgate, jwt = its cellgate-jwt, key = its cellgate-key, metered = subdomain + [metering]
+MODE="${MODE:-subdomain}"           # subdomain = e2e.sh's cellgate, jwt = its cellgate-jwt, key = its cellgate-key, metered = subdomain + [metering], traced/traced-all = subdomain + [tracing]
+TRACE_RATIO="${TRACE_RATIO:-0.01}"  # sample_ratio of the traced mode (traced-all: 1.0)
 MODE_B="${MODE_B:-}"                # B's mode when it differs from A's (empty: MODE)
 CONNECTIONS="${CONNECTIONS:-64}"    # wrk connections
 WRK_THREADS="${WRK_THREADS:-1}"     # wrk threads
@@ -62,8 +65,8 @@ done
 [[ ${#ARGS[@]} -eq 2 ]] || { usage >&2; exit 2; }
 MODE_B="${MODE_B:-$MODE}"
 for m in "$MODE" "$MODE_B"; do
-  [[ $m == subdomain || $m == jwt || $m == key || $m == metered ]] ||
-    { echo "--mode: subdomain, jwt, key or metered, not '$m'" >&2; exit 2; }
+  [[ $m == subdomain || $m == jwt || $m == key || $m == metered || $m == traced || $m == traced-all ]] ||
+    { echo "--mode: subdomain, jwt, key, metered, traced or traced-all, not '$m'" >&2; exit 2; }
 done
 declare -A MODE_OF=([A]="$MODE" [B]="$MODE_B")
 for n in "$ROUNDS" "$DURATION" "$WARMUP"; do
@@ -78,6 +81,7 @@ for i in 0 1; do
   PORT[$c]=$((PORT_BASE + 1 + 2 * i)); ADMIN[$c]=$((PORT_BASE + 2 + 2 * i))
 done
 UPSTREAM_PORT=$PORT_BASE
+SINK_PORT=$((PORT_BASE + 5))        # the OTLP sink of the traced modes
 HOST_HEADER="bench.localhost"
 TICK="$(getconf CLK_TCK)"
 
@@ -111,6 +115,12 @@ EOF
     printf '\n[metering]\nwindow = "10s"\nspool_dir = "%s"\n\n[metering.file]\npath = "%s"\n' \
       "$WORK/$c/spool" "$WORK/$c/usage.jsonl" >>"$WORK/$c/cellgate.toml"
   fi
+  if [[ ${MODE_OF[$c]} == traced || ${MODE_OF[$c]} == traced-all ]]; then
+    # Spans to the sink (started below, on the load core); traced-all samples every request.
+    ratio=$([[ ${MODE_OF[$c]} == traced-all ]] && echo 1.0 || echo "$TRACE_RATIO")
+    printf '\n[tracing]\notlp_endpoint = "http://127.0.0.1:%s/v1/traces"\nsample_ratio = %s\n' \
+      "$SINK_PORT" "$ratio" >>"$WORK/$c/cellgate.toml"
+  fi
   if [[ ${MODE_OF[$c]} == key ]]; then
     KEY[$c]="$(with_api_key "$WORK/$c" "${BIN[$c]}")" ||
       { echo "$c: could not mint an API key with ${BIN[$c]}" >&2; exit 1; }
@@ -122,7 +132,7 @@ client_headers() {  # client_headers NAME — curl/wrk header arguments
   if [[ ${MODE_OF[$1]} == key ]]; then printf '%s\n' -H "x-api-key: ${KEY[$1]}"; fi
 }
 
-for p in "$UPSTREAM_PORT" "${PORT[@]}" "${ADMIN[@]}"; do
+for p in "$UPSTREAM_PORT" "$SINK_PORT" "${PORT[@]}" "${ADMIN[@]}"; do
   if port_open "$p"; then echo "port 127.0.0.1:$p is already in use (set PORT_BASE)" >&2; exit 1; fi
 done
 
@@ -197,6 +207,10 @@ measure() {  # measure ROUND POSITION NAME — appends to ROWS; a disturbed one 
 
 # ---------------------------------------------------------------------------- measure ---
 start_upstream "$UPSTREAM_PORT"
+if [[ $MODE == traced* || $MODE_B == traced* ]]; then
+  start_bg sink "$LOAD_CORE" python3 "$BENCH_DIR/otlp_sink.py" "$SINK_PORT"
+  wait_port sink "$SINK_PORT" || { echo "the OTLP sink did not start" >&2; exit 1; }
+fi
 mkdir -p "$WORK/raw"
 ROWS="$WORK/raw/rows.tsv"; : >"$ROWS"
 log "A = ${BIN[A]}"; log "B = ${BIN[B]}"
