@@ -292,10 +292,9 @@ impl Client {
 /// The request's trace, decided before any stage (`[tracing]`; `None`: off), and the future
 /// that serves it, polled with its child-span collector when it is sampled.
 ///
-/// Inlined into the engine's service call on purpose: the handler's future is several
-/// kilobytes, and built behind a call boundary it is copied whole into hyper's slot; built in
-/// place, only its arguments are.
-#[inline(always)]
+/// The engine calls it inside its own service future (`accept`), not before: the handler's
+/// future is several kilobytes, and one captured by the service future would be kept twice
+/// and moved whole.
 pub fn traced(
     w: Rc<Worker>,
     req: Request<Incoming>,
