@@ -53,7 +53,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    // One pass over the names present, then a lookup only for those found: a response (or
+    // request) rarely carries more than `Connection`, and eight removals cost eight hashes.
+    let hop: &[HeaderName; 8] = &HOP_BY_HOP; // `found` below has one flag per name
+    let mut found = [false; 8];
+    for name in headers.keys() {
+        if let Some(i) = hop.iter().position(|h| h == name) {
+            found[i] = true;
+        }
+    }
+    for (name, _) in hop.iter().zip(found).filter(|(_, f)| *f) {
         headers.remove(name);
     }
 }
