@@ -3,7 +3,9 @@
 #
 # wrk and a fast nginx upstream share core 0; the proxy under test runs alone on core 1.
 # Contestants are measured interleaved (round 1: all, round 2: all, ...) and the median over
-# rounds is reported. See bench/README.md for what each contestant is and how to read the ratio.
+# rounds is reported: req/s, latency, and each proxy's CPU per request (user and system µs, from
+# /proc/PID/stat over the timed run; the figure that holds on a shared VM). See bench/README.md
+# for what each contestant is and how to read the ratio and the CPU.
 #
 #   bench/e2e.sh                          # direct, nginx, haproxy, cellgate, cellgate-jwt, cellgate-key; 5 rounds x 10 s
 #   BASELINES=1 bench/e2e.sh              # + hyper-minimal, pingora-minimal (pingora: 2-5 min cold build)
@@ -42,7 +44,7 @@ QUIET_CPU="${QUIET_CPU:-10}"        # other processes above this % of one core =
 RETRIES="${RETRIES:-3}"             # re-measure a disturbed measurement up to this many times
 KEEP_TMP="${KEEP_TMP:-0}"           # 1 = keep the temp dir (configs, logs, raw wrk output)
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --baselines) BASELINES=1 ;;
@@ -75,6 +77,7 @@ CELLGATE_JWT_ADMIN_PORT=$((PORT_BASE + 8))
 CELLGATE_KEY_ADMIN_PORT=$((PORT_BASE + 10))
 ALL_CONTESTANTS=(direct nginx haproxy hyper-minimal pingora-minimal cellgate cellgate-jwt cellgate-key)
 HOST_HEADER="bench.localhost"
+TICK="$(getconf CLK_TCK)"            # the unit of /proc/PID/stat's CPU times
 
 # ------------------------------------------------------------------------- selection ---
 want() {  # is contestant $1 requested?
@@ -133,6 +136,10 @@ fi
 if want cellgate-key; then
   if [[ -x "$CELLGATE_BIN" ]]; then AVAILABLE[cellgate-key]=1; else note "cellgate-key skipped: no binary at $CELLGATE_BIN"; fi
 fi
+
+# From here on the script, its probes and its reads of /proc stay off the proxy's core (the
+# builds above use both cores; each proxy is pinned to PROXY_CORE when started).
+taskset -pc "$LOAD_CORE" $$ >/dev/null
 
 # ---------------------------------------------------------------------------- configs ---
 write_upstream_conf "$UPSTREAM_PORT"
@@ -287,31 +294,51 @@ run_wrk() {  # run_wrk NAME SECONDS OUTFILE (in the background so that a signal 
   return "$rc"
 }
 
+proxy_ticks() {  # proxy_ticks NAME -> "USER SYS NPROCS": the proxy's process tree ("- - 0" for direct or a dead proxy)
+  local t=""
+  if [[ $1 != direct ]]; then t="$(proc_tree_ticks "${PID[$1]:-0}")"; fi
+  echo "${t:-- - 0}"
+}
+
 measure() {  # measure ROUND NAME — warm up, measure, re-measure if disturbed; append to INDEX
-  local r=$1 c=$2 attempt out cpu rps errs
+  local r=$1 c=$2 attempt out cpu rps errs u0 s0 u1 s1 np du ds shown
   for ((attempt = 1; ; attempt++)); do
     out="$WORK/raw/r$r-$c-a$attempt.txt"
     if [[ "$WARMUP" -gt 0 ]]; then run_wrk "$c" "$WARMUP" "$WORK/raw/warmup.txt" || true; fi
+    sleep 0.2   # the proxy finishes closing the warm-up's connections before its CPU is read
+    read -r u0 s0 np < <(proxy_ticks "$c")
     cpu_watch_start "$out.cpu" "$((DURATION + 30))"
     run_wrk "$c" "$DURATION" "$out" || note "wrk exited non-zero for $c in round $r"
+    sleep 0.2   # ... and those of the measured run: that work belongs to it
+    read -r u1 s1 np < <(proxy_ticks "$c")
     cpu_watch_stop "$out.cpu"
     cpu=$CPU_OTHER
+    du=-; ds=-; shown=""
+    if [[ $u0 != - && $u1 != - ]]; then
+      du=$((u1 - u0)); ds=$((s1 - s0)); shown="  proxy CPU $du+$ds ticks over $np process(es)"
+    elif [[ $c != direct ]]; then
+      note "$c: no CPU reading in round $r (the process is gone)"; np=0
+    fi
     rps="$(sed -n 's/^Requests\/sec: *//p' "$out")"
     errs="$(grep -E '^ *(Non-2xx|Socket errors)' "$out" | tr -s ' ' | paste -sd';' || true)"
-    log "round $r/$ROUNDS  $(printf '%-16s' "$c") ${rps:-?} req/s  (other CPU ${cpu%% *}%)${errs:+  ERRORS: $errs}"
+    log "round $r/$ROUNDS  $(printf '%-16s' "$c") ${rps:-?} req/s$shown  (other CPU ${cpu%% *}%)${errs:+  ERRORS: $errs}"
     if over "${cpu%% *}" "$QUIET_CPU" && [[ $attempt -le $RETRIES && $QUIET_SPENT -lt $QUIET_WAIT ]]; then
       log "  disturbed by other processes (${cpu#* }); re-measuring after a quiet moment"
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t0\n' "$r" "$c" "$out" "$attempt" "${cpu%% *}" "${cpu#* }" >>"$INDEX"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t0\t%s\t%s\t%s\n' "$r" "$c" "$out" "$attempt" "${cpu%% *}" "${cpu#* }" \
+        "$du" "$ds" "$np" >>"$INDEX"
       wait_quiet
       continue
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t1\n' "$r" "$c" "$out" "$attempt" "${cpu%% *}" "${cpu#* }" >>"$INDEX"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t1\t%s\t%s\t%s\n' "$r" "$c" "$out" "$attempt" "${cpu%% *}" "${cpu#* }" \
+      "$du" "$ds" "$np" >>"$INDEX"
     return 0
   done
 }
 
 mkdir -p "$WORK/raw"
-INDEX="$WORK/raw/index.tsv"   # round, contestant, wrk output, attempt, other CPU %, top others, kept
+# round, contestant, wrk output, attempt, other CPU %, top others, kept, and the proxy's user
+# and system ticks over the run and the number of processes they were summed over
+INDEX="$WORK/raw/index.tsv"
 : >"$INDEX"
 n=${#RUN[@]}
 log "measuring ${RUN[*]}: $ROUNDS rounds x ${DURATION}s (+${WARMUP}s warm-up), $CONNECTIONS connections, $WRK_THREADS wrk thread(s)"
@@ -336,7 +363,7 @@ OUT="$BENCH_DIR/results/e2e-$STAMP"
   machine_meta
   echo "rounds=$ROUNDS"; echo "duration_s=$DURATION"; echo "warmup_s=$WARMUP"
   echo "connections=$CONNECTIONS"; echo "wrk_threads=$WRK_THREADS"
-  echo "load_core=$LOAD_CORE"; echo "proxy_core=$PROXY_CORE"
+  echo "load_core=$LOAD_CORE"; echo "proxy_core=$PROXY_CORE"; echo "clk_tck=$TICK"
   echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
   echo "nginx=$(nginx -v 2>&1 | sed 's/.*nginx\///')"
   echo "haproxy=$(haproxy -v 2>&1 | head -1 | awk '{print $3}')"

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Summarise the raw wrk outputs of bench/e2e.sh into a markdown table and a JSON file.
 
-Input: --meta (key=value lines), --index (TSV: round, contestant, wrk output file, attempt,
-CPU used meanwhile by processes outside the benchmark in % of one core, the top such processes,
-1 if kept or 0 if discarded as disturbed and measured again). Output: OUT.md, OUT.json and
-OUT.svg (a bar chart of req/s and added p99); the markdown is also printed.
+Input: --meta (key=value lines, clk_tck among them), --index (TSV: round, contestant, wrk
+output file, attempt, CPU used meanwhile by processes outside the benchmark in % of one core, the
+top such processes, 1 if kept or 0 if discarded as disturbed and measured again, then the
+proxy's user and system CPU ticks over the run and the number of processes summed, "-" for
+direct). Output: OUT.md, OUT.json and OUT.svg (bar charts of req/s, added p99 and CPU per
+request); the markdown is also printed.
 Medians are over rounds; the ratio is median req/s over nginx's median req/s from the same run;
-"added" latency is the contestant's median percentile minus direct's (wrk straight to upstream).
+"added" latency is the contestant's median percentile minus direct's (wrk straight to upstream);
+CPU per request is the proxy's ticks x 1e6 / CLK_TCK / the requests wrk completed, and its ratio
+is the median over nginx's median.
 """
 import argparse
 import json
@@ -61,13 +65,41 @@ def fmt_signed(v):
     return "n/a" if v is None else f"{v:+,.0f}"
 
 
+def fmt_us(v, name=""):
+    """CPU µs per request: two decimals; a dash for direct, which has no proxy to measure."""
+    if name == "direct":
+        return "—"
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def ticks(v):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def add_cpu(rec, user_ticks, sys_ticks, procs, clk_tck):
+    """The proxy's CPU over one run, per request completed (None without a reading or a count)."""
+    u, sy = ticks(user_ticks), ticks(sys_ticks)
+    rec.update(cpu_user_ticks=u, cpu_sys_ticks=sy, cpu_procs=ticks(procs) or 0,
+               user_us_per_req=None, sys_us_per_req=None, cpu_us_per_req=None)
+    n = rec.get("requests")
+    if u is None or sy is None or not n:
+        return
+    per = 1e6 / clk_tck / n
+    rec.update(user_us_per_req=u * per, sys_us_per_req=sy * per, cpu_us_per_req=(u + sy) * per)
+
+
 def svg_chart(names, summary, title):
-    """Two horizontal bar panels, readable at a glance: median req/s (ratio to nginx on each bar)
-    and added p99 latency over direct. Plain SVG, no plotting library."""
+    """Horizontal bar panels, readable at a glance: median req/s (ratio to nginx on each bar),
+    added p99 latency over direct, and the proxy's CPU µs per request when measured. Plain SVG,
+    no plotting library."""
     rows = [n for n in names if summary[n]["rps"] is not None]
+    cpu = {n: summary[n]["cpu_us_per_req"] for n in rows if summary[n].get("cpu_us_per_req") is not None}
     bar_h, gap, left, width = 22, 8, 150, 360
     panel_h = len(rows) * (bar_h + gap) + 30
-    height = 40 + 2 * panel_h + 20
+    height = 40 + (3 if cpu else 2) * panel_h + 20
     total_w = left + width + 110
     esc = lambda t: str(t).replace("&", "&amp;").replace("<", "&lt;")
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{height}" '
@@ -97,6 +129,11 @@ def svg_chart(names, summary, title):
     added = {n: summary[n]["added_p99_us"] for n in rows if n != "direct"}
     panel(34 + panel_h, "added p99 latency over direct (µs, median; lower is better)", added,
           lambda n, v: f"{v:+,.0f} µs", "nginx")
+    if cpu:
+        panel(34 + 2 * panel_h, "proxy CPU per request (µs, user + sys, median; lower is better)",
+              {n: cpu.get(n) for n in rows if n != "direct"},
+              lambda n, v: f"{v:.2f} µs" + (f"  ({summary[n]['cpu_ratio_to_nginx']:.2f}x)"
+                                             if summary[n]["cpu_ratio_to_nginx"] else ""), "nginx")
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -138,12 +175,16 @@ def main():
 
     runs = {}
     quiet_cpu = float(meta.get("quiet_cpu_pct", "10"))
+    clk_tck = float(meta.get("clk_tck") or 100)
     busy_runs = 0
     total_runs = 0
     discarded = []
     for line in open(args.index, encoding="utf-8"):
-        rnd, name, path, attempt, other_cpu, other_top, kept = line.rstrip("\n").split("\t")
+        fields = line.rstrip("\n").split("\t")
+        fields += ["-", "-", "0"][max(0, len(fields) - 7):]  # an index without the CPU columns
+        rnd, name, path, attempt, other_cpu, other_top, kept, user_t, sys_t, procs = fields[:10]
         rec = parse_wrk(path)
+        add_cpu(rec, user_t, sys_t, procs, clk_tck)
         rec["round"] = int(rnd)
         rec["attempt"] = int(attempt)
         rec["other_cpu_pct"] = float(other_cpu)
@@ -169,11 +210,19 @@ def main():
             "rounds_rps": [r["rps"] for r in sorted(rs, key=lambda r: r["round"])],
             "max_other_cpu_pct": max(r["other_cpu_pct"] for r in rs),
             "remeasured": sum(r["attempt"] > 1 for r in rs),
+            # each its own median over rounds, so user + sys need not equal the total exactly
+            "user_us_per_req": med(r["user_us_per_req"] for r in rs),
+            "sys_us_per_req": med(r["sys_us_per_req"] for r in rs),
+            "cpu_us_per_req": med(r["cpu_us_per_req"] for r in rs),
+            "rounds_cpu_us_per_req": [r["cpu_us_per_req"] for r in sorted(rs, key=lambda r: r["round"])],
+            "cpu_procs": max(r["cpu_procs"] for r in rs),
         }
     base = summary.get("nginx", {}).get("rps")
+    cpu_base = summary.get("nginx", {}).get("cpu_us_per_req")
     direct = summary.get("direct", {})
     for n, s in summary.items():
         s["ratio_to_nginx"] = (s["rps"] / base) if base and s["rps"] else None
+        s["cpu_ratio_to_nginx"] = (s["cpu_us_per_req"] / cpu_base) if cpu_base and s["cpu_us_per_req"] else None
         for k in ("p50_us", "p99_us", "p999_us"):
             d = direct.get(k)
             s[f"added_{k}"] = (s[k] - d) if (s[k] is not None and d is not None) else None
@@ -200,24 +249,59 @@ def main():
         f"- quiet machine: {quiet}",
         "",
         "| contestant | req/s (median) | ratio to nginx | p50 µs | p99 µs | p99.9 µs "
-        "| +p50 vs direct | +p99 vs direct | req/s per round | errors | max other CPU % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| +p50 vs direct | +p99 vs direct | user µs/req | sys µs/req | CPU µs/req | CPU ratio to nginx "
+        "| req/s per round | CPU µs/req per round | errors | max other CPU % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for n in names:
         s = summary[n]
         ratio = "n/a" if s["ratio_to_nginx"] is None else f"{s['ratio_to_nginx']:.2f}"
+        cpu_ratio = "—" if n == "direct" else (
+            "n/a" if s["cpu_ratio_to_nginx"] is None else f"{s['cpu_ratio_to_nginx']:.2f}")
         per_round = " / ".join(fmt_k(v) for v in s["rounds_rps"])
+        cpu_per_round = "—" if n == "direct" else " / ".join(fmt_us(v) for v in s["rounds_cpu_us_per_req"])
         lines.append(
             f"| {n} | {fmt_int(s['rps'])} | {ratio} | {fmt_int(s['p50_us'])} | {fmt_int(s['p99_us'])} "
             f"| {fmt_int(s['p999_us'])} | {fmt_signed(s['added_p50_us'])} | {fmt_signed(s['added_p99_us'])} "
-            f"| {per_round} | {s['errors']} | {s['max_other_cpu_pct']:.0f} |")
+            f"| {fmt_us(s['user_us_per_req'], n)} | {fmt_us(s['sys_us_per_req'], n)} "
+            f"| {fmt_us(s['cpu_us_per_req'], n)} | {cpu_ratio} "
+            f"| {per_round} | {cpu_per_round} | {s['errors']} | {s['max_other_cpu_pct']:.0f} |")
+    kept = [r for n in names if n != "direct" for r in runs[n]
+            if r["cpu_user_ticks"] is not None and r["cpu_sys_ticks"] is not None]
+    fewest = min((r["cpu_user_ticks"] + r["cpu_sys_ticks"] for r in kept), default=None)
+    procs = ", ".join(f"{n} {summary[n]['cpu_procs']}" for n in names
+                      if n != "direct" and summary[n]["cpu_procs"])
     lines += [
         "",
         "`direct` is wrk straight to the upstream: the ceiling of core 0, not a proxy. Latencies are "
         "under full closed-loop load, so they are mostly queueing (about connections / req/s). 'max other "
         "CPU %' is the CPU that processes outside the benchmark used during the worst measurement "
         "(100 = one core).",
+        "",
+        "CPU µs/req is the CPU the proxy itself spent per request: its user and system time "
+        "(`/proc/PID/stat`, summed over the proxy's process and its descendants) over the timed run "
+        f"x 1e6 / CLK_TCK ({clk_tck:g}) / the requests wrk completed; each column is its own median over "
+        "rounds. It moves much less with the VM than req/s does (see bench/README.md), so it is the "
+        "figure to compare; 'CPU ratio to nginx' is over nginx's median from the same run (above 1 = "
+        "more CPU per request than nginx). Processes counted: "
+        f"{procs or 'none'}."
+        + (f" Fewest ticks in one measurement: {fewest} (one tick = {100.0 / fewest:.2f} % of it)."
+           if fewest else ""),
     ]
+    if fewest is not None and fewest < 200:
+        lines += ["", f"**Coarse CPU figures:** a measurement counted only {fewest} ticks; run longer "
+                  "(`--duration`) for CPU per request to better than 1 %."]
+
+    # Every kept measurement, round by round: the per-round values beside each other.
+    lines += ["", "### Per round", "",
+              "| round | contestant | req/s | p99 µs | user µs/req | sys µs/req | CPU µs/req | other CPU % |",
+              "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r, n, rec in sorted(((r["round"], n, r) for n in names for r in runs[n]),
+                            key=lambda t: (t[0], names.index(t[1]))):
+        lines.append(
+            f"| {r} | {n} | {fmt_int(rec['rps'])} | {fmt_int(rec['latency_us'].get('p99'))} "
+            f"| {fmt_us(rec['user_us_per_req'], n)} | {fmt_us(rec['sys_us_per_req'], n)} "
+            f"| {fmt_us(rec['cpu_us_per_req'], n)} | {rec['other_cpu_pct']:.1f} |")
     if notes:
         lines += ["", "Notes:", ""] + [f"- {x}" for x in notes]
     md = "\n".join(lines) + "\n"

@@ -174,6 +174,42 @@ cpu_watch_stop() {
   CPU_OTHER="$(sed -n 's/^OTHER_CPU //p' "$1")"; CPU_OTHER="${CPU_OTHER:-0 -}"
 }
 
+# ---------------------------------------------------------------- CPU of a process tree ---
+# The CPU a proxy spent, for CPU per request: read before and after a timed run, the delta over
+# the requests counted. nginx is a master and its worker(s), so the count covers the process
+# and all its descendants. Per process, utime and stime (fields 14 and 15 of /proc/PID/stat)
+# hold all its threads, and cutime and cstime (16 and 17) its children that exited and were
+# reaped, so the sum over the live tree stays whole when a worker exits between two reads. The
+# tree is found from the parent pid (field 4) of every process: /proc/PID/task/TID/children
+# needs a kernel option. `read` rather than $(<file): no fork per process.
+proc_tree_ticks() {  # proc_tree_ticks PID -> "USER SYS NPROCS" (ticks of getconf CLK_TCK), or nothing if PID is gone
+  local root=$1 f line pid ppid k i
+  local -a v
+  local -A parent=() user=() sys=()
+  for f in /proc/[0-9]*/stat; do
+    { read -r line <"$f"; } 2>/dev/null || continue   # a process may end between the glob and the read
+    pid=${f#/proc/}; pid=${pid%/stat}
+    read -ra v <<<"${line##*) }"   # after the "(comm) ": v[0] is field 3
+    parent[$pid]=${v[1]}
+    user[$pid]=$((v[11] + v[13]))
+    sys[$pid]=$((v[12] + v[14]))
+  done
+  [[ -n "${user[$root]+x}" ]] || return 0
+  local -a todo=("$root")
+  local us=0 ss=0 n=0
+  local -A kids=()
+  for pid in "${!parent[@]}"; do
+    ppid=${parent[$pid]}
+    kids[$ppid]+="$pid "
+  done
+  for ((i = 0; i < ${#todo[@]}; i++)); do
+    k=${todo[$i]}
+    us=$((us + user[$k])); ss=$((ss + sys[$k])); n=$((n + 1))
+    for pid in ${kids[$k]:-}; do todo+=("$pid"); done
+  done
+  echo "$us $ss $n"
+}
+
 # ------------------------------------------------------------------------------ build ---
 build_cellgate() {  # cargo build --release --bin cellgate in the repo root; notes a failure
   if command -v cargo >/dev/null; then
