@@ -93,16 +93,13 @@ pub struct BodyLog {
 
 impl BodyLog {
     fn finish(&mut self, complete: bool) {
-        let mut grpc_status = None;
-        if let Some(g) = self.grpc.take() {
-            let status = g.finish();
-            grpc_status = status;
-            if let Some(p) = &mut self.pending {
-                p.record.grpc_status = status;
-            }
+        // A gRPC call's status (`Some(None)`: the call ended without one).
+        let grpc = self.grpc.take().map(Call::finish);
+        if let (Some(status), Some(p)) = (grpc, &mut self.pending) {
+            p.record.grpc_status = status;
         }
         if let Some(s) = self.span.take() {
-            s.finish(self.bytes, complete, grpc_status);
+            s.finish(self.bytes, complete, grpc.flatten());
         }
         if let Some(p) = self.pending.take() {
             p.finish(self.bytes, complete);

@@ -84,19 +84,22 @@ pub fn respond(
         .record_request(cm, status, Outcome::routed, elapsed);
     s.metrics.upstream.group_request(gm, status, elapsed);
     let target = &cell.targets[forwarded.target];
+    let record = || {
+        arrival.record(
+            Some(tenant),
+            Some(&cell.id),
+            Some(&target.url),
+            status,
+            Some(upstream_time),
+            Outcome::routed,
+        )
+    };
     let log = s
         .access_log
         .wants(Outcome::routed, status)
         .then(|| PendingLog {
             log: Arc::clone(&s.access_log),
-            record: arrival.record(
-                Some(tenant),
-                Some(&cell.id),
-                Some(&target.url),
-                status,
-                Some(upstream_time),
-                Outcome::routed,
-            ),
+            record: record(),
             start: arrival.start,
         });
     let span = s
@@ -105,15 +108,7 @@ pub fn respond(
         .filter(|_| arrival.traced())
         .and_then(|tracer| {
             let trace = arrival.trace.as_ref()?;
-            let record = arrival.record(
-                Some(tenant),
-                Some(&cell.id),
-                Some(&target.url),
-                status,
-                Some(upstream_time),
-                Outcome::routed,
-            );
-            let span = trace.span(record, arrival.extra(None, Some("admitted")))?;
+            let span = trace.span(record(), arrival.extra(None, Some("admitted")))?;
             Some(PendingSpan {
                 tracer: Arc::clone(tracer),
                 span: Box::new(span),
